@@ -1,0 +1,309 @@
+/**
+ * @file flume.h
+ * @brief flume: an embeddable append-only log with materialized views.
+ *
+ * @mainpage flume
+ *
+ * flume keeps one canonical store, an append-only **log** of values (opaque
+ * bytes to this API; the Lua module encodes them with a codec), and derives
+ * everything else from it. This header is the whole embedding API and its
+ * manual.
+ *
+ * @section start Getting started
+ *
+ * The call order of a typical embedding:
+ *
+ *   1. flume_db_options_init(), then set what you need;
+ *   2. flume_db_open() with your `uv_loop_t`;
+ *   3. flume_db_append() as often as you like; each callback fires once the
+ *      values are durable (committed, and fsynced unless `sync` is 0);
+ *   4. read with flume_db_get() and flume_iter_open() / flume_iter_next();
+ *      follow the log with flume_db_on_since();
+ *   5. flume_db_close(), run the loop until its callback has fired, then
+ *      `uv_loop_close()` returns 0.
+ *
+ * @section errors Errors
+ *
+ * Every function that can fail returns 0 or a negative error code. flume's
+ * own codes are listed in #FLUME_ERRNO_MAP and lie between -33000 and
+ * -33099; system errors pass through as `-errno` (the same values libuv
+ * uses). flume_strerror() and flume_err_name() describe any of them.
+ *
+ * @section callbacks Callbacks
+ *
+ * If a call that takes a callback fails, the callback is never called;
+ * otherwise it is called exactly once, on the loop thread, from inside
+ * `uv_run()` (never from inside the call that registered it).
+ *
+ * @section memory Memory
+ *
+ * Buffers passed to flume are copied before the call returns. Buffers flume
+ * hands to you are borrowed: valid only until the callback returns, or
+ * until the next call on the same iterator, as each function says.
+ *
+ * @section threads Threads
+ *
+ * A database handle belongs to the thread that runs its loop; call it only
+ * from there. flume does its disk writes on the libuv threadpool, so the
+ * loop thread never waits on a flush.
+ *
+ * @section caveats Caveats
+ *
+ *  - One process may open a database folder for writing at a time; a second
+ *    gets #FLUME_ELOCKED. Opening the same folder twice in one process is
+ *    refused the same way.
+ *  - The log never shrinks: values cannot be deleted or changed.
+ *  - The database lives in an LMDB environment (`data.mdb`, `lock.mdb`,
+ *    `flume.lock` in its folder); do not put it on a network filesystem.
+ *  - A database remembers the codec name it was created with; opening it
+ *    with another name fails with #FLUME_ECODEC.
+ */
+#ifndef FLUME_H
+#define FLUME_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(FLUME_BUILDING) && defined(__GNUC__)
+#define FLUME_API __attribute__((visibility("default")))
+#else
+#define FLUME_API
+#endif
+
+#define FLUME_VERSION_MAJOR 0
+#define FLUME_VERSION_MINOR 1
+#define FLUME_VERSION_PATCH 0
+
+/**
+ * flume's error codes: X(name, value, message). The one list that generates
+ * the enum, flume_strerror() and flume_err_name().
+ */
+#define FLUME_ERRNO_MAP(X)                                                     \
+  X(EINVAL, -33000, "invalid argument")                                        \
+  X(ENOTFOUND, -33001, "no such entry")                                        \
+  X(ECLOSED, -33002, "database is closed")                                     \
+  X(ECANCELED, -33003, "operation canceled")                                   \
+  X(ELOCKED, -33004, "database is open for writing by another process")        \
+  X(ECODEC, -33005, "database was written with another codec")                 \
+  X(ECORRUPT, -33006, "database file is corrupted or not a flume database")    \
+  X(EFORMAT, -33007, "database has an unsupported format version")            \
+  X(EMAPFULL, -33008, "storage map is full")                                   \
+  X(ENOSPC, -33009, "storage is full (no space left on device)")              \
+  X(EIO, -33010, "input/output error")                                         \
+  X(ENOMEM, -33011, "out of memory")                                           \
+  X(ETIMEDOUT, -33012, "timed out")                                            \
+  X(EENCODE, -33013, "value cannot be encoded")                                \
+  X(EDECODE, -33014, "value cannot be decoded")                                \
+  X(EVIEW, -33015, "view failed")                                              \
+  X(ELIMIT, -33016, "too many tables")                                         \
+  X(EEXIST, -33017, "name is already in use")                                  \
+  X(ESCRIPT, -33018, "bad view script")                                        \
+  X(EBUSY, -33019, "busy")
+
+/** Error codes: `FLUME_EINVAL` and so on. */
+typedef enum {
+#define FLUME__ERR_ENUM(name, value, msg) FLUME_##name = value,
+  FLUME_ERRNO_MAP(FLUME__ERR_ENUM)
+#undef FLUME__ERR_ENUM
+  FLUME_ERRNO_MAX = -33100
+} flume_errno_t;
+
+/**
+ * A short message for an error code: one of flume's, or a system `-errno`.
+ * @return a static string; never NULL.
+ */
+FLUME_API const char *flume_strerror(int err);
+
+/**
+ * The name of an error code, such as `"ENOTFOUND"`.
+ * @return a static string; `"UNKNOWN"` for a code it does not know.
+ */
+FLUME_API const char *flume_err_name(int err);
+
+/** The library's version as a string, "MAJOR.MINOR.PATCH". */
+FLUME_API const char *flume_version(void);
+
+/** An opaque database handle. */
+typedef struct flume_db flume_db;
+
+/** A byte range passed to flume (copied before the call returns). */
+typedef struct flume_buf {
+  const void *base; /**< first byte */
+  size_t len;       /**< length in bytes */
+} flume_buf;
+
+/** Options for flume_db_open(). Initialise with flume_db_options_init(). */
+typedef struct flume_db_options {
+  /** The codec name recorded in the database. NULL accepts whatever the
+   * database has (a new database is then marked "raw"). Otherwise a new
+   * database records it and an existing one must match (#FLUME_ECODEC). At
+   * most 63 bytes. */
+  const char *codec;
+  /** 1 (default): an append is acknowledged only once fsynced. 0: once
+   * committed; a system crash may lose the latest appends, never corrupt. */
+  int sync;
+  /** Initial storage map size in bytes; 0 for the default. The map grows on
+   * demand either way. */
+  size_t map_size;
+} flume_db_options;
+
+/** Fills `opts` with the defaults. */
+FLUME_API void flume_db_options_init(flume_db_options *opts);
+
+/**
+ * Opens (creating if missing) the database in folder `path`, or an
+ * in-memory database when `path` is NULL.
+ *
+ * Runs synchronously: it maps the files and reads the log's since. Creating
+ * a new database writes its metadata once.
+ *
+ * @param loop the loop that will run this database's callbacks.
+ * @param path a folder (created if missing, with its parents not), or NULL.
+ * @param opts NULL for the defaults.
+ * @param[out] out the new handle, on success.
+ * @return 0, or #FLUME_EINVAL, #FLUME_ELOCKED (another process, or this one,
+ * has the folder open for writing), #FLUME_ECODEC, #FLUME_ECORRUPT,
+ * #FLUME_EFORMAT, #FLUME_ENOMEM, or a system `-errno` (such as `-EACCES`).
+ */
+FLUME_API int flume_db_open(uv_loop_t *loop, const char *path,
+                            const flume_db_options *opts, flume_db **out);
+
+/** The codec name recorded in the database. Valid until the handle is
+ * freed. */
+FLUME_API const char *flume_db_codec(const flume_db *db);
+
+/** 1 for an in-memory database, 0 for one on disk. */
+FLUME_API int flume_db_is_memory(const flume_db *db);
+
+/**
+ * The log's since: the seq of the last durable value, or -1 when the log is
+ * empty. It advances just before the append callbacks of a commit fire.
+ */
+FLUME_API int64_t flume_db_since(const flume_db *db);
+
+/**
+ * Called once an append is durable, or has failed.
+ * @param ctx the pointer given to flume_db_append().
+ * @param status 0, or #FLUME_ENOSPC, #FLUME_EIO, #FLUME_ENOMEM, #FLUME_ECLOSED
+ * (the database was closed before the append could be written).
+ * @param last_seq on success, the seq of the last value of the batch.
+ */
+typedef void (*flume_append_cb)(void *ctx, int status, int64_t last_seq);
+
+/**
+ * Appends `n` values as one batch: all of them, at consecutive seqs, or none.
+ *
+ * The values are copied before this returns. Appends that arrive while a
+ * commit is in flight are written together in the next commit (group
+ * commit); each keeps its own callback.
+ *
+ * @param n at least 1.
+ * @param cb called once the batch is durable or has failed; may be NULL.
+ * @return 0, or #FLUME_EINVAL (n is 0), #FLUME_ECLOSED, #FLUME_ENOMEM.
+ */
+FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
+                              flume_append_cb cb, void *ctx);
+
+/**
+ * Reads the value at `seq`, synchronously.
+ *
+ * @param[out] data a copy of the value, to release with flume_free().
+ * @param[out] len its length.
+ * @return 0, or #FLUME_ENOTFOUND (no value at that seq), #FLUME_ECLOSED,
+ * #FLUME_ENOMEM.
+ */
+FLUME_API int flume_db_get(flume_db *db, int64_t seq, void **data,
+                           size_t *len);
+
+/** Releases memory that flume allocated for you. NULL is fine. */
+FLUME_API void flume_free(void *p);
+
+/** An iterator over a range of the log. */
+typedef struct flume_iter flume_iter;
+
+/** Options for flume_iter_open(). Initialise with flume_iter_options_init().
+ */
+typedef struct flume_iter_options {
+  int64_t gte;   /**< first seq wanted (default 0) */
+  int64_t lte;   /**< last seq wanted (default INT64_MAX) */
+  int reverse;   /**< 1: from lte down to gte */
+  int64_t limit; /**< at most this many values; -1 (default) for no limit */
+} flume_iter_options;
+
+/** Fills `opts` with the defaults: the whole log, forwards. */
+FLUME_API void flume_iter_options_init(flume_iter_options *opts);
+
+/**
+ * Opens an iterator. It reads the log in chunks, each in a short read
+ * transaction, so a slow reader does not pin old pages.
+ * @return 0, or #FLUME_EINVAL, #FLUME_ECLOSED, #FLUME_ENOMEM.
+ */
+FLUME_API int flume_iter_open(flume_db *db, const flume_iter_options *opts,
+                              flume_iter **out);
+
+/**
+ * The next value of the range.
+ *
+ * Once it has returned #FLUME_ENOTFOUND (the end of what is in the log now),
+ * a forward iterator without a limit reached may be called again: it goes on
+ * with values appended since, which makes live reading a matter of calling
+ * it again when flume_db_on_since() says the log has grown.
+ *
+ * @param[out] data borrowed; valid until the next call on this iterator or
+ * its close.
+ * @return 0, or #FLUME_ENOTFOUND (no more values), #FLUME_ECLOSED,
+ * #FLUME_ENOMEM.
+ */
+FLUME_API int flume_iter_next(flume_iter *it, int64_t *seq, const void **data,
+                              size_t *len);
+
+/** Closes the iterator. It may outlive its database's close. */
+FLUME_API void flume_iter_close(flume_iter *it);
+
+/** A subscription made by flume_db_on_since(). */
+typedef struct flume_watch flume_watch;
+
+/**
+ * Called whenever the log's since advances, once per commit, with the new
+ * since; and a last time with status #FLUME_ECLOSED when the database
+ * closes (the watch is then gone: do not stop it).
+ */
+typedef void (*flume_since_cb)(void *ctx, int status, int64_t since);
+
+/**
+ * Observes the log's since.
+ * @param[out] out the subscription, for flume_watch_stop().
+ * @return 0, or #FLUME_ECLOSED, #FLUME_ENOMEM.
+ */
+FLUME_API int flume_db_on_since(flume_db *db, flume_since_cb cb, void *ctx,
+                                flume_watch **out);
+
+/** Ends a subscription; its callback is not called again. */
+FLUME_API void flume_watch_stop(flume_watch *w);
+
+/** Called once a database is closed; the handle is freed after it returns.
+ */
+typedef void (*flume_close_cb)(void *ctx);
+
+/**
+ * Closes the database, asynchronously.
+ *
+ * New calls on the handle fail with #FLUME_ECLOSED from now on. Appends
+ * already accepted are still written and acknowledged (so nothing accepted
+ * is dropped) before the store closes; watches get their last #FLUME_ECLOSED
+ * callback; then `cb` fires and the handle is freed.
+ *
+ * @return 0, or #FLUME_ECLOSED when it is already closing.
+ */
+FLUME_API int flume_db_close(flume_db *db, flume_close_cb cb, void *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLUME_H */

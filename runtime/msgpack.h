@@ -1,0 +1,34 @@
+/*
+ * The msgpack codec: Lua values straight to MessagePack bytes and back, with
+ * no intermediate tree.
+ */
+#ifndef FLUME_RUNTIME_MSGPACK_H
+#define FLUME_RUNTIME_MSGPACK_H
+
+#include <lua.h>
+
+#include "buf.h"
+
+/* Deepest nesting of tables accepted by the encoder and the decoder. */
+#define FLUME__MP_MAX_DEPTH 100
+
+/*
+ * Encodes the Lua value at `idx` and appends it to `b`. Does not call any
+ * metamethod and does not raise. On failure returns FLUME_EENCODE (or
+ * FLUME_ENOMEM), leaves b->len as it was, and writes a message naming the
+ * value and where it is ("cannot encode a function at .a[3]") into
+ * err[errlen].
+ */
+int flume__mp_encode(lua_State *L, int idx, flume__buf *b, char *err,
+                     size_t errlen);
+
+/*
+ * Decodes exactly one value from p[0..n) and pushes it. Trailing bytes are
+ * an error. Does not raise except on memory errors (lua_State allocation
+ * failure raises as usual). On failure pushes nothing, returns
+ * FLUME_EDECODE and writes a message into err[errlen].
+ */
+int flume__mp_decode(lua_State *L, const char *p, size_t n, char *err,
+                     size_t errlen);
+
+#endif
