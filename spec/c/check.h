@@ -1,0 +1,44 @@
+/* A tiny assert header for the C tests: on failure it prints the file, the
+ * line, the expression and, for CHECK_OK, the error's name and message, then
+ * exits non-zero. */
+#ifndef FLUME_SPEC_CHECK_H
+#define FLUME_SPEC_CHECK_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "flume.h"
+
+#define CHECK(expr)                                                            \
+  do {                                                                         \
+    if (!(expr)) {                                                             \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
+      exit(1);                                                                 \
+    }                                                                          \
+  } while (0)
+
+/* expr returns 0 or an error code. */
+#define CHECK_OK(expr)                                                         \
+  do {                                                                         \
+    int check_rc_ = (expr);                                                    \
+    if (check_rc_ != 0) {                                                      \
+      fprintf(stderr, "%s:%d: %s returned %s (%d): %s\n", __FILE__, __LINE__, \
+              #expr, flume_err_name(check_rc_), check_rc_,                     \
+              flume_strerror(check_rc_));                                      \
+      exit(1);                                                                 \
+    }                                                                          \
+  } while (0)
+
+/* expr returns exactly the error code `want`. */
+#define CHECK_ERR(expr, want)                                                  \
+  do {                                                                         \
+    int check_rc_ = (expr);                                                    \
+    if (check_rc_ != (want)) {                                                 \
+      fprintf(stderr, "%s:%d: %s returned %s (%d), wanted %s\n", __FILE__,    \
+              __LINE__, #expr, flume_err_name(check_rc_), check_rc_,           \
+              flume_err_name(want));                                           \
+      exit(1);                                                                 \
+    }                                                                          \
+  } while (0)
+
+#endif
