@@ -1,0 +1,618 @@
+/*
+ * The database handle: opening, the writer queue with group commit, reads,
+ * since watchers and closing.
+ *
+ * Writes go through one queue. While a group of jobs commits on the libuv
+ * threadpool (or, for an inline store, from an idle callback on the loop
+ * thread), new jobs wait in the queue and all ride the next commit together.
+ * Only the loop thread touches the queue; the group in flight belongs to the
+ * writer until its completion runs on the loop thread.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "internal.h"
+
+/* A group stops taking jobs once it holds this many bytes, so one commit's
+ * dirty pages stay bounded however fast appends arrive. */
+#define GROUP_MAX_BYTES ((size_t)32 << 20)
+/* Entries (or bytes) one read transaction may cover: reads stay short. */
+#define ITER_CHUNK_ENTRIES 512
+#define ITER_CHUNK_BYTES ((size_t)1 << 20)
+
+struct flume_watch {
+  flume_db *db;          /* the database it observes */
+  flume_since_cb cb;     /* the observer */
+  void *ctx;             /* the observer's pointer */
+  flume_watch *next;     /* list links */
+  flume_watch *prev;
+  int dead;              /* stopped during a notification; freed after it */
+};
+
+typedef struct iter_entry {
+  int64_t seq;  /* the entry's seq */
+  size_t off;   /* its bytes' offset in the iterator's chunk */
+  size_t len;   /* their length */
+} iter_entry;
+
+struct flume_iter {
+  flume_db *db;          /* NULL once the database has closed */
+  int64_t next;          /* the next seq to read */
+  int64_t lo;            /* lowest seq of the range */
+  int64_t hi;            /* highest seq of the range */
+  int reverse;           /* 1: from hi down to lo */
+  int64_t remaining;     /* values the limit still allows; -1: no limit */
+  flume__buf chunk;      /* bytes of the current chunk */
+  iter_entry *entries;   /* the current chunk's entries */
+  size_t count;          /* entries in the chunk */
+  size_t pos;            /* the next entry to hand out */
+  flume_iter *link_next; /* the database's list of iterators */
+  flume_iter *link_prev;
+};
+
+struct flume_db {
+  uv_loop_t *loop;                /* the caller's loop */
+  const flume__store_ops *ops;    /* the backend */
+  flume__store *store;            /* its instance */
+  char codec[64];                 /* the codec name recorded in the db */
+  int64_t since;                  /* last acknowledged seq; -1: empty */
+  flume__job *queue_head;         /* jobs waiting for the next group */
+  flume__job *queue_tail;
+  flume__job *group;              /* the group being committed */
+  int busy;                       /* a group is in flight */
+  int group_status;               /* its commit status, set by the writer */
+  int64_t group_next;             /* next seq after it, set by the writer */
+  uv_work_t work;                 /* the threadpool request for a group */
+  uv_idle_t kick;                 /* runs inline stores' groups */
+  flume_watch *watches;           /* since observers */
+  int notifying;                  /* inside notify(): defer frees */
+  flume_iter *iters;              /* open iterators */
+  int closing;                    /* flume_db_close() was called */
+  int close_started;              /* the handles are being closed */
+  flume_close_cb close_cb;        /* called once closed */
+  void *close_ctx;
+#ifdef FLUME_TEST_HOOKS
+  int fail_err;                   /* injected commit failure */
+  int fail_count;                 /* commits still to fail */
+#endif
+};
+
+FLUME_API void flume_db_options_init(flume_db_options *opts) {
+  memset(opts, 0, sizeof *opts);
+  opts->sync = 1;
+}
+
+FLUME_API void flume_iter_options_init(flume_iter_options *opts) {
+  opts->gte = 0;
+  opts->lte = INT64_MAX;
+  opts->reverse = 0;
+  opts->limit = -1;
+}
+
+FLUME_API void flume_free(void *p) { free(p); }
+
+const flume__store_ops *flume__db_ops(flume_db *db) { return db->ops; }
+flume__store *flume__db_store(flume_db *db) { return db->store; }
+uv_loop_t *flume__db_loop(flume_db *db) { return db->loop; }
+
+FLUME_API const char *flume_db_codec(const flume_db *db) { return db->codec; }
+FLUME_API int flume_db_is_memory(const flume_db *db) {
+  return db->ops == &flume__store_memory;
+}
+FLUME_API int64_t flume_db_since(const flume_db *db) { return db->since; }
+
+/* Reads or creates the metadata: format version and codec name. */
+static int init_meta(flume_db *db, const char *codec) {
+  const flume__store_ops *ops = db->ops;
+  flume__txn *txn;
+  flume__table meta;
+  flume__slice v;
+  int rc = ops->txn_begin(db->store, FLUME__TXN_WRITE, &txn);
+  if (rc) return rc;
+  if ((rc = ops->table_open(txn, "meta", 1, &meta))) goto fail;
+  rc = ops->get(txn, meta, (flume__slice){"format", 6}, &v);
+  if (rc == FLUME_ENOTFOUND) {
+    int64_t last;
+    if ((rc = ops->log_last(txn, &last))) goto fail;
+    if (last != -1) {
+      rc = FLUME_ECORRUPT; /* a log without metadata is not ours */
+      goto fail;
+    }
+    const char *name = codec ? codec : "raw";
+    if ((rc = ops->put(txn, meta, (flume__slice){"format", 6},
+                       (flume__slice){FLUME__FORMAT, strlen(FLUME__FORMAT)})) ||
+        (rc = ops->put(txn, meta, (flume__slice){"codec", 5},
+                       (flume__slice){name, strlen(name)})))
+      goto fail;
+    strcpy(db->codec, name);
+  } else if (rc) {
+    goto fail;
+  } else {
+    if (v.size != strlen(FLUME__FORMAT) ||
+        memcmp(v.data, FLUME__FORMAT, v.size) != 0) {
+      rc = FLUME_EFORMAT;
+      goto fail;
+    }
+    rc = ops->get(txn, meta, (flume__slice){"codec", 5}, &v);
+    if (rc == FLUME_ENOTFOUND || (rc == 0 && v.size >= sizeof db->codec))
+      rc = FLUME_ECORRUPT;
+    if (rc) goto fail;
+    memcpy(db->codec, v.data, v.size);
+    db->codec[v.size] = '\0';
+    if (codec && strcmp(codec, db->codec) != 0) {
+      rc = FLUME_ECODEC;
+      goto fail;
+    }
+  }
+  if ((rc = ops->log_last(txn, &db->since))) goto fail;
+  return ops->txn_commit(txn);
+fail:
+  ops->txn_abort(txn);
+  return rc;
+}
+
+FLUME_API int flume_db_open(uv_loop_t *loop, const char *path,
+                            const flume_db_options *opts, flume_db **out) {
+  flume_db_options defaults;
+  if (loop == NULL || out == NULL) return FLUME_EINVAL;
+  if (opts == NULL) {
+    flume_db_options_init(&defaults);
+    opts = &defaults;
+  }
+  if (opts->codec && (opts->codec[0] == '\0' || strlen(opts->codec) >= 64))
+    return FLUME_EINVAL;
+
+  flume_db *db = calloc(1, sizeof *db);
+  if (db == NULL) return FLUME_ENOMEM;
+  db->loop = loop;
+  db->ops = path ? &flume__store_lmdb : &flume__store_memory;
+  flume__store_opts so = {opts->sync != 0, opts->map_size};
+  int rc = db->ops->open(path, &so, &db->store);
+  if (rc) {
+    free(db);
+    return rc;
+  }
+  if ((rc = init_meta(db, opts->codec))) {
+    db->ops->close(db->store);
+    free(db);
+    return rc;
+  }
+  uv_idle_init(loop, &db->kick);
+  db->kick.data = db;
+  db->work.data = db;
+  *out = db;
+  return 0;
+}
+
+/* ---- since watchers ---------------------------------------------------- */
+
+static void notify(flume_db *db, int status, int64_t since) {
+  db->notifying++;
+  for (flume_watch *w = db->watches; w; w = w->next)
+    if (!w->dead) w->cb(w->ctx, status, since);
+  if (--db->notifying) return;
+  for (flume_watch *w = db->watches, *next; w; w = next) {
+    next = w->next;
+    if (!w->dead && status == 0) continue;
+    if (w->prev) w->prev->next = w->next;
+    else db->watches = w->next;
+    if (w->next) w->next->prev = w->prev;
+    free(w);
+  }
+}
+
+FLUME_API int flume_db_on_since(flume_db *db, flume_since_cb cb, void *ctx,
+                                flume_watch **out) {
+  if (db->closing) return FLUME_ECLOSED;
+  if (cb == NULL) return FLUME_EINVAL;
+  flume_watch *w = calloc(1, sizeof *w);
+  if (w == NULL) return FLUME_ENOMEM;
+  w->db = db;
+  w->cb = cb;
+  w->ctx = ctx;
+  w->next = db->watches;
+  if (db->watches) db->watches->prev = w;
+  db->watches = w;
+  if (out) *out = w;
+  return 0;
+}
+
+FLUME_API void flume_watch_stop(flume_watch *w) {
+  if (w == NULL) return;
+  flume_db *db = w->db;
+  if (db->notifying) {
+    w->dead = 1;
+    return;
+  }
+  if (w->prev) w->prev->next = w->next;
+  else db->watches = w->next;
+  if (w->next) w->next->prev = w->prev;
+  free(w);
+}
+
+/* ---- the writer -------------------------------------------------------- */
+
+static void kick(flume_db *db);
+
+/* Commits the group in one write transaction; on the writer. */
+static int run_group(flume_db *db) {
+  const flume__store_ops *ops = db->ops;
+  for (int grown = 0;;) {
+    flume__txn *txn;
+    flume__job *failed = NULL;
+    int64_t next = db->since + 1;
+    int rc = ops->txn_begin(db->store, FLUME__TXN_WRITE, &txn);
+    if (rc) return rc;
+    for (flume__job *j = db->group; j && rc == 0; j = j->next) {
+      if (j->status) continue; /* failed in an earlier attempt */
+      rc = j->run(j, txn, &next);
+      if (rc) failed = j;
+    }
+#ifdef FLUME_TEST_HOOKS
+    if (rc == 0 && db->fail_count > 0) {
+      db->fail_count--;
+      ops->txn_abort(txn);
+      return db->fail_err;
+    }
+#endif
+    if (rc == 0) {
+      rc = ops->txn_commit(txn);
+      if (rc == 0) {
+        db->group_next = next;
+        return 0;
+      }
+      if (rc != FLUME_EMAPFULL) return rc;
+    } else {
+      ops->txn_abort(txn);
+    }
+    if (rc == FLUME_EMAPFULL) {
+      /* Doubling from the initial map reaches any disk long before this. */
+      if (++grown > 40) return FLUME_ENOSPC;
+      if ((rc = ops->grow(db->store))) return rc;
+      continue;
+    }
+    failed->status = rc; /* only this job fails; retry the rest */
+  }
+}
+
+static void finish_group(flume_db *db) {
+  flume__job *jobs = db->group;
+  int rc = db->group_status;
+  db->group = NULL;
+  db->busy = 0;
+  if (rc == 0 && db->group_next - 1 != db->since) {
+    db->since = db->group_next - 1;
+    notify(db, 0, db->since);
+  }
+  for (flume__job *j = jobs, *next; j; j = next) {
+    next = j->next;
+    j->done(j, rc ? rc : j->status);
+  }
+  kick(db);
+}
+
+static void group_work(uv_work_t *req) {
+  flume_db *db = req->data;
+  db->group_status = run_group(db);
+}
+
+static void group_after_work(uv_work_t *req, int status) {
+  (void)status; /* the request is never canceled */
+  finish_group(req->data);
+}
+
+/* Moves jobs from the queue into a new group, up to its byte bound. */
+static void take_group(flume_db *db) {
+  size_t bytes = 0;
+  flume__job *head = db->queue_head, *last = NULL, *j = head;
+  while (j && (last == NULL || bytes + j->bytes <= GROUP_MAX_BYTES)) {
+    bytes += j->bytes;
+    last = j;
+    j = j->next;
+  }
+  last->next = NULL;
+  db->group = head;
+  db->queue_head = j;
+  if (j == NULL) db->queue_tail = NULL;
+}
+
+static void on_kick(uv_idle_t *h) {
+  flume_db *db = h->data;
+  uv_idle_stop(h);
+  take_group(db);
+  db->group_status = run_group(db);
+  finish_group(db);
+}
+
+static void start_close(flume_db *db);
+
+static void kick(flume_db *db) {
+  if (db->busy) return;
+  if (db->queue_head == NULL) {
+    if (db->closing && !db->close_started) start_close(db);
+    return;
+  }
+  db->busy = 1;
+  if (db->ops->inline_writes) {
+    /* Taken when the idle callback runs, so everything queued in this loop
+     * turn rides along. */
+    uv_idle_start(&db->kick, on_kick);
+  } else {
+    take_group(db);
+    uv_queue_work(db->loop, &db->work, group_work, group_after_work);
+  }
+}
+
+int flume__db_submit(flume_db *db, flume__job *job) {
+  if (db->closing) return FLUME_ECLOSED;
+  job->next = NULL;
+  job->db = db;
+  job->status = 0;
+  if (db->queue_tail) db->queue_tail->next = job;
+  else db->queue_head = job;
+  db->queue_tail = job;
+  kick(db);
+  return 0;
+}
+
+/* ---- appends ----------------------------------------------------------- */
+
+typedef struct append_job {
+  flume__job base;     /* the writer's part */
+  flume_append_cb cb;  /* the caller's callback, or NULL */
+  void *ctx;           /* its pointer */
+  int64_t last_seq;    /* the batch's last seq, once written */
+  size_t n;            /* values in the batch */
+  size_t *lens;        /* their lengths, in the same allocation */
+  char *data;          /* their bytes, back to back, likewise */
+} append_job;
+
+static int append_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
+  append_job *a = (append_job *)job;
+  const flume__store_ops *ops = job->db->ops;
+  const char *p = a->data;
+  int64_t seq = *next_seq;
+  for (size_t i = 0; i < a->n; i++) {
+    int rc = ops->log_append(txn, seq++, (flume__slice){p, a->lens[i]});
+    if (rc) return rc;
+    p += a->lens[i];
+  }
+  *next_seq = seq;
+  a->last_seq = seq - 1;
+  return 0;
+}
+
+static void append_done(flume__job *job, int status) {
+  append_job *a = (append_job *)job;
+  if (a->cb) a->cb(a->ctx, status, status ? -1 : a->last_seq);
+  free(a);
+}
+
+FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
+                              flume_append_cb cb, void *ctx) {
+  if (db->closing) return FLUME_ECLOSED;
+  if (n == 0 || vals == NULL) return FLUME_EINVAL;
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (vals[i].base == NULL && vals[i].len) return FLUME_EINVAL;
+    total += vals[i].len;
+  }
+  if (n > (SIZE_MAX - sizeof(append_job) - total) / sizeof(size_t))
+    return FLUME_ENOMEM;
+  append_job *a = malloc(sizeof *a + n * sizeof(size_t) + total);
+  if (a == NULL) return FLUME_ENOMEM;
+  a->base.run = append_run;
+  a->base.done = append_done;
+  a->base.bytes = total + n * 16;
+  a->cb = cb;
+  a->ctx = ctx;
+  a->n = n;
+  a->lens = (size_t *)(a + 1);
+  a->data = (char *)(a->lens + n);
+  char *p = a->data;
+  for (size_t i = 0; i < n; i++) {
+    a->lens[i] = vals[i].len;
+    if (vals[i].len) memcpy(p, vals[i].base, vals[i].len);
+    p += vals[i].len;
+  }
+  return flume__db_submit(db, &a->base);
+}
+
+/* ---- reads ------------------------------------------------------------- */
+
+int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
+                   flume__visit_fn fn, void *ctx, size_t *count) {
+  const flume__store_ops *ops = db->ops;
+  *count = 0;
+  if (db->closing) return FLUME_ECLOSED;
+  int reverse = from > to;
+  int64_t lo = reverse ? to : from, hi = reverse ? from : to;
+  /* Readers see the log up to its since: what was acknowledged. */
+  if (hi > db->since) hi = db->since;
+  if (lo < 0) lo = 0;
+  if (max == 0 || lo > hi) return 0;
+  int64_t start = reverse ? hi : lo;
+
+  flume__txn *txn;
+  flume__cursor *cur;
+  int rc = ops->txn_begin(db->store, FLUME__TXN_READ, &txn);
+  if (rc) return rc;
+  if ((rc = ops->cursor_open(txn, FLUME__TABLE_LOG, &cur))) {
+    ops->txn_abort(txn);
+    return rc;
+  }
+  uint64_t key = (uint64_t)start;
+  flume__slice k = {&key, sizeof key}, v;
+  rc = ops->cursor_get(cur, FLUME__SET, &k, &v);
+  for (int64_t seq = start; rc == 0;) {
+    if (k.size != sizeof key) {
+      rc = FLUME_ECORRUPT;
+      break;
+    }
+    memcpy(&key, k.data, sizeof key);
+    if ((int64_t)key != seq) {
+      rc = FLUME_ECORRUPT; /* the log is dense: a gap is damage */
+      break;
+    }
+    if ((rc = fn(ctx, seq, v.data, v.size))) break;
+    ++*count;
+    if (*count == max || seq == (reverse ? lo : hi)) break;
+    seq += reverse ? -1 : 1;
+    rc = ops->cursor_get(cur, reverse ? FLUME__PREV : FLUME__NEXT, &k, &v);
+    if (rc == FLUME_ENOTFOUND) rc = FLUME_ECORRUPT;
+  }
+  ops->cursor_close(cur);
+  ops->txn_abort(txn);
+  return rc == FLUME_ENOTFOUND && *count == 0 ? FLUME_ECORRUPT : rc;
+}
+
+typedef struct copy_ctx {
+  void *data;  /* the copy */
+  size_t len;  /* its length */
+} copy_ctx;
+
+static int copy_one(void *ctx, int64_t seq, const void *data, size_t len) {
+  copy_ctx *c = ctx;
+  (void)seq;
+  c->data = malloc(len ? len : 1);
+  if (c->data == NULL) return FLUME_ENOMEM;
+  if (len) memcpy(c->data, data, len);
+  c->len = len;
+  return 0;
+}
+
+FLUME_API int flume_db_get(flume_db *db, int64_t seq, void **data,
+                           size_t *len) {
+  if (db->closing) return FLUME_ECLOSED;
+  if (data == NULL || len == NULL) return FLUME_EINVAL;
+  if (seq < 0 || seq > db->since) return FLUME_ENOTFOUND;
+  copy_ctx c = {NULL, 0};
+  size_t n;
+  int rc = flume__db_read(db, seq, seq, 1, copy_one, &c, &n);
+  if (rc == 0 && n == 0) rc = FLUME_ENOTFOUND;
+  if (rc) {
+    free(c.data);
+    return rc;
+  }
+  *data = c.data;
+  *len = c.len;
+  return 0;
+}
+
+/* ---- iterators --------------------------------------------------------- */
+
+FLUME_API int flume_iter_open(flume_db *db, const flume_iter_options *opts,
+                              flume_iter **out) {
+  flume_iter_options defaults;
+  if (db->closing) return FLUME_ECLOSED;
+  if (out == NULL) return FLUME_EINVAL;
+  if (opts == NULL) {
+    flume_iter_options_init(&defaults);
+    opts = &defaults;
+  }
+  flume_iter *it = calloc(1, sizeof *it);
+  if (it == NULL) return FLUME_ENOMEM;
+  it->db = db;
+  it->lo = opts->gte < 0 ? 0 : opts->gte;
+  it->hi = opts->lte;
+  it->reverse = opts->reverse != 0;
+  it->remaining = opts->limit < 0 ? -1 : opts->limit;
+  /* A reverse iterator starts from what is in the log now. */
+  it->next = it->reverse ? (it->hi < db->since ? it->hi : db->since) : it->lo;
+  it->link_next = db->iters;
+  if (db->iters) db->iters->link_prev = it;
+  db->iters = it;
+  *out = it;
+  return 0;
+}
+
+static int iter_collect(void *ctx, int64_t seq, const void *data,
+                        size_t len) {
+  flume_iter *it = ctx;
+  size_t off = it->chunk.len;
+  if (len > ITER_CHUNK_BYTES && it->count > 0) return 1; /* next chunk */
+  if (off + len > ITER_CHUNK_BYTES && it->count > 0) return 1;
+  if (flume__buf_append(&it->chunk, data, len)) return FLUME_ENOMEM;
+  it->entries[it->count++] = (iter_entry){seq, off, len};
+  return 0;
+}
+
+FLUME_API int flume_iter_next(flume_iter *it, int64_t *seq, const void **data,
+                              size_t *len) {
+  if (it->pos == it->count) {
+    flume_db *db = it->db;
+    if (db == NULL || db->closing) return FLUME_ECLOSED;
+    if (it->remaining == 0) return FLUME_ENOTFOUND;
+    if (it->reverse ? it->next < it->lo : it->next > it->hi)
+      return FLUME_ENOTFOUND;
+    if (it->entries == NULL) {
+      it->entries = malloc(ITER_CHUNK_ENTRIES * sizeof *it->entries);
+      if (it->entries == NULL) return FLUME_ENOMEM;
+    }
+    it->chunk.len = 0;
+    it->count = it->pos = 0;
+    size_t max = ITER_CHUNK_ENTRIES, n;
+    if (it->remaining >= 0 && (uint64_t)it->remaining < max)
+      max = (size_t)it->remaining;
+    int rc = flume__db_read(db, it->next, it->reverse ? it->lo : it->hi, max,
+                            iter_collect, it, &n);
+    if (rc < 0) return rc;
+    if (it->count == 0) return FLUME_ENOTFOUND;
+    int64_t last = it->entries[it->count - 1].seq;
+    it->next = it->reverse ? last - 1 : last + 1;
+    if (it->remaining > 0) it->remaining -= (int64_t)it->count;
+  }
+  iter_entry *e = &it->entries[it->pos++];
+  *seq = e->seq;
+  *data = it->chunk.data + e->off;
+  *len = e->len;
+  return 0;
+}
+
+FLUME_API void flume_iter_close(flume_iter *it) {
+  if (it == NULL) return;
+  flume_db *db = it->db;
+  if (db) {
+    if (it->link_prev) it->link_prev->link_next = it->link_next;
+    else db->iters = it->link_next;
+    if (it->link_next) it->link_next->link_prev = it->link_prev;
+  }
+  flume__buf_free(&it->chunk);
+  free(it->entries);
+  free(it);
+}
+
+/* ---- closing ----------------------------------------------------------- */
+
+static void on_closed(uv_handle_t *h) {
+  flume_db *db = h->data;
+  notify(db, FLUME_ECLOSED, db->since);
+  for (flume_iter *it = db->iters; it; it = it->link_next) it->db = NULL;
+  db->ops->close(db->store);
+  flume_close_cb cb = db->close_cb;
+  void *ctx = db->close_ctx;
+  free(db);
+  if (cb) cb(ctx);
+}
+
+static void start_close(flume_db *db) {
+  db->close_started = 1;
+  uv_close((uv_handle_t *)&db->kick, on_closed);
+}
+
+FLUME_API int flume_db_close(flume_db *db, flume_close_cb cb, void *ctx) {
+  if (db->closing) return FLUME_ECLOSED;
+  db->closing = 1;
+  db->close_cb = cb;
+  db->close_ctx = ctx;
+  kick(db);
+  return 0;
+}
+
+#ifdef FLUME_TEST_HOOKS
+FLUME_API void flume__test_fail_commits(flume_db *db, int err, int count) {
+  db->fail_err = err;
+  db->fail_count = count;
+}
+#endif

@@ -1,0 +1,67 @@
+/* The runtime's internals, shared by its files and the Lua binding. Nothing
+ * here is API. */
+#ifndef FLUME_RUNTIME_INTERNAL_H
+#define FLUME_RUNTIME_INTERNAL_H
+
+#include <stdint.h>
+
+#include "flume.h"
+#include "store.h"
+
+/* The on-disk format this runtime writes and reads. */
+#define FLUME__FORMAT "1"
+
+typedef struct flume__job flume__job;
+
+/* Runs on the writer (a worker thread, or the loop thread for inline
+ * stores) inside the group's write transaction. `next_seq` is the seq the
+ * next log value gets; a job that appends advances it. Returns 0 or an
+ * error; FLUME_EMAPFULL makes the writer grow the store and retry the whole
+ * group, any other error fails this job alone (the group is retried
+ * without it). */
+typedef int (*flume__job_run)(flume__job *job, flume__txn *txn,
+                              int64_t *next_seq);
+/* Runs on the loop thread once the group committed (status 0) or the job
+ * failed; it frees the job. */
+typedef void (*flume__job_done)(flume__job *job, int status);
+
+struct flume__job {
+  flume__job *next;     /* queue link */
+  flume_db *db;         /* the database it writes to */
+  flume__job_run run;   /* the work, on the writer */
+  flume__job_done done; /* the completion, on the loop thread */
+  size_t bytes;         /* roughly how much it writes, to bound a group */
+  int status;           /* this job's own failure, set by the writer */
+};
+
+/* Queues a job for the writer. Fails with FLUME_ECLOSED once closing. */
+int flume__db_submit(flume_db *db, flume__job *job);
+
+/* Called with each log entry of a read, inside a read transaction: the
+ * bytes are valid only during the call. Returns 0 to go on, anything else
+ * to stop the read and have it return that. */
+typedef int (*flume__visit_fn)(void *ctx, int64_t seq, const void *data,
+                               size_t len);
+
+/*
+ * Reads log entries from `from` towards `to` (inclusive; backwards when
+ * from > to), at most `max` of them, in one short read transaction, calling
+ * `fn` for each. Returns 0 (the range, or `max` entries, or the end of the
+ * log was reached: *count says how many), the visitor's nonzero result, or
+ * an error.
+ */
+int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
+                   flume__visit_fn fn, void *ctx, size_t *count);
+
+/* The store and its operations, for the view host. */
+const flume__store_ops *flume__db_ops(flume_db *db);
+flume__store *flume__db_store(flume_db *db);
+uv_loop_t *flume__db_loop(flume_db *db);
+
+#ifdef FLUME_TEST_HOOKS
+/* Test-only fault injection: the next `count` group commits fail with
+ * `err` as if the store had returned it. */
+FLUME_API void flume__test_fail_commits(flume_db *db, int err, int count);
+#endif
+
+#endif
