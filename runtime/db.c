@@ -103,7 +103,7 @@ FLUME_API int flume_db_is_memory(const flume_db *db) {
 FLUME_API int64_t flume_db_since(const flume_db *db) { return db->since; }
 
 /* Reads or creates the metadata: format version and codec name. */
-static int init_meta(flume_db *db, const char *codec) {
+static int init_meta(flume_db *db, const char *codec, char found[64]) {
   const flume__store_ops *ops = db->ops;
   flume__txn *txn;
   flume__table meta;
@@ -141,6 +141,7 @@ static int init_meta(flume_db *db, const char *codec) {
     memcpy(db->codec, v.data, v.size);
     db->codec[v.size] = '\0';
     if (codec && strcmp(codec, db->codec) != 0) {
+      if (found) strcpy(found, db->codec);
       rc = FLUME_ECODEC;
       goto fail;
     }
@@ -154,6 +155,12 @@ fail:
 
 FLUME_API int flume_db_open(uv_loop_t *loop, const char *path,
                             const flume_db_options *opts, flume_db **out) {
+  return flume__db_open(loop, path, opts, out, NULL);
+}
+
+int flume__db_open(uv_loop_t *loop, const char *path,
+                   const flume_db_options *opts, flume_db **out,
+                   char found[64]) {
   flume_db_options defaults;
   if (loop == NULL || out == NULL) return FLUME_EINVAL;
   if (opts == NULL) {
@@ -173,7 +180,7 @@ FLUME_API int flume_db_open(uv_loop_t *loop, const char *path,
     free(db);
     return rc;
   }
-  if ((rc = init_meta(db, opts->codec))) {
+  if ((rc = init_meta(db, opts->codec, found))) {
     db->ops->close(db->store);
     free(db);
     return rc;

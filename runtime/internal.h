@@ -34,6 +34,12 @@ struct flume__job {
   int status;           /* this job's own failure, set by the writer */
 };
 
+/* flume_db_open(), and on FLUME_ECODEC the codec the database has in
+ * found[64]. */
+int flume__db_open(uv_loop_t *loop, const char *path,
+                   const flume_db_options *opts, flume_db **out,
+                   char found[64]);
+
 /* Queues a job for the writer. Fails with FLUME_ECLOSED once closing. */
 int flume__db_submit(flume_db *db, flume__job *job);
 
