@@ -351,7 +351,7 @@ static int lmdb_log_last(flume__txn *t, int64_t *seq) {
 }
 
 static int lmdb_log_append(flume__txn *t, int64_t seq, flume__slice val) {
-  int64_t last;
+  int64_t last = -1;
   int rc = lmdb_log_last(t, &last);
   if (rc) return rc;
   if (seq != last + 1) return FLUME_EINVAL;
