@@ -1,0 +1,44 @@
+-- Child process of the crash spec: appends to the database in arg[1] in an
+-- endless loop (single sync appends, batches, and bursts of async appends
+-- that ride one group commit), and after each acknowledgement writes
+-- "seq run i\n" to the file arg[2]. It is killed with SIGKILL at a random
+-- moment; whatever it wrote to arg[2] was acknowledged before.
+local flume = require "flume"
+
+local dir, ackpath, run = arg[1], arg[2], tonumber(arg[3])
+local acks = assert(io.open(ackpath, "a"))
+acks:setvbuf("no")
+local db = flume.open(dir)
+math.randomseed(run * 7919)
+
+local i = 0
+local function value()
+  i = i + 1
+  local len = math.random(1, 800)
+  return { run = run, i = i, len = len,
+    data = string.rep(string.char(65 + i % 26), len) }
+end
+
+local function ack(seq, v) acks:write(seq, " ", run, " ", v.i, "\n") end
+
+while true do
+  local mode = math.random(3)
+  if mode == 1 then
+    local v = value()
+    ack(db:append(v), v)
+  elseif mode == 2 then
+    local batch = {}
+    for k = 1, math.random(1, 40) do batch[k] = value() end
+    local last = db:append(batch, { batch = true })
+    for k = 1, #batch do ack(last - #batch + k, batch[k]) end
+  else
+    for _ = 1, math.random(1, 30) do
+      local v = value()
+      db:append(v, function(err, seq)
+        assert(not err, err)
+        ack(seq, v)
+      end)
+    end
+    flume.run()
+  end
+end
