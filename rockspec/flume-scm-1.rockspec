@@ -1,0 +1,42 @@
+rockspec_format = "3.0"
+package = "flume"
+version = "scm-1"
+source = {
+  url = "git+file:///dev/null", -- built from a checkout with `luarocks make`
+}
+description = {
+  summary = "An embeddable append-only log with materialized Lua views",
+  detailed = [[
+flume keeps an append-only log (LMDB, durable by default) as its one
+canonical store and materializes views from it with Lua scripts.
+]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+external_dependencies = {
+  LIBUV = { header = "uv.h", library = "uv" },
+  LMDB = { header = "lmdb.h", library = "lmdb" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["flume"] = "views-lua/flume/init.lua",
+    ["flume.core"] = {
+      sources = {
+        "runtime/lua_core.c",
+        "runtime/db.c",
+        "runtime/errors.c",
+        "runtime/msgpack.c",
+        "log/lmdb.c",
+        "log/memory.c",
+      },
+      defines = { "_GNU_SOURCE", "FLUME_BUILDING" },
+      incdirs = { "include", "log", "runtime", "$(LIBUV_INCDIR)",
+        "$(LMDB_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(LMDB_LIBDIR)" },
+      libraries = { "uv", "lmdb", "pthread" },
+    },
+  },
+}
