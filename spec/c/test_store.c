@@ -1,0 +1,937 @@
+/*
+ * The store conformance test: one suite of checks over the storage
+ * interface (log/store.h), run against every backend, so that the memory
+ * backend behaves as the LMDB one does wherever store.h says what happens.
+ * Behaviour store.h leaves open (a cursor after a delete under it, readers
+ * beside a writer, allocation failures) is checked for the memory backend
+ * only, in the "memory extras" at the end.
+ *
+ * `test_store bench [n]` times n (default 1,000,000) random-key inserts and
+ * seeks on each backend instead.
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "check.h"
+#include "store.h"
+
+#ifdef FLUME_TEST_HOOKS
+extern long flume__memory_fail_after;
+int flume__memory_check(flume__store *s);
+#endif
+
+typedef struct env {
+  const flume__store_ops *ops; /* the backend under test */
+  flume__store *s;             /* its open store */
+  char dir[4096];              /* its folder; "" for the memory backend */
+} env;
+
+/* Store lifetime. */
+
+static int rm_entry(const char *path, const struct stat *st, int flag,
+                    struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+static void env_open(env *e, const flume__store_ops *ops) {
+  memset(e, 0, sizeof *e);
+  e->ops = ops;
+  if (ops != &flume__store_memory) {
+    const char *base = getenv("FLUME_TEST_TMP");
+    if (base == NULL || *base == '\0') base = "/tmp";
+    if (mkdir(base, 0755) != 0) CHECK(errno == EEXIST);
+    snprintf(e->dir, sizeof e->dir, "%s/store-XXXXXX", base);
+    CHECK(mkdtemp(e->dir) != NULL);
+  }
+  flume__store_opts opts = {0, 0};
+  CHECK_OK(ops->open(e->dir[0] ? e->dir : NULL, &opts, &e->s));
+}
+
+static void env_close(env *e) {
+  e->ops->close(e->s);
+  e->s = NULL;
+  if (e->dir[0]) CHECK(nftw(e->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+}
+
+static flume__txn *begin(env *e, int flags) {
+  flume__txn *t;
+  CHECK_OK(e->ops->txn_begin(e->s, flags, &t));
+  return t;
+}
+
+/* Slices and lookups. */
+
+static flume__slice str(const char *s) { return (flume__slice){s, strlen(s)}; }
+
+static flume__slice bin(const void *p, size_t n) {
+  return (flume__slice){p, n};
+}
+
+static int slice_is(flume__slice a, flume__slice b) {
+  return a.size == b.size &&
+         (a.size == 0 || memcmp(a.data, b.data, a.size) == 0);
+}
+
+static flume__table table(env *e, flume__txn *t, const char *name, int create) {
+  flume__table tbl;
+  CHECK_OK(e->ops->table_open(t, name, create, &tbl));
+  CHECK(tbl != FLUME__TABLE_LOG);
+  return tbl;
+}
+
+static void put(env *e, flume__txn *t, flume__table tbl, const char *k,
+                const char *v) {
+  CHECK_OK(e->ops->put(t, tbl, str(k), str(v)));
+}
+
+/* Whether key k holds v (v NULL: k is absent). */
+static int holds(env *e, flume__txn *t, flume__table tbl, const char *k,
+                 const char *v) {
+  flume__slice got;
+  int rc = e->ops->get(t, tbl, str(k), &got);
+  if (v == NULL) return rc == FLUME_ENOTFOUND;
+  return rc == 0 && slice_is(got, str(v));
+}
+
+static uint64_t count(env *e, flume__txn *t, flume__table tbl) {
+  uint64_t n;
+  CHECK_OK(e->ops->table_count(t, tbl, &n));
+  return n;
+}
+
+static int64_t log_last(env *e, flume__txn *t) {
+  int64_t last;
+  CHECK_OK(e->ops->log_last(t, &last));
+  return last;
+}
+
+/* A table's whole content as text ("6b31=7631,..." in hex), read forwards;
+ * also checks that reading backwards gives the same entries reversed and
+ * that the count agrees. The caller frees it. */
+static char *dump(env *e, flume__txn *t, flume__table tbl) {
+  size_t cap = 256, len = 0, n = 0;
+  char *out = malloc(cap);
+  CHECK(out != NULL);
+  out[0] = '\0';
+  flume__cursor *c;
+  CHECK_OK(e->ops->cursor_open(t, tbl, &c));
+  flume__slice k, v, pk = {NULL, 0};
+  int rc;
+  while ((rc = e->ops->cursor_get(c, FLUME__NEXT, &k, &v)) == 0) {
+    CHECK(n == 0 || tbl == FLUME__TABLE_LOG ||
+          memcmp(pk.data, k.data, pk.size < k.size ? pk.size : k.size) <= 0);
+    while (len + 2 * (k.size + v.size) + 3 >= cap) {
+      cap *= 2;
+      CHECK((out = realloc(out, cap)) != NULL);
+    }
+    for (size_t i = 0; i < k.size; i++)
+      len += (size_t)sprintf(out + len, "%02x", ((const uint8_t *)k.data)[i]);
+    out[len++] = '=';
+    for (size_t i = 0; i < v.size; i++)
+      len += (size_t)sprintf(out + len, "%02x", ((const uint8_t *)v.data)[i]);
+    out[len++] = ',';
+    out[len] = '\0';
+    pk = k;
+    n++;
+  }
+  CHECK_ERR(rc, FLUME_ENOTFOUND);
+  e->ops->cursor_close(c);
+  CHECK(count(e, t, tbl) == n);
+  CHECK_OK(e->ops->cursor_open(t, tbl, &c));
+  size_t back = 0;
+  for (int op = FLUME__LAST; (rc = e->ops->cursor_get(c, op, &k, &v)) == 0;
+       op = FLUME__PREV)
+    back++;
+  CHECK_ERR(rc, FLUME_ENOTFOUND);
+  CHECK(back == n);
+  e->ops->cursor_close(c);
+  return out;
+}
+
+static int same_dump(env *e, flume__txn *t, flume__table tbl,
+                     const char *want) {
+  char *got = dump(e, t, tbl);
+  int same = strcmp(got, want) == 0;
+  free(got);
+  return same;
+}
+
+/* The log. */
+
+static flume__slice seq_key(uint64_t *buf, uint64_t seq) {
+  *buf = seq;
+  return bin(buf, sizeof *buf);
+}
+
+/* Whether the cursor's next move `op` lands on seq (-1: ENOTFOUND). */
+static int log_at(env *e, flume__cursor *c, int op, uint64_t from,
+                  int64_t seq) {
+  uint64_t kb;
+  flume__slice k = seq_key(&kb, from), v;
+  int rc = e->ops->cursor_get(c, op, &k, &v);
+  if (seq < 0) return rc == FLUME_ENOTFOUND;
+  if (rc != 0 || k.size != 8) return 0;
+  uint64_t got;
+  memcpy(&got, k.data, 8);
+  char want[32];
+  snprintf(want, sizeof want, "v%lld", (long long)seq);
+  if (seq == 5) want[0] = '\0'; /* seq 5 holds an empty value */
+  if (seq == 7) return got == 7 && v.size == 100000; /* and 7 a big one */
+  return got == (uint64_t)seq && slice_is(v, str(want));
+}
+
+static void test_log(env *e) {
+  flume__txn *t = begin(e, FLUME__TXN_WRITE);
+  flume__cursor *c;
+  CHECK(log_last(e, t) == -1);
+  CHECK(count(e, t, FLUME__TABLE_LOG) == 0);
+  CHECK_OK(e->ops->cursor_open(t, FLUME__TABLE_LOG, &c));
+  for (int op = FLUME__FIRST; op <= FLUME__SET; op++)
+    CHECK(log_at(e, c, op, 0, -1));
+  e->ops->cursor_close(c);
+  CHECK_ERR(e->ops->log_append(t, 1, str("x")), FLUME_EINVAL);
+  char *big = calloc(1, 100000);
+  CHECK(big != NULL);
+  for (int64_t seq = 0; seq < 10; seq++) {
+    char v[32];
+    snprintf(v, sizeof v, "v%lld", (long long)seq);
+    flume__slice val = str(v);
+    if (seq == 5) val = bin(NULL, 0);
+    if (seq == 7) val = bin(big, 100000);
+    CHECK_OK(e->ops->log_append(t, seq, val));
+    CHECK(log_last(e, t) == seq);
+  }
+  free(big);
+  CHECK_ERR(e->ops->log_append(t, 11, str("x")), FLUME_EINVAL);
+  CHECK_ERR(e->ops->log_append(t, 9, str("x")), FLUME_EINVAL);
+  CHECK_ERR(e->ops->log_append(t, 0, str("x")), FLUME_EINVAL);
+  CHECK(log_last(e, t) == 9);
+  CHECK_OK(e->ops->txn_commit(t));
+
+  t = begin(e, FLUME__TXN_READ);
+  CHECK(log_last(e, t) == 9);
+  CHECK(count(e, t, FLUME__TABLE_LOG) == 10);
+  uint64_t kb;
+  flume__slice v;
+  CHECK_OK(e->ops->get(t, FLUME__TABLE_LOG, seq_key(&kb, 3), &v));
+  CHECK(slice_is(v, str("v3")));
+  CHECK_ERR(e->ops->get(t, FLUME__TABLE_LOG, seq_key(&kb, 10), &v),
+            FLUME_ENOTFOUND);
+  CHECK_OK(e->ops->cursor_open(t, FLUME__TABLE_LOG, &c));
+  CHECK(log_at(e, c, FLUME__NEXT, 0, 0)); /* unpositioned NEXT: the first */
+  CHECK(log_at(e, c, FLUME__SET, 3, 3));
+  CHECK(log_at(e, c, FLUME__SET, 10, -1));
+  CHECK(log_at(e, c, FLUME__SET_RANGE, 4, 4));
+  for (int64_t seq = 5; seq <= 9; seq++)
+    CHECK(log_at(e, c, FLUME__NEXT, 0, seq));
+  CHECK(log_at(e, c, FLUME__NEXT, 0, -1));
+  CHECK(log_at(e, c, FLUME__SET_RANGE, 6, 6));
+  for (int64_t seq = 5; seq >= 0; seq--)
+    CHECK(log_at(e, c, FLUME__PREV, 0, seq));
+  CHECK(log_at(e, c, FLUME__PREV, 0, -1));
+  CHECK(log_at(e, c, FLUME__LAST, 0, 9));
+  CHECK(log_at(e, c, FLUME__PREV, 0, 8));
+  CHECK(log_at(e, c, FLUME__FIRST, 0, 0));
+  CHECK(log_at(e, c, FLUME__SET_RANGE, 9, 9));
+  CHECK(log_at(e, c, FLUME__SET_RANGE, 10, -1));
+  CHECK(log_at(e, c, FLUME__SET_RANGE, UINT64_MAX, -1));
+  e->ops->cursor_close(c);
+  CHECK_OK(e->ops->cursor_open(t, FLUME__TABLE_LOG, &c));
+  CHECK(log_at(e, c, FLUME__PREV, 0, 9)); /* unpositioned PREV: the last */
+  e->ops->cursor_close(c);
+  e->ops->txn_abort(t);
+
+  /* A later transaction goes on from where the log ends. */
+  t = begin(e, FLUME__TXN_WRITE);
+  CHECK(log_last(e, t) == 9);
+  CHECK_OK(e->ops->log_append(t, 10, str("v10")));
+  CHECK_OK(e->ops->txn_commit(t));
+  t = begin(e, FLUME__TXN_READ);
+  CHECK(log_last(e, t) == 10);
+  e->ops->txn_abort(t);
+}
+
+/* Named tables. */
+
+static void test_tables(env *e) {
+  flume__txn *t = begin(e, FLUME__TXN_WRITE);
+  flume__table tbl;
+  CHECK_ERR(e->ops->table_open(t, "basic", 0, &tbl), FLUME_ENOTFOUND);
+  CHECK_ERR(e->ops->table_open(t, "", 1, &tbl), FLUME_EINVAL);
+  flume__table a = table(e, t, "basic", 1), b = table(e, t, "other", 1);
+  CHECK(a != b);
+  CHECK(table(e, t, "basic", 0) == a);
+  CHECK(table(e, t, "basic", 1) == a);
+
+  /* An empty table: every move finds nothing. */
+  flume__cursor *c;
+  flume__slice k, v;
+  CHECK(count(e, t, a) == 0);
+  CHECK_OK(e->ops->cursor_open(t, a, &c));
+  for (int op = FLUME__FIRST; op <= FLUME__SET; op++) {
+    k = str("k");
+    CHECK_ERR(e->ops->cursor_get(c, op, &k, &v), FLUME_ENOTFOUND);
+  }
+  e->ops->cursor_close(c);
+
+  put(e, t, a, "k1", "v1");
+  put(e, t, a, "k2", "v2");
+  put(e, t, b, "k1", "other");
+  CHECK(holds(e, t, a, "k1", "v1") && holds(e, t, b, "k1", "other"));
+  CHECK(holds(e, t, a, "k3", NULL) && holds(e, t, b, "k2", NULL));
+  put(e, t, a, "k1", "replaced, and longer than before");
+  CHECK(holds(e, t, a, "k1", "replaced, and longer than before"));
+  CHECK(count(e, t, a) == 2 && count(e, t, b) == 1);
+  CHECK_OK(e->ops->del(t, a, str("k2")));
+  CHECK_ERR(e->ops->del(t, a, str("k2")), FLUME_ENOTFOUND);
+  CHECK(holds(e, t, a, "k2", NULL) && count(e, t, a) == 1);
+
+  /* Values of any size, including none; binary bytes. */
+  CHECK_OK(e->ops->put(t, a, str("empty"), bin(NULL, 0)));
+  CHECK_OK(e->ops->get(t, a, str("empty"), &v));
+  CHECK(v.size == 0);
+  static const uint8_t raw[] = {0, 0xff, 0, 1};
+  CHECK_OK(e->ops->put(t, a, bin(raw, 4), bin(raw, 4)));
+  CHECK_OK(e->ops->get(t, a, bin(raw, 4), &v));
+  CHECK(slice_is(v, bin(raw, 4)));
+  CHECK_ERR(e->ops->get(t, a, bin(raw, 3), &v), FLUME_ENOTFOUND);
+
+  /* Keys are 1..511 bytes. */
+  char key[513];
+  memset(key, 'x', sizeof key);
+  CHECK_OK(e->ops->put(t, a, bin(key, 511), str("long")));
+  CHECK_OK(e->ops->get(t, a, bin(key, 511), &v));
+  CHECK(slice_is(v, str("long")));
+  CHECK_ERR(e->ops->put(t, a, bin(key, 512), str("x")), FLUME_EINVAL);
+  CHECK_ERR(e->ops->put(t, a, bin(key, 0), str("x")), FLUME_EINVAL);
+  CHECK_ERR(e->ops->get(t, a, bin(key, 0), &v), FLUME_EINVAL);
+  k = bin(key, 0);
+  CHECK_OK(e->ops->cursor_open(t, a, &c));
+  CHECK_ERR(e->ops->cursor_get(c, FLUME__SET_RANGE, &k, &v), FLUME_EINVAL);
+  e->ops->cursor_close(c);
+  CHECK(e->ops->put(t, FLUME__TABLE_LOG, str("k"), str("v")) != 0);
+  CHECK(count(e, t, a) == 4);
+
+  /* Clear empties one table and leaves its handle working. */
+  CHECK_OK(e->ops->table_clear(t, a));
+  CHECK(count(e, t, a) == 0 && holds(e, t, a, "k1", NULL));
+  CHECK(count(e, t, b) == 1);
+  put(e, t, a, "after", "clear");
+  CHECK_OK(e->ops->txn_commit(t));
+
+  /* Handles outlive the transaction that opened them; reads see commits. */
+  t = begin(e, FLUME__TXN_READ);
+  CHECK(table(e, t, "basic", 0) == a);
+  CHECK(e->ops->table_open(t, "missing", 1, &tbl) != 0);
+  CHECK(holds(e, t, a, "after", "clear") && count(e, t, a) == 1);
+  CHECK(holds(e, t, b, "k1", "other"));
+  CHECK(e->ops->put(t, a, str("k"), str("v")) != 0);
+  e->ops->txn_abort(t);
+}
+
+/* Key order: bytewise, a prefix before its extensions. */
+static const struct {
+  const char *k; /* the key's bytes */
+  size_t n;      /* its length */
+} sorted[] = {
+    {"\x00", 1}, {"\x00\x00", 2}, {"\x00\xff", 2}, {"\x01", 1},
+    {"a", 1},    {"a\x00", 2},    {"aa", 2},       {"ab", 2},
+    {"abc", 3},  {"a\xff", 2},    {"b", 1},        {"\x7f", 1},
+    {"\x80", 1}, {"\xff", 1},     {"\xff\x00", 2}, {"\xff\xff", 2},
+};
+#define NSORTED (sizeof sorted / sizeof sorted[0])
+
+/* Whether the cursor's move lands on sorted[i] (i < 0: ENOTFOUND). */
+static int order_at(env *e, flume__cursor *c, int op, const char *seek,
+                    size_t n, int i) {
+  flume__slice k = bin(seek, n), v;
+  int rc = e->ops->cursor_get(c, op, &k, &v);
+  if (i < 0) return rc == FLUME_ENOTFOUND;
+  return rc == 0 && slice_is(k, bin(sorted[i].k, sorted[i].n)) && v.size == 1 &&
+         *(const uint8_t *)v.data == i;
+}
+
+static void test_order(env *e) {
+  flume__txn *t = begin(e, FLUME__TXN_WRITE);
+  flume__table tbl = table(e, t, "order", 1);
+  for (size_t j = 0; j < NSORTED; j++) {
+    size_t i = (j * 7 + 3) % NSORTED; /* 7 is prime to 16: a permutation */
+    uint8_t val = (uint8_t)i;
+    CHECK_OK(e->ops->put(t, tbl, bin(sorted[i].k, sorted[i].n), bin(&val, 1)));
+  }
+  CHECK(count(e, t, tbl) == NSORTED);
+  CHECK_OK(e->ops->txn_commit(t));
+
+  t = begin(e, FLUME__TXN_READ);
+  flume__cursor *c;
+  CHECK_OK(e->ops->cursor_open(t, tbl, &c));
+  CHECK(order_at(e, c, FLUME__FIRST, "", 0, 0));
+  for (int i = 1; i < (int)NSORTED; i++)
+    CHECK(order_at(e, c, FLUME__NEXT, "", 0, i));
+  CHECK(order_at(e, c, FLUME__NEXT, "", 0, -1));
+  CHECK(order_at(e, c, FLUME__LAST, "", 0, NSORTED - 1));
+  for (int i = NSORTED - 2; i >= 0; i--)
+    CHECK(order_at(e, c, FLUME__PREV, "", 0, i));
+  CHECK(order_at(e, c, FLUME__PREV, "", 0, -1));
+
+  /* SET is exact, SET_RANGE the first key >= the one given. */
+  CHECK(order_at(e, c, FLUME__SET, "ab", 2, 7));
+  CHECK(order_at(e, c, FLUME__NEXT, "", 0, 8));
+  CHECK(order_at(e, c, FLUME__SET, "ac", 2, -1));
+  CHECK(order_at(e, c, FLUME__SET, "a", 1, 4));
+  CHECK(order_at(e, c, FLUME__PREV, "", 0, 3));
+  CHECK(order_at(e, c, FLUME__SET_RANGE, "ab", 2, 7));
+  CHECK(order_at(e, c, FLUME__SET_RANGE, "abb", 3, 8));
+  CHECK(order_at(e, c, FLUME__PREV, "", 0, 7));
+  CHECK(order_at(e, c, FLUME__SET_RANGE, "abd", 3, 9));
+  CHECK(order_at(e, c, FLUME__SET_RANGE, "a\x00\x00", 3, 6));
+  CHECK(order_at(e, c, FLUME__SET_RANGE, "\x00", 1, 0));
+  CHECK(order_at(e, c, FLUME__SET_RANGE, "\x00\x00\x00", 3, 2));
+  CHECK(order_at(e, c, FLUME__SET_RANGE, "\xfe", 1, 13));
+  CHECK(order_at(e, c, FLUME__SET_RANGE, "\xff\xff", 2, 15));
+  CHECK(order_at(e, c, FLUME__NEXT, "", 0, -1));
+  CHECK(order_at(e, c, FLUME__SET_RANGE, "\xff\xff\x00", 3, -1));
+  e->ops->cursor_close(c);
+  e->ops->txn_abort(t);
+}
+
+/* Abort undoes everything a write transaction did; commit keeps it. */
+static void test_abort_commit(env *e) {
+  flume__txn *t = begin(e, FLUME__TXN_WRITE);
+  flume__table a = table(e, t, "undo-a", 1), b = table(e, t, "undo-b", 1);
+  for (int i = 0; i < 300; i++) {
+    char k[16], v[16];
+    snprintf(k, sizeof k, "k%03d", i);
+    snprintf(v, sizeof v, "v%d", i);
+    put(e, t, a, k, v);
+    if (i % 3 == 0) put(e, t, b, k, v);
+  }
+  int64_t last0 = log_last(e, t);
+  CHECK_OK(e->ops->log_append(t, last0 + 1, str("kept")));
+  CHECK_OK(e->ops->txn_commit(t));
+
+  t = begin(e, FLUME__TXN_READ);
+  char *a0 = dump(e, t, a), *b0 = dump(e, t, b);
+  char *log0 = dump(e, t, FLUME__TABLE_LOG);
+  e->ops->txn_abort(t);
+
+  for (int round = 0; round < 2; round++) {
+    t = begin(e, FLUME__TXN_WRITE);
+    for (int i = 0; i < 300; i += 2) {
+      char k[16];
+      snprintf(k, sizeof k, "k%03d", i);
+      if (i % 4 == 0)
+        CHECK_OK(e->ops->del(t, a, str(k)));
+      else
+        put(e, t, a, k, "replaced");
+    }
+    put(e, t, a, "new", "1");
+    CHECK_OK(e->ops->del(t, a, str("new")));
+    CHECK_OK(e->ops->del(t, a, str("k001")));
+    put(e, t, a, "k001", "back");
+    put(e, t, a, "k003", "twice");
+    put(e, t, a, "k003", "thrice");
+    put(e, t, a, "zz", "new");
+    put(e, t, b, "before-clear", "x");
+    CHECK_OK(e->ops->table_clear(t, b));
+    put(e, t, b, "after-clear", "y");
+    flume__table c = table(e, t, "undo-created", 1);
+    put(e, t, c, "in", "created");
+    for (int64_t s = last0 + 2; s < last0 + 5; s++)
+      CHECK_OK(e->ops->log_append(t, s, str("appended")));
+    CHECK(holds(e, t, a, "k000", NULL) && holds(e, t, a, "k002", "replaced"));
+    CHECK(holds(e, t, a, "k001", "back") && holds(e, t, a, "k003", "thrice"));
+    CHECK(count(e, t, b) == 1 && holds(e, t, b, "after-clear", "y"));
+    CHECK(holds(e, t, c, "in", "created"));
+    CHECK(log_last(e, t) == last0 + 4);
+    if (round == 0) {
+      e->ops->txn_abort(t);
+      t = begin(e, FLUME__TXN_READ);
+      CHECK(same_dump(e, t, a, a0) && same_dump(e, t, b, b0));
+      CHECK(same_dump(e, t, FLUME__TABLE_LOG, log0));
+      CHECK(log_last(e, t) == last0 + 1);
+      flume__table missing;
+      CHECK_ERR(e->ops->table_open(t, "undo-created", 0, &missing),
+                FLUME_ENOTFOUND);
+      e->ops->txn_abort(t);
+    } else {
+      CHECK_OK(e->ops->txn_commit(t));
+      t = begin(e, FLUME__TXN_READ);
+      CHECK(holds(e, t, a, "k000", NULL) && holds(e, t, a, "k004", NULL));
+      CHECK(holds(e, t, a, "k002", "replaced") && holds(e, t, a, "k005", "v5"));
+      CHECK(holds(e, t, a, "k001", "back") && holds(e, t, a, "k003", "thrice"));
+      CHECK(holds(e, t, a, "zz", "new") && holds(e, t, a, "new", NULL));
+      CHECK(count(e, t, a) == 300 - 75 + 1);
+      CHECK(count(e, t, b) == 1 && holds(e, t, b, "after-clear", "y"));
+      c = table(e, t, "undo-created", 0);
+      CHECK(holds(e, t, c, "in", "created"));
+      CHECK(log_last(e, t) == last0 + 4);
+      e->ops->txn_abort(t);
+    }
+  }
+  free(a0);
+  free(b0);
+  free(log0);
+}
+
+/* A cursor goes on correctly after a put to the key it is on, or to a key
+ * ahead of it, in its own transaction. */
+static void test_cursor_put(env *e) {
+  flume__txn *t = begin(e, FLUME__TXN_WRITE);
+  flume__table tbl = table(e, t, "cursor-put", 1);
+  for (int i = 0; i < 10; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "k%d", i);
+    put(e, t, tbl, k, "v");
+  }
+  flume__cursor *c;
+  CHECK_OK(e->ops->cursor_open(t, tbl, &c));
+  flume__slice k = str("k3"), v;
+  CHECK_OK(e->ops->cursor_get(c, FLUME__SET, &k, &v));
+  put(e, t, tbl, "k3", "a longer value than the one before");
+  CHECK_OK(e->ops->cursor_get(c, FLUME__NEXT, &k, &v));
+  CHECK(slice_is(k, str("k4")));
+  put(e, t, tbl, "k4", "w");
+  put(e, t, tbl, "k4a", "ahead");
+  CHECK_OK(e->ops->cursor_get(c, FLUME__NEXT, &k, &v));
+  CHECK(slice_is(k, str("k4a")) && slice_is(v, str("ahead")));
+  CHECK_OK(e->ops->cursor_get(c, FLUME__PREV, &k, &v));
+  CHECK(slice_is(k, str("k4")) && slice_is(v, str("w")));
+  e->ops->cursor_close(c);
+  CHECK_OK(e->ops->txn_commit(t));
+}
+
+/* Many random keys, with many shared prefixes and repeats. */
+
+typedef struct rkey {
+  uint8_t k[12]; /* key bytes */
+  uint8_t n;     /* key length, 1..12 */
+  uint32_t i;    /* insertion index: the value of the last put wins */
+} rkey;
+
+static int rkey_cmp(const void *pa, const void *pb) {
+  const rkey *a = pa, *b = pb;
+  int c = memcmp(a->k, b->k, a->n < b->n ? a->n : b->n);
+  if (c == 0) c = (a->n > b->n) - (a->n < b->n);
+  if (c == 0) c = (a->i > b->i) - (a->i < b->i);
+  return c;
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+
+static uint64_t rng(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return rng_state;
+}
+
+static void random_key(rkey *r, uint32_t i) {
+  static const uint8_t alphabet[] = {0x00, 0x01, 'a', 'b', 0xfe, 0xff};
+  r->n = (uint8_t)(1 + rng() % 12);
+  for (int j = 0; j < r->n; j++) r->k[j] = alphabet[rng() % 6];
+  r->i = i;
+}
+
+static void test_many(env *e, size_t n) {
+  rkey *keys = malloc(n * sizeof *keys);
+  CHECK(keys != NULL);
+  flume__txn *t = begin(e, FLUME__TXN_WRITE);
+  flume__table tbl = table(e, t, "many", 1);
+  for (uint32_t i = 0; i < n; i++) {
+    random_key(&keys[i], i);
+    CHECK_OK(e->ops->put(t, tbl, bin(keys[i].k, keys[i].n), bin(&i, 4)));
+  }
+  CHECK_OK(e->ops->txn_commit(t));
+
+  /* Sorted, each key's last put only. */
+  qsort(keys, n, sizeof *keys, rkey_cmp);
+  size_t u = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (i + 1 < n && keys[i + 1].n == keys[i].n &&
+        memcmp(keys[i + 1].k, keys[i].k, keys[i].n) == 0)
+      continue;
+    keys[u++] = keys[i];
+  }
+
+  t = begin(e, FLUME__TXN_READ);
+  CHECK(count(e, t, tbl) == u);
+  flume__cursor *c;
+  flume__slice k, v;
+  CHECK_OK(e->ops->cursor_open(t, tbl, &c));
+  for (size_t i = 0; i < u; i++) {
+    CHECK_OK(e->ops->cursor_get(c, i ? FLUME__NEXT : FLUME__FIRST, &k, &v));
+    CHECK(slice_is(k, bin(keys[i].k, keys[i].n)));
+    CHECK(slice_is(v, bin(&keys[i].i, 4)));
+  }
+  CHECK_ERR(e->ops->cursor_get(c, FLUME__NEXT, &k, &v), FLUME_ENOTFOUND);
+  for (size_t i = u; i-- > 0;) {
+    CHECK_OK(
+        e->ops->cursor_get(c, i + 1 < u ? FLUME__PREV : FLUME__LAST, &k, &v));
+    CHECK(slice_is(k, bin(keys[i].k, keys[i].n)));
+  }
+  CHECK_ERR(e->ops->cursor_get(c, FLUME__PREV, &k, &v), FLUME_ENOTFOUND);
+  /* Seeks from random keys, checked against a binary search. */
+  for (int probe = 0; probe < 20000; probe++) {
+    rkey r;
+    random_key(&r, 0);
+    size_t lo = 0, hi = u;
+    while (lo < hi) {
+      size_t mid = lo + (hi - lo) / 2;
+      if (rkey_cmp(&keys[mid], &r) < 0)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    k = bin(r.k, r.n);
+    int rc = e->ops->cursor_get(c, FLUME__SET_RANGE, &k, &v);
+    if (lo == u) {
+      CHECK_ERR(rc, FLUME_ENOTFOUND);
+      continue;
+    }
+    CHECK_OK(rc);
+    CHECK(slice_is(k, bin(keys[lo].k, keys[lo].n)));
+    if (lo + 1 < u) {
+      CHECK_OK(e->ops->cursor_get(c, FLUME__NEXT, &k, &v));
+      CHECK(slice_is(k, bin(keys[lo + 1].k, keys[lo + 1].n)));
+    }
+  }
+  e->ops->cursor_close(c);
+  e->ops->txn_abort(t);
+
+  /* Delete every other key, then walk what is left. */
+  t = begin(e, FLUME__TXN_WRITE);
+  for (size_t i = 0; i < u; i += 2)
+    CHECK_OK(e->ops->del(t, tbl, bin(keys[i].k, keys[i].n)));
+  CHECK_OK(e->ops->txn_commit(t));
+  t = begin(e, FLUME__TXN_READ);
+  CHECK(count(e, t, tbl) == u / 2);
+  CHECK_OK(e->ops->cursor_open(t, tbl, &c));
+  for (size_t i = 1; i < u; i += 2) {
+    CHECK_OK(e->ops->cursor_get(c, FLUME__NEXT, &k, &v));
+    CHECK(slice_is(k, bin(keys[i].k, keys[i].n)));
+  }
+  CHECK_ERR(e->ops->cursor_get(c, FLUME__NEXT, &k, &v), FLUME_ENOTFOUND);
+  e->ops->cursor_close(c);
+  e->ops->txn_abort(t);
+#ifdef FLUME_TEST_HOOKS
+  if (e->ops == &flume__store_memory) CHECK(flume__memory_check(e->s) == 0);
+#endif
+  free(keys);
+}
+
+/* 256 named tables, no more. */
+static void test_limit(const flume__store_ops *ops) {
+  env e;
+  env_open(&e, ops);
+  flume__txn *t = begin(&e, FLUME__TXN_WRITE);
+  flume__table tbl;
+  int made = 0, rc;
+  char name[32];
+  do {
+    snprintf(name, sizeof name, "t%d", made);
+    rc = ops->table_open(t, name, 1, &tbl);
+  } while (rc == 0 && ++made < 1000);
+  CHECK_ERR(rc, FLUME_ELIMIT);
+  CHECK(made == 256);
+  ops->txn_abort(t);
+  env_close(&e);
+}
+
+/* A durable backend keeps everything across close and open. */
+static void test_reopen(env *e) {
+  flume__txn *t = begin(e, FLUME__TXN_READ);
+  flume__table tbl = table(e, t, "basic", 0);
+  char *before = dump(e, t, tbl);
+  char *log = dump(e, t, FLUME__TABLE_LOG);
+  e->ops->txn_abort(t);
+  e->ops->close(e->s);
+  flume__store_opts opts = {0, 0};
+  CHECK_OK(e->ops->open(e->dir, &opts, &e->s));
+  /* Opened in a read transaction that then ends with abort, as reads do.
+   * store.h only promises a handle from a commit, so open it again: that
+   * must give a working handle. */
+  t = begin(e, FLUME__TXN_READ);
+  tbl = table(e, t, "basic", 0);
+  CHECK(same_dump(e, t, tbl, before));
+  e->ops->txn_abort(t);
+  t = begin(e, FLUME__TXN_READ);
+  tbl = table(e, t, "basic", 0);
+  CHECK(same_dump(e, t, tbl, before));
+  CHECK(same_dump(e, t, FLUME__TABLE_LOG, log));
+  e->ops->txn_abort(t);
+  free(before);
+  free(log);
+}
+
+#ifdef FLUME_TEST_HOOKS
+/* Memory extras: what store.h leaves open, as the memory backend does it. */
+
+/* A delete under a cursor, and readers beside the writer: they see the
+ * live data, and nothing they hold dangles when the writer ends. */
+static void test_memory_live(env *e) {
+  flume__txn *w = begin(e, FLUME__TXN_WRITE);
+  flume__table tbl = table(e, w, "live", 1);
+  for (char k[2] = "a"; k[0] <= 'j'; k[0]++) put(e, w, tbl, k, k);
+  flume__cursor *c;
+  CHECK_OK(e->ops->cursor_open(w, tbl, &c));
+  flume__slice k = str("c"), v;
+  CHECK_OK(e->ops->cursor_get(c, FLUME__SET, &k, &v));
+  CHECK_OK(e->ops->del(w, tbl, str("c")));
+  CHECK_OK(e->ops->cursor_get(c, FLUME__NEXT, &k, &v));
+  CHECK(slice_is(k, str("d")));
+  CHECK_OK(e->ops->del(w, tbl, str("d")));
+  CHECK_OK(e->ops->cursor_get(c, FLUME__PREV, &k, &v));
+  CHECK(slice_is(k, str("b")));
+  CHECK_OK(e->ops->table_clear(w, tbl));
+  CHECK_ERR(e->ops->cursor_get(c, FLUME__NEXT, &k, &v), FLUME_ENOTFOUND);
+  e->ops->cursor_close(c);
+  CHECK_OK(e->ops->txn_commit(w));
+
+  w = begin(e, FLUME__TXN_WRITE);
+  for (char key[2] = "a"; key[0] <= 'j'; key[0]++) put(e, w, tbl, key, key);
+  flume__txn *r = begin(e, FLUME__TXN_READ);
+  CHECK(holds(e, r, tbl, "a", "a")); /* uncommitted, but live */
+  flume__slice held;
+  CHECK_OK(e->ops->get(r, tbl, str("e"), &held));
+  CHECK_OK(e->ops->cursor_open(r, tbl, &c));
+  k = str("e");
+  CHECK_OK(e->ops->cursor_get(c, FLUME__SET, &k, &v));
+  CHECK_OK(e->ops->del(w, tbl, str("e")));
+  put(e, w, tbl, "f", "F");
+  CHECK_OK(e->ops->txn_commit(w));
+  CHECK(slice_is(held, str("e")) && slice_is(k, str("e")));
+  CHECK_OK(e->ops->cursor_get(c, FLUME__NEXT, &k, &v));
+  CHECK(slice_is(k, str("f")) && slice_is(v, str("F")));
+
+  w = begin(e, FLUME__TXN_WRITE);
+  flume__txn *second;
+  CHECK_ERR(e->ops->txn_begin(e->s, FLUME__TXN_WRITE, &second), FLUME_EBUSY);
+  put(e, w, tbl, "g", "G");
+  put(e, w, tbl, "ga", "GA");
+  CHECK_OK(e->ops->cursor_get(c, FLUME__NEXT, &k, &v));
+  CHECK(slice_is(k, str("g")) && slice_is(v, str("G")));
+  CHECK_OK(e->ops->cursor_get(c, FLUME__NEXT, &k, &v));
+  CHECK(slice_is(k, str("ga")));
+  e->ops->txn_abort(w);
+  CHECK(slice_is(k, str("ga")) && slice_is(v, str("GA")));
+  CHECK_OK(e->ops->cursor_get(c, FLUME__NEXT, &k, &v));
+  CHECK(slice_is(k, str("h")));
+  e->ops->cursor_close(c);
+  e->ops->txn_abort(r);
+  CHECK(flume__memory_check(e->s) == 0);
+}
+
+/* Runs `call` with the allocation-failure hook disarmed, so the test's own
+ * use of the store (dumps, checks) neither trips it nor uses it up. */
+#define UNHOOKED(call)                                                         \
+  do {                                                                         \
+    long armed_ = flume__memory_fail_after;                                    \
+    flume__memory_fail_after = -1;                                             \
+    call;                                                                      \
+    flume__memory_fail_after = armed_;                                         \
+  } while (0)
+
+/* One write transaction's worth of every kind of change. Each step that
+ * fails for want of memory must have changed nothing; it is then retried
+ * (the hook fires once). Appends at seq and seq + 1. */
+static void enomem_steps(env *e, flume__txn *t, flume__table a, int64_t seq) {
+  for (int step = 0; step < 12; step++) {
+    int rc;
+    flume__table tbl;
+    flume__cursor *c;
+    char *before;
+    UNHOOKED(before = dump(e, t, a));
+    do {
+      switch (step % 6) {
+      case 0: /* a replace, then (after the clear) an insert */
+        rc = e->ops->put(t, a, str(step < 6 ? "k001" : "k003"), str("new"));
+        break;
+      case 1:
+        rc = e->ops->put(t, a, str("fresh"), str("x"));
+        break;
+      case 2: /* a committed entry, then one from this transaction */
+        rc = e->ops->del(t, a, str(step < 6 ? "k050" : "fresh"));
+        break;
+      case 3:
+        rc = e->ops->log_append(t, seq, str("x"));
+        if (rc == 0) seq++;
+        break;
+      case 4:
+        rc = e->ops->table_open(t, step < 6 ? "made" : "made2", 1, &tbl);
+        break;
+      default:
+        rc = e->ops->cursor_open(t, a, &c);
+        if (rc == 0) e->ops->cursor_close(c);
+        if (rc == 0) rc = e->ops->table_clear(t, a);
+        break;
+      }
+      if (rc == FLUME_ENOMEM) {
+        UNHOOKED(CHECK(same_dump(e, t, a, before)));
+        CHECK(flume__memory_check(e->s) == 0);
+      }
+    } while (rc == FLUME_ENOMEM);
+    CHECK_OK(rc);
+    free(before);
+  }
+}
+
+static void fill_enomem(env *e, flume__table a) {
+  flume__txn *t = begin(e, FLUME__TXN_WRITE);
+  CHECK_OK(e->ops->table_clear(t, a));
+  /* Enough entries that the undo log has to grow during the steps. */
+  for (int i = 0; i < 63; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "k%03d", i);
+    put(e, t, a, k, "v");
+  }
+  CHECK_OK(e->ops->txn_commit(t));
+}
+
+static void test_memory_enomem(env *e) {
+  flume__txn *t = begin(e, FLUME__TXN_WRITE);
+  flume__table a = table(e, t, "enomem", 1);
+  CHECK_OK(e->ops->txn_commit(t));
+  fill_enomem(e, a);
+  t = begin(e, FLUME__TXN_READ);
+  char *base = dump(e, t, a), *want = NULL;
+  int64_t seq = log_last(e, t) + 1; /* where the next run appends */
+  e->ops->txn_abort(t);
+
+  /* after = -1 is the run without failures, which gives `want`; then a
+   * failure at every allocation in turn, until none is left to fail. */
+  for (long after = -1;; after++) {
+    int fired = 0;
+    for (int commit = 0; commit < 2; commit++) {
+      flume__memory_fail_after = after;
+      int rc = e->ops->txn_begin(e->s, FLUME__TXN_WRITE, &t);
+      if (rc == 0) {
+        enomem_steps(e, t, a, seq);
+        if (commit)
+          rc = e->ops->txn_commit(t);
+        else
+          e->ops->txn_abort(t);
+      }
+      fired = flume__memory_fail_after < 0;
+      flume__memory_fail_after = -1;
+      if (rc == FLUME_ENOMEM) continue; /* txn_begin itself failed */
+      CHECK_OK(rc);
+      CHECK(flume__memory_check(e->s) == 0);
+      t = begin(e, FLUME__TXN_READ);
+      if (!commit) {
+        CHECK(same_dump(e, t, a, base) && log_last(e, t) == seq - 1);
+        e->ops->txn_abort(t);
+        continue;
+      }
+      if (want == NULL) want = dump(e, t, a);
+      CHECK(same_dump(e, t, a, want) && log_last(e, t) == seq + 1);
+      e->ops->txn_abort(t);
+      seq += 2; /* the log cannot be rewound: later runs go on after it */
+      fill_enomem(e, a);
+    }
+    if (after >= 0 && !fired) break; /* the hook outlasted the whole run */
+  }
+  free(base);
+  free(want);
+}
+#endif
+
+static void run_suite(const flume__store_ops *ops) {
+  env e;
+  clock_t t0 = clock();
+  printf("%s: ", ops->name);
+  fflush(stdout);
+#define STEP(call)                                                             \
+  do {                                                                         \
+    printf("%s ", #call);                                                      \
+    fflush(stdout);                                                            \
+    call;                                                                      \
+  } while (0)
+  STEP(test_limit(ops));
+  env_open(&e, ops);
+  STEP(test_log(&e));
+  STEP(test_tables(&e));
+  STEP(test_order(&e));
+  STEP(test_abort_commit(&e));
+  STEP(test_cursor_put(&e));
+  STEP(test_many(&e, 200000));
+#ifdef FLUME_TEST_HOOKS
+  if (ops == &flume__store_memory) {
+    STEP(test_memory_live(&e));
+    STEP(test_memory_enomem(&e));
+  }
+#endif
+  if (e.dir[0]) STEP(test_reopen(&e));
+  env_close(&e);
+#undef STEP
+  printf("ok (%.2f s)\n", (double)(clock() - t0) / CLOCKS_PER_SEC);
+}
+
+/* Benchmark. */
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void bench(const flume__store_ops *ops, size_t n) {
+  env e;
+  env_open(&e, ops);
+  uint64_t *keys = malloc(n * sizeof *keys);
+  CHECK(keys != NULL);
+  for (size_t i = 0; i < n; i++) keys[i] = rng();
+  double t0 = now();
+  flume__txn *t = begin(&e, FLUME__TXN_WRITE);
+  flume__table tbl = table(&e, t, "bench", 1);
+  for (size_t i = 0; i < n; i++)
+    CHECK_OK(ops->put(t, tbl, bin(&keys[i], 8), bin(&i, 8)));
+  CHECK_OK(ops->txn_commit(t));
+  double t1 = now();
+  t = begin(&e, FLUME__TXN_READ);
+  flume__cursor *c;
+  CHECK_OK(ops->cursor_open(t, tbl, &c));
+  flume__slice k, v;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t probe = rng();
+    k = bin(&probe, 8);
+    int rc = ops->cursor_get(c, FLUME__SET_RANGE, &k, &v);
+    CHECK(rc == 0 || rc == FLUME_ENOTFOUND);
+  }
+  double t2 = now();
+  size_t seen = 0;
+  for (int op = FLUME__FIRST; ops->cursor_get(c, op, &k, &v) == 0;
+       op = FLUME__NEXT)
+    seen++;
+  double t3 = now();
+  CHECK(seen <= n);
+  ops->cursor_close(c);
+  ops->txn_abort(t);
+  printf("%-6s %zu random 8-byte keys: insert %.0f/s, seek %.0f/s, "
+         "scan %.0f/s\n",
+         ops->name, n, n / (t1 - t0), n / (t2 - t1), seen / (t3 - t2));
+  free(keys);
+  env_close(&e);
+}
+
+int main(int argc, char **argv) {
+  static const flume__store_ops *const backends[] = {&flume__store_memory,
+                                                     &flume__store_lmdb};
+  size_t nb = sizeof backends / sizeof backends[0];
+  if (argc > 1 && strcmp(argv[1], "bench") == 0) {
+    size_t n = argc > 2 ? (size_t)strtoull(argv[2], NULL, 10) : 1000000;
+    for (size_t i = 0; i < nb; i++) bench(backends[i], n);
+    return 0;
+  }
+  for (size_t i = 0; i < nb; i++) run_suite(backends[i]);
+  return 0;
+}
