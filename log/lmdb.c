@@ -50,6 +50,7 @@ struct flume__txn {
   MDB_txn *txn;         /* LMDB's transaction */
   int write;            /* 1 for the write transaction */
   int64_t log_last;     /* the log's last seq, cached; -2 when unknown */
+  int opened;           /* it opened a table (read transactions) */
 };
 
 struct flume__cursor {
@@ -190,6 +191,7 @@ static int lmdb_txn_begin(flume__store *s, int flags, flume__txn **out) {
   t->store = s;
   t->write = !(flags & FLUME__TXN_READ);
   t->log_last = -2;
+  t->opened = 0;
   pthread_rwlock_rdlock(&s->txn_lock);
   int rc = mdb_txn_begin(s->env, NULL, t->write ? 0 : MDB_RDONLY, &t->txn);
   if (rc == MDB_MAP_RESIZED) {
@@ -234,7 +236,10 @@ static int lmdb_txn_commit(flume__txn *t) {
 
 static void lmdb_txn_abort(flume__txn *t) {
   flume__store *s = t->store;
-  mdb_txn_abort(t->txn);
+  /* LMDB closes the tables a transaction opened when it aborts, even a
+   * read-only one; committing a read-only transaction keeps them. */
+  if (!t->write && t->opened) mdb_txn_commit(t->txn);
+  else mdb_txn_abort(t->txn);
   if (t->write) forget_tables(t, 0);
   pthread_rwlock_unlock(&s->txn_lock);
   free(t);
@@ -283,6 +288,7 @@ static int lmdb_table_open(flume__txn *t, const char *name, int create,
   s->tables[slot].dbi = dbi;
   memcpy(s->tables[slot].name, name, len + 1);
   s->tables[slot].opener = t->write ? t : NULL;
+  if (!t->write) t->opened = 1;
   if (slot == s->ntables) s->ntables++;
   *out = slot;
 done:
@@ -291,7 +297,8 @@ done:
 }
 
 static MDB_dbi dbi_of(flume__txn *t, flume__table tbl) {
-  return t->store->tables[tbl].dbi;
+  /* Handles come from table_open; anything else is a bug of ours. */
+  return tbl <= LMDB_MAX_TABLES ? t->store->tables[tbl].dbi : (MDB_dbi)-1;
 }
 
 static int lmdb_table_clear(flume__txn *t, flume__table tbl) {
