@@ -1,0 +1,804 @@
+/*
+ * The msgpack codec: flume's default codec and therefore its log format, so
+ * what it writes must be plain MessagePack that any other implementation
+ * reads. Both directions go straight between Lua values and bytes: the
+ * indexer decodes every log entry and appends encode every value, so there
+ * is no intermediate tree and no allocation per value besides the buffer.
+ */
+#include "msgpack.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "flume.h"
+
+#define MP_NOINLINE __attribute__((noinline))
+#define MP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* Long paths in messages keep their first and last steps, about this many
+ * characters of each. */
+#define MP_PATH_HALF 100
+/* A string key longer than this is shortened in a path. */
+#define MP_PATH_KEY 24
+
+static inline void put16(unsigned char *w, uint32_t x) {
+  w[0] = (unsigned char)(x >> 8);
+  w[1] = (unsigned char)x;
+}
+
+static inline void put32(unsigned char *w, uint32_t x) {
+  w[0] = (unsigned char)(x >> 24);
+  w[1] = (unsigned char)(x >> 16);
+  w[2] = (unsigned char)(x >> 8);
+  w[3] = (unsigned char)x;
+}
+
+static inline void put64(unsigned char *w, uint64_t x) {
+  put32(w, (uint32_t)(x >> 32));
+  put32(w + 4, (uint32_t)x);
+}
+
+static inline uint32_t get16(const unsigned char *r) {
+  return (uint32_t)r[0] << 8 | r[1];
+}
+
+static inline uint32_t get32(const unsigned char *r) {
+  return (uint32_t)r[0] << 24 | (uint32_t)r[1] << 16 | (uint32_t)r[2] << 8 |
+         r[3];
+}
+
+static inline uint64_t get64(const unsigned char *r) {
+  return (uint64_t)get32(r) << 32 | get32(r + 4);
+}
+
+/*
+ * Strict UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF): a str
+ * must be text to every other msgpack reader, so anything doubtful goes out
+ * as bin, which decodes to the same Lua string anyway.
+ */
+static int mp_utf8_valid(const unsigned char *s, size_t n) {
+  const unsigned char *end = s + n;
+  while (s < end) {
+    /* Keys and most text are ASCII: check 8 bytes per step. */
+    while ((size_t)(end - s) >= 8) {
+      uint64_t w;
+      memcpy(&w, s, 8);
+      if (w & UINT64_C(0x8080808080808080)) break;
+      s += 8;
+    }
+    while (s < end && *s < 0x80) s++;
+    if (s == end) return 1;
+    unsigned c = *s;
+    size_t left = (size_t)(end - s);
+    if (c >= 0xc2 && c <= 0xdf) {
+      if (left < 2 || (s[1] & 0xc0) != 0x80) return 0;
+      s += 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      if (left < 3 || (s[2] & 0xc0) != 0x80) return 0;
+      unsigned lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+      if (s[1] < lo || s[1] > hi) return 0;
+      s += 3;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      if (left < 4 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
+        return 0;
+      unsigned lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+      if (s[1] < lo || s[1] > hi) return 0;
+      s += 4;
+    } else {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* ---------------------------------------------------------------- encode */
+
+/* One step of the path from the value being encoded to one of its parts,
+ * kept so that a refusal can say where the bad value is. */
+typedef struct mp_step {
+  int key;       /* stack index of the map key, or 0 for an array element */
+  lua_Integer i; /* the 1-based array index when key is 0 */
+} mp_step;
+
+typedef struct mp_enc {
+  lua_State *L;   /* the state holding the value */
+  flume__buf *b;  /* where the bytes go */
+  char *err;      /* the caller's message buffer */
+  size_t errlen;  /* its size in bytes */
+  int rc;         /* FLUME_EENCODE or FLUME_ENOMEM once something failed */
+  /* The tables on the current path, outermost first, to find cycles. */
+  const void *tables[FLUME__MP_MAX_DEPTH];
+  /* steps[d] leads from the table at level d-1 to level d (1-based). */
+  mp_step steps[FLUME__MP_MAX_DEPTH + 1];
+} mp_enc;
+
+static int ident_like(const char *s, size_t n) {
+  if (n == 0 || n > MP_PATH_KEY) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (i > 0 && c >= '0' && c <= '9')))
+      return 0;
+  }
+  return 1;
+}
+
+/* Writes step d of the path into out (at least 8 + 4 * MP_PATH_KEY bytes)
+ * and returns its length. */
+static size_t step_render(mp_enc *e, int d, char *out, size_t outlen) {
+  lua_State *L = e->L;
+  const mp_step *st = &e->steps[d];
+  int n;
+  if (st->key == 0) {
+    n = snprintf(out, outlen, "[%lld]", (long long)st->i);
+  } else if (lua_type(L, st->key) == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, st->key, &len);
+    if (ident_like(s, len)) {
+      n = snprintf(out, outlen, ".%.*s", (int)len, s);
+    } else {
+      size_t k = 0, m = len < MP_PATH_KEY ? len : MP_PATH_KEY;
+      out[k++] = '[';
+      out[k++] = '"';
+      for (size_t i = 0; i < m; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
+          k += (size_t)snprintf(out + k, outlen - k, "\\x%02x", c);
+        else
+          out[k++] = (char)c;
+      }
+      if (m < len) {
+        memcpy(out + k, "...", 3);
+        k += 3;
+      }
+      out[k++] = '"';
+      out[k++] = ']';
+      out[k] = '\0';
+      n = (int)k;
+    }
+  } else if (lua_isinteger(L, st->key)) {
+    n = snprintf(out, outlen, "[%lld]", (long long)lua_tointeger(L, st->key));
+  } else if (lua_type(L, st->key) == LUA_TNUMBER) {
+    n = snprintf(out, outlen, "[%.17g]", (double)lua_tonumber(L, st->key));
+  } else {
+    n = snprintf(out, outlen, "[%s]",
+                 lua_toboolean(L, st->key) ? "true" : "false");
+  }
+  return n < 0 ? 0 : (size_t)n;
+}
+
+/*
+ * Writes "<what> at <path>" as the error message. A path longer than
+ * 2 * MP_PATH_HALF keeps whole steps from its start and its end around
+ * "...", which is what a reader needs to find the spot.
+ */
+static MP_NOINLINE int enc_fail(mp_enc *e, int depth, const char *fmt, ...) {
+  char what[160], path[2 * MP_PATH_HALF + 2 * (8 + 4 * MP_PATH_KEY) + 8];
+  char step[8 + 4 * MP_PATH_KEY + 8];
+  size_t lens[FLUME__MP_MAX_DEPTH + 1], total = 0, k = 0;
+  va_list ap;
+
+  e->rc = FLUME_EENCODE;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  if (depth == 0) {
+    snprintf(e->err, e->errlen, "%s at the top level", what);
+    return e->rc;
+  }
+  for (int d = 1; d <= depth; d++) {
+    lens[d] = step_render(e, d, step, sizeof step);
+    total += lens[d];
+  }
+  int head = depth, tail = depth + 1;
+  if (total > 2 * MP_PATH_HALF) {
+    size_t sum = 0;
+    for (head = 0; head < depth && sum + lens[head + 1] <= MP_PATH_HALF;)
+      sum += lens[++head];
+    for (sum = 0; tail - 1 > head && sum + lens[tail - 1] <= MP_PATH_HALF;)
+      sum += lens[--tail];
+    if (tail == depth + 1 && head < depth) tail = depth; /* show the last */
+  }
+  for (int d = 1; d <= depth; d++) {
+    if (d > head && d < tail) {
+      if (d == head + 1) {
+        memcpy(path + k, "...", 3);
+        k += 3;
+      }
+      continue;
+    }
+    k += step_render(e, d, path + k, sizeof path - k);
+  }
+  path[k] = '\0';
+  snprintf(e->err, e->errlen, "%s at %s", what, path);
+  return e->rc;
+}
+
+static MP_NOINLINE int enc_grow(mp_enc *e, size_t n) {
+  /* Big steps: the buffer is usually reused, so this happens rarely. */
+  if (flume__buf_reserve(e->b, n < 256 ? 256 : n) == 0) return 0;
+  e->rc = FLUME_ENOMEM;
+  snprintf(e->err, e->errlen, "out of memory while encoding");
+  return e->rc;
+}
+
+#define ENC_NEED(e, n)                                                         \
+  ((e)->b->cap - (e)->b->len >= (n) ? 0 : enc_grow((e), (n)))
+#define ENC_W(e) ((unsigned char *)(e)->b->data + (e)->b->len)
+
+static inline int enc_int(mp_enc *e, lua_Integer v) {
+  if (ENC_NEED(e, 9)) return e->rc;
+  unsigned char *w = ENC_W(e);
+  size_t k;
+  if (v >= 0) {
+    uint64_t u = (uint64_t)v;
+    if (u < 0x80) {
+      w[0] = (unsigned char)u;
+      k = 1;
+    } else if (u <= 0xff) {
+      w[0] = 0xcc;
+      w[1] = (unsigned char)u;
+      k = 2;
+    } else if (u <= 0xffff) {
+      w[0] = 0xcd;
+      put16(w + 1, (uint32_t)u);
+      k = 3;
+    } else if (u <= 0xffffffff) {
+      w[0] = 0xce;
+      put32(w + 1, (uint32_t)u);
+      k = 5;
+    } else {
+      w[0] = 0xcf;
+      put64(w + 1, u);
+      k = 9;
+    }
+  } else if (v >= -32) {
+    w[0] = (unsigned char)(uint64_t)v; /* negative fixint is the low byte */
+    k = 1;
+  } else if (v >= INT8_MIN) {
+    w[0] = 0xd0;
+    w[1] = (unsigned char)(uint64_t)v;
+    k = 2;
+  } else if (v >= INT16_MIN) {
+    w[0] = 0xd1;
+    put16(w + 1, (uint32_t)(uint64_t)v);
+    k = 3;
+  } else if (v >= INT32_MIN) {
+    w[0] = 0xd2;
+    put32(w + 1, (uint32_t)(uint64_t)v);
+    k = 5;
+  } else {
+    w[0] = 0xd3;
+    put64(w + 1, (uint64_t)v);
+    k = 9;
+  }
+  e->b->len += k;
+  return 0;
+}
+
+static inline int enc_float(mp_enc *e, lua_Number x) {
+  /* Always float64: the type tells every reader "float", so 1.0 stays a
+   * float and NaN, inf and -0.0 survive bit for bit. */
+  double d = (double)x;
+  uint64_t u;
+  if (ENC_NEED(e, 9)) return e->rc;
+  memcpy(&u, &d, 8);
+  unsigned char *w = ENC_W(e);
+  w[0] = 0xcb;
+  put64(w + 1, u);
+  e->b->len += 9;
+  return 0;
+}
+
+/* A str, bin, array or map header; `fix` is 0 when the type has no fix
+ * form. The caller has reserved 5 bytes. */
+static inline void enc_head(mp_enc *e, unsigned fix, unsigned fixmax,
+                            unsigned c8, unsigned c16, size_t n) {
+  unsigned char *w = ENC_W(e);
+  if (fix && n <= fixmax) {
+    w[0] = (unsigned char)(fix | n);
+    e->b->len += 1;
+  } else if (c8 && n <= 0xff) {
+    w[0] = (unsigned char)c8;
+    w[1] = (unsigned char)n;
+    e->b->len += 2;
+  } else if (n <= 0xffff) {
+    w[0] = (unsigned char)c16;
+    put16(w + 1, (uint32_t)n);
+    e->b->len += 3;
+  } else {
+    w[0] = (unsigned char)(c16 + 1);
+    put32(w + 1, (uint32_t)n);
+    e->b->len += 5;
+  }
+}
+
+static int enc_string(mp_enc *e, int idx, int depth) {
+  size_t n;
+  const char *s = lua_tolstring(e->L, idx, &n);
+  if (MP_UNLIKELY(n > 0xffffffff))
+    return enc_fail(e, depth, "string of %zu bytes is too long", n);
+  if (ENC_NEED(e, n + 5)) return e->rc;
+  if (mp_utf8_valid((const unsigned char *)s, n))
+    enc_head(e, 0xa0, 31, 0xd9, 0xda, n);
+  else
+    enc_head(e, 0, 0, 0xc4, 0xc5, n);
+  memcpy(ENC_W(e), s, n);
+  e->b->len += n;
+  return 0;
+}
+
+static const char *kind_name(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  return t == LUA_TLIGHTUSERDATA ? "light userdata" : lua_typename(L, t);
+}
+
+static int enc_value(mp_enc *e, int idx, int depth);
+
+/* A map key of the table at `depth` (whose path is steps[1..depth]). */
+static int enc_key(mp_enc *e, int idx, int depth) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+  case LUA_TSTRING:
+    return enc_string(e, idx, depth);
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx)) return enc_int(e, lua_tointeger(L, idx));
+    return enc_float(e, lua_tonumber(L, idx)); /* tables hold no NaN key */
+  case LUA_TBOOLEAN:
+    if (ENC_NEED(e, 1)) return e->rc;
+    *ENC_W(e) = lua_toboolean(L, idx) ? 0xc3 : 0xc2;
+    e->b->len++;
+    return 0;
+  default:
+    return enc_fail(e, depth, "cannot use a %s as a map key in the table",
+                    kind_name(L, idx));
+  }
+}
+
+/*
+ * The pairs of the table at idx as a map, starting with the pair lua_next
+ * has just pushed. The count is not known up front: write a fixmap header
+ * and widen it at the end in the rare case of more than 15 pairs, rather
+ * than walking the table twice.
+ */
+static int enc_map_rest(mp_enc *e, int idx, int depth) {
+  lua_State *L = e->L;
+  int top = lua_gettop(L), key = top - 1;
+  size_t head, n = 0;
+  if (ENC_NEED(e, 1)) return e->rc;
+  head = e->b->len++;
+  e->steps[depth + 1].key = key;
+  do {
+    if (enc_key(e, key, depth) || enc_value(e, top, depth + 1)) return e->rc;
+    lua_pop(L, 1);
+    n++;
+  } while (lua_next(L, idx));
+  if (n <= 15) {
+    ((unsigned char *)e->b->data)[head] = (unsigned char)(0x80 | n);
+    return 0;
+  }
+  if (MP_UNLIKELY(n > 0xffffffff))
+    return enc_fail(e, depth, "table with %zu pairs is too big", n);
+  size_t extra = n <= 0xffff ? 2 : 4;
+  if (ENC_NEED(e, extra)) return e->rc;
+  unsigned char *w = (unsigned char *)e->b->data + head;
+  memmove(w + 1 + extra, w + 1, e->b->len - head - 1);
+  e->b->len += extra;
+  if (extra == 2) {
+    w[0] = 0xde;
+    put16(w + 1, (uint32_t)n);
+  } else {
+    w[0] = 0xdf;
+    put32(w + 1, (uint32_t)n);
+  }
+  return 0;
+}
+
+static int enc_table(mp_enc *e, int idx, int depth) {
+  lua_State *L = e->L;
+  const void *self = lua_topointer(L, idx);
+
+  if (MP_UNLIKELY(depth >= FLUME__MP_MAX_DEPTH))
+    return enc_fail(e, depth, "table nesting deeper than %d",
+                    FLUME__MP_MAX_DEPTH);
+  for (int d = 0; d < depth; d++)
+    if (MP_UNLIKELY(e->tables[d] == self))
+      return enc_fail(e, depth, "cyclic table");
+  if (MP_UNLIKELY(!lua_checkstack(L, 3)))
+    return enc_fail(e, depth, "Lua stack exhausted");
+  e->tables[depth] = self;
+
+  lua_pushnil(L);
+  if (!lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (ENC_NEED(e, 1)) return e->rc;
+    *ENC_W(e) = 0x80; /* {} has no way to say which it is: a map */
+    e->b->len++;
+    return 0;
+  }
+  /* Lua walks the array part first, so a record's first key is usually a
+   * string: then it is a map and one walk is enough. */
+  if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1)
+    return enc_map_rest(e, idx, depth);
+
+  /* Count the pairs to tell an array (every key an integer >= 1, the
+   * largest at most twice the count) from a map. */
+  size_t count = 0;
+  lua_Integer max = 0;
+  int arr = 1;
+  do {
+    count++;
+    if (arr) {
+      lua_Integer k;
+      if (!lua_isinteger(L, -2) || (k = lua_tointeger(L, -2)) < 1)
+        arr = 0;
+      else if (k > max)
+        max = k;
+    }
+    lua_pop(L, 1);
+  } while (lua_next(L, idx));
+
+  if (arr && (uint64_t)max <= 2 * (uint64_t)count) {
+    int top = lua_gettop(L) + 1;
+    if (MP_UNLIKELY((uint64_t)max > 0xffffffff))
+      return enc_fail(e, depth, "array of %lld elements is too long",
+                      (long long)max);
+    if (ENC_NEED(e, 5)) return e->rc;
+    enc_head(e, 0x90, 15, 0, 0xdc, (size_t)max);
+    e->steps[depth + 1].key = 0;
+    for (lua_Integer i = 1; i <= max; i++) {
+      lua_rawgeti(L, idx, i);
+      e->steps[depth + 1].i = i;
+      if (enc_value(e, top, depth + 1)) return e->rc;
+      lua_pop(L, 1);
+    }
+    return 0;
+  }
+
+  if (MP_UNLIKELY(count > 0xffffffff))
+    return enc_fail(e, depth, "table with %zu pairs is too big", count);
+  if (ENC_NEED(e, 5)) return e->rc;
+  enc_head(e, 0x80, 15, 0, 0xde, count);
+  lua_pushnil(L);
+  int key = lua_gettop(L);
+  e->steps[depth + 1].key = key;
+  while (lua_next(L, idx)) {
+    if (enc_key(e, key, depth) || enc_value(e, key + 1, depth + 1))
+      return e->rc;
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+static int enc_value(mp_enc *e, int idx, int depth) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+    if (ENC_NEED(e, 1)) return e->rc;
+    *ENC_W(e) = 0xc0;
+    e->b->len++;
+    return 0;
+  case LUA_TBOOLEAN:
+    if (ENC_NEED(e, 1)) return e->rc;
+    *ENC_W(e) = lua_toboolean(L, idx) ? 0xc3 : 0xc2;
+    e->b->len++;
+    return 0;
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx)) return enc_int(e, lua_tointeger(L, idx));
+    return enc_float(e, lua_tonumber(L, idx));
+  case LUA_TSTRING:
+    return enc_string(e, idx, depth);
+  case LUA_TTABLE:
+    return enc_table(e, idx, depth);
+  default:
+    return enc_fail(e, depth, "cannot encode a %s", kind_name(L, idx));
+  }
+}
+
+int flume__mp_encode(lua_State *L, int idx, flume__buf *b, char *err,
+                     size_t errlen) {
+  mp_enc e;
+  e.L = L;
+  e.b = b;
+  e.err = err;
+  e.errlen = err ? errlen : 0;
+  e.rc = 0;
+  idx = lua_absindex(L, idx);
+  size_t start = b->len;
+  int top = lua_gettop(L);
+  int rc = enc_value(&e, idx, 0);
+  lua_settop(L, top);
+  if (rc) b->len = start;
+  return rc;
+}
+
+/* ---------------------------------------------------------------- decode */
+
+typedef struct mp_dec {
+  lua_State *L;               /* where the values are pushed */
+  const unsigned char *start; /* the input, for offsets in messages */
+  const unsigned char *end;   /* one past its last byte */
+  char *err;                  /* the caller's message buffer */
+  size_t errlen;              /* its size in bytes */
+} mp_dec;
+
+static MP_NOINLINE const unsigned char *dec_fail(mp_dec *d, const char *fmt,
+                                                 ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(d->err, d->errlen, fmt, ap);
+  va_end(ap);
+  return NULL;
+}
+
+static MP_NOINLINE const unsigned char *
+dec_truncated(mp_dec *d, const unsigned char *at, size_t need) {
+  return dec_fail(d,
+                  "truncated input: the value at offset %zu needs %zu bytes, "
+                  "%zu left",
+                  (size_t)(at - d->start), need, (size_t)(d->end - at));
+}
+
+static const unsigned char *dec_value(mp_dec *d, const unsigned char *p,
+                                      int depth);
+
+static const unsigned char *dec_array(mp_dec *d, const unsigned char *p,
+                                      const unsigned char *at, uint32_t n,
+                                      int depth) {
+  lua_State *L = d->L;
+  if (MP_UNLIKELY(depth >= FLUME__MP_MAX_DEPTH))
+    return dec_fail(d, "nesting deeper than %d at offset %zu",
+                    FLUME__MP_MAX_DEPTH, (size_t)(at - d->start));
+  /* Every element takes at least a byte: this also bounds the allocation
+   * below by the size of the input. */
+  if (MP_UNLIKELY(n > (size_t)(d->end - p)))
+    return dec_fail(d,
+                    "array of %lu elements at offset %zu is longer than the "
+                    "%zu bytes left",
+                    (unsigned long)n, (size_t)(at - d->start),
+                    (size_t)(d->end - p));
+  if (MP_UNLIKELY(!lua_checkstack(L, 3)))
+    return dec_fail(d, "Lua stack exhausted at offset %zu",
+                    (size_t)(at - d->start));
+  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
+  for (uint32_t i = 1; i <= n; i++) {
+    if (p < d->end && *p == 0xc0) { /* a hole: nothing to store */
+      p++;
+      continue;
+    }
+    if (!(p = dec_value(d, p, depth + 1))) return NULL;
+    lua_rawseti(L, -2, (lua_Integer)i);
+  }
+  return p;
+}
+
+static const unsigned char *dec_map(mp_dec *d, const unsigned char *p,
+                                    const unsigned char *at, uint32_t n,
+                                    int depth) {
+  lua_State *L = d->L;
+  if (MP_UNLIKELY(depth >= FLUME__MP_MAX_DEPTH))
+    return dec_fail(d, "nesting deeper than %d at offset %zu",
+                    FLUME__MP_MAX_DEPTH, (size_t)(at - d->start));
+  if (MP_UNLIKELY(n > (size_t)(d->end - p) / 2))
+    return dec_fail(d,
+                    "map of %lu pairs at offset %zu is longer than the %zu "
+                    "bytes left",
+                    (unsigned long)n, (size_t)(at - d->start),
+                    (size_t)(d->end - p));
+  if (MP_UNLIKELY(!lua_checkstack(L, 3)))
+    return dec_fail(d, "Lua stack exhausted at offset %zu",
+                    (size_t)(at - d->start));
+  lua_createtable(L, 0, n > INT_MAX ? INT_MAX : (int)n);
+  for (uint32_t i = 0; i < n; i++) {
+    if (MP_UNLIKELY(p == d->end)) return dec_truncated(d, p, 1);
+    unsigned c = *p;
+    const unsigned char *k = p;
+    if (MP_UNLIKELY(c == 0xc0))
+      return dec_fail(d, "nil map key at offset %zu", (size_t)(p - d->start));
+    if (MP_UNLIKELY((c >= 0x80 && c <= 0x9f) || (c >= 0xdc && c <= 0xdf)))
+      return dec_fail(d,
+                      "map key at offset %zu is an array or a map (keys must "
+                      "be strings, numbers or booleans)",
+                      (size_t)(p - d->start));
+    if (!(p = dec_value(d, p, depth + 1))) return NULL;
+    if (MP_UNLIKELY(c == 0xca || c == 0xcb) && isnan(lua_tonumber(L, -1)))
+      return dec_fail(d, "NaN map key at offset %zu", (size_t)(k - d->start));
+    if (!(p = dec_value(d, p, depth + 1))) return NULL;
+    lua_rawset(L, -3);
+  }
+  return p;
+}
+
+static MP_NOINLINE const unsigned char *dec_ext(mp_dec *d,
+                                                const unsigned char *p) {
+  unsigned c = *p;
+  size_t at = c >= 0xd4 ? 1 : c == 0xc7 ? 2 : c == 0xc8 ? 3 : 5;
+  if ((size_t)(d->end - p) <= at) return dec_truncated(d, p, at + 1);
+  return dec_fail(d, "unsupported ext type %d at offset %zu",
+                  (int)(int8_t)p[at], (size_t)(p - d->start));
+}
+
+static const unsigned char *dec_value(mp_dec *d, const unsigned char *p,
+                                      int depth) {
+  lua_State *L = d->L;
+  size_t left = (size_t)(d->end - p), n;
+  if (MP_UNLIKELY(left == 0)) return dec_truncated(d, p, 1);
+  unsigned c = *p;
+
+  if (c < 0x80) {
+    lua_pushinteger(L, (lua_Integer)c);
+    return p + 1;
+  }
+  if (c >= 0xe0) {
+    lua_pushinteger(L, (lua_Integer)c - 256);
+    return p + 1;
+  }
+  if (c < 0x90) return dec_map(d, p + 1, p, c & 0x0f, depth);
+  if (c < 0xa0) return dec_array(d, p + 1, p, c & 0x0f, depth);
+  if (c < 0xc0) {
+    n = c & 0x1f;
+    p += 1;
+    goto str;
+  }
+
+#define NEED(k)                                                                \
+  do {                                                                         \
+    if (MP_UNLIKELY(left < (k))) return dec_truncated(d, p, (k));              \
+  } while (0)
+
+  switch (c) {
+  case 0xc0:
+    lua_pushnil(L);
+    return p + 1;
+  case 0xc2:
+    lua_pushboolean(L, 0);
+    return p + 1;
+  case 0xc3:
+    lua_pushboolean(L, 1);
+    return p + 1;
+  case 0xc4:
+  case 0xd9:
+    NEED(2);
+    n = p[1];
+    p += 2;
+    goto str;
+  case 0xc5:
+  case 0xda:
+    NEED(3);
+    n = get16(p + 1);
+    p += 3;
+    goto str;
+  case 0xc6:
+  case 0xdb:
+    NEED(5);
+    n = get32(p + 1);
+    p += 5;
+    goto str;
+  case 0xca: {
+    float f;
+    uint32_t u;
+    NEED(5);
+    u = get32(p + 1);
+    memcpy(&f, &u, 4);
+    lua_pushnumber(L, (lua_Number)f);
+    return p + 5;
+  }
+  case 0xcb: {
+    double f;
+    uint64_t u;
+    NEED(9);
+    u = get64(p + 1);
+    memcpy(&f, &u, 8);
+    lua_pushnumber(L, (lua_Number)f);
+    return p + 9;
+  }
+  case 0xcc:
+    NEED(2);
+    lua_pushinteger(L, (lua_Integer)p[1]);
+    return p + 2;
+  case 0xcd:
+    NEED(3);
+    lua_pushinteger(L, (lua_Integer)get16(p + 1));
+    return p + 3;
+  case 0xce:
+    NEED(5);
+    lua_pushinteger(L, (lua_Integer)get32(p + 1));
+    return p + 5;
+  case 0xcf: {
+    NEED(9);
+    uint64_t u = get64(p + 1);
+    /* Lua has no unsigned 64-bit integer: the nearest float beats
+     * wrapping around to a negative number. */
+    if (u > (uint64_t)INT64_MAX)
+      lua_pushnumber(L, (lua_Number)u);
+    else
+      lua_pushinteger(L, (lua_Integer)u);
+    return p + 9;
+  }
+  case 0xd0:
+    NEED(2);
+    lua_pushinteger(L, (lua_Integer)(int8_t)p[1]);
+    return p + 2;
+  case 0xd1:
+    NEED(3);
+    lua_pushinteger(L, (lua_Integer)(int16_t)get16(p + 1));
+    return p + 3;
+  case 0xd2:
+    NEED(5);
+    lua_pushinteger(L, (lua_Integer)(int32_t)get32(p + 1));
+    return p + 5;
+  case 0xd3:
+    NEED(9);
+    lua_pushinteger(L, (lua_Integer)(int64_t)get64(p + 1));
+    return p + 9;
+  case 0xdc:
+    NEED(3);
+    return dec_array(d, p + 3, p, get16(p + 1), depth);
+  case 0xdd:
+    NEED(5);
+    return dec_array(d, p + 5, p, get32(p + 1), depth);
+  case 0xde:
+    NEED(3);
+    return dec_map(d, p + 3, p, get16(p + 1), depth);
+  case 0xdf:
+    NEED(5);
+    return dec_map(d, p + 5, p, get32(p + 1), depth);
+  case 0xc7:
+  case 0xc8:
+  case 0xc9:
+  case 0xd4:
+  case 0xd5:
+  case 0xd6:
+  case 0xd7:
+  case 0xd8:
+    return dec_ext(d, p);
+  default: /* 0xc1, the one byte msgpack never uses */
+    return dec_fail(d, "invalid byte 0x%02x at offset %zu", c,
+                    (size_t)(p - d->start));
+  }
+#undef NEED
+
+str:
+  if (MP_UNLIKELY(n > (size_t)(d->end - p)))
+    return dec_fail(d,
+                    "string of %zu bytes at offset %zu is longer than the %zu "
+                    "bytes left",
+                    n, (size_t)(p - d->start), (size_t)(d->end - p));
+  lua_pushlstring(L, (const char *)p, n);
+  return p + n;
+}
+
+int flume__mp_decode(lua_State *L, const char *p, size_t n, char *err,
+                     size_t errlen) {
+  mp_dec d;
+  const unsigned char *s = (const unsigned char *)p, *q;
+  int top = lua_gettop(L);
+  d.L = L;
+  d.start = s;
+  d.end = s + n;
+  d.err = err;
+  d.errlen = err ? errlen : 0;
+  if (n == 0) {
+    dec_fail(&d, "empty input");
+    return FLUME_EDECODE;
+  }
+  if (!lua_checkstack(L, 2)) {
+    dec_fail(&d, "Lua stack exhausted");
+    return FLUME_EDECODE;
+  }
+  q = dec_value(&d, s, 0);
+  if (q && q != d.end) {
+    dec_fail(&d, "%zu trailing bytes after the value at offset %zu",
+             (size_t)(d.end - q), (size_t)(q - s));
+    q = NULL;
+  }
+  if (!q) {
+    lua_settop(L, top);
+    return FLUME_EDECODE;
+  }
+  return 0;
+}
