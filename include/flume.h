@@ -131,6 +131,9 @@ FLUME_API const char *flume_version(void);
 /** An opaque database handle. */
 typedef struct flume_db flume_db;
 
+/** An opaque view handle, owned by its database. */
+typedef struct flume_view flume_view;
+
 /** A byte range passed to flume (copied before the call returns). */
 typedef struct flume_buf {
   const void *base; /**< first byte */

@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "internal.h"
+#include "views.h"
 
 /* A group stops taking jobs once it holds this many bytes, so one commit's
  * dirty pages stay bounded however fast appends arrive. */
@@ -68,6 +69,8 @@ struct flume_db {
   flume_watch *watches;           /* since observers */
   int notifying;                  /* inside notify(): defer frees */
   flume_iter *iters;              /* open iterators */
+  struct flume__views *views;     /* its views, once it has any */
+  int handles;                    /* handles still closing */
   int closing;                    /* flume_db_close() was called */
   int close_started;              /* the handles are being closed */
   flume_close_cb close_cb;        /* called once closed */
@@ -95,6 +98,10 @@ FLUME_API void flume_free(void *p) { free(p); }
 const flume__store_ops *flume__db_ops(flume_db *db) { return db->ops; }
 flume__store *flume__db_store(flume_db *db) { return db->store; }
 uv_loop_t *flume__db_loop(flume_db *db) { return db->loop; }
+struct flume__views *flume__db_views(flume_db *db) { return db->views; }
+void flume__db_set_views(flume_db *db, struct flume__views *vs) {
+  db->views = vs;
+}
 
 FLUME_API const char *flume_db_codec(const flume_db *db) { return db->codec; }
 FLUME_API int flume_db_is_memory(const flume_db *db) {
@@ -592,9 +599,9 @@ FLUME_API void flume_iter_close(flume_iter *it) {
 
 /* ---- closing ----------------------------------------------------------- */
 
-static void on_closed(uv_handle_t *h) {
-  flume_db *db = h->data;
+static void finish_close(flume_db *db) {
   notify(db, FLUME_ECLOSED, db->since);
+  if (db->views) flume__views_free(db->views);
   for (flume_iter *it = db->iters; it; it = it->link_next) it->db = NULL;
   db->ops->close(db->store);
   flume_close_cb cb = db->close_cb;
@@ -603,13 +610,26 @@ static void on_closed(uv_handle_t *h) {
   if (cb) cb(ctx);
 }
 
+static void handle_closed(void *p) {
+  flume_db *db = p;
+  if (--db->handles == 0) finish_close(db);
+}
+
+static void on_closed(uv_handle_t *h) { handle_closed(h->data); }
+
 static void start_close(flume_db *db) {
   db->close_started = 1;
+  db->handles = 1;
+  if (db->views) {
+    db->handles++;
+    flume__views_close(db->views, handle_closed, db);
+  }
   uv_close((uv_handle_t *)&db->kick, on_closed);
 }
 
 FLUME_API int flume_db_close(flume_db *db, flume_close_cb cb, void *ctx) {
   if (db->closing) return FLUME_ECLOSED;
+  if (db->views) flume__views_before_close(db->views);
   db->closing = 1;
   db->close_cb = cb;
   db->close_ctx = ctx;

@@ -59,6 +59,11 @@ typedef int (*flume__visit_fn)(void *ctx, int64_t seq, const void *data,
 int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
                    flume__visit_fn fn, void *ctx, size_t *count);
 
+/* The views of a database (views.c), created with its first view. */
+struct flume__views;
+struct flume__views *flume__db_views(flume_db *db);
+void flume__db_set_views(flume_db *db, struct flume__views *vs);
+
 /* The store and its operations, for the view host. */
 const flume__store_ops *flume__db_ops(flume_db *db);
 flume__store *flume__db_store(flume_db *db);

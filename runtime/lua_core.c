@@ -18,29 +18,7 @@
 #include "internal.h"
 #include "msgpack.h"
 
-#define CTX_KEY "flume.core.ctx"
-#define DB_MT "flume.core.db"
-#define WATCH_MT "flume.core.watch"
-#define TIMER_MT "flume.core.timer"
-
-typedef struct lctx {
-  uv_loop_t loop;    /* the loop every database of this state uses */
-  lua_State *L;      /* the thread running the loop; NULL when not running */
-  int dispatch_ref;  /* registry ref of the Lua dispatcher */
-  int closing;       /* lua_close is under way: call no Lua */
-  int dbs;           /* databases not yet fully closed */
-} lctx;
-
-typedef struct ldb {
-  flume_db *db;      /* NULL once closing */
-  lctx *ctx;         /* the state's context */
-} ldb;
-
-/* One pending callback into Lua. */
-typedef struct lreq {
-  lctx *ctx;         /* the state's context */
-  int cb_ref;        /* registry ref of the Lua function, or LUA_NOREF */
-} lreq;
+#include "lua_core.h"
 
 typedef struct lwatch {
   flume_watch *w;    /* NULL once stopped or closed */
@@ -55,7 +33,7 @@ typedef struct ltimer {
   int box_ref;       /* keeps the box alive until we are done */
 } ltimer;
 
-static lctx *get_ctx(lua_State *L) {
+lctx *flume__lua_ctx(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
   lctx *c = lua_touserdata(L, -1);
   lua_pop(L, 1);
@@ -63,7 +41,7 @@ static lctx *get_ctx(lua_State *L) {
 }
 
 /* Raises `flume: ENAME: message[: detail]`. */
-static int raise_err(lua_State *L, int err, const char *detail) {
+int flume__lua_raise(lua_State *L, int err, const char *detail) {
   /* No position prefix: messages start with "flume:" wherever raised. */
   if (detail)
     lua_pushfstring(L, "flume: %s: %s: %s", flume_err_name(err),
@@ -74,20 +52,20 @@ static int raise_err(lua_State *L, int err, const char *detail) {
   return lua_error(L);
 }
 
-static void push_err(lua_State *L, int err) {
+void flume__lua_push_err(lua_State *L, int err) {
   lua_pushfstring(L, "flume: %s: %s", flume_err_name(err),
                   flume_strerror(err));
 }
 
-static ldb *check_db(lua_State *L, int idx) {
+ldb *flume__lua_check_db(lua_State *L, int idx) {
   ldb *d = luaL_checkudata(L, idx, DB_MT);
-  if (d->db == NULL) raise_err(L, FLUME_ECLOSED, NULL);
+  if (d->db == NULL) flume__lua_raise(L, FLUME_ECLOSED, NULL);
   return d;
 }
 
-static lreq *new_req(lua_State *L, lctx *c, int idx) {
+lreq *flume__lua_new_req(lua_State *L, lctx *c, int idx) {
   lreq *r = malloc(sizeof *r);
-  if (r == NULL) raise_err(L, FLUME_ENOMEM, NULL);
+  if (r == NULL) flume__lua_raise(L, FLUME_ENOMEM, NULL);
   r->ctx = c;
   r->cb_ref = LUA_NOREF;
   if (!lua_isnoneornil(L, idx)) {
@@ -102,7 +80,7 @@ static lreq *new_req(lua_State *L, lctx *c, int idx) {
  * caller pushed (nargs of them, on c->L). Pops them. With `once`, the
  * callback's reference is released.
  */
-static void dispatch(lreq *r, int nargs, int once) {
+void flume__lua_dispatch(lreq *r, int nargs, int once) {
   lctx *c = r->ctx;
   lua_State *L = c->L;
   if (r->cb_ref == LUA_NOREF) {
@@ -125,9 +103,9 @@ static void dispatch(lreq *r, int nargs, int once) {
 }
 
 /* Whether Lua may be called now: the loop is being run from Lua. */
-static int can_call(lctx *c) { return !c->closing && c->L != NULL; }
+int flume__lua_can_call(lctx *c) { return !c->closing && c->L != NULL; }
 
-static void release_req(lreq *r) {
+void flume__lua_release(lreq *r) {
   lctx *c = r->ctx;
   if (r->cb_ref != LUA_NOREF && !c->closing && c->L)
     luaL_unref(c->L, LUA_REGISTRYINDEX, r->cb_ref);
@@ -161,7 +139,7 @@ static int l_run(lua_State *L) {
   static const char *const modes[] = {"default", "once", "nowait", NULL};
   static const uv_run_mode umodes[] = {UV_RUN_DEFAULT, UV_RUN_ONCE,
                                        UV_RUN_NOWAIT};
-  lctx *c = get_ctx(L);
+  lctx *c = flume__lua_ctx(L);
   int mode = luaL_checkoption(L, 1, "default", modes);
   if (c->L != NULL)
     return luaL_error(L, "flume: cannot run the loop from inside a callback "
@@ -175,17 +153,17 @@ static int l_run(lua_State *L) {
 }
 
 static int l_running(lua_State *L) {
-  lua_pushboolean(L, get_ctx(L)->L != NULL);
+  lua_pushboolean(L, flume__lua_ctx(L)->L != NULL);
   return 1;
 }
 
 static int l_stop(lua_State *L) {
-  uv_stop(&get_ctx(L)->loop);
+  uv_stop(&flume__lua_ctx(L)->loop);
   return 0;
 }
 
 static int l_set_dispatch(lua_State *L) {
-  lctx *c = get_ctx(L);
+  lctx *c = flume__lua_ctx(L);
   luaL_checktype(L, 1, LUA_TFUNCTION);
   lua_pushvalue(L, 1);
   if (c->dispatch_ref != LUA_NOREF)
@@ -203,7 +181,7 @@ static int l_encode(lua_State *L) {
   int rc = flume__mp_encode(L, 1, &b, err, sizeof err);
   if (rc) {
     flume__buf_free(&b);
-    return raise_err(L, rc, err);
+    return flume__lua_raise(L, rc, err);
   }
   lua_pushlstring(L, b.data, b.len);
   flume__buf_free(&b);
@@ -215,7 +193,7 @@ static int l_decode(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   int rc = flume__mp_decode(L, s, n, err, sizeof err);
-  if (rc) return raise_err(L, rc, err);
+  if (rc) return flume__lua_raise(L, rc, err);
   return 1;
 }
 
@@ -223,7 +201,7 @@ static int l_decode(lua_State *L) {
 
 /* core.open(path|nil, codec|nil, sync, map_size) -> db */
 static int l_open(lua_State *L) {
-  lctx *c = get_ctx(L);
+  lctx *c = flume__lua_ctx(L);
   const char *path = luaL_optstring(L, 1, NULL);
   const char *codec = luaL_optstring(L, 2, NULL);
   flume_db_options o;
@@ -241,9 +219,9 @@ static int l_open(lua_State *L) {
   if (rc == FLUME_ECODEC) {
     lua_pushfstring(L, "%s was written with codec '%s', not '%s'", path,
                     found, codec);
-    return raise_err(L, rc, lua_tostring(L, -1));
+    return flume__lua_raise(L, rc, lua_tostring(L, -1));
   }
-  if (rc) return raise_err(L, rc, path ? path : "(memory)");
+  if (rc) return flume__lua_raise(L, rc, path ? path : "(memory)");
   c->dbs++;
   return 1;
 }
@@ -252,15 +230,15 @@ static void db_closed(void *p) {
   lreq *r = p;
   lctx *c = r->ctx;
   c->dbs--;
-  if (can_call(c)) dispatch(r, 0, 1);
-  else release_req(r);
+  if (flume__lua_can_call(c)) flume__lua_dispatch(r, 0, 1);
+  else flume__lua_release(r);
   free(r);
 }
 
 static int ldb_close(lua_State *L) {
   ldb *d = luaL_checkudata(L, 1, DB_MT);
   if (d->db == NULL) return 0;
-  lreq *r = new_req(L, d->ctx, 2);
+  lreq *r = flume__lua_new_req(L, d->ctx, 2);
   flume_db *db = d->db;
   d->db = NULL;
   flume_db_close(db, db_closed, r);
@@ -270,8 +248,15 @@ static int ldb_close(lua_State *L) {
 static int ldb_gc(lua_State *L) {
   ldb *d = luaL_checkudata(L, 1, DB_MT);
   if (d->db) {
-    lreq *r = new_req(L, d->ctx, 0);
-    flume_db_close(d->db, db_closed, r);
+    /* No Lua callback: nothing waits for a collected database. */
+    lreq *r = malloc(sizeof *r);
+    if (r == NULL) {
+      flume_db_close(d->db, NULL, NULL);
+    } else {
+      r->ctx = d->ctx;
+      r->cb_ref = LUA_NOREF;
+      flume_db_close(d->db, db_closed, r);
+    }
     d->db = NULL;
   }
   return 0;
@@ -284,35 +269,35 @@ static int ldb_closed(lua_State *L) {
 }
 
 static int ldb_since(lua_State *L) {
-  lua_pushinteger(L, flume_db_since(check_db(L, 1)->db));
+  lua_pushinteger(L, flume_db_since(flume__lua_check_db(L, 1)->db));
   return 1;
 }
 
 static int ldb_codec(lua_State *L) {
-  lua_pushstring(L, flume_db_codec(check_db(L, 1)->db));
+  lua_pushstring(L, flume_db_codec(flume__lua_check_db(L, 1)->db));
   return 1;
 }
 
 static int ldb_memory(lua_State *L) {
-  lua_pushboolean(L, flume_db_is_memory(check_db(L, 1)->db));
+  lua_pushboolean(L, flume_db_is_memory(flume__lua_check_db(L, 1)->db));
   return 1;
 }
 
 static void append_done(void *p, int status, int64_t seq) {
   lreq *r = p;
   lctx *c = r->ctx;
-  if (can_call(c) && r->cb_ref != LUA_NOREF) {
+  if (flume__lua_can_call(c) && r->cb_ref != LUA_NOREF) {
     lua_State *L = c->L;
     if (status) {
-      push_err(L, status);
+      flume__lua_push_err(L, status);
       lua_pushnil(L);
     } else {
       lua_pushnil(L);
       lua_pushinteger(L, seq);
     }
-    dispatch(r, 2, 1);
+    flume__lua_dispatch(r, 2, 1);
   } else {
-    release_req(r);
+    flume__lua_release(r);
   }
   free(r);
 }
@@ -339,7 +324,7 @@ static int encode_value(lua_State *L, int idx, int mp, flume__buf *b,
  * batch is appended then.
  */
 static int ldb_append(lua_State *L) {
-  ldb *d = check_db(L, 1);
+  ldb *d = flume__lua_check_db(L, 1);
   int mp = lua_toboolean(L, 2);
   int batch = lua_toboolean(L, 3);
   char err[320] = "";
@@ -356,7 +341,7 @@ static int ldb_append(lua_State *L) {
     if (ends == NULL || vals == NULL) {
       free(ends);
       free(vals);
-      return raise_err(L, FLUME_ENOMEM, NULL);
+      return flume__lua_raise(L, FLUME_ENOMEM, NULL);
     }
     rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
@@ -402,7 +387,7 @@ static int ldb_append(lua_State *L) {
   }
   if (vals != &one) free(vals);
   flume__buf_free(&b);
-  if (rc) return raise_err(L, rc, err[0] ? err : NULL);
+  if (rc) return flume__lua_raise(L, rc, err[0] ? err : NULL);
   return 0;
 }
 
@@ -434,7 +419,7 @@ static int read_one(void *p, int64_t seq, const void *data, size_t len) {
 /* db:read(mp, from, to, max, seqs, vals) -> n: fills seqs[1..n] and
  * vals[1..n] (a value may be nil) from one short read transaction. */
 static int ldb_read(lua_State *L) {
-  ldb *d = check_db(L, 1);
+  ldb *d = flume__lua_check_db(L, 1);
   read_ctx r = {L, lua_toboolean(L, 2), 6, 7, 0, ""};
   int64_t from = luaL_checkinteger(L, 3), to = luaL_checkinteger(L, 4);
   lua_Integer max = luaL_checkinteger(L, 5);
@@ -451,9 +436,9 @@ static int ldb_read(lua_State *L) {
     char detail[300];
     snprintf(detail, sizeof detail, "at seq %lld: %s",
              (long long)(from > to ? from - r.n : from + r.n), r.err);
-    return raise_err(L, rc, detail);
+    return flume__lua_raise(L, rc, detail);
   }
-  if (rc) return raise_err(L, rc, NULL);
+  if (rc) return flume__lua_raise(L, rc, NULL);
   lua_pushinteger(L, r.n);
   return 1;
 }
@@ -468,7 +453,7 @@ static int get_one(void *p, int64_t seq, const void *data, size_t len) {
 
 /* db:get(mp, seq) -> value; raises ENOTFOUND for a seq not in the log. */
 static int ldb_get(lua_State *L) {
-  ldb *d = check_db(L, 1);
+  ldb *d = flume__lua_check_db(L, 1);
   read_ctx r = {L, lua_toboolean(L, 2), 0, 0, 0, ""};
   lua_Integer seq = luaL_checkinteger(L, 3);
   size_t count = 0;
@@ -480,9 +465,9 @@ static int ldb_get(lua_State *L) {
   if (rc == FLUME_ENOTFOUND) {
     lua_pushfstring(L, "no value at seq %I (the log's since is %I)", seq,
                     (lua_Integer)flume_db_since(d->db));
-    return raise_err(L, rc, lua_tostring(L, -1));
+    return flume__lua_raise(L, rc, lua_tostring(L, -1));
   }
-  if (rc) return raise_err(L, rc, r.err[0] ? r.err : NULL);
+  if (rc) return flume__lua_raise(L, rc, r.err[0] ? r.err : NULL);
   return 1;
 }
 
@@ -490,11 +475,11 @@ static void since_cb(void *p, int status, int64_t since) {
   lwatch *w = p;
   lctx *c = w->req.ctx;
   if (status) w->w = NULL; /* the database closed: the watch is gone */
-  if (!can_call(c)) return;
-  if (status) push_err(c->L, status);
+  if (!flume__lua_can_call(c)) return;
+  if (status) flume__lua_push_err(c->L, status);
   else lua_pushnil(c->L);
   lua_pushinteger(c->L, since);
-  dispatch(&w->req, 2, status != 0);
+  flume__lua_dispatch(&w->req, 2, status != 0);
   if (status && w->self_ref != LUA_NOREF) {
     luaL_unref(c->L, LUA_REGISTRYINDEX, w->self_ref);
     w->self_ref = LUA_NOREF;
@@ -503,7 +488,7 @@ static void since_cb(void *p, int status, int64_t since) {
 
 /* db:on_since(fn) -> watch; fn(err, since) */
 static int ldb_on_since(lua_State *L) {
-  ldb *d = check_db(L, 1);
+  ldb *d = flume__lua_check_db(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lwatch *w = lua_newuserdatauv(L, sizeof *w, 1);
   w->w = NULL;
@@ -512,7 +497,7 @@ static int ldb_on_since(lua_State *L) {
   w->self_ref = LUA_NOREF;
   luaL_setmetatable(L, WATCH_MT);
   int rc = flume_db_on_since(d->db, since_cb, w, &w->w);
-  if (rc) return raise_err(L, rc, NULL);
+  if (rc) return flume__lua_raise(L, rc, NULL);
   lua_pushvalue(L, 2);
   w->req.cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   /* The watch stays alive (and its callback reachable) while active. */
@@ -527,7 +512,7 @@ static int lwatch_stop(lua_State *L) {
     flume_watch_stop(w->w);
     w->w = NULL;
   }
-  release_req(&w->req);
+  flume__lua_release(&w->req);
   if (w->self_ref != LUA_NOREF) {
     luaL_unref(L, LUA_REGISTRYINDEX, w->self_ref);
     w->self_ref = LUA_NOREF;
@@ -537,7 +522,7 @@ static int lwatch_stop(lua_State *L) {
 
 #ifdef FLUME_TEST_HOOKS
 static int ldb_fail_commits(lua_State *L) {
-  ldb *d = check_db(L, 1);
+  ldb *d = flume__lua_check_db(L, 1);
   static const char *const names[] = {"EIO", "ENOSPC", NULL};
   static const int codes[] = {FLUME_EIO, FLUME_ENOSPC};
   int which = luaL_checkoption(L, 2, "EIO", names);
@@ -554,7 +539,7 @@ static void timer_closed(uv_handle_t *h) { free(h->data); }
 static void timer_end(ltimer *lt) {
   lctx *c = lt->req.ctx;
   *lt->box = NULL;
-  if (can_call(c)) luaL_unref(c->L, LUA_REGISTRYINDEX, lt->box_ref);
+  if (flume__lua_can_call(c)) luaL_unref(c->L, LUA_REGISTRYINDEX, lt->box_ref);
   uv_close((uv_handle_t *)&lt->t, timer_closed);
 }
 
@@ -562,14 +547,14 @@ static void timer_fire(uv_timer_t *t) {
   ltimer *lt = t->data;
   lreq req = lt->req;
   timer_end(lt);
-  if (can_call(req.ctx)) dispatch(&req, 0, 1);
+  if (flume__lua_can_call(req.ctx)) flume__lua_dispatch(&req, 0, 1);
 }
 
 static int l_timer_cancel(lua_State *L) {
   ltimer **box = lua_touserdata(L, lua_upvalueindex(1));
   ltimer *lt = *box;
   if (lt) {
-    release_req(&lt->req);
+    flume__lua_release(&lt->req);
     timer_end(lt);
   }
   return 0;
@@ -577,12 +562,12 @@ static int l_timer_cancel(lua_State *L) {
 
 /* core.timer(seconds, fn) -> cancel function */
 static int l_timer(lua_State *L) {
-  lctx *c = get_ctx(L);
+  lctx *c = flume__lua_ctx(L);
   lua_Number secs = luaL_checknumber(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   ltimer **box = lua_newuserdatauv(L, sizeof *box, 0);
   ltimer *lt = calloc(1, sizeof *lt);
-  if (lt == NULL) return raise_err(L, FLUME_ENOMEM, NULL);
+  if (lt == NULL) return flume__lua_raise(L, FLUME_ENOMEM, NULL);
   *box = lt;
   lt->box = box;
   lua_pushvalue(L, -1);
@@ -618,7 +603,8 @@ static const luaL_Reg core_funcs[] = {
     {"open", l_open},     {"run", l_run},           {"running", l_running},
     {"stop", l_stop},     {"set_dispatch", l_set_dispatch},
     {"encode", l_encode}, {"decode", l_decode},     {"timer", l_timer},
-    {"hrtime", l_hrtime}, {NULL, NULL}};
+    {"hrtime", l_hrtime}, {"key_encode", flume__lua_key_encode},
+    {NULL, NULL}};
 
 __attribute__((visibility("default"))) int luaopen_flume_core(lua_State *L);
 
@@ -629,7 +615,7 @@ __attribute__((visibility("default"))) int luaopen_flume_core(lua_State *L) {
     memset(c, 0, sizeof *c);
     c->dispatch_ref = LUA_NOREF;
     int rc = uv_loop_init(&c->loop);
-    if (rc) return raise_err(L, rc, "cannot create the event loop");
+    if (rc) return flume__lua_raise(L, rc, "cannot create the event loop");
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, ctx_gc);
     lua_setfield(L, -2, "__gc");
@@ -640,6 +626,7 @@ __attribute__((visibility("default"))) int luaopen_flume_core(lua_State *L) {
 
   luaL_newmetatable(L, DB_MT);
   luaL_newlib(L, db_methods);
+  flume__lua_views_register(L);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, ldb_gc);
   lua_setfield(L, -2, "__gc");

@@ -62,4 +62,16 @@ function H.run_lua(script, ...)
   return out, ok and 0 or code
 end
 
+--- Asserts that fn raises an error whose message matches the Lua pattern.
+-- (luassert's error_matches cuts a message at its first "file:line:", and
+-- view errors carry the script's position inside them.)
+function H.raises(fn, pattern)
+  local ok, err = pcall(fn)
+  assert(not ok, "expected an error matching " .. pattern)
+  err = tostring(err)
+  assert(err:find(pattern), "error \"" .. err .. "\" does not match " ..
+    pattern)
+  return err
+end
+
 return H

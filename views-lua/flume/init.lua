@@ -82,24 +82,25 @@ end
 
 --- Runs `start(k)`, which begins an asynchronous operation whose completion
 -- calls `k(err, result)`, and waits for it: by yielding inside a driven
--- coroutine, or by running the loop at top level.
+-- coroutine, or by running the loop at top level. If `start` returns true,
+-- the operation was already done and `k` will not be called.
 local function await(start)
   local co = running()
   if driven[co] then
     local k = function(err, res) after_resume(co, resume(co, err, res)) end
     direct[k] = true
-    start(k)
+    if start(k) == true then return end
     return yield()
   end
   if core.running() then
     error("flume: cannot wait here: this code runs while the event loop " ..
       "runs, outside a coroutine flume drives; pass a callback (the async " ..
-      "form) or call it inside flume.spawn", 3)
+      "form) or call it inside flume.spawn", 0)
   end
   local done, e, r = false, nil, nil
   local k = function(err, res) done, e, r = true, err, res end
   direct[k] = true
-  start(k)
+  if start(k) == true then return end
   while not done do
     core.run("once")
     raise_pending()
@@ -112,7 +113,7 @@ M._await = await
 -- Errors raised by callbacks stop the loop and are raised here.
 function M.run()
   if core.running() then
-    error("flume: cannot run the loop from inside a callback", 2)
+    error("flume: cannot run the loop from inside a callback", 0)
   end
   repeat
     local more = core.run("default")
@@ -151,12 +152,12 @@ local function check_codec(codec)
     type(codec.encode) == "function" and type(codec.decode) == "function" then
     if codec.name == "msgpack" or codec.name == "raw" then
       error("flume: EINVAL: a custom codec cannot be named '" ..
-        codec.name .. "'", 3)
+        codec.name .. "'", 0)
     end
     return codec.name, false, codec.encode, codec.decode
   end
   error("flume: EINVAL: codec must be \"msgpack\", \"raw\" or " ..
-    "{ name = string, encode = function, decode = function }", 3)
+    "{ name = string, encode = function, decode = function }", 0)
 end
 
 local function encode_custom(encode, v, where)
@@ -211,9 +212,11 @@ function M.open(path, opts)
   opts = opts or {}
   local name, mp, encode, decode = check_codec(opts.codec)
   if opts.mapper ~= nil and type(opts.mapper) ~= "function" then
-    error("flume: EINVAL: mapper must be a function", 2)
+    error("flume: EINVAL: mapper must be a function", 0)
   end
   local c = core.open(path, name, opts.sync ~= false, opts.map_size)
+  if opts.mapper then c:set_mapper(opts.mapper) end
+  if opts.ready == false then c:set_paused(true) end
   return setmetatable({
     _c = c, _mp = mp, _encode = encode, _decode = decode,
     _mapper = opts.mapper, path = path, codec = name,
@@ -228,7 +231,7 @@ function DB:append(value, opts, cb)
   if type(opts) == "function" and cb == nil then opts, cb = nil, opts end
   local batch = opts ~= nil and opts.batch or false
   local c, mp = self._c, self._mp
-  if c:closed() then error("flume: ECLOSED: database is closed", 2) end
+  if c:closed() then error("flume: ECLOSED: database is closed", 0) end
   if batch and type(value) ~= "table" then
     error("bad argument #1 to 'append' (a list of values expected with " ..
       "batch = true)", 2)
@@ -253,7 +256,7 @@ function DB:append(value, opts, cb)
     return
   end
   local err, seq = await(function(k) c:append(mp, batch, value, k) end)
-  if err then error(err, 2) end
+  if err then error(err, 0) end
   return seq
 end
 
@@ -285,7 +288,7 @@ end
 local function opt_int(opts, k)
   local v = opts[k]
   if v ~= nil and math.type(v) ~= "integer" then
-    error("flume: EINVAL: option '" .. k .. "' must be an integer", 3)
+    error("flume: EINVAL: option '" .. k .. "' must be an integer", 0)
   end
   return v
 end
@@ -325,10 +328,10 @@ function DB:stream(opts)
   local reverse, live = opts.reverse and true or false, opts.live
   local remaining = opt_int(opts, "limit") or maxinteger
   if reverse and live then
-    error("flume: EINVAL: a live stream cannot be reverse", 2)
+    error("flume: EINVAL: a live stream cannot be reverse", 0)
   end
   local c, mp = self._c, self._mp
-  if c:closed() then error("flume: ECLOSED: database is closed", 2) end
+  if c:closed() then error("flume: ECLOSED: database is closed", 0) end
   local plain = self._decode == nil and self._mapper == nil
   local seqs, vals, n, i = {}, {}, 0, 0
   local nxt = reverse and hi or lo
@@ -397,5 +400,323 @@ end
 
 --- Whether close has been called.
 function DB:closed() return self._c:closed() end
+
+-- Views ------------------------------------------------------------------------
+
+local View = {}
+local View_mt = { __name = "flume.view" }
+
+local function view_info(view)
+  return view._db._c:view_info(view._name)
+end
+
+View_mt.__index = function(view, k)
+  if k == "since" then return view_info(view).since end
+  local m = View[k]
+  if m then return m end
+  local kind = view._methods[k]
+  if kind then
+    local f = function(self, ...) return view:_call(k, kind, ...) end
+    rawset(view, k, f)
+    return f
+  end
+end
+View_mt.__tostring = function(view)
+  return "flume.view (" .. view._name .. ")"
+end
+
+local function explain_wait_error(view, err, target)
+  if err:find("^flume: EVIEW") then
+    local info = view_info(view)
+    if info and info.error then return info.error end
+  elseif err:find("^flume: ETIMEDOUT") then
+    local info = view_info(view)
+    return string.format("%s waiting for view '%s' to reach seq %d (it is " ..
+      "at %d)", err, view._name, target, info and info.since or -1)
+  end
+  return err
+end
+
+--- Waits until the view has caught up with the log's since as it is now
+-- (since-gating). opts: wait = false (do not wait), timeout = seconds.
+local function gate(view, opts, level)
+  local c = view._db._c
+  local wait = opts == nil or opts.wait ~= false
+  local timeout = opts and opts.timeout
+  if timeout ~= nil and type(timeout) ~= "number" then
+    error("flume: EINVAL: timeout must be a number of seconds", 0)
+  end
+  local target = wait and c:since() or -1
+  local err = await(function(k)
+    return c:view_wait(view._name, target, timeout, k)
+  end)
+  if err then error(explain_wait_error(view, err, target), 0) end
+end
+
+local function check_view(view, name)
+  if getmetatable(view) ~= View_mt then
+    error("bad argument #1 to '" .. name ..
+      "' (flume.view expected; call it as view:" .. name .. "(...))", 3)
+  end
+  if view._db._c:closed() then
+    error("flume: ECLOSED: database is closed", 0)
+  end
+end
+
+--- The view's value (since-gated). A reduce view: `get([opts])` gives its
+-- state. A group view: `get(key [, opts])` gives key's accumulator (nil if
+-- none). An index view: `get(key [, opts])` gives the list of values
+-- indexed under key, in seq order.
+function View:get(key, opts)
+  check_view(self, "get")
+  local c, kind = self._db._c, self._kind
+  if kind == "reduce" then
+    opts = key
+    gate(self, opts, 2)
+    return c:view_get(self._name)
+  end
+  gate(self, opts, 2)
+  local got = c:view_get(self._name, key)
+  if kind == "group" then return got end
+  local db, values = self._db, {}
+  for i = 1, #got do values[i] = db:get(got[i]) end
+  return values
+end
+
+local READ_CHUNK = 256
+
+--- Iterates over a range of keys, in key order (reverse = true: the other
+-- way), since-gated: `for key, acc in group:read{...}` or
+-- `for key, seq, value in index:read{...}`. Options: gt, gte, lt, lte,
+-- reverse, limit, live (go on with entries committed later), wait, timeout.
+function View:read(opts)
+  check_view(self, "read")
+  opts = opts or {}
+  local c, name, kind, db = self._db._c, self._name, self._kind, self._db
+  if kind == "reduce" then
+    error("flume: EINVAL: a reduce view has no keys to read", 0)
+  end
+  if opts.live and opts.reverse then
+    error("flume: EINVAL: a live read cannot be reverse", 0)
+  end
+  gate(self, opts, 2)
+  local lo, lo_incl = opts.gte, true
+  if lo == nil and opts.gt ~= nil then lo, lo_incl = opts.gt, false end
+  local hi, hi_incl = opts.lte, true
+  if hi == nil and opts.lt ~= nil then hi, hi_incl = opts.lt, false end
+  local reverse, live = opts.reverse and true or false, opts.live
+  local remaining = opts.limit or maxinteger
+
+  -- One pass over the range, in chunks, each a short read transaction.
+  local function cursor()
+    local keys, vals, n, i, resume, finished = {}, {}, 0, 0, nil, false
+    return function()
+      if i == n then
+        if finished then return false end
+        n, resume = c:view_read(name, lo, lo_incl, hi, hi_incl, reverse,
+          READ_CHUNK, resume, keys, vals)
+        i = 0
+        finished = n < READ_CHUNK
+        if n == 0 then return false end
+      end
+      i = i + 1
+      return true, keys[i], vals[i]
+    end
+  end
+
+  -- Live: after the first pass, each time the view commits more, the range
+  -- is read again and only what is new is delivered: index entries with a
+  -- newer seq, group keys whose accumulator changed.
+  local cur, first = cursor(), true
+  local low, high, pass_since = -1, maxinteger, self.since
+  local seen = live and kind == "group" and {} or nil
+  return function()
+    while remaining > 0 do
+      local ok, key, v = cur()
+      if ok then
+        local deliver = true
+        if seen then
+          local k, packed = core.key_encode(key), core.encode(v)
+          deliver = first or seen[k] ~= packed
+          seen[k] = packed
+        elseif not first then
+          deliver = v > low and v <= high
+        end
+        if deliver then
+          remaining = remaining - 1
+          if kind == "index" then return key, v, db:get(v) end
+          return key, v
+        end
+      elseif not live or c:closed() then
+        return nil
+      else
+        local target = pass_since + 1
+        local err = await(function(k)
+          return c:view_wait(name, target, nil, k)
+        end)
+        if err then
+          if err:find("^flume: ECLOSED") then return nil end
+          error(explain_wait_error(self, err, target), 0)
+        end
+        low, high = pass_since, self.since
+        pass_since, first, cur = high, false, cursor()
+      end
+    end
+    return nil
+  end
+end
+
+--- Calls `cb()` (async) or returns (sync) once the view has caught up with
+-- the log's since as it is now.
+function View:ready(cb)
+  check_view(self, "ready")
+  if cb then
+    local c, target = self._db._c, self._db._c:since()
+    if c:view_wait(self._name, target, nil, function(err) cb(err) end) then
+      core.timer(0, function() cb(nil) end)
+    end
+    return
+  end
+  gate(self, nil, 2)
+end
+
+--- How far the view has got: { since, log_since, processed, rate (values/s
+-- while catching up), failed, error, script_changed, kind, version, hash }.
+function View:status()
+  check_view(self, "status")
+  return view_info(self)
+end
+
+function View:_call(method, kind, ...)
+  check_view(self, method)
+  local c, name = self._db._c, self._name
+  local n = select("#", ...)
+  local args, cb = { ... }, nil
+  if kind ~= "sync" and n > 0 and type(args[n]) == "function" then
+    cb, args[n], n = args[n], nil, n - 1
+  end
+  local packed = core.encode(args)
+  if kind == "sync" then return c:view_call(name, method, packed) end
+  if cb then
+    local target = c:since()
+    local function run(err)
+      if err then return cb(explain_wait_error(self, err, target)) end
+      local ok, res = pcall(c.view_call, c, name, method, packed)
+      if ok then cb(nil, res) else cb(res) end
+    end
+    if c:view_wait(name, target, nil, run) then core.timer(0, run) end
+    return
+  end
+  gate(self, nil, 3)
+  local res = c:view_call(name, method, packed)
+  if kind == "source" then
+    local i = 0
+    return function()
+      i = i + 1
+      return res[i]
+    end
+  end
+  return res
+end
+
+local reserved = { since = true, path = true, codec = true }
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then error("flume: ENOENT: cannot read view script: " .. err, 0) end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+--- Adds a view: `db:use(name, view [, cb])` where view is a script path
+-- (ending in .lua), a script source string, or a table whose functions
+-- capture no local variable. The view is mounted at db[name].
+function DB:use(name, view, cb)
+  check_self(self, "use")
+  if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
+    error("flume: EINVAL: a view name must be an identifier, not " ..
+      tostring(name), 0)
+  end
+  if DB[name] ~= nil or reserved[name] or name:sub(1, 1) == "_" then
+    error("flume: EEXIST: name is already in use: '" .. name ..
+      "' is a database method", 0)
+  end
+  local c = self._c
+  if c:closed() then error("flume: ECLOSED: database is closed", 0) end
+  local src, chunk, tbl
+  if type(view) == "string" then
+    if not view:find("\n") and view:match("%.lua$") then
+      src, chunk = read_file(view), "@" .. view
+    else
+      src, chunk = view, "=" .. name
+    end
+  elseif type(view) == "table" then
+    tbl = view
+  else
+    error("bad argument #2 to 'use' (script path, source or table expected)", 2)
+  end
+  local function mount()
+    local info = c:view_info(name)
+    local obj = setmetatable({ _db = self, _name = name, _kind = info.kind,
+      _methods = c:view_methods(name) }, View_mt)
+    rawset(self, name, obj)
+    if info.script_changed then
+      io.stderr:write("flume: warning: view '", name, "' script changed ",
+        "but its version (", info.version, ") did not: its state was ",
+        "built by the old script; bump the version to rebuild it\n")
+    end
+    return obj
+  end
+  if cb then
+    c:use(name, src, chunk, tbl, function(err)
+      if err then return cb(err) end
+      cb(nil, mount())
+    end)
+    return
+  end
+  local err = await(function(k) c:use(name, src, chunk, tbl, k) end)
+  if err then error(err, 0) end
+  return mount()
+end
+
+--- Destroys every view's state and rebuilds it from the log. Sync form:
+-- returns once every view has caught up; async: cb(err).
+function DB:rebuild(cb)
+  check_self(self, "rebuild")
+  local c = self._c
+  c:rebuild()
+  local views = {}
+  for k, v in pairs(self) do
+    if getmetatable(v) == View_mt then views[#views + 1] = v end
+  end
+  if cb then
+    local left = #views + 1
+    local function one(err)
+      if err and left > 0 then left = 0; return cb(err) end
+      left = left - 1
+      if left == 0 then cb(nil) end
+    end
+    for _, v in ipairs(views) do v:ready(one) end
+    one()
+    return
+  end
+  for _, v in ipairs(views) do gate(v, nil, 2) end
+end
+
+--- Lets the indexer run (after `flume.open(path, { ready = false })`).
+function DB:set_ready()
+  check_self(self, "set_ready")
+  self._c:set_paused(false)
+end
+
+--- The views of the database: { name = view }.
+function DB:views()
+  local t = {}
+  for k, v in pairs(self) do
+    if getmetatable(v) == View_mt then t[k] = v end
+  end
+  return t
+end
 
 return M

@@ -1,0 +1,456 @@
+/*
+ * flume.core's view methods: use, info, gated waits, and reads that go
+ * straight from the store into the caller's state (keys through the key
+ * codec, accumulators and states through msgpack), and calls of a view's
+ * own methods, which run in the view host with arguments and results
+ * copied through msgpack.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "keys.h"
+#include "lua_core.h"
+#include "msgpack.h"
+#include "viewread.h"
+#include "views.h"
+
+static const char *const kind_names[] = {"", "reduce", "group", "index"};
+
+static flume_view *check_view(lua_State *L, ldb *d, int idx) {
+  const char *name = luaL_checkstring(L, idx);
+  flume_view *v = flume__view_find(d->db, name);
+  if (v == NULL) {
+    lua_pushfstring(L, "no view named '%s'", name);
+    flume__lua_raise(L, FLUME_ENOTFOUND, lua_tostring(L, -1));
+  }
+  return v;
+}
+
+static void use_done(void *ctx, int status, flume_view *v) {
+  lreq *r = ctx;
+  (void)v;
+  if (flume__lua_can_call(r->ctx) && r->cb_ref != LUA_NOREF) {
+    if (status) flume__lua_push_err(r->ctx->L, status);
+    else lua_pushnil(r->ctx->L);
+    flume__lua_dispatch(r, 1, 1);
+  } else {
+    flume__lua_release(r);
+  }
+  free(r);
+}
+
+/* db:use(name, source|nil, chunkname, table|nil, cb) */
+static int ldb_use(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  size_t len = 0;
+  const char *src = luaL_optlstring(L, 3, NULL, &len);
+  const char *chunk = luaL_optstring(L, 4, "=view");
+  if (src == NULL) luaL_checktype(L, 5, LUA_TTABLE);
+  char err[512] = "";
+  lreq *r = flume__lua_new_req(L, d->ctx, 6);
+  int rc = flume__views_use(d->db, name, src, len, chunk, L, 5, use_done, r,
+                            err, sizeof err);
+  if (rc) {
+    flume__lua_release(r);
+    free(r);
+    return flume__lua_raise(L, rc, err[0] ? err : NULL);
+  }
+  return 0;
+}
+
+static int ldb_set_mapper(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  char err[512] = "";
+  int rc = flume__views_set_mapper(d->db, L, 2, err, sizeof err);
+  if (rc) return flume__lua_raise(L, rc, err);
+  return 0;
+}
+
+/* db:view_info(name) -> table, or nil when there is no such view. */
+static int ldb_view_info(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  flume_view *v = flume__view_find(d->db, luaL_checkstring(L, 2));
+  if (v == NULL) return 0;
+  flume__view_info_t in;
+  flume__view_info(v, &in);
+  lua_createtable(L, 0, 12);
+  lua_pushstring(L, kind_names[in.kind]);
+  lua_setfield(L, -2, "kind");
+  lua_pushinteger(L, in.version);
+  lua_setfield(L, -2, "version");
+  lua_pushinteger(L, in.since);
+  lua_setfield(L, -2, "since");
+  lua_pushinteger(L, in.processed);
+  lua_setfield(L, -2, "processed");
+  lua_pushinteger(L, flume_db_since(d->db));
+  lua_setfield(L, -2, "log_since");
+  lua_pushboolean(L, in.failed);
+  lua_setfield(L, -2, "failed");
+  if (in.error) {
+    lua_pushfstring(L, "flume: EVIEW: %s", in.error);
+    lua_setfield(L, -2, "error");
+    lua_pushinteger(L, in.error_seq);
+    lua_setfield(L, -2, "error_seq");
+  }
+  lua_pushboolean(L, in.script_changed);
+  lua_setfield(L, -2, "script_changed");
+  lua_pushnumber(L, in.rate);
+  lua_setfield(L, -2, "rate");
+  char hex[17];
+  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)in.hash);
+  lua_pushstring(L, hex);
+  lua_setfield(L, -2, "hash");
+  lua_pushboolean(L, in.ready);
+  lua_setfield(L, -2, "ready");
+  return 1;
+}
+
+static void wait_done(void *ctx, int status) {
+  lreq *r = ctx;
+  lctx *c = r->ctx;
+  if (flume__lua_can_call(c) && r->cb_ref != LUA_NOREF) {
+    if (status) flume__lua_push_err(c->L, status);
+    else lua_pushnil(c->L);
+    flume__lua_dispatch(r, 1, 1);
+  } else {
+    flume__lua_release(r);
+  }
+  free(r);
+}
+
+/* db:view_wait(name, target, timeout, cb) -> true when there is no need to
+ * wait; else false, and cb(err) once the view reaches target. Raises the
+ * view's error if it has failed. */
+static int ldb_view_wait(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  flume_view *v = check_view(L, d, 2);
+  int64_t target = luaL_checkinteger(L, 3);
+  double timeout = luaL_optnumber(L, 4, -1);
+  luaL_checktype(L, 5, LUA_TFUNCTION);
+  flume__view_info_t in;
+  flume__view_info(v, &in);
+  if (in.failed) {
+    lua_pushfstring(L, "flume: EVIEW: %s", in.error);
+    return lua_error(L);
+  }
+  if (in.ready && in.since >= target) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lreq *r = flume__lua_new_req(L, d->ctx, 5);
+  int rc = flume__view_wait(v, target, timeout, wait_done, r);
+  if (rc) {
+    flume__lua_release(r);
+    free(r);
+    return flume__lua_raise(L, rc, NULL);
+  }
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
+/* Encodes the key at idx, raising a clear error if it is not one. */
+static void encode_key(lua_State *L, int idx, flume__buf *b) {
+  char err[256];
+  int rc = flume__key_encode(L, idx, b, err, sizeof err);
+  if (rc) {
+    flume__buf_free(b);
+    flume__lua_raise(L, rc, err);
+  }
+}
+
+typedef struct collect_ctx {
+  lua_State *L;       /* where entries go */
+  int index;          /* index view: seqs, else accumulators */
+  int keys;           /* stack index of the keys table (0: none) */
+  int vals;           /* stack index of the seqs/accs table */
+  lua_Integer n;      /* entries so far */
+  char err[256];      /* a decode error */
+} collect_ctx;
+
+static int collect(void *p, const char *key, size_t key_len, size_t entry_len,
+                   const void *val, size_t val_len) {
+  collect_ctx *c = p;
+  lua_State *L = c->L;
+  size_t used;
+  c->n++;
+  if (c->keys) {
+    if (flume__key_decode(L, key, key_len, &used, c->err, sizeof c->err))
+      return FLUME_EDECODE;
+    lua_rawseti(L, c->keys, c->n);
+  }
+  if (c->index) {
+    const unsigned char *s = (const unsigned char *)key + key_len;
+    uint64_t seq = 0;
+    for (size_t i = 0; i < entry_len - key_len; i++) seq = seq << 8 | s[i];
+    lua_pushinteger(L, (lua_Integer)seq);
+  } else if (flume__mp_decode(L, val, val_len, c->err, sizeof c->err)) {
+    return FLUME_EDECODE;
+  }
+  lua_rawseti(L, c->vals, c->n);
+  return 0;
+}
+
+/* db:view_get(name, key) -> a reduce view's state; a group view's
+ * accumulator for key (nil if none); an index view's list of seqs. */
+static int ldb_view_get(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  flume_view *v = check_view(L, d, 2);
+  flume__view_info_t in;
+  flume__view_info(v, &in);
+  const flume__store_ops *ops = flume__db_ops(d->db);
+  flume__table tbl = flume__view_table(v);
+  char err[256];
+  if (!in.ready) return flume__lua_raise(L, FLUME_EBUSY, "view not set up");
+  if (in.kind == FLUME__VIEW_REDUCE) {
+    flume__txn *txn;
+    flume__slice val;
+    int rc = ops->txn_begin(flume__db_store(d->db), FLUME__TXN_READ, &txn);
+    if (rc) return flume__lua_raise(L, rc, NULL);
+    rc = ops->get(txn, tbl, (flume__slice){"s", 1}, &val);
+    if (rc == 0) rc = flume__mp_decode(L, val.data, val.size, err, sizeof err);
+    ops->txn_abort(txn);
+    if (rc == FLUME_ENOTFOUND) {
+      lua_pushnil(L);
+      return 1;
+    }
+    if (rc) return flume__lua_raise(L, rc, NULL);
+    return 1;
+  }
+  luaL_checkany(L, 3);
+  flume__buf key = FLUME__BUF_INIT, resume = FLUME__BUF_INIT;
+  encode_key(L, 3, &key);
+  flume__range r = {key.data, key.len, 1, key.data, key.len, 1, 0};
+  lua_newtable(L);
+  collect_ctx c = {L, in.kind == FLUME__VIEW_INDEX, 0, lua_gettop(L), 0, ""};
+  size_t count, total = 0;
+  int rc;
+  do {
+    rc = flume__view_range(d->db, tbl, c.index ? 8 : 0, &r, 4096, &resume,
+                           collect, &c, &count);
+    total += count;
+  } while (rc == 0 && count == 4096 && c.index);
+  flume__buf_free(&key);
+  flume__buf_free(&resume);
+  if (rc) return flume__lua_raise(L, rc, c.err[0] ? c.err : NULL);
+  if (!c.index) {
+    if (total == 0) lua_pushnil(L);
+    else lua_rawgeti(L, -1, 1);
+  }
+  return 1;
+}
+
+/* db:view_read(name, lo, lo_incl, hi, hi_incl, reverse, max, resume,
+ *              keys, vals) -> n, resume
+ * Fills keys[1..n] and vals[1..n] (seqs of an index view, accumulators of a
+ * group view) with the next entries of the range after `resume` (a string
+ * from the previous call, or nil to start). */
+static int ldb_view_read(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  flume_view *v = check_view(L, d, 2);
+  flume__view_info_t in;
+  flume__view_info(v, &in);
+  if (in.kind == FLUME__VIEW_REDUCE)
+    return luaL_error(L, "flume: EINVAL: a reduce view has no range reads");
+  lua_Integer max = luaL_checkinteger(L, 8);
+  luaL_checktype(L, 10, LUA_TTABLE);
+  luaL_checktype(L, 11, LUA_TTABLE);
+  flume__buf lo = FLUME__BUF_INIT, hi = FLUME__BUF_INIT;
+  flume__buf resume = FLUME__BUF_INIT;
+  if (!lua_isnil(L, 3)) encode_key(L, 3, &lo);
+  if (!lua_isnil(L, 5)) encode_key(L, 5, &hi);
+  size_t rl;
+  const char *rs = lua_tolstring(L, 9, &rl);
+  if (rs && flume__buf_append(&resume, rs, rl))
+    return flume__lua_raise(L, FLUME_ENOMEM, NULL);
+  flume__range r = {lo.len ? lo.data : NULL, lo.len, lua_toboolean(L, 4),
+                    hi.len ? hi.data : NULL, hi.len, lua_toboolean(L, 6),
+                    lua_toboolean(L, 7)};
+  lua_settop(L, 11);
+  collect_ctx c = {L, in.kind == FLUME__VIEW_INDEX, 10, 11, 0, ""};
+  size_t count = 0;
+  int rc = max > 0 ? flume__view_range(d->db, flume__view_table(v),
+                                       c.index ? 8 : 0, &r, (size_t)max,
+                                       &resume, collect, &c, &count)
+                   : 0;
+  flume__buf_free(&lo);
+  flume__buf_free(&hi);
+  if (rc) {
+    flume__buf_free(&resume);
+    return flume__lua_raise(L, rc, c.err[0] ? c.err : NULL);
+  }
+  lua_pushinteger(L, (lua_Integer)count);
+  lua_pushlstring(L, resume.data ? resume.data : "", resume.len);
+  flume__buf_free(&resume);
+  return 2;
+}
+
+/* A read handle's get, in the host: up[1] = the view (light userdata),
+ * up[2] = the database. */
+static int host_get(lua_State *H) {
+  flume_view *v = lua_touserdata(H, lua_upvalueindex(1));
+  flume_db *db = lua_touserdata(H, lua_upvalueindex(2));
+  flume__view_info_t in;
+  flume__view_info(v, &in);
+  luaL_checkany(H, 1);
+  flume__buf key = FLUME__BUF_INIT, resume = FLUME__BUF_INIT;
+  char err[256];
+  if (flume__key_encode(H, 1, &key, err, sizeof err))
+    return luaL_error(H, "%s", err);
+  flume__range r = {key.data, key.len, 1, key.data, key.len, 1, 0};
+  lua_newtable(H);
+  collect_ctx c = {H, in.kind == FLUME__VIEW_INDEX, 0, lua_gettop(H), 0, ""};
+  size_t count;
+  int rc = flume__view_range(db, flume__view_table(v), c.index ? 8 : 0, &r,
+                             1000000, &resume, collect, &c, &count);
+  flume__buf_free(&key);
+  flume__buf_free(&resume);
+  if (rc) return luaL_error(H, "%s", flume_strerror(rc));
+  if (!c.index) {
+    if (count == 0) lua_pushnil(H);
+    else lua_rawgeti(H, -1, 1);
+  }
+  return 1;
+}
+
+/* db:view_call(name, method, args) -> kind, result
+ * args is a msgpack-encoded list; the method runs in the view host with the
+ * view's state (reduce) or a read handle (group, index) first; its result
+ * comes back decoded. kind is the method's "sync"/"async"/"source". With
+ * method nil, returns only the kind of... nothing: see view_method_kind. */
+static int ldb_view_call(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  flume_view *v = check_view(L, d, 2);
+  const char *method = luaL_checkstring(L, 3);
+  size_t alen;
+  const char *args = luaL_checklstring(L, 4, &alen);
+  flume__host *h = flume__views_host(d->db);
+  lua_State *H = flume__host_state(h);
+  flume__view_info_t in;
+  flume__view_info(v, &in);
+  char err[512];
+  int top = lua_gettop(H);
+  lua_rawgeti(H, LUA_REGISTRYINDEX, flume__view_host_ref(v));
+  lua_getfield(H, -1, "def");
+  lua_getfield(H, -1, "methods");
+  if (!lua_istable(H, -1)) goto missing;
+  lua_getfield(H, -1, method);
+  if (!lua_istable(H, -1)) goto missing;
+  lua_rawgeti(H, -1, 2);
+  if (!lua_isfunction(H, -1)) goto missing;
+  /* The first argument: the state, or a read handle. */
+  if (in.kind == FLUME__VIEW_REDUCE) {
+    lua_getfield(H, top + 1, "state");
+  } else {
+    lua_createtable(H, 0, 1);
+    lua_pushlightuserdata(H, v);
+    lua_pushlightuserdata(H, d->db);
+    lua_pushcclosure(H, host_get, 2);
+    lua_setfield(H, -2, "get");
+  }
+  if (flume__mp_decode(H, args, alen, err, sizeof err) || !lua_istable(H, -1)) {
+    lua_settop(H, top);
+    return flume__lua_raise(L, FLUME_EINVAL, "arguments must be a list");
+  }
+  int list = lua_gettop(H);
+  lua_Integer n = (lua_Integer)lua_rawlen(H, list);
+  luaL_checkstack(H, (int)n + 4, "too many arguments");
+  for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(H, list, i);
+  lua_remove(H, list);
+  if (flume__host_pcall(h, (int)n + 1, 1) != LUA_OK) {
+    lua_pushfstring(L, "flume: EVIEW: view '%s' method '%s' failed: %s",
+                    lua_tostring(L, 2), method, lua_tostring(H, -1));
+    lua_settop(H, top);
+    return lua_error(L);
+  }
+  flume__buf out = FLUME__BUF_INIT;
+  int rc = flume__mp_encode(H, -1, &out, err, sizeof err);
+  lua_settop(H, top);
+  if (rc) {
+    flume__buf_free(&out);
+    return flume__lua_raise(L, rc, err);
+  }
+  rc = flume__mp_decode(L, out.data, out.len, err, sizeof err);
+  flume__buf_free(&out);
+  if (rc) return flume__lua_raise(L, rc, err);
+  return 1;
+missing:
+  lua_settop(H, top);
+  lua_pushfstring(L, "view '%s' has no method '%s'", lua_tostring(L, 2),
+                  method);
+  return flume__lua_raise(L, FLUME_ENOTFOUND, lua_tostring(L, -1));
+}
+
+/* db:view_methods(name) -> { name = "sync"|"async"|"source" } */
+static int ldb_view_methods(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  flume_view *v = check_view(L, d, 2);
+  lua_State *H = flume__host_state(flume__views_host(d->db));
+  int top = lua_gettop(H);
+  lua_rawgeti(H, LUA_REGISTRYINDEX, flume__view_host_ref(v));
+  lua_getfield(H, -1, "def");
+  lua_getfield(H, -1, "methods");
+  lua_newtable(L);
+  if (lua_istable(H, -1)) {
+    lua_pushnil(H);
+    while (lua_next(H, -2)) {
+      if (lua_type(H, -2) == LUA_TSTRING && lua_istable(H, -1)) {
+        lua_rawgeti(H, -1, 1);
+        const char *k = lua_tostring(H, -1);
+        if (k && (!strcmp(k, "sync") || !strcmp(k, "async") ||
+                  !strcmp(k, "source"))) {
+          lua_pushstring(L, k);
+          lua_setfield(L, -2, lua_tostring(H, -3));
+        }
+        lua_pop(H, 1);
+      }
+      lua_pop(H, 1);
+    }
+  }
+  lua_settop(H, top);
+  return 1;
+}
+
+static int ldb_rebuild(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  int rc = flume__views_rebuild(d->db);
+  if (rc) return flume__lua_raise(L, rc, NULL);
+  return 0;
+}
+
+static int ldb_set_paused(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  int rc = flume__views_set_paused(d->db, lua_toboolean(L, 2));
+  if (rc) return flume__lua_raise(L, rc, NULL);
+  return 0;
+}
+
+static int l_key_encode(lua_State *L) {
+  flume__buf b = FLUME__BUF_INIT;
+  luaL_checkany(L, 1);
+  encode_key(L, 1, &b);
+  lua_pushlstring(L, b.data, b.len);
+  flume__buf_free(&b);
+  return 1;
+}
+
+static const luaL_Reg view_methods[] = {
+    {"use", ldb_use},
+    {"set_mapper", ldb_set_mapper},
+    {"view_info", ldb_view_info},
+    {"view_wait", ldb_view_wait},
+    {"view_get", ldb_view_get},
+    {"view_read", ldb_view_read},
+    {"view_call", ldb_view_call},
+    {"view_methods", ldb_view_methods},
+    {"rebuild", ldb_rebuild},
+    {"set_paused", ldb_set_paused},
+    {NULL, NULL}};
+
+void flume__lua_views_register(lua_State *L) {
+  luaL_setfuncs(L, view_methods, 0);
+}
+
+/* core.key_encode(key): the order-preserving encoding, for tests. */
+int flume__lua_key_encode(lua_State *L) { return l_key_encode(L); }

@@ -1,0 +1,426 @@
+/*
+ * The view host: a Lua state owned by the runtime, in which view scripts
+ * run sandboxed. Scripts are loaded as text only, each with its own
+ * environment holding copies of an allow-list (the basic functions, string,
+ * table, math without random, utf8); no io, os, require, load, debug,
+ * collectgarbage, coroutine. A view is a pure function of the log.
+ *
+ * A view given as a Lua table from the caller's state is moved in: its
+ * scalars copied, its functions dumped and loaded here with the view's
+ * environment as their _ENV. A function that captures a local variable
+ * cannot be moved, and is refused.
+ */
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "views.h"
+
+struct flume__host {
+  lua_State *L; /* the sandboxed state */
+  int base_ref; /* registry ref of the allow-listed globals */
+};
+
+/* Globals a view may use; library tables are copied per view. */
+static const char *const basic_names[] = {
+    "assert", "error",  "ipairs",   "next",     "pairs",   "pcall",
+    "rawequal", "rawget", "rawlen", "rawset",   "select",  "tonumber",
+    "tostring", "type",   "xpcall", "setmetatable", "getmetatable",
+    "_VERSION", NULL};
+static const char *const lib_names[] = {"string", "table", "math", "utf8",
+                                        NULL};
+
+/* Raised from the count hook: a script ran past its instruction budget. */
+static void limit_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  luaL_error(L, "instruction limit exceeded (%d instructions in one call: "
+                "an endless loop?)", FLUME__INSTRUCTION_LIMIT);
+}
+
+int flume__host_pcall(flume__host *h, int nargs, int nresults) {
+  /* Setting the hook resets its count: each call gets the whole budget. */
+  lua_sethook(h->L, limit_hook, LUA_MASKCOUNT, FLUME__INSTRUCTION_LIMIT);
+  int rc = lua_pcall(h->L, nargs, nresults, 0);
+  lua_sethook(h->L, NULL, 0, 0);
+  return rc;
+}
+
+int flume__host_new(flume__host **out) {
+  flume__host *h = calloc(1, sizeof *h);
+  if (h == NULL) return FLUME_ENOMEM;
+  h->L = luaL_newstate();
+  if (h->L == NULL) {
+    free(h);
+    return FLUME_ENOMEM;
+  }
+  lua_State *L = h->L;
+  luaL_requiref(L, "_G", luaopen_base, 1);
+  luaL_requiref(L, "string", luaopen_string, 1);
+  luaL_requiref(L, "table", luaopen_table, 1);
+  luaL_requiref(L, "math", luaopen_math, 1);
+  luaL_requiref(L, "utf8", luaopen_utf8, 1);
+  lua_settop(L, 0);
+  /* The allow-list, from which every view's environment is made. */
+  lua_newtable(L);
+  for (const char *const *n = basic_names; *n; n++) {
+    lua_getglobal(L, *n);
+    lua_setfield(L, -2, *n);
+  }
+  for (const char *const *n = lib_names; *n; n++) {
+    lua_getglobal(L, *n);
+    lua_setfield(L, -2, *n);
+  }
+  /* No randomness: a rebuild must give the same result. */
+  lua_getfield(L, -1, "math");
+  lua_pushnil(L);
+  lua_setfield(L, -2, "random");
+  lua_pushnil(L);
+  lua_setfield(L, -2, "randomseed");
+  lua_pop(L, 1);
+  h->base_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  *out = h;
+  return 0;
+}
+
+void flume__host_free(flume__host *h) {
+  if (h == NULL) return;
+  lua_close(h->L);
+  free(h);
+}
+
+lua_State *flume__host_state(flume__host *h) { return h->L; }
+
+void flume__host_unref(flume__host *h, int ref) {
+  luaL_unref(h->L, LUA_REGISTRYINDEX, ref);
+}
+
+/* Pushes a fresh environment: copies of the allowed globals and libraries,
+ * so one view cannot change what another sees. */
+static void push_env(flume__host *h) {
+  lua_State *L = h->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->base_ref);
+  lua_newtable(L);
+  lua_pushnil(L);
+  while (lua_next(L, -3)) {
+    if (lua_istable(L, -1)) {
+      lua_newtable(L);
+      lua_pushnil(L);
+      while (lua_next(L, -3)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+      }
+      lua_remove(L, -2);
+    }
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_remove(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "_G");
+}
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
+  const unsigned char *s = p;
+  for (size_t i = 0; i < n; i++) {
+    h ^= s[i];
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+#define FNV_BASIS 14695981039346656037ULL
+
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
+  (void)L;
+  return flume__buf_append(ud, p, n);
+}
+
+typedef struct move_ctx {
+  lua_State *from;  /* the caller's state */
+  lua_State *to;    /* the host */
+  int env;          /* the view's environment, in `to` */
+  uint64_t hash;    /* hash of everything moved, in a stable order */
+  char *err;        /* where a problem is described */
+  size_t errlen;
+} move_ctx;
+
+/* Moves the value at the top of m->from onto m->to. Returns 0 or
+ * FLUME_ESCRIPT. Table keys are visited in sorted order for the hash. */
+static int move_value(move_ctx *m, const char *path, int depth) {
+  lua_State *F = m->from, *T = m->to;
+  if (!lua_checkstack(F, 8) || !lua_checkstack(T, 8) || depth > 32) {
+    snprintf(m->err, m->errlen, "view table nested too deeply at %s", path);
+    return FLUME_ESCRIPT;
+  }
+  int t = lua_type(F, -1);
+  switch (t) {
+  case LUA_TNIL:
+    lua_pushnil(T);
+    break;
+  case LUA_TBOOLEAN:
+    lua_pushboolean(T, lua_toboolean(F, -1));
+    m->hash = fnv1a(m->hash, lua_toboolean(F, -1) ? "T" : "F", 1);
+    break;
+  case LUA_TNUMBER:
+    if (lua_isinteger(F, -1)) {
+      lua_Integer i = lua_tointeger(F, -1);
+      lua_pushinteger(T, i);
+      m->hash = fnv1a(m->hash, &i, sizeof i);
+    } else {
+      lua_Number d = lua_tonumber(F, -1);
+      lua_pushnumber(T, d);
+      m->hash = fnv1a(m->hash, &d, sizeof d);
+    }
+    break;
+  case LUA_TSTRING: {
+    size_t n;
+    const char *s = lua_tolstring(F, -1, &n);
+    lua_pushlstring(T, s, n);
+    m->hash = fnv1a(m->hash, s, n);
+    break;
+  }
+  case LUA_TFUNCTION: {
+    if (lua_iscfunction(F, -1)) {
+      snprintf(m->err, m->errlen, "%s is a C function, which cannot be "
+               "moved into the view state", path);
+      return FLUME_ESCRIPT;
+    }
+    for (int i = 1;; i++) {
+      const char *up = lua_getupvalue(F, -1, i);
+      if (up == NULL) break;
+      lua_pop(F, 1);
+      if (strcmp(up, "_ENV") != 0) {
+        snprintf(m->err, m->errlen, "%s captures the local variable '%s'; "
+                 "a view's functions may use only their arguments and "
+                 "globals (or give the view as a script)", path,
+                 *up ? up : "?");
+        return FLUME_ESCRIPT;
+      }
+    }
+    flume__buf code = FLUME__BUF_INIT, stripped = FLUME__BUF_INIT;
+    if (lua_dump(F, dump_writer, &code, 0) ||
+        lua_dump(F, dump_writer, &stripped, 1)) {
+      flume__buf_free(&code);
+      flume__buf_free(&stripped);
+      return FLUME_ENOMEM;
+    }
+    /* The hash ignores debug information: moving a line changes nothing. */
+    m->hash = fnv1a(m->hash, stripped.data, stripped.len);
+    flume__buf_free(&stripped);
+    int rc = luaL_loadbufferx(T, code.data, code.len, path, "b");
+    flume__buf_free(&code);
+    if (rc != LUA_OK) {
+      snprintf(m->err, m->errlen, "%s cannot be moved: %s", path,
+               lua_tostring(T, -1));
+      lua_pop(T, 1);
+      return FLUME_ESCRIPT;
+    }
+    if (lua_getupvalue(T, -1, 1) != NULL) { /* it uses globals */
+      lua_pop(T, 1);
+      lua_pushvalue(T, m->env);
+      lua_setupvalue(T, -2, 1);
+    }
+    break;
+  }
+  case LUA_TTABLE: {
+    /* Collect the keys, sort them by their text, move in that order. */
+    lua_newtable(T);
+    int n = 0;
+    lua_newtable(F);
+    int keys = lua_gettop(F);
+    lua_pushnil(F);
+    while (lua_next(F, keys - 1)) {
+      lua_pop(F, 1);
+      lua_pushvalue(F, -1);
+      lua_rawseti(F, keys, ++n);
+    }
+    for (int i = 1; i <= n; i++) {
+      for (int j = i + 1; j <= n; j++) {
+        lua_rawgeti(F, keys, i);
+        lua_rawgeti(F, keys, j);
+        const char *a = luaL_tolstring(F, -2, NULL);
+        const char *b = luaL_tolstring(F, -2, NULL);
+        int swap = strcmp(a, b) > 0;
+        lua_pop(F, 4);
+        if (swap) {
+          lua_rawgeti(F, keys, i);
+          lua_rawgeti(F, keys, j);
+          lua_rawseti(F, keys, i);
+          lua_rawseti(F, keys, j);
+        }
+      }
+    }
+    for (int i = 1; i <= n; i++) {
+      char sub[256];
+      lua_rawgeti(F, keys, i);
+      int kt = lua_type(F, -1);
+      if (kt != LUA_TSTRING && kt != LUA_TNUMBER && kt != LUA_TBOOLEAN) {
+        snprintf(m->err, m->errlen, "%s has a key of type %s", path,
+                 lua_typename(F, kt));
+        lua_pop(F, 2);
+        return FLUME_ESCRIPT;
+      }
+      snprintf(sub, sizeof sub, "%s.%s", path, luaL_tolstring(F, -1, NULL));
+      lua_pop(F, 1);
+      int rc = move_value(m, sub, depth + 1); /* the key */
+      if (rc) {
+        lua_pop(F, 2);
+        return rc;
+      }
+      lua_pushvalue(F, -1);
+      lua_rawget(F, keys - 1);
+      rc = move_value(m, sub, depth + 1); /* the value */
+      lua_pop(F, 2);
+      if (rc) {
+        lua_pop(T, 1);
+        return rc;
+      }
+      lua_rawset(T, -3);
+    }
+    lua_pop(F, 1);
+    break;
+  }
+  default:
+    snprintf(m->err, m->errlen, "%s is a %s, which cannot be moved into the "
+             "view state", path, lua_typename(F, t));
+    return FLUME_ESCRIPT;
+  }
+  return 0;
+}
+
+/* Checks the view table at the top of the host's stack and says its kind. */
+static int classify(lua_State *L, const char *name, flume__view_kind *kind,
+                    int64_t *version, char *err, size_t errlen) {
+  if (!lua_istable(L, -1)) {
+    snprintf(err, errlen, "view '%s' must return a table, not a %s", name,
+             luaL_typename(L, -1));
+    return FLUME_ESCRIPT;
+  }
+  lua_getfield(L, -1, "version");
+  if (!lua_isinteger(L, -1)) {
+    snprintf(err, errlen, "view '%s' has no integer version (got %s)", name,
+             lua_isnil(L, -1) ? "nil" : luaL_typename(L, -1));
+    lua_pop(L, 1);
+    return FLUME_ESCRIPT;
+  }
+  *version = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  int has_map, has_reduce;
+  lua_getfield(L, -1, "map");
+  has_map = lua_isfunction(L, -1);
+  int map_bad = !has_map && !lua_isnil(L, -1);
+  lua_getfield(L, -2, "reduce");
+  has_reduce = lua_isfunction(L, -1);
+  int reduce_bad = !has_reduce && !lua_isnil(L, -1);
+  lua_getfield(L, -3, "initial");
+  int has_initial = !lua_isnil(L, -1);
+  lua_pop(L, 3);
+  if (map_bad || reduce_bad) {
+    snprintf(err, errlen, "view '%s': %s must be a function", name,
+             map_bad ? "map" : "reduce");
+    return FLUME_ESCRIPT;
+  }
+  lua_getfield(L, -1, "kind");
+  const char *named = lua_tostring(L, -1);
+  lua_pop(L, 1);
+  if (named) {
+    /* Says what map+reduce without initial is (a group, by default). */
+    int ok = 1;
+    if (strcmp(named, "reduce") == 0) {
+      ok = has_reduce;
+      *kind = FLUME__VIEW_REDUCE;
+    } else if (strcmp(named, "group") == 0) {
+      ok = has_map && has_reduce;
+      *kind = FLUME__VIEW_GROUP;
+    } else if (strcmp(named, "index") == 0) {
+      ok = has_map && !has_reduce;
+      *kind = FLUME__VIEW_INDEX;
+    } else {
+      snprintf(err, errlen, "view '%s': kind must be \"reduce\", \"group\" "
+               "or \"index\", not \"%s\"", name, named);
+      return FLUME_ESCRIPT;
+    }
+    if (!ok) {
+      snprintf(err, errlen, "view '%s': a %s view needs %s", name, named,
+               *kind == FLUME__VIEW_REDUCE ? "reduce"
+               : *kind == FLUME__VIEW_GROUP ? "map and reduce"
+                                            : "map and no reduce");
+      return FLUME_ESCRIPT;
+    }
+  } else if (has_reduce && (!has_map || has_initial))
+    *kind = FLUME__VIEW_REDUCE;
+  else if (has_reduce)
+    *kind = FLUME__VIEW_GROUP;
+  else if (has_map)
+    *kind = FLUME__VIEW_INDEX;
+  else {
+    snprintf(err, errlen, "view '%s' has neither map nor reduce", name);
+    return FLUME_ESCRIPT;
+  }
+  return 0;
+}
+
+int flume__host_load(flume__host *h, const char *name, const char *src,
+                     size_t len, const char *chunkname, lua_State *F,
+                     int idx, flume__view_kind *kind, int64_t *version,
+                     uint64_t *hash, int *ref, char *err, size_t errlen) {
+  lua_State *L = h->L;
+  int top = lua_gettop(L);
+  push_env(h);
+  int env = lua_gettop(L);
+  if (src) {
+    if (luaL_loadbufferx(L, src, len, chunkname, "t") != LUA_OK) {
+      snprintf(err, errlen, "view '%s' does not load: %s", name,
+               lua_tostring(L, -1));
+      goto fail;
+    }
+    lua_pushvalue(L, env);
+    lua_setupvalue(L, -2, 1);
+    /* A script's top level runs under the instruction limit too. */
+    if (flume__host_pcall(h, 0, 1) != LUA_OK) {
+      snprintf(err, errlen, "view '%s' failed to run: %s", name,
+               lua_tostring(L, -1));
+      goto fail;
+    }
+    *hash = fnv1a(FNV_BASIS, src, len);
+  } else {
+    move_ctx m = {F, L, env, FNV_BASIS, err, errlen};
+    char path[80];
+    snprintf(path, sizeof path, "view '%s'", name);
+    lua_pushvalue(F, idx);
+    int rc = move_value(&m, path, 0);
+    lua_pop(F, 1);
+    if (rc) goto fail;
+    *hash = m.hash;
+  }
+  if (classify(L, name, kind, version, err, errlen)) goto fail;
+  /* The record: { def = the script's table, env = its environment }. */
+  lua_createtable(L, 0, 4);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "def");
+  lua_pushvalue(L, env);
+  lua_setfield(L, -2, "env");
+  *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_settop(L, top);
+  return 0;
+fail:
+  lua_settop(L, top);
+  return FLUME_ESCRIPT;
+}
+
+int flume__host_set_mapper(flume__host *h, lua_State *F, int idx, char *err,
+                           size_t errlen) {
+  lua_State *L = h->L;
+  int top = lua_gettop(L);
+  push_env(h);
+  move_ctx m = {F, L, lua_gettop(L), FNV_BASIS, err, errlen};
+  lua_pushvalue(F, idx);
+  int rc = move_value(&m, "mapper", 0);
+  lua_pop(F, 1);
+  if (rc == 0) lua_setfield(L, LUA_REGISTRYINDEX, "flume.mapper");
+  lua_settop(L, top);
+  return rc;
+}

@@ -1,0 +1,1104 @@
+/*
+ * Views: registering them, the indexer, checkpoints, since-gating, rebuild.
+ *
+ * The indexer runs on the loop thread in slices (an idle callback): it reads
+ * the next batch of the log after the lowest view since in one short read
+ * transaction, decodes each value once into the view host, applies the
+ * mapper, and feeds every view. Views turn what they did into operations
+ * on their table; a checkpoint job hands the operations and each view's new
+ * since to the writer, which commits them in one transaction. One
+ * checkpoint is in flight at a time; while it commits the indexer goes on
+ * and the next checkpoint gathers everything done meanwhile.
+ */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "keys.h"
+#include "msgpack.h"
+#include "views.h"
+
+#define SLICE_VALUES 2000            /* log values per indexer slice */
+#define PENDING_MAX ((size_t)64 << 20) /* ops bytes before the indexer waits */
+#define REDUCE_SAVE_EVERY 1.0        /* seconds between reduce states while
+                                      * rebuilding */
+
+enum { OP_PUT = 1, OP_DEL = 2 };
+
+struct flume__waiter {
+  flume__waiter *next;   /* the view's list, by target */
+  flume_view *view;      /* the view waited on */
+  int64_t target;        /* the committed since that releases it */
+  flume__wait_cb cb;     /* called once */
+  void *ctx;
+  uv_timer_t *timer;     /* the timeout, or NULL */
+};
+
+struct flume__views {
+  flume_db *db;          /* owner */
+  flume__host *host;     /* the sandboxed state */
+  flume_view *list;      /* views in use */
+  flume_view *dead;      /* replaced views, kept until close */
+  uv_idle_t idle;        /* runs indexer slices */
+  int idle_on;           /* the idle handle is started */
+  flume_watch *watch;    /* observes the log's since */
+  int paused;            /* opened with ready = false */
+  int inflight;          /* a checkpoint job is with the writer */
+  int msgpack;           /* values are msgpack (else raw strings) */
+  int has_mapper;        /* the host has a mapper */
+  int closing;           /* the database is closing */
+  int handles;           /* handles still open while closing */
+  void (*closed)(void *ctx); /* called when they are */
+  void *closed_ctx;
+};
+
+static double now_seconds(flume__views *vs) {
+  return (double)uv_now(flume__db_loop(vs->db)) / 1000.0;
+}
+
+/* ---- records ----------------------------------------------------------- */
+
+typedef struct view_record {
+  uint8_t kind;     /* flume__view_kind */
+  int64_t version;  /* script version */
+  int64_t since;    /* checkpointed since */
+  uint64_t hash;    /* script hash */
+} view_record;
+
+#define RECORD_SIZE 25
+
+static void record_pack(const view_record *r, char out[RECORD_SIZE]) {
+  out[0] = (char)r->kind;
+  memcpy(out + 1, &r->version, 8);
+  memcpy(out + 9, &r->since, 8);
+  memcpy(out + 17, &r->hash, 8);
+}
+
+static int record_unpack(flume__slice v, view_record *r) {
+  if (v.size != RECORD_SIZE) return FLUME_ECORRUPT;
+  const char *p = v.data;
+  r->kind = (uint8_t)p[0];
+  memcpy(&r->version, p + 1, 8);
+  memcpy(&r->since, p + 9, 8);
+  memcpy(&r->hash, p + 17, 8);
+  return 0;
+}
+
+static int meta_key(const flume_view *v, char *buf, size_t len) {
+  return snprintf(buf, len, "view:%s", v->name);
+}
+
+/* ---- operations buffers -------------------------------------------------- */
+
+static int op_add(flume__buf *b, int op, const void *k, size_t kl,
+                  const void *val, size_t vl) {
+  uint32_t k32 = (uint32_t)kl, v32 = (uint32_t)vl;
+  unsigned char o = (unsigned char)op;
+  int rc = flume__buf_reserve(b, 9 + kl + vl);
+  if (rc) return rc;
+  flume__buf_append(b, &o, 1);
+  flume__buf_append(b, &k32, 4);
+  flume__buf_append(b, &v32, 4);
+  flume__buf_append(b, k, kl);
+  flume__buf_append(b, val, vl);
+  return 0;
+}
+
+static int ops_apply(const flume__store_ops *ops, flume__txn *txn,
+                     flume__table tbl, const flume__buf *b) {
+  const char *p = b->data, *end = b->data + b->len;
+  while (p < end) {
+    uint32_t kl, vl;
+    int op = (unsigned char)p[0];
+    memcpy(&kl, p + 1, 4);
+    memcpy(&vl, p + 5, 4);
+    flume__slice k = {p + 9, kl}, v = {p + 9 + kl, vl};
+    int rc = op == OP_PUT ? ops->put(txn, tbl, k, v) : ops->del(txn, tbl, k);
+    if (rc && !(op == OP_DEL && rc == FLUME_ENOTFOUND)) return rc;
+    p += 9 + kl + vl;
+  }
+  return 0;
+}
+
+/* ---- waiters ------------------------------------------------------------- */
+
+static void waiter_timer_closed(uv_handle_t *h) { free(h); }
+
+static void waiter_finish(flume__waiter *w, int status) {
+  if (w->timer) {
+    uv_close((uv_handle_t *)w->timer, waiter_timer_closed);
+    w->timer = NULL;
+  }
+  flume__wait_cb cb = w->cb;
+  void *ctx = w->ctx;
+  free(w);
+  cb(ctx, status);
+}
+
+/* Releases the waiters whose target the view has reached, in order. */
+static void release_waiters(flume_view *v) {
+  while (v->waiters && v->waiters->target <= v->committed && !v->failed) {
+    flume__waiter *w = v->waiters;
+    v->waiters = w->next;
+    waiter_finish(w, 0);
+  }
+}
+
+static void fail_waiters(flume_view *v, int status) {
+  while (v->waiters) {
+    flume__waiter *w = v->waiters;
+    v->waiters = w->next;
+    waiter_finish(w, status);
+  }
+}
+
+static void waiter_timeout(uv_timer_t *t) {
+  flume__waiter *w = t->data;
+  flume_view *v = w->view;
+  for (flume__waiter **p = &v->waiters; *p; p = &(*p)->next) {
+    if (*p == w) {
+      *p = w->next;
+      break;
+    }
+  }
+  waiter_finish(w, FLUME_ETIMEDOUT);
+}
+
+int flume__view_wait(flume_view *v, int64_t target, double timeout,
+                     flume__wait_cb cb, void *ctx) {
+  flume__views *vs = flume__db_views(v->db);
+  if (vs == NULL || vs->closing) return FLUME_ECLOSED;
+  if (v->failed) return FLUME_EVIEW;
+  flume__waiter *w = calloc(1, sizeof *w);
+  if (w == NULL) return FLUME_ENOMEM;
+  w->view = v;
+  w->target = target;
+  w->cb = cb;
+  w->ctx = ctx;
+  if (timeout >= 0) {
+    w->timer = malloc(sizeof *w->timer);
+    if (w->timer == NULL) {
+      free(w);
+      return FLUME_ENOMEM;
+    }
+    uv_timer_init(flume__db_loop(v->db), w->timer);
+    w->timer->data = w;
+    uv_timer_start(w->timer, waiter_timeout, (uint64_t)(timeout * 1000.0), 0);
+  }
+  /* In order of target, so waiters added in any order are all released. */
+  flume__waiter **p = &v->waiters;
+  while (*p && (*p)->target <= target) p = &(*p)->next;
+  w->next = *p;
+  *p = w;
+  return 0;
+}
+
+/* ---- host helpers -------------------------------------------------------- */
+
+/* Pushes field `f` of the view's host record. */
+static void host_field(flume__views *vs, flume_view *v, const char *f) {
+  lua_State *H = flume__host_state(vs->host);
+  lua_rawgeti(H, LUA_REGISTRYINDEX, v->host_ref);
+  lua_getfield(H, -1, f);
+  lua_remove(H, -2);
+}
+
+static void host_set_field(flume__views *vs, flume_view *v, const char *f) {
+  lua_State *H = flume__host_state(vs->host);
+  lua_rawgeti(H, LUA_REGISTRYINDEX, v->host_ref);
+  lua_insert(H, -2);
+  lua_setfield(H, -2, f);
+  lua_pop(H, 1);
+}
+
+/* Pushes the definition's function `f` (or nil). */
+static void def_field(flume__views *vs, flume_view *v, const char *f) {
+  lua_State *H = flume__host_state(vs->host);
+  lua_rawgeti(H, LUA_REGISTRYINDEX, v->host_ref);
+  lua_getfield(H, -1, "def");
+  lua_getfield(H, -1, f);
+  lua_remove(H, -2);
+  lua_remove(H, -2);
+}
+
+static void view_fail(flume_view *v, int64_t seq, const char *msg) {
+  v->failed = 1;
+  v->error_seq = seq;
+  snprintf(v->error, sizeof v->error, "view '%s' failed at seq %lld: %s",
+           v->name, (long long)seq, msg);
+  fail_waiters(v, FLUME_EVIEW);
+}
+
+/* Sets the reduce state (or group overlays) back to a fresh start. */
+static void host_reset(flume__views *vs, flume_view *v) {
+  lua_State *H = flume__host_state(vs->host);
+  if (v->kind == FLUME__VIEW_REDUCE) {
+    host_field(vs, v, "initial");
+    if (lua_isstring(H, -1)) {
+      size_t n;
+      const char *s = lua_tolstring(H, -1, &n);
+      char err[128];
+      if (flume__mp_decode(H, s, n, err, sizeof err)) lua_pushnil(H);
+      lua_remove(H, -2);
+    } else {
+      lua_pop(H, 1);
+      lua_pushnil(H);
+    }
+    host_set_field(vs, v, "state");
+  } else if (v->kind == FLUME__VIEW_GROUP) {
+    lua_newtable(H);
+    host_set_field(vs, v, "dirty");
+    lua_newtable(H);
+    host_set_field(vs, v, "inflight");
+  }
+}
+
+/* ---- checkpoints --------------------------------------------------------- */
+
+typedef struct ckpt_entry {
+  flume_view *view;     /* whose changes */
+  int64_t epoch;        /* its epoch when made */
+  flume__table table;   /* its table */
+  flume__buf ops;       /* the changes */
+  int64_t since;        /* the since they bring it to */
+  char meta[RECORD_SIZE]; /* its record */
+  int clear;            /* empty the table first (rebuild) */
+} ckpt_entry;
+
+typedef struct ckpt_job {
+  flume__job base;      /* the writer's part */
+  flume__views *vs;     /* owner */
+  int reset;            /* a rebuild's reset, not the checkpoint in flight */
+  size_t n;             /* entries */
+  ckpt_entry e[];       /* one per view */
+} ckpt_job;
+
+static int ckpt_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
+  ckpt_job *c = (ckpt_job *)job;
+  const flume__store_ops *ops = flume__db_ops(job->db);
+  flume__table meta;
+  (void)next_seq;
+  int rc = ops->table_open(txn, "meta", 0, &meta);
+  for (size_t i = 0; i < c->n && rc == 0; i++) {
+    ckpt_entry *e = &c->e[i];
+    char key[80];
+    int kl = snprintf(key, sizeof key, "view:%s", e->view->name);
+    if (e->clear) rc = ops->table_clear(txn, e->table);
+    if (rc == 0) rc = ops_apply(ops, txn, e->table, &e->ops);
+    if (rc == 0)
+      rc = ops->put(txn, meta, (flume__slice){key, (size_t)kl},
+                    (flume__slice){e->meta, RECORD_SIZE});
+  }
+  return rc;
+}
+
+static void indexer_kick(flume__views *vs);
+static void submit_checkpoint(flume__views *vs);
+
+static void reset_to_committed(flume__views *vs, flume_view *v);
+
+static void ckpt_done(flume__job *job, int status) {
+  ckpt_job *c = (ckpt_job *)job;
+  flume__views *vs = c->vs;
+  lua_State *H = flume__host_state(vs->host);
+  if (!c->reset) vs->inflight = 0;
+  for (size_t i = 0; i < c->n; i++) {
+    ckpt_entry *e = &c->e[i];
+    flume_view *v = e->view;
+    if (c->reset && e->epoch == v->epoch) v->resetting = 0;
+    if (e->epoch == v->epoch && !vs->closing) {
+      if (status == 0) {
+        if (e->since > v->committed) v->committed = e->since;
+        if (v->kind == FLUME__VIEW_GROUP && !c->reset) {
+          lua_newtable(H);
+          host_set_field(vs, v, "inflight");
+        }
+        release_waiters(v);
+      } else if (c->reset) {
+        /* Its old state is still there: indexing on it would be wrong. */
+        view_fail(v, -1, "its state could not be cleared for the rebuild");
+      } else {
+        /* Nothing of it is stored: start again from what is. */
+        reset_to_committed(vs, v);
+      }
+    }
+    flume__buf_free(&e->ops);
+  }
+  free(c);
+  if (!vs->closing) {
+    submit_checkpoint(vs);
+    indexer_kick(vs);
+  }
+}
+
+/* Moves a group view's dirty accumulators into operations. Returns 0, or
+ * fails the view when one cannot be encoded. */
+static int group_flush(flume__views *vs, flume_view *v) {
+  lua_State *H = flume__host_state(vs->host);
+  flume__buf val = FLUME__BUF_INIT;
+  char err[256];
+  int rc = 0;
+  host_field(vs, v, "dirty");
+  int dirty = lua_gettop(H);
+  lua_getfield(H, LUA_REGISTRYINDEX, "flume.deleted");
+  int deleted = lua_gettop(H);
+  lua_pushnil(H);
+  while (rc == 0 && lua_next(H, dirty)) {
+    size_t kl;
+    const char *k = lua_tolstring(H, -2, &kl);
+    if (lua_rawequal(H, -1, deleted)) {
+      rc = op_add(&v->ops, OP_DEL, k, kl, NULL, 0);
+    } else {
+      val.len = 0;
+      rc = flume__mp_encode(H, -1, &val, err, sizeof err);
+      if (rc) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "its accumulator cannot be stored: %s",
+                 err);
+        view_fail(v, v->since, msg);
+      } else {
+        rc = op_add(&v->ops, OP_PUT, k, kl, val.data, val.len);
+      }
+    }
+    lua_pop(H, 1);
+  }
+  flume__buf_free(&val);
+  if (rc) {
+    lua_settop(H, dirty - 1);
+    return rc;
+  }
+  lua_settop(H, dirty);
+  host_set_field(vs, v, "inflight"); /* the dirty table rides along */
+  lua_newtable(H);
+  host_set_field(vs, v, "dirty");
+  return 0;
+}
+
+/* Encodes a reduce view's state into operations. */
+static int reduce_flush(flume__views *vs, flume_view *v) {
+  lua_State *H = flume__host_state(vs->host);
+  flume__buf val = FLUME__BUF_INIT;
+  char err[256];
+  host_field(vs, v, "state");
+  int rc = flume__mp_encode(H, -1, &val, err, sizeof err);
+  lua_pop(H, 1);
+  if (rc) {
+    char msg[300];
+    snprintf(msg, sizeof msg, "its state cannot be stored: %s", err);
+    view_fail(v, v->since, msg);
+  } else {
+    rc = op_add(&v->ops, OP_PUT, "s", 1, val.data, val.len);
+    v->state_dirty = 0;
+    v->state_saved_at = now_seconds(vs);
+  }
+  flume__buf_free(&val);
+  return rc;
+}
+
+/* Hands everything done since the last checkpoint to the writer. */
+static void submit_checkpoint(flume__views *vs) {
+  if (vs->inflight) return;
+  size_t n = 0;
+  for (flume_view *v = vs->list; v; v = v->next) n++;
+  if (n == 0) return;
+  ckpt_job *c = calloc(1, sizeof *c + n * sizeof(ckpt_entry));
+  if (c == NULL) return; /* tried again after the next slice */
+  int64_t log_since = flume_db_since(vs->db);
+  double now = now_seconds(vs);
+  size_t k = 0, bytes = 0;
+  for (flume_view *v = vs->list; v; v = v->next) {
+    if (!v->ready || v->resetting || v->since <= v->committed) continue;
+    int64_t since = v->since;
+    if (v->kind == FLUME__VIEW_GROUP) {
+      /* A failed view's work up to its since is sound: store it too. */
+      if (group_flush(vs, v)) continue;
+    } else if (v->kind == FLUME__VIEW_REDUCE && v->state_dirty) {
+      /* While rebuilding, the whole state is stored only now and then. */
+      if (v->since < log_since && now - v->state_saved_at < REDUCE_SAVE_EVERY)
+        continue;
+      if (reduce_flush(vs, v)) continue;
+    }
+    ckpt_entry *e = &c->e[k++];
+    e->view = v;
+    e->epoch = v->epoch;
+    e->table = v->table;
+    e->ops = v->ops;
+    e->since = since;
+    view_record r = {(uint8_t)v->kind, v->version, since, v->hash};
+    record_pack(&r, e->meta);
+    bytes += v->ops.len;
+    v->ops = (flume__buf)FLUME__BUF_INIT;
+  }
+  if (k == 0) {
+    free(c);
+    return;
+  }
+  c->n = k;
+  c->vs = vs;
+  c->base.run = ckpt_run;
+  c->base.done = ckpt_done;
+  c->base.bytes = bytes;
+  if (flume__db_submit(vs->db, &c->base) == 0) {
+    vs->inflight = 1;
+    return;
+  }
+  for (size_t i = 0; i < k; i++) flume__buf_free(&c->e[i].ops);
+  free(c);
+}
+
+/* ---- the indexer --------------------------------------------------------- */
+
+typedef struct batch_ctx {
+  lua_State *H;     /* the host */
+  int msgpack;      /* decode msgpack, or push strings */
+  int vals;         /* stack index of the values table */
+  int64_t first;    /* seq of vals[1] */
+  int n;            /* values read */
+  char err[256];    /* decode error */
+} batch_ctx;
+
+static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
+  batch_ctx *b = p;
+  if (b->n == 0) b->first = seq;
+  if (b->msgpack) {
+    int rc = flume__mp_decode(b->H, data, len, b->err, sizeof b->err);
+    if (rc) return rc;
+  } else {
+    lua_pushlstring(b->H, data, len);
+  }
+  lua_rawseti(b->H, b->vals, ++b->n);
+  return 0;
+}
+
+/* Calls the host function at the top with (value, seq) and `nres`
+ * results; on error fails the view and returns nonzero. */
+static int call_view(flume__views *vs, flume_view *v, int nargs, int nres,
+                     int64_t seq) {
+  if (flume__host_pcall(vs->host, nargs, nres) != LUA_OK) {
+    lua_State *H = flume__host_state(vs->host);
+    view_fail(v, seq, lua_tostring(H, -1) ? lua_tostring(H, -1)
+                                          : "(error object is not a string)");
+    lua_pop(H, 1);
+    return 1;
+  }
+  return 0;
+}
+
+static int index_key(flume__views *vs, flume_view *v, int idx, int64_t seq) {
+  lua_State *H = flume__host_state(vs->host);
+  char err[256], msg[300];
+  flume__buf k = FLUME__BUF_INIT;
+  int rc = flume__key_encode(H, idx, &k, err, sizeof err);
+  if (rc == 0 && k.len > 503) {
+    snprintf(err, sizeof err, "key is %zu bytes encoded, over 503", k.len);
+    rc = FLUME_EINVAL;
+  }
+  if (rc == 0) {
+    unsigned char s[8];
+    for (int i = 0; i < 8; i++) s[i] = (unsigned char)((uint64_t)seq >> (56 - 8 * i));
+    rc = flume__buf_append(&k, s, 8);
+    if (rc == 0) rc = op_add(&v->ops, OP_PUT, k.data, k.len, "", 0);
+  } else {
+    snprintf(msg, sizeof msg, "map returned a bad key: %s", err);
+    view_fail(v, seq, msg);
+  }
+  flume__buf_free(&k);
+  return rc;
+}
+
+/* Looks up a group accumulator: dirty, then in flight, then the store.
+ * Pushes it (nil when absent). */
+static int group_lookup(flume__views *vs, flume_view *v, flume__txn *txn,
+                        const char *k, size_t kl, int dirty, int inflight,
+                        int deleted) {
+  lua_State *H = flume__host_state(vs->host);
+  lua_pushlstring(H, k, kl);
+  lua_rawget(H, dirty);
+  if (lua_isnil(H, -1)) {
+    lua_pop(H, 1);
+    lua_pushlstring(H, k, kl);
+    lua_rawget(H, inflight);
+  }
+  if (!lua_isnil(H, -1)) {
+    if (lua_rawequal(H, -1, deleted)) {
+      lua_pop(H, 1);
+      lua_pushnil(H);
+    }
+    return 0;
+  }
+  lua_pop(H, 1);
+  const flume__store_ops *ops = flume__db_ops(vs->db);
+  flume__slice val;
+  int rc = ops->get(txn, v->table, (flume__slice){k, kl}, &val);
+  if (rc == FLUME_ENOTFOUND) {
+    lua_pushnil(H);
+    return 0;
+  }
+  if (rc) return rc;
+  char err[128];
+  if (flume__mp_decode(H, val.data, val.size, err, sizeof err))
+    return FLUME_ECORRUPT;
+  return 0;
+}
+
+/* Feeds vals[i] (seq first+i-1) to a view, for the seqs it has not seen. */
+static void apply_view(flume__views *vs, flume_view *v, int vals,
+                       int64_t first, int n) {
+  lua_State *H = flume__host_state(vs->host);
+  const flume__store_ops *ops = flume__db_ops(vs->db);
+  int top = lua_gettop(H);
+  def_field(vs, v, "map");
+  int map = lua_gettop(H);
+  def_field(vs, v, "reduce");
+  int reduce = lua_gettop(H);
+  flume__txn *txn = NULL;
+  int dirty = 0, inflight = 0, deleted = 0, state = 0;
+  if (v->kind == FLUME__VIEW_GROUP) {
+    if (ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &txn)) {
+      lua_settop(H, top);
+      return; /* tried again in the next slice */
+    }
+    host_field(vs, v, "dirty");
+    dirty = lua_gettop(H);
+    host_field(vs, v, "inflight");
+    inflight = lua_gettop(H);
+    lua_getfield(H, LUA_REGISTRYINDEX, "flume.deleted");
+    deleted = lua_gettop(H);
+  } else if (v->kind == FLUME__VIEW_REDUCE) {
+    host_field(vs, v, "state");
+    state = lua_gettop(H);
+  }
+  flume__buf kb = FLUME__BUF_INIT;
+  int64_t start = v->since + 1 - first;
+  for (int64_t i = start < 0 ? 0 : start; i < n && !v->failed; i++) {
+    int64_t seq = first + i;
+    lua_settop(H, state ? state : (deleted ? deleted : reduce));
+    if (v->kind == FLUME__VIEW_INDEX) {
+      lua_pushvalue(H, map);
+      lua_rawgeti(H, vals, i + 1);
+      lua_pushinteger(H, seq);
+      if (call_view(vs, v, 2, 1, seq)) break;
+      int r = lua_gettop(H);
+      if (lua_istable(H, r)) {
+        /* A table is a list of keys; a composite key (itself a list) goes
+         * inside one: return { { author, day } }. */
+        lua_Unsigned len = lua_rawlen(H, r);
+        for (lua_Unsigned j = 1; j <= len && !v->failed; j++) {
+          lua_rawgeti(H, r, (lua_Integer)j);
+          if (index_key(vs, v, lua_gettop(H), seq)) break;
+          lua_pop(H, 1);
+        }
+      } else if (!lua_isnil(H, r)) {
+        index_key(vs, v, r, seq);
+      }
+    } else if (v->kind == FLUME__VIEW_GROUP) {
+      lua_pushvalue(H, map);
+      lua_rawgeti(H, vals, i + 1);
+      lua_pushinteger(H, seq);
+      if (call_view(vs, v, 2, 2, seq)) break;
+      int key = lua_gettop(H) - 1, val = key + 1;
+      if (lua_isnil(H, key)) continue;
+      char err[256];
+      kb.len = 0;
+      if (flume__key_encode(H, key, &kb, err, sizeof err) || kb.len > 511) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "map returned a bad key: %s",
+                 kb.len > 511 ? "longer than 511 bytes encoded" : err);
+        view_fail(v, seq, msg);
+        break;
+      }
+      if (group_lookup(vs, v, txn, kb.data, kb.len, dirty, inflight,
+                       deleted)) {
+        view_fail(v, seq, "its stored state cannot be read");
+        break;
+      }
+      int acc = lua_gettop(H);
+      lua_pushvalue(H, reduce);
+      lua_pushvalue(H, acc);
+      lua_pushvalue(H, val);
+      lua_pushvalue(H, key);
+      lua_pushinteger(H, seq);
+      if (call_view(vs, v, 4, 1, seq)) break;
+      lua_pushlstring(H, kb.data, kb.len);
+      if (lua_isnil(H, -2)) lua_pushvalue(H, deleted);
+      else lua_pushvalue(H, -2);
+      lua_rawset(H, dirty);
+    } else {
+      lua_rawgeti(H, vals, i + 1);
+      int value = lua_gettop(H);
+      if (!lua_isnil(H, map)) {
+        lua_pushvalue(H, map);
+        lua_pushvalue(H, value);
+        lua_pushinteger(H, seq);
+        if (call_view(vs, v, 2, 1, seq)) break;
+        if (lua_isnil(H, -1)) {
+          v->since = seq;
+          continue;
+        }
+        lua_replace(H, value);
+      }
+      lua_pushvalue(H, reduce);
+      lua_pushvalue(H, state);
+      lua_pushvalue(H, value);
+      lua_pushinteger(H, seq);
+      if (call_view(vs, v, 3, 1, seq)) break;
+      lua_replace(H, state);
+      v->state_dirty = 1;
+    }
+    v->since = seq;
+  }
+  if (state) {
+    lua_settop(H, state);
+    host_set_field(vs, v, "state");
+  }
+  flume__buf_free(&kb);
+  if (txn) ops->txn_abort(txn);
+  lua_settop(H, top);
+}
+
+static void sample_rate(flume__views *vs, flume_view *v) {
+  double now = now_seconds(vs);
+  if (v->rate_at == 0) {
+    v->rate_at = now;
+    v->rate_since = v->since;
+  } else if (now - v->rate_at >= 0.5) {
+    v->rate = (double)(v->since - v->rate_since) / (now - v->rate_at);
+    v->rate_at = now;
+    v->rate_since = v->since;
+  }
+}
+
+/* One slice of indexing. Returns 1 if there is more to do now. */
+static int index_slice(flume__views *vs) {
+  if (vs->paused || vs->closing) return 0;
+  int64_t log_since = flume_db_since(vs->db);
+  int64_t from = INT64_MAX;
+  size_t pending = 0;
+  for (flume_view *v = vs->list; v; v = v->next) {
+    pending += v->ops.len;
+    if (v->ready && !v->failed && !v->resetting && v->since < from)
+      from = v->since;
+  }
+  if (from == INT64_MAX || from >= log_since) {
+    for (flume_view *v = vs->list; v; v = v->next) v->rate = 0;
+    submit_checkpoint(vs);
+    return 0;
+  }
+  if (pending > PENDING_MAX && vs->inflight) return 0; /* after the commit */
+  from += 1;
+  lua_State *H = flume__host_state(vs->host);
+  int top = lua_gettop(H);
+  lua_createtable(H, SLICE_VALUES, 0);
+  batch_ctx b = {H, vs->msgpack, lua_gettop(H), from, 0, ""};
+  size_t count;
+  int rc = flume__db_read(vs->db, from, log_since, SLICE_VALUES, batch_one,
+                          &b, &count);
+  if (rc) {
+    char msg[300];
+    snprintf(msg, sizeof msg, "the log cannot be read: %s%s%s",
+             flume_strerror(rc), b.err[0] ? ": " : "", b.err);
+    for (flume_view *v = vs->list; v; v = v->next)
+      if (v->ready && !v->failed && v->since < from + b.n + 1)
+        view_fail(v, from + b.n, msg);
+    lua_settop(H, top);
+    return 0;
+  }
+  if (vs->has_mapper) {
+    lua_getfield(H, LUA_REGISTRYINDEX, "flume.mapper");
+    for (int i = 1; i <= b.n; i++) {
+      lua_pushvalue(H, -1);
+      lua_rawgeti(H, b.vals, i);
+      lua_pushinteger(H, b.first + i - 1);
+      if (flume__host_pcall(vs->host, 2, 1) != LUA_OK) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "the mapper failed: %s",
+                 lua_tostring(H, -1));
+        lua_pop(H, 1);
+        for (flume_view *v = vs->list; v; v = v->next)
+          if (v->ready && !v->failed && v->since < b.first + i - 1)
+            view_fail(v, b.first + i - 1, msg);
+        b.n = i - 1;
+        break;
+      }
+      lua_rawseti(H, b.vals, i);
+    }
+    lua_pop(H, 1);
+  }
+  for (flume_view *v = vs->list; v; v = v->next) {
+    if (!v->ready || v->failed || v->resetting) continue;
+    apply_view(vs, v, b.vals, b.first, b.n);
+    sample_rate(vs, v);
+  }
+  lua_settop(H, top);
+  submit_checkpoint(vs);
+  return 1;
+}
+
+static void on_idle(uv_idle_t *h) {
+  flume__views *vs = h->data;
+  if (!index_slice(vs)) {
+    uv_idle_stop(h);
+    vs->idle_on = 0;
+  }
+}
+
+static void indexer_kick(flume__views *vs) {
+  if (vs->idle_on || vs->closing || vs->paused) return;
+  vs->idle_on = 1;
+  uv_idle_start(&vs->idle, on_idle);
+}
+
+static void on_log_since(void *ctx, int status, int64_t since) {
+  (void)since;
+  if (status == 0) indexer_kick(ctx);
+}
+
+/* ---- setting views up ------------------------------------------------------ */
+
+typedef struct setup_job {
+  flume__job base;       /* the writer's part */
+  flume_view *view;      /* the view being set up */
+  flume__buf initial;    /* reduce: msgpack of the initial state */
+  view_record found;     /* its record as stored, if any */
+  int had_record;        /* there was one */
+  int rebuilt;           /* the stored state was dropped */
+  flume__table table;    /* its table, opened */
+  void (*cb)(void *ctx, int status, flume_view *v);
+  void *ctx;
+} setup_job;
+
+static int setup_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
+  setup_job *s = (setup_job *)job;
+  flume_view *v = s->view;
+  const flume__store_ops *ops = flume__db_ops(job->db);
+  char name[80], key[80];
+  flume__table meta;
+  flume__slice val;
+  (void)next_seq;
+  snprintf(name, sizeof name, "v:%s", v->name);
+  int kl = meta_key(v, key, sizeof key);
+  int rc = ops->table_open(txn, "meta", 0, &meta);
+  if (rc == 0) rc = ops->table_open(txn, name, 1, &s->table);
+  if (rc) return rc;
+  rc = ops->get(txn, meta, (flume__slice){key, (size_t)kl}, &val);
+  s->had_record = rc == 0 && record_unpack(val, &s->found) == 0;
+  if (rc && rc != FLUME_ENOTFOUND) return rc;
+  int64_t log_last;
+  if ((rc = ops->log_last(txn, &log_last))) return rc;
+  s->rebuilt = !s->had_record || s->found.version != v->version ||
+               s->found.kind != v->kind || s->found.since > log_last;
+  if (!s->rebuilt) return 0;
+  view_record r = {(uint8_t)v->kind, v->version, -1, v->hash};
+  char packed[RECORD_SIZE];
+  record_pack(&r, packed);
+  if ((rc = ops->table_clear(txn, s->table))) return rc;
+  if (v->kind == FLUME__VIEW_REDUCE &&
+      (rc = ops->put(txn, s->table, (flume__slice){"s", 1},
+                     (flume__slice){s->initial.data, s->initial.len})))
+    return rc;
+  return ops->put(txn, meta, (flume__slice){key, (size_t)kl},
+                  (flume__slice){packed, RECORD_SIZE});
+}
+
+/* Loads a reduce view's committed state into the host. */
+static int load_state(flume__views *vs, flume_view *v) {
+  const flume__store_ops *ops = flume__db_ops(vs->db);
+  lua_State *H = flume__host_state(vs->host);
+  flume__txn *txn;
+  flume__slice val;
+  char err[128];
+  int rc = ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &txn);
+  if (rc) return rc;
+  rc = ops->get(txn, v->table, (flume__slice){"s", 1}, &val);
+  if (rc == 0 && flume__mp_decode(H, val.data, val.size, err, sizeof err))
+    rc = FLUME_ECORRUPT;
+  ops->txn_abort(txn);
+  if (rc == FLUME_ENOTFOUND) {
+    host_reset(vs, v);
+    return 0;
+  }
+  if (rc == 0) host_set_field(vs, v, "state");
+  return rc;
+}
+
+static void reset_to_committed(flume__views *vs, flume_view *v) {
+  v->since = v->committed;
+  v->ops.len = 0;
+  v->epoch++;
+  if (v->kind == FLUME__VIEW_REDUCE) load_state(vs, v);
+  else host_reset(vs, v);
+}
+
+static void setup_done(flume__job *job, int status) {
+  setup_job *s = (setup_job *)job;
+  flume_view *v = s->view;
+  flume__views *vs = flume__db_views(job->db);
+  if (status == 0 && vs && !vs->closing) {
+    v->table = s->table;
+    v->committed = v->since = s->rebuilt ? -1 : s->found.since;
+    v->script_changed = !s->rebuilt && s->found.hash != v->hash;
+    if (v->kind == FLUME__VIEW_REDUCE) status = load_state(vs, v);
+    else host_reset(vs, v);
+    v->ready = status == 0;
+    if (status) view_fail(v, -1, "its stored state cannot be read");
+  }
+  if (s->cb) s->cb(s->ctx, status, v);
+  if (vs && !vs->closing) {
+    release_waiters(v);
+    indexer_kick(vs);
+  }
+  flume__buf_free(&s->initial);
+  free(s);
+}
+
+/* ---- the registry ---------------------------------------------------------- */
+
+static void views_free_list(flume__views *vs, flume_view *v) {
+  while (v) {
+    flume_view *next = v->next;
+    fail_waiters(v, FLUME_ECLOSED);
+    flume__buf_free(&v->ops);
+    free(v);
+    v = next;
+  }
+  (void)vs;
+}
+
+static flume__views *views_get(flume_db *db, int *rc) {
+  flume__views *vs = flume__db_views(db);
+  if (vs) return vs;
+  vs = calloc(1, sizeof *vs);
+  if (vs == NULL) {
+    *rc = FLUME_ENOMEM;
+    return NULL;
+  }
+  vs->db = db;
+  vs->msgpack = strcmp(flume_db_codec(db), "msgpack") == 0;
+  if ((*rc = flume__host_new(&vs->host))) {
+    free(vs);
+    return NULL;
+  }
+  lua_State *H = flume__host_state(vs->host);
+  lua_newtable(H);
+  lua_setfield(H, LUA_REGISTRYINDEX, "flume.deleted");
+  if ((*rc = flume_db_on_since(db, on_log_since, vs, &vs->watch))) {
+    flume__host_free(vs->host);
+    free(vs);
+    return NULL;
+  }
+  uv_idle_init(flume__db_loop(db), &vs->idle);
+  vs->idle.data = vs;
+  flume__db_set_views(db, vs);
+  return vs;
+}
+
+flume_view *flume__view_find(flume_db *db, const char *name) {
+  flume__views *vs = flume__db_views(db);
+  for (flume_view *v = vs ? vs->list : NULL; v; v = v->next)
+    if (strcmp(v->name, name) == 0) return v;
+  return NULL;
+}
+
+flume__host *flume__views_host(flume_db *db) {
+  flume__views *vs = flume__db_views(db);
+  return vs ? vs->host : NULL;
+}
+
+int flume__views_set_mapper(flume_db *db, lua_State *L, int idx, char *err,
+                            size_t errlen) {
+  int rc = 0;
+  flume__views *vs = views_get(db, &rc);
+  if (vs == NULL) return rc;
+  rc = flume__host_set_mapper(vs->host, L, idx, err, errlen);
+  if (rc == 0) vs->has_mapper = 1;
+  return rc;
+}
+
+int flume__views_use(flume_db *db, const char *name, const char *src,
+                     size_t len, const char *chunkname, lua_State *L,
+                     int idx, flume__use_cb cb, void *ctx, char *err,
+                     size_t errlen) {
+  int rc = 0;
+  if (strlen(name) == 0 || strlen(name) >= sizeof(((flume_view *)0)->name)) {
+    snprintf(err, errlen, "a view name must be 1 to 63 bytes");
+    return FLUME_EINVAL;
+  }
+  flume__views *vs = views_get(db, &rc);
+  if (vs == NULL) return rc;
+  if (vs->closing) return FLUME_ECLOSED;
+  flume_view *v = calloc(1, sizeof *v);
+  if (v == NULL) return FLUME_ENOMEM;
+  v->db = db;
+  strcpy(v->name, name);
+  v->since = v->committed = -1;
+  rc = flume__host_load(vs->host, name, src, len, chunkname, L, idx, &v->kind,
+                        &v->version, &v->hash, &v->host_ref, err, errlen);
+  if (rc) {
+    free(v);
+    return rc;
+  }
+  flume_view *old = flume__view_find(db, name);
+  if (old && !old->failed && old->version == v->version) {
+    flume__host_unref(vs->host, v->host_ref);
+    free(v);
+    snprintf(err, errlen, "a view named '%s' is in use with the same "
+             "version %lld; bump the version to replace it", name,
+             (long long)old->version);
+    return FLUME_EEXIST;
+  }
+  setup_job *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    flume__host_unref(vs->host, v->host_ref);
+    free(v);
+    return FLUME_ENOMEM;
+  }
+  /* The initial state, encoded once: every reset decodes a fresh copy, so
+   * a reducer that mutates its state cannot change it. */
+  lua_State *H = flume__host_state(vs->host);
+  if (v->kind == FLUME__VIEW_REDUCE) {
+    def_field(vs, v, "initial");
+    rc = flume__mp_encode(H, -1, &s->initial, err, errlen);
+    lua_pop(H, 1);
+    if (rc == 0) {
+      lua_pushlstring(H, s->initial.data, s->initial.len);
+      host_set_field(vs, v, "initial");
+    }
+  }
+  s->view = v;
+  s->cb = cb;
+  s->ctx = ctx;
+  s->base.run = setup_run;
+  s->base.done = setup_done;
+  s->base.bytes = 64;
+  if (rc == 0) rc = flume__db_submit(db, &s->base);
+  if (rc) {
+    flume__buf_free(&s->initial);
+    free(s);
+    flume__host_unref(vs->host, v->host_ref);
+    free(v);
+    return rc;
+  }
+  if (old) {
+    /* Replaced: its readers now wait for the new one. */
+    for (flume_view **p = &vs->list; *p; p = &(*p)->next) {
+      if (*p == old) {
+        *p = old->next;
+        break;
+      }
+    }
+    v->waiters = old->waiters;
+    for (flume__waiter *w = v->waiters; w; w = w->next) w->view = v;
+    old->waiters = NULL;
+    old->epoch++;
+    old->next = vs->dead;
+    vs->dead = old;
+  }
+  v->next = vs->list;
+  vs->list = v;
+  return 0;
+}
+
+/* ---- rebuild ---------------------------------------------------------------- */
+
+int flume__views_rebuild(flume_db *db) {
+  flume__views *vs = flume__db_views(db);
+  if (vs == NULL) return 0;
+  if (vs->closing) return FLUME_ECLOSED;
+  for (flume_view *v = vs->list; v; v = v->next) {
+    if (!v->ready) continue;
+    ckpt_job *c = calloc(1, sizeof *c + sizeof(ckpt_entry));
+    if (c == NULL) return FLUME_ENOMEM;
+    v->epoch++;
+    v->resetting = 1; /* its old state is still stored until the reset */
+    v->failed = 0;
+    v->error[0] = '\0';
+    v->since = v->committed = -1;
+    v->ops.len = 0;
+    v->state_dirty = 0;
+    host_reset(vs, v);
+    ckpt_entry *e = &c->e[0];
+    e->view = v;
+    e->epoch = v->epoch;
+    e->table = v->table;
+    e->since = -1;
+    e->clear = 1;
+    view_record r = {(uint8_t)v->kind, v->version, -1, v->hash};
+    record_pack(&r, e->meta);
+    if (v->kind == FLUME__VIEW_REDUCE) {
+      host_field(vs, v, "initial");
+      size_t n = 0;
+      const char *p = lua_tolstring(flume__host_state(vs->host), -1, &n);
+      op_add(&e->ops, OP_PUT, "s", 1, p, n);
+      lua_pop(flume__host_state(vs->host), 1);
+    }
+    c->n = 1;
+    c->vs = vs;
+    c->reset = 1;
+    c->base.run = ckpt_run;
+    c->base.done = ckpt_done;
+    c->base.bytes = e->ops.len;
+    int rc = flume__db_submit(db, &c->base);
+    if (rc) {
+      flume__buf_free(&e->ops);
+      free(c);
+      return rc;
+    }
+  }
+  indexer_kick(vs);
+  return 0;
+}
+
+/* ---- ready, pause, close ---------------------------------------------------- */
+
+int flume__views_set_paused(flume_db *db, int paused) {
+  int rc = 0;
+  flume__views *vs = views_get(db, &rc);
+  if (vs == NULL) return rc;
+  vs->paused = paused;
+  if (!paused) indexer_kick(vs);
+  return 0;
+}
+
+void flume__views_before_close(flume__views *vs) {
+  /* Store what the views did; it would be redone otherwise. */
+  submit_checkpoint(vs);
+}
+
+static void idle_closed(uv_handle_t *h) {
+  flume__views *vs = h->data;
+  if (vs->closed) vs->closed(vs->closed_ctx);
+}
+
+void flume__views_close(flume__views *vs, void (*cb)(void *), void *ctx) {
+  vs->closing = 1;
+  vs->closed = cb;
+  vs->closed_ctx = ctx;
+  uv_close((uv_handle_t *)&vs->idle, idle_closed);
+}
+
+void flume__views_free(flume__views *vs) {
+  views_free_list(vs, vs->list);
+  views_free_list(vs, vs->dead);
+  flume__host_free(vs->host);
+  free(vs);
+}
+
+/* ---- reading ---------------------------------------------------------------- */
+
+int flume__view_info(flume_view *v, flume__view_info_t *out) {
+  out->kind = v->kind;
+  out->version = v->version;
+  out->since = v->committed;
+  out->processed = v->since;
+  out->failed = v->failed;
+  out->error = v->failed ? v->error : NULL;
+  out->error_seq = v->error_seq;
+  out->script_changed = v->script_changed;
+  out->rate = v->rate;
+  out->hash = v->hash;
+  out->ready = v->ready;
+  return 0;
+}
+
+flume__table flume__view_table(flume_view *v) { return v->table; }
+int flume__view_host_ref(flume_view *v) { return v->host_ref; }

@@ -1,0 +1,150 @@
+/*
+ * Views: the registry, the indexer, checkpoints and since-gating (views.c),
+ * and the sandboxed Lua state that runs view scripts (viewhost.c).
+ *
+ * A view's state lives in the store: table "v:<name>" holds an index's
+ * `key || seq` entries, a group's `key -> msgpack(acc)` entries, or a reduce
+ * view's msgpack(state) under the key "s". Its record in the metadata table
+ * ("view:<name>") holds kind, version, since and script hash, and is written
+ * in the same transaction as the state it describes: a checkpoint.
+ *
+ * Readers gate on `committed`, the since of the last committed checkpoint,
+ * and read the store directly; the indexer works ahead of it in `since`.
+ */
+#ifndef FLUME_RUNTIME_VIEWS_H
+#define FLUME_RUNTIME_VIEWS_H
+
+#include <lua.h>
+
+#include "buf.h"
+#include "internal.h"
+
+typedef enum flume__view_kind {
+  FLUME__VIEW_REDUCE = 1, /* one state for the whole log */
+  FLUME__VIEW_GROUP = 2,  /* one accumulator per key */
+  FLUME__VIEW_INDEX = 3   /* key -> seqs */
+} flume__view_kind;
+
+typedef struct flume__waiter flume__waiter;
+
+/* Called once a gated read may go on (status 0), or with the view's error,
+ * FLUME_ETIMEDOUT or FLUME_ECLOSED. */
+typedef void (*flume__wait_cb)(void *ctx, int status);
+
+struct flume_view {
+  flume_db *db;            /* owner */
+  char name[64];           /* its name, also its table's */
+  flume__view_kind kind;   /* what its script made it */
+  int64_t version;         /* the script's version */
+  uint64_t hash;           /* hash of the script */
+  int script_changed;      /* same version, different script: a warning */
+  int ready;               /* its table is open and its record read */
+  int resetting;           /* a rebuild's reset is not committed yet */
+  int64_t since;           /* last seq the indexer fed it */
+  int64_t committed;       /* since of its last committed checkpoint */
+  int64_t epoch;           /* bumped by rebuild: older checkpoints ignored */
+  flume__table table;      /* its state's table */
+  int host_ref;            /* its record in the host state's registry */
+  flume__buf ops;          /* changes not yet handed to a checkpoint */
+  int64_t ops_since;       /* since covered by `ops` (and host state) */
+  int state_dirty;         /* reduce: state changed since last checkpoint */
+  double state_saved_at;   /* reduce: when the state was last checkpointed */
+  int failed;              /* a script error stopped it */
+  int64_t error_seq;       /* the seq whose processing failed */
+  char error[512];         /* what failed */
+  flume__waiter *waiters;  /* gated reads, in order of target seq */
+  double rate;             /* values per second while catching up */
+  int64_t rate_since;      /* since at the last rate sample */
+  double rate_at;          /* time of the last rate sample */
+  flume_view *next;        /* the db's list */
+};
+
+/* ---- the view host (viewhost.c) ---------------------------------------- */
+
+typedef struct flume__host flume__host;
+
+/* Creates the sandboxed state. Errors: FLUME_ENOMEM. */
+int flume__host_new(flume__host **out);
+void flume__host_free(flume__host *h);
+lua_State *flume__host_state(flume__host *h);
+
+/*
+ * Loads a view definition into the host: the Lua script source (text
+ * only), or, when `src` is NULL, the table at index `idx` of the state `L`
+ * (its functions must capture no local variable). Classifies it; on success
+ * stores it under a registry ref in *ref and sets kind, version and hash.
+ * On failure returns FLUME_ESCRIPT with the problem (and file:line) in err.
+ */
+int flume__host_load(flume__host *h, const char *name, const char *src,
+                     size_t len, const char *chunkname, lua_State *L,
+                     int idx, flume__view_kind *kind, int64_t *version,
+                     uint64_t *hash, int *ref, char *err, size_t errlen);
+
+/* Sets the mapper from the function at `idx` of `L` (no upvalues but
+ * _ENV). FLUME_ESCRIPT on failure. */
+int flume__host_set_mapper(flume__host *h, lua_State *L, int idx, char *err,
+                           size_t errlen);
+
+/* Instructions one call into a view script may run before it fails. */
+#define FLUME__INSTRUCTION_LIMIT 10000000
+
+/* lua_pcall on the host state under the instruction limit. */
+int flume__host_pcall(flume__host *h, int nargs, int nresults);
+
+/* Drops a loaded view. */
+void flume__host_unref(flume__host *h, int ref);
+
+/* ---- the registry and the indexer (views.c) ------------------------------ */
+
+typedef struct flume__views flume__views;
+
+/* Called once a view is set up (its table open, its record read). */
+typedef void (*flume__use_cb)(void *ctx, int status, flume_view *v);
+
+/* Loads and registers a view (see flume__host_load for src/L/idx), and
+ * queues the job that opens its table and reads its record, dropping its
+ * state if the version changed. Errors: FLUME_ESCRIPT, FLUME_EEXIST (same
+ * name, same version, not failed), FLUME_EINVAL, FLUME_ECLOSED, with a
+ * message in err. */
+int flume__views_use(flume_db *db, const char *name, const char *src,
+                     size_t len, const char *chunkname, lua_State *L,
+                     int idx, flume__use_cb cb, void *ctx, char *err,
+                     size_t errlen);
+flume_view *flume__view_find(flume_db *db, const char *name);
+int flume__views_set_mapper(flume_db *db, lua_State *L, int idx, char *err,
+                            size_t errlen);
+int flume__views_set_paused(flume_db *db, int paused);
+/* Drops every view's state and rebuilds it from the log. */
+int flume__views_rebuild(flume_db *db);
+
+/* Waits until the view's committed since reaches `target`; timeout in
+ * seconds, negative for none. Errors: FLUME_EVIEW (it has failed). */
+int flume__view_wait(flume_view *v, int64_t target, double timeout,
+                     flume__wait_cb cb, void *ctx);
+
+typedef struct flume__view_info_t {
+  int kind;              /* flume__view_kind */
+  int64_t version;       /* script version */
+  int64_t since;         /* committed since: what reads see */
+  int64_t processed;     /* how far the indexer has got */
+  int failed;            /* stopped by an error */
+  const char *error;     /* the error, when failed */
+  int64_t error_seq;     /* the seq that caused it */
+  int script_changed;    /* same version, different script */
+  double rate;           /* values/s while catching up, else 0 */
+  uint64_t hash;         /* script hash */
+  int ready;             /* set up */
+} flume__view_info_t;
+
+int flume__view_info(flume_view *v, flume__view_info_t *out);
+flume__table flume__view_table(flume_view *v);
+/* The view's record in the host's registry: { def, env, state, ... }. */
+int flume__view_host_ref(flume_view *v);
+flume__host *flume__views_host(flume_db *db);
+
+/* Hooks of the database's close (db.c). */
+void flume__views_before_close(flume__views *vs);
+void flume__views_close(flume__views *vs, void (*cb)(void *), void *ctx);
+void flume__views_free(flume__views *vs);
+
+#endif
