@@ -481,7 +481,17 @@ static int decode_array(dec *d, int depth) {
     return dec_fail(d, at, "arrays nested more than %d deep",
                     FLUME__KEY_MAX_DEPTH);
   d->pos++;
-  if (d->L) lua_createtable(d->L, 0, 0);
+  if (d->L) {
+    /* Sized up front, since growing a table one element at a time costs
+     * more than a pass over bytes. A bad array counts as empty here and is
+     * reported below. */
+    dec s = {NULL, d->p, d->n, d->pos, NULL, 0};
+    int n = 0;
+    while (s.pos < s.n && s.p[s.pos] != TAG_END &&
+           decode_value(&s, depth + 1) == 0)
+      n++;
+    lua_createtable(d->L, n, 0);
+  }
   for (lua_Integer i = 1;; i++) {
     if (d->pos >= d->n) return dec_fail(d, at, "array has no terminator");
     if (d->p[d->pos] == TAG_END) {
