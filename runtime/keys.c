@@ -144,11 +144,13 @@ static double floor_double(int64_t i, int *exact) {
 /* Encoding. */
 
 typedef struct enc {
-  lua_State *L;     /* the state holding the key */
-  flume__buf *b;    /* where the encoding goes */
-  char *err;        /* the caller's message buffer */
-  size_t errlen;    /* its size in bytes */
-  lua_Integer path[FLUME__KEY_MAX_DEPTH + 1]; /* array index at each level */
+  lua_State *L;  /* the state holding the key */
+  flume__buf *b; /* where the encoding goes */
+  char *err;     /* the caller's message buffer */
+  size_t errlen; /* its size in bytes */
+  /* The index taken at each level of arrays down to the value being
+   * encoded, for messages. */
+  lua_Integer path[FLUME__KEY_MAX_DEPTH + 1];
 } enc;
 
 /* Writes the message, then " at [i][j]" for the first `depth` steps of the
@@ -181,8 +183,7 @@ static void describe_key(lua_State *L, char *out, size_t outlen) {
     return;
   case LUA_TSTRING: {
     size_t len, at = 0;
-    const unsigned char *s =
-        (const unsigned char *)lua_tolstring(L, -1, &len);
+    const unsigned char *s = (const unsigned char *)lua_tolstring(L, -1, &len);
     size_t show = len > 24 ? 24 : len;
     if (outlen < 8) {
       if (outlen) out[0] = '\0';
