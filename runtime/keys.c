@@ -50,6 +50,7 @@
 
 #include <float.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -484,11 +485,11 @@ static int decode_array(dec *d, int depth) {
   d->pos++;
   if (d->L) {
     /* Sized up front, since growing a table one element at a time costs
-     * more than a pass over bytes. A bad array counts as empty here and is
-     * reported below. */
+     * more than a pass over bytes. A bad element just ends the count: the
+     * pass below reports it. */
     dec s = {NULL, d->p, d->n, d->pos, NULL, 0};
     int n = 0;
-    while (s.pos < s.n && s.p[s.pos] != TAG_END &&
+    while (n < INT_MAX && s.pos < s.n && s.p[s.pos] != TAG_END &&
            decode_value(&s, depth + 1) == 0)
       n++;
     lua_createtable(d->L, n, 0);
@@ -526,6 +527,8 @@ static int decode_value(dec *d, int depth) {
   }
 }
 
+/* Like any function that pushes, this raises if Lua runs out of memory;
+ * everything about the bytes is checked and reported without raising. */
 int flume__key_decode(lua_State *L, const char *p, size_t n, size_t *used,
                       char *err, size_t errlen) {
   int top = lua_gettop(L);
