@@ -26,9 +26,14 @@ build = {
     ["flume.core"] = {
       sources = {
         "runtime/lua_core.c",
+        "runtime/lua_views.c",
         "runtime/db.c",
         "runtime/errors.c",
+        "runtime/keys.c",
         "runtime/msgpack.c",
+        "runtime/views.c",
+        "runtime/viewhost.c",
+        "runtime/viewread.c",
         "log/lmdb.c",
         "log/memory.c",
       },

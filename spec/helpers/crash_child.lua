@@ -5,18 +5,26 @@
 -- moment; whatever it wrote to arg[2] was acknowledged before.
 local flume = require "flume"
 
-local dir, ackpath, run = arg[1], arg[2], tonumber(arg[3])
+local dir, ackpath, run, views = arg[1], arg[2], tonumber(arg[3]), arg[4]
 local acks = assert(io.open(ackpath, "a"))
 acks:setvbuf("no")
 local db = flume.open(dir)
 math.randomseed(run * 7919)
+if views then
+  -- three views, so every kill can land inside a checkpoint too
+  db:use("types", "views-lua/examples/count_by_type.lua")
+  db:use("total", "views-lua/examples/total_amount.lua")
+  db:use("authors", "views-lua/examples/by_author.lua")
+end
+local TYPES = { "post", "like", "follow", "reply" }
 
 local i = 0
 local function value()
   i = i + 1
   local len = math.random(1, 800)
   return { run = run, i = i, len = len,
-    data = string.rep(string.char(65 + i % 26), len) }
+    data = string.rep(string.char(65 + i % 26), len),
+    type = TYPES[i % 4 + 1], author = "@" .. (i % 7), amount = i % 10 }
 end
 
 local function ack(seq, v) acks:write(seq, " ", run, " ", v.i, "\n") end
@@ -41,4 +49,6 @@ while true do
     end
     flume.run()
   end
+  -- a read now and then makes the views checkpoint mid-stream
+  if views and math.random(4) == 1 then db.types:get("post") end
 end
