@@ -285,13 +285,20 @@ static int encode_table(enc *e, int t, int depth) {
                     FLUME__KEY_MAX_DEPTH);
   if (!lua_checkstack(L, 3))
     return enc_fail(e, FLUME_ENOMEM, 0, "out of Lua stack space");
+  size_t start = e->b->len;
+  unsigned char tag = TAG_ARRAY;
+  if (flume__buf_append(e->b, &tag, 1))
+    return enc_fail(e, FLUME_ENOMEM, 0, "out of memory");
+  /* Lua traverses a table's array part first and in order, so usually the
+   * elements come as 1, 2, 3...: encode each as it comes, in one pass. */
   lua_Integer count = 0, max = 0;
+  int in_order = 1;
   lua_pushnil(L);
   while (lua_next(L, t)) {
-    lua_pop(L, 1);
     lua_Integer k;
-    if (!lua_isinteger(L, -1) || (k = lua_tointeger(L, -1)) < 1) {
+    if (!lua_isinteger(L, -2) || (k = lua_tointeger(L, -2)) < 1) {
       char what[64];
+      lua_pop(L, 1);
       describe_key(L, what, sizeof what);
       lua_pop(L, 1);
       return enc_fail(e, FLUME_EINVAL, depth,
@@ -299,6 +306,17 @@ static int encode_table(enc *e, int t, int depth) {
                       "(such as %s)",
                       what);
     }
+    if (in_order && k == count + 1) {
+      e->path[depth] = k;
+      int rc = encode_value(e, lua_gettop(L), depth + 1);
+      if (rc) {
+        lua_pop(L, 2);
+        return rc;
+      }
+    } else {
+      in_order = 0;
+    }
+    lua_pop(L, 1);
     if (k > max) max = k;
     count++;
   }
@@ -314,15 +332,16 @@ static int encode_table(enc *e, int t, int depth) {
     return enc_fail(e, FLUME_EINVAL, depth + 1,
                     "a key cannot be an array with a hole: nil");
   }
-  unsigned char tag = TAG_ARRAY;
-  if (flume__buf_append(e->b, &tag, 1))
-    return enc_fail(e, FLUME_ENOMEM, 0, "out of memory");
-  for (lua_Integer i = 1; i <= max; i++) {
-    lua_rawgeti(L, t, i);
-    e->path[depth] = i;
-    int rc = encode_value(e, lua_gettop(L), depth + 1);
-    lua_pop(L, 1);
-    if (rc) return rc;
+  if (!in_order) {
+    /* Keys 1..n, but some came from the hash part: start over by index. */
+    e->b->len = start + 1;
+    for (lua_Integer i = 1; i <= max; i++) {
+      lua_rawgeti(L, t, i);
+      e->path[depth] = i;
+      int rc = encode_value(e, lua_gettop(L), depth + 1);
+      lua_pop(L, 1);
+      if (rc) return rc;
+    }
   }
   tag = TAG_END;
   if (flume__buf_append(e->b, &tag, 1))

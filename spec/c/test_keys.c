@@ -580,10 +580,19 @@ static void push_random_key(int depth) {
   uint64_t r = below(100);
   if (depth < 3 && r < 20) {
     int n = (int)below(4);
-    lua_createtable(L, n, 0);
-    for (int i = 1; i <= n; i++) {
-      push_random_key(depth + 1);
-      lua_rawseti(L, -2, i);
+    if (below(4)) {
+      lua_createtable(L, n, 0);
+      for (int i = 1; i <= n; i++) {
+        push_random_key(depth + 1);
+        lua_rawseti(L, -2, i);
+      }
+    } else {
+      /* In the hash part, filled backwards. */
+      lua_createtable(L, 0, n);
+      for (int i = n; i >= 1; i--) {
+        push_random_key(depth + 1);
+        lua_rawseti(L, -2, i);
+      }
     }
   } else if (r < 28) {
     lua_pushboolean(L, (int)below(2));
@@ -871,6 +880,52 @@ static void test_refusals(void) {
   flume__buf_free(&b);
 }
 
+/* However a table came to hold 1..n, in its array part or its hash part,
+ * in whatever order its traversal gives, it is the same key. */
+static void test_table_layouts(void) {
+  static const char *const same[] = {
+      "{'a', 'b', 'c', 'd', 'e', 'f', 'g'}",
+      /* All in the hash part, where 7 is visited before 1..6. */
+      "{[7] = 'g', [6] = 'f', [5] = 'e', [4] = 'd', [3] = 'c', [2] = 'b',"
+      " [1] = 'a'}",
+      "{[1] = 'a', [2] = 'b', [3] = 'c', [4] = 'd', [5] = 'e', [6] = 'f',"
+      " [7] = 'g'}",
+      "{'a', 'b', 'c', [7] = 'g', [6] = 'f', [5] = 'e', [4] = 'd'}",
+      "{[1.0] = 'a', [2.0] = 'b', [3] = 'c', [4] = 'd', [5] = 'e',"
+      " [6] = 'f', [7] = 'g'}",
+      "(function() local t = {} for i = 7, 1, -1 do"
+      " t[i] = string.char(96 + i) end return t end)()",
+      "(function() local t = {'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'}"
+      " t[9] = nil t[8] = nil return t end)()",
+      "(function() local t = {x = 1} for i = 1, 7 do"
+      " t[i] = string.char(96 + i) end t.x = nil return t end)()",
+  };
+  flume__buf want = FLUME__BUF_INIT, got = FLUME__BUF_INIT;
+  push_expr(same[0]);
+  enc_into(-1, &want);
+  lua_pop(L, 1);
+  for (size_t i = 1; i < sizeof same / sizeof same[0]; i++) {
+    push_expr(same[i]);
+    enc_into(-1, &got);
+    if (got.len != want.len || memcmp(got.data, want.data, got.len) != 0) {
+      fprintf(stderr, "%s encodes differently from %s\n", same[i], same[0]);
+      exit(1);
+    }
+    lua_pop(L, 1);
+  }
+  /* The same holds for a table nested at any depth. */
+  push_expr("{{[3] = 3, [2] = 2, [1] = 1}, {[2] = {[2] = 'y', [1] = 'x'},"
+            " [1] = 0}}");
+  enc_into(-1, &got);
+  lua_pop(L, 1);
+  push_expr("{{1, 2, 3}, {0, {'x', 'y'}}}");
+  enc_into(-1, &want);
+  lua_pop(L, 1);
+  CHECK(got.len == want.len && memcmp(got.data, want.data, got.len) == 0);
+  flume__buf_free(&want);
+  flume__buf_free(&got);
+}
+
 /* Keys are data: encoding reads raw and runs no metamethod. */
 static void test_no_metamethods(void) {
   flume__buf b = FLUME__BUF_INIT, plain = FLUME__BUF_INIT;
@@ -1042,6 +1097,7 @@ int main(int argc, char **argv) {
   test_round_trip();
   test_sorted();
   test_refusals();
+  test_table_layouts();
   test_no_metamethods();
   test_decode_errors();
   test_self_delimiting();
