@@ -274,8 +274,8 @@ static int encode_string(enc *e, int idx) {
 /*
  * A table is a key only if its keys are exactly 1..n. One pass over its
  * entries checks that every key is a positive integer and finds the count
- * and the largest; they are equal exactly when there is no hole. All access
- * is raw: a key is data, and encoding must not run user code.
+ * and the largest, which are equal exactly when there is no hole. All
+ * access is raw: a key is data, and encoding must not run user code.
  */
 static int encode_table(enc *e, int t, int depth) {
   lua_State *L = e->L;
@@ -290,7 +290,8 @@ static int encode_table(enc *e, int t, int depth) {
   if (flume__buf_append(e->b, &tag, 1))
     return enc_fail(e, FLUME_ENOMEM, 0, "out of memory");
   /* Lua traverses a table's array part first and in order, so usually the
-   * elements come as 1, 2, 3...: encode each as it comes, in one pass. */
+   * elements come as 1, 2, 3...: encode each as it comes, and read by
+   * index only when they do not. */
   lua_Integer count = 0, max = 0;
   int in_order = 1;
   lua_pushnil(L);
