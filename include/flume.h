@@ -289,6 +289,112 @@ FLUME_API int flume_db_on_since(flume_db *db, flume_since_cb cb, void *ctx,
 /** Ends a subscription; its callback is not called again. */
 FLUME_API void flume_watch_stop(flume_watch *w);
 
+/**
+ * @section views Views
+ *
+ * A view is state derived from the log, kept up to date by the runtime. It
+ * is a Lua script (see the README: a table with `version` and `map` and/or
+ * `reduce`) run in a sandboxed Lua state the runtime owns, or C code behind
+ * a flume_view_vtable. Reads of a view are since-gated: they wait until the
+ * view has processed the log as far as it was when the read was called.
+ */
+
+/** Called once flume_view_use() has set a view up (or failed to). */
+typedef void (*flume_use_cb)(void *ctx, int status, flume_view *view);
+
+/**
+ * Adds a view from Lua script text. Its state is kept in the database; a
+ * different `version` than the stored one drops the state and rebuilds it
+ * from the log.
+ *
+ * @param name 1 to 63 bytes; a view of that name and version must not be in
+ * use already (a failed view, or another version, is replaced).
+ * @param cb called once the view's table is open and its checkpoint read.
+ * @return 0, or #FLUME_ESCRIPT (the script does not load, has no integer
+ * version or no usable functions: flume_db_errmsg() says what and where),
+ * #FLUME_EEXIST, #FLUME_EINVAL, #FLUME_ECLOSED, #FLUME_ENOMEM.
+ */
+FLUME_API int flume_view_use(flume_db *db, const char *name,
+                             const char *script, size_t len, flume_use_cb cb,
+                             void *ctx);
+
+/** The message of the last view error on this database ("" if none); valid
+ * until the next call on it. */
+FLUME_API const char *flume_db_errmsg(flume_db *db);
+
+/** The view called `name`, or NULL. */
+FLUME_API flume_view *flume_db_view(flume_db *db, const char *name);
+
+/** The view's since: the last seq its stored state includes; -1 for none.
+ */
+FLUME_API int64_t flume_view_since(const flume_view *view);
+
+/** NULL, or the error that stopped the view ("view 'x' failed at seq N:
+ * ..."); valid while the view is. */
+FLUME_API const char *flume_view_error(const flume_view *view);
+
+/**
+ * Called with a method's result, msgpack-encoded, or a failure: status
+ * #FLUME_EVIEW (the view failed, or the method raised: see
+ * flume_db_errmsg()), #FLUME_ENOTFOUND (no such method), #FLUME_ECLOSED.
+ * `result` is borrowed: valid only during the callback.
+ */
+typedef void (*flume_call_cb)(void *ctx, int status, const void *result,
+                              size_t len);
+
+/**
+ * Calls a view's method with `args`, a msgpack-encoded array. Lua views
+ * have `get` (a reduce view's state; a group view's accumulator for key
+ * args[1]; an index view's list of seqs for key args[1]) and the methods in
+ * their script's `methods` table; C views have what their `call` answers.
+ *
+ * @param wait 1: since-gated (waits until the view has caught up with the
+ * log's since as it is now); 0: at once.
+ * @return 0 (cb will be called once), or #FLUME_ECLOSED, #FLUME_ENOMEM.
+ */
+FLUME_API int flume_view_call(flume_view *view, const char *method,
+                              const void *args, size_t len, int wait,
+                              flume_call_cb cb, void *ctx);
+
+/** One log entry handed to a C view. Bytes borrowed for the call. */
+typedef struct flume_entry {
+  int64_t seq;      /**< its seq */
+  const void *data; /**< its bytes, as appended */
+  size_t len;       /**< their length */
+} flume_entry;
+
+/** How a C view's `call` hands back its result (copied by flume). */
+typedef void (*flume_reply_fn)(void *rctx, const void *result, size_t len);
+
+/**
+ * A view written in C. It keeps its own state; flume feeds it the log in
+ * order and gates reads on its since. All functions run on the loop thread.
+ */
+typedef struct flume_view_vtable {
+  /** The last seq its state includes (-1 for none); reads gate on it. */
+  int64_t (*since)(void *state);
+  /** Takes entries with consecutive seqs, starting after since(). Returns
+   * 0, or an error code, which stops the view. */
+  int (*apply)(void *state, const flume_entry *entries, size_t n);
+  /** Drops all its state: since() must return -1 afterwards. */
+  int (*destroy)(void *state);
+  /** The database is closing; release the state. */
+  void (*close)(void *state);
+  /** Answers a method (may be NULL): reply() once and return 0, or return
+   * #FLUME_ENOTFOUND or another error. */
+  int (*call)(void *state, const char *method, const void *args, size_t len,
+              flume_reply_fn reply, void *rctx);
+} flume_view_vtable;
+
+/**
+ * Adds a view written in C. It is ready at once and catches up from its
+ * since(). The vtable must outlive the database.
+ * @return 0, or #FLUME_EEXIST, #FLUME_EINVAL, #FLUME_ECLOSED, #FLUME_ENOMEM.
+ */
+FLUME_API int flume_view_use_c(flume_db *db, const char *name,
+                               const flume_view_vtable *vt, void *state,
+                               flume_view **out);
+
 /** Called once a database is closed; the handle is freed after it returns.
  */
 typedef void (*flume_close_cb)(void *ctx);

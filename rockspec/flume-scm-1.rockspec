@@ -32,6 +32,7 @@ build = {
         "runtime/keys.c",
         "runtime/msgpack.c",
         "runtime/views.c",
+        "runtime/viewapi.c",
         "runtime/viewhost.c",
         "runtime/viewread.c",
         "log/lmdb.c",

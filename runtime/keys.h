@@ -34,8 +34,10 @@ int flume__key_encode(lua_State *L, int idx, flume__buf *b, char *err,
 
 /*
  * Decodes the key at the start of p[0..n), pushes it, and sets *used to the
- * bytes it took (so bytes after it, such as a seq, can follow). Returns 0 or
- * FLUME_EDECODE (pushes nothing) with a message in err[errlen].
+ * bytes it took (so bytes after it, such as a seq, can follow). Returns 0,
+ * or FLUME_EDECODE or FLUME_ENOMEM (no stack room), pushing nothing, with a
+ * message in err[errlen]. Like any push it raises if Lua runs out of memory.
+ * -0.0 and 0.0 are one key (it decodes as 0.0).
  */
 int flume__key_decode(lua_State *L, const char *p, size_t n, size_t *used,
                       char *err, size_t errlen);

@@ -14,7 +14,8 @@
 #include "viewread.h"
 #include "views.h"
 
-static const char *const kind_names[] = {"", "reduce", "group", "index"};
+static const char *const kind_names[] = {"", "reduce", "group", "index",
+                                         "c"};
 
 static flume_view *check_view(lua_State *L, ldb *d, int idx) {
   const char *name = luaL_checkstring(L, idx);
@@ -203,6 +204,8 @@ static int ldb_view_get(lua_State *L) {
   flume__table tbl = flume__view_table(v);
   char err[256];
   if (!in.ready) return flume__lua_raise(L, FLUME_EBUSY, "view not set up");
+  if (in.kind == FLUME__VIEW_C)
+    return flume__lua_raise(L, FLUME_EINVAL, "a C view answers its methods");
   if (in.kind == FLUME__VIEW_REDUCE) {
     flume__txn *txn;
     flume__slice val;
@@ -251,8 +254,8 @@ static int ldb_view_read(lua_State *L) {
   flume_view *v = check_view(L, d, 2);
   flume__view_info_t in;
   flume__view_info(v, &in);
-  if (in.kind == FLUME__VIEW_REDUCE)
-    return luaL_error(L, "flume: EINVAL: a reduce view has no range reads");
+  if (in.kind == FLUME__VIEW_REDUCE || in.kind == FLUME__VIEW_C)
+    return flume__lua_raise(L, FLUME_EINVAL, "this view has no range reads");
   lua_Integer max = luaL_checkinteger(L, 8);
   luaL_checktype(L, 10, LUA_TTABLE);
   luaL_checktype(L, 11, LUA_TTABLE);
@@ -286,100 +289,26 @@ static int ldb_view_read(lua_State *L) {
   return 2;
 }
 
-/* A read handle's get, in the host: up[1] = the view (light userdata),
- * up[2] = the database. */
-static int host_get(lua_State *H) {
-  flume_view *v = lua_touserdata(H, lua_upvalueindex(1));
-  flume_db *db = lua_touserdata(H, lua_upvalueindex(2));
-  flume__view_info_t in;
-  flume__view_info(v, &in);
-  luaL_checkany(H, 1);
-  flume__buf key = FLUME__BUF_INIT, resume = FLUME__BUF_INIT;
-  char err[256];
-  if (flume__key_encode(H, 1, &key, err, sizeof err))
-    return luaL_error(H, "%s", err);
-  flume__range r = {key.data, key.len, 1, key.data, key.len, 1, 0};
-  lua_newtable(H);
-  collect_ctx c = {H, in.kind == FLUME__VIEW_INDEX, 0, lua_gettop(H), 0, ""};
-  size_t count;
-  int rc = flume__view_range(db, flume__view_table(v), c.index ? 8 : 0, &r,
-                             1000000, &resume, collect, &c, &count);
-  flume__buf_free(&key);
-  flume__buf_free(&resume);
-  if (rc) return luaL_error(H, "%s", flume_strerror(rc));
-  if (!c.index) {
-    if (count == 0) lua_pushnil(H);
-    else lua_rawgeti(H, -1, 1);
-  }
-  return 1;
-}
-
-/* db:view_call(name, method, args) -> kind, result
- * args is a msgpack-encoded list; the method runs in the view host with the
- * view's state (reduce) or a read handle (group, index) first; its result
- * comes back decoded. kind is the method's "sync"/"async"/"source". With
- * method nil, returns only the kind of... nothing: see view_method_kind. */
+/* db:view_call(name, method, args) -> result
+ * args is a msgpack-encoded list; the method runs in the view host (a Lua
+ * view) or the view's C code, and its result comes back decoded. */
 static int ldb_view_call(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
   flume_view *v = check_view(L, d, 2);
   const char *method = luaL_checkstring(L, 3);
   size_t alen;
   const char *args = luaL_checklstring(L, 4, &alen);
-  flume__host *h = flume__views_host(d->db);
-  lua_State *H = flume__host_state(h);
-  flume__view_info_t in;
-  flume__view_info(v, &in);
-  char err[512];
-  int top = lua_gettop(H);
-  lua_rawgeti(H, LUA_REGISTRYINDEX, flume__view_host_ref(v));
-  lua_getfield(H, -1, "def");
-  lua_getfield(H, -1, "methods");
-  if (!lua_istable(H, -1)) goto missing;
-  lua_getfield(H, -1, method);
-  if (!lua_istable(H, -1)) goto missing;
-  lua_rawgeti(H, -1, 2);
-  if (!lua_isfunction(H, -1)) goto missing;
-  /* The first argument: the state, or a read handle. */
-  if (in.kind == FLUME__VIEW_REDUCE) {
-    lua_getfield(H, top + 1, "state");
-  } else {
-    lua_createtable(H, 0, 1);
-    lua_pushlightuserdata(H, v);
-    lua_pushlightuserdata(H, d->db);
-    lua_pushcclosure(H, host_get, 2);
-    lua_setfield(H, -2, "get");
-  }
-  if (flume__mp_decode(H, args, alen, err, sizeof err) || !lua_istable(H, -1)) {
-    lua_settop(H, top);
-    return flume__lua_raise(L, FLUME_EINVAL, "arguments must be a list");
-  }
-  int list = lua_gettop(H);
-  lua_Integer n = (lua_Integer)lua_rawlen(H, list);
-  luaL_checkstack(H, (int)n + 4, "too many arguments");
-  for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(H, list, i);
-  lua_remove(H, list);
-  if (flume__host_pcall(h, (int)n + 1, 1) != LUA_OK) {
-    lua_pushfstring(L, "flume: EVIEW: view '%s' method '%s' failed: %s",
-                    lua_tostring(L, 2), method, lua_tostring(H, -1));
-    lua_settop(H, top);
+  char err[512] = "";
+  flume__buf out = FLUME__BUF_INIT;
+  int rc = flume__view_call(v, method, args, alen, &out, err, sizeof err);
+  if (rc == 0) rc = flume__mp_decode(L, out.data, out.len, err, sizeof err);
+  flume__buf_free(&out);
+  if (rc == FLUME_EVIEW) {
+    lua_pushfstring(L, "flume: EVIEW: %s", err);
     return lua_error(L);
   }
-  flume__buf out = FLUME__BUF_INIT;
-  int rc = flume__mp_encode(H, -1, &out, err, sizeof err);
-  lua_settop(H, top);
-  if (rc) {
-    flume__buf_free(&out);
-    return flume__lua_raise(L, rc, err);
-  }
-  rc = flume__mp_decode(L, out.data, out.len, err, sizeof err);
-  flume__buf_free(&out);
-  if (rc) return flume__lua_raise(L, rc, err);
+  if (rc) return flume__lua_raise(L, rc, err[0] ? err : NULL);
   return 1;
-missing:
-  lua_settop(H, top);
-  lua_pushfstring(L, "view '%s' has no method '%s'", lua_tostring(L, 2),
-                  method);
-  return flume__lua_raise(L, FLUME_ENOTFOUND, lua_tostring(L, -1));
 }
 
 /* db:view_methods(name) -> { name = "sync"|"async"|"source" } */

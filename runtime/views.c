@@ -48,6 +48,7 @@ struct flume__views {
   int has_mapper;        /* the host has a mapper */
   int closing;           /* the database is closing */
   int handles;           /* handles still open while closing */
+  char errmsg[512];      /* the last error, for flume_db_errmsg() */
   void (*closed)(void *ctx); /* called when they are */
   void *closed_ctx;
 };
@@ -407,7 +408,9 @@ static void submit_checkpoint(flume__views *vs) {
   double now = now_seconds(vs);
   size_t k = 0, bytes = 0;
   for (flume_view *v = vs->list; v; v = v->next) {
-    if (!v->ready || v->resetting || v->since <= v->committed) continue;
+    if (!v->ready || v->resetting || v->since <= v->committed ||
+        v->kind == FLUME__VIEW_C)
+      continue;
     int64_t since = v->since;
     if (v->kind == FLUME__VIEW_GROUP) {
       /* A failed view's work up to its since is sound: store it too. */
@@ -455,11 +458,24 @@ typedef struct batch_ctx {
   int64_t first;    /* seq of vals[1] */
   int n;            /* values read */
   char err[256];    /* decode error */
+  int lua;          /* Lua views need the values decoded */
+  int raw;          /* C views need the bytes */
+  flume__buf bytes; /* the bytes, back to back */
+  flume_entry *ents; /* their entries (data holds offsets until fixed) */
 } batch_ctx;
 
 static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
   batch_ctx *b = p;
   if (b->n == 0) b->first = seq;
+  if (b->raw) {
+    b->ents[b->n] = (flume_entry){seq, (const void *)(uintptr_t)b->bytes.len,
+                                  len};
+    if (flume__buf_append(&b->bytes, data, len)) return FLUME_ENOMEM;
+  }
+  if (!b->lua) {
+    b->n++;
+    return 0;
+  }
   if (b->msgpack) {
     int rc = flume__mp_decode(b->H, data, len, b->err, sizeof b->err);
     if (rc) return rc;
@@ -656,6 +672,23 @@ static void apply_view(flume__views *vs, flume_view *v, int vals,
   lua_settop(H, top);
 }
 
+/* Feeds a C view the entries it has not seen; it keeps its own state, so
+ * its since is at once what reads see. */
+static void apply_c(flume_view *v, const flume_entry *ents, int64_t first,
+                    int n) {
+  int64_t start = v->since + 1 - first;
+  if (start < 0) start = 0;
+  if (start < n) {
+    int rc = v->vt->apply(v->vstate, ents + start, (size_t)(n - start));
+    if (rc) {
+      view_fail(v, first + start, flume_strerror(rc));
+      return;
+    }
+  }
+  v->since = v->committed = v->vt->since(v->vstate);
+  release_waiters(v);
+}
+
 static void sample_rate(flume__views *vs, flume_view *v) {
   double now = now_seconds(vs);
   if (v->rate_at == 0) {
@@ -689,11 +722,25 @@ static int index_slice(flume__views *vs) {
   lua_State *H = flume__host_state(vs->host);
   int top = lua_gettop(H);
   lua_createtable(H, SLICE_VALUES, 0);
-  batch_ctx b = {H, vs->msgpack, lua_gettop(H), from, 0, ""};
+  batch_ctx b = {H, vs->msgpack, lua_gettop(H), from, 0, "", 0, 0,
+                 FLUME__BUF_INIT, NULL};
+  for (flume_view *v = vs->list; v; v = v->next) {
+    if (!v->ready || v->failed || v->resetting) continue;
+    if (v->kind == FLUME__VIEW_C) b.raw = 1;
+    else b.lua = 1;
+  }
+  if (b.raw && (b.ents = malloc(SLICE_VALUES * sizeof *b.ents)) == NULL) {
+    lua_settop(H, top);
+    return 0;
+  }
   size_t count;
   int rc = flume__db_read(vs->db, from, log_since, SLICE_VALUES, batch_one,
                           &b, &count);
+  for (int i = 0; b.raw && i < b.n; i++)
+    b.ents[i].data = b.bytes.data + (uintptr_t)b.ents[i].data;
   if (rc) {
+    free(b.ents);
+    flume__buf_free(&b.bytes);
     char msg[300];
     snprintf(msg, sizeof msg, "the log cannot be read: %s%s%s",
              flume_strerror(rc), b.err[0] ? ": " : "", b.err);
@@ -703,7 +750,7 @@ static int index_slice(flume__views *vs) {
     lua_settop(H, top);
     return 0;
   }
-  if (vs->has_mapper) {
+  if (vs->has_mapper && b.lua) {
     lua_getfield(H, LUA_REGISTRYINDEX, "flume.mapper");
     for (int i = 1; i <= b.n; i++) {
       lua_pushvalue(H, -1);
@@ -726,9 +773,12 @@ static int index_slice(flume__views *vs) {
   }
   for (flume_view *v = vs->list; v; v = v->next) {
     if (!v->ready || v->failed || v->resetting) continue;
-    apply_view(vs, v, b.vals, b.first, b.n);
+    if (v->kind == FLUME__VIEW_C) apply_c(v, b.ents, b.first, b.n);
+    else apply_view(vs, v, b.vals, b.first, b.n);
     sample_rate(vs, v);
   }
+  free(b.ents);
+  flume__buf_free(&b.bytes);
   lua_settop(H, top);
   submit_checkpoint(vs);
   return 1;
@@ -857,6 +907,7 @@ static void views_free_list(flume__views *vs, flume_view *v) {
   while (v) {
     flume_view *next = v->next;
     fail_waiters(v, FLUME_ECLOSED);
+    if (v->kind == FLUME__VIEW_C && v->vt->close) v->vt->close(v->vstate);
     flume__buf_free(&v->ops);
     free(v);
     v = next;
@@ -998,6 +1049,38 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
   return 0;
 }
 
+int flume__views_use_c(flume_db *db, const char *name,
+                       const flume_view_vtable *vt, void *state,
+                       flume_view **out) {
+  int rc = 0;
+  if (strlen(name) == 0 || strlen(name) >= sizeof(((flume_view *)0)->name))
+    return FLUME_EINVAL;
+  flume__views *vs = views_get(db, &rc);
+  if (vs == NULL) return rc;
+  if (vs->closing) return FLUME_ECLOSED;
+  if (flume__view_find(db, name)) return FLUME_EEXIST;
+  flume_view *v = calloc(1, sizeof *v);
+  if (v == NULL) return FLUME_ENOMEM;
+  v->db = db;
+  strcpy(v->name, name);
+  v->kind = FLUME__VIEW_C;
+  v->vt = vt;
+  v->vstate = state;
+  v->ready = 1;
+  v->since = v->committed = vt->since(state);
+  v->next = vs->list;
+  vs->list = v;
+  if (out) *out = v;
+  indexer_kick(vs);
+  return 0;
+}
+
+char *flume__views_errbuf(flume_db *db) {
+  int rc = 0;
+  flume__views *vs = views_get(db, &rc);
+  return vs ? vs->errmsg : NULL;
+}
+
 /* ---- rebuild ---------------------------------------------------------------- */
 
 int flume__views_rebuild(flume_db *db) {
@@ -1005,6 +1088,13 @@ int flume__views_rebuild(flume_db *db) {
   if (vs == NULL) return 0;
   if (vs->closing) return FLUME_ECLOSED;
   for (flume_view *v = vs->list; v; v = v->next) {
+    if (v->kind == FLUME__VIEW_C) {
+      v->failed = 0;
+      int rc = v->vt->destroy(v->vstate);
+      v->since = v->committed = v->vt->since(v->vstate);
+      if (rc) view_fail(v, -1, flume_strerror(rc));
+      continue;
+    }
     if (!v->ready) continue;
     ckpt_job *c = calloc(1, sizeof *c + sizeof(ckpt_entry));
     if (c == NULL) return FLUME_ENOMEM;

@@ -22,7 +22,8 @@
 typedef enum flume__view_kind {
   FLUME__VIEW_REDUCE = 1, /* one state for the whole log */
   FLUME__VIEW_GROUP = 2,  /* one accumulator per key */
-  FLUME__VIEW_INDEX = 3   /* key -> seqs */
+  FLUME__VIEW_INDEX = 3,  /* key -> seqs */
+  FLUME__VIEW_C = 4       /* written in C, behind a flume_view_vtable */
 } flume__view_kind;
 
 typedef struct flume__waiter flume__waiter;
@@ -56,6 +57,8 @@ struct flume_view {
   double rate;             /* values per second while catching up */
   int64_t rate_since;      /* since at the last rate sample */
   double rate_at;          /* time of the last rate sample */
+  const flume_view_vtable *vt; /* a C view's functions */
+  void *vstate;            /* a C view's state */
   flume_view *next;        /* the db's list */
 };
 
@@ -141,6 +144,17 @@ flume__table flume__view_table(flume_view *v);
 /* The view's record in the host's registry: { def, env, state, ... }. */
 int flume__view_host_ref(flume_view *v);
 flume__host *flume__views_host(flume_db *db);
+
+/* Adds a C view (see flume_view_use_c). */
+int flume__views_use_c(flume_db *db, const char *name,
+                       const flume_view_vtable *vt, void *state,
+                       flume_view **out);
+/* The buffer behind flume_db_errmsg() (512 bytes), or NULL. */
+char *flume__views_errbuf(flume_db *db);
+/* Calls a view's method with msgpack args (a list); the msgpack result goes
+ * to out. Errors: FLUME_ENOTFOUND, FLUME_EVIEW, FLUME_EINVAL, with err. */
+int flume__view_call(flume_view *v, const char *method, const char *args,
+                     size_t alen, flume__buf *out, char *err, size_t errlen);
 
 /* Hooks of the database's close (db.c). */
 void flume__views_before_close(flume__views *vs);

@@ -1,0 +1,282 @@
+/*
+ * Views from C: loading a Lua view, calling a view's methods with msgpack
+ * arguments and results, since-gated; and the method calls themselves,
+ * which run in the view host (shared with the Lua binding).
+ */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "keys.h"
+#include "msgpack.h"
+#include "viewread.h"
+#include "views.h"
+
+typedef struct collect_ctx {
+  lua_State *L;   /* where entries go */
+  int index;      /* index view: seqs, else accumulators */
+  int vals;       /* stack index of the result table */
+  lua_Integer n;  /* entries so far */
+  char err[256];  /* a decode error */
+} collect_ctx;
+
+static int collect(void *p, const char *key, size_t key_len, size_t entry_len,
+                   const void *val, size_t val_len) {
+  collect_ctx *c = p;
+  (void)key;
+  c->n++;
+  if (c->index) {
+    const unsigned char *s = (const unsigned char *)key + key_len;
+    uint64_t seq = 0;
+    for (size_t i = 0; i < entry_len - key_len; i++) seq = seq << 8 | s[i];
+    lua_pushinteger(c->L, (lua_Integer)seq);
+  } else if (flume__mp_decode(c->L, val, val_len, c->err, sizeof c->err)) {
+    return FLUME_EDECODE;
+  }
+  lua_rawseti(c->L, c->vals, c->n);
+  return 0;
+}
+
+/* get(key) of a group or index view, in the host: up[1] = the view. */
+static int host_get(lua_State *H) {
+  flume_view *v = lua_touserdata(H, lua_upvalueindex(1));
+  flume__view_info_t in;
+  flume__view_info(v, &in);
+  luaL_checkany(H, 1);
+  flume__buf key = FLUME__BUF_INIT, resume = FLUME__BUF_INIT;
+  char err[256];
+  if (flume__key_encode(H, 1, &key, err, sizeof err)) {
+    flume__buf_free(&key);
+    return luaL_error(H, "%s", err);
+  }
+  flume__range r = {key.data, key.len, 1, key.data, key.len, 1, 0};
+  lua_newtable(H);
+  collect_ctx c = {H, in.kind == FLUME__VIEW_INDEX, lua_gettop(H), 0, ""};
+  size_t count;
+  int rc = flume__view_range(v->db, v->table, c.index ? 8 : 0, &r, SIZE_MAX,
+                             &resume, collect, &c, &count);
+  flume__buf_free(&key);
+  flume__buf_free(&resume);
+  if (rc) return luaL_error(H, "%s", flume_strerror(rc));
+  if (!c.index) {
+    if (count == 0) lua_pushnil(H);
+    else lua_rawgeti(H, -1, 1);
+  }
+  return 1;
+}
+
+typedef struct reply_ctx {
+  flume__buf *out;  /* where the result goes */
+  int replied;      /* reply was called */
+} reply_ctx;
+
+static void c_reply(void *p, const void *res, size_t len) {
+  reply_ctx *r = p;
+  r->replied = 1;
+  r->out->len = 0;
+  flume__buf_append(r->out, res, len);
+}
+
+int flume__view_call(flume_view *v, const char *method, const char *args,
+                     size_t alen, flume__buf *out, char *err, size_t errlen) {
+  flume__host *h = flume__views_host(v->db);
+  if (v->kind == FLUME__VIEW_C) {
+    if (v->vt->call == NULL) goto missing_c;
+    reply_ctx r = {out, 0};
+    int rc = v->vt->call(v->vstate, method, args, alen, c_reply, &r);
+    if (rc == FLUME_ENOTFOUND) goto missing_c;
+    if (rc == 0 && !r.replied) rc = FLUME_EVIEW;
+    if (rc) snprintf(err, errlen, "view '%s' method '%s': %s", v->name,
+                     method, flume_strerror(rc));
+    return rc;
+  missing_c:
+    snprintf(err, errlen, "view '%s' has no method '%s'", v->name, method);
+    return FLUME_ENOTFOUND;
+  }
+  lua_State *H = flume__host_state(h);
+  int top = lua_gettop(H);
+  lua_rawgeti(H, LUA_REGISTRYINDEX, v->host_ref);
+  int rec = lua_gettop(H);
+  lua_getfield(H, rec, "def");
+  lua_getfield(H, -1, "methods");
+  int builtin = 0;
+  if (lua_istable(H, -1)) lua_getfield(H, -1, method);
+  else lua_pushnil(H);
+  if (lua_istable(H, -1)) {
+    lua_rawgeti(H, -1, 2);
+  } else if (strcmp(method, "get") == 0) {
+    builtin = 1;
+    if (v->kind == FLUME__VIEW_REDUCE) {
+      lua_pushnil(H); /* placeholder: the state is pushed below */
+    } else {
+      lua_pushlightuserdata(H, v);
+      lua_pushcclosure(H, host_get, 1);
+    }
+  } else {
+    lua_pushnil(H);
+  }
+  if (!lua_isfunction(H, -1) && !(builtin && v->kind == FLUME__VIEW_REDUCE)) {
+    lua_settop(H, top);
+    snprintf(err, errlen, "view '%s' has no method '%s'", v->name, method);
+    return FLUME_ENOTFOUND;
+  }
+  int fn = lua_gettop(H);
+  if (flume__mp_decode(H, args, alen, err, errlen) || !lua_istable(H, -1)) {
+    lua_settop(H, top);
+    snprintf(err, errlen, "the arguments of view '%s' method '%s' must be "
+             "a msgpack list", v->name, method);
+    return FLUME_EINVAL;
+  }
+  int list = lua_gettop(H);
+  lua_Integer n = (lua_Integer)lua_rawlen(H, list);
+  if (n > 200 || !lua_checkstack(H, (int)n + 8)) {
+    lua_settop(H, top);
+    snprintf(err, errlen, "too many arguments");
+    return FLUME_EINVAL;
+  }
+  if (builtin && v->kind == FLUME__VIEW_REDUCE) {
+    lua_getfield(H, rec, "state");
+  } else {
+    lua_pushvalue(H, fn);
+    if (builtin) {
+      lua_rawgeti(H, list, 1); /* get(key) */
+      n = 0;
+    } else if (v->kind == FLUME__VIEW_REDUCE) {
+      lua_getfield(H, rec, "state");
+    } else {
+      /* A read handle: get(key) over the view's stored state. */
+      lua_createtable(H, 0, 1);
+      lua_pushlightuserdata(H, v);
+      lua_pushcclosure(H, host_get, 1);
+      lua_setfield(H, -2, "get");
+    }
+    for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(H, list, i);
+    if (flume__host_pcall(h, (int)n + 1, 1) != LUA_OK) {
+      snprintf(err, errlen, "view '%s' method '%s' failed: %s", v->name,
+               method, lua_tostring(H, -1));
+      lua_settop(H, top);
+      return FLUME_EVIEW;
+    }
+  }
+  out->len = 0;
+  int rc = flume__mp_encode(H, -1, out, err, errlen);
+  lua_settop(H, top);
+  return rc;
+}
+
+/* ---- the public API -------------------------------------------------------- */
+
+FLUME_API int flume_view_use(flume_db *db, const char *name,
+                             const char *script, size_t len, flume_use_cb cb,
+                             void *ctx) {
+  char *err = flume__views_errbuf(db);
+  if (script == NULL || name == NULL) return FLUME_EINVAL;
+  if (err) err[0] = '\0';
+  char chunk[80];
+  snprintf(chunk, sizeof chunk, "=%s", name);
+  char local[512];
+  int rc = flume__views_use(db, name, script, len, chunk, NULL, 0,
+                            (flume__use_cb)cb, ctx, local, sizeof local);
+  err = flume__views_errbuf(db);
+  if (rc && err) snprintf(err, 512, "%s", local);
+  return rc;
+}
+
+FLUME_API const char *flume_db_errmsg(flume_db *db) {
+  char *err = flume__views_errbuf(db);
+  return err ? err : "";
+}
+
+FLUME_API flume_view *flume_db_view(flume_db *db, const char *name) {
+  return flume__view_find(db, name);
+}
+
+FLUME_API int64_t flume_view_since(const flume_view *view) {
+  return view->committed;
+}
+
+FLUME_API const char *flume_view_error(const flume_view *view) {
+  return view->failed ? view->error : NULL;
+}
+
+typedef struct call_req {
+  flume_view *view;      /* the view called */
+  char method[64];       /* the method's name */
+  flume__buf args;       /* a copy of the arguments */
+  flume_call_cb cb;      /* the caller's callback */
+  void *ctx;
+  uv_timer_t timer;      /* runs an ungated call on the next loop turn */
+} call_req;
+
+static void call_run(call_req *r, int status) {
+  flume__buf out = FLUME__BUF_INIT;
+  flume_db *db = r->view->db;
+  if (status == 0) {
+    char err[512] = "";
+    status = flume__view_call(r->view, r->method, r->args.data, r->args.len,
+                              &out, err, sizeof err);
+    char *buf = flume__views_errbuf(db);
+    if (status && buf) snprintf(buf, 512, "%s", err);
+  } else if (status == FLUME_EVIEW) {
+    char *buf = flume__views_errbuf(db);
+    if (buf) snprintf(buf, 512, "%s", r->view->error);
+  }
+  r->cb(r->ctx, status, status ? NULL : out.data, status ? 0 : out.len);
+  flume__buf_free(&out);
+  flume__buf_free(&r->args);
+}
+
+static void call_closed(uv_handle_t *h) { free(h->data); }
+
+static void call_timer(uv_timer_t *t) {
+  call_req *r = t->data;
+  call_run(r, r->view->failed ? FLUME_EVIEW : 0);
+  uv_close((uv_handle_t *)&r->timer, call_closed);
+}
+
+static void call_ready(void *ctx, int status) {
+  call_req *r = ctx;
+  call_run(r, status);
+  free(r);
+}
+
+FLUME_API int flume_view_call(flume_view *view, const char *method,
+                              const void *args, size_t len, int wait,
+                              flume_call_cb cb, void *ctx) {
+  if (view == NULL || method == NULL || cb == NULL ||
+      strlen(method) >= sizeof(((call_req *)0)->method))
+    return FLUME_EINVAL;
+  call_req *r = calloc(1, sizeof *r);
+  if (r == NULL) return FLUME_ENOMEM;
+  r->view = view;
+  strcpy(r->method, method);
+  r->cb = cb;
+  r->ctx = ctx;
+  if (flume__buf_append(&r->args, args, len)) {
+    free(r);
+    return FLUME_ENOMEM;
+  }
+  int64_t target = flume_db_since(view->db);
+  if (wait && !view->failed && (!view->ready || view->committed < target)) {
+    int rc = flume__view_wait(view, target, -1, call_ready, r);
+    if (rc) {
+      flume__buf_free(&r->args);
+      free(r);
+    }
+    return rc;
+  }
+  /* Never from inside the call: on the next loop turn. */
+  uv_timer_init(flume__db_loop(view->db), &r->timer);
+  r->timer.data = r;
+  uv_timer_start(&r->timer, call_timer, 0, 0);
+  return 0;
+}
+
+FLUME_API int flume_view_use_c(flume_db *db, const char *name,
+                               const flume_view_vtable *vt, void *state,
+                               flume_view **out) {
+  if (name == NULL || vt == NULL || vt->since == NULL || vt->apply == NULL ||
+      vt->destroy == NULL)
+    return FLUME_EINVAL;
+  return flume__views_use_c(db, name, vt, state, out);
+}
