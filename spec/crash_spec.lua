@@ -34,16 +34,22 @@ local function start_child(dir, ackpath, run, views)
   return pid
 end
 
-local function read_acks(path)
-  local f = io.open(path)
-  if not f then return {} end
-  local text = f:read("a")
-  f:close()
+-- The acknowledgements of runs 1..runs, each run in a file of its own.
+local function read_acks(path, runs)
   local acks = {}
-  -- only whole lines: a line is written after its append was acknowledged
-  for seq, run, i in text:gmatch("(%d+) (%d+) (%d+)\n") do
-    acks[#acks + 1] = { seq = tonumber(seq), run = tonumber(run),
-      i = tonumber(i) }
+  for run = 1, runs do
+    local f = io.open(path .. "." .. run)
+    if f then
+      local text = f:read("a")
+      f:close()
+      -- only whole lines: a line is written after its append was
+      -- acknowledged, and a kill can cut the last one short
+      for line in text:gmatch("([^\n]*)\n") do
+        local seq, r, i = line:match("^(%d+) (%d+) (%d+)$")
+        assert(seq and tonumber(r) == run, "garbled ack line: " .. line)
+        acks[#acks + 1] = { seq = tonumber(seq), run = run, i = tonumber(i) }
+      end
+    end
   end
   return acks
 end
@@ -64,13 +70,13 @@ describe("a writer killed with SIGKILL", function()
     math.randomseed(os.time())
     local total_acks, kills = 0, 0
     for run = 1, 12 do
-      local pid = start_child(db_dir, ackpath, run)
+      local pid = start_child(db_dir, ackpath .. "." .. run, run)
       sleep(0.08 + math.random() * 0.4)
       os.execute("kill -9 " .. pid)
       kills = kills + 1
       while alive(pid) do sleep(0.01) end
 
-      local acks = read_acks(ackpath)
+      local acks = read_acks(ackpath, run)
       local db = reopen(db_dir)
       local since = db.since
       for _, a in ipairs(acks) do
@@ -105,7 +111,7 @@ describe("a writer with views killed with SIGKILL", function()
     local db_dir, ackpath = dir .. "/db", dir .. "/acks"
     math.randomseed(os.time() + 1)
     for run = 1, 8 do
-      local pid = start_child(db_dir, ackpath, run, "views")
+      local pid = start_child(db_dir, ackpath .. "." .. run, run, "views")
       sleep(0.15 + math.random() * 0.4)
       os.execute("kill -9 " .. pid)
       while alive(pid) do sleep(0.01) end

@@ -27,7 +27,11 @@ local function value()
     type = TYPES[i % 4 + 1], author = "@" .. (i % 7), amount = i % 10 }
 end
 
-local function ack(seq, v) acks:write(seq, " ", run, " ", v.i, "\n") end
+-- One write per line: a kill can cut only the last line of this run's
+-- file, which the parent ignores for lack of its newline.
+local function ack(seq, v)
+  acks:write(string.format("%d %d %d\n", seq, run, v.i))
+end
 
 while true do
   local mode = math.random(3)
