@@ -344,6 +344,26 @@ for _, backend in ipairs(H.backends) do
       end)
     end)
 
+    it("lets progress be observed while it catches up", function()
+      local db, dir = H.open(backend, { ready = false })
+      for b = 0, 19 do db:append(events(1000, b * 1000), { batch = true }) end
+      db:use("types", COUNT)
+      local seen = {}
+      local stop = db.types:on_progress(function(s)
+        seen[#seen + 1] = { since = s.since, log = s.log_since }
+      end, 0.001)
+      db:set_ready()
+      db.types:ready()
+      flume.sleep(0.05)
+      stop()
+      assert.is_true(#seen >= 2)
+      assert.equal(-1, seen[1].since)
+      assert.same({ since = 19999, log = 19999 }, seen[#seen])
+      for i = 2, #seen do assert.is_true(seen[i].since >= seen[i - 1].since) end
+      db:close()
+      H.rm(dir)
+    end)
+
     it("reports its progress", function()
       ctx.db:use("types", COUNT)
       ctx.db:append(events(10), { batch = true })

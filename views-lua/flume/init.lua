@@ -587,6 +587,42 @@ function View:status()
   return view_info(self)
 end
 
+--- Observes the view's progress: `fn(status)` (see View:status) every
+-- `interval` seconds (default 0.25) while the view is behind the log, once
+-- more when it has caught up, and again whenever the log grows. For
+-- progress bars over long rebuilds. Returns a function that stops it.
+function View:on_progress(fn, interval)
+  check_view(self, "on_progress")
+  local c = self._db._c
+  interval = interval or 0.25
+  local stopped, polling = false, false
+  local function poll()
+    if stopped or c:closed() then
+      polling = false
+      return
+    end
+    local s = view_info(self)
+    fn(s)
+    if s.failed or s.since >= s.log_since then
+      polling = false
+    else
+      core.timer(interval, poll)
+    end
+  end
+  local function start()
+    if not polling and not stopped then
+      polling = true
+      core.timer(0, poll)
+    end
+  end
+  local stop_since = self._db:on_since(start)
+  start()
+  return function()
+    stopped = true
+    stop_since()
+  end
+end
+
 function View:_call(method, kind, ...)
   check_view(self, method)
   local c, name = self._db._c, self._name
