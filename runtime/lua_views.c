@@ -161,38 +161,6 @@ static void encode_key(lua_State *L, int idx, flume__buf *b) {
   }
 }
 
-typedef struct collect_ctx {
-  lua_State *L;       /* where entries go */
-  int index;          /* index view: seqs, else accumulators */
-  int keys;           /* stack index of the keys table (0: none) */
-  int vals;           /* stack index of the seqs/accs table */
-  lua_Integer n;      /* entries so far */
-  char err[256];      /* a decode error */
-} collect_ctx;
-
-static int collect(void *p, const char *key, size_t key_len, size_t entry_len,
-                   const void *val, size_t val_len) {
-  collect_ctx *c = p;
-  lua_State *L = c->L;
-  size_t used;
-  c->n++;
-  if (c->keys) {
-    if (flume__key_decode(L, key, key_len, &used, c->err, sizeof c->err))
-      return FLUME_EDECODE;
-    lua_rawseti(L, c->keys, c->n);
-  }
-  if (c->index) {
-    const unsigned char *s = (const unsigned char *)key + key_len;
-    uint64_t seq = 0;
-    for (size_t i = 0; i < entry_len - key_len; i++) seq = seq << 8 | s[i];
-    lua_pushinteger(L, (lua_Integer)seq);
-  } else if (flume__mp_decode(L, val, val_len, c->err, sizeof c->err)) {
-    return FLUME_EDECODE;
-  }
-  lua_rawseti(L, c->vals, c->n);
-  return 0;
-}
-
 /* db:view_get(name, key) -> a reduce view's state; a group view's
  * accumulator for key (nil if none); an index view's list of seqs. */
 static int ldb_view_get(lua_State *L) {
@@ -226,12 +194,13 @@ static int ldb_view_get(lua_State *L) {
   encode_key(L, 3, &key);
   flume__range r = {key.data, key.len, 1, key.data, key.len, 1, 0};
   lua_newtable(L);
-  collect_ctx c = {L, in.kind == FLUME__VIEW_INDEX, 0, lua_gettop(L), 0, ""};
+  flume__collect_ctx c = {L, in.kind == FLUME__VIEW_INDEX, 0, lua_gettop(L),
+                         0, ""};
   size_t count, total = 0;
   int rc;
   do {
     rc = flume__view_range(d->db, tbl, c.index ? 8 : 0, &r, 4096, &resume,
-                           collect, &c, &count);
+                           flume__collect, &c, &count);
     total += count;
   } while (rc == 0 && count == 4096 && c.index);
   flume__buf_free(&key);
@@ -271,11 +240,11 @@ static int ldb_view_read(lua_State *L) {
                     hi.len ? hi.data : NULL, hi.len, lua_toboolean(L, 6),
                     lua_toboolean(L, 7)};
   lua_settop(L, 11);
-  collect_ctx c = {L, in.kind == FLUME__VIEW_INDEX, 10, 11, 0, ""};
+  flume__collect_ctx c = {L, in.kind == FLUME__VIEW_INDEX, 10, 11, 0, ""};
   size_t count = 0;
   int rc = max > 0 ? flume__view_range(d->db, flume__view_table(v),
                                        c.index ? 8 : 0, &r, (size_t)max,
-                                       &resume, collect, &c, &count)
+                                       &resume, flume__collect, &c, &count)
                    : 0;
   flume__buf_free(&lo);
   flume__buf_free(&hi);

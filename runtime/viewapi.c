@@ -12,28 +12,26 @@
 #include "viewread.h"
 #include "views.h"
 
-typedef struct collect_ctx {
-  lua_State *L;   /* where entries go */
-  int index;      /* index view: seqs, else accumulators */
-  int vals;       /* stack index of the result table */
-  lua_Integer n;  /* entries so far */
-  char err[256];  /* a decode error */
-} collect_ctx;
-
-static int collect(void *p, const char *key, size_t key_len, size_t entry_len,
-                   const void *val, size_t val_len) {
-  collect_ctx *c = p;
-  (void)key;
+int flume__collect(void *p, const char *key, size_t key_len,
+                   size_t entry_len, const void *val, size_t val_len) {
+  flume__collect_ctx *c = p;
+  lua_State *L = c->L;
+  size_t used;
   c->n++;
+  if (c->keys) {
+    if (flume__key_decode(L, key, key_len, &used, c->err, sizeof c->err))
+      return FLUME_EDECODE;
+    lua_rawseti(L, c->keys, c->n);
+  }
   if (c->index) {
     const unsigned char *s = (const unsigned char *)key + key_len;
     uint64_t seq = 0;
     for (size_t i = 0; i < entry_len - key_len; i++) seq = seq << 8 | s[i];
-    lua_pushinteger(c->L, (lua_Integer)seq);
-  } else if (flume__mp_decode(c->L, val, val_len, c->err, sizeof c->err)) {
+    lua_pushinteger(L, (lua_Integer)seq);
+  } else if (flume__mp_decode(L, val, val_len, c->err, sizeof c->err)) {
     return FLUME_EDECODE;
   }
-  lua_rawseti(c->L, c->vals, c->n);
+  lua_rawseti(L, c->vals, c->n);
   return 0;
 }
 
@@ -51,10 +49,11 @@ static int host_get(lua_State *H) {
   }
   flume__range r = {key.data, key.len, 1, key.data, key.len, 1, 0};
   lua_newtable(H);
-  collect_ctx c = {H, in.kind == FLUME__VIEW_INDEX, lua_gettop(H), 0, ""};
+  flume__collect_ctx c = {H, in.kind == FLUME__VIEW_INDEX, 0, lua_gettop(H),
+                         0, ""};
   size_t count;
   int rc = flume__view_range(v->db, v->table, c.index ? 8 : 0, &r, SIZE_MAX,
-                             &resume, collect, &c, &count);
+                             &resume, flume__collect, &c, &count);
   flume__buf_free(&key);
   flume__buf_free(&resume);
   if (rc) return luaL_error(H, "%s", flume_strerror(rc));

@@ -156,6 +156,21 @@ char *flume__views_errbuf(flume_db *db);
 int flume__view_call(flume_view *v, const char *method, const char *args,
                      size_t alen, flume__buf *out, char *err, size_t errlen);
 
+/* Collects view entries read by flume__view_range into Lua tables: keys
+ * (decoded) into keys[] when `keys` is nonzero, and seqs (index) or
+ * accumulators (group) into vals[]. */
+typedef struct flume__collect_ctx {
+  lua_State *L;   /* where entries go */
+  int index;      /* index view: seqs, else accumulators */
+  int keys;       /* stack index of the keys table, or 0 */
+  int vals;       /* stack index of the seqs/accumulators table */
+  lua_Integer n;  /* entries so far */
+  char err[256];  /* a decode error */
+} flume__collect_ctx;
+
+int flume__collect(void *ctx, const char *key, size_t key_len,
+                   size_t entry_len, const void *val, size_t val_len);
+
 /* Hooks of the database's close (db.c). */
 void flume__views_before_close(flume__views *vs);
 void flume__views_close(flume__views *vs, void (*cb)(void *), void *ctx);
