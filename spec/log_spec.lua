@@ -408,6 +408,26 @@ describe("the durable log", function()
     db:close()
   end)
 
+  it("grows its storage on demand, losing nothing", function()
+    local db = flume.open(dir .. "/db", { map_size = 1 << 20 })
+    local big = string.rep("x", 3000)
+    for b = 1, 20 do
+      local batch = {}
+      for i = 1, 100 do batch[i] = { b = b, i = i, big = big } end
+      db:append(batch, { batch = true })
+    end
+    db:close()
+    db = flume.open(dir .. "/db", { map_size = 1 << 20 })
+    assert.equal(1999, db.since)
+    local n = 0
+    for _, v in db:stream() do
+      n = n + 1
+      assert.equal(big, v.big)
+    end
+    assert.equal(2000, n)
+    db:close()
+  end)
+
   it("refuses a second writer in the same process", function()
     local db = flume.open(dir .. "/db")
     assert.error_matches(function() flume.open(dir .. "/db") end,
