@@ -64,6 +64,92 @@ static int host_get(lua_State *H) {
   return 1;
 }
 
+/* The iterator host_read returns: up[1] keys, up[2] values, up[3] index. */
+static int host_read_next(lua_State *H) {
+  lua_Integer i = lua_tointeger(H, lua_upvalueindex(3)) + 1;
+  lua_rawgeti(H, lua_upvalueindex(1), i);
+  if (lua_isnil(H, -1)) return 1;
+  lua_pushinteger(H, i);
+  lua_replace(H, lua_upvalueindex(3));
+  lua_rawgeti(H, lua_upvalueindex(2), i);
+  return 2;
+}
+
+/* Bound i of a read's options: pushes the field and says if it is set. */
+static int opt_bound(lua_State *H, const char *name, flume__buf *b,
+                     char *err, size_t errlen) {
+  lua_getfield(H, 1, name);
+  int set = !lua_isnil(H, -1);
+  if (set && flume__key_encode(H, -1, b, err, errlen)) set = -1;
+  lua_pop(H, 1);
+  return set;
+}
+
+/* read{gt=, gte=, lt=, lte=, reverse=, limit=} of a group or index view,
+ * in the host: an iterator of key, accumulator (group) or key, seq
+ * (index). up[1] = the view. */
+static int host_read(lua_State *H) {
+  flume_view *v = lua_touserdata(H, lua_upvalueindex(1));
+  char err[256] = "";
+  if (lua_isnoneornil(H, 1)) {
+    lua_settop(H, 0);
+    lua_newtable(H);
+  }
+  luaL_checktype(H, 1, LUA_TTABLE);
+  flume__buf lo = FLUME__BUF_INIT, hi = FLUME__BUF_INIT;
+  flume__buf resume = FLUME__BUF_INIT;
+  int lo_incl = 1, hi_incl = 1, set;
+  if ((set = opt_bound(H, "gte", &lo, err, sizeof err)) == 0) {
+    set = opt_bound(H, "gt", &lo, err, sizeof err);
+    lo_incl = 0;
+  }
+  int bad = set < 0;
+  if ((set = opt_bound(H, "lte", &hi, err, sizeof err)) == 0) {
+    set = opt_bound(H, "lt", &hi, err, sizeof err);
+    hi_incl = 0;
+  }
+  bad = bad || set < 0;
+  lua_getfield(H, 1, "reverse");
+  int reverse = lua_toboolean(H, -1);
+  lua_getfield(H, 1, "limit");
+  lua_Integer limit = luaL_optinteger(H, -1, 1000000);
+  lua_pop(H, 2);
+  if (bad) {
+    flume__buf_free(&lo);
+    flume__buf_free(&hi);
+    return luaL_error(H, "%s", err);
+  }
+  flume__range r = {lo.len ? lo.data : NULL, lo.len, lo_incl,
+                    hi.len ? hi.data : NULL, hi.len, hi_incl, reverse};
+  lua_newtable(H);
+  lua_newtable(H);
+  flume__collect_ctx c = {H, v->kind == FLUME__VIEW_INDEX, lua_gettop(H) - 1,
+                          lua_gettop(H), 0, ""};
+  size_t count;
+  int rc = limit > 0 ? flume__view_range(v->db, v->table, c.index ? 8 : 0, &r,
+                                         (size_t)limit, &resume,
+                                         flume__collect, &c, &count)
+                     : 0;
+  flume__buf_free(&lo);
+  flume__buf_free(&hi);
+  flume__buf_free(&resume);
+  if (rc) return luaL_error(H, "%s", c.err[0] ? c.err : flume_strerror(rc));
+  lua_pushinteger(H, 0);
+  lua_pushcclosure(H, host_read_next, 3);
+  return 1;
+}
+
+/* Pushes a read handle for a group or index view: { get, read }. */
+static void push_handle(lua_State *H, flume_view *v) {
+  lua_createtable(H, 0, 2);
+  lua_pushlightuserdata(H, v);
+  lua_pushcclosure(H, host_get, 1);
+  lua_setfield(H, -2, "get");
+  lua_pushlightuserdata(H, v);
+  lua_pushcclosure(H, host_read, 1);
+  lua_setfield(H, -2, "read");
+}
+
 typedef struct reply_ctx {
   flume__buf *out;  /* where the result goes */
   int replied;      /* reply was called */
@@ -143,11 +229,8 @@ int flume__view_call(flume_view *v, const char *method, const char *args,
     } else if (v->kind == FLUME__VIEW_REDUCE) {
       lua_getfield(H, rec, "state");
     } else {
-      /* A read handle: get(key) over the view's stored state. */
-      lua_createtable(H, 0, 1);
-      lua_pushlightuserdata(H, v);
-      lua_pushcclosure(H, host_get, 1);
-      lua_setfield(H, -2, "get");
+      /* A read handle over the view's stored state. */
+      push_handle(H, v);
     }
     for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(H, list, i);
     if (flume__host_pcall(h, (int)n + 1, 1) != LUA_OK) {

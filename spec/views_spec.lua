@@ -105,6 +105,25 @@ for _, backend in ipairs(H.backends) do
         for k in ctx.db.g:read() do keys[#keys + 1] = k end
         assert.same({ true, -1.5, 2, 10, "a", "b", { 1, "x" } }, keys)
       end)
+
+      it("hands its methods a read handle with get and read", function()
+        ctx.db:use("types", { version = 1,
+          map = function(v) return v.type, 1 end,
+          reduce = function(a, n) return (a or 0) + n end,
+          methods = {
+            top = { "async", function(h, limit)
+              local out = {}
+              for k, n in h.read { reverse = true, limit = limit } do
+                out[#out + 1] = k .. "=" .. n
+              end
+              return out
+            end },
+            posts = { "sync", function(h) return h.get("post") end },
+          } })
+        ctx.db:append(events(30), { batch = true })
+        assert.same({ "post=10", "like=10" }, ctx.db.types:top(2))
+        assert.equal(10, ctx.db.types:posts())
+      end)
     end)
 
     describe("an index view", function()
