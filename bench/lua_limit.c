@@ -1,0 +1,163 @@
+/*
+ * The Lua limit: the least a rebuild of Lua views can cost. One read
+ * transaction and one cursor over the raw LMDB baseline's log; each value
+ * is decoded once into a Lua table by flume's own MessagePack decoder and
+ * handed to the same view scripts flume runs, called the way flume calls
+ * them. Nothing is stored: reduce states and group accumulators stay in
+ * Lua tables, an index view's keys are computed and dropped. So this is
+ * flume's rebuild without checkpoints, key encoding, slices, sandbox or
+ * event loop.
+ *
+ *   lua_limit DIR VIEW.lua...     prints "lua_limit <values per second>"
+ */
+#include <lauxlib.h>
+#include <lmdb.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "msgpack.h"
+
+enum kind { REDUCE, GROUP, INDEX };
+
+typedef struct view {
+  enum kind kind; /* decided as flume decides it */
+  int map;        /* registry refs, LUA_NOREF when absent */
+  int reduce;
+  int state;      /* reduce: the state; group: table of accumulators */
+} view;
+
+static int field_ref(lua_State *L, int t, const char *name) {
+  lua_getfield(L, t, name);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return LUA_NOREF;
+  }
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void load_view(lua_State *L, const char *path, view *v) {
+  if (luaL_dofile(L, path) != LUA_OK)
+    die("%s: %s", path, lua_tostring(L, -1));
+  if (!lua_istable(L, -1)) die("%s: does not return a table", path);
+  int t = lua_gettop(L);
+  v->map = field_ref(L, t, "map");
+  v->reduce = field_ref(L, t, "reduce");
+  lua_getfield(L, t, "initial");
+  int has_initial = !lua_isnil(L, -1);
+  lua_getfield(L, t, "kind");
+  const char *named = lua_tostring(L, -1);
+  if (named)
+    v->kind = strcmp(named, "reduce") == 0  ? REDUCE
+              : strcmp(named, "group") == 0 ? GROUP
+                                            : INDEX;
+  else if (v->reduce != LUA_NOREF && (v->map == LUA_NOREF || has_initial))
+    v->kind = REDUCE;
+  else if (v->reduce != LUA_NOREF)
+    v->kind = GROUP;
+  else
+    v->kind = INDEX;
+  lua_pop(L, 1);
+  if (v->kind == GROUP) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+  }
+  v->state = luaL_ref(L, LUA_REGISTRYINDEX); /* initial, or the groups */
+  lua_settop(L, 0);
+}
+
+static void call(lua_State *L, int nargs, int nres) {
+  if (lua_pcall(L, nargs, nres, 0) != LUA_OK)
+    die("a view failed: %s", lua_tostring(L, -1));
+}
+
+/* Feeds the value at `val` (seq) to a view, as flume's indexer does. */
+static void apply(lua_State *L, view *v, int val, int64_t seq) {
+  int top = lua_gettop(L);
+  if (v->kind == INDEX) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, v->map);
+    lua_pushvalue(L, val);
+    lua_pushinteger(L, seq);
+    call(L, 2, 1); /* the keys are dropped */
+  } else if (v->kind == GROUP) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, v->state);
+    int groups = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, v->map);
+    lua_pushvalue(L, val);
+    lua_pushinteger(L, seq);
+    call(L, 2, 2);
+    int key = lua_gettop(L) - 1;
+    if (!lua_isnil(L, key)) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, v->reduce);
+      lua_pushvalue(L, key);
+      lua_rawget(L, groups);
+      lua_pushvalue(L, key + 1);
+      lua_pushvalue(L, key);
+      lua_pushinteger(L, seq);
+      call(L, 4, 1);
+      lua_pushvalue(L, key);
+      lua_insert(L, -2);
+      lua_rawset(L, groups);
+    }
+  } else {
+    if (v->map != LUA_NOREF) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, v->map);
+      lua_pushvalue(L, val);
+      lua_pushinteger(L, seq);
+      call(L, 2, 1);
+      val = lua_gettop(L);
+    }
+    if (!lua_isnil(L, val)) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, v->reduce);
+      lua_rawgeti(L, LUA_REGISTRYINDEX, v->state);
+      lua_pushvalue(L, val);
+      lua_pushinteger(L, seq);
+      call(L, 3, 1);
+      lua_rawseti(L, LUA_REGISTRYINDEX, v->state);
+    }
+  }
+  lua_settop(L, top);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) die("usage: lua_limit DIR VIEW.lua...");
+  int nviews = argc - 2;
+  view *views = calloc((size_t)nviews, sizeof *views);
+  lua_State *L = luaL_newstate();
+  if (views == NULL || L == NULL) die("out of memory");
+  /* The libraries a view may use (flume's sandbox allows a subset). */
+  luaL_openlibs(L);
+  for (int i = 0; i < nviews; i++) load_view(L, argv[i + 2], &views[i]);
+
+  MDB_env *env = env_open(argv[1], (size_t)16 << 30);
+  MDB_txn *txn;
+  MDB_dbi log;
+  MDB_cursor *cur;
+  MDB_val k, v;
+  char err[128];
+  size_t n = 0;
+  double t0 = now();
+  check_mdb(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), "begin");
+  check_mdb(mdb_dbi_open(txn, "log", MDB_INTEGERKEY, &log), "log");
+  check_mdb(mdb_cursor_open(txn, log, &cur), "mdb_cursor_open");
+  while (mdb_cursor_get(cur, &k, &v, n ? MDB_NEXT : MDB_FIRST) == 0) {
+    int64_t seq;
+    memcpy(&seq, k.mv_data, sizeof seq);
+    if (flume__mp_decode(L, v.mv_data, v.mv_size, err, sizeof err))
+      die("seq %lld: %s", (long long)seq, err);
+    int val = lua_gettop(L);
+    for (int i = 0; i < nviews; i++) apply(L, &views[i], val, seq);
+    lua_settop(L, 0);
+    n++;
+  }
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  double t1 = now();
+  mdb_env_close(env);
+  lua_close(L);
+  printf("lua_limit %.0f\n", t1 > t0 ? (double)n / (t1 - t0) : 0.0);
+  return 0;
+}
