@@ -414,7 +414,6 @@ static int enc_table(mp_enc *e, int idx, int depth) {
 
   lua_pushnil(L);
   if (!lua_next(L, idx)) {
-    lua_pop(L, 1);
     if (ENC_NEED(e, 1)) return e->rc;
     *ENC_W(e) = 0x80; /* {} has no way to say which it is: a map */
     e->b->len++;
