@@ -230,53 +230,61 @@ static MP_NOINLINE int enc_grow(mp_enc *e, size_t n) {
   ((e)->b->cap - (e)->b->len >= (n) ? 0 : enc_grow((e), (n)))
 #define ENC_W(e) ((unsigned char *)(e)->b->data + (e)->b->len)
 
-static inline int enc_int(mp_enc *e, lua_Integer v) {
-  if (ENC_NEED(e, 9)) return e->rc;
-  unsigned char *w = ENC_W(e);
-  size_t k;
+/* Writes v in its smallest form at w (room for 9 bytes); returns the
+ * length. */
+static inline size_t put_int(unsigned char *w, lua_Integer v) {
   if (v >= 0) {
     uint64_t u = (uint64_t)v;
     if (u < 0x80) {
       w[0] = (unsigned char)u;
-      k = 1;
-    } else if (u <= 0xff) {
+      return 1;
+    }
+    if (u <= 0xff) {
       w[0] = 0xcc;
       w[1] = (unsigned char)u;
-      k = 2;
-    } else if (u <= 0xffff) {
+      return 2;
+    }
+    if (u <= 0xffff) {
       w[0] = 0xcd;
       put16(w + 1, (uint32_t)u);
-      k = 3;
-    } else if (u <= 0xffffffff) {
+      return 3;
+    }
+    if (u <= 0xffffffff) {
       w[0] = 0xce;
       put32(w + 1, (uint32_t)u);
-      k = 5;
-    } else {
-      w[0] = 0xcf;
-      put64(w + 1, u);
-      k = 9;
+      return 5;
     }
-  } else if (v >= -32) {
+    w[0] = 0xcf;
+    put64(w + 1, u);
+    return 9;
+  }
+  if (v >= -32) {
     w[0] = (unsigned char)(uint64_t)v; /* negative fixint is the low byte */
-    k = 1;
-  } else if (v >= INT8_MIN) {
+    return 1;
+  }
+  if (v >= INT8_MIN) {
     w[0] = 0xd0;
     w[1] = (unsigned char)(uint64_t)v;
-    k = 2;
-  } else if (v >= INT16_MIN) {
+    return 2;
+  }
+  if (v >= INT16_MIN) {
     w[0] = 0xd1;
     put16(w + 1, (uint32_t)(uint64_t)v);
-    k = 3;
-  } else if (v >= INT32_MIN) {
+    return 3;
+  }
+  if (v >= INT32_MIN) {
     w[0] = 0xd2;
     put32(w + 1, (uint32_t)(uint64_t)v);
-    k = 5;
-  } else {
-    w[0] = 0xd3;
-    put64(w + 1, (uint64_t)v);
-    k = 9;
+    return 5;
   }
-  e->b->len += k;
+  w[0] = 0xd3;
+  put64(w + 1, (uint64_t)v);
+  return 9;
+}
+
+static inline int enc_int(mp_enc *e, lua_Integer v) {
+  if (ENC_NEED(e, 9)) return e->rc;
+  e->b->len += put_int(ENC_W(e), v);
   return 0;
 }
 
@@ -360,10 +368,133 @@ static int enc_key(mp_enc *e, int idx, int depth) {
 }
 
 /*
- * The pairs of the table at idx as a map, starting with the pair lua_next
- * has just pushed. The count is not known up front: write a fixmap header
- * and widen it at the end in the rare case of more than 15 pairs, rather
- * than walking the table twice.
+ * Fills in the one-byte header left at `head` for a map or array of n
+ * entries (fix is 0x80 or 0x90, c16 0xde or 0xdc). Tables are written
+ * before their size is known, so past 15 entries the body moves up by 2 or
+ * 4 bytes: one memmove per big table, cheaper than a second walk.
+ */
+static int enc_finish(mp_enc *e, size_t head, size_t n, unsigned fix,
+                      unsigned c16, int depth) {
+  if (n <= 15) {
+    ((unsigned char *)e->b->data)[head] = (unsigned char)(fix | n);
+    return 0;
+  }
+  if (MP_UNLIKELY(n > 0xffffffff))
+    return enc_fail(e, depth, "table with %zu entries is too big", n);
+  size_t extra = n <= 0xffff ? 2 : 4;
+  if (ENC_NEED(e, extra)) return e->rc;
+  unsigned char *w = (unsigned char *)e->b->data + head;
+  memmove(w + 1 + extra, w + 1, e->b->len - head - 1);
+  e->b->len += extra;
+  if (extra == 2) {
+    w[0] = (unsigned char)c16;
+    put16(w + 1, (uint32_t)n);
+  } else {
+    w[0] = (unsigned char)(c16 + 1);
+    put32(w + 1, (uint32_t)n);
+  }
+  return 0;
+}
+
+/* The length of the value at p, which this encoder wrote. */
+static size_t mp_skip(const unsigned char *p) {
+  const unsigned char *q = p;
+  uint64_t pending = 1;
+  while (pending) {
+    unsigned c = *q++;
+    pending--;
+    if (c < 0x80 || c >= 0xe0) continue;
+    if (c < 0x90) {
+      pending += 2 * (c & 0x0f);
+    } else if (c < 0xa0) {
+      pending += c & 0x0f;
+    } else if (c < 0xc0) {
+      q += c & 0x1f;
+    } else {
+      switch (c) {
+      case 0xc4:
+      case 0xd9:
+        q += 1 + (size_t)q[0];
+        break;
+      case 0xc5:
+      case 0xda:
+        q += 2 + (size_t)get16(q);
+        break;
+      case 0xc6:
+      case 0xdb:
+        q += 4 + (size_t)get32(q);
+        break;
+      case 0xcc:
+      case 0xd0:
+        q += 1;
+        break;
+      case 0xcd:
+      case 0xd1:
+        q += 2;
+        break;
+      case 0xce:
+      case 0xd2:
+      case 0xca:
+        q += 4;
+        break;
+      case 0xcf:
+      case 0xd3:
+      case 0xcb:
+        q += 8;
+        break;
+      case 0xdc:
+        pending += get16(q);
+        q += 2;
+        break;
+      case 0xdd:
+        pending += get32(q);
+        q += 4;
+        break;
+      case 0xde:
+        pending += 2 * (uint64_t)get16(q);
+        q += 2;
+        break;
+      case 0xdf:
+        pending += 2 * (uint64_t)get32(q);
+        q += 4;
+        break;
+      default: /* nil, false, true */
+        break;
+      }
+    }
+  }
+  return (size_t)(q - p);
+}
+
+/* Turns the k array elements written from `base` to the end of the buffer
+ * into the map pairs 1 = first, ..., k = last, without encoding them
+ * again (which, table inside table, could cost 2^depth). */
+static int enc_elems_to_pairs(mp_enc *e, size_t base, lua_Integer k) {
+  uint64_t n = (uint64_t)k, extra = n;
+  /* Keys 1..127 take a byte, to 255 two, to 65535 three, then five, nine. */
+  if (n > 127) extra += (n < 255 ? n : 255) - 127;
+  if (n > 255) extra += 2 * ((n < 65535 ? n : 65535) - 255);
+  if (n > 65535) extra += 4 * ((n < 0xffffffff ? n : 0xffffffff) - 65535);
+  if (n > 0xffffffff) extra += 8 * (n - 0xffffffff);
+  if (ENC_NEED(e, (size_t)extra)) return e->rc;
+  unsigned char *d = (unsigned char *)e->b->data;
+  size_t len = e->b->len, dst = base, src = base + (size_t)extra;
+  memmove(d + src, d + base, len - base);
+  /* The keys written so far never outgrow `extra`: dst stays <= src. */
+  for (lua_Integer i = 1; i <= k; i++) {
+    dst += put_int(d + dst, i);
+    size_t m = mp_skip(d + src);
+    memmove(d + dst, d + src, m);
+    dst += m;
+    src += m;
+  }
+  e->b->len = dst;
+  return 0;
+}
+
+/*
+ * A table whose first pair (on the stack) has a key that is not a positive
+ * integer: a map, written as it is walked.
  */
 static int enc_map_rest(mp_enc *e, int idx, int depth) {
   lua_State *L = e->L;
@@ -377,25 +508,74 @@ static int enc_map_rest(mp_enc *e, int idx, int depth) {
     lua_pop(L, 1);
     n++;
   } while (lua_next(L, idx));
-  if (n <= 15) {
-    ((unsigned char *)e->b->data)[head] = (unsigned char)(0x80 | n);
-    return 0;
+  return enc_finish(e, head, n, 0x80, 0xde, depth);
+}
+
+/*
+ * A table whose first pair (on the stack) has a positive integer key: an
+ * array when every key is an integer >= 1 and the largest is at most twice
+ * the count, else a map.
+ */
+static int enc_array_or_map(mp_enc *e, int idx, int depth) {
+  lua_State *L = e->L;
+  int top = lua_gettop(L), key = top - 1;
+  size_t head, count;
+  lua_Integer k = 0, max;
+  int arr = 1;
+
+  if (ENC_NEED(e, 1)) return e->rc;
+  head = e->b->len++;
+  e->steps[depth + 1].key = 0;
+  /* Lua walks the array part first and in order, so the keys usually come
+   * as 1, 2, 3...: write each element as it comes. */
+  while (lua_isinteger(L, key) && lua_tointeger(L, key) == k + 1) {
+    e->steps[depth + 1].i = ++k;
+    if (enc_value(e, top, depth + 1)) return e->rc;
+    lua_pop(L, 1);
+    if (!lua_next(L, idx))
+      return enc_finish(e, head, (size_t)k, 0x90, 0xdc, depth);
   }
-  if (MP_UNLIKELY(n > 0xffffffff))
-    return enc_fail(e, depth, "table with %zu pairs is too big", n);
-  size_t extra = n <= 0xffff ? 2 : 4;
-  if (ENC_NEED(e, extra)) return e->rc;
-  unsigned char *w = (unsigned char *)e->b->data + head;
-  memmove(w + 1 + extra, w + 1, e->b->len - head - 1);
-  e->b->len += extra;
-  if (extra == 2) {
-    w[0] = 0xde;
-    put16(w + 1, (uint32_t)n);
+
+  /* A key out of that order: count the rest to decide. */
+  count = (size_t)k;
+  max = k;
+  do {
+    count++;
+    if (arr) {
+      lua_Integer i;
+      if (!lua_isinteger(L, key) || (i = lua_tointeger(L, key)) < 1)
+        arr = 0;
+      else if (i > max)
+        max = i;
+    }
+    lua_pop(L, 1);
+  } while (lua_next(L, idx));
+
+  if (arr && (uint64_t)max <= 2 * (uint64_t)count) {
+    /* 1..k are written already. */
+    for (lua_Integer i = k + 1; i <= max; i++) {
+      lua_rawgeti(L, idx, i);
+      e->steps[depth + 1].i = i;
+      if (enc_value(e, key, depth + 1)) return e->rc;
+      lua_pop(L, 1);
+    }
+    return enc_finish(e, head, (size_t)max, 0x90, 0xdc, depth);
+  }
+
+  /* A map after all: 1..k are written as elements; give them their keys
+   * and walk on from key k. */
+  if (k > 0) {
+    if (enc_elems_to_pairs(e, head + 1, k)) return e->rc;
+    lua_pushinteger(L, k);
   } else {
-    w[0] = 0xdf;
-    put32(w + 1, (uint32_t)n);
+    lua_pushnil(L);
   }
-  return 0;
+  e->steps[depth + 1].key = key;
+  while (lua_next(L, idx)) {
+    if (enc_key(e, key, depth) || enc_value(e, top, depth + 1)) return e->rc;
+    lua_pop(L, 1);
+  }
+  return enc_finish(e, head, count, 0x80, 0xde, depth);
 }
 
 static int enc_table(mp_enc *e, int idx, int depth) {
@@ -419,58 +599,10 @@ static int enc_table(mp_enc *e, int idx, int depth) {
     e->b->len++;
     return 0;
   }
-  /* Lua walks the array part first, so a record's first key is usually a
-   * string: then it is a map and one walk is enough. */
+  /* A record's first key is a string: a map, no need to look further. */
   if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1)
     return enc_map_rest(e, idx, depth);
-
-  /* Count the pairs to tell an array (every key an integer >= 1, the
-   * largest at most twice the count) from a map. */
-  size_t count = 0;
-  lua_Integer max = 0;
-  int arr = 1;
-  do {
-    count++;
-    if (arr) {
-      lua_Integer k;
-      if (!lua_isinteger(L, -2) || (k = lua_tointeger(L, -2)) < 1)
-        arr = 0;
-      else if (k > max)
-        max = k;
-    }
-    lua_pop(L, 1);
-  } while (lua_next(L, idx));
-
-  if (arr && (uint64_t)max <= 2 * (uint64_t)count) {
-    int top = lua_gettop(L) + 1;
-    if (MP_UNLIKELY((uint64_t)max > 0xffffffff))
-      return enc_fail(e, depth, "array of %lld elements is too long",
-                      (long long)max);
-    if (ENC_NEED(e, 5)) return e->rc;
-    enc_head(e, 0x90, 15, 0, 0xdc, (size_t)max);
-    e->steps[depth + 1].key = 0;
-    for (lua_Integer i = 1; i <= max; i++) {
-      lua_rawgeti(L, idx, i);
-      e->steps[depth + 1].i = i;
-      if (enc_value(e, top, depth + 1)) return e->rc;
-      lua_pop(L, 1);
-    }
-    return 0;
-  }
-
-  if (MP_UNLIKELY(count > 0xffffffff))
-    return enc_fail(e, depth, "table with %zu pairs is too big", count);
-  if (ENC_NEED(e, 5)) return e->rc;
-  enc_head(e, 0x80, 15, 0, 0xde, count);
-  lua_pushnil(L);
-  int key = lua_gettop(L);
-  e->steps[depth + 1].key = key;
-  while (lua_next(L, idx)) {
-    if (enc_key(e, key, depth) || enc_value(e, key + 1, depth + 1))
-      return e->rc;
-    lua_pop(L, 1);
-  }
-  return 0;
+  return enc_array_or_map(e, idx, depth);
 }
 
 static int enc_value(mp_enc *e, int idx, int depth) {

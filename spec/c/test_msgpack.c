@@ -395,6 +395,39 @@ static void test_table_bytes(void) {
             "92 01 02");
   BYTES_ARE("setmetatable({}, {__index = function() return 1 end})", "80");
 
+  /* Elements written in order, then found to belong to a map or to an
+   * array with some keys in the hash part. */
+  BYTES_ARE("(function() local t = {1, 2} t[5] = 5 return t end)()",
+            "95 01 02 c0 c0 05");
+  BYTES_ARE("(function() local t = {'a'} t[3] = 3 return t end)()",
+            "93 a1 61 c0 03");
+  BYTES_ARE("(function() local t = {{1}} t[-1] = 0 return t end)()",
+            "82 01 91 01 ff 00");
+  BYTES_ARE("(function() local t = {{1}} t[4] = 0 return t end)()",
+            "94 91 01 c0 c0 00");
+  BYTES_ARE("(function() local t = {{1}} t[5] = 0 return t end)()",
+            "82 01 91 01 05 00");
+  ROUND_TRIPS("(function() local t = {'a', {b = {1, 2, x = 'y'}}, 3.5} "
+              "t.n = 3 return t end)()");
+  ROUND_TRIPS("(function() local t = {} for i = 1, 300 do t[i] = {i} end "
+              "t.n = 300 return t end)()");
+  ROUND_TRIPS("(function() local t = {} for i = 1, 70000 do t[i] = i end "
+              "t.n = 70000 return t end)()");
+  ROUND_TRIPS("(function() local t = {} for i = 1, 200 do t[i] = i end "
+              "t[1000] = 1 return t end)()");
+  ROUND_TRIPS("(function() local t = {} for i = 1, 200 do t[i] = i end "
+              "t[400] = 1 return t end)()");
+  /* Re-encoding the elements at each level would take 2^100 steps. */
+  ROUND_TRIPS("(function() local r = {} local t = r for i = 2, 100 do "
+              "t[1] = {} t.x = i t = t[1] end return r end)()");
+  ROUND_TRIPS("(function() local r = {} local t = r for i = 2, 100 do "
+              "t[1] = {} t[2] = 'v' t[6] = i t = t[1] end return r end)()");
+
+  ROUND_TRIPS("(function() local big = {} for i = 1, 70000 do big[i] = i end "
+              "local m = {} for i = 1, 70000 do m['k' .. i] = i end "
+              "local t = {big, ('\\xff'):rep(70000), ('z'):rep(70000), m} "
+              "t.n = 4 return t end)()");
+
   /* A mixed table is a map, found while counting. */
   flume__buf b = FLUME__BUF_INIT;
   push_expr("{1, 2, n = 2}");
@@ -590,6 +623,45 @@ static void test_refusals(void) {
   CHECK(b.len == 0);
   lua_pop(L, 1);
   flume__buf_free(&b);
+}
+
+/* Neither direction raises when the Lua stack cannot grow: they fail. */
+static void test_stack_exhausted(void) {
+  flume__buf b = FLUME__BUF_INIT;
+  unsigned char deep[101];
+  int top = lua_gettop(L);
+  push_chunk("local r = {} local t = r for i = 2, 100 do t[1] = {} "
+             "t = t[1] end return r");
+  encode_top(&b);
+  memcpy(deep, b.data, b.len);
+  CHECK(b.len == 100);
+  CHECK_OK(flume__buf_append(&b, "!", 1));
+  /* Fill the stack to about 50 slots short of the most Lua allows. */
+  int room = 1000000 - 50 - lua_gettop(L);
+  CHECK(lua_checkstack(L, room));
+  for (int i = 0; i < room; i++) lua_pushnil(L);
+  lua_pushvalue(L, top + 1);
+  CHECK_ERR(flume__mp_encode(L, -1, &b, err, sizeof err), FLUME_EENCODE);
+  CHECK(strstr(err, "Lua stack exhausted at [1][1]") == err);
+  CHECK(b.len == 101);
+  int before = lua_gettop(L);
+  CHECK_ERR(flume__mp_decode(L, (const char *)deep, 100, err, sizeof err),
+            FLUME_EDECODE);
+  CHECK(strstr(err, "Lua stack exhausted at offset ") == err);
+  CHECK(lua_gettop(L) == before);
+  lua_settop(L, top);
+  flume__buf_free(&b);
+}
+
+/* Running out of buffer memory is FLUME_ENOMEM, with nothing appended. */
+static void test_no_memory(void) {
+  /* A buffer that claims to be almost SIZE_MAX long cannot grow. */
+  flume__buf b = {NULL, SIZE_MAX - 2, SIZE_MAX - 2};
+  push_expr("{1, 2, 3}");
+  CHECK_ERR(flume__mp_encode(L, -1, &b, err, sizeof err), FLUME_ENOMEM);
+  CHECK(strcmp(err, "out of memory while encoding") == 0);
+  CHECK(b.len == SIZE_MAX - 2 && b.data == NULL);
+  lua_pop(L, 1);
 }
 
 /* ---------------------------------------------------------- decode errors */
@@ -894,7 +966,21 @@ static void push_random_value(int depth, int pool) {
   }
   uint32_t n = below(below(16) ? 8 : 40);
   lua_createtable(L, 0, 0);
-  switch (below(4)) {
+  switch (below(5)) {
+  case 4: /* a sequence, then other keys: past its end, or of other kinds */
+    for (uint32_t i = 1; i <= n; i++) {
+      push_random_value(depth - 1, pool);
+      lua_rawseti(L, -2, i);
+    }
+    for (uint32_t i = below(4); i--;) {
+      if (below(2))
+        lua_pushinteger(L, (lua_Integer)(n + 1 + below(2 * n + 2)));
+      else
+        push_random_key();
+      push_random_value(depth - 1, pool);
+      lua_rawset(L, -3);
+    }
+    break;
   case 0: /* a sequence, perhaps with holes */
     for (uint32_t i = 1; i <= n; i++) {
       push_random_value(depth - 1, pool);
@@ -1111,6 +1197,8 @@ int main(int argc, char **argv) {
   test_decode_forms();
   test_round_trips();
   test_refusals();
+  test_stack_exhausted();
+  test_no_memory();
   test_decode_errors();
   test_utf8_choice();
   /* FLUME_FUZZ_SCALE=10 for a longer run, 0.1 under valgrind. */
