@@ -62,13 +62,19 @@ static inline uint64_t get64(const unsigned char *r) {
  */
 static int mp_utf8_valid(const unsigned char *s, size_t n) {
   const unsigned char *end = s + n;
+  const uint64_t high = UINT64_C(0x8080808080808080);
+  uint64_t w;
   while (s < end) {
-    /* Keys and most text are ASCII: check 8 bytes per step. */
+    /* Keys and most text are ASCII: check 8 bytes per step, and the last
+     * few by reading the final 8 again. */
     while ((size_t)(end - s) >= 8) {
-      uint64_t w;
       memcpy(&w, s, 8);
-      if (w & UINT64_C(0x8080808080808080)) break;
+      if (w & high) break;
       s += 8;
+    }
+    if ((size_t)(end - s) < 8 && n >= 8) {
+      memcpy(&w, end - 8, 8);
+      if (!(w & high)) return 1;
     }
     while (s < end && *s < 0x80) s++;
     if (s == end) return 1;
