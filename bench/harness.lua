@@ -33,11 +33,12 @@ do
       for name in value():gmatch("[^,]+") do opts.only[name] = true end
     elseif a == "--help" or a == "-h" then
       io.stdout:write([[
-usage: bench/run [--json] [--n N | --quick] [--only row,row,...]
-  --n N     values in the data set (default 1000000)
-  --quick   N = 20000 (what CI runs)
-  --json    one JSON object per line instead of the table
-  --only    just these rows (the data set is always appended first)
+usage: bench/run [--json] [--n N | --quick] [--only row,row,...] [--no-peers]
+  --n N       values in the data set (default 1000000)
+  --quick     N = 20000 (what CI runs)
+  --json      one JSON object per line instead of the table
+  --only      just these rows (the data set is always appended first)
+  --no-peers  skip the JavaScript peers
 ]])
       os.exit(0)
     else
@@ -163,7 +164,13 @@ end
 -- The measurements ------------------------------------------------------------
 
 sh("rm -rf " .. q(work) .. " && mkdir -p " .. q(work))
+local PEER_ROWS = { "append_batch", "rebuild_reduce", "get_random",
+  "stream_scan" }
 local peers = opts.peers == "ok"
+if peers and opts.only then
+  peers = false
+  for _, name in ipairs(PEER_ROWS) do peers = peers or opts.only[name] end
+end
 local data_bin, data_json = work .. "/data.bin", work .. "/data.jsonl"
 note("bench: N = %d; generating the data set", N)
 local gen = run("generating the data set",
@@ -284,11 +291,8 @@ if peers then
     if results[name] then baseline(name, peer, tonumber(v)) end
   end
   fresh("peers")
-  for _, name in ipairs { "append_batch", "rebuild_reduce", "get_random",
-    "stream_scan" } do
-    progress(name)
-  end
-else
+  for _, name in ipairs(PEER_ROWS) do progress(name) end
+elseif opts.peers ~= "ok" then
   notes[#notes + 1] = "JavaScript peers (flumedb, aaol) skipped: " .. opts.peers
 end
 sh("rm -rf " .. q(work))
