@@ -89,8 +89,7 @@ static int mp_utf8_valid(const unsigned char *s, size_t n) {
       if (s[1] < lo || s[1] > hi) return 0;
       s += 3;
     } else if (c >= 0xf0 && c <= 0xf4) {
-      if (left < 4 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
-        return 0;
+      if (left < 4 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80) return 0;
       unsigned lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
       if (s[1] < lo || s[1] > hi) return 0;
       s += 4;
@@ -111,11 +110,11 @@ typedef struct mp_step {
 } mp_step;
 
 typedef struct mp_enc {
-  lua_State *L;   /* the state holding the value */
-  flume__buf *b;  /* where the bytes go */
-  char *err;      /* the caller's message buffer */
-  size_t errlen;  /* its size in bytes */
-  int rc;         /* FLUME_EENCODE or FLUME_ENOMEM once something failed */
+  lua_State *L;  /* the state holding the value */
+  flume__buf *b; /* where the bytes go */
+  char *err;     /* the caller's message buffer */
+  size_t errlen; /* its size in bytes */
+  int rc;        /* FLUME_EENCODE or FLUME_ENOMEM once something failed */
   /* The tables on the current path, outermost first, to find cycles. */
   const void *tables[FLUME__MP_MAX_DEPTH];
   /* steps[d] leads from the table at level d-1 to level d (1-based). */

@@ -146,8 +146,7 @@ static void bytes_are(const char *expr, const char *hex, int line) {
   }
   CHECK_OK(decode_copy(want, n));
   if (!deep_equal(-2, -1, 0)) {
-    fprintf(stderr, "line %d: %s does not decode back to itself\n", line,
-            expr);
+    fprintf(stderr, "line %d: %s does not decode back to itself\n", line, expr);
     exit(1);
   }
   lua_settop(L, top);
@@ -174,8 +173,7 @@ static void decodes_to(const char *hex, const char *expr, int line) {
 #define DECODES_TO(hex, expr) decodes_to(hex, expr, __LINE__)
 
 /* Decoding `n` bytes fails with a message containing `want`. */
-static void decode_fails(const void *p, size_t n, const char *want,
-                         int line) {
+static void decode_fails(const void *p, size_t n, const char *want, int line) {
   if (decode_copy(p, n) != FLUME_EDECODE) {
     fprintf(stderr, "line %d: decoding ", line);
     print_hex(stderr, p, n);
@@ -558,7 +556,8 @@ static void test_refusals(void) {
   lua_rawseti(L, -2, 2);
   refused("cannot encode a function at [2]", __LINE__);
 
-  REFUSED_CHUNK("local t = {a = {}} t.a.b = t return t", "cyclic table at .a.b");
+  REFUSED_CHUNK("local t = {a = {}} t.a.b = t return t",
+                "cyclic table at .a.b");
   REFUSED_CHUNK("local t = {} t[1] = t return t", "cyclic table at [1]");
   REFUSED_CHUNK("local t = {x = {}} t.x.y = t.x return t",
                 "cyclic table at .x.y");
@@ -747,8 +746,7 @@ static void test_decode_errors(void) {
 
   /* The message buffer may be small or missing. */
   char small[6];
-  CHECK_ERR(flume__mp_decode(L, "\xc1", 1, small, sizeof small),
-            FLUME_EDECODE);
+  CHECK_ERR(flume__mp_decode(L, "\xc1", 1, small, sizeof small), FLUME_EDECODE);
   CHECK(strcmp(small, "inval") == 0);
   CHECK_ERR(flume__mp_decode(L, "\xc1", 1, NULL, 0), FLUME_EDECODE);
   flume__buf_free(&b);
@@ -783,8 +781,8 @@ static void push_utf8ish(void) {
       break;
     case 6: /* edges */
     {
-      static const uint32_t edge[] = {0x7f,   0x80,   0x7ff,    0x800,
-                                      0xd7ff, 0xd800, 0xdfff,   0xe000,
+      static const uint32_t edge[] = {0x7f,   0x80,    0x7ff,    0x800,
+                                      0xd7ff, 0xd800,  0xdfff,   0xe000,
                                       0xffff, 0x10000, 0x10ffff, 0x110000};
       cp = edge[below(12)];
       break;
@@ -876,11 +874,10 @@ static void push_random_number(void) {
     return;
   case 1: {
     /* Around every boundary between int forms. */
-    static const int64_t edges[] = {0,      127,         128,        255,
-                                    256,    65535,       65536,      -32,
-                                    -33,    -128,        -129,       -32768,
-                                    -32769, INT32_MIN,   INT32_MAX,  UINT32_MAX,
-                                    INT64_MIN, INT64_MAX};
+    static const int64_t edges[] = {
+        0,      127,       128,       255,        256,       65535,
+        65536,  -32,       -33,       -128,       -129,      -32768,
+        -32769, INT32_MIN, INT32_MAX, UINT32_MAX, INT64_MIN, INT64_MAX};
     /* Wrapping at the ends of the range is fine: it is an edge too. */
     uint64_t v = (uint64_t)edges[below(18)] + below(3) - 1;
     lua_pushinteger(L, (lua_Integer)v);
@@ -996,8 +993,9 @@ static void push_random_value(int depth, int pool) {
   case 2: /* a record */
     for (uint32_t i = 0; i < n; i++) {
       push_random_value(depth - 1, pool);
-      lua_setfield(L, -2, (const char *[]){"type", "author", "seq", "text",
-                                           "a", "b", "_"}[below(7)]);
+      lua_setfield(L, -2,
+                   (const char *[]){"type", "author", "seq", "text", "a", "b",
+                                    "_"}[below(7)]);
     }
     break;
   default: /* keys of every kind */
@@ -1169,12 +1167,14 @@ static void bench(void) {
             "{type = 'post', author = '@user123', seq = 12345, "
             "amount = 42.5, text = ('lorem ipsum '):rep(8) .. 'dolor'}",
             2000000);
-  bench_one("ints", "(function() local t = {} for i = 1, 1000 do "
-                    "t[i] = i * 1000 end return t end)()",
+  bench_one("ints",
+            "(function() local t = {} for i = 1, 1000 do "
+            "t[i] = i * 1000 end return t end)()",
             20000);
-  bench_one("strings", "(function() local t = {} for i = 1, 100 do "
-                       "t[i] = ('text %d \\u{e9}'):format(i):rep(10) end "
-                       "return t end)()",
+  bench_one("strings",
+            "(function() local t = {} for i = 1, 100 do "
+            "t[i] = ('text %d \\u{e9}'):format(i):rep(10) end "
+            "return t end)()",
             20000);
   bench_one("nested", "{a = {b = {c = {d = {1, 2, 3}}}}, e = {f = true}}",
             2000000);
