@@ -7,7 +7,6 @@
  */
 #include "msgpack.h"
 
-#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -24,6 +23,11 @@
 #define MP_PATH_HALF 100
 /* A string key longer than this is shortened in a path. */
 #define MP_PATH_KEY 24
+/* The decoder sizes a table from its header, up to this many entries: the
+ * header's count is already bounded by the bytes left in the input, and
+ * this bounds it again, so that a hostile header in a big input cannot
+ * make it allocate far more than the input's size. Bigger tables grow. */
+#define MP_PREALLOC_MAX (1u << 20)
 
 static inline void put16(unsigned char *w, uint32_t x) {
   w[0] = (unsigned char)(x >> 8);
@@ -168,7 +172,7 @@ static size_t step_render(mp_enc *e, int d, char *out, size_t outlen) {
   } else if (lua_isinteger(L, st->key)) {
     n = snprintf(out, outlen, "[%lld]", (long long)lua_tointeger(L, st->key));
   } else if (lua_type(L, st->key) == LUA_TNUMBER) {
-    n = snprintf(out, outlen, "[%.17g]", (double)lua_tonumber(L, st->key));
+    n = snprintf(out, outlen, "[%.14g]", (double)lua_tonumber(L, st->key));
   } else {
     n = snprintf(out, outlen, "[%s]",
                  lua_toboolean(L, st->key) ? "true" : "false");
@@ -700,7 +704,7 @@ static const unsigned char *dec_array(mp_dec *d, const unsigned char *p,
   if (MP_UNLIKELY(!lua_checkstack(L, 3)))
     return dec_fail(d, "Lua stack exhausted at offset %zu",
                     (size_t)(at - d->start));
-  lua_createtable(L, n > INT_MAX ? INT_MAX : (int)n, 0);
+  lua_createtable(L, (int)(n < MP_PREALLOC_MAX ? n : MP_PREALLOC_MAX), 0);
   for (uint32_t i = 1; i <= n; i++) {
     if (p < d->end && *p == 0xc0) { /* a hole: nothing to store */
       p++;
@@ -728,7 +732,7 @@ static const unsigned char *dec_map(mp_dec *d, const unsigned char *p,
   if (MP_UNLIKELY(!lua_checkstack(L, 3)))
     return dec_fail(d, "Lua stack exhausted at offset %zu",
                     (size_t)(at - d->start));
-  lua_createtable(L, 0, n > INT_MAX ? INT_MAX : (int)n);
+  lua_createtable(L, 0, (int)(n < MP_PREALLOC_MAX ? n : MP_PREALLOC_MAX));
   for (uint32_t i = 0; i < n; i++) {
     if (MP_UNLIKELY(p == d->end)) return dec_truncated(d, p, 1);
     unsigned c = *p;

@@ -663,6 +663,38 @@ static void test_no_memory(void) {
   lua_pop(L, 1);
 }
 
+/* Tables bigger than the decoder sizes up front still decode whole. */
+static void test_big_tables(void) {
+  uint32_t n = 1100000;
+  size_t size = 5 + (size_t)n * 6;
+  unsigned char *p = malloc(size), *w = p;
+  CHECK(p != NULL);
+  *w++ = 0xdd;
+  w[0] = (unsigned char)(n >> 24), w[1] = (unsigned char)(n >> 16);
+  w[2] = (unsigned char)(n >> 8), w[3] = (unsigned char)n;
+  w += 4;
+  memset(w, 0x07, n);
+  CHECK_OK(decode_copy(p, 5 + n));
+  CHECK(lua_rawlen(L, -1) == n);
+  CHECK(lua_rawgeti(L, -1, n) == LUA_TNUMBER && lua_tointeger(L, -1) == 7);
+  lua_pop(L, 2);
+
+  p[0] = 0xdf;
+  for (uint32_t i = 0; i < n; i++) {
+    w[0] = 0xce;
+    w[1] = (unsigned char)(i >> 24), w[2] = (unsigned char)(i >> 16);
+    w[3] = (unsigned char)(i >> 8), w[4] = (unsigned char)i;
+    w[5] = 0xc3;
+    w += 6;
+  }
+  CHECK_OK(decode_copy(p, size));
+  CHECK(lua_rawgeti(L, -1, n - 1) == LUA_TBOOLEAN);
+  CHECK(lua_rawgeti(L, -2, 0) == LUA_TBOOLEAN);
+  CHECK(lua_rawgeti(L, -3, n) == LUA_TNIL);
+  lua_pop(L, 4);
+  free(p);
+}
+
 /* ---------------------------------------------------------- decode errors */
 
 static void test_decode_errors(void) {
@@ -1199,6 +1231,7 @@ int main(int argc, char **argv) {
   test_refusals();
   test_stack_exhausted();
   test_no_memory();
+  test_big_tables();
   test_decode_errors();
   test_utf8_choice();
   /* FLUME_FUZZ_SCALE=10 for a longer run, 0.1 under valgrind. */
