@@ -23,9 +23,11 @@ build = {
   type = "builtin",
   modules = {
     ["flume"] = "views-lua/flume/init.lua",
+    ["flume.cli"] = "views-lua/flume/cli.lua",
     ["flume.core"] = {
       sources = {
         "runtime/lua_core.c",
+        "runtime/lua_tools.c",
         "runtime/lua_views.c",
         "runtime/db.c",
         "runtime/errors.c",
@@ -44,5 +46,8 @@ build = {
       libdirs = { "$(LIBUV_LIBDIR)", "$(LMDB_LIBDIR)" },
       libraries = { "uv", "lmdb", "pthread" },
     },
+  },
+  install = {
+    bin = { flume = "views-lua/bin/flume" },
   },
 }
