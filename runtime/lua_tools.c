@@ -38,15 +38,14 @@
 #define RECORD_SIZE 25    /* a view's record: see views.c */
 
 typedef struct tenv {
-  MDB_env *env;     /* read-only environment; NULL once closed */
-  char path[4096];  /* its folder */
+  MDB_env *env;    /* read-only environment; NULL once closed */
+  char path[4096]; /* its folder */
 } tenv;
 
-static const char *const kind_names[] = {
-    [FLUME__VIEW_REDUCE] = "reduce",
-    [FLUME__VIEW_GROUP] = "group",
-    [FLUME__VIEW_INDEX] = "index",
-    [FLUME__VIEW_C] = "c"};
+static const char *const kind_names[] = {[FLUME__VIEW_REDUCE] = "reduce",
+                                         [FLUME__VIEW_GROUP] = "group",
+                                         [FLUME__VIEW_INDEX] = "index",
+                                         [FLUME__VIEW_C] = "c"};
 
 static int map_err(int rc) {
   switch (rc) {
@@ -97,7 +96,7 @@ static int l_open(lua_State *L) {
   const char *path = luaL_checklstring(L, 1, &len);
   char file[4200];
   struct stat st;
-  if (len >= sizeof ((tenv *)0)->path) luaL_argerror(L, 1, "path too long");
+  if (len >= sizeof((tenv *)0)->path) luaL_argerror(L, 1, "path too long");
   snprintf(file, sizeof file, "%s/data.mdb", path);
   if (stat(file, &st) != 0) {
     lua_pushfstring(L, "%s: no flume database here", path);
@@ -258,7 +257,8 @@ static int l_env_read(lua_State *L) {
   MDB_val k = {sizeof start, &start}, v;
   if (reverse) {
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    if (rc == MDB_NOTFOUND) rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    if (rc == MDB_NOTFOUND)
+      rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
     else if (rc == 0) {
       size_t at;
       memcpy(&at, k.mv_data, sizeof at);
@@ -353,11 +353,11 @@ static int l_env_info(lua_State *L) {
 }
 
 typedef struct copy_job {
-  MDB_env *env;      /* the source */
-  const char *dest;  /* the destination folder */
-  unsigned flags;    /* MDB_CP_COMPACT or 0 */
-  int rc;            /* mdb_env_copy2's result */
-  atomic_int done;   /* set once the copy has returned */
+  MDB_env *env;     /* the source */
+  const char *dest; /* the destination folder */
+  unsigned flags;   /* MDB_CP_COMPACT or 0 */
+  int rc;           /* mdb_env_copy2's result */
+  atomic_int done;  /* set once the copy has returned */
 } copy_job;
 
 static void *copy_thread(void *arg) {
@@ -495,12 +495,15 @@ static const luaL_Reg env_methods[] = {
     {"tables", l_env_tables}, {"info", l_env_info}, {"copy", l_env_copy},
     {"close", l_env_close},   {NULL, NULL}};
 
-static const luaL_Reg tools_funcs[] = {
-    {"open", l_open},         {"trap_sigint", l_trap_sigint},
-    {"interrupted", l_interrupted}, {"sleep", l_sleep},
-    {"isatty", l_isatty},     {"columns", l_columns},
-    {"stat", l_stat},         {"mkdir", l_mkdir},
-    {NULL, NULL}};
+static const luaL_Reg tools_funcs[] = {{"open", l_open},
+                                       {"trap_sigint", l_trap_sigint},
+                                       {"interrupted", l_interrupted},
+                                       {"sleep", l_sleep},
+                                       {"isatty", l_isatty},
+                                       {"columns", l_columns},
+                                       {"stat", l_stat},
+                                       {"mkdir", l_mkdir},
+                                       {NULL, NULL}};
 
 __attribute__((visibility("default"))) int luaopen_flume_tools(lua_State *L);
 

@@ -4,6 +4,11 @@ local H = require "helpers.db"
 local cjson = require "cjson"
 
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]+$") or "."
+do -- absolute, as the tests run commands in other folders
+  local p = io.popen("cd '" .. ROOT .. "' && pwd")
+  ROOT = p:read("l")
+  p:close()
+end
 local BIN = ROOT .. "/views-lua/bin/flume"
 local COUNT = ROOT .. "/views-lua/examples/count_by_type.lua"
 local TOTAL = ROOT .. "/views-lua/examples/total_amount.lua"
@@ -583,14 +588,59 @@ db:close()
     end)
   end)
 
+  describe("the README", function()
+    it("shows a session that gives the output it shows", function()
+      local readme = read(ROOT .. "/README.md")
+      local session = readme:match("## The command line.-```console\n(.-)```")
+      assert.truthy(session, "no console session in README.md")
+      -- the session runs in tmp, where views-lua is the checkout's
+      os.execute("ln -s " .. q(ROOT .. "/views-lua") .. " " ..
+        q(tmp .. "/views-lua"))
+      local flume_cmd = H.lua .. " " .. q(BIN)
+      local function normal(text)
+        return (text:gsub("[%d.]+ [KMG]?i?B", "SIZE"):gsub("%x%x%x%x%x%x%x%x" ..
+          "%x%x%x%x%x%x%x%x", "HASH"))
+      end
+      local steps, cmd, expected = 0, nil, {}
+      local function check()
+        if not cmd then return end
+        cmd = cmd:gsub("%s+#[^\n]*$", ""):gsub(" %-%-live", "")
+        cmd = cmd:gsub("^flume ", flume_cmd .. " "):gsub("| flume ",
+          "| " .. flume_cmd .. " ")
+        local p = io.popen("cd " .. q(tmp) .. " && " .. cmd .. " 2>&1")
+        local out = p:read("a")
+        p:close()
+        assert.equal(normal(table.concat(expected)), normal(out))
+        steps, cmd, expected = steps + 1, nil, {}
+      end
+      local continued = false
+      for line in session:gmatch("[^\n]*\n") do
+        if continued then
+          cmd = cmd .. line:gsub("^%s+", " "):gsub("\n$", "")
+        elseif line:find("^%$ ") then
+          check()
+          cmd = line:sub(3):gsub("\n$", "")
+        elseif line ~= "^C\n" then
+          expected[#expected + 1] = line
+        end
+        continued = cmd ~= nil and cmd:find("\\$") ~= nil
+        if continued then cmd = cmd:gsub("\\$", "") end
+      end
+      check()
+      assert.is_true(steps >= 8, "only " .. steps .. " commands")
+    end)
+  end)
+
   describe("the progress bar", function()
     -- `script` gives the command a terminal; what it shows comes back on
     -- our side of the pty, progress bar and all.
     local function in_terminal(args, input)
       local inpath = tmp .. "/stdin"
       write(inpath, input)
-      local p = io.popen("FLUME_PROGRESS_DELAY=0 script -qfec " ..
-        q(command(args) .. " < " .. q(inpath)) .. " /dev/null < /dev/null")
+      -- (not `script` itself under the sanitizers' LD_PRELOAD: it leaks)
+      local p = io.popen("FLUME_PROGRESS_DELAY=0 env -u LD_PRELOAD " ..
+        "script -qfec " .. q(command(args) .. " < " .. q(inpath)) ..
+        " /dev/null < /dev/null")
       local out = p:read("a")
       local _, _, code = p:close()
       return out, code

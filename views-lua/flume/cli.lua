@@ -848,10 +848,12 @@ and works while another process writes the database.
     out(fmt("views     %d\n", #report.views))
     local rows = { { "name", "kind", "version", "since", "lag", "state",
       "script hash" } }
+    local unattached = 0
     for _, v in ipairs(report.views) do
       rows[#rows + 1] = { v.name, v.kind, tostring(v.version),
         tostring(v.since), tostring(v.lag), human_size(v.state_size),
-        v.hash .. (v.attached and "" or " (not attached)") }
+        v.hash }
+      if not v.attached then unattached = unattached + 1 end
     end
     print_table(rows, "  ")
     for _, v in ipairs(report.views) do
@@ -859,6 +861,11 @@ and works while another process writes the database.
         out(fmt("  %s: warning: %s\n", v.name, w))
       end
       if v.error then out(fmt("  %s: error: %s\n", v.name, v.error)) end
+    end
+    if unattached > 0 then
+      out(fmt("  (%s as stored: --view NAME=SCRIPT attaches and checks a " ..
+        "view)\n", unattached == #report.views and "all" or
+        unattached .. " of " .. #report.views))
     end
   end,
 })
