@@ -256,6 +256,32 @@ describe("the flume command", function()
       assert.equal(2, #lines((flume({ "cat", dir }))))
     end)
 
+    it("refuses a database whose codec it cannot decode, but shows it",
+      function()
+        local dir = tmp .. "/custom"
+        write(tmp .. "/custom.lua", [[
+local flume = require "flume"
+local db = flume.open(arg[1], { codec = { name = "upper",
+  encode = function(s) return s:upper() end,
+  decode = function(s) return s end } })
+db:append("hello")
+db:close()
+]])
+        assert.equal(0, select(2, H.run_lua(tmp .. "/custom.lua", dir)))
+        for _, args in ipairs { { "cat", dir }, { "get", dir, "0" },
+          { "append", dir }, { "status", dir, "--view", COUNT } } do
+          local _, err, code = flume(args, '"x"\n')
+          assert.equal(1, code)
+          assert.equal("flume: ECODEC: " .. dir .. " uses the codec 'upper', " ..
+            "which the command line cannot decode (it knows msgpack and " ..
+            "raw)\n", err)
+        end
+        -- status only reads what it can without decoding
+        local out, err, code = flume({ "status", dir })
+        assert.equal(0, code, err)
+        assert.truthy(out:find("since 0 %(1 entries%).*codec upper"), out)
+      end)
+
     it("follows the log with --live, beside another writer, until Ctrl-C",
       function()
         local dir = database(2)

@@ -369,8 +369,9 @@ end
 
 local CODECS = { msgpack = true, raw = true }
 
---- The folder's read-only handle, checked: format and a codec we decode.
-local function open_ro(ctx, dir)
+--- The folder's read-only handle, checked: format, and a codec we decode
+-- unless any_codec.
+local function open_ro(ctx, dir, any_codec)
   need_db(ctx, dir)
   local env = ctx.tools.open(dir)
   ctx.envs[#ctx.envs + 1] = env
@@ -386,7 +387,7 @@ local function open_ro(ctx, dir)
     fail(fmt("EFORMAT: %s has format version %s; this flume reads %s", dir,
       tostring(meta.format), ctx.tools.format))
   end
-  if not CODECS[meta.codec] then
+  if not any_codec and not CODECS[meta.codec] then
     fail(fmt("ECODEC: %s uses the codec '%s', which the command line " ..
       "cannot decode (it knows msgpack and raw)", dir, tostring(meta.codec)))
   end
@@ -796,7 +797,7 @@ and works while another process writes the database.
   run = function(ctx)
     local dir = ctx.args[1]
     local specs, names = view_specs(ctx)
-    local env, meta = open_ro(ctx, dir)
+    local env, meta = open_ro(ctx, dir, #names == 0)
     local before = meta.views
     close_ro(ctx, env)
     local infos, errors = {}, {}
@@ -812,7 +813,7 @@ and works while another process writes the database.
       for name, v in pairs(views) do infos[name] = v:status() end
       db:close()
     end
-    env, meta = open_ro(ctx, dir)
+    env, meta = open_ro(ctx, dir, true)
     local since, entries = env:log()
     local tables, info = env:tables(), env:info()
     close_ro(ctx, env)
