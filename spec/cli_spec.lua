@@ -133,7 +133,8 @@ describe("the flume command", function()
       assert.truthy(out:find("created %(codec msgpack%)"))
       out, _, code = flume({ "init", dir })
       assert.equal(0, code)
-      assert.truthy(out:find("already a flume database %(codec msgpack, 0 values%)"))
+      assert.truthy(out:find("already a flume database %(codec msgpack, " ..
+        "0 values%)"))
     end)
 
     it("refuses another codec for an existing database", function()
@@ -222,7 +223,8 @@ describe("the flume command", function()
       assert.same({ 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 }, seqs({ "cat", dir }))
       assert.same({ 3, 4, 5 }, seqs({ "cat", dir, "--gt", "2", "--lte", "5" }))
       assert.same({ 3, 4 }, seqs({ "cat", dir, "--gte=3", "--lt=5" }))
-      assert.same({ 9, 8, 7 }, seqs({ "cat", dir, "--reverse", "--limit", "3" }))
+      assert.same({ 9, 8, 7 },
+        seqs({ "cat", dir, "--reverse", "--limit", "3" }))
       assert.same({ 5, 4 }, seqs({ "cat", dir, "--reverse", "--lte", "5",
         "--gt", "3" }))
       assert.same({}, seqs({ "cat", dir, "--gt", "9" }))
@@ -272,9 +274,9 @@ db:close()
           { "append", dir }, { "status", dir, "--view", COUNT } } do
           local _, err, code = flume(args, '"x"\n')
           assert.equal(1, code)
-          assert.equal("flume: ECODEC: " .. dir .. " uses the codec 'upper', " ..
-            "which the command line cannot decode (it knows msgpack and " ..
-            "raw)\n", err)
+          assert.equal("flume: ECODEC: " .. dir .. " uses the codec " ..
+            "'upper', which the command line cannot decode (it knows " ..
+            "msgpack and raw)\n", err)
         end
         -- status only reads what it can without decoding
         local out, err, code = flume({ "status", dir })
@@ -315,7 +317,8 @@ db:close()
   describe("view", function()
     it("attaches a view and calls its methods, printing JSON", function()
       local dir = database(10)
-      local out, err, code = flume({ "view", dir, "types", COUNT, "get", "post" })
+      local out, err, code = flume({ "view", dir, "types", COUNT, "get",
+        "post" })
       assert.equal(0, code, err)
       assert.equal("3\n", out)
       out = flume({ "view", dir, "types", COUNT })
@@ -385,7 +388,8 @@ return {
         assert.truthy(err:find("^flume: view 'broken' .*ESCRIPT"), err)
         write(tmp .. "/bad.lua", "return { version = 1, map = function(v, " ..
           "seq) if seq == 1 then error('boom') end return v.type end }\n")
-        _, err, code = flume({ "view", dir, "bad", tmp .. "/bad.lua", "get", "x" })
+        _, err, code = flume({ "view", dir, "bad", tmp .. "/bad.lua", "get",
+          "x" })
         assert.equal(1, code)
         assert.truthy(err:find("^flume: EVIEW: .*boom"), err)
         assert.falsy(err:find("\n.", 1))
@@ -400,8 +404,9 @@ return {
       flume({ "append", dir }, jsonl(events(5, 10)))
       local out, err, code = flume({ "status", dir })
       assert.equal(0, code, err)
-      assert.truthy(out:find("log       since 14 %(15 entries%), [%d.]+ %a+ on " ..
-        "disk %([%d.]+ %a+ in use%), codec msgpack, format 1\n"), out)
+      assert.truthy(out:find("log       since 14 %(15 entries%), " ..
+        "[%d.]+ %a+ on disk %([%d.]+ %a+ in use%), codec msgpack, " ..
+        "format 1\n"), out)
       assert.truthy(out:find("\n  types +group +1 +9 +5 "), out)
       assert.truthy(out:find("\n  total +reduce +1 +9 +5 "), out)
       local st = cjson.decode((flume({ "status", dir, "--json" })))

@@ -25,7 +25,7 @@ local mtype, maxinteger = math.type, math.maxinteger
 
 local M = {}
 
--- Errors ---------------------------------------------------------------------
+-- Errors ----------------------------------------------------------------------
 
 local Exit = {} -- metatable of the errors that end a command with a code
 
@@ -42,7 +42,7 @@ local function one_line(e)
   return (e:gsub("%s*\n%s*", "; "))
 end
 
--- flume.tools ------------------------------------------------------------------
+-- flume.tools -----------------------------------------------------------------
 
 --- The read-only helpers, from the library that holds flume.core.
 local function load_tools()
@@ -56,7 +56,7 @@ local function load_tools()
   return core.tools
 end
 
--- JSON ---------------------------------------------------------------------------
+-- JSON ------------------------------------------------------------------------
 
 local cjson_ok, cjson = pcall(function() return require("cjson").new() end)
 if cjson_ok then
@@ -192,7 +192,7 @@ local function parse_json(line)
   return value
 end
 
--- Formatting -----------------------------------------------------------------------
+-- Formatting ------------------------------------------------------------------
 
 local function human_size(n)
   local units = { "B", "KiB", "MiB", "GiB", "TiB" }
@@ -211,7 +211,7 @@ local function duration(s)
   return fmt("%d:%02d", s // 60, s % 60)
 end
 
--- Progress ------------------------------------------------------------------------
+-- Progress --------------------------------------------------------------------
 
 local Progress = {}
 Progress.__index = Progress
@@ -293,7 +293,7 @@ function Progress:abort()
   if self.shown then stderr:write("\n") end
 end
 
--- Arguments ----------------------------------------------------------------------
+-- Arguments -------------------------------------------------------------------
 
 -- Options every command takes.
 local COMMON = {
@@ -348,7 +348,7 @@ local function parse_args(args, spec, first)
   return opts, pos
 end
 
--- Databases ----------------------------------------------------------------
+-- Databases -------------------------------------------------------------------
 
 local function exists(ctx, dir)
   local st = ctx.tools.stat(dir .. "/data.mdb")
@@ -513,7 +513,7 @@ local function check_interrupt(ctx)
   if ctx.tools.interrupted() then fail("interrupted") end
 end
 
--- Output ----------------------------------------------------------------------------
+-- Output ----------------------------------------------------------------------
 
 local function out(...)
   local ok, err = stdout:write(...)
@@ -523,7 +523,7 @@ local function out(...)
   end
 end
 
--- Commands ------------------------------------------------------------------
+-- Commands --------------------------------------------------------------------
 
 local commands, order = {}, {}
 
@@ -1237,7 +1237,7 @@ open it as any database.
   end,
 })
 
--- Main ---------------------------------------------------------------------------
+-- Main ------------------------------------------------------------------------
 
 local function main_help()
   local lines = {
