@@ -43,6 +43,7 @@ struct flume__store {
   pthread_mutex_t dbi_mutex;     /* guards mdb_dbi_open and `tables` */
   lmdb_table tables[LMDB_MAX_TABLES + 1]; /* by handle; 0 is the log */
   unsigned ntables;              /* handles in use, the log included */
+  flume__txn *spare;             /* a reset read transaction, for reuse */
 };
 
 struct flume__txn {
@@ -120,6 +121,10 @@ static size_t file_size(const char *path) {
 }
 
 static void store_free(flume__store *s) {
+  if (s->spare) {
+    mdb_txn_abort(s->spare->txn);
+    free(s->spare);
+  }
   if (s->env) mdb_env_close(s->env);
   if (s->lock_fd >= 0) close(s->lock_fd);
   pthread_rwlock_destroy(&s->txn_lock);
@@ -186,6 +191,23 @@ fail:
 static void lmdb_close(flume__store *s) { store_free(s); }
 
 static int lmdb_txn_begin(flume__store *s, int flags, flume__txn **out) {
+  if ((flags & FLUME__TXN_READ) && s->spare) {
+    /* Renewing a reset read transaction skips LMDB's allocation and its
+     * reader-table lock: reads are many and short. Only the loop thread
+     * begins read transactions, so the spare needs no lock of its own. */
+    flume__txn *t = s->spare;
+    s->spare = NULL;
+    pthread_rwlock_rdlock(&s->txn_lock);
+    if (mdb_txn_renew(t->txn) == MDB_SUCCESS) {
+      t->log_last = -2;
+      t->opened = 0;
+      *out = t;
+      return 0;
+    }
+    pthread_rwlock_unlock(&s->txn_lock);
+    mdb_txn_abort(t->txn);
+    free(t);
+  }
   flume__txn *t = malloc(sizeof *t);
   if (t == NULL) return FLUME_ENOMEM;
   t->store = s;
@@ -236,6 +258,13 @@ static int lmdb_txn_commit(flume__txn *t) {
 
 static void lmdb_txn_abort(flume__txn *t) {
   flume__store *s = t->store;
+  if (!t->write && !t->opened && s->spare == NULL) {
+    /* A reset transaction holds no snapshot: grow() may remap under it. */
+    mdb_txn_reset(t->txn);
+    s->spare = t;
+    pthread_rwlock_unlock(&s->txn_lock);
+    return;
+  }
   /* LMDB closes the tables a transaction opened when it aborts, even a
    * read-only one; committing a read-only transaction keeps them. */
   if (!t->write && t->opened) mdb_txn_commit(t->txn);

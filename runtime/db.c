@@ -452,6 +452,15 @@ int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
   flume__cursor *cur;
   int rc = ops->txn_begin(db->store, FLUME__TXN_READ, &txn);
   if (rc) return rc;
+  if (max == 1 || lo == hi) {
+    /* One entry (get): a point lookup, no cursor. */
+    uint64_t key = (uint64_t)start;
+    flume__slice v;
+    rc = ops->get(txn, FLUME__TABLE_LOG, (flume__slice){&key, sizeof key}, &v);
+    if (rc == 0 && (rc = fn(ctx, start, v.data, v.size)) == 0) *count = 1;
+    ops->txn_abort(txn);
+    return rc == FLUME_ENOTFOUND ? FLUME_ECORRUPT : rc;
+  }
   if ((rc = ops->cursor_open(txn, FLUME__TABLE_LOG, &cur))) {
     ops->txn_abort(txn);
     return rc;
