@@ -230,6 +230,13 @@ describe("the flume command", function()
       assert.same({}, seqs({ "cat", dir, "--gt", "9" }))
       local l = lines((flume({ "cat", dir, "--gte", "4", "--limit", "1" })))
       assert.same({ { seq = 4, value = events(10)[5] } }, l)
+      -- values alone, which append reads: a copy of the log
+      local values = flume({ "cat", dir, "--values" })
+      assert.same(events(10), lines(values))
+      local copy = tmp .. "/copy"
+      flume({ "init", copy })
+      assert.equal("9\n", (flume({ "append", copy }, values)))
+      assert.equal(values, (flume({ "cat", copy, "--values" })))
     end)
 
     it("says which seqs exist when get misses", function()

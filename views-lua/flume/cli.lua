@@ -677,7 +677,7 @@ the last value. Works while another process writes the database.]],
 command("cat", {
   summary = "print a range of the log as JSON Lines",
   usage = "flume cat DIR [--gt|--gte|--lt|--lte SEQ] [--reverse] " ..
-    "[--limit N] [--live]",
+    "[--limit N] [--live] [--values]",
   help = [[
 Prints values as JSON Lines, one {"seq": S, "value": V} per line, in seq
 order. Works while another process writes the database.
@@ -686,10 +686,13 @@ order. Works while another process writes the database.
   --reverse                      newest first
   --limit N                      at most N values
   --live                         then wait for new values and print them as
-                                 they are appended, until Ctrl-C]],
+                                 they are appended, until Ctrl-C
+  --values                       the values alone, one per line: what
+                                 `flume append` reads]],
   options = {
     ["--gt"] = "int", ["--gte"] = "int", ["--lt"] = "int", ["--lte"] = "int",
     ["--reverse"] = "flag", ["--limit"] = "int", ["--live"] = "flag",
+    ["--values"] = "flag",
   },
   args = { 1, 1 },
   run = function(ctx)
@@ -715,7 +718,12 @@ order. Works while another process writes the database.
       local n = env:read(reverse and lo or nxt, reverse and nxt or hi, reverse,
         math.min(remaining, 256), seqs, vals)
       for i = 1, n do
-        out('{"seq":', seqs[i], ',"value":', to_json(decode(vals[i])), "}\n")
+        if o.values then
+          out(to_json(decode(vals[i])), "\n")
+        else
+          out('{"seq":', seqs[i], ',"value":', to_json(decode(vals[i])),
+            "}\n")
+        end
       end
       if n > 0 then
         remaining, count = remaining - n, count + n
@@ -735,13 +743,14 @@ order. Works while another process writes the database.
   end,
 })
 
---- What `status` reports about one view.
+--- What `status` reports about one view: from its record as stored
+-- before (rec), and if it was attached, from the runtime (info).
 local function view_report(name, rec, info, err, since, tables)
   local r = { name = name, attached = info ~= nil, warnings = array {} }
   local src = info or rec
-  r.kind, r.version, r.since = src.kind, src.version, src.since
-  r.hash = rec and rec.hash or info.hash
-  if info and info.hash ~= r.hash then r.script_hash = info.hash end
+  r.kind, r.version, r.since, r.hash = src.kind, src.version, src.since,
+    src.hash
+  if rec and rec.hash ~= r.hash then r.stored_hash = rec.hash end
   r.lag = since - r.since
   local t = tables["t:v:" .. name]
   r.state_size = t and t.bytes or 0
@@ -831,8 +840,8 @@ and works while another process writes the database.
     sort(all)
     for _, name in ipairs(all) do
       report.views[#report.views + 1] = view_report(name,
-        before[name] or (not infos[name] and meta.views[name]) or nil,
-        infos[name], errors[name], since, tables)
+        before[name] or meta.views[name], infos[name], errors[name], since,
+        tables)
     end
     if ctx.opts.json then
       out(to_json(report), "\n")
@@ -1110,6 +1119,8 @@ command("verify", {
 Recomputes the views given with --view (or only NAME) from the log into a
 scratch database in memory and compares the result with their stored
 state, key by key. Prints where they differ; exits with 1 if any does.
+It attaches the views, so it needs the database to itself: to verify one a
+writer has open, verify a backup of it.
 
   --view NAME=SCRIPT   a view and its script (repeatable); a positional
                        NAME=SCRIPT is the same]],
