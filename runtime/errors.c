@@ -12,8 +12,14 @@ FLUME_API const char *flume_strerror(int err) {
 #undef FLUME__ERR_MSG
   case 0:
     return "success";
+#define FLUME__UV_MSG(name, msg)                                               \
+  case UV_##name:                                                              \
+    return msg;
+    UV_ERRNO_MAP(FLUME__UV_MSG)
+#undef FLUME__UV_MSG
   default:
-    if (err < 0 && err > -4096) return uv_strerror(err);
+    /* libuv's own strerror allocates (and leaks) for codes it does not
+     * know; its list above covers every code it passes on. */
     return "unknown error";
   }
 }
@@ -27,8 +33,12 @@ FLUME_API const char *flume_err_name(int err) {
 #undef FLUME__ERR_NAME
   case 0:
     return "OK";
+#define FLUME__UV_NAME(name, msg)                                              \
+  case UV_##name:                                                              \
+    return #name;
+    UV_ERRNO_MAP(FLUME__UV_NAME)
+#undef FLUME__UV_NAME
   default:
-    if (err < 0 && err > -4096) return uv_err_name(err);
     return "UNKNOWN";
   }
 }
