@@ -427,7 +427,9 @@ static void submit_checkpoint(flume__views *vs) {
     e->table = v->table;
     e->ops = v->ops;
     e->since = since;
-    view_record r = {(uint8_t)v->kind, v->version, since, v->hash};
+    /* The record keeps the hash of the script that built the state, so a
+     * script changed without a version bump stays reported. */
+    view_record r = {(uint8_t)v->kind, v->version, since, v->built_hash};
     record_pack(&r, e->meta);
     bytes += v->ops.len;
     v->ops = (flume__buf)FLUME__BUF_INIT;
@@ -886,7 +888,8 @@ static void setup_done(flume__job *job, int status) {
   if (status == 0 && vs && !vs->closing) {
     v->table = s->table;
     v->committed = v->since = s->rebuilt ? -1 : s->found.since;
-    v->script_changed = !s->rebuilt && s->found.hash != v->hash;
+    v->built_hash = s->rebuilt ? v->hash : s->found.hash;
+    v->script_changed = v->built_hash != v->hash;
     if (v->kind == FLUME__VIEW_REDUCE) status = load_state(vs, v);
     else host_reset(vs, v);
     v->ready = status == 0;
@@ -1100,6 +1103,8 @@ int flume__views_rebuild(flume_db *db) {
     if (c == NULL) return FLUME_ENOMEM;
     v->epoch++;
     v->resetting = 1; /* its old state is still stored until the reset */
+    v->built_hash = v->hash; /* rebuilt by the script in use */
+    v->script_changed = 0;
     v->failed = 0;
     v->error[0] = '\0';
     v->since = v->committed = -1;

@@ -38,6 +38,7 @@ struct flume_view {
   flume__view_kind kind;   /* what its script made it */
   int64_t version;         /* the script's version */
   uint64_t hash;           /* hash of the script */
+  uint64_t built_hash;     /* hash of the script that built its state */
   int script_changed;      /* same version, different script: a warning */
   int ready;               /* its table is open and its record read */
   int resetting;           /* a rebuild's reset is not committed yet */

@@ -446,6 +446,22 @@ describe("durable views", function()
       "reduce = function(a, n) return (a or 0) + n end }")
     assert.is_true(db.types:status().script_changed)
     assert.equal(1, db.types:get("post")) -- not rebuilt
+    db:append({ type = "like" })
+    -- 1 from before, and 2 from the changed script; checkpointed again
+    assert.equal(3, db.types:get("like"))
+    db:close()
+    local changed = "return { version = 1, map = function(v) return v.type, 2 end, " ..
+      "reduce = function(a, n) return (a or 0) + n end }"
+    db = flume.open(dir .. "/db")
+    db:use("types", changed)
+    assert.is_true(db.types:status().script_changed) -- still reported
+    db:rebuild()
+    assert.is_false(db.types:status().script_changed)
+    assert.equal(2, db.types:get("post"))
+    db:close()
+    db = flume.open(dir .. "/db")
+    db:use("types", changed)
+    assert.is_false(db.types:status().script_changed)
     db:close()
   end)
 end)
