@@ -142,6 +142,13 @@ end
 
 -- Codecs ---------------------------------------------------------------------
 
+--- How flume reports a warning (a view script changed without a version
+-- bump); replace it to route warnings elsewhere. They stay queryable too
+-- (`view:status().script_changed`).
+function M.warn(msg)
+  io.stderr:write("flume: warning: ", msg, "\n")
+end
+
 --- The built-in MessagePack codec, usable on its own.
 M.msgpack = { name = "msgpack", encode = core.encode, decode = core.decode }
 
@@ -698,9 +705,9 @@ function DB:use(name, view, cb)
       _methods = c:view_methods(name) }, View_mt)
     rawset(self, name, obj)
     if info.script_changed then
-      io.stderr:write("flume: warning: view '", name, "' script changed ",
-        "but its version (", info.version, ") did not: its state was ",
-        "built by the old script; bump the version to rebuild it\n")
+      M.warn("view '" .. name .. "' script changed but its version (" ..
+        info.version .. ") did not: its state was built by the old " ..
+        "script; bump the version to rebuild it")
     end
     return obj
   end
