@@ -490,6 +490,26 @@ int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
   return rc == FLUME_ENOTFOUND && *count == 0 ? FLUME_ECORRUPT : rc;
 }
 
+int flume__db_read_seqs(flume_db *db, const int64_t *seqs, size_t n,
+                        flume__visit_fn fn, void *ctx) {
+  const flume__store_ops *ops = db->ops;
+  flume__txn *txn = NULL;
+  if (db->closing) return FLUME_ECLOSED;
+  int rc = ops->txn_begin(db->store, FLUME__TXN_READ, &txn);
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    if (seqs[i] < 0 || seqs[i] > db->since) {
+      rc = FLUME_ENOTFOUND;
+      break;
+    }
+    uint64_t key = (uint64_t)seqs[i];
+    flume__slice v;
+    rc = ops->get(txn, FLUME__TABLE_LOG, (flume__slice){&key, sizeof key}, &v);
+    if (rc == 0) rc = fn(ctx, seqs[i], v.data, v.size);
+  }
+  if (txn) ops->txn_abort(txn);
+  return rc;
+}
+
 typedef struct copy_ctx {
   void *data;  /* the copy */
   size_t len;  /* its length */

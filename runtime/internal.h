@@ -64,6 +64,12 @@ struct flume__views;
 struct flume__views *flume__db_views(flume_db *db);
 void flume__db_set_views(flume_db *db, struct flume__views *vs);
 
+/* Reads the log entries at seqs[0..n) (any order) in one read
+ * transaction, calling fn for each. A seq not in the log is
+ * FLUME_ENOTFOUND. */
+int flume__db_read_seqs(flume_db *db, const int64_t *seqs, size_t n,
+                        flume__visit_fn fn, void *ctx);
+
 /* The store and its operations, for the view host. */
 const flume__store_ops *flume__db_ops(flume_db *db);
 flume__store *flume__db_store(flume_db *db);

@@ -471,6 +471,30 @@ static int ldb_get(lua_State *L) {
   return 1;
 }
 
+/* db:get_many(mp, seqs, n, vals): vals[i] = the value at seqs[i], for
+ * i = 1..n, from one read transaction. */
+static int ldb_get_many(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 4);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 5, LUA_TTABLE);
+  if (n <= 0) return 0;
+  int64_t *seqs = malloc((size_t)n * sizeof *seqs);
+  if (seqs == NULL) return flume__lua_raise(L, FLUME_ENOMEM, NULL);
+  for (lua_Integer i = 0; i < n; i++) {
+    lua_rawgeti(L, 3, i + 1);
+    seqs[i] = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 5);
+  lua_newtable(L); /* seqs again: read_one fills both */
+  read_ctx r = {L, lua_toboolean(L, 2), 6, 5, 0, ""};
+  int rc = flume__db_read_seqs(d->db, seqs, (size_t)n, read_one, &r);
+  free(seqs);
+  if (rc) return flume__lua_raise(L, rc, r.err[0] ? r.err : NULL);
+  return 0;
+}
+
 static void since_cb(void *p, int status, int64_t since) {
   lwatch *w = p;
   lctx *c = w->req.ctx;
@@ -590,6 +614,7 @@ static int l_hrtime(lua_State *L) {
 
 static const luaL_Reg db_methods[] = {
     {"append", ldb_append},   {"get", ldb_get},
+    {"get_many", ldb_get_many},
     {"read", ldb_read},       {"since", ldb_since},
     {"codec", ldb_codec},     {"memory", ldb_memory},
     {"on_since", ldb_on_since}, {"close", ldb_close},

@@ -515,8 +515,13 @@ function View:read(opts)
   local remaining = opts.limit or maxinteger
 
   -- One pass over the range, in chunks, each a short read transaction.
+  -- An index entry's value comes from the log: a chunk's values are read
+  -- together, in one read transaction.
+  local index, mp, plain = kind == "index", db._mp,
+    db._decode == nil and db._mapper == nil
   local function cursor()
-    local keys, vals, n, i, resume, finished = {}, {}, 0, 0, nil, false
+    local keys, vals, values, n, i, resume, finished = {}, {}, {}, 0, 0,
+      nil, false
     return function()
       if i == n then
         if finished then return false end
@@ -525,9 +530,10 @@ function View:read(opts)
         i = 0
         finished = n < READ_CHUNK
         if n == 0 then return false end
+        if index then c:get_many(mp, vals, n, values) end
       end
       i = i + 1
-      return true, keys[i], vals[i]
+      return true, keys[i], vals[i], values[i]
     end
   end
 
@@ -539,7 +545,7 @@ function View:read(opts)
   local seen = live and kind == "group" and {} or nil
   return function()
     while remaining > 0 do
-      local ok, key, v = cur()
+      local ok, key, v, value = cur()
       if ok then
         local deliver = true
         if seen then
@@ -551,7 +557,10 @@ function View:read(opts)
         end
         if deliver then
           remaining = remaining - 1
-          if kind == "index" then return key, v, db:get(v) end
+          if index then
+            if plain then return key, v, value end
+            return key, v, finish_value(db, value, v)
+          end
           return key, v
         end
       elseif not live or c:closed() then
