@@ -50,7 +50,9 @@ usage: bench/run [--json] [--n N | --quick] [--only row,row,...] [--no-peers]
 end
 
 local N = opts.n
-local EACH = math.min(10000, N) -- append_each: single sync appends
+-- append_each: single sync appends, an fsync each: 10,000 at N >= 100,000,
+-- fewer for small N so that --quick stays quick on a slow disk
+local EACH = math.min(10000, N // 10)
 local build, work = opts.build, opts.build .. "/work"
 local lua, cbin = build .. "/lua.sh", build .. "/c"
 
@@ -349,9 +351,11 @@ else
     "append_each %s; %s, %s cores; %s", fmt(N), gen.mean_size, fmt(EACH), cpu,
     cores, os.date("!%Y-%m-%d %H:%M UTC")))
   print()
+  -- issue 4's targets are for N = 1,000,000: judged only from there up
+  local judge = N >= 1000000
   local line = "%-15s %12s %12s %-8s %7s  %-9s %s"
-  print(string.format(line, "name", "flume", "baseline", "of", "ratio", "unit",
-    "target (N = 1,000,000)"))
+  print((string.format(line, "name", "flume", "baseline", "of", "ratio", "unit",
+    judge and "target" or ""):gsub("%s+$", "")))
   for _, name in ipairs(ROWS) do
     local r = results[name]
     if r and r.flume then
@@ -361,11 +365,14 @@ else
         print((string.format(line, i == 1 and name or "",
           i == 1 and fmt(r.flume) or "", fmt(b[2]), b[1],
           x and string.format("%.2f", x) or "-", i == 1 and r.unit or "",
-          i == 1 and verdicts(name, r) or ""):gsub("%s+$", "")))
+          i == 1 and judge and verdicts(name, r) or ""):gsub("%s+$", "")))
       end
     elseif want(name) then
       print(string.format(line, name, "FAILED", "", "", "", "", ""))
     end
+  end
+  if not judge then
+    print("note: the targets of issue 4 are judged at N = 1,000,000 and up")
   end
   for _, n in ipairs(notes) do print("note: " .. n) end
 end
