@@ -19,7 +19,7 @@
 #include "views.h"
 
 #define SLICE_VALUES 2000            /* log values per indexer slice */
-#define PENDING_MAX ((size_t)64 << 20) /* ops bytes before the indexer waits */
+#define PENDING_MAX ((size_t)4 << 20) /* ops bytes before the indexer waits */
 #define REDUCE_SAVE_EVERY 1.0        /* seconds between reduce states while
                                       * rebuilding */
 
