@@ -23,6 +23,7 @@
 
 #include "check.h"
 #include "keys.h"
+#include "lua_check.h"
 
 static lua_State *L;
 
@@ -38,21 +39,7 @@ static uint64_t rnd(void) {
 
 static uint64_t below(uint64_t n) { return rnd() % n; }
 
-/* Runs a chunk that returns one value and leaves that value pushed. */
-static void push_chunk(const char *code) {
-  int top = lua_gettop(L);
-  if (luaL_loadstring(L, code) || lua_pcall(L, 0, 1, 0)) {
-    fprintf(stderr, "%s: %s\n", code, lua_tostring(L, -1));
-    exit(1);
-  }
-  CHECK(lua_gettop(L) == top + 1);
-}
 
-static void push_expr(const char *expr) {
-  char code[1024];
-  snprintf(code, sizeof code, "return %s", expr);
-  push_chunk(code);
-}
 
 /* Writes a readable form of the value at idx, for failure reports. */
 static void dump(FILE *f, int idx) {
@@ -230,7 +217,7 @@ static void test_format(void) {
   };
   flume__buf b = FLUME__BUF_INIT;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    push_expr(cases[i].expr);
+    push_expr(L, cases[i].expr);
     enc_into(-1, &b);
     /* The wanted hex has spaces between fields, for reading. */
     char hex[128], want[128];
@@ -290,7 +277,7 @@ static void test_round_trip(void) {
   };
   flume__buf b = FLUME__BUF_INIT;
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-    push_expr(keys[i]);
+    push_expr(L, keys[i]);
     enc_into(-1, &b);
     check_round_trip(-1, &b);
     lua_pop(L, 1);
@@ -298,9 +285,9 @@ static void test_round_trip(void) {
 
   /* -0.0 is 0.0 as a key: the same bytes, and it comes back as 0.0. */
   flume__buf z = FLUME__BUF_INIT;
-  push_expr("-0.0");
+  push_expr(L, "-0.0");
   enc_into(-1, &b);
-  push_expr("0.0");
+  push_expr(L, "0.0");
   enc_into(-1, &z);
   CHECK(b.len == z.len && memcmp(b.data, z.data, b.len) == 0);
   lua_pop(L, 2);
@@ -311,7 +298,7 @@ static void test_round_trip(void) {
   lua_pop(L, 1);
 
   /* Integer and float survive as such inside arrays too. */
-  push_expr("{3, 3.0}");
+  push_expr(L, "{3, 3.0}");
   enc_into(-1, &b);
   lua_pop(L, 1);
   CHECK_OK(flume__key_decode(L, b.data, b.len, &used, NULL, 0));
@@ -322,9 +309,9 @@ static void test_round_trip(void) {
   lua_pop(L, 3);
 
   /* A key anywhere on the stack, by negative index, leaves it as it was. */
-  push_expr("'a'");
-  push_expr("{1}");
-  push_expr("true");
+  push_expr(L, "'a'");
+  push_expr(L, "{1}");
+  push_expr(L, "true");
   int top = lua_gettop(L);
   enc_into(-2, &b);
   CHECK(lua_gettop(L) == top);
@@ -334,7 +321,7 @@ static void test_round_trip(void) {
   /* Encoding appends: what was in the buffer stays. */
   b.len = 0;
   CHECK_OK(flume__buf_append(&b, "xyz", 3));
-  push_expr("'k'");
+  push_expr(L, "'k'");
   CHECK_OK(flume__key_encode(L, -1, &b, NULL, 0));
   lua_pop(L, 1);
   CHECK(b.len == 6 && memcmp(b.data, "xyz\x30k\0", 6) == 0);
@@ -449,7 +436,7 @@ static void test_sorted(void) {
   static flume__buf enc[N];
   int base = lua_gettop(L);
   for (int i = 0; i < N; i++) {
-    push_expr(sorted_keys[i]);
+    push_expr(L, sorted_keys[i]);
     enc[i] = (flume__buf)FLUME__BUF_INIT;
     enc_into(-1, &enc[i]);
     check_round_trip(-1, &enc[i]);
@@ -862,7 +849,7 @@ static void test_refusals(void) {
        "[2][2][2][2][2][2][2][2][2][2][2][2][2][2][2][2]"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    push_chunk(cases[i].code);
+    push_chunk(L, cases[i].code);
     check_refused(-1, cases[i].want);
     lua_pop(L, 1);
   }
@@ -872,7 +859,7 @@ static void test_refusals(void) {
 
   /* Sixteen levels are allowed. */
   flume__buf b = FLUME__BUF_INIT;
-  push_chunk("local t = {} for i = 1, 15 do t = {t} end return t");
+  push_chunk(L, "local t = {} for i = 1, 15 do t = {t} end return t");
   enc_into(-1, &b);
   CHECK(b.len == 32);
   check_round_trip(-1, &b);
@@ -901,11 +888,11 @@ static void test_table_layouts(void) {
       " t[i] = string.char(96 + i) end t.x = nil return t end)()",
   };
   flume__buf want = FLUME__BUF_INIT, got = FLUME__BUF_INIT;
-  push_expr(same[0]);
+  push_expr(L, same[0]);
   enc_into(-1, &want);
   lua_pop(L, 1);
   for (size_t i = 1; i < sizeof same / sizeof same[0]; i++) {
-    push_expr(same[i]);
+    push_expr(L, same[i]);
     enc_into(-1, &got);
     if (got.len != want.len || memcmp(got.data, want.data, got.len) != 0) {
       fprintf(stderr, "%s encodes differently from %s\n", same[i], same[0]);
@@ -914,11 +901,11 @@ static void test_table_layouts(void) {
     lua_pop(L, 1);
   }
   /* The same holds for a table nested at any depth. */
-  push_expr("{{[3] = 3, [2] = 2, [1] = 1}, {[2] = {[2] = 'y', [1] = 'x'},"
+  push_expr(L, "{{[3] = 3, [2] = 2, [1] = 1}, {[2] = {[2] = 'y', [1] = 'x'},"
             " [1] = 0}}");
   enc_into(-1, &got);
   lua_pop(L, 1);
-  push_expr("{{1, 2, 3}, {0, {'x', 'y'}}}");
+  push_expr(L, "{{1, 2, 3}, {0, {'x', 'y'}}}");
   enc_into(-1, &want);
   lua_pop(L, 1);
   CHECK(got.len == want.len && memcmp(got.data, want.data, got.len) == 0);
@@ -929,7 +916,7 @@ static void test_table_layouts(void) {
 /* Keys are data: encoding reads raw and runs no metamethod. */
 static void test_no_metamethods(void) {
   flume__buf b = FLUME__BUF_INIT, plain = FLUME__BUF_INIT;
-  push_chunk(
+  push_chunk(L, 
       "called = false\n"
       "local function mark() called = true; error('metamethod ran') end\n"
       "local mt = {__index = mark, __len = mark, __pairs = mark, __eq = mark,\n"
@@ -939,12 +926,12 @@ static void test_no_metamethods(void) {
   enc_into(-1, &b);
   check_round_trip(-1, &b);
   lua_pop(L, 1);
-  push_expr("{1, {'a'}}");
+  push_expr(L, "{1, {'a'}}");
   enc_into(-1, &plain);
   lua_pop(L, 1);
   CHECK(b.len == plain.len && memcmp(b.data, plain.data, b.len) == 0);
   /* An empty table with an __index that makes it look full is empty. */
-  push_chunk("return setmetatable({}, {__index = function() return 1 end,\n"
+  push_chunk(L, "return setmetatable({}, {__index = function() return 1 end,\n"
              "                         __len = function() return 3 end})");
   enc_into(-1, &b);
   CHECK(b.len == 2 && memcmp(b.data, "\x50\x00", 2) == 0);
@@ -1059,7 +1046,7 @@ static void bench(void) {
   enum { REPS = 1000000 };
   flume__buf b = FLUME__BUF_INIT;
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-    push_expr(shapes[s].expr);
+    push_expr(L, shapes[s].expr);
     double t0 = now();
     for (int i = 0; i < REPS; i++) {
       b.len = 0;

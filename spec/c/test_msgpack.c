@@ -23,6 +23,7 @@
 #include "buf.h"
 #include "check.h"
 #include "msgpack.h"
+#include "lua_check.h"
 
 static lua_State *L;
 static char err[512];
@@ -39,57 +40,8 @@ static uint64_t rnd(void) {
 
 static uint32_t below(uint32_t n) { return (uint32_t)(rnd() % n); }
 
-/* Runs a chunk that returns one value and leaves that value pushed. */
-static void push_chunk(const char *code) {
-  int top = lua_gettop(L);
-  if (luaL_loadstring(L, code) || lua_pcall(L, 0, 1, 0)) {
-    fprintf(stderr, "%s: %s\n", code, lua_tostring(L, -1));
-    exit(1);
-  }
-  CHECK(lua_gettop(L) == top + 1);
-}
 
-static void push_expr(const char *expr) {
-  char code[1024];
-  snprintf(code, sizeof code, "return %s", expr);
-  push_chunk(code);
-}
 
-/* Compares two Lua values: NaN equals NaN, 1 differs from 1.0, -0.0 from
- * 0.0, and tables are compared by content. */
-static int deep_equal(int a, int b, int depth) {
-  a = lua_absindex(L, a);
-  b = lua_absindex(L, b);
-  int t = lua_type(L, a);
-  if (t != lua_type(L, b)) return 0;
-  if (t == LUA_TNUMBER) {
-    if (lua_isinteger(L, a) != lua_isinteger(L, b)) return 0;
-    if (lua_isinteger(L, a)) return lua_tointeger(L, a) == lua_tointeger(L, b);
-    double x = lua_tonumber(L, a), y = lua_tonumber(L, b);
-    if (isnan(x) || isnan(y)) return isnan(x) && isnan(y);
-    return x == y && !signbit(x) == !signbit(y);
-  }
-  if (t != LUA_TTABLE) return lua_rawequal(L, a, b);
-  if (depth > 200 || !lua_checkstack(L, 4)) return 0;
-  size_t na = 0, nb = 0;
-  lua_pushnil(L);
-  while (lua_next(L, a)) {
-    na++;
-    lua_pushvalue(L, -2);
-    lua_rawget(L, b);
-    if (!deep_equal(-2, -1, depth + 1)) {
-      lua_pop(L, 3);
-      return 0;
-    }
-    lua_pop(L, 2);
-  }
-  lua_pushnil(L);
-  while (lua_next(L, b)) {
-    nb++;
-    lua_pop(L, 1);
-  }
-  return na == nb;
-}
 
 /* Decodes from an exact-size heap copy, so that the sanitizers see any
  * read past the end. */
@@ -134,7 +86,7 @@ static void bytes_are(const char *expr, const char *hex, int line) {
   size_t n = unhex(hex, want);
   flume__buf b = FLUME__BUF_INIT;
   int top = lua_gettop(L);
-  push_expr(expr);
+  push_expr(L, expr);
   CHECK_OK(flume__mp_encode(L, -1, &b, err, sizeof err));
   CHECK(lua_gettop(L) == top + 1);
   if (b.len != n || memcmp(b.data, want, n) != 0) {
@@ -145,7 +97,7 @@ static void bytes_are(const char *expr, const char *hex, int line) {
     exit(1);
   }
   CHECK_OK(decode_copy(want, n));
-  if (!deep_equal(-2, -1, 0)) {
+  if (!deep_equal(L, -2, -1, 0)) {
     fprintf(stderr, "line %d: %s does not decode back to itself\n", line, expr);
     exit(1);
   }
@@ -163,8 +115,8 @@ static void decodes_to(const char *hex, const char *expr, int line) {
     fprintf(stderr, "line %d: %s: %s\n", line, hex, err);
     exit(1);
   }
-  push_expr(expr);
-  if (!deep_equal(-2, -1, 0)) {
+  push_expr(L, expr);
+  if (!deep_equal(L, -2, -1, 0)) {
     fprintf(stderr, "line %d: %s does not decode to %s\n", line, hex, expr);
     exit(1);
   }
@@ -208,7 +160,7 @@ static void round_trips(int line) {
     print_hex(stderr, b.data, b.len);
     exit(1);
   }
-  if (!deep_equal(-2, -1, 0)) {
+  if (!deep_equal(L, -2, -1, 0)) {
     fprintf(stderr, "line %d: round trip changed the value\n  ", line);
     print_hex(stderr, b.data, b.len);
     exit(1);
@@ -218,12 +170,12 @@ static void round_trips(int line) {
 }
 #define ROUND_TRIPS_CHUNK(code)                                                \
   do {                                                                         \
-    push_chunk(code);                                                          \
+    push_chunk(L, code);                                                          \
     round_trips(__LINE__);                                                     \
   } while (0)
 #define ROUND_TRIPS(expr)                                                      \
   do {                                                                         \
-    push_expr(expr);                                                           \
+    push_expr(L, expr);                                                           \
     round_trips(__LINE__);                                                     \
   } while (0)
 
@@ -246,12 +198,12 @@ static void refused(const char *want, int line) {
 }
 #define REFUSED_CHUNK(code, want)                                              \
   do {                                                                         \
-    push_chunk(code);                                                          \
+    push_chunk(L, code);                                                          \
     refused(want, __LINE__);                                                   \
   } while (0)
 #define REFUSED(expr, want)                                                    \
   do {                                                                         \
-    push_expr(expr);                                                           \
+    push_expr(L, expr);                                                           \
     refused(want, __LINE__);                                                   \
   } while (0)
 
@@ -320,7 +272,7 @@ static void head_is(const char *expr, const char *hex, size_t len, int line) {
   unsigned char want[16];
   size_t n = unhex(hex, want);
   flume__buf b = FLUME__BUF_INIT;
-  push_expr(expr);
+  push_expr(L, expr);
   encode_top(&b);
   if (b.len != len || memcmp(b.data, want, n) != 0) {
     fprintf(stderr, "line %d: %s encoded as %zu bytes: ", line, expr, b.len);
@@ -428,7 +380,7 @@ static void test_table_bytes(void) {
 
   /* A mixed table is a map, found while counting. */
   flume__buf b = FLUME__BUF_INIT;
-  push_expr("{1, 2, n = 2}");
+  push_expr(L, "{1, 2, n = 2}");
   encode_top(&b);
   CHECK(b.len == 8 && (unsigned char)b.data[0] == 0x83);
   lua_pop(L, 1);
@@ -436,7 +388,7 @@ static void test_table_bytes(void) {
 
   /* encode appends, and takes a relative index. */
   CHECK_OK(flume__buf_append(&b, "xy", 2));
-  push_expr("300");
+  push_expr(L, "300");
   lua_pushnil(L);
   CHECK_OK(flume__mp_encode(L, -2, &b, err, sizeof err));
   CHECK(b.len == 5 && memcmp(b.data, "xy\xcd\x01\x2c", 5) == 0);
@@ -507,7 +459,7 @@ static void test_round_trips(void) {
 
   /* The same table twice side by side is not a cycle: it is written twice. */
   flume__buf b = FLUME__BUF_INIT;
-  push_chunk("local s = {1} return {s, s, {s}}");
+  push_chunk(L, "local s = {1} return {s, s, {s}}");
   encode_top(&b);
   CHECK(b.len == 8 &&
         memcmp(b.data, "\x93\x91\x01\x91\x01\x91\x91\x01", 8) == 0);
@@ -615,7 +567,7 @@ static void test_refusals(void) {
   /* A tiny message buffer truncates the message, and NULL is allowed. */
   flume__buf b = FLUME__BUF_INIT;
   char small[8];
-  push_expr("{print}");
+  push_expr(L, "{print}");
   CHECK_ERR(flume__mp_encode(L, -1, &b, small, sizeof small), FLUME_EENCODE);
   CHECK(strcmp(small, "cannot ") == 0);
   CHECK_ERR(flume__mp_encode(L, -1, &b, NULL, 0), FLUME_EENCODE);
@@ -629,7 +581,7 @@ static void test_stack_exhausted(void) {
   flume__buf b = FLUME__BUF_INIT;
   unsigned char deep[101];
   int top = lua_gettop(L);
-  push_chunk("local r = {} local t = r for i = 2, 100 do t[1] = {} "
+  push_chunk(L, "local r = {} local t = r for i = 2, 100 do t[1] = {} "
              "t = t[1] end return r");
   encode_top(&b);
   memcpy(deep, b.data, b.len);
@@ -656,7 +608,7 @@ static void test_stack_exhausted(void) {
 static void test_no_memory(void) {
   /* A buffer that claims to be almost SIZE_MAX long cannot grow. */
   flume__buf b = {NULL, SIZE_MAX - 2, SIZE_MAX - 2};
-  push_expr("{1, 2, 3}");
+  push_expr(L, "{1, 2, 3}");
   CHECK_ERR(flume__mp_encode(L, -1, &b, err, sizeof err), FLUME_ENOMEM);
   CHECK(strcmp(err, "out of memory while encoding") == 0);
   CHECK(b.len == SIZE_MAX - 2 && b.data == NULL);
@@ -762,7 +714,7 @@ static void test_decode_errors(void) {
 
   /* Every proper prefix of a valid encoding is an error. */
   flume__buf b = FLUME__BUF_INIT;
-  push_expr("{a = {1, nil, 3.5, 'x'}, [2] = ('\\xff'):rep(300), "
+  push_expr(L, "{a = {1, nil, 3.5, 'x'}, [2] = ('\\xff'):rep(300), "
             "c = {d = {true, false, -70000}, [-1.5] = math.maxinteger}, "
             "e = ('y'):rep(700), f = 0/0}");
   encode_top(&b);
@@ -1061,7 +1013,7 @@ static void fuzz_values(int rounds) {
       print_hex(stderr, b.data, b.len);
       exit(1);
     }
-    if (!deep_equal(-2, -1, 0)) {
+    if (!deep_equal(L, -2, -1, 0)) {
       fprintf(stderr, "round %d: decoded value differs\n  ", r);
       print_hex(stderr, b.data, b.len);
       exit(1);
@@ -1102,7 +1054,7 @@ static void check_any_bytes(const unsigned char *p, size_t n) {
     print_hex(stderr, p, n);
     exit(1);
   }
-  if (decode_copy(b.data, b.len) != 0 || !deep_equal(-2, -1, 0)) {
+  if (decode_copy(b.data, b.len) != 0 || !deep_equal(L, -2, -1, 0)) {
     fprintf(stderr, "a decoded value did not round-trip\n  ");
     print_hex(stderr, p, n);
     exit(1);
@@ -1171,7 +1123,7 @@ static double now(void) {
 
 static void bench_one(const char *name, const char *expr, int n) {
   flume__buf b = FLUME__BUF_INIT;
-  push_expr(expr);
+  push_expr(L, expr);
   encode_top(&b);
   size_t size = b.len;
   double t0 = now();

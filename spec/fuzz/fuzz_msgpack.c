@@ -7,7 +7,7 @@
  * Build and run from the repository root (needs libclang-rt-14-dev):
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined \
- *     -fno-sanitize-recover=all -Iinclude -Iruntime \
+ *     -fno-sanitize-recover=all -Iinclude -Iruntime -Ispec/c \
  *     $(pkg-config --cflags lua5.4 libuv) spec/fuzz/fuzz_msgpack.c \
  *     runtime/msgpack.c -o /tmp/fuzz_msgpack $(pkg-config --libs lua5.4) -lm
  *   mkdir -p /tmp/mp-corpus
@@ -28,45 +28,12 @@
 #include <lualib.h>
 
 #include "msgpack.h"
+#include "lua_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static lua_State *L;
 
-/* NaN equals NaN, 1 differs from 1.0, -0.0 from 0.0; tables by content. */
-static int deep_equal(int a, int b, int depth) {
-  a = lua_absindex(L, a);
-  b = lua_absindex(L, b);
-  int t = lua_type(L, a);
-  if (t != lua_type(L, b)) return 0;
-  if (t == LUA_TNUMBER) {
-    if (lua_isinteger(L, a) != lua_isinteger(L, b)) return 0;
-    if (lua_isinteger(L, a)) return lua_tointeger(L, a) == lua_tointeger(L, b);
-    double x = lua_tonumber(L, a), y = lua_tonumber(L, b);
-    if (isnan(x) || isnan(y)) return isnan(x) && isnan(y);
-    return x == y && !signbit(x) == !signbit(y);
-  }
-  if (t != LUA_TTABLE) return lua_rawequal(L, a, b);
-  if (depth > 200 || !lua_checkstack(L, 4)) return 0;
-  size_t na = 0, nb = 0;
-  lua_pushnil(L);
-  while (lua_next(L, a)) {
-    na++;
-    lua_pushvalue(L, -2);
-    lua_rawget(L, b);
-    if (!deep_equal(-2, -1, depth + 1)) {
-      lua_pop(L, 3);
-      return 0;
-    }
-    lua_pop(L, 2);
-  }
-  lua_pushnil(L);
-  while (lua_next(L, b)) {
-    nb++;
-    lua_pop(L, 1);
-  }
-  return na == nb;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static flume__buf b = FLUME__BUF_INIT;
@@ -92,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fprintf(stderr, "an encoded value did not decode: %s\n", err);
     abort();
   }
-  if (!deep_equal(-2, -1, 0)) {
+  if (!deep_equal(L, -2, -1, 0)) {
     fprintf(stderr, "a value changed on its way round\n");
     abort();
   }
