@@ -574,7 +574,7 @@ static int iter_collect(void *ctx, int64_t seq, const void *data,
                         size_t len) {
   flume_iter *it = ctx;
   size_t off = it->chunk.len;
-  if (len > ITER_CHUNK_BYTES && it->count > 0) return 1; /* next chunk */
+  /* A full chunk ends here; an entry larger than a chunk gets its own. */
   if (off + len > ITER_CHUNK_BYTES && it->count > 0) return 1;
   if (flume__buf_append(&it->chunk, data, len)) return FLUME_ENOMEM;
   it->entries[it->count++] = (iter_entry){seq, off, len};

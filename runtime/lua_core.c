@@ -222,14 +222,12 @@ static int l_open(lua_State *L) {
     return flume__lua_raise(L, rc, lua_tostring(L, -1));
   }
   if (rc) return flume__lua_raise(L, rc, path ? path : "(memory)");
-  c->dbs++;
   return 1;
 }
 
 static void db_closed(void *p) {
   lreq *r = p;
   lctx *c = r->ctx;
-  c->dbs--;
   if (flume__lua_can_call(c)) flume__lua_dispatch(r, 0, 1);
   else flume__lua_release(r);
   free(r);

@@ -17,7 +17,6 @@ typedef struct lctx {
   lua_State *L;      /* the thread running the loop; NULL when not running */
   int dispatch_ref;  /* registry ref of the Lua dispatcher */
   int closing;       /* lua_close is under way: call no Lua */
-  int dbs;           /* databases not yet fully closed */
 } lctx;
 
 typedef struct ldb {

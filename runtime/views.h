@@ -48,7 +48,6 @@ struct flume_view {
   flume__table table;      /* its state's table */
   int host_ref;            /* its record in the host state's registry */
   flume__buf ops;          /* changes not yet handed to a checkpoint */
-  int64_t ops_since;       /* since covered by `ops` (and host state) */
   int state_dirty;         /* reduce: state changed since last checkpoint */
   double state_saved_at;   /* reduce: when the state was last checkpointed */
   int failed;              /* a script error stopped it */

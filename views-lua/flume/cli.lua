@@ -999,6 +999,21 @@ local function pick_views(ctx, dir, meta)
   return names, specs
 end
 
+--- Opens DIR for writing and attaches the views of the command line (or
+-- all the database records): returns db, their names in order,
+-- views[name], and specs[name] (each one's script).
+local function attach_views(ctx, dir)
+  local env, meta = open_ro(ctx, dir)
+  close_ro(ctx, env)
+  local names, specs = pick_views(ctx, dir, meta)
+  local db = open_db(ctx, dir)
+  local views = {}
+  for _, name in ipairs(names) do
+    views[name] = use(ctx, db, name, specs[name])
+  end
+  return db, names, views, specs
+end
+
 command("rebuild", {
   summary = "destroy views' state and rebuild it from the log",
   usage = "flume rebuild DIR [NAME] --view NAME=SCRIPT...",
@@ -1012,14 +1027,9 @@ rebuilds it from the log, with a progress bar.
   args = { 1, maxinteger },
   run = function(ctx)
     local dir = ctx.args[1]
-    local env, meta = open_ro(ctx, dir)
-    close_ro(ctx, env)
-    local names, specs = pick_views(ctx, dir, meta)
-    local db = open_db(ctx, dir)
+    local db, names, views = attach_views(ctx, dir)
     local list = {}
-    for _, name in ipairs(names) do
-      list[#list + 1] = use(ctx, db, name, specs[name])
-    end
+    for i, name in ipairs(names) do list[i] = views[name] end
     local t0 = clock()
     with_progress(ctx, "rebuilding", list, function() db:rebuild() end, -1)
     out(fmt("rebuilt %s from %d values in %.2f s\n", concat(names, ", "),
@@ -1130,14 +1140,7 @@ writer has open, verify a backup of it.
   args = { 1, maxinteger },
   run = function(ctx)
     local dir = ctx.args[1]
-    local env, meta = open_ro(ctx, dir)
-    close_ro(ctx, env)
-    local names, specs = pick_views(ctx, dir, meta)
-    local db = open_db(ctx, dir)
-    local stored = {}
-    for _, name in ipairs(names) do
-      stored[name] = use(ctx, db, name, specs[name])
-    end
+    local db, names, stored, specs = attach_views(ctx, dir)
     local errors = catch_up(ctx, "catching up", stored)
     -- the scratch copy of the log
     local scratch = flume.open(nil, { codec = db.codec })

@@ -107,7 +107,6 @@ local function await(start)
   end
   return e, r
 end
-M._await = await
 
 --- Runs the event loop until no work is left (the async style's main loop).
 -- Errors raised by callbacks stop the loop and are raised here.
@@ -318,7 +317,6 @@ local function wait_since(db, target)
   end)
   return err
 end
-M._wait_since = wait_since
 
 local CHUNK = 256
 
