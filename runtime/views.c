@@ -615,7 +615,10 @@ static void apply_view(flume__views *vs, flume_view *v, int vals,
       lua_pushinteger(H, seq);
       if (call_view(vs, v, 2, 2, seq)) break;
       int key = lua_gettop(H) - 1, val = key + 1;
-      if (lua_isnil(H, key)) continue;
+      if (lua_isnil(H, key)) {
+        v->since = seq; /* skipped, but seen: since moves on */
+        continue;
+      }
       char err[256];
       kb.len = 0;
       if (flume__key_encode(H, key, &kb, err, sizeof err) || kb.len > 511) {
