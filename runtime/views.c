@@ -31,7 +31,9 @@ struct flume__waiter {
   int64_t target;        /* the committed since that releases it */
   flume__wait_cb cb;     /* called once */
   void *ctx;
-  uv_timer_t *timer;     /* the timeout, or NULL */
+  uv_timer_t *timer;     /* the timeout or the wake-up, or NULL */
+  int64_t timeout_ms;    /* its timeout in ms, or -1 for none */
+  int wake;              /* the timer is a wake-up on the next loop turn */
 };
 
 struct flume__views {
@@ -46,7 +48,8 @@ struct flume__views {
   int inflight;          /* a checkpoint job is with the writer */
   int msgpack;           /* values are msgpack (else raw strings) */
   int has_mapper;        /* the host has a mapper */
-  int closing;           /* the database is closing */
+  int closing;           /* the database's handles are closing */
+  int stopping;          /* flume_db_close() was called: no new work */
   int handles;           /* handles still open while closing */
   char errmsg[512];      /* the last error, for flume_db_errmsg() */
   void (*closed)(void *ctx); /* called when they are */
@@ -136,12 +139,26 @@ static void waiter_finish(flume__waiter *w, int status) {
   cb(ctx, status);
 }
 
+/* What a waiter waits for: the view set up and its committed since at
+ * `target`. The one predicate of every wait, checked before it sleeps and
+ * after every wake-up (Tarantool's box_wait_ro). */
+static int reached(const flume_view *v, int64_t target) {
+  return v->ready && !v->failed && v->committed >= target;
+}
+
+/* How a waiter that may go on ends: 0, or FLUME_ECLOSED once the database
+ * is closing (close cancels what is pending). */
+static int release_status(flume_view *v) {
+  flume__views *vs = flume__db_views(v->db);
+  return vs == NULL || vs->closing || vs->stopping ? FLUME_ECLOSED : 0;
+}
+
 /* Releases the waiters whose target the view has reached, in order. */
 static void release_waiters(flume_view *v) {
-  while (v->waiters && v->waiters->target <= v->committed && !v->failed) {
+  while (v->waiters && reached(v, v->waiters->target)) {
     flume__waiter *w = v->waiters;
     v->waiters = w->next;
-    waiter_finish(w, 0);
+    waiter_finish(w, release_status(v));
   }
 }
 
@@ -153,30 +170,54 @@ static void fail_waiters(flume_view *v, int status) {
   }
 }
 
-static void waiter_timeout(uv_timer_t *t) {
-  flume__waiter *w = t->data;
-  flume_view *v = w->view;
-  for (flume__waiter **p = &v->waiters; *p; p = &(*p)->next) {
+static void waiter_unlink(flume__waiter *w) {
+  for (flume__waiter **p = &w->view->waiters; *p; p = &(*p)->next) {
     if (*p == w) {
       *p = w->next;
       break;
     }
   }
-  waiter_finish(w, FLUME_ETIMEDOUT);
+}
+
+static void waiter_timeout(uv_timer_t *t) {
+  flume__waiter *w = t->data;
+  flume_view *v = w->view;
+  int status = release_status(v);
+  if (status == 0 && v->failed) status = FLUME_EVIEW;
+  if (status == 0 && !reached(v, w->target)) {
+    if (w->wake) {
+      /* Woken for nothing (a rebuild started meanwhile): wait on, under
+       * the timeout it asked for. */
+      w->wake = 0;
+      uv_timer_stop(t);
+      if (w->timeout_ms >= 0)
+        uv_timer_start(t, waiter_timeout, (uint64_t)w->timeout_ms, 0);
+      return;
+    }
+    status = FLUME_ETIMEDOUT;
+  }
+  waiter_unlink(w);
+  waiter_finish(w, status);
 }
 
 int flume__view_wait(flume_view *v, int64_t target, double timeout,
-                     flume__wait_cb cb, void *ctx) {
+                     int defer, flume__wait_cb cb, void *ctx) {
   flume__views *vs = flume__db_views(v->db);
-  if (vs == NULL || vs->closing) return FLUME_ECLOSED;
-  if (v->failed) return FLUME_EVIEW;
+  if (vs == NULL || vs->closing || vs->stopping) return FLUME_ECLOSED;
+  int now = v->failed || reached(v, target);
+  if (now && !defer) return v->failed ? FLUME_EVIEW : FLUME__WAIT_REACHED;
   flume__waiter *w = calloc(1, sizeof *w);
   if (w == NULL) return FLUME_ENOMEM;
   w->view = v;
   w->target = target;
   w->cb = cb;
   w->ctx = ctx;
-  if (timeout >= 0) {
+  w->wake = now;
+  /* No timeout (negative, NaN, or past what a timer can count) is -1. */
+  w->timeout_ms = timeout >= 0 && timeout * 1000.0 < 9.2e18
+                      ? (int64_t)(timeout * 1000.0)
+                      : -1;
+  if (now || w->timeout_ms >= 0) {
     w->timer = malloc(sizeof *w->timer);
     if (w->timer == NULL) {
       free(w);
@@ -184,9 +225,11 @@ int flume__view_wait(flume_view *v, int64_t target, double timeout,
     }
     uv_timer_init(flume__db_loop(v->db), w->timer);
     w->timer->data = w;
-    uv_timer_start(w->timer, waiter_timeout, (uint64_t)(timeout * 1000.0), 0);
+    uv_timer_start(w->timer, waiter_timeout,
+                   now ? 0 : (uint64_t)w->timeout_ms, 0);
   }
-  /* In order of target, so waiters added in any order are all released. */
+  /* In order of target, so waiters added in any order are all released;
+   * a deferred one is on the list too, so that close cancels it. */
   flume__waiter **p = &v->waiters;
   while (*p && (*p)->target <= target) p = &(*p)->next;
   w->next = *p;
@@ -1160,6 +1203,7 @@ int flume__views_set_paused(flume_db *db, int paused) {
 void flume__views_before_close(flume__views *vs) {
   /* Store what the views did; it would be redone otherwise. */
   submit_checkpoint(vs);
+  vs->stopping = 1;
 }
 
 static void idle_closed(uv_handle_t *h) {
