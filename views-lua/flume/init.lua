@@ -338,10 +338,19 @@ function DB:stream(opts)
   local c, mp = self._c, self._mp
   if c:closed() then error("flume: ECLOSED: database is closed", 0) end
   local plain = self._decode == nil and self._mapper == nil
+  -- Seqs start at 0: a lower bound below it means "from the start" (a
+  -- live stream must never wait for a seq below 0, which is always reached).
+  if lo < 0 then lo = 0 end
   local seqs, vals, n, i = {}, {}, 0, 0
   local nxt = reverse and hi or lo
   local done = remaining <= 0 or lo > hi
   return function()
+    -- A live stream ends when its database closes, even if the consumer
+    -- closed it inside the loop body (a live stream has no other end).
+    if live and c:closed() then
+      done, n = true, 0
+      return nil
+    end
     if i < n then
       i = i + 1
       local seq = seqs[i]
@@ -542,6 +551,9 @@ function View:read(opts)
   local low, high, pass_since = -1, maxinteger, self.since
   local seen = live and kind == "group" and {} or nil
   return function()
+    -- A live read ends when its database closes, even if the consumer
+    -- closed it inside the loop body.
+    if live and c:closed() then return nil end
     while remaining > 0 do
       local ok, key, v, value = cur()
       if ok then
