@@ -31,7 +31,10 @@ local KNOWN_DEFECTS = {
   -- view's state (read with wait = false) is not compared.
   [7] = true,
   -- 8: sync methods see uncommitted state. While open, views get no sync
-  -- method.
+  -- method, and a read with wait = false may see a state past the view's
+  -- since (a reduce view's uncommitted state; a group or index view's
+  -- entries of a checkpoint committed to the store whose completion the
+  -- loop has not yet taken in, so `since` lags behind them).
   [8] = true,
 }
 
@@ -233,6 +236,17 @@ function Case:check_view(name)
   info.kind = mv.kind
   local log_since = self.model:since()
   local T = { timeout = TIMEOUT }
+  local def = M.load_script(info.src)
+  -- before any gated read: what the view has committed so far
+  local since0 = view.since
+  if since0 > log_since then
+    self:fail("view '%s' has since %d, past the log's %d", name, since0,
+      log_since)
+  end
+  if not (mv.failed and since0 >= mv.failed) and
+    not (mv.failed and KNOWN_DEFECTS[7]) then
+    self:check_unwaited(name, view, since0)
+  end
   if mv.failed then
     local want = "failed at seq " .. mv.failed .. ":"
     local err = mv.kind == "reduce" and errmsg(view.get, view, T) or
@@ -254,9 +268,17 @@ function Case:check_view(name)
       self:fail("failed view '%s' has since %d, past its failure at %d",
         name, since, mv.failed)
     end
+    if def.methods then
+      err = errmsg(view.dump, view, {})
+      if not err or not err:find(want, 1, true) then
+        self:fail("view '%s' fails at seq %d; its method gave: %s", name,
+          mv.failed, tostring(err))
+      end
+    end
     if KNOWN_DEFECTS[7] then return end
     return self:check_unwaited(name, view, since)
   end
+  if def.methods then self:check_methods(name, view, mv) end
   if mv.kind == "reduce" then
     local got = view:get(T)
     if not same(got, mv.state) then
@@ -301,23 +323,64 @@ function Case:check_view(name)
   self:check_unwaited(name, view, view.since)
 end
 
--- A read with wait = false sees the view's committed state at its since.
-function Case:check_unwaited(name, view, since)
-  local mv = self.model:view(self.views[name].src, since)
-  local nowait = { wait = false }
+-- A view's async methods (from G.script) against the model: dump gives
+-- the state or the entries in a range (through the view's read handle),
+-- one the accumulator or the seqs of a key.
+function Case:check_methods(name, view, mv)
+  local r = self.r
   if mv.kind == "reduce" then
-    local got = view:get(nowait)
+    local got = view:dump()
     if not same(got, mv.state) then
-      self:fail("%s:get{ wait = false } at since %d = %s, the model says %s",
-        name, since, show(got), show(mv.state))
+      self:fail("%s:dump() = %s, the model says %s", name, show(got),
+        show(mv.state))
     end
+    return
+  end
+  local o = G.key_bounds(r)
+  local got = view:dump(o)
+  local expect = {}
+  for i, e in ipairs(M.read(mv, o)) do expect[i] = { e[1], e[2] } end
+  if not same(got, expect) then
+    self:fail("%s:dump(%s) = %s, the model says %s", name, show(o),
+      show(got), show(expect))
+  end
+  local k = #mv.entries > 0 and r.chance(0.5) and r.pick(mv.entries)[1] or
+    G.key(r)
+  got = view:one(k)
+  expect = M.lookup(mv, k)
+  if not same(got, expect) then
+    self:fail("%s:one(%s) = %s, the model says %s", name, show(k), show(got),
+      show(expect))
+  end
+end
+
+-- A read with wait = false sees the view's committed state at its since.
+-- (While issue 8's defect 8 is open, it may see a later state: then it
+-- must at least be the model's state at some seq between the view's since
+-- and the log's.)
+function Case:check_unwaited(name, view, since)
+  local src = self.views[name].src
+  local mv = self.model:view(src, since)
+  local nowait = { wait = false }
+  local got
+  if mv.kind == "reduce" then
+    got = view:get(nowait)
   else
-    local got = self:collect(view, name, nowait)
-    if not same(got, mv.entries) then
-      self:fail("%s:read{ wait = false } at since %d gave %s, the model " ..
-        "says %s", name, since, show(got), show(mv.entries))
+    got = self:collect(view, name, nowait)
+  end
+  local function matches(m)
+    if m.kind == "reduce" then return same(got, m.state) end
+    return same(got, m.entries)
+  end
+  if matches(mv) then return end
+  if KNOWN_DEFECTS[8] then
+    for s = since + 1, self.model:since() do
+      if matches(self.model:view(src, s)) then return end
     end
   end
+  self:fail("%s:%s{ wait = false } at since %d gave %s, the model says %s",
+    name, mv.kind == "reduce" and "get" or "read", since, show(got),
+    show(mv.kind == "reduce" and mv.state or mv.entries))
 end
 
 function Case:check()
@@ -384,6 +447,26 @@ function Case:live_index(name, list)
   for _, v in ipairs(list) do model:append(v) end
   local mv1 = model:view(info.src)
   local before = M.read(mv0, o)
+  if mv1.failed then
+    -- the view fails among the new values: the read raises, after giving
+    -- what is there and perhaps some of the new entries
+    self:log("-- live read of " .. name .. " " .. show(o) ..
+      " while appending " .. show(list) .. ", failing at " .. mv1.failed)
+    o.live = true
+    local it = db[name]:read(o)
+    for _, v in ipairs(list) do db:append(v, function() end) end
+    local finished = false
+    watchdog("live read of failing " .. name, function() return finished end)
+    local err = errmsg(function() for _ in it do end end)
+    finished = true
+    local want = "failed at seq " .. mv1.failed .. ":"
+    if not err or not err:find(want, 1, true) then
+      self:fail("live read of %s, which fails at %d, ended with %s", name,
+        mv1.failed, tostring(err))
+    end
+    while db.since < model:since() do flume.sleep(0.001) end
+    return
+  end
   local all = M.read(mv1, o)
   local new = {}
   for _, e in ipairs(all) do

@@ -220,6 +220,20 @@ function G.script(r, version, opts)
     lines[#lines + 1] = "  map = function(v, seq) " .. boom .. guard ..
       body .. "return " .. ret .. " end,"
   end
+  if r.chance(0.4) then
+    -- async methods: the state, or the stored entries through the read
+    -- handle (compared with the model by the spec)
+    if kind == "reduce" then
+      lines[#lines + 1] = "  methods = { dump = { 'async', function(s) " ..
+        "return s end } },"
+    else
+      lines[#lines + 1] = "  methods = {\n" ..
+        "    dump = { 'async', function(h, o) local out = {} " ..
+        "for k, a in h.read(o) do out[#out + 1] = { k, a } end " ..
+        "return out end },\n" ..
+        "    one = { 'async', function(h, k) return h.get(k) end },\n  },"
+    end
+  end
   lines[#lines + 1] = "}"
   return table.concat(lines, "\n"), kind, fail_at
 end
