@@ -550,8 +550,9 @@ static int index_key(flume__views *vs, flume_view *v, int idx, int64_t seq) {
   char err[256], msg[300];
   flume__buf k = FLUME__BUF_INIT;
   int rc = flume__key_encode(H, idx, &k, err, sizeof err);
-  if (rc == 0 && k.len > 503) {
-    snprintf(err, sizeof err, "key is %zu bytes encoded, over 503", k.len);
+  if (rc == 0 && k.len > FLUME__KEY_MAX) {
+    snprintf(err, sizeof err, "key is %zu bytes encoded, over %d", k.len,
+             FLUME__KEY_MAX);
     rc = FLUME_EINVAL;
   }
   if (rc == 0) {
@@ -664,10 +665,13 @@ static void apply_view(flume__views *vs, flume_view *v, int vals,
       }
       char err[256];
       kb.len = 0;
-      if (flume__key_encode(H, key, &kb, err, sizeof err) || kb.len > 511) {
+      if (flume__key_encode(H, key, &kb, err, sizeof err) ||
+          kb.len > FLUME__KEY_MAX) {
         char msg[300];
-        snprintf(msg, sizeof msg, "map returned a bad key: %s",
-                 kb.len > 511 ? "longer than 511 bytes encoded" : err);
+        if (kb.len > FLUME__KEY_MAX)
+          snprintf(err, sizeof err, "key is %zu bytes encoded, over %d",
+                   kb.len, FLUME__KEY_MAX);
+        snprintf(msg, sizeof msg, "map returned a bad key: %s", err);
         view_fail(v, seq, msg);
         break;
       }
