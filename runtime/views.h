@@ -44,6 +44,8 @@ struct flume_view {
   int resetting;           /* a rebuild's reset is not committed yet */
   int64_t since;           /* last seq the indexer fed it */
   int64_t committed;       /* since of its last committed checkpoint */
+  int64_t handed;          /* since of the last checkpoint handed to the
+                            * writer (committed, or in flight) */
   int64_t epoch;           /* bumped by rebuild: older checkpoints ignored */
   flume__table table;      /* its state's table */
   int host_ref;            /* its record in the host state's registry */
