@@ -30,7 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lmdb_env.h"
 #include "lua_core.h"
+#include "store.h"
 #include "views.h"
 
 #define TOOLS_ENV_MT "flume.tools.env"
@@ -47,29 +49,17 @@ static const char *const kind_names[] = {[FLUME__VIEW_REDUCE] = "reduce",
                                          [FLUME__VIEW_INDEX] = "index",
                                          [FLUME__VIEW_C] = "c"};
 
-static int map_err(int rc) {
-  switch (rc) {
-  case MDB_NOTFOUND:
-    return FLUME_ENOTFOUND;
-  case MDB_CORRUPTED:
-  case MDB_PAGE_NOTFOUND:
-  case MDB_INVALID:
-  case MDB_BAD_DBI:
-  case MDB_INCOMPATIBLE:
-    return FLUME_ECORRUPT;
-  case MDB_VERSION_MISMATCH:
-    return FLUME_EFORMAT;
-  case MDB_READERS_FULL:
-    return FLUME_EBUSY;
-  case MDB_DBS_FULL:
-    return FLUME_ELIMIT;
-  default:
-    return rc > 0 ? -rc : FLUME_EIO;
-  }
+/* Raises err with the store's detail of it when there is one (what is
+ * damaged and where), else with `what`. */
+static int raise_err(lua_State *L, int err, const char *what) {
+  char detail[512];
+  if (flume__store_detail(detail, sizeof detail))
+    return flume__lua_raise(L, err, detail);
+  return flume__lua_raise(L, err, what);
 }
 
 static int raise_mdb(lua_State *L, tenv *e, int rc) {
-  return flume__lua_raise(L, map_err(rc), e->path);
+  return raise_err(L, flume__lmdb_map_err(rc), e->path);
 }
 
 static tenv *check_env(lua_State *L) {
@@ -106,16 +96,14 @@ static int l_open(lua_State *L) {
   e->env = NULL; /* created closed, so __gc is always safe */
   memcpy(e->path, path, len + 1);
   luaL_setmetatable(L, TOOLS_ENV_MT);
-  MDB_env *env;
-  int rc = mdb_env_create(&env);
-  if (rc) return raise_mdb(L, e, rc);
-  if ((rc = mdb_env_set_maxdbs(env, TOOLS_MAX_DBS)) ||
-      (rc = mdb_env_open(env, path, MDB_RDONLY | MDB_NOTLS | MDB_NORDAHEAD,
-                         0644))) {
-    mdb_env_close(env);
-    return raise_mdb(L, e, rc);
+  /* The runtime's open path, read-only: the same checks of the file. */
+  int rc = flume__lmdb_open_env(e->path, 1, 0, MDB_NOTLS | MDB_NORDAHEAD,
+                                TOOLS_MAX_DBS, &e->env);
+  if (rc == FLUME_ENOTFOUND) {
+    lua_pushfstring(L, "%s: no flume database here", path);
+    return flume__lua_raise(L, -ENOENT, lua_tostring(L, -1));
   }
-  e->env = env;
+  if (rc) return raise_err(L, rc, e->path);
   return 1;
 }
 
@@ -168,7 +156,7 @@ static int l_env_meta(lua_State *L) {
   if (rc == 0) rc = mdb_cursor_open(txn, dbi, &cur);
   if (rc) {
     mdb_txn_abort(txn);
-    if (rc == MDB_NOTFOUND) rc = MDB_INVALID;
+    if (rc == MDB_NOTFOUND) rc = MDB_INVALID; /* open checks this first */
     return raise_mdb(L, e, rc);
   }
   lua_createtable(L, 0, 3);
@@ -176,6 +164,11 @@ static int l_env_meta(lua_State *L) {
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     const char *key = k.mv_data;
+    if (flume__lmdb_unseal(e->path, "t:meta", &k, &v) != 0) {
+      mdb_cursor_close(cur);
+      mdb_txn_abort(txn);
+      return raise_err(L, FLUME_ECORRUPT, e->path);
+    }
     if (k.mv_size > 5 && memcmp(key, "view:", 5) == 0) {
       if (v.mv_size != RECORD_SIZE) continue;
       lua_pushlstring(L, key + 5, k.mv_size - 5);
@@ -272,6 +265,11 @@ static int l_env_read(lua_State *L) {
     size_t s;
     memcpy(&s, k.mv_data, sizeof s);
     if ((lua_Integer)s < from || (lua_Integer)s > to) break;
+    if (flume__lmdb_unseal(e->path, "log", &k, &v) != 0) {
+      mdb_cursor_close(cur);
+      mdb_txn_abort(txn);
+      return raise_err(L, FLUME_ECORRUPT, e->path);
+    }
     n++;
     lua_pushinteger(L, (lua_Integer)s);
     lua_rawseti(L, 6, n);
@@ -403,7 +401,7 @@ static int l_env_copy(lua_State *L) {
   }
   pthread_join(th, NULL);
   if (failed) return lua_error(L);
-  if (j.rc) return flume__lua_raise(L, map_err(j.rc), dest);
+  if (j.rc) return flume__lua_raise(L, flume__lmdb_map_err(j.rc), dest);
   return 0;
 }
 
