@@ -148,6 +148,15 @@ int flume__store_detail(char *buf, size_t n) {
   return 1;
 }
 
+/* map_err for a read of LMDB's pages: damage LMDB noticed itself (a page
+ * of the wrong kind, a page number past the end) gets a detail too. */
+static int read_err(const char *path, int rc) {
+  if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND)
+    set_detail("%s/data.mdb has a damaged page (LMDB: %s)", path,
+               mdb_strerror(rc));
+  return map_err(rc);
+}
+
 /* ---- sealing: a CRC32C of key and value after every stored value ------- */
 
 static uint32_t seal_of(const void *key, size_t klen, const void *val,
@@ -533,7 +542,11 @@ int flume__lmdb_open_env(const char *path, int readonly, size_t map_size,
   }
   int dead;
   mdb_reader_check(env, &dead);
-  if ((rc = check_content(env, path, readonly))) goto fail;
+  if ((rc = check_content(env, path, readonly))) {
+    if (rc == FLUME_ECORRUPT && detail[0] == '\0')
+      set_detail("%s/data.mdb is damaged: its tables cannot be read", path);
+    goto fail;
+  }
   *out = env;
   return 0;
 fail:
@@ -831,7 +844,8 @@ static int unseal(flume__txn *t, flume__table tbl, const MDB_val *k,
 static int lmdb_get(flume__txn *t, flume__table tbl, flume__slice key,
                     flume__slice *val) {
   MDB_val k = {key.size, (void *)key.data}, v;
-  int rc = map_err(mdb_get(t->txn, dbi_of(t, tbl), &k, &v));
+  int rc = mdb_get(t->txn, dbi_of(t, tbl), &k, &v);
+  rc = rc == MDB_NOTFOUND ? FLUME_ENOTFOUND : read_err(t->store->path, rc);
   if (rc == 0) rc = unseal(t, tbl, &k, &v);
   if (rc == 0) *val = (flume__slice){v.mv_data, v.mv_size};
   return rc;
@@ -939,7 +953,8 @@ static int lmdb_cursor_get(flume__cursor *c, int op, flume__slice *key,
     k.mv_size = key->size;
     k.mv_data = (void *)key->data;
   }
-  int rc = map_err(mdb_cursor_get(c->cur, &k, &v, ops[op]));
+  int rc = read_err(c->txn->store->path,
+                    mdb_cursor_get(c->cur, &k, &v, ops[op]));
   if (rc == 0) rc = unseal(c->txn, c->tbl, &k, &v);
   if (rc) return rc;
   *key = (flume__slice){k.mv_data, k.mv_size};

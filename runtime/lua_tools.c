@@ -19,14 +19,17 @@
  * be open at the same time in one process: close this one first.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -405,6 +408,159 @@ static int l_env_copy(lua_State *L) {
   return 0;
 }
 
+/* ---- verify: the whole file, in a child process ------------------------ */
+
+typedef struct verify_out {
+  int fd;             /* the pipe to the parent */
+  char table[160];    /* the table being walked, for the crash message */
+} verify_out;
+
+static void put_line(int fd, char tag, const char *text) {
+  char line[4700];
+  int n = snprintf(line, sizeof line, "%c %s", tag, text);
+  if (n < 0) return;
+  if ((size_t)n >= sizeof line - 1) n = (int)sizeof line - 2;
+  for (int i = 2; i < n; i++)
+    if (line[i] == '\n') line[i] = ' ';
+  line[n++] = '\n';
+  for (int off = 0; off < n;) {
+    ssize_t w = write(fd, line + off, (size_t)(n - off));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;
+    off += (int)w;
+  }
+}
+
+static void on_verify(void *ctx, flume__verify_kind kind, const char *what,
+                      uint64_t count) {
+  verify_out *o = ctx;
+  char num[32];
+  switch (kind) {
+  case FLUME__VERIFY_TABLE:
+    put_line(o->fd, 'T', what);
+    break;
+  case FLUME__VERIFY_DAMAGED:
+    put_line(o->fd, 'D', what);
+    break;
+  case FLUME__VERIFY_DONE:
+    snprintf(num, sizeof num, "%llu", (unsigned long long)count);
+    put_line(o->fd, 'N', num);
+    break;
+  }
+}
+
+/* tools.verify(dir) -> { entries, tables = { name... }, damaged = { msg...
+ * }, error = msg | nil, crashed = msg | nil }. Reads every entry of every
+ * table of dir (flume__lmdb_verify) in a child process: LMDB may crash on
+ * a damaged branch page, and that must be a finding, not our end. */
+static int l_verify(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int fds[2];
+  if (pipe(fds) != 0) return flume__lua_raise(L, -errno, "pipe");
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) {
+    int e = errno;
+    close(fds[0]);
+    close(fds[1]);
+    return flume__lua_raise(L, -e, "fork");
+  }
+  if (pid == 0) {
+    /* The child: its own LMDB environment (none is inherited in use). */
+    close(fds[0]);
+    signal(SIGPIPE, SIG_IGN);
+    /* LMDB's own assertion message would land on the command's stderr
+     * beside ours: the crash is reported from its signal instead. */
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null >= 0) dup2(null, 2);
+    verify_out o = {fds[1], ""};
+    int rc = flume__lmdb_verify(path, on_verify, &o);
+    if (rc) {
+      char detail[600], msg[800];
+      if (!flume__store_detail(detail, sizeof detail))
+        snprintf(detail, sizeof detail, "%s", path);
+      snprintf(msg, sizeof msg, "%s: %s: %s", flume_err_name(rc),
+               flume_strerror(rc), detail);
+      put_line(fds[1], 'E', msg);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (;;) {
+    char *p = luaL_prepbuffer(&b);
+    ssize_t n = read(fds[0], p, LUAL_BUFFERSIZE);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    luaL_addsize(&b, (size_t)n);
+  }
+  close(fds[0]);
+  luaL_pushresult(&b);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  size_t len;
+  const char *text = lua_tolstring(L, -1, &len);
+  lua_createtable(L, 0, 5);
+  int res = lua_gettop(L);
+  lua_newtable(L); /* tables */
+  lua_newtable(L); /* damaged */
+  const char *last_table = NULL;
+  size_t last_len = 0;
+  int done = 0;
+  for (const char *line = text, *end = text + len; line < end;) {
+    const char *nl = memchr(line, '\n', (size_t)(end - line));
+    if (nl == NULL) break; /* a line cut by a crash */
+    if (nl - line >= 2) {
+      const char *body = line + 2;
+      size_t blen = (size_t)(nl - body);
+      switch (line[0]) {
+      case 'T':
+        lua_pushlstring(L, body, blen);
+        lua_rawseti(L, res + 1, (lua_Integer)lua_rawlen(L, res + 1) + 1);
+        last_table = body;
+        last_len = blen;
+        break;
+      case 'D':
+        lua_pushlstring(L, body, blen);
+        lua_rawseti(L, res + 2, (lua_Integer)lua_rawlen(L, res + 2) + 1);
+        break;
+      case 'N':
+        lua_pushinteger(L, (lua_Integer)strtoll(body, NULL, 10));
+        lua_setfield(L, res, "entries");
+        done = 1;
+        break;
+      case 'E':
+        lua_pushlstring(L, body, blen);
+        lua_setfield(L, res, "error");
+        done = 1;
+        break;
+      }
+    }
+    line = nl + 1;
+  }
+  lua_setfield(L, res, "damaged");
+  lua_setfield(L, res, "tables");
+  if (!done) {
+    char sig[64];
+    if (WIFSIGNALED(status))
+      snprintf(sig, sizeof sig, "signal %d, %s", WTERMSIG(status),
+               strsignal(WTERMSIG(status)));
+    else
+      snprintf(sig, sizeof sig, "exit status %d", WEXITSTATUS(status));
+    char msg[4500];
+    snprintf(msg, sizeof msg,
+             "%s/data.mdb has a damaged page in table %.*s: reading it "
+             "crashed LMDB (%s)",
+             path, last_table ? (int)last_len : 9,
+             last_table ? last_table : "(unknown)", sig);
+    lua_pushstring(L, msg);
+    lua_setfield(L, res, "crashed");
+  }
+  return 1;
+}
+
 /* ---- process helpers ---------------------------------------------------- */
 
 static volatile sig_atomic_t interrupted;
@@ -494,6 +650,7 @@ static const luaL_Reg env_methods[] = {
     {"close", l_env_close},   {NULL, NULL}};
 
 static const luaL_Reg tools_funcs[] = {{"open", l_open},
+                                       {"verify", l_verify},
                                        {"trap_sigint", l_trap_sigint},
                                        {"interrupted", l_interrupted},
                                        {"sleep", l_sleep},
