@@ -18,38 +18,163 @@
 #include "views.h"
 
 struct flume__host {
-  lua_State *L; /* the sandboxed state */
-  int base_ref; /* registry ref of the allow-listed globals */
+  lua_State *L;  /* the sandboxed state */
+  int base_ref;  /* registry ref of the allow-listed globals */
+  int exhausted; /* the call in progress ran out of instructions */
 };
 
-/* Globals a view may use; library tables are copied per view. */
+/* Globals a view may use; library tables are copied per view. pcall,
+ * xpcall and setmetatable are the sandbox's own (below). */
 static const char *const basic_names[] = {
-    "assert", "error",  "ipairs",   "next",     "pairs",   "pcall",
+    "assert", "error",  "ipairs",   "next",     "pairs",
     "rawequal", "rawget", "rawlen", "rawset",   "select",  "tonumber",
-    "tostring", "type",   "xpcall", "setmetatable", "getmetatable",
-    "_VERSION", NULL};
+    "tostring", "type", "getmetatable", "_VERSION", NULL};
 static const char *const lib_names[] = {"string", "table", "math", "utf8",
                                         NULL};
 
-/* Raised from the count hook: a script ran past its instruction budget. */
+static const char limit_msg[] = "instruction limit exceeded (%d "
+                                "instructions in one call: an endless "
+                                "loop?)";
+
+/* The host is the allocator's user data: every function of the sandbox
+ * finds it there. */
+static flume__host *host_of(lua_State *L) {
+  void *ud;
+  lua_getallocf(L, &ud);
+  return ud;
+}
+
+/* Raised from the count hook: a script ran past its instruction budget.
+ * The budget stays spent: the hook now fires before every instruction,
+ * so whatever catches the error (an error handler, a __close, a loop
+ * around pcall) cannot run a single instruction more. */
 static void limit_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
-  luaL_error(L, "instruction limit exceeded (%d instructions in one call: "
-                "an endless loop?)", FLUME__INSTRUCTION_LIMIT);
+  host_of(L)->exhausted = 1;
+  lua_sethook(L, limit_hook, LUA_MASKCOUNT, 1);
+  luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
+}
+
+/* The sandbox's pcall: the base library's, except that the instruction
+ * limit is not an error a script can catch. */
+static int sb_pcall(lua_State *L) {
+  luaL_checkany(L, 1);
+  int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+  if (host_of(L)->exhausted)
+    return luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
+  lua_pushboolean(L, status == LUA_OK);
+  lua_insert(L, 1);
+  return lua_gettop(L);
+}
+
+/* xpcall's message handler: up[1] = the script's. Lua calls it from
+ * inside the error, and when the error is the limit's, raised in the count
+ * hook, hooks are off until the error is thrown: the script's handler
+ * would run unbounded. It is skipped then. */
+static int sb_msgh(lua_State *L) {
+  if (host_of(L)->exhausted) return 1;
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
+/* The sandbox's xpcall(f, msgh, ...), likewise. */
+static int sb_xpcall(lua_State *L) {
+  int n = lua_gettop(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_pushvalue(L, 2);
+  lua_pushcclosure(L, sb_msgh, 1);
+  lua_replace(L, 2); /* f, wrapped msgh, args... */
+  lua_pushvalue(L, 1);
+  lua_insert(L, 3);                /* f, wrapped, f, args... */
+  int status = lua_pcall(L, n - 2, LUA_MULTRET, 2);
+  if (host_of(L)->exhausted)
+    return luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
+  lua_pushboolean(L, status == LUA_OK);
+  lua_replace(L, 1);
+  lua_remove(L, 2); /* ok, results... */
+  return lua_gettop(L);
 }
 
 int flume__host_pcall(flume__host *h, int nargs, int nresults) {
+  lua_State *L = h->L;
   /* Setting the hook resets its count: each call gets the whole budget. */
-  lua_sethook(h->L, limit_hook, LUA_MASKCOUNT, FLUME__INSTRUCTION_LIMIT);
-  int rc = lua_pcall(h->L, nargs, nresults, 0);
-  lua_sethook(h->L, NULL, 0, 0);
+  h->exhausted = 0;
+  lua_sethook(L, limit_hook, LUA_MASKCOUNT, FLUME__INSTRUCTION_LIMIT);
+  int rc = lua_pcall(L, nargs, nresults, 0);
+  lua_sethook(L, NULL, 0, 0);
+  h->exhausted = 0;
+  /* Callers report the error as text: any other error object (error(nil),
+   * error({})) becomes a sentence, without running the script's own
+   * __tostring outside its limits. */
+  if (rc != LUA_OK && lua_type(L, -1) != LUA_TSTRING) {
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+      lua_tostring(L, -1);
+    } else {
+      const char *t = luaL_typename(L, -1);
+      lua_pushfstring(L, "(error object is a %s value)", t);
+      lua_replace(L, -2);
+    }
+  }
   return rc;
+}
+
+static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  (void)osize;
+  if (nsize == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return realloc(ptr, nsize);
+}
+
+/* The sandbox's setmetatable: the base library's, without finalizers. A
+ * __gc would run whenever the collector gets to it, or at close, outside
+ * any call's limits; Lua 5.4 marks an object for finalization only when
+ * setmetatable gives it a metatable that already has __gc, so refusing it
+ * here is enough: a __gc added later is never called. */
+static int sb_setmetatable(lua_State *L) {
+  int t = lua_type(L, 2);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+  if (t == LUA_TTABLE) {
+    lua_pushliteral(L, "__gc");
+    int gc = lua_rawget(L, 2) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (gc)
+      return luaL_error(L, "a view cannot set a finalizer (__gc): it would "
+                           "run outside the view's limits");
+  }
+  if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+    return luaL_error(L, "cannot change a protected metatable");
+  lua_settop(L, 2);
+  lua_setmetatable(L, 1);
+  return 1;
+}
+
+static const luaL_Reg sandbox_funcs[] = {{"pcall", sb_pcall},
+                                         {"xpcall", sb_xpcall},
+                                         {"setmetatable", sb_setmetatable},
+                                         {NULL, NULL}};
+
+/* Replaces the table at the top with a shallow copy of it. */
+static void copy_table(lua_State *L) {
+  lua_newtable(L);
+  lua_pushnil(L);
+  while (lua_next(L, -3)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_remove(L, -2);
 }
 
 int flume__host_new(flume__host **out) {
   flume__host *h = calloc(1, sizeof *h);
   if (h == NULL) return FLUME_ENOMEM;
-  h->L = luaL_newstate();
+  h->L = lua_newstate(host_alloc, h);
   if (h->L == NULL) {
     free(h);
     return FLUME_ENOMEM;
@@ -71,6 +196,21 @@ int flume__host_new(flume__host **out) {
     lua_getglobal(L, *n);
     lua_setfield(L, -2, *n);
   }
+  luaL_setfuncs(L, sandbox_funcs, 0);
+  /* Methods on strings (s:upper()) go through the one string metatable of
+   * the state: its __index becomes a copy of the string library that no
+   * script can reach, and getmetatable("") gives only `false`, so no view
+   * can change what s:upper() does for another. A view's own `string`
+   * table is a copy too (push_env). */
+  lua_pushliteral(L, "");
+  lua_createtable(L, 0, 2);
+  lua_getfield(L, -3, "string");
+  copy_table(L);
+  lua_setfield(L, -2, "__index");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
+  lua_pop(L, 1);
   /* No randomness: a rebuild must give the same result. */
   lua_getfield(L, -1, "math");
   lua_pushnil(L);
@@ -103,16 +243,7 @@ static void push_env(flume__host *h) {
   lua_newtable(L);
   lua_pushnil(L);
   while (lua_next(L, -3)) {
-    if (lua_istable(L, -1)) {
-      lua_newtable(L);
-      lua_pushnil(L);
-      while (lua_next(L, -3)) {
-        lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_rawset(L, -4);
-      }
-      lua_remove(L, -2);
-    }
+    if (lua_istable(L, -1)) copy_table(L);
     lua_pushvalue(L, -2);
     lua_insert(L, -2);
     lua_rawset(L, -4);
