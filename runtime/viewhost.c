@@ -264,6 +264,101 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
 
 #define FNV_BASIS 14695981039346656037ULL
 
+/*
+ * A function's hash for a view given as a table: its stripped dump (Lua
+ * 5.4's binary chunk without debug information), but without the two line
+ * numbers the dump keeps even when stripped (where the function and its
+ * nested functions begin and end). A view moved down by a blank line in
+ * its file then keeps its hash, so it is not reported as "changed without
+ * a version bump"; a view given as source text hashes its text instead,
+ * which is what its author edits.
+ *
+ * The dump is walked field by field; when it does not have the layout
+ * expected (another Lua version), the whole stripped dump is hashed.
+ */
+typedef struct dump_walk {
+  const unsigned char *p;   /* next byte */
+  const unsigned char *end; /* end of the dump */
+  uint64_t hash;            /* hash of what is kept */
+  int bad;                  /* not the expected layout */
+} dump_walk;
+
+static void dw_keep(dump_walk *w, size_t n) {
+  if (w->bad || (size_t)(w->end - w->p) < n) {
+    w->bad = 1;
+    return;
+  }
+  w->hash = fnv1a(w->hash, w->p, n);
+  w->p += n;
+}
+
+/* A size: 7 bits a byte, most significant first, the last byte's high bit
+ * set. Kept in the hash unless `skip`. */
+static size_t dw_size(dump_walk *w, int skip) {
+  size_t x = 0;
+  for (int i = 0; i < 10 && !w->bad; i++) {
+    if (w->p >= w->end) break;
+    unsigned char b = *w->p++;
+    if (!skip) w->hash = fnv1a(w->hash, &b, 1);
+    x = (x << 7) | (b & 0x7f);
+    if (b & 0x80) return x;
+  }
+  w->bad = 1;
+  return 0;
+}
+
+static void dw_string(dump_walk *w) {
+  size_t n = dw_size(w, 0);
+  if (n > 0) dw_keep(w, n - 1);
+}
+
+static void dw_function(dump_walk *w, int depth) {
+  if (depth > 200) w->bad = 1;
+  dw_string(w);   /* source: absent when stripped */
+  dw_size(w, 1);  /* linedefined: skipped */
+  dw_size(w, 1);  /* lastlinedefined: skipped */
+  dw_keep(w, 3);  /* numparams, is_vararg, maxstacksize */
+  size_t n = dw_size(w, 0);
+  if (n > (size_t)(w->end - w->p) / 4) w->bad = 1;
+  dw_keep(w, n * 4); /* the code */
+  n = dw_size(w, 0); /* constants */
+  for (size_t i = 0; i < n && !w->bad; i++) {
+    if (w->p >= w->end) w->bad = 1;
+    if (w->bad) break;
+    unsigned char t = *w->p;
+    dw_keep(w, 1);
+    switch (t) {
+    case 0x00: case 0x01: case 0x11: break; /* nil, false, true */
+    case 0x03: case 0x13: dw_keep(w, 8); break; /* integer, float */
+    case 0x04: case 0x14: dw_string(w); break;  /* strings */
+    default: w->bad = 1;
+    }
+  }
+  n = dw_size(w, 0); /* upvalues: instack, idx, kind */
+  if (n > (size_t)(w->end - w->p) / 3) w->bad = 1;
+  dw_keep(w, n * 3);
+  n = dw_size(w, 0); /* nested functions */
+  for (size_t i = 0; i < n && !w->bad; i++) dw_function(w, depth + 1);
+  /* Debug information, empty when stripped: its four counts. */
+  for (int i = 0; i < 4; i++)
+    if (dw_size(w, 0) != 0) w->bad = 1;
+}
+
+static uint64_t hash_dump(uint64_t h, const char *d, size_t n) {
+  /* The header: signature, version, format, data, three sizes, two test
+   * numbers; then the count of the main function's upvalues. */
+  const size_t header = 4 + 1 + 1 + 6 + 3 + 8 + 8 + 1;
+  dump_walk w = {(const unsigned char *)d, (const unsigned char *)d + n, h,
+                 0};
+  if (n < header || memcmp(d, LUA_SIGNATURE, 4) != 0 || d[4] != 0x54 ||
+      d[12] != 4 || d[13] != 8 || d[14] != 8)
+    return fnv1a(h, d, n);
+  dw_keep(&w, header);
+  dw_function(&w, 0);
+  if (w.bad || w.p != w.end) return fnv1a(h, d, n);
+  return w.hash;
+}
+
 static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
   (void)L;
   return flume__buf_append(ud, p, n);
@@ -338,8 +433,8 @@ static int move_value(move_ctx *m, const char *path, int depth) {
       flume__buf_free(&stripped);
       return FLUME_ENOMEM;
     }
-    /* The hash ignores debug information: moving a line changes nothing. */
-    m->hash = fnv1a(m->hash, stripped.data, stripped.len);
+    /* The hash ignores debug information and line numbers (hash_dump). */
+    m->hash = hash_dump(m->hash, stripped.data, stripped.len);
     flume__buf_free(&stripped);
     int rc = luaL_loadbufferx(T, code.data, code.len, path, "b");
     flume__buf_free(&code);
@@ -372,9 +467,11 @@ static int move_value(move_ctx *m, const char *path, int depth) {
       for (int j = i + 1; j <= n; j++) {
         lua_rawgeti(F, keys, i);
         lua_rawgeti(F, keys, j);
+        /* By type, then text: 1 and "1" have a fixed order too. */
+        int ta = lua_type(F, -2), tb = lua_type(F, -1);
         const char *a = luaL_tolstring(F, -2, NULL);
         const char *b = luaL_tolstring(F, -2, NULL);
-        int swap = strcmp(a, b) > 0;
+        int swap = ta != tb ? ta > tb : strcmp(a, b) > 0;
         lua_pop(F, 4);
         if (swap) {
           lua_rawgeti(F, keys, i);

@@ -41,3 +41,34 @@ describe("a hostile view", function()
     end
   end
 end)
+
+describe("the hash of a view given as a table", function()
+  local flume = require "flume"
+
+  local function hash_of(src)
+    local db = flume.open()
+    db:use("v", assert(load(src))())
+    local h = db.v:status().hash
+    db:close()
+    return h
+  end
+
+  local body = "return { version = 1, initial = { n = 0, [1] = 'a', ['1'] = 'b' },\n" ..
+    "map = function(v) local function f(x) return x + 1 end return f(v) end,\n" ..
+    "reduce = function(s, v)\n s.n = s.n + v\n return s end,\n" ..
+    "methods = { m = { 'sync', function(s) return s.n end } } }"
+
+  it("does not change when the view moves to other lines", function()
+    local h = hash_of(body)
+    assert.equal(h, hash_of("\n\n" .. body))
+    assert.equal(h, hash_of(("\n"):rep(300) .. body))
+    assert.equal(h, hash_of((body:gsub("\n", "\n\n"))))
+  end)
+
+  it("changes when its code or its fields change", function()
+    local h = hash_of(body)
+    assert.not_equal(h, hash_of((body:gsub("x %+ 1", "x + 2"))))
+    assert.not_equal(h, hash_of((body:gsub("n = 0", "n = 1"))))
+    assert.not_equal(h, hash_of((body:gsub("'sync'", "'async'"))))
+  end)
+end)
