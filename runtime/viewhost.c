@@ -519,6 +519,47 @@ static int move_value(move_ctx *m, const char *path, int depth) {
   return 0;
 }
 
+/* Pushes t[k] of the table at `t`, raw. */
+static int raw_field(lua_State *L, int t, const char *k) {
+  lua_pushstring(L, k);
+  return lua_rawget(L, t);
+}
+
+/* Replaces the table a script returned (at the top) by a plain copy of
+ * the fields the runtime reads: the runtime reads them outside any call's
+ * limits, where a metatable's __index or a metamethod must not run. */
+static void plain_def(lua_State *L) {
+  static const char *const fields[] = {"version", "kind", "map", "reduce",
+                                       "initial", NULL};
+  int t = lua_gettop(L);
+  lua_createtable(L, 0, 6);
+  for (const char *const *f = fields; *f; f++) {
+    raw_field(L, t, *f);
+    lua_setfield(L, -2, *f);
+  }
+  if (raw_field(L, t, "methods") == LUA_TTABLE) {
+    int m = lua_gettop(L);
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, m)) {
+      if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+        lua_createtable(L, 2, 0);
+        lua_rawgeti(L, -2, 1);
+        lua_rawseti(L, -2, 1);
+        lua_rawgeti(L, -2, 2);
+        lua_rawseti(L, -2, 2);
+        lua_pushvalue(L, -3);
+        lua_insert(L, -2);
+        lua_rawset(L, -5);
+      }
+      lua_pop(L, 1);
+    }
+    lua_setfield(L, -3, "methods");
+  }
+  lua_pop(L, 1);
+  lua_replace(L, t);
+}
+
 /* Checks the view table at the top of the host's stack and says its kind. */
 static int classify(lua_State *L, const char *name, flume__view_kind *kind,
                     int64_t *version, char *err, size_t errlen) {
@@ -614,6 +655,7 @@ int flume__host_load(flume__host *h, const char *name, const char *src,
       goto fail;
     }
     *hash = fnv1a(FNV_BASIS, src, len);
+    if (lua_istable(L, -1)) plain_def(L);
   } else {
     move_ctx m = {F, L, env, FNV_BASIS, err, errlen};
     char path[80];

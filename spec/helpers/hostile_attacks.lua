@@ -45,6 +45,10 @@ local list = {
     code = "pcall(function() getmetatable('').__index.upper = " ..
       "function() return 'pwned' end end) " ..
       "string.upper = function() return 'pwned' end" },
+  { name = "def_metatable", places = { "top" },
+    expect = "no integer version",
+    source = "return setmetatable({ reduce = function() end }, { " ..
+      "__index = function() while true do end end })" },
   { name = "error_nil", expect = "error object is a nil value",
     code = "error(nil)" },
   { name = "error_table", expect = "error object is a table value",
@@ -64,7 +68,9 @@ function A.all() return list end
 
 --- The view script that runs `a` in `where`.
 function A.script(a, where)
-  if where == "map" then
+  if a.source then
+    return a.source
+  elseif where == "map" then
     return "return { version = 1, map = function(v) " .. a.code ..
       "\n return 'k', 1 end, reduce = function(s, n) return (s or 0) + n end }"
   elseif where == "reduce" then
