@@ -17,11 +17,70 @@
 
 #include "views.h"
 
+/* What one view's calls have allocated and still hold, and its cap. */
+typedef struct host_account {
+  int64_t used; /* bytes of live blocks allocated during its calls */
+  int64_t cap;  /* what it may hold */
+} host_account;
+
 struct flume__host {
-  lua_State *L;  /* the sandboxed state */
-  int base_ref;  /* registry ref of the allow-listed globals */
-  int exhausted; /* the call in progress ran out of instructions */
+  lua_State *L;           /* the sandboxed state */
+  int base_ref;           /* registry ref of the allow-listed globals */
+  int exhausted;          /* the call in progress ran out of instructions */
+  uint32_t current;       /* account of the call in progress, 0 outside */
+  int over;               /* the call in progress hit its memory cap */
+  int collect;            /* a view failed: a full collection is due */
+  host_account *accts;    /* accounts by id; 0 is the runtime's own */
+  uint32_t nacct;         /* accounts in use (ids are never reused) */
+  uint32_t acct_cap;      /* room in accts */
+  uint32_t *ref_acct;     /* account id by view record ref */
+  int nref;               /* room in ref_acct */
 };
+
+/*
+ * Memory. Views share one Lua state, so that each log value is decoded
+ * once for all of them; every block the state allocates carries, in a
+ * small header, the account it is charged to: the view whose call
+ * allocated it (or grew it last), or 0, the runtime's own (decoded
+ * values, the runtime's tables). A free credits the block's account
+ * wherever it happens (a collection during another view's call, or
+ * outside any). Only an allocation inside a view's call can fail, when
+ * it would take the view past its cap; the runtime's own work never sees
+ * a failure it would have to recover from. A value the runtime decoded
+ * and a view keeps is charged to no view: a view holding every value it
+ * sees holds them at the cost of its table's slots only.
+ */
+#define HDR 8 /* header bytes: Lua needs only 8-byte alignment here */
+
+static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  flume__host *h = ud;
+  char *block = ptr ? (char *)ptr - HDR : NULL;
+  uint32_t owner = 0, cur = h->current;
+  if (block) memcpy(&owner, block, sizeof owner);
+  else osize = 0; /* for a new block, osize is its type */
+  if (nsize == 0) {
+    h->accts[owner].used -= (int64_t)osize;
+    free(block);
+    return NULL;
+  }
+  /* Shrinking never fails (Lua counts on it), nor does the runtime. Once
+   * refused, a call gets no more: the collection Lua then runs cannot buy
+   * it room to go on. */
+  host_account *a = &h->accts[cur];
+  if (cur != 0 && nsize > osize &&
+      (h->over ||
+       a->used - (owner == cur ? (int64_t)osize : 0) + (int64_t)nsize >
+           a->cap)) {
+    h->over = 1;
+    return NULL;
+  }
+  char *nb = realloc(block, nsize + HDR);
+  if (nb == NULL) return NULL;
+  h->accts[owner].used -= (int64_t)osize;
+  memcpy(nb, &cur, sizeof cur);
+  a->used += (int64_t)nsize;
+  return nb + HDR;
+}
 
 /* Globals a view may use; library tables are copied per view. pcall,
  * xpcall and setmetatable are the sandbox's own (below). */
@@ -62,6 +121,7 @@ static int sb_pcall(lua_State *L) {
   int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
   if (host_of(L)->exhausted)
     return luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
+  if (host_of(L)->over) return lua_error(L); /* nor the memory cap */
   lua_pushboolean(L, status == LUA_OK);
   lua_insert(L, 1);
   return lua_gettop(L);
@@ -72,7 +132,7 @@ static int sb_pcall(lua_State *L) {
  * hook, hooks are off until the error is thrown: the script's handler
  * would run unbounded. It is skipped then. */
 static int sb_msgh(lua_State *L) {
-  if (host_of(L)->exhausted) return 1;
+  if (host_of(L)->exhausted || host_of(L)->over) return 1;
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, 1);
@@ -91,20 +151,72 @@ static int sb_xpcall(lua_State *L) {
   int status = lua_pcall(L, n - 2, LUA_MULTRET, 2);
   if (host_of(L)->exhausted)
     return luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
+  if (host_of(L)->over) return lua_error(L);
   lua_pushboolean(L, status == LUA_OK);
   lua_replace(L, 1);
   lua_remove(L, 2); /* ok, results... */
   return lua_gettop(L);
 }
 
-int flume__host_pcall(flume__host *h, int nargs, int nresults) {
+/* The account of a view's record ref (0 when unknown). */
+static uint32_t acct_of(flume__host *h, int ref) {
+  return ref > 0 && ref < h->nref ? h->ref_acct[ref] : 0;
+}
+
+/* Opens an account with the given cap; 0 (the runtime's) if there is no
+ * room for one. */
+static uint32_t acct_new(flume__host *h, int64_t cap) {
+  if (h->nacct == h->acct_cap) {
+    uint32_t n = h->acct_cap * 2;
+    host_account *a = realloc(h->accts, n * sizeof *a);
+    if (a == NULL) return 0;
+    h->accts = a;
+    h->acct_cap = n;
+  }
+  h->accts[h->nacct] = (host_account){0, cap};
+  return h->nacct++;
+}
+
+static int acct_bind(flume__host *h, int ref, uint32_t id) {
+  if (ref <= 0) return FLUME_EINVAL;
+  if (ref >= h->nref) {
+    int n = ref * 2 + 16;
+    uint32_t *m = realloc(h->ref_acct, (size_t)n * sizeof *m);
+    if (m == NULL) return FLUME_ENOMEM;
+    memset(m + h->nref, 0, (size_t)(n - h->nref) * sizeof *m);
+    h->ref_acct = m;
+    h->nref = n;
+  }
+  h->ref_acct[ref] = id;
+  return 0;
+}
+
+/* lua_pcall under the instruction limit, charging what it allocates to
+ * account `acct`. */
+static int host_call(flume__host *h, uint32_t acct, int nargs,
+                     int nresults) {
   lua_State *L = h->L;
   /* Setting the hook resets its count: each call gets the whole budget. */
   h->exhausted = 0;
+  h->over = 0;
+  h->current = acct;
   lua_sethook(L, limit_hook, LUA_MASKCOUNT, FLUME__INSTRUCTION_LIMIT);
   int rc = lua_pcall(L, nargs, nresults, 0);
   lua_sethook(L, NULL, 0, 0);
+  h->current = 0;
   h->exhausted = 0;
+  if (rc != LUA_OK && h->over) {
+    /* Over its cap: say so, and return what the failed call left behind
+     * (unreachable now) at once. */
+    h->over = 0;
+    lua_pushfstring(L, "not enough memory (a view may hold %d MiB; see "
+                       "its `memory` option)",
+                    (int)(h->accts[acct].cap >> 20));
+    lua_replace(L, -2);
+    lua_gc(L, LUA_GCCOLLECT);
+    return rc;
+  }
+  h->over = 0;
   /* Callers report the error as text: any other error object (error(nil),
    * error({})) becomes a sentence, without running the script's own
    * __tostring outside its limits. */
@@ -120,14 +232,26 @@ int flume__host_pcall(flume__host *h, int nargs, int nresults) {
   return rc;
 }
 
-static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  (void)ud;
-  (void)osize;
-  if (nsize == 0) {
-    free(ptr);
-    return NULL;
-  }
-  return realloc(ptr, nsize);
+int flume__host_pcall(flume__host *h, int nargs, int nresults) {
+  return host_call(h, 0, nargs, nresults);
+}
+
+int flume__host_call(flume__host *h, int ref, int nargs, int nresults) {
+  return host_call(h, acct_of(h, ref), nargs, nresults);
+}
+
+int64_t flume__host_memory(flume__host *h, int ref) {
+  uint32_t a = acct_of(h, ref);
+  return a ? h->accts[a].used : 0;
+}
+
+void flume__host_release(flume__host *h, int ref) {
+  lua_State *L = h->L;
+  lua_createtable(L, 0, 1);
+  lua_newtable(L);
+  lua_setfield(L, -2, "def");
+  lua_rawseti(L, LUA_REGISTRYINDEX, ref);
+  lua_gc(L, LUA_GCCOLLECT);
 }
 
 /* The sandbox's setmetatable: the base library's, without finalizers. A
@@ -174,8 +298,12 @@ static void copy_table(lua_State *L) {
 int flume__host_new(flume__host **out) {
   flume__host *h = calloc(1, sizeof *h);
   if (h == NULL) return FLUME_ENOMEM;
-  h->L = lua_newstate(host_alloc, h);
+  h->acct_cap = 16;
+  h->accts = calloc(h->acct_cap, sizeof *h->accts);
+  h->nacct = 1; /* the runtime's own */
+  h->L = h->accts ? lua_newstate(host_alloc, h) : NULL;
   if (h->L == NULL) {
+    free(h->accts);
     free(h);
     return FLUME_ENOMEM;
   }
@@ -226,12 +354,15 @@ int flume__host_new(flume__host **out) {
 void flume__host_free(flume__host *h) {
   if (h == NULL) return;
   lua_close(h->L);
+  free(h->accts);
+  free(h->ref_acct);
   free(h);
 }
 
 lua_State *flume__host_state(flume__host *h) { return h->L; }
 
 void flume__host_unref(flume__host *h, int ref) {
+  if (ref > 0 && ref < h->nref) h->ref_acct[ref] = 0;
   luaL_unref(h->L, LUA_REGISTRYINDEX, ref);
 }
 
@@ -530,7 +661,7 @@ static int raw_field(lua_State *L, int t, const char *k) {
  * limits, where a metatable's __index or a metamethod must not run. */
 static void plain_def(lua_State *L) {
   static const char *const fields[] = {"version", "kind", "map", "reduce",
-                                       "initial", NULL};
+                                       "initial", "memory", NULL};
   int t = lua_gettop(L);
   lua_createtable(L, 0, 6);
   for (const char *const *f = fields; *f; f++) {
@@ -638,6 +769,18 @@ int flume__host_load(flume__host *h, const char *name, const char *src,
                      uint64_t *hash, int *ref, char *err, size_t errlen) {
   lua_State *L = h->L;
   int top = lua_gettop(L);
+  /* The record first: its account pays for the script's top level. */
+  lua_createtable(L, 0, 8);
+  lua_pushvalue(L, -1);
+  int r = luaL_ref(L, LUA_REGISTRYINDEX);
+  uint32_t acct = acct_new(h, FLUME__VIEW_MEMORY);
+  if (acct == 0 || acct_bind(h, r, acct)) {
+    snprintf(err, errlen, "view '%s': out of memory", name);
+    luaL_unref(L, LUA_REGISTRYINDEX, r);
+    lua_settop(L, top);
+    return FLUME_ENOMEM;
+  }
+  int rec = lua_gettop(L);
   push_env(h);
   int env = lua_gettop(L);
   if (src) {
@@ -648,8 +791,8 @@ int flume__host_load(flume__host *h, const char *name, const char *src,
     }
     lua_pushvalue(L, env);
     lua_setupvalue(L, -2, 1);
-    /* A script's top level runs under the instruction limit too. */
-    if (flume__host_pcall(h, 0, 1) != LUA_OK) {
+    /* A script's top level runs under the view's limits too. */
+    if (host_call(h, acct, 0, 1) != LUA_OK) {
       snprintf(err, errlen, "view '%s' failed to run: %s", name,
                lua_tostring(L, -1));
       goto fail;
@@ -667,17 +810,31 @@ int flume__host_load(flume__host *h, const char *name, const char *src,
     *hash = m.hash;
   }
   if (classify(L, name, kind, version, err, errlen)) goto fail;
+  /* memory: what the view may hold, in bytes. */
+  lua_getfield(L, -1, "memory");
+  if (!lua_isnil(L, -1)) {
+    lua_Integer mem = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+    if (mem < (1 << 20)) {
+      snprintf(err, errlen, "view '%s': memory must be an integer number "
+               "of bytes, at least 1 MiB (1048576)", name);
+      goto fail;
+    }
+    h->accts[acct].cap = mem;
+  }
+  lua_pop(L, 1);
   /* The record: { def = the script's table, env = its environment }. */
-  lua_createtable(L, 0, 4);
-  lua_insert(L, -2);
-  lua_setfield(L, -2, "def");
+  lua_setfield(L, rec, "def");
   lua_pushvalue(L, env);
-  lua_setfield(L, -2, "env");
-  *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_setfield(L, rec, "env");
+  *ref = r;
   lua_settop(L, top);
   return 0;
 fail:
   lua_settop(L, top);
+  h->ref_acct[r] = 0;
+  luaL_unref(L, LUA_REGISTRYINDEX, r);
+  /* A top level that failed (over its cap, say) leaves its garbage. */
+  lua_gc(L, LUA_GCCOLLECT);
   return FLUME_ESCRIPT;
 }
 

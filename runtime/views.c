@@ -492,7 +492,7 @@ static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
  * results; on error fails the view and returns nonzero. */
 static int call_view(flume__views *vs, flume_view *v, int nargs, int nres,
                      int64_t seq) {
-  if (flume__host_pcall(vs->host, nargs, nres) != LUA_OK) {
+  if (flume__host_call(vs->host, v->host_ref, nargs, nres) != LUA_OK) {
     lua_State *H = flume__host_state(vs->host);
     view_fail(v, seq, lua_tostring(H, -1) ? lua_tostring(H, -1)
                                           : "(error object is not a string)");
@@ -1044,6 +1044,7 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
     for (flume__waiter *w = v->waiters; w; w = w->next) w->view = v;
     old->waiters = NULL;
     old->epoch++;
+    flume__host_release(vs->host, old->host_ref); /* its memory, now */
     old->next = vs->dead;
     vs->dead = old;
   }

@@ -37,6 +37,15 @@ describe("a hostile view", function()
           assert(seen, "no error matching '" .. a.expect .. "':\n" .. out)
         end
         assert(not out:find("pwned"), out)
+        if a.returned then
+          -- the memory comes back at once: when the view fails, or when a
+          -- view whose state grew is replaced
+          local which = a.returned == "replaced" and "after replacing it"
+            or "after the attack"
+          local growth = tonumber(out:match("rss growth " .. which ..
+            ": (%-?%d+) MiB"))
+          assert(growth and growth < 24, "memory not returned:\n" .. out)
+        end
       end)
     end
   end

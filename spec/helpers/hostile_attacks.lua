@@ -49,6 +49,34 @@ local list = {
     expect = "no integer version",
     source = "return setmetatable({ reduce = function() end }, { " ..
       "__index = function() while true do end end })" },
+  -- memory: under a cap of 32 MiB (the view's `memory` option) where
+  -- `memory` says so, else (and in a top level, which runs before its
+  -- option is known) under the default cap
+  { name = "mem_rep_huge", expect = "not enough memory", returned = true,
+    code = "local s = string.rep('x', 4e8)" },
+  { name = "mem_state_growth", expect = "not enough memory", memory = 32,
+    places = { "reduce" }, returned = "replaced",
+    source = "return { version = 1, reduce = function(s, v) " ..
+      "s = type(s) == 'table' and s or {} " ..
+      "s[#s + 1] = string.rep('x', 6 << 20) .. #s return s end }" },
+  { name = "mem_global_growth", expect = "not enough memory", memory = 32,
+    returned = "replaced", places = { "map", "reduce" },
+    code = "G = G or {} for i = 1, 8 do " ..
+      "G[#G + 1] = string.rep('y', 1 << 20, tostring(#G)) end" },
+  { name = "mem_pcall_catch", expect = "not enough memory", memory = 32,
+    returned = true,
+    code = "while true do pcall(function() local t = {} " ..
+      "for i = 1, 1e3 do t[i] = string.rep('q', 1 << 20) .. i end " ..
+      "end) end" },
+  { name = "mem_concat", expect = "not enough memory", memory = 32,
+    returned = true,
+    code = "local t = {} for i = 1, 100 do " ..
+      "t[i] = string.rep('z', 1 << 20, tostring(i)) end " ..
+      "local s = table.concat(t)" },
+  { name = "mem_format", expect = "not enough memory", memory = 32,
+    returned = true,
+    code = "local a = string.rep('a', 100 << 20) " ..
+      "local s = string.format('%s%s%s', a, a, a)" },
   { name = "error_nil", expect = "error object is a nil value",
     code = "error(nil)" },
   { name = "error_table", expect = "error object is a table value",
@@ -66,8 +94,17 @@ end
 
 function A.all() return list end
 
---- The view script that runs `a` in `where`.
+--- The view script that runs `a` in `where` (with its memory cap).
 function A.script(a, where)
+  local src = A.template(a, where)
+  if a.memory then
+    src = src:gsub("return { version = 1, ", "return { version = 1, " ..
+      "memory = " .. a.memory .. " << 20, ")
+  end
+  return src
+end
+
+function A.template(a, where)
   if a.source then
     return a.source
   elseif where == "map" then

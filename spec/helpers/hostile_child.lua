@@ -16,6 +16,15 @@ db:use("types", { version = 1,
   reduce = function(a, n) return (a or 0) + n end })
 db:use("total", "views-lua/examples/total_amount.lua")
 
+-- Resident memory of this process, in MiB.
+local function rss()
+  local f = assert(io.open("/proc/self/status"))
+  local kb = f:read("a"):match("VmRSS:%s*(%d+)")
+  f:close()
+  return tonumber(kb) / 1024
+end
+local rss_before = rss()
+
 local ok, err = pcall(db.use, db, "bad", attacks.script(attack, where))
 print("use: " .. (ok and "ok" or tostring(err)))
 
@@ -65,6 +74,14 @@ if ok then
   print("bad: " .. (gok and "ok" or tostring(gerr)))
 end
 check("after the attack")
+print(string.format("rss growth after the attack: %.0f MiB",
+  rss() - rss_before))
+if ok then
+  -- replaced, a view's memory is returned too
+  db:use("bad", "return { version = 2, reduce = function() return 1 end }")
+end
+print(string.format("rss growth after replacing it: %.0f MiB",
+  rss() - rss_before))
 append_some(10)
 check("after more appends")
 -- a rebuild runs the attack again, and may say the bad view failed
