@@ -265,11 +265,22 @@ static void def_field(flume__views *vs, flume_view *v, const char *f) {
   lua_remove(H, -2);
 }
 
+static void host_reset(flume__views *vs, flume_view *v);
+
+/* Stops a view. It keeps exactly its last checkpoint (the one committed or
+ * in flight): what it did after it is dropped, for it may hold half of the
+ * failing value (an index's first keys) or a state or accumulator that the
+ * failing call changed in place. */
 static void view_fail(flume_view *v, int64_t seq, const char *msg) {
+  flume__views *vs = flume__db_views(v->db);
   v->failed = 1;
   v->error_seq = seq;
   snprintf(v->error, sizeof v->error, "view '%s' failed at seq %lld: %s",
            v->name, (long long)seq, msg);
+  v->ops.len = 0;
+  v->state_dirty = 0;
+  if (v->since > v->handed) v->since = v->handed;
+  if (vs && v->kind == FLUME__VIEW_GROUP) host_reset(vs, v);
   fail_waiters(v, FLUME_EVIEW);
 }
 
@@ -451,12 +462,12 @@ static void submit_checkpoint(flume__views *vs) {
   double now = now_seconds(vs);
   size_t k = 0, bytes = 0;
   for (flume_view *v = vs->list; v; v = v->next) {
-    if (!v->ready || v->resetting || v->since <= v->committed ||
-        v->kind == FLUME__VIEW_C)
+    /* A failed view keeps its last checkpoint: nothing more is stored. */
+    if (!v->ready || v->resetting || v->failed ||
+        v->since <= v->committed || v->kind == FLUME__VIEW_C)
       continue;
     int64_t since = v->since;
     if (v->kind == FLUME__VIEW_GROUP) {
-      /* A failed view's work up to its since is sound: store it too. */
       if (group_flush(vs, v)) continue;
     } else if (v->kind == FLUME__VIEW_REDUCE && v->state_dirty) {
       /* While rebuilding, the whole state is stored only now and then. */
@@ -476,6 +487,7 @@ static void submit_checkpoint(flume__views *vs) {
     record_pack(&r, e->meta);
     bytes += v->ops.len;
     v->ops = (flume__buf)FLUME__BUF_INIT;
+    v->handed = since;
   }
   if (k == 0) {
     free(c);
@@ -535,7 +547,7 @@ static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
  * results; on error fails the view and returns nonzero. */
 static int call_view(flume__views *vs, flume_view *v, int nargs, int nres,
                      int64_t seq) {
-  if (flume__host_pcall(vs->host, nargs, nres) != LUA_OK) {
+  if (flume__host_call(vs->host, v->host_ref, nargs, nres) != LUA_OK) {
     lua_State *H = flume__host_state(vs->host);
     view_fail(v, seq, lua_tostring(H, -1) ? lua_tostring(H, -1)
                                           : "(error object is not a string)");
@@ -715,7 +727,7 @@ static void apply_view(flume__views *vs, flume_view *v, int vals,
     }
     v->since = seq;
   }
-  if (state) {
+  if (state && !v->failed) {
     lua_settop(H, state);
     host_set_field(vs, v, "state");
   }
@@ -924,7 +936,7 @@ static int load_state(flume__views *vs, flume_view *v) {
 }
 
 static void reset_to_committed(flume__views *vs, flume_view *v) {
-  v->since = v->committed;
+  v->since = v->handed = v->committed;
   v->ops.len = 0;
   v->epoch++;
   if (v->kind == FLUME__VIEW_REDUCE) load_state(vs, v);
@@ -937,7 +949,7 @@ static void setup_done(flume__job *job, int status) {
   flume__views *vs = flume__db_views(job->db);
   if (status == 0 && vs && !vs->closing) {
     v->table = s->table;
-    v->committed = v->since = s->rebuilt ? -1 : s->found.since;
+    v->committed = v->since = v->handed = s->rebuilt ? -1 : s->found.since;
     v->built_hash = s->rebuilt ? v->hash : s->found.hash;
     v->script_changed = v->built_hash != v->hash;
     if (v->kind == FLUME__VIEW_REDUCE) status = load_state(vs, v);
@@ -1034,7 +1046,7 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
   if (v == NULL) return FLUME_ENOMEM;
   v->db = db;
   strcpy(v->name, name);
-  v->since = v->committed = -1;
+  v->since = v->committed = v->handed = -1;
   rc = flume__host_load(vs->host, name, src, len, chunkname, L, idx, &v->kind,
                         &v->version, &v->hash, &v->host_ref, err, errlen);
   if (rc) {
@@ -1094,6 +1106,7 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
     for (flume__waiter *w = v->waiters; w; w = w->next) w->view = v;
     old->waiters = NULL;
     old->epoch++;
+    flume__host_release(vs->host, old->host_ref); /* its memory, now */
     old->next = vs->dead;
     vs->dead = old;
   }
@@ -1120,7 +1133,7 @@ int flume__views_use_c(flume_db *db, const char *name,
   v->vt = vt;
   v->vstate = state;
   v->ready = 1;
-  v->since = v->committed = vt->since(state);
+  v->since = v->committed = v->handed = vt->since(state);
   v->next = vs->list;
   vs->list = v;
   if (out) *out = v;
@@ -1157,7 +1170,7 @@ int flume__views_rebuild(flume_db *db) {
     v->script_changed = 0;
     v->failed = 0;
     v->error[0] = '\0';
-    v->since = v->committed = -1;
+    v->since = v->committed = v->handed = -1;
     v->ops.len = 0;
     v->state_dirty = 0;
     host_reset(vs, v);

@@ -156,6 +156,67 @@ function Case:rebuild()
   end
 end
 
+-- Waits until `done()` is true, running the loop; fails after TIMEOUT.
+function Case:wait_for(what, done)
+  local waited = 0
+  while not done() do
+    flume.sleep(0.001)
+    waited = waited + 1
+    if waited > TIMEOUT * 1000 then self:fail("never happened: %s", what) end
+  end
+end
+
+-- db:rebuild(cb), with values appended while it runs.
+function Case:rebuild_async(list)
+  self:log("db:rebuild(function() end) -- then appends " .. show(list))
+  local done, rerr = false, nil
+  self.db:rebuild(function(err) done, rerr = true, err end)
+  local acked = 0
+  for _, v in ipairs(list) do
+    self.db:append(v, function(err)
+      assert(not err, err)
+      acked = acked + 1
+    end)
+    self.model:append(v)
+  end
+  self:wait_for("async rebuild", function()
+    return done and acked == #list
+  end)
+  local failing
+  for _, name in ipairs(self.order) do
+    local v = self.views[name]
+    if v.mounted and self.model:view(v.src).failed then failing = name end
+  end
+  if rerr and not failing then
+    self:fail("async rebuild gave %s", tostring(rerr))
+  end
+end
+
+-- db:use(name, src, cb) while values are appended.
+function Case:use_async(name, src, list)
+  self:log(string.format("db:use(%q, %s, function() end) -- then appends %s",
+    name, show(src), show(list)))
+  local done, uerr = false, nil
+  self.db:use(name, src, function(err) done, uerr = true, err end)
+  local acked = 0
+  for _, v in ipairs(list) do
+    self.db:append(v, function(err)
+      assert(not err, err)
+      acked = acked + 1
+    end)
+    self.model:append(v)
+  end
+  self:wait_for("async use", function() return done and acked == #list end)
+  if uerr then self:fail("async use of %s gave %s", name, tostring(uerr)) end
+  local v = self.views[name]
+  if not v then
+    v = { name = name }
+    self.views[name] = v
+    self.order[#self.order + 1] = name
+  end
+  v.src, v.mounted = src, true
+end
+
 function Case:reopen()
   self:log("db:close()")
   self.db:close()
@@ -511,13 +572,14 @@ end
 
 -- The case's script -----------------------------------------------------------
 
-function Case:new_view(version)
+function Case:new_view(async_list)
   self.nviews = self.nviews + 1
   local name = "v" .. self.nviews
-  local src = G.script(self.r, version or 1, {
+  local src = G.script(self.r, 1, {
     never_nil_group = KNOWN_DEFECTS[1],
     max_seq = self.model:since() + 12,
   })
+  if async_list then return self:use_async(name, src, async_list) end
   self:use(name, src)
 end
 
@@ -553,6 +615,10 @@ function Case:step()
     { #unmounted > 0 and 4 or 0, "remount" },
     { 1, "live_stream" },
     { #index_views > 0 and 1 or 0, "live_index" },
+    { 1, "big" },
+    { durable and 1 or 0, "reopen_busy" },
+    { 1, "rebuild_async" },
+    { self.nviews < 5 and 1 or 0, "use_async" },
   })
   if op == "append" then
     self:append(G.value(r))
@@ -591,6 +657,29 @@ function Case:step()
     self:use(name, self.views[name].src)
   elseif op == "live_stream" then
     self:live_stream(self:values(r.int(1, 4)))
+  elseif op == "big" then
+    -- past a slice of the indexer, and past a checkpoint or two
+    self:batch(self:values(r.int(100, 1200)))
+  elseif op == "reopen_busy" then
+    -- closed while views are still catching up (nothing is gated first)
+    if r.chance(0.5) or #mounted == 0 then
+      if r.chance(0.5) and self.nviews < 5 then self:new_view() end
+      self:batch(self:values(r.int(50, 800)))
+    else
+      local name = r.pick(mounted)
+      local v = self.views[name]
+      local def = M.load_script(v.src)
+      self:use(name, (v.src:gsub("version = %d+",
+        "version = " .. (def.version + 1), 1)))
+    end
+    self:reopen()
+    for _, name in ipairs(self.order) do
+      if r.chance(0.8) then self:use(name, self.views[name].src) end
+    end
+  elseif op == "rebuild_async" then
+    self:rebuild_async(self:values(r.int(0, 5)))
+  elseif op == "use_async" then
+    self:new_view(self:values(r.int(1, 6)))
   elseif op == "live_index" then
     self:live_index(r.pick(index_views), self:values(r.int(1, 4)))
   end

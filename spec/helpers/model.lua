@@ -282,62 +282,59 @@ function Model:view(src, upto)
   local kind = M.kind(def)
   upto = upto or self:since()
   local res = { kind = kind }
-  local state, groups = copy(def.initial), {}
-  local entries = {}
-  local seq = 0
-  local function fail(msg)
-    res.failed, res.error = seq, tostring(msg)
-  end
-  for s = 0, upto do
-    seq = s
-    local v = self:get(s)
-    if kind == "reduce" then
-      local ok, err = pcall(function()
-        if def.map then v = def.map(v, s) end
-        if v ~= nil then state = def.reduce(state, v, s) end
-      end)
-      if not ok then fail(err); break end
-    elseif kind == "group" then
-      local ok, err = pcall(function()
-        local k, x = def.map(v, s)
-        if k == nil then return end
-        local p = key_problem(k)
-        if p then error("map returned a bad key: " .. p) end
-        local id = key_id(k)
-        local g = groups[id]
-        local acc = def.reduce(g and g.acc, x, k, s)
-        if acc == nil then
-          groups[id] = nil -- a reduce returning nil deletes the key
-        else
-          groups[id] = { key = norm_key(k), acc = acc }
-        end
-      end)
-      if not ok then fail(err); break end
-    else
-      local ok, err = pcall(function()
-        local r = def.map(v, s)
-        if r == nil then return end
-        -- a table is a list of keys; a composite key goes inside one
-        local keys = type(r) == "table" and r or { r }
-        local mine = {}
-        for i = 1, #keys do
-          local p = key_problem(keys[i])
+  local state, groups, entries = copy(def.initial), {}, {}
+  local map, reduce = def.map, def.reduce
+  local values, mapper = self.values, self.mapper
+  local seq = -1
+  -- One pass in one pcall: an error stops the view at the seq it was on.
+  -- (View scripts get the stored values themselves, not copies: the
+  -- generated scripts never change the values they are given.)
+  local ok, err = pcall(function()
+    for s = 0, upto do
+      seq = s
+      local v = values[s + 1]
+      if mapper then v = mapper(copy(v), s) end
+      if kind == "reduce" then
+        if map then v = map(v, s) end
+        if v ~= nil then state = reduce(state, v, s) end
+      elseif kind == "group" then
+        local k, x = map(v, s)
+        if k ~= nil then
+          local p = key_problem(k)
           if p then error("map returned a bad key: " .. p) end
-          local id = key_id(keys[i])
-          if not mine[id] then -- one entry per (key, seq)
-            mine[id] = true
-            entries[#entries + 1] = { norm_key(keys[i]), s }
+          local id = key_id(k)
+          local g = groups[id]
+          local acc = reduce(g and g.acc, x, k, s)
+          if acc == nil then
+            groups[id] = nil -- a reduce returning nil deletes the key
+          else
+            groups[id] = { key = norm_key(k), acc = acc }
           end
         end
-      end)
-      if not ok then
-        -- the keys of the failing value are not indexed
-        while #entries > 0 and entries[#entries][2] == s do
-          entries[#entries] = nil
+      else
+        local r = map(v, s)
+        if r ~= nil then
+          -- a table is a list of keys; a composite key goes inside one
+          local keys = type(r) == "table" and r or { r }
+          local mine = {}
+          for i = 1, #keys do
+            local p = key_problem(keys[i])
+            if p then error("map returned a bad key: " .. p) end
+            local id = key_id(keys[i])
+            if not mine[id] then -- one entry per (key, seq)
+              mine[id] = true
+              entries[#entries + 1] = { norm_key(keys[i]), s }
+            end
+          end
         end
-        fail(err)
-        break
       end
+    end
+  end)
+  if not ok then
+    res.failed, res.error = seq, tostring(err)
+    -- the keys of the failing value are not indexed
+    while #entries > 0 and entries[#entries][2] == seq do
+      entries[#entries] = nil
     end
   end
   if kind == "reduce" then
