@@ -49,7 +49,8 @@ local function sanitized()
   return text:find("FLUME_SANITIZE:BOOL=ON", 1, true) ~= nil
 end
 
-local TIMEOUT = 10 -- seconds a gated read may wait before it is a failure
+local TIMEOUT = 60 -- seconds a gated read may wait before it is a failure (a
+-- hang, not a slow commit on a loaded machine under sanitizers)
 local TRACE = os.getenv("FLUME_DIFF_TRACE")
 
 -- One case ------------------------------------------------------------------
