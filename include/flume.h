@@ -348,6 +348,9 @@ typedef void (*flume_call_cb)(void *ctx, int status, const void *result,
  * have `get` (a reduce view's state; a group view's accumulator for key
  * args[1]; an index view's list of seqs for key args[1]) and the methods in
  * their script's `methods` table; C views have what their `call` answers.
+ * A Lua view's method sees its committed state only (what the store holds,
+ * as far as flume_view_since() says or a checkpoint just ahead of it),
+ * never work the indexer has not checkpointed yet.
  *
  * @param wait 1: since-gated (waits until the view has caught up with the
  * log's since as it is now); 0: at once (as soon as the view is set up).

@@ -219,15 +219,24 @@ int flume__view_call(flume_view *v, const char *method, const char *args,
     snprintf(err, errlen, "too many arguments");
     return FLUME_EINVAL;
   }
+  /* A reduce view's methods get its committed state, as its get does:
+   * the indexer's own state runs ahead of what its since says. */
+  int rc;
   if (builtin && v->kind == FLUME__VIEW_REDUCE) {
-    lua_getfield(H, rec, "state");
+    if ((rc = flume__view_push_state(v, err, errlen))) {
+      lua_settop(H, top);
+      return rc;
+    }
   } else {
     lua_pushvalue(H, fn);
     if (builtin) {
       lua_rawgeti(H, list, 1); /* get(key) */
       n = 0;
     } else if (v->kind == FLUME__VIEW_REDUCE) {
-      lua_getfield(H, rec, "state");
+      if ((rc = flume__view_push_state(v, err, errlen))) {
+        lua_settop(H, top);
+        return rc;
+      }
     } else {
       /* A read handle over the view's stored state. */
       push_handle(H, v);
@@ -241,7 +250,7 @@ int flume__view_call(flume_view *v, const char *method, const char *args,
     }
   }
   out->len = 0;
-  int rc = flume__mp_encode(H, -1, out, err, errlen);
+  rc = flume__mp_encode(H, -1, out, err, errlen);
   lua_settop(H, top);
   return rc;
 }
