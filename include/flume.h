@@ -311,8 +311,11 @@ typedef void (*flume_use_cb)(void *ctx, int status, flume_view *view);
  * use already (a failed view, or another version, is replaced).
  * @param cb called once the view's table is open and its checkpoint read.
  * @return 0, or #FLUME_ESCRIPT (the script does not load, has no integer
- * version or no usable functions: flume_db_errmsg() says what and where),
- * #FLUME_EEXIST, #FLUME_EINVAL, #FLUME_ECLOSED, #FLUME_ENOMEM.
+ * version or no usable functions), #FLUME_EENCODE (its `initial` state
+ * cannot be stored), #FLUME_EEXIST, #FLUME_EINVAL (a NULL name or script,
+ * a name not 1 to 63 bytes), #FLUME_ECLOSED (flume_db_close() has been
+ * called), #FLUME_ENOMEM; after any of them flume_db_errmsg() says what
+ * (and where, for a script).
  */
 FLUME_API int flume_view_use(flume_db *db, const char *name,
                              const char *script, size_t len, flume_use_cb cb,

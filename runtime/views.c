@@ -1061,7 +1061,7 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
   }
   flume__views *vs = views_get(db, &rc);
   if (vs == NULL) return rc;
-  if (vs->closing) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   flume_view *v = calloc(1, sizeof *v);
   if (v == NULL) return FLUME_ENOMEM;
   v->db = db;
@@ -1142,7 +1142,7 @@ int flume__views_use_c(flume_db *db, const char *name,
     return FLUME_EINVAL;
   flume__views *vs = views_get(db, &rc);
   if (vs == NULL) return rc;
-  if (vs->closing) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   if (flume__view_find(db, name)) return FLUME_EEXIST;
   flume_view *v = calloc(1, sizeof *v);
   if (v == NULL) return FLUME_ENOMEM;
@@ -1171,7 +1171,7 @@ char *flume__views_errbuf(flume_db *db) {
 int flume__views_rebuild(flume_db *db) {
   flume__views *vs = flume__db_views(db);
   if (vs == NULL) return 0;
-  if (vs->closing) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   for (flume_view *v = vs->list; v; v = v->next) {
     if (v->kind == FLUME__VIEW_C) {
       v->failed = 0;

@@ -395,6 +395,79 @@ static void committed_case(const char *path) {
   CHECK(uv_loop_close(&loop) == 0);
 }
 
+/* ---- flume_view_use's errors, each with its message --------------------- */
+
+/* The message is a whole, terminated string that says `want`. */
+static void check_msg(flume_db *db, const char *want) {
+  const char *m = flume_db_errmsg(db);
+  CHECK(m != NULL && strlen(m) < 512);
+  if (strstr(m, want) == NULL) fprintf(stderr, "message: '%s'\n", m);
+  CHECK(strstr(m, want) != NULL);
+}
+
+static void use_errors_case(const char *path) {
+  uv_loop_t loop;
+  flume_db *db;
+  uv_loop_init(&loop);
+  CHECK_OK(flume_db_open(&loop, path, NULL, &db));
+  int used = 0;
+  char name[80];
+  memset(name, 'n', sizeof name);
+  name[sizeof name - 1] = '\0';
+  CHECK_ERR(flume_view_use(db, name, count_script, strlen(count_script),
+                           on_use, &used), FLUME_EINVAL);
+  check_msg(db, "1 to 63 bytes");
+  CHECK_ERR(flume_view_use(db, "", count_script, strlen(count_script),
+                           on_use, &used), FLUME_EINVAL);
+  check_msg(db, "1 to 63 bytes");
+  CHECK_ERR(flume_view_use(db, "x", NULL, 0, on_use, &used), FLUME_EINVAL);
+  check_msg(db, "script");
+  CHECK_ERR(flume_view_use(db, NULL, "x", 1, on_use, &used), FLUME_EINVAL);
+  check_msg(db, "name");
+  CHECK_ERR(flume_view_use(db, "x", "return {", 8, on_use, &used),
+            FLUME_ESCRIPT);
+  check_msg(db, "does not load");
+  CHECK_ERR(flume_view_use(db, "x", "error('top')", 12, on_use, &used),
+            FLUME_ESCRIPT);
+  check_msg(db, "top");
+  /* a path is not a script: the C door takes text */
+  CHECK_ERR(flume_view_use(db, "x", "no/such/file.lua", 16, on_use, &used),
+            FLUME_ESCRIPT);
+  check_msg(db, "does not load");
+  static const char bad_initial[] =
+      "return { version = 1, initial = { f = string.len },"
+      " reduce = function(s) return s end }";
+  CHECK_ERR(flume_view_use(db, "x", bad_initial, strlen(bad_initial),
+                           on_use, &used), FLUME_EENCODE);
+  check_msg(db, "");
+  CHECK_OK(flume_view_use(db, "types", count_script, strlen(count_script),
+                          on_use, &used));
+  CHECK_ERR(flume_view_use(db, "types", count_script, strlen(count_script),
+                           on_use, &used), FLUME_EEXIST);
+  check_msg(db, "bump the version");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(used == 1);
+  /* After close: refused, with a message. */
+  int done = 0;
+  CHECK_OK(flume_db_close(db, closed, &done));
+  CHECK_ERR(flume_view_use(db, "late", count_script, strlen(count_script),
+                           on_use, &used), FLUME_ECLOSED);
+  check_msg(db, "closed");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(done == 1 && used == 1);
+
+  /* Closed before any view was used: the same. */
+  CHECK_OK(flume_db_open(&loop, path, NULL, &db));
+  done = 0;
+  CHECK_OK(flume_db_close(db, closed, &done));
+  CHECK_ERR(flume_view_use(db, "late", count_script, strlen(count_script),
+                           on_use, &used), FLUME_ECLOSED);
+  CHECK(flume_db_errmsg(db) != NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(done == 1 && used == 1);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
 int main(void) {
   const char *tmp = getenv("FLUME_TEST_TMP");
   char root[512], cmd[600], dir[600];
@@ -405,12 +478,15 @@ int main(void) {
   run_case(NULL);
   wait_case(NULL);
   committed_case(NULL);
+  use_errors_case(NULL);
   snprintf(dir, sizeof dir, "%s/db", root);
   run_case(dir);
   snprintf(dir, sizeof dir, "%s/wait", root);
   wait_case(dir);
   snprintf(dir, sizeof dir, "%s/committed", root);
   committed_case(dir);
+  snprintf(dir, sizeof dir, "%s/use", root);
+  use_errors_case(dir);
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   CHECK(system(cmd) == 0);
   printf("test_views: all checks passed\n");
