@@ -914,24 +914,48 @@ static int setup_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
                   (flume__slice){packed, RECORD_SIZE});
 }
 
-/* Loads a reduce view's committed state into the host. */
-static int load_state(flume__views *vs, flume_view *v) {
+/* Pushes a reduce view's committed state, decoded from the store: a fresh
+ * copy each time. Pushes nil and returns FLUME_ENOTFOUND when it has none. */
+static int push_stored_state(flume__views *vs, flume_view *v, char *err,
+                             size_t errlen) {
   const flume__store_ops *ops = flume__db_ops(vs->db);
   lua_State *H = flume__host_state(vs->host);
   flume__txn *txn;
   flume__slice val;
-  char err[128];
   int rc = ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &txn);
-  if (rc) return rc;
-  rc = ops->get(txn, v->table, (flume__slice){"s", 1}, &val);
-  if (rc == 0 && flume__mp_decode(H, val.data, val.size, err, sizeof err))
-    rc = FLUME_ECORRUPT;
-  ops->txn_abort(txn);
+  if (rc == 0) {
+    rc = ops->get(txn, v->table, (flume__slice){"s", 1}, &val);
+    if (rc == 0 && flume__mp_decode(H, val.data, val.size, err, errlen))
+      rc = FLUME_ECORRUPT;
+    ops->txn_abort(txn);
+  }
+  if (rc) lua_pushnil(H);
+  return rc;
+}
+
+/* Loads a reduce view's committed state into the host. */
+static int load_state(flume__views *vs, flume_view *v) {
+  char err[128];
+  int rc = push_stored_state(vs, v, err, sizeof err);
   if (rc == FLUME_ENOTFOUND) {
+    lua_pop(flume__host_state(vs->host), 1);
     host_reset(vs, v);
     return 0;
   }
   if (rc == 0) host_set_field(vs, v, "state");
+  else lua_pop(flume__host_state(vs->host), 1);
+  return rc;
+}
+
+int flume__view_push_state(flume_view *v, char *err, size_t errlen) {
+  flume__views *vs = flume__db_views(v->db);
+  if (vs == NULL) return FLUME_ECLOSED;
+  char why[128] = "";
+  int rc = push_stored_state(vs, v, why, sizeof why);
+  if (rc == FLUME_ENOTFOUND) return 0; /* nil: no state yet */
+  if (rc)
+    snprintf(err, errlen, "view '%s': its stored state cannot be read: %s%s%s",
+             v->name, flume_strerror(rc), why[0] ? ": " : "", why);
   return rc;
 }
 
@@ -1041,7 +1065,7 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
   }
   flume__views *vs = views_get(db, &rc);
   if (vs == NULL) return rc;
-  if (vs->closing) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   flume_view *v = calloc(1, sizeof *v);
   if (v == NULL) return FLUME_ENOMEM;
   v->db = db;
@@ -1123,7 +1147,7 @@ int flume__views_use_c(flume_db *db, const char *name,
     return FLUME_EINVAL;
   flume__views *vs = views_get(db, &rc);
   if (vs == NULL) return rc;
-  if (vs->closing) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   if (flume__view_find(db, name)) return FLUME_EEXIST;
   flume_view *v = calloc(1, sizeof *v);
   if (v == NULL) return FLUME_ENOMEM;
@@ -1152,7 +1176,7 @@ char *flume__views_errbuf(flume_db *db) {
 int flume__views_rebuild(flume_db *db) {
   flume__views *vs = flume__db_views(db);
   if (vs == NULL) return 0;
-  if (vs->closing) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   for (flume_view *v = vs->list; v; v = v->next) {
     if (v->kind == FLUME__VIEW_C) {
       v->failed = 0;
