@@ -130,6 +130,11 @@ static int ldb_view_wait(lua_State *L) {
   int64_t target = luaL_checkinteger(L, 3);
   double timeout = luaL_optnumber(L, 4, -1);
   luaL_checktype(L, 5, LUA_TFUNCTION);
+  /* No timeout: nil or math.huge (or past what a uint64_t of ms holds). */
+  if (lua_isnoneornil(L, 4) || timeout >= 9e15) timeout = -1;
+  else if (!(timeout >= 0))
+    return flume__lua_raise(L, FLUME_EINVAL,
+                            "timeout must be a number of seconds >= 0");
   flume__view_info_t in;
   flume__view_info(v, &in);
   if (in.failed) {

@@ -703,8 +703,18 @@ order. Works while another process writes the database.
     if o.limit and o.limit < 0 then usage("--limit cannot be negative") end
     local env, meta = open_ro(ctx, ctx.args[1])
     local decode = decoder(meta.codec)
-    local lo = o.gte or (o.gt and o.gt + 1) or 0
-    local hi = o.lte or (o.lt and o.lt - 1) or maxinteger
+    -- Inclusive bounds; --gt at the largest seq and --lt at the smallest
+    -- exclude everything (moving them by one would wrap around).
+    local lo, hi = o.gte, o.lte
+    if lo == nil then lo = o.gt and o.gt < maxinteger and o.gt + 1 or 0 end
+    if hi == nil then
+      hi = o.lt and o.lt > math.mininteger and o.lt - 1 or maxinteger
+    end
+    if o.gte == nil and o.gt == maxinteger or
+      o.lte == nil and o.lt == math.mininteger then
+      lo, hi = 0, -1
+    end
+    if lo < 0 then lo = 0 end
     local remaining = o.limit or maxinteger
     local reverse = o.reverse and true or false
     local nxt = reverse and hi or lo
