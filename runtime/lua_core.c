@@ -188,11 +188,15 @@ static int l_encode(lua_State *L) {
   return 1;
 }
 
+/* core.decode(bytes [, mark]): mark gives empty arrays core.array_mt. */
 static int l_decode(lua_State *L) {
   char err[256];
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  int rc = flume__mp_decode(L, s, n, err, sizeof err);
+  int mark = lua_toboolean(L, 2);
+  lua_settop(L, 1);
+  int rc = mark ? flume__mp_decode_marked(L, s, n, err, sizeof err)
+                : flume__mp_decode(L, s, n, err, sizeof err);
   if (rc) return flume__lua_raise(L, rc, err);
   return 1;
 }
@@ -695,6 +699,12 @@ __attribute__((visibility("default"))) int luaopen_flume_core(lua_State *L) {
   luaL_newlib(L, core_funcs);
   lua_pushstring(L, flume_version());
   lua_setfield(L, -2, "version");
+  /* The mark of an empty array (see msgpack.h): one per Lua state. */
+  if (luaL_newmetatable(L, FLUME__MP_ARRAY_MT)) {
+    lua_pushliteral(L, "flume.array");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_setfield(L, -2, "array_mt");
 #ifdef FLUME_TEST_HOOKS
   lua_pushboolean(L, 1);
   lua_setfield(L, -2, "test_hooks");

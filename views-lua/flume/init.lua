@@ -258,7 +258,8 @@ end
 
 --- Appends a value, or with `{ batch = true }` a list of values all or
 -- nothing. Sync form: returns the (last) seq once durable. Async form:
--- `cb(err, seq)`.
+-- `cb(err, seq)`. With `encoded = true` the values are the bytes the
+-- database's codec gives (core.encode for msgpack), as `flume append` has.
 function DB:append(value, opts, cb)
   check_self(self, "append")
   if type(opts) == "function" and cb == nil then opts, cb = nil, opts end
@@ -266,13 +267,27 @@ function DB:append(value, opts, cb)
   check_cb(cb, "append")
   local batch = opts ~= nil and opts.batch or false
   local c, mp = self._c, self._mp
+  -- encoded: the values are bytes the codec gave already (`flume append`)
+  -- (checked, so that no bytes the codec cannot read reach the log)
+  local encoded = opts ~= nil and opts.encoded or false
+  if encoded then
+    local list = batch and value or { value }
+    for i = 1, batch and #list or 1 do
+      local v = list[i]
+      if type(v) ~= "string" or (mp and not pcall(core.decode, v)) then
+        error("flume: EINVAL: encoded value " .. i .. " is not what the " ..
+          "codec writes", 0)
+      end
+    end
+    mp = false
+  end
   if c:closed() then error("flume: ECLOSED: database is closed", 0) end
   if batch and type(value) ~= "table" then
     error("bad argument #1 to 'append' (a list of values expected with " ..
       "batch = true)", 2)
   end
   local encode = self._encode
-  if encode then
+  if encode and not encoded then
     if batch then
       local enc = {}
       for i = 1, #value do
