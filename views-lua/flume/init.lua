@@ -132,6 +132,15 @@ end
 
 --- Sleeps for `seconds` (sync form), or calls `cb()` after them.
 function M.sleep(seconds, cb)
+  if type(seconds) ~= "number" or not (seconds >= 0) then
+    error("flume: EINVAL: sleep takes a number of seconds >= 0 " ..
+      "(math.huge: forever), not " .. (type(seconds) == "number" and
+      tostring(seconds) or "a " .. type(seconds)), 0)
+  end
+  if cb ~= nil and type(cb) ~= "function" then
+    error("flume: EINVAL: sleep's callback must be a function, not a " ..
+      type(cb), 0)
+  end
   if cb then
     core.timer(seconds, cb)
     return
@@ -229,21 +238,56 @@ function M.open(path, opts)
   }, DB_mt)
 end
 
+--- Checks an options argument: nil or a table.
+local function check_opts(opts, name)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("flume: EINVAL: " .. name .. "'s options must be a table, not " ..
+      "a " .. type(opts), 0)
+  end
+  return opts
+end
+
+--- Checks a callback argument: nil or a function.
+local function check_cb(cb, name)
+  if cb ~= nil and type(cb) ~= "function" then
+    error("flume: EINVAL: " .. name .. "'s callback must be a function, " ..
+      "not a " .. type(cb), 0)
+  end
+  return cb
+end
+
 --- Appends a value, or with `{ batch = true }` a list of values all or
 -- nothing. Sync form: returns the (last) seq once durable. Async form:
--- `cb(err, seq)`.
+-- `cb(err, seq)`. With `encoded = true` the values are the bytes the
+-- database's codec gives (core.encode for msgpack), as `flume append` has.
 function DB:append(value, opts, cb)
   check_self(self, "append")
   if type(opts) == "function" and cb == nil then opts, cb = nil, opts end
+  check_opts(opts, "append")
+  check_cb(cb, "append")
   local batch = opts ~= nil and opts.batch or false
   local c, mp = self._c, self._mp
+  -- encoded: the values are bytes the codec gave already (`flume append`)
+  -- (checked, so that no bytes the codec cannot read reach the log)
+  local encoded = opts ~= nil and opts.encoded or false
+  if encoded then
+    local list = batch and value or { value }
+    for i = 1, batch and #list or 1 do
+      local v = list[i]
+      if type(v) ~= "string" or (mp and not pcall(core.decode, v)) then
+        error("flume: EINVAL: encoded value " .. i .. " is not what the " ..
+          "codec writes", 0)
+      end
+    end
+    mp = false
+  end
   if c:closed() then error("flume: ECLOSED: database is closed", 0) end
   if batch and type(value) ~= "table" then
     error("bad argument #1 to 'append' (a list of values expected with " ..
       "batch = true)", 2)
   end
   local encode = self._encode
-  if encode then
+  if encode and not encoded then
     if batch then
       local enc = {}
       for i = 1, #value do
@@ -294,9 +338,38 @@ end
 local function opt_int(opts, k)
   local v = opts[k]
   if v ~= nil and math.type(v) ~= "integer" then
-    error("flume: EINVAL: option '" .. k .. "' must be an integer", 0)
+    error("flume: EINVAL: option '" .. k .. "' must be an integer, not " ..
+      tostring(v), 0)
   end
   return v
+end
+
+--- The `limit` option: an integer >= 0, or nil or math.huge for none.
+local function opt_limit(opts)
+  local v = opts.limit
+  if v == nil or v == math.huge then return maxinteger end
+  if math.type(v) ~= "integer" or v < 0 then
+    error("flume: EINVAL: option 'limit' must be an integer >= 0 " ..
+      "(math.huge: no limit), not " .. tostring(v), 0)
+  end
+  return v
+end
+
+--- The seq range of a stream's options as inclusive bounds lo, hi (lo > hi
+-- when it is empty). gt = math.maxinteger and lt = math.mininteger exclude
+-- every seq: the bound is not moved past the int64 range, where it wraps.
+local function seq_range(opts)
+  local lo, hi = opt_int(opts, "gte"), opt_int(opts, "lte")
+  local gt, lt = opt_int(opts, "gt"), opt_int(opts, "lt")
+  if lo == nil then
+    if gt == maxinteger then return 0, -1 end
+    lo = gt and gt + 1 or 0
+  end
+  if hi == nil then
+    if lt == math.mininteger then return 0, -1 end
+    hi = lt and lt - 1 or maxinteger
+  end
+  return lo, hi
 end
 
 --- Waits (sync form) until the log's since reaches `target`. Returns an
@@ -325,13 +398,10 @@ local CHUNK = 256
 -- values appended later; waits for them like a sync call).
 function DB:stream(opts)
   check_self(self, "stream")
-  opts = opts or {}
-  local lo = opt_int(opts, "gte") or
-    (opt_int(opts, "gt") and opts.gt + 1) or 0
-  local hi = opt_int(opts, "lte") or
-    (opt_int(opts, "lt") and opts.lt - 1) or maxinteger
+  opts = check_opts(opts, "stream") or {}
+  local lo, hi = seq_range(opts)
   local reverse, live = opts.reverse and true or false, opts.live
-  local remaining = opt_int(opts, "limit") or maxinteger
+  local remaining = opt_limit(opts)
   if reverse and live then
     error("flume: EINVAL: a live stream cannot be reverse", 0)
   end
@@ -462,24 +532,6 @@ local function check_timeout(t)
   return t
 end
 
---- Checks a read's options: nil or a table.
-local function check_opts(opts, name)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("flume: EINVAL: " .. name .. "'s options must be a table, not " ..
-      "a " .. type(opts), 0)
-  end
-  return opts
-end
-
---- Checks a callback argument: nil or a function.
-local function check_cb(cb, name)
-  if cb ~= nil and type(cb) ~= "function" then
-    error("flume: EINVAL: " .. name .. "'s callback must be a function, " ..
-      "not a " .. type(cb), 0)
-  end
-  return cb
-end
-
 --- The log since a gated read waits for (since-gating: as it is at the
 -- moment of the call), or -1 with `wait = false`.
 local function gate_target(view, opts)
@@ -567,7 +619,7 @@ local function read_iter(self, opts, target, flush)
   local hi, hi_incl = opts.lte, true
   if hi == nil and opts.lt ~= nil then hi, hi_incl = opts.lt, false end
   local reverse, live = opts.reverse and true or false, opts.live
-  local remaining = opts.limit or maxinteger
+  local remaining = opt_limit(opts)
 
   -- One pass over the range, in chunks, each a short read transaction.
   -- An index entry's value comes from the log: a chunk's values are read
@@ -705,6 +757,7 @@ end
 -- the log's since as it is now.
 function View:ready(cb)
   check_view(self, "ready")
+  check_cb(cb, "ready")
   if cb then
     local c, target = self._db._c, self._db._c:since()
     if c:view_wait(self._name, target, nil, function(err) cb(err) end) then
@@ -729,7 +782,14 @@ end
 function View:on_progress(fn, interval)
   check_view(self, "on_progress")
   local c = self._db._c
+  if type(fn) ~= "function" then
+    error("flume: EINVAL: on_progress takes a function, not a " .. type(fn), 0)
+  end
   interval = interval or 0.25
+  if type(interval) ~= "number" or not (interval >= 0) then
+    error("flume: EINVAL: on_progress's interval must be a number of " ..
+      "seconds >= 0, not " .. tostring(interval), 0)
+  end
   local stopped, polling = false, false
   local function poll()
     if stopped or c:closed() then
@@ -793,6 +853,9 @@ end
 local reserved = { since = true, path = true, codec = true }
 
 local function read_file(path)
+  if path:find("\0", 1, true) then
+    error("flume: EINVAL: a view script path cannot contain a NUL byte", 0)
+  end
   local f, err = io.open(path, "rb")
   if not f then error("flume: ENOENT: cannot read view script: " .. err, 0) end
   local text = f:read("a")
@@ -813,6 +876,7 @@ function DB:use(name, view, cb)
     error("flume: EEXIST: name is already in use: '" .. name ..
       "' is a database method", 0)
   end
+  check_cb(cb, "use")
   local c = self._c
   if c:closed() then error("flume: ECLOSED: database is closed", 0) end
   local src, chunk, tbl
@@ -855,6 +919,7 @@ end
 -- returns once every view has caught up; async: cb(err).
 function DB:rebuild(cb)
   check_self(self, "rebuild")
+  check_cb(cb, "rebuild")
   local c = self._c
   c:rebuild()
   local views = {}
