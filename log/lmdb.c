@@ -172,19 +172,21 @@ static void describe(char *buf, size_t n, const char *table,
     size_t seq = 0;
     if (key->mv_size == sizeof seq) memcpy(&seq, key->mv_data, sizeof seq);
     snprintf(buf, n, "seq %zu", seq);
-  } else if (strncmp(table, "t:v:", 4) == 0) {
-    snprintf(buf, n, "view '%s' state (an entry of %zu-byte key)", table + 4,
-             key->mv_size);
-  } else {
-    char k[64];
-    size_t len = key->mv_size < sizeof k - 1 ? key->mv_size : sizeof k - 1;
-    memcpy(k, key->mv_data, len);
-    k[len] = '\0';
-    for (size_t i = 0; i < len; i++)
-      if (k[i] < 32 || k[i] > 126) k[i] = '?';
-    snprintf(buf, n, "%s entry '%s'",
-             strcmp(table, "t:meta") == 0 ? "metadata" : table, k);
+    return;
   }
+  /* The key, printable: its first bytes, others as '?'. */
+  char k[41];
+  size_t len = key->mv_size < sizeof k - 1 ? key->mv_size : sizeof k - 1;
+  memcpy(k, key->mv_data, len);
+  k[len] = '\0';
+  for (size_t i = 0; i < len; i++)
+    if (k[i] < 32 || k[i] > 126) k[i] = '?';
+  if (strncmp(table, "t:v:", 4) == 0)
+    snprintf(buf, n, "view '%.130s' state (key '%s')", table + 4, k);
+  else if (strcmp(table, "t:meta") == 0)
+    snprintf(buf, n, "metadata entry '%s'", k);
+  else
+    snprintf(buf, n, "table %.130s, key '%s'", table, k);
 }
 
 int flume__lmdb_unseal(const char *path, const char *table, const MDB_val *key,
