@@ -455,8 +455,9 @@ end
 
 -- Fails the case if `done()` is still false after TIMEOUT seconds, by
 -- raising from a callback (which flume raises from the waiting call).
+-- Returns the function that cancels it.
 local function watchdog(what, done)
-  flume.sleep(TIMEOUT, function()
+  return flume.core.timer(TIMEOUT, function()
     if not done() then error("timed out: " .. what, 0) end
   end)
 end
@@ -485,9 +486,11 @@ function Case:live_stream(list)
   end
   for _, v in ipairs(list) do self.db:append(v, function() end) end
   local finished = false
-  watchdog("live stream " .. show(o), function() return finished end)
+  local cancel = watchdog("live stream " .. show(o),
+    function() return finished end)
   for seq, v in it do got[#got + 1] = { seq, v } end
   finished = true
+  cancel()
   if not same(got, expect) then
     self:fail("live stream %s over seqs > %d gave %s, the model says %s",
       show(o), base, show(got), show(expect))
@@ -517,9 +520,11 @@ function Case:live_index(name, list)
     local it = db[name]:read(o)
     for _, v in ipairs(list) do db:append(v, function() end) end
     local finished = false
-    watchdog("live read of failing " .. name, function() return finished end)
+    local cancel = watchdog("live read of failing " .. name,
+      function() return finished end)
     local err = errmsg(function() for _ in it do end end)
     finished = true
+    cancel()
     local want = "failed at seq " .. mv1.failed .. ":"
     if not err or not err:find(want, 1, true) then
       self:fail("live read of %s, which fails at %d, ended with %s", name,
@@ -549,13 +554,14 @@ function Case:live_index(name, list)
   end
   for _, v in ipairs(list) do db:append(v, function() end) end
   local finished = false
-  watchdog("live read of " .. name .. " " .. show(o),
+  local cancel = watchdog("live read of " .. name .. " " .. show(o),
     function() return finished end)
   local fresh = {}
   if #new > 0 then
     for k, seq in it do fresh[#fresh + 1] = { k, seq } end
   end
   finished = true
+  cancel()
   local function order(a, b)
     local c = M.key_cmp(a[1], b[1])
     if c ~= 0 then return c < 0 end
