@@ -36,6 +36,13 @@ local KNOWN_DEFECTS = {
   -- entries of a checkpoint committed to the store whose completion the
   -- loop has not yet taken in, so `since` lags behind them).
   [8] = true,
+  -- Not on issue 8's list, found by this spec: an index view whose map
+  -- returns a bad key (NaN, a map, a function) fails, yet advances its
+  -- since past the bad value and checkpoints that (with the keys of the
+  -- list before the bad one); reopened, it skips the value and answers as
+  -- if nothing had failed. While open, index maps return no bad key. See
+  -- the pending regression below.
+  index_bad_key = true,
 }
 
 local same, show = M.same, M.show
@@ -423,11 +430,19 @@ function Case:check_unwaited(name, view, since)
   local src = self.views[name].src
   local mv = self.model:view(src, since)
   local nowait = { wait = false }
-  local got
-  if mv.kind == "reduce" then
-    got = view:get(nowait)
-  else
-    got = self:collect(view, name, nowait)
+  local ok, got = pcall(function()
+    if mv.kind == "reduce" then return view:get(nowait) end
+    return self:collect(view, name, nowait)
+  end)
+  if not ok then
+    -- a view that has failed says so to every reader
+    local failed = self.model:view(src).failed
+    if failed and tostring(got):find("failed at seq " .. failed .. ":", 1,
+      true) then
+      return
+    end
+    self:fail("%s: a read with wait = false at since %d raised %s", name,
+      since, tostring(got))
   end
   local function matches(m)
     if m.kind == "reduce" then return same(got, m.state) end
@@ -583,6 +598,7 @@ function Case:new_view(async_list)
   local name = "v" .. self.nviews
   local src = G.script(self.r, 1, {
     never_nil_group = KNOWN_DEFECTS[1],
+    no_bad_index_key = KNOWN_DEFECTS.index_bad_key,
     max_seq = self.model:since() + 12,
   })
   if async_list then return self:use_async(name, src, async_list) end
@@ -647,6 +663,7 @@ function Case:step()
     else
       src = G.script(r, def.version + 1, {
         never_nil_group = KNOWN_DEFECTS[1],
+        no_bad_index_key = KNOWN_DEFECTS.index_bad_key,
         max_seq = self.model:since() + 12,
       })
     end
@@ -753,9 +770,38 @@ end
 local backends = H.backends
 if os.getenv("FLUME_BACKEND") then backends = { os.getenv("FLUME_BACKEND") } end
 
+-- Defects this spec found that are not on issue 8's list: a focused
+-- regression for each, pending until the fix lands (then: `it`).
+describe("defects found by the model", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(function() H.rm(dir) end)
+
+  pending("an index view failing on a bad key stays failed after reopen",
+    function()
+    local src = "return { version = 1, map = function(v, seq) " ..
+      "if seq == 1 then return { 'partial', 0/0 } end return 'ok' end }"
+    local db = flume.open(dir .. "/db")
+    db:use("ix", src)
+    db:append({ {}, {}, {} }, { batch = true })
+    H.raises(function() db.ix:get("ok") end, "failed at seq 1:")
+    db:close()
+    db = flume.open(dir .. "/db", { ready = false })
+    db:use("ix", src)
+    -- its checkpoint holds nothing of the failing value
+    assert.is_true(db.ix.since < 1)
+    for k, seq in db.ix:read { wait = false } do
+      assert.are_not.equal(1, seq, "seq 1 is indexed under " .. tostring(k))
+    end
+    db:set_ready()
+    H.raises(function() db.ix:get("ok") end, "failed at seq 1:")
+    db:close()
+  end)
+end)
+
 describe("the runtime against the reference model", function()
   for _, backend in ipairs(backends) do
-    it(string.format("agrees on %d random cases on %s (seeds %d..%d)",
+    it(string.format("agrees on %d random cases on %s (seeds %s..%s)",
       #seeds, backend, seeds[1], seeds[#seeds]), function()
       local failures = {}
       for _, seed in ipairs(seeds) do

@@ -124,6 +124,10 @@ local KEY_EXPRS = {
   "type(v.s) == 'string' and v.s or nil",
 }
 
+-- Expressions that are no key.
+G.BAD_KEYS = { "0/0", "{ bad = 1 }", "{ 1, { 0/0 } }", "type",
+  "{ [2] = 'hole' }" }
+
 local FILTERS = {
   "type(v.n) == 'number' and v.n % 3 == 0",
   "v.b == true",
@@ -171,8 +175,10 @@ local INDEX_RETURNS = {
 }
 
 --- Options steering the generator away from known defects:
---   never_nil_group  group maps never skip a value (issue 8 defect 1)
---   mapper           a mapper is in use (scripts may key on v.m)
+--   never_nil_group    group maps never skip a value (issue 8 defect 1)
+--   no_bad_index_key   index maps return no bad key (see the spec's
+--                      KNOWN_DEFECTS.index_bad_key)
+--   max_seq            the largest seq at which a script may fail
 --- A view script's source: kind, version and optionally the seq at which
 -- it throws. Returns src, a one-line summary.
 function G.script(r, version, opts)
@@ -181,6 +187,19 @@ function G.script(r, version, opts)
   local fail_at = r.chance(0.2) and r.int(0, opts.max_seq or 40) or nil
   local boom = fail_at and string.format(
     "if seq == %d then error('boom at %d') end ", fail_at, fail_at) or ""
+  -- or a key that is no key at the chosen seq (group and index views)
+  local bad_key = kind ~= "reduce" and fail_at and r.chance(0.4) and
+    not (kind == "index" and opts.no_bad_index_key)
+  if bad_key then
+    local bad = r.pick(G.BAD_KEYS)
+    if kind == "index" then
+      boom = string.format("if seq == %d then return %s end ", fail_at,
+        r.chance(0.5) and bad or "{ 'before', " .. bad .. " }")
+    else
+      boom = string.format("if seq == %d then return %s, 1 end ", fail_at,
+        bad)
+    end
+  end
   -- most scripts skip scalar values; some do not, and fail on them
   local guard = r.chance(0.9) and "if type(v) ~= 'table' then return nil end "
     or ""
