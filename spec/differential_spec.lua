@@ -73,17 +73,25 @@ function Case:fail(fmt, ...)
   error(string.format(fmt, ...), 0)
 end
 
+-- A custom codec (strings only): views receive its bytes.
+local REV = { name = "rev", encode = string.reverse, decode = string.reverse }
+
 function Case:open()
   local opts = { sync = false }
   if self.mapper_src then opts.mapper = M.load_mapper(self.mapper_src) end
+  if self.codec == "raw" then opts.codec = "raw" end
+  if self.codec == "rev" then opts.codec = REV end
   if self.backend == "memory" then
     self.db = flume.open(nil, opts)
   else
     self.db = flume.open(self.dir, opts)
   end
-  self:log(string.format("db = flume.open(%s, { sync = false%s })",
+  self:log(string.format("db = flume.open(%s, { sync = false%s%s })",
     self.backend == "memory" and "nil" or "DIR",
-    self.mapper_src and ", mapper = load(MAPPER)()" or ""))
+    self.mapper_src and ", mapper = load(MAPPER)()" or "",
+    self.codec == "raw" and ", codec = 'raw'" or self.codec == "rev" and
+      ", codec = { name = 'rev', encode = string.reverse, " ..
+      "decode = string.reverse }" or ""))
 end
 
 function Case:append(v)
@@ -597,6 +605,7 @@ function Case:new_view(async_list)
   self.nviews = self.nviews + 1
   local name = "v" .. self.nviews
   local src = G.script(self.r, 1, {
+    strings = self.strings,
     never_nil_group = KNOWN_DEFECTS[1],
     no_bad_index_key = KNOWN_DEFECTS.index_bad_key,
     max_seq = self.model:since() + 12,
@@ -605,11 +614,14 @@ function Case:new_view(async_list)
   self:use(name, src)
 end
 
+function Case:value(skippable)
+  if self.strings then return G.string_value(self.r) end
+  return skippable and G.skippable(self.r) or G.value(self.r)
+end
+
 function Case:values(n, skippable)
   local list = {}
-  for i = 1, n do
-    list[i] = skippable and G.skippable(self.r) or G.value(self.r)
-  end
+  for i = 1, n do list[i] = self:value(skippable) end
   return list
 end
 
@@ -643,14 +655,14 @@ function Case:step()
     { self.nviews < 5 and 1 or 0, "use_async" },
   })
   if op == "append" then
-    self:append(G.value(r))
+    self:append(self:value())
   elseif op == "batch" then
     self:batch(self:values(r.int(1, 8)))
   elseif op == "burst" then
     self:burst(self:values(r.int(1, 6)))
   elseif op == "skippable" then
     if r.chance(0.5) then self:batch(self:values(r.int(1, 5), true))
-    else self:append(G.skippable(r)) end
+    else self:append(self:value(true)) end
   elseif op == "use" then
     self:new_view()
   elseif op == "bump" then
@@ -662,6 +674,7 @@ function Case:step()
       src = v.src:gsub("version = %d+", "version = " .. (def.version + 1), 1)
     else
       src = G.script(r, def.version + 1, {
+        strings = self.strings,
         never_nil_group = KNOWN_DEFECTS[1],
         no_bad_index_key = KNOWN_DEFECTS.index_bad_key,
         max_seq = self.model:since() + 12,
@@ -712,8 +725,13 @@ local function run_case(seed, backend)
   local r = G.rng(seed)
   local case = setmetatable({ seed = seed, backend = backend, r = r,
     script = {}, views = {}, order = {}, nviews = 0 }, Case)
-  case.mapper_src = r.chance(0.2) and r.pick(G.MAPPERS) or nil
-  case.model = M.new({ mapper = case.mapper_src })
+  -- a codec that takes strings only, now and then
+  case.codec = r.chance(0.15) and r.pick({ "raw", "rev" }) or nil
+  case.strings = case.codec ~= nil
+  case.mapper_src = r.chance(0.2) and
+    (case.strings and G.MAPPERS[1] or r.pick(G.MAPPERS)) or nil
+  case.model = M.new({ mapper = case.mapper_src,
+    view_value = case.codec == "rev" and string.reverse or nil })
   local top
   if backend == "lmdb" then
     top = H.tmpdir()

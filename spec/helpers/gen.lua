@@ -92,6 +92,14 @@ function G.value(r)
   return G.skippable(r)
 end
 
+--- A value for a database whose codec takes only strings.
+function G.string_value(r)
+  if r.chance(0.5) then return r.pick(STRINGS) end
+  local t = {}
+  for i = 1, r.int(0, 12) do t[i] = string.char(r.int(0, 255)) end
+  return table.concat(t)
+end
+
 --- A value that most views skip.
 function G.skippable(r)
   local c = r.int(1, 6)
@@ -127,6 +135,12 @@ local KEY_EXPRS = {
 -- Expressions that are no key.
 G.BAD_KEYS = { "0/0", "{ bad = 1 }", "{ 1, { 0/0 } }", "type",
   "{ [2] = 'hole' }" }
+
+-- Expressions over a string value v.
+local STRING_KEY_EXPRS = { "v:sub(1, 1)", "#v", "v", "{ v:sub(1, 1), #v }",
+  "v:byte(1)", "v:sub(2, 3)" }
+local STRING_FILTERS = { "#v % 2 == 0", "v:find('a', 1, true) ~= nil",
+  "v == ''" }
 
 local FILTERS = {
   "type(v.n) == 'number' and v.n % 3 == 0",
@@ -183,6 +197,8 @@ local INDEX_RETURNS = {
 -- it throws. Returns src, a one-line summary.
 function G.script(r, version, opts)
   opts = opts or {}
+  local key_exprs, filters = KEY_EXPRS, FILTERS
+  if opts.strings then key_exprs, filters = STRING_KEY_EXPRS, STRING_FILTERS end
   local kind = r.pick({ "reduce", "group", "index", "group", "index" })
   local fail_at = r.chance(0.2) and r.int(0, opts.max_seq or 40) or nil
   local boom = fail_at and string.format(
@@ -201,15 +217,15 @@ function G.script(r, version, opts)
     end
   end
   -- most scripts skip scalar values; some do not, and fail on them
-  local guard = r.chance(0.9) and "if type(v) ~= 'table' then return nil end "
-    or ""
+  local guard = r.chance(0.9) and "if type(v) ~= '" ..
+    (opts.strings and "string" or "table") .. "' then return nil end " or ""
   local lines = { "return {", "  version = " .. version .. "," }
   if kind == "reduce" then
     local init = r.pick(REDUCE_INITIALS)
     if init then lines[#lines + 1] = "  initial = " .. init .. "," end
     if r.chance(0.5) then
       local filter = r.chance(0.5) and
-        ("if " .. r.pick(FILTERS) .. " then return nil end ") or ""
+        ("if " .. r.pick(filters) .. " then return nil end ") or ""
       lines[#lines + 1] = "  map = function(v, seq) " .. boom .. guard ..
         filter .. "return v end,"
       boom = ""
@@ -218,23 +234,25 @@ function G.script(r, version, opts)
     lines[#lines + 1] = "  reduce = function(s, x, seq) " .. boom ..
       r.pick(REDUCE_BODIES) .. " end,"
   elseif kind == "group" then
-    local body = "local k = " .. r.pick(KEY_EXPRS) .. " "
+    local body = "local k = " .. r.pick(key_exprs) .. " "
     if opts.never_nil_group then
-      guard = "if type(v) ~= 'table' then return 'scalar', 1 end "
+      guard = "if type(v) ~= '" .. (opts.strings and "string" or "table") ..
+        "' then return 'other', 1 end "
       body = body .. "if k == nil then k = 'none' end "
     elseif r.chance(0.4) then
-      body = body .. "if " .. r.pick(FILTERS) .. " then return nil end "
+      body = body .. "if " .. r.pick(filters) .. " then return nil end "
     end
     lines[#lines + 1] = "  map = function(v, seq) " .. boom .. guard ..
       body .. "return k, " .. r.pick(GROUP_VALS) .. " end,"
     lines[#lines + 1] = "  reduce = function(acc, x, key, seq) " ..
       r.pick(GROUP_REDUCES) .. " end,"
   else
-    local body = "local k = " .. r.pick(KEY_EXPRS) .. " "
+    local body = "local k = " .. r.pick(key_exprs) .. " "
     if r.chance(0.3) then
-      body = body .. "if " .. r.pick(FILTERS) .. " then return nil end "
+      body = body .. "if " .. r.pick(filters) .. " then return nil end "
     end
     local ret = r.pick(INDEX_RETURNS)
+    if opts.strings and ret == "v.tags" then ret = "{ k }" end
     if ret ~= "v.tags" then body = body .. "if k == nil then return nil end " end
     lines[#lines + 1] = "  map = function(v, seq) " .. boom .. guard ..
       body .. "return " .. ret .. " end,"

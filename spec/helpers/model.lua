@@ -231,11 +231,14 @@ end
 local Model = {}
 Model.__index = Model
 
---- A model of an empty log. opts.mapper: the mapper's source, if any.
+--- A model of an empty log. opts.mapper: the mapper's source, if any;
+-- opts.view_value: what views receive for a value (README: a custom
+-- codec's views get each value's bytes; default: the value itself).
 function M.new(opts)
   opts = opts or {}
   return setmetatable({ values = {}, mapper_src = opts.mapper,
-    mapper = opts.mapper and M.load_mapper(opts.mapper) }, Model)
+    mapper = opts.mapper and M.load_mapper(opts.mapper),
+    view_value = opts.view_value }, Model)
 end
 
 --- The log's since: the last seq, -1 when empty.
@@ -284,7 +287,8 @@ function Model:view(src, upto)
   local res = { kind = kind }
   local state, groups, entries = copy(def.initial), {}, {}
   local map, reduce = def.map, def.reduce
-  local values, mapper = self.values, self.mapper
+  local values, mapper, view_value = self.values, self.mapper,
+    self.view_value
   local seq = -1
   -- One pass in one pcall: an error stops the view at the seq it was on.
   -- (View scripts get the stored values themselves, not copies: the
@@ -293,6 +297,7 @@ function Model:view(src, upto)
     for s = 0, upto do
       seq = s
       local v = values[s + 1]
+      if view_value then v = view_value(v) end
       if mapper then v = mapper(copy(v), s) end
       if kind == "reduce" then
         if map then v = map(v, s) end
