@@ -87,9 +87,40 @@ function G.value(r)
     end
     if r.chance(0.25) then v.k = { r.pick(STRINGS), r.int(0, 3) } end
     if r.chance(0.2) then v.x = { y = G.key(r) } end
+    if r.chance(0.1) then v.w = G.odd(r) end
     return v
   end
   return G.skippable(r)
+end
+
+--- Odd data for a value's payload: deep nesting, long strings and lists,
+-- numbers at the edges of their encodings.
+function G.odd(r)
+  local c = r.int(1, 7)
+  if c == 1 then
+    local t = {}
+    local cur = t
+    for _ = 1, r.int(1, 40) do cur.d = {} cur = cur.d end
+    return t
+  elseif c == 2 then
+    return string.rep("q", r.int(100, 70000))
+  elseif c == 3 then
+    local t = {}
+    for i = 1, r.int(15, 300) do t[i] = i * 3 end
+    return t
+  elseif c == 4 then
+    return r.pick({ 127, 128, 255, 256, 65535, 65536, -32, -33, -128, -129,
+      -32768, -32769, 4294967295, 4294967296, -2147483648, -2147483649,
+      math.maxinteger, math.mininteger, 5e-324, 2.2250738585072014e-308,
+      1.7976931348623157e308, 0.1 })
+  elseif c == 5 then
+    local t = {}
+    for i = 1, r.int(16, 40) do t["k" .. i] = i end
+    return t
+  elseif c == 6 then
+    return string.rep("\0\255", r.int(16, 40000))
+  end
+  return { {}, { {} }, "", false }
 end
 
 --- A value for a database whose codec takes only strings.
