@@ -59,7 +59,7 @@ end
 local TIMEOUT = 10 -- seconds a gated read may wait before it is a failure
 local TRACE = os.getenv("FLUME_DIFF_TRACE")
 
--- One case ------------------------------------------------------------------
+-- One case --------------------------------------------------------------------
 
 local Case = {}
 Case.__index = Case
@@ -76,8 +76,8 @@ end
 -- A custom codec (strings only): views receive its bytes.
 local REV = { name = "rev", encode = string.reverse, decode = string.reverse }
 
-function Case:open()
-  local opts = { sync = false }
+function Case:open(paused)
+  local opts = { sync = false, ready = not paused }
   if self.mapper_src then opts.mapper = M.load_mapper(self.mapper_src) end
   if self.codec == "raw" then opts.codec = "raw" end
   if self.codec == "rev" then opts.codec = REV end
@@ -86,8 +86,9 @@ function Case:open()
   else
     self.db = flume.open(self.dir, opts)
   end
-  self:log(string.format("db = flume.open(%s, { sync = false%s%s })",
+  self:log(string.format("db = flume.open(%s, { sync = false%s%s%s })",
     self.backend == "memory" and "nil" or "DIR",
+    paused and ", ready = false" or "",
     self.mapper_src and ", mapper = load(MAPPER)()" or "",
     self.codec == "raw" and ", codec = 'raw'" or self.codec == "rev" and
       ", codec = { name = 'rev', encode = string.reverse, " ..
@@ -232,14 +233,35 @@ function Case:use_async(name, src, list)
   v.src, v.mounted = src, true
 end
 
-function Case:reopen()
+function Case:reopen(paused)
   self:log("db:close()")
   self.db:close()
-  self:open()
+  self:open(paused)
   for _, name in ipairs(self.order) do self.views[name].mounted = false end
 end
 
--- Checks -----------------------------------------------------------------------
+-- After a reopen with the indexer paused: every view mounted holds its
+-- checkpoint, the model's state at its since; then the indexer goes on.
+function Case:check_checkpoints()
+  for _, name in ipairs(self.order) do
+    local v = self.views[name]
+    if v.mounted then
+      local since = self.db[name].since
+      local failed = self.model:view(v.src).failed
+      if failed and since >= failed then
+        self:fail("view '%s' was checkpointed at since %d, past its " ..
+          "failure at %d", name, since, failed)
+      end
+      if not (failed and KNOWN_DEFECTS[7]) then
+        self:check_unwaited(name, self.db[name], since)
+      end
+    end
+  end
+  self:log("db:set_ready()")
+  self.db:set_ready()
+end
+
+-- Checks ----------------------------------------------------------------------
 
 local function errmsg(fn, ...)
   local ok, err = pcall(fn, ...)
@@ -474,7 +496,7 @@ function Case:check()
   end
 end
 
--- Live reads -------------------------------------------------------------------
+-- Live reads ------------------------------------------------------------------
 
 -- Fails the case if `done()` is still false after TIMEOUT seconds, by
 -- raising from a callback (which flume raises from the waiting call).
@@ -684,10 +706,12 @@ function Case:step()
   elseif op == "rebuild" then
     self:rebuild()
   elseif op == "reopen" then
-    self:reopen()
+    local paused = r.chance(0.5)
+    self:reopen(paused)
     for _, name in ipairs(self.order) do
       if r.chance(0.6) then self:use(name, self.views[name].src) end
     end
+    if paused then self:check_checkpoints() end
   elseif op == "remount" then
     local name = r.pick(unmounted)
     self:use(name, self.views[name].src)
@@ -708,10 +732,12 @@ function Case:step()
       self:use(name, (v.src:gsub("version = %d+",
         "version = " .. (def.version + 1), 1)))
     end
-    self:reopen()
+    local paused = r.chance(0.5)
+    self:reopen(paused)
     for _, name in ipairs(self.order) do
       if r.chance(0.8) then self:use(name, self.views[name].src) end
     end
+    if paused then self:check_checkpoints() end
   elseif op == "rebuild_async" then
     self:rebuild_async(self:values(r.int(0, 5)))
   elseif op == "use_async" then
@@ -772,7 +798,7 @@ local function run_case(seed, backend)
   end
 end
 
--- The budget -------------------------------------------------------------------
+-- The budget ------------------------------------------------------------------
 
 local seeds = {}
 local only = tonumber(os.getenv("FLUME_SEED") or "")
@@ -814,6 +840,54 @@ describe("defects found by the model", function()
     db:set_ready()
     H.raises(function() db.ix:get("ok") end, "failed at seq 1:")
     db:close()
+  end)
+end)
+
+describe("defects of issue 8 in forms the model found", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(function() H.rm(dir) end)
+
+  -- Defect 7 as a group view shows it: the reduce changes the accumulator
+  -- in place, then throws; the changed accumulator is checkpointed.
+  pending("a failing group view keeps its last good accumulators", function()
+    local src = "return { version = 1, map = function(v) return 'k', 1 end, " ..
+      "reduce = function(acc, x, key, seq) acc = acc or {} " ..
+      "acc[#acc + 1] = seq if seq == 2 then error('late') end " ..
+      "return acc end }"
+    local db = flume.open(dir .. "/db")
+    db:use("g", src)
+    db:append({ {}, {}, {} }, { batch = true })
+    H.raises(function() db.g:get("k") end, "failed at seq 2:")
+    db:close()
+    db = flume.open(dir .. "/db", { ready = false })
+    db:use("g", src)
+    local since, acc = db.g.since, db.g:get("k", { wait = false }) or {}
+    assert.is_true(since < 2)
+    local expect = {}
+    for seq = 0, since do expect[#expect + 1] = seq end
+    assert.same(expect, acc)
+    db:close()
+  end)
+
+  -- Defect 8 as a group or index view shows it: a checkpoint committed to
+  -- the store is read before the loop takes in its completion, so
+  -- read{ wait = false } gives entries past the view's since.
+  pending("a read with wait = false agrees with the view's since", function()
+    local db = flume.open(dir .. "/db", { sync = false })
+    db:use("ix", "return { version = 1, map = function(v) return v.t end }")
+    local bad = 0
+    for i = 1, 300 do
+      db:append({ t = i })
+      for _ = 1, 3 do
+        local since, count = db.ix.since, 0
+        for _ in db.ix:read { wait = false } do count = count + 1 end
+        if count ~= since + 1 then bad = bad + 1 end
+        flume.sleep(0.0005)
+      end
+    end
+    db:close()
+    assert.equal(0, bad)
   end)
 end)
 

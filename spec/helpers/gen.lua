@@ -231,11 +231,15 @@ function G.script(r, version, opts)
   local key_exprs, filters = KEY_EXPRS, FILTERS
   if opts.strings then key_exprs, filters = STRING_KEY_EXPRS, STRING_FILTERS end
   local kind = r.pick({ "reduce", "group", "index", "group", "index" })
-  local fail_at = r.chance(0.2) and r.int(0, opts.max_seq or 40) or nil
+  local fail_at = r.chance(0.3) and r.int(0, opts.max_seq or 40) or nil
   local boom = fail_at and string.format(
     "if seq == %d then error('boom at %d') end ", fail_at, fail_at) or ""
+  -- or an error after the reduce has changed its state in place
+  local late = fail_at and kind ~= "index" and r.chance(0.5)
+  if late then boom = "" end
   -- or a key that is no key at the chosen seq (group and index views)
-  local bad_key = kind ~= "reduce" and fail_at and r.chance(0.4) and
+  local bad_key = kind ~= "reduce" and fail_at and not late and
+    r.chance(0.4) and
     not (kind == "index" and opts.no_bad_index_key)
   if bad_key then
     local bad = r.pick(G.BAD_KEYS)
@@ -262,8 +266,15 @@ function G.script(r, version, opts)
       boom = ""
       if not init then lines[#lines + 1] = "  kind = 'reduce'," end
     end
+    local body = r.pick(REDUCE_BODIES)
+    if late then
+      body = "s = type(s) == 'table' and s or { count = 0 } " ..
+        "s.count = (s.count or 0) + 1 " .. string.format(
+        "if seq == %d then error('late boom at %d') end ", fail_at, fail_at)
+        .. "return s"
+    end
     lines[#lines + 1] = "  reduce = function(s, x, seq) " .. boom ..
-      r.pick(REDUCE_BODIES) .. " end,"
+      body .. " end,"
   elseif kind == "group" then
     local body = "local k = " .. r.pick(key_exprs) .. " "
     if opts.never_nil_group then
@@ -275,8 +286,14 @@ function G.script(r, version, opts)
     end
     lines[#lines + 1] = "  map = function(v, seq) " .. boom .. guard ..
       body .. "return k, " .. r.pick(GROUP_VALS) .. " end,"
-    lines[#lines + 1] = "  reduce = function(acc, x, key, seq) " ..
-      r.pick(GROUP_REDUCES) .. " end,"
+    local body = r.pick(GROUP_REDUCES)
+    if late then
+      body = "acc = acc or {} acc[#acc + 1] = seq " .. string.format(
+        "if seq == %d then error('late boom at %d') end ", fail_at, fail_at)
+        .. "return acc"
+    end
+    lines[#lines + 1] = "  reduce = function(acc, x, key, seq) " .. body ..
+      " end,"
   else
     local body = "local k = " .. r.pick(key_exprs) .. " "
     if r.chance(0.3) then
@@ -284,7 +301,9 @@ function G.script(r, version, opts)
     end
     local ret = r.pick(INDEX_RETURNS)
     if opts.strings and ret == "v.tags" then ret = "{ k }" end
-    if ret ~= "v.tags" then body = body .. "if k == nil then return nil end " end
+    if ret ~= "v.tags" then
+      body = body .. "if k == nil then return nil end "
+    end
     lines[#lines + 1] = "  map = function(v, seq) " .. boom .. guard ..
       body .. "return " .. ret .. " end,"
   end

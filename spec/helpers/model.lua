@@ -10,7 +10,7 @@
 -- itself what the runtime must do with their results.
 local M = {}
 
--- Values ---------------------------------------------------------------------
+-- Values ----------------------------------------------------------------------
 
 --- A deep copy of a value made of tables, strings, numbers and booleans.
 local function copy(v)
@@ -80,7 +80,7 @@ local function show(v, depth)
 end
 M.show = show
 
--- Keys -------------------------------------------------------------------------
+-- Keys ------------------------------------------------------------------------
 
 -- README: keys are booleans, numbers, strings or lists of them, ordered
 -- false < true < numbers < strings < lists; numbers by value (integers and
@@ -184,7 +184,7 @@ local function key_id(k)
 end
 M.key_id = key_id
 
--- Scripts ----------------------------------------------------------------------
+-- Scripts ---------------------------------------------------------------------
 
 --- The globals of the runtime's view sandbox (README: string, table, math
 -- without random, utf8 and the basic functions).
@@ -226,7 +226,7 @@ function M.load_mapper(src)
   return assert(load(src, "=mapper", "t", sandbox()))()
 end
 
--- The model ------------------------------------------------------------------
+-- The model -------------------------------------------------------------------
 
 local Model = {}
 Model.__index = Model
