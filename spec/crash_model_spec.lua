@@ -97,7 +97,8 @@ local function model_state(mv)
   return mv.entries
 end
 
-describe("a writer with views killed with SIGKILL, against the model", function()
+describe("a writer with views killed with SIGKILL, against the model",
+function()
   local dir
   before_each(function() dir = H.tmpdir() end)
   after_each(function() H.rm(dir) end)
