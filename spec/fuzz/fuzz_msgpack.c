@@ -27,13 +27,12 @@
 #include <lua.h>
 #include <lualib.h>
 
-#include "msgpack.h"
 #include "lua_check.h"
+#include "msgpack.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static lua_State *L;
-
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static flume__buf b = FLUME__BUF_INIT;
