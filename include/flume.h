@@ -336,7 +336,8 @@ FLUME_API const char *flume_view_error(const flume_view *view);
 /**
  * Called with a method's result, msgpack-encoded, or a failure: status
  * #FLUME_EVIEW (the view failed, or the method raised: see
- * flume_db_errmsg()), #FLUME_ENOTFOUND (no such method), #FLUME_ECLOSED.
+ * flume_db_errmsg()), #FLUME_ENOTFOUND (no such method), #FLUME_ECLOSED
+ * (flume_db_close() was called before the method could run).
  * `result` is borrowed: valid only during the callback.
  */
 typedef void (*flume_call_cb)(void *ctx, int status, const void *result,
@@ -349,8 +350,10 @@ typedef void (*flume_call_cb)(void *ctx, int status, const void *result,
  * their script's `methods` table; C views have what their `call` answers.
  *
  * @param wait 1: since-gated (waits until the view has caught up with the
- * log's since as it is now); 0: at once.
- * @return 0 (cb will be called once), or #FLUME_ECLOSED, #FLUME_ENOMEM.
+ * log's since as it is now); 0: at once (as soon as the view is set up).
+ * @return 0 (cb will be called once, on a later loop turn), or
+ * #FLUME_EINVAL (NULL view, method or cb; a method name over 63 bytes),
+ * #FLUME_ECLOSED (flume_db_close() has been called), #FLUME_ENOMEM.
  */
 FLUME_API int flume_view_call(flume_view *view, const char *method,
                               const void *args, size_t len, int wait,

@@ -287,38 +287,25 @@ typedef struct call_req {
   flume__buf args;       /* a copy of the arguments */
   flume_call_cb cb;      /* the caller's callback */
   void *ctx;
-  uv_timer_t timer;      /* runs an ungated call on the next loop turn */
 } call_req;
 
-static void call_run(call_req *r, int status) {
+/* The call's wait is over: run the method, or pass on why not. */
+static void call_ready(void *ctx, int status) {
+  call_req *r = ctx;
   flume__buf out = FLUME__BUF_INIT;
   flume_db *db = r->view->db;
+  char *buf = status == FLUME_ECLOSED ? NULL : flume__views_errbuf(db);
   if (status == 0) {
     char err[512] = "";
     status = flume__view_call(r->view, r->method, r->args.data, r->args.len,
                               &out, err, sizeof err);
-    char *buf = flume__views_errbuf(db);
     if (status && buf) snprintf(buf, 512, "%s", err);
-  } else if (status == FLUME_EVIEW) {
-    char *buf = flume__views_errbuf(db);
-    if (buf) snprintf(buf, 512, "%s", r->view->error);
+  } else if (status == FLUME_EVIEW && buf) {
+    snprintf(buf, 512, "%s", r->view->error);
   }
   r->cb(r->ctx, status, status ? NULL : out.data, status ? 0 : out.len);
   flume__buf_free(&out);
   flume__buf_free(&r->args);
-}
-
-static void call_closed(uv_handle_t *h) { free(h->data); }
-
-static void call_timer(uv_timer_t *t) {
-  call_req *r = t->data;
-  call_run(r, r->view->failed ? FLUME_EVIEW : 0);
-  uv_close((uv_handle_t *)&r->timer, call_closed);
-}
-
-static void call_ready(void *ctx, int status) {
-  call_req *r = ctx;
-  call_run(r, status);
   free(r);
 }
 
@@ -338,20 +325,15 @@ FLUME_API int flume_view_call(flume_view *view, const char *method,
     free(r);
     return FLUME_ENOMEM;
   }
-  int64_t target = flume_db_since(view->db);
-  if (wait && !view->failed && (!view->ready || view->committed < target)) {
-    int rc = flume__view_wait(view, target, -1, call_ready, r);
-    if (rc) {
-      flume__buf_free(&r->args);
-      free(r);
-    }
-    return rc;
+  /* Gated: the log's since as it is now; ungated: only set up. Either way
+   * the callback comes on a later loop turn, and close cancels it. */
+  int64_t target = wait ? flume_db_since(view->db) : -1;
+  int rc = flume__view_wait(view, target, -1, 1, call_ready, r);
+  if (rc) {
+    flume__buf_free(&r->args);
+    free(r);
   }
-  /* Never from inside the call: on the next loop turn. */
-  uv_timer_init(flume__db_loop(view->db), &r->timer);
-  r->timer.data = r;
-  uv_timer_start(&r->timer, call_timer, 0, 0);
-  return 0;
+  return rc;
 }
 
 FLUME_API int flume_view_use_c(flume_db *db, const char *name,

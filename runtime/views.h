@@ -44,6 +44,8 @@ struct flume_view {
   int resetting;           /* a rebuild's reset is not committed yet */
   int64_t since;           /* last seq the indexer fed it */
   int64_t committed;       /* since of its last committed checkpoint */
+  int64_t handed;          /* since of the last checkpoint handed to the
+                            * writer (committed, or in flight) */
   int64_t epoch;           /* bumped by rebuild: older checkpoints ignored */
   flume__table table;      /* its state's table */
   int host_ref;            /* its record in the host state's registry */
@@ -137,10 +139,22 @@ int flume__views_set_paused(flume_db *db, int paused);
 /* Drops every view's state and rebuilds it from the log. */
 int flume__views_rebuild(flume_db *db);
 
-/* Waits until the view's committed since reaches `target`; timeout in
- * seconds, negative for none. Errors: FLUME_EVIEW (it has failed). */
+/* Returned by flume__view_wait when there is nothing to wait for. */
+#define FLUME__WAIT_REACHED 1
+
+/*
+ * Waits until the view is set up and its committed since has reached
+ * `target` (-1: only set up); timeout in seconds, negative (or too large
+ * to count) for none. The wait checks its own target first and again after
+ * every wake-up: when it holds already, with `defer` 0 it returns
+ * FLUME__WAIT_REACHED and never calls cb; with `defer` 1 cb is called on
+ * the next loop turn. Otherwise cb is called once, later: with 0,
+ * FLUME_ETIMEDOUT, FLUME_EVIEW (the view failed) or FLUME_ECLOSED (the
+ * database is closing). Errors: FLUME_EVIEW (it has failed; with `defer`
+ * 1 that goes to cb instead), FLUME_ECLOSED, FLUME_ENOMEM.
+ */
 int flume__view_wait(flume_view *v, int64_t target, double timeout,
-                     flume__wait_cb cb, void *ctx);
+                     int defer, flume__wait_cb cb, void *ctx);
 
 typedef struct flume__view_info_t {
   int kind;              /* flume__view_kind */

@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "flume.h"
+#include "views.h"
 
 static void closed(void *ctx) { ++*(int *)ctx; }
 
@@ -183,6 +184,111 @@ static void run_case(const char *path) {
   CHECK(uv_loop_close(&loop) == 0);
 }
 
+/* ---- waits check their own target; calls after close ------------------- */
+
+typedef struct waited {
+  int calls;   /* callbacks seen */
+  int status;  /* the last status */
+} waited;
+
+static void on_waited(void *ctx, int status) {
+  waited *w = ctx;
+  w->calls++;
+  w->status = status;
+}
+
+static void on_timer(uv_timer_t *t) { ++*(int *)t->data; }
+
+static void timer_closed(uv_handle_t *h) { (void)h; }
+
+/* Runs the loop for `ms` milliseconds. */
+static void run_for(uv_loop_t *loop, uint64_t ms) {
+  uv_timer_t t;
+  int fired = 0;
+  uv_timer_init(loop, &t);
+  t.data = &fired;
+  uv_timer_start(&t, on_timer, ms, 0);
+  while (!fired) uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, timer_closed);
+  uv_run(loop, UV_RUN_NOWAIT);
+}
+
+static void wait_case(const char *path) {
+  uv_loop_t loop;
+  flume_db *db;
+  flume_db_options o;
+  uv_loop_init(&loop);
+  flume_db_options_init(&o);
+  o.codec = "msgpack";
+  CHECK_OK(flume_db_open(&loop, path, &o, &db));
+  char a[16];
+  flume_buf val = {a, event(a, "a")};
+  int64_t last = -1;
+  int used = 0;
+  CHECK_OK(flume_view_use(db, "types", count_script, strlen(count_script),
+                          on_use, &used));
+  CHECK_OK(flume_db_append(db, &val, 1, appended, &last));
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(used == 1 && last == 0);
+  flume_view *v = flume_db_view(db, "types");
+  CHECK(flume_view_since(v) == 0);
+
+  /* Caught up: a wait at or below its since has nothing to wait for,
+   * whether or not a checkpoint ever comes again. */
+  waited w = {0, 1};
+  CHECK_ERR(flume__view_wait(v, 0, 0.2, 0, on_waited, &w),
+            FLUME__WAIT_REACHED);
+  CHECK_ERR(flume__view_wait(v, -1, 0.2, 0, on_waited, &w),
+            FLUME__WAIT_REACHED);
+  /* Deferred: called back on a later loop turn, released by no
+   * checkpoint (none comes), and before its timeout. */
+  CHECK_OK(flume__view_wait(v, 0, 5.0, 1, on_waited, &w));
+  CHECK(w.calls == 0);
+  run_for(&loop, 50);
+  CHECK(w.calls == 1 && w.status == 0);
+  /* Ahead of it: times out. */
+  w = (waited){0, 1};
+  CHECK_OK(flume__view_wait(v, 1, 0.05, 0, on_waited, &w));
+  run_for(&loop, 100);
+  CHECK(w.calls == 1 && w.status == FLUME_ETIMEDOUT);
+  /* A timeout too large to count is no timeout (was: at once). */
+  w = (waited){0, 1};
+  CHECK_OK(flume__view_wait(v, 1, 1e300, 0, on_waited, &w));
+  run_for(&loop, 20);
+  CHECK(w.calls == 0);
+  CHECK_OK(flume_db_append(db, &val, 1, appended, &last));
+  while (w.calls == 0) uv_run(&loop, UV_RUN_ONCE);
+  CHECK(w.status == 0 && flume_view_since(v) == 1);
+
+  /* Calls issued before close, still pending when it is called, are
+   * cancelled: one gated on a seq not reached, one ungated. */
+  static const unsigned char args_a[] = {0x91, 0xa1, 'a'};
+  result gated = {0}, ungated = {0}, after = {0};
+  CHECK_OK(flume__views_set_paused(db, 1));
+  CHECK_OK(flume_db_append(db, &val, 1, appended, &last));
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(last == 2 && flume_view_since(v) == 1);
+  CHECK_OK(flume_view_call(v, "get", args_a, sizeof args_a, 1, on_result,
+                           &gated));
+  CHECK_OK(flume_view_call(v, "get", args_a, sizeof args_a, 0, on_result,
+                           &ungated));
+  int done = 0;
+  CHECK_OK(flume_db_close(db, closed, &done));
+  /* After close: refused (was: run against a closing database). */
+  CHECK_ERR(flume_view_call(v, "get", args_a, sizeof args_a, 1, on_result,
+                            &after),
+            FLUME_ECLOSED);
+  CHECK_ERR(flume_view_call(v, "get", args_a, sizeof args_a, 0, on_result,
+                            &after),
+            FLUME_ECLOSED);
+  CHECK_ERR(flume__view_wait(v, 0, -1, 0, on_waited, &w), FLUME_ECLOSED);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(done == 1 && after.calls == 0);
+  CHECK(ungated.calls == 1 && ungated.status == FLUME_ECLOSED);
+  CHECK(gated.calls == 1 && gated.status == FLUME_ECLOSED);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
 int main(void) {
   const char *tmp = getenv("FLUME_TEST_TMP");
   char root[512], cmd[600], dir[600];
@@ -191,8 +297,11 @@ int main(void) {
   snprintf(root, sizeof root, "%s/flume-views-XXXXXX", tmp ? tmp : "/tmp");
   CHECK(mkdtemp(root) != NULL);
   run_case(NULL);
+  wait_case(NULL);
   snprintf(dir, sizeof dir, "%s/db", root);
   run_case(dir);
+  snprintf(dir, sizeof dir, "%s/wait", root);
+  wait_case(dir);
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   CHECK(system(cmd) == 0);
   printf("test_views: all checks passed\n");

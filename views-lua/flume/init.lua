@@ -338,10 +338,19 @@ function DB:stream(opts)
   local c, mp = self._c, self._mp
   if c:closed() then error("flume: ECLOSED: database is closed", 0) end
   local plain = self._decode == nil and self._mapper == nil
+  -- Seqs start at 0: a lower bound below it means "from the start" (a
+  -- live stream must never wait for a seq below 0, which is always reached).
+  if lo < 0 then lo = 0 end
   local seqs, vals, n, i = {}, {}, 0, 0
   local nxt = reverse and hi or lo
   local done = remaining <= 0 or lo > hi
   return function()
+    -- A live stream ends when its database closes, even if the consumer
+    -- closed it inside the loop body (a live stream has no other end).
+    if live and c:closed() then
+      done, n = true, 0
+      return nil
+    end
     if i < n then
       i = i + 1
       local seq = seqs[i]
@@ -442,20 +451,64 @@ local function explain_wait_error(view, err, target)
   return err
 end
 
---- Waits until the view has caught up with the log's since as it is now
--- (since-gating). opts: wait = false (do not wait), timeout = seconds.
-local function gate(view, opts, level)
-  local c = view._db._c
-  local wait = opts == nil or opts.wait ~= false
-  local timeout = opts and opts.timeout
-  if timeout ~= nil and type(timeout) ~= "number" then
-    error("flume: EINVAL: timeout must be a number of seconds", 0)
+--- Checks a `timeout` option: a number of seconds, math.huge for none.
+-- Returns the seconds, or nil for no timeout.
+local function check_timeout(t)
+  if t == nil or t == math.huge then return nil end
+  if type(t) ~= "number" or t ~= t or t < 0 then
+    error("flume: EINVAL: timeout must be a number of seconds >= 0 " ..
+      "(math.huge: no timeout), not " .. tostring(t), 0)
   end
-  local target = wait and c:since() or -1
+  return t
+end
+
+--- Checks a read's options: nil or a table.
+local function check_opts(opts, name)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("flume: EINVAL: " .. name .. "'s options must be a table, not " ..
+      "a " .. type(opts), 0)
+  end
+  return opts
+end
+
+--- Checks a callback argument: nil or a function.
+local function check_cb(cb, name)
+  if cb ~= nil and type(cb) ~= "function" then
+    error("flume: EINVAL: " .. name .. "'s callback must be a function, " ..
+      "not a " .. type(cb), 0)
+  end
+  return cb
+end
+
+--- The log since a gated read waits for (since-gating: as it is at the
+-- moment of the call), or -1 with `wait = false`.
+local function gate_target(view, opts)
+  check_timeout(opts and opts.timeout)
+  if opts ~= nil and opts.wait == false then return -1 end
+  return view._db._c:since()
+end
+
+--- Waits until the view has reached `target` (see gate_target). opts:
+-- timeout = seconds.
+local function gate(view, opts, target)
+  local c = view._db._c
+  target = target or gate_target(view, opts)
+  local timeout = check_timeout(opts and opts.timeout)
   local err = await(function(k)
     return c:view_wait(view._name, target, timeout, k)
   end)
   if err then error(explain_wait_error(view, err, target), 0) end
+end
+
+--- Runs `fn()` later in a coroutine flume drives (where sync calls yield)
+-- and passes its result to `cb(err, result)`: the async form of a sync
+-- call. `cb` is never called before the call that asks for it returns.
+local function later(fn, cb)
+  core.timer(0, function()
+    local ok, res = pcall(fn)
+    if ok then return cb(nil, res) end
+    cb(res)
+  end)
 end
 
 local function check_view(view, name)
@@ -468,43 +521,47 @@ local function check_view(view, name)
   end
 end
 
---- The view's value (since-gated). A reduce view: `get([opts])` gives its
--- state. A group view: `get(key [, opts])` gives key's accumulator (nil if
--- none). An index view: `get(key [, opts])` gives the list of values
--- indexed under key, in seq order.
-function View:get(key, opts)
+--- The view's value (since-gated). A reduce view: `get([opts][, cb])`
+-- gives its state. A group view: `get(key [, opts][, cb])` gives key's
+-- accumulator (nil if none). An index view: `get(key [, opts][, cb])`
+-- gives the list of values indexed under key, in seq order. opts: wait =
+-- false (do not wait), timeout = seconds. Async form: `cb(err, value)`.
+function View:get(key, opts, cb)
   check_view(self, "get")
   local c, kind = self._db._c, self._kind
   if kind == "reduce" then
-    opts = key
-    gate(self, opts, 2)
-    return c:view_get(self._name)
+    if cb ~= nil then
+      error("flume: EINVAL: a reduce view's get takes only options and a " ..
+        "callback: get([opts][, cb])", 0)
+    end
+    if type(key) == "function" and opts == nil then key, opts = nil, key end
+    key, opts, cb = nil, key, opts
+  elseif type(opts) == "function" and cb == nil then
+    opts, cb = nil, opts
   end
-  gate(self, opts, 2)
-  local got = c:view_get(self._name, key)
-  if kind == "group" then return got end
-  local db, values = self._db, {}
-  for i = 1, #got do values[i] = db:get(got[i]) end
-  return values
+  check_opts(opts, "get")
+  check_cb(cb, "get")
+  local target = gate_target(self, opts)
+  local function run()
+    gate(self, opts, target)
+    if kind == "reduce" then return c:view_get(self._name) end
+    local got = c:view_get(self._name, key)
+    if kind == "group" then return got end
+    local db, values = self._db, {}
+    for i = 1, #got do values[i] = db:get(got[i]) end
+    return values
+  end
+  if cb then return later(run, cb) end
+  return run()
 end
 
 local READ_CHUNK = 256
 
---- Iterates over a range of keys, in key order (reverse = true: the other
--- way), since-gated: `for key, acc in group:read{...}` or
--- `for key, seq, value in index:read{...}`. Options: gt, gte, lt, lte,
--- reverse, limit, live (go on with entries committed later), wait, timeout.
-function View:read(opts)
-  check_view(self, "read")
-  opts = opts or {}
+--- The iterator of View:read. `flush` (async form) is called before each
+-- wait for new entries of a live read.
+local function read_iter(self, opts, target, flush)
   local c, name, kind, db = self._db._c, self._name, self._kind, self._db
-  if kind == "reduce" then
-    error("flume: EINVAL: a reduce view has no keys to read", 0)
-  end
-  if opts.live and opts.reverse then
-    error("flume: EINVAL: a live read cannot be reverse", 0)
-  end
-  gate(self, opts, 2)
+  gate(self, opts, target)
   local lo, lo_incl = opts.gte, true
   if lo == nil and opts.gt ~= nil then lo, lo_incl = opts.gt, false end
   local hi, hi_incl = opts.lte, true
@@ -542,6 +599,9 @@ function View:read(opts)
   local low, high, pass_since = -1, maxinteger, self.since
   local seen = live and kind == "group" and {} or nil
   return function()
+    -- A live read ends when its database closes, even if the consumer
+    -- closed it inside the loop body.
+    if live and c:closed() then return nil end
     while remaining > 0 do
       local ok, key, v, value = cur()
       if ok then
@@ -564,6 +624,8 @@ function View:read(opts)
       elseif not live or c:closed() then
         return nil
       else
+        if flush and flush() then return nil end
+        if c:closed() then return nil end
         local target = pass_since + 1
         local err = await(function(k)
           return c:view_wait(name, target, nil, k)
@@ -580,6 +642,65 @@ function View:read(opts)
   end
 end
 
+local CB_FAILED = {} -- raised through a read when its callback raised
+
+--- Iterates over a range of keys, in key order (reverse = true: the other
+-- way), since-gated: `for key, acc in group:read{...}` or
+-- `for key, seq, value in index:read{...}`. Options: gt, gte, lt, lte,
+-- reverse, limit, live (go on with entries committed later), wait, timeout.
+--
+-- Async form `read(opts, cb)`: `cb(err, entries)` with the list of entries,
+-- each `{ key = k, value = acc }` (group) or `{ key = k, seq = s, value =
+-- v }` (index). A live read calls `cb(nil, entries)` once with the entries
+-- in the range, then again with each batch of new ones, until the database
+-- closes or the function it returns is called (then `cb` is not called
+-- again); an error is passed once, as `cb(err)`, and ends it.
+function View:read(opts, cb)
+  check_view(self, "read")
+  if type(opts) == "function" and cb == nil then opts, cb = nil, opts end
+  opts = check_opts(opts, "read") or {}
+  check_cb(cb, "read")
+  if self._kind == "reduce" then
+    error("flume: EINVAL: a reduce view has no keys to read", 0)
+  end
+  if opts.live and opts.reverse then
+    error("flume: EINVAL: a live read cannot be reverse", 0)
+  end
+  local target = gate_target(self, opts)
+  if not cb then return read_iter(self, opts, target) end
+
+  local index, live, stopped, batch, failed = self._kind == "index",
+    opts.live, false, {}, nil
+  local function deliver()
+    local b = batch
+    batch = {}
+    local ok, e = pcall(cb, nil, b)
+    if not ok then
+      failed = e
+      error(CB_FAILED)
+    end
+    return stopped
+  end
+  core.timer(0, function()
+    if stopped then return end
+    local ok, err = pcall(function()
+      local flush = live and function()
+        if stopped then return true end
+        if #batch > 0 then return deliver() end
+      end
+      for key, a, b in read_iter(self, opts, target, flush) do
+        if stopped then return end
+        batch[#batch + 1] = index and { key = key, seq = a, value = b } or
+          { key = key, value = a }
+      end
+      if not stopped and (not live or #batch > 0) then deliver() end
+    end)
+    if failed ~= nil then error(failed, 0) end
+    if not ok and not stopped then cb(err) end
+  end)
+  return function() stopped = true end
+end
+
 --- Calls `cb()` (async) or returns (sync) once the view has caught up with
 -- the log's since as it is now.
 function View:ready(cb)
@@ -591,7 +712,7 @@ function View:ready(cb)
     end
     return
   end
-  gate(self, nil, 2)
+  gate(self)
 end
 
 --- How far the view has got: { since, log_since, processed, rate (values/s
@@ -657,7 +778,7 @@ function View:_call(method, kind, ...)
     if c:view_wait(name, target, nil, run) then core.timer(0, run) end
     return
   end
-  gate(self, nil, 3)
+  gate(self)
   local res = c:view_call(name, method, packed)
   if kind == "source" then
     local i = 0
@@ -751,7 +872,7 @@ function DB:rebuild(cb)
     one()
     return
   end
-  for _, v in ipairs(views) do gate(v, nil, 2) end
+  for _, v in ipairs(views) do gate(v) end
 end
 
 --- Lets the indexer run (after `flume.open(path, { ready = false })`).
