@@ -43,6 +43,10 @@ lctx *flume__lua_ctx(lua_State *L) {
 /* Raises `flume: ENAME: message[: detail]`. */
 int flume__lua_raise(lua_State *L, int err, const char *detail) {
   /* No position prefix: messages start with "flume:" wherever raised. */
+  char store[512]; /* what the store found damaged, and where */
+  if ((err == FLUME_ECORRUPT || err == FLUME_EFORMAT) &&
+      flume__store_detail(store, sizeof store))
+    detail = store;
   if (detail)
     lua_pushfstring(L, "flume: %s: %s: %s", flume_err_name(err),
                     flume_strerror(err), detail);

@@ -135,24 +135,20 @@ static int ldb_view_wait(lua_State *L) {
   else if (!(timeout >= 0))
     return flume__lua_raise(L, FLUME_EINVAL,
                             "timeout must be a number of seconds >= 0");
-  flume__view_info_t in;
-  flume__view_info(v, &in);
-  if (in.failed) {
-    lua_pushfstring(L, "flume: EVIEW: %s", in.error);
-    return lua_error(L);
-  }
-  if (in.ready && in.since >= target) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
   lreq *r = flume__lua_new_req(L, d->ctx, 5);
-  int rc = flume__view_wait(v, target, timeout, wait_done, r);
+  int rc = flume__view_wait(v, target, timeout, 0, wait_done, r);
   if (rc) {
     flume__lua_release(r);
     free(r);
-    return flume__lua_raise(L, rc, NULL);
   }
-  lua_pushboolean(L, 0);
+  if (rc == FLUME_EVIEW) {
+    flume__view_info_t in;
+    flume__view_info(v, &in);
+    lua_pushfstring(L, "flume: EVIEW: %s", in.error);
+    return lua_error(L);
+  }
+  if (rc < 0) return flume__lua_raise(L, rc, NULL);
+  lua_pushboolean(L, rc == FLUME__WAIT_REACHED);
   return 1;
 }
 

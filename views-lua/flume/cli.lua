@@ -1028,15 +1028,37 @@ local function compare(ctx, stored, fresh)
   return found, where, seen
 end
 
+--- Reads every entry of every table of dir, checking its checksum, in a
+-- child process (a damaged page can crash LMDB): prints what is damaged
+-- and fails if anything is.
+local function verify_storage(ctx, dir)
+  need_db(ctx, dir)
+  local r = ctx.tools.verify(dir)
+  if r.error then fail(r.error) end
+  for _, d in ipairs(r.damaged) do out("damaged: ", d, "\n") end
+  if r.crashed then out("damaged: ", r.crashed, "\n") end
+  local bad = #r.damaged + (r.crashed and 1 or 0)
+  if bad > 0 then
+    fail(fmt("ECORRUPT: verify: %s has %d damaged %s%s", dir, bad,
+      bad == 1 and "place" or "places", r.crashed and
+      " (a damaged page stopped the walk: what follows it was not read)" or
+      ""))
+  end
+  return r
+end
+
 command("verify", {
-  summary = "recompute views from the log and compare with their state",
-  usage = "flume verify DIR [NAME] --view NAME=SCRIPT...",
+  summary = "check every stored entry, recompute views and compare",
+  usage = "flume verify DIR [NAME] [--view NAME=SCRIPT]...",
   help = [[
-Recomputes the views given with --view (or only NAME) from the log into a
-scratch database in memory and compares the result with their stored
-state, key by key. Prints where they differ; exits with 1 if any does.
-It attaches the views, so it needs the database to itself: to verify one a
-writer has open, verify a backup of it.
+First reads every entry of the database (the log, every view's state, the
+metadata) and checks its checksum, in a child process so that a damaged
+page cannot crash the command; prints each damaged entry and exits with 1
+if there is any. Then recomputes the views given with --view (or only
+NAME) from the log into a scratch database in memory and compares the
+result with their stored state, key by key. Prints where they differ;
+exits with 1 if any does. With views, it attaches them, so it needs the
+database to itself: to verify one a writer has open, verify a backup.
 
   --view NAME=SCRIPT   a view and its script (repeatable); a positional
                        NAME=SCRIPT is the same]],
@@ -1044,6 +1066,21 @@ writer has open, verify a backup of it.
   args = { 1, maxinteger },
   run = function(ctx)
     local dir = ctx.args[1]
+    local checked = verify_storage(ctx, dir)
+    if #ctx.args == 1 and #(ctx.opts.view or {}) == 0 then
+      local env, meta = open_ro(ctx, dir, true)
+      close_ro(ctx, env)
+      local have = {}
+      for n in pairs(meta.views) do have[#have + 1] = n end
+      sort(have)
+      out(fmt("storage: ok (%d entries in %d tables)\n", checked.entries,
+        #checked.tables - 1))
+      if #have > 0 then
+        out(fmt("views not recomputed (%s): pass --view NAME=SCRIPT for " ..
+          "each\n", concat(have, ", ")))
+      end
+      return
+    end
     local db, names, stored, specs = attach_views(ctx, dir)
     local errors = catch_up(ctx, "catching up", stored)
     -- the scratch copy of the log
