@@ -21,28 +21,15 @@ local G = require "helpers.gen"
 -- are open. Each entry is a defect number of issue 8; remove it once the
 -- fix has landed, and the spec exercises that case again.
 local KNOWN_DEFECTS = {
-  -- 1: a group view whose map returns nil for the latest values stalls.
-  -- While open, generated group maps never return nil.
-  [1] = true,
-  -- 4: a live stream with a negative gte spins. While open, live streams
-  -- start at gte >= 0.
-  [4] = true,
-  -- 7: a failing view's half-applied state is saved. While open, a failed
-  -- view's state (read with wait = false) is not compared.
-  [7] = true,
-  -- 8: sync methods see uncommitted state. While open, views get no sync
-  -- method, and a read with wait = false may see a state past the view's
-  -- since (a reduce view's uncommitted state; a group or index view's
-  -- entries of a checkpoint committed to the store whose completion the
-  -- loop has not yet taken in, so `since` lags behind them).
+  -- 8: reads see state past the view's since. A read with wait = false may
+  -- see a later state than `since` says: the view's state as committed to
+  -- the store by a checkpoint whose completion the loop has not yet taken
+  -- in (so `since` lags behind it). While open, such a read must give the
+  -- model's state at some seq between the view's since and the log's
+  -- since. See the pending regression below. (Defects 1, 4 and 7, and an
+  -- index view failing on a bad key, steered around here until their
+  -- fixes landed, are exercised again.)
   [8] = true,
-  -- Not on issue 8's list, found by this spec: an index view whose map
-  -- returns a bad key (NaN, a map, a function) fails, yet advances its
-  -- since past the bad value and checkpoints that (with the keys of the
-  -- list before the bad one); reopened, it skips the value and answers as
-  -- if nothing had failed. While open, index maps return no bad key. See
-  -- the pending regression below.
-  index_bad_key = true,
 }
 
 local same, show = M.same, M.show
@@ -807,7 +794,7 @@ local soak = tonumber(os.getenv("FLUME_SOAK") or "")
 if only then
   seeds = { only }
 else
-  local n = soak or (sanitized() and 25 or 100)
+  local n = soak or (sanitized() and 15 or 100)
   local base = tonumber(os.getenv("FLUME_SEED_BASE") or "") or
     (soak and os.time() or 1)
   for i = 0, n - 1 do seeds[#seeds + 1] = base + i end
@@ -822,7 +809,7 @@ describe("defects found by the model", function()
   before_each(function() dir = H.tmpdir() end)
   after_each(function() H.rm(dir) end)
 
-  pending("an index view failing on a bad key stays failed after reopen",
+  it("an index view failing on a bad key stays failed after reopen",
     function()
     local src = "return { version = 1, map = function(v, seq) " ..
       "if seq == 1 then return { 'partial', 0/0 } end return 'ok' end }"
@@ -851,7 +838,7 @@ describe("defects of issue 8 in forms the model found", function()
 
   -- Defect 7 as a group view shows it: the reduce changes the accumulator
   -- in place, then throws; the changed accumulator is checkpointed.
-  pending("a failing group view keeps its last good accumulators", function()
+  it("a failing group view keeps its last good accumulators", function()
     local src = "return { version = 1, map = function(v) return 'k', 1 end, " ..
       "reduce = function(acc, x, key, seq) acc = acc or {} " ..
       "acc[#acc + 1] = seq if seq == 2 then error('late') end " ..
@@ -877,6 +864,8 @@ describe("defects of issue 8 in forms the model found", function()
   pending("a read with wait = false agrees with the view's since", function()
     local db = flume.open(dir .. "/db", { sync = false })
     db:use("ix", "return { version = 1, map = function(v) return v.t end }")
+    db:use("n", "return { version = 1, initial = 0, " ..
+      "reduce = function(n) return n + 1 end }")
     local bad = 0
     for i = 1, 300 do
       db:append({ t = i })
@@ -884,6 +873,8 @@ describe("defects of issue 8 in forms the model found", function()
         local since, count = db.ix.since, 0
         for _ in db.ix:read { wait = false } do count = count + 1 end
         if count ~= since + 1 then bad = bad + 1 end
+        since = db.n.since
+        if db.n:get { wait = false } ~= since + 1 then bad = bad + 1 end
         flume.sleep(0.0005)
       end
     end
