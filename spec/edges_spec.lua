@@ -223,6 +223,46 @@ for _, backend in ipairs(H.backends) do
         assert.equal(1, n)
       end)
 
+      it("streams the log: stream(opts, cb) gives the list of entries",
+        function()
+          local db = ctx.db
+          setup(db)
+          assert.same({ nil, { { seq = 1, value = { k = "b" } },
+            { seq = 2, value = { k = "a" } } } },
+            { async(function(cb) db:stream({ gt = 0 }, cb) end) })
+          assert.same({ nil, { { seq = 2, value = { k = "a" } } } },
+            { async(function(cb) db:stream({ reverse = true, limit = 1 }, cb)
+            end) })
+          assert.same({ nil, {} },
+            { async(function(cb) db:stream({ gt = maxint }, cb) end) })
+          local _, all = async(function(cb) db:stream(cb) end)
+          assert.equal(3, #all)
+        end)
+
+      it("delivers a live async stream in batches until stopped or closed",
+        function()
+          local db = ctx.db
+          setup(db)
+          local seen, stop = {}, nil
+          stop = db:stream({ live = true, gte = 1 }, function(err, list)
+            assert.is_nil(err)
+            for _, e in ipairs(list) do seen[#seen + 1] = e.seq end
+            local last = list[#list].seq
+            if last < 5 then db:append({ k = "x" }, function() end)
+            else stop() end
+          end)
+          flume.run()
+          assert.same({ 1, 2, 3, 4, 5 }, seen)
+          local n = 0
+          db:stream({ live = true }, function(err)
+            assert.is_nil(err)
+            n = n + 1
+            db:close(function() end)
+          end)
+          flume.run()
+          assert.equal(1, n)
+        end)
+
       it("passes a failed view's error to the callback", function()
         local db = ctx.db
         db:use("bad", { version = 1,
@@ -281,9 +321,12 @@ for _, backend in ipairs(H.backends) do
       it("refuses stream options that are not a table", function()
         local db = ctx.db
         db:append(1)
-        for _, o in ipairs { "abc", 5, true, function() end } do
+        for _, o in ipairs { "abc", 5, true } do
           H.raises(function() db:stream(o) end, "^flume: EINVAL: stream")
+          H.raises(function() db:stream(o, function() end) end,
+            "^flume: EINVAL: stream")
         end
+        H.raises(function() db:stream({}, 5) end, "^flume: EINVAL: stream")
       end)
 
       it("takes limit = 0 and math.huge, refuses the rest", function()

@@ -393,11 +393,69 @@ end
 
 local CHUNK = 256
 
+local CB_FAILED = {} -- raised through an iteration when its callback raised
+
+--- The async form of an iteration. In a coroutine flume drives it runs
+-- `make_iter()` and passes its entries, each made by `pack(...)`, as a list
+-- to `cb(nil, list)`: once, or for a live iteration once with what is there
+-- and again with each batch of new entries (`hooks.flush`, which the
+-- iterator calls before it waits, delivers them); `cb(err)` once on an
+-- error. Returns a function that stops it (`cb` is not called again).
+local function batches(make_iter, pack, live, cb, hooks)
+  local stopped, batch, failed = false, {}, nil
+  local function deliver()
+    local b = batch
+    batch = {}
+    local ok, e = pcall(cb, nil, b)
+    if not ok then
+      failed = e
+      error(CB_FAILED)
+    end
+    return stopped
+  end
+  hooks.flush = live and function()
+    if stopped then return true end
+    if #batch > 0 then return deliver() end
+  end or nil
+  core.timer(0, function()
+    if stopped then return end
+    local ok, err = pcall(function()
+      local it = make_iter()
+      while true do
+        local a, b, c = it()
+        if a == nil or stopped then break end
+        batch[#batch + 1] = pack(a, b, c)
+      end
+      if not stopped and (not live or #batch > 0) then deliver() end
+    end)
+    if failed ~= nil then error(failed, 0) end
+    if not ok and not stopped then cb(err) end
+  end)
+  return function() stopped = true end
+end
+
 --- Iterates over the log: `for seq, value in db:stream{...} do`.
 -- Options: gt, gte, lt, lte (seqs), reverse, limit, live (go on with
 -- values appended later; waits for them like a sync call).
-function DB:stream(opts)
+--
+-- Async form `stream(opts, cb)`: `cb(err, entries)` with the list of
+-- `{ seq = s, value = v }`; live: first what is there, then each batch of
+-- new values, until the database closes or the returned function is called.
+function DB:stream(opts, cb)
   check_self(self, "stream")
+  if type(opts) == "function" and cb == nil then opts, cb = nil, opts end
+  check_cb(cb, "stream")
+  if cb then
+    local hooks = {}
+    local it = self:_stream(opts, hooks)
+    return batches(function() return it end,
+      function(seq, value) return { seq = seq, value = value } end,
+      opts and opts.live, cb, hooks)
+  end
+  return self:_stream(opts)
+end
+
+function DB:_stream(opts, hooks)
   opts = check_opts(opts, "stream") or {}
   local lo, hi = seq_range(opts)
   local reverse, live = opts.reverse and true or false, opts.live
@@ -441,6 +499,8 @@ function DB:stream(opts)
         return seq, finish_value(self, vals[1], seq)
       end
       if not live then break end
+      if hooks and hooks.flush and hooks.flush() then break end -- stopped
+      if c:closed() then break end
       if wait_since(self, nxt) then break end -- the database closed
     end
     done = true
@@ -609,9 +669,9 @@ end
 
 local READ_CHUNK = 256
 
---- The iterator of View:read. `flush` (async form) is called before each
--- wait for new entries of a live read.
-local function read_iter(self, opts, target, flush)
+--- The iterator of View:read. `hooks.flush` (async form) is called before
+-- each wait for new entries of a live read.
+local function read_iter(self, opts, target, hooks)
   local c, name, kind, db = self._db._c, self._name, self._kind, self._db
   gate(self, opts, target)
   local lo, lo_incl = opts.gte, true
@@ -676,7 +736,7 @@ local function read_iter(self, opts, target, flush)
       elseif not live or c:closed() then
         return nil
       else
-        if flush and flush() then return nil end
+        if hooks and hooks.flush and hooks.flush() then return nil end
         if c:closed() then return nil end
         local target = pass_since + 1
         local err = await(function(k)
@@ -693,8 +753,6 @@ local function read_iter(self, opts, target, flush)
     return nil
   end
 end
-
-local CB_FAILED = {} -- raised through a read when its callback raised
 
 --- Iterates over a range of keys, in key order (reverse = true: the other
 -- way), since-gated: `for key, acc in group:read{...}` or
@@ -721,36 +779,12 @@ function View:read(opts, cb)
   local target = gate_target(self, opts)
   if not cb then return read_iter(self, opts, target) end
 
-  local index, live, stopped, batch, failed = self._kind == "index",
-    opts.live, false, {}, nil
-  local function deliver()
-    local b = batch
-    batch = {}
-    local ok, e = pcall(cb, nil, b)
-    if not ok then
-      failed = e
-      error(CB_FAILED)
-    end
-    return stopped
-  end
-  core.timer(0, function()
-    if stopped then return end
-    local ok, err = pcall(function()
-      local flush = live and function()
-        if stopped then return true end
-        if #batch > 0 then return deliver() end
-      end
-      for key, a, b in read_iter(self, opts, target, flush) do
-        if stopped then return end
-        batch[#batch + 1] = index and { key = key, seq = a, value = b } or
-          { key = key, value = a }
-      end
-      if not stopped and (not live or #batch > 0) then deliver() end
-    end)
-    if failed ~= nil then error(failed, 0) end
-    if not ok and not stopped then cb(err) end
-  end)
-  return function() stopped = true end
+  local hooks = {}
+  return batches(function() return read_iter(self, opts, target, hooks) end,
+    self._kind == "index" and function(key, seq, value)
+      return { key = key, seq = seq, value = value }
+    end or function(key, acc) return { key = key, value = acc } end,
+    opts.live, cb, hooks)
 end
 
 --- Calls `cb()` (async) or returns (sync) once the view has caught up with
