@@ -354,6 +354,7 @@ function Case:check_view(name)
       self:fail("failed view '%s' has since %d, past its failure at %d",
         name, since, mv.failed)
     end
+    if r.chance(0.4) then self:check_async(name, view, mv) end
     if def.methods then
       err = errmsg(view.dump, view, {})
       if not err or not err:find(want, 1, true) then
@@ -365,6 +366,7 @@ function Case:check_view(name)
     return self:check_unwaited(name, view, since)
   end
   if def.methods then self:check_methods(name, view, mv) end
+  if r.chance(0.4) then self:check_async(name, view, mv) end
   if mv.kind == "reduce" then
     local got = view:get(T)
     if not same(got, mv.state) then
@@ -407,6 +409,61 @@ function Case:check_view(name)
       view.since, log_since)
   end
   self:check_unwaited(name, view, view.since)
+end
+
+-- The async forms of get and read: the same answers through a callback
+-- (a failing view: the error, through the callback).
+function Case:check_async(name, view, mv)
+  local r = self.r
+  local done, err, res = false, nil, nil
+  local function cb(e, v) done, err, res = true, e, v end
+  local what, expect, o
+  if mv.kind == "reduce" then
+    what, expect = "get(cb)", mv.state
+    view:get({ timeout = TIMEOUT }, cb)
+  elseif r.chance(0.5) then
+    local k = #mv.entries > 0 and r.chance(0.5) and r.pick(mv.entries)[1] or
+      G.key(r)
+    what, expect = "get(" .. show(k) .. ", cb)", M.lookup(mv, k)
+    if mv.kind == "index" then
+      for i, seq in ipairs(expect) do expect[i] = self.model:get(seq) end
+    end
+    view:get(k, { timeout = TIMEOUT }, cb)
+  else
+    o = G.key_bounds(r)
+    what, expect = "read(" .. show(o) .. ", cb)", M.read(mv, o)
+    view:read(o, cb)
+  end
+  self:wait_for(name .. ":" .. what, function() return done end)
+  if mv.failed then
+    local want = "failed at seq " .. mv.failed .. ":"
+    if not err or not tostring(err):find(want, 1, true) then
+      self:fail("view '%s' fails at seq %d; its %s gave %s, %s", name,
+        mv.failed, what, tostring(err), show(res))
+    end
+    return
+  end
+  if err then self:fail("%s:%s gave the error %s", name, what, err) end
+  if o then
+    -- entries as { key =, value = } or { key =, seq =, value = }
+    local list = {}
+    for i, e in ipairs(res) do
+      if mv.kind == "index" then
+        list[i] = { e.key, e.seq }
+        if not same(e.value, self.model:get(e.seq)) then
+          self:fail("%s:%s gave value %s at seq %s", name, what,
+            show(e.value), tostring(e.seq))
+        end
+      else
+        list[i] = { e.key, e.value }
+      end
+    end
+    res = list
+  end
+  if not same(res, expect) then
+    self:fail("%s:%s gave %s, the model says %s", name, what, show(res),
+      show(expect))
+  end
 end
 
 -- A view's async methods (from G.script) against the model: dump gives
