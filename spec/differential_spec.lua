@@ -859,7 +859,7 @@ local soak = tonumber(os.getenv("FLUME_SOAK") or "")
 if only then
   seeds = { only }
 else
-  local n = soak or (sanitized() and 15 or 80)
+  local n = soak or (sanitized() and 10 or 80)
   local base = tonumber(os.getenv("FLUME_SEED_BASE") or "") or
     (soak and os.time() or 1)
   for i = 0, n - 1 do seeds[#seeds + 1] = base + i end
