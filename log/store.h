@@ -17,7 +17,9 @@
  *    thread, concurrently with read transactions on the loop thread.
  *
  * Slices returned by get and cursors point into the store and are valid
- * only until the next change through that transaction or its end.
+ * only until the next change through that transaction or its end. The
+ * LMDB backend checks a checksum of every entry it returns (get, cursor):
+ * a damaged entry is FLUME_ECORRUPT, never its bytes.
  * All functions return 0 or a negative FLUME_E* code (see flume.h).
  */
 #ifndef FLUME_LOG_STORE_H
@@ -121,6 +123,12 @@ typedef struct flume__store_ops {
   int (*cursor_get)(flume__cursor *c, int op, flume__slice *key,
                     flume__slice *val);
 } flume__store_ops;
+
+/* The detail of this thread's last FLUME_ECORRUPT or FLUME_EFORMAT from a
+ * store (what is damaged, and where: "seq 5 in /db/data.mdb is damaged
+ * (checksum mismatch)"): copies it into buf (n bytes), forgets it and
+ * returns 1; returns 0 when there is none. */
+int flume__store_detail(char *buf, size_t n);
 
 extern const flume__store_ops flume__store_lmdb;
 extern const flume__store_ops flume__store_memory;

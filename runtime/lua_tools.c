@@ -19,18 +19,23 @@
  * be open at the same time in one process: close this one first.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "lmdb_env.h"
 #include "lua_core.h"
+#include "store.h"
 #include "views.h"
 
 #define TOOLS_ENV_MT "flume.tools.env"
@@ -47,29 +52,17 @@ static const char *const kind_names[] = {[FLUME__VIEW_REDUCE] = "reduce",
                                          [FLUME__VIEW_INDEX] = "index",
                                          [FLUME__VIEW_C] = "c"};
 
-static int map_err(int rc) {
-  switch (rc) {
-  case MDB_NOTFOUND:
-    return FLUME_ENOTFOUND;
-  case MDB_CORRUPTED:
-  case MDB_PAGE_NOTFOUND:
-  case MDB_INVALID:
-  case MDB_BAD_DBI:
-  case MDB_INCOMPATIBLE:
-    return FLUME_ECORRUPT;
-  case MDB_VERSION_MISMATCH:
-    return FLUME_EFORMAT;
-  case MDB_READERS_FULL:
-    return FLUME_EBUSY;
-  case MDB_DBS_FULL:
-    return FLUME_ELIMIT;
-  default:
-    return rc > 0 ? -rc : FLUME_EIO;
-  }
+/* Raises err with the store's detail of it when there is one (what is
+ * damaged and where), else with `what`. */
+static int raise_err(lua_State *L, int err, const char *what) {
+  char detail[512];
+  if (flume__store_detail(detail, sizeof detail))
+    return flume__lua_raise(L, err, detail);
+  return flume__lua_raise(L, err, what);
 }
 
 static int raise_mdb(lua_State *L, tenv *e, int rc) {
-  return flume__lua_raise(L, map_err(rc), e->path);
+  return raise_err(L, flume__lmdb_map_err(rc), e->path);
 }
 
 static tenv *check_env(lua_State *L) {
@@ -106,16 +99,14 @@ static int l_open(lua_State *L) {
   e->env = NULL; /* created closed, so __gc is always safe */
   memcpy(e->path, path, len + 1);
   luaL_setmetatable(L, TOOLS_ENV_MT);
-  MDB_env *env;
-  int rc = mdb_env_create(&env);
-  if (rc) return raise_mdb(L, e, rc);
-  if ((rc = mdb_env_set_maxdbs(env, TOOLS_MAX_DBS)) ||
-      (rc = mdb_env_open(env, path, MDB_RDONLY | MDB_NOTLS | MDB_NORDAHEAD,
-                         0644))) {
-    mdb_env_close(env);
-    return raise_mdb(L, e, rc);
+  /* The runtime's open path, read-only: the same checks of the file. */
+  int rc = flume__lmdb_open_env(e->path, 1, 0, MDB_NOTLS | MDB_NORDAHEAD,
+                                TOOLS_MAX_DBS, &e->env);
+  if (rc == FLUME_ENOTFOUND) {
+    lua_pushfstring(L, "%s: no flume database here", path);
+    return flume__lua_raise(L, -ENOENT, lua_tostring(L, -1));
   }
-  e->env = env;
+  if (rc) return raise_err(L, rc, e->path);
   return 1;
 }
 
@@ -168,7 +159,7 @@ static int l_env_meta(lua_State *L) {
   if (rc == 0) rc = mdb_cursor_open(txn, dbi, &cur);
   if (rc) {
     mdb_txn_abort(txn);
-    if (rc == MDB_NOTFOUND) rc = MDB_INVALID;
+    if (rc == MDB_NOTFOUND) rc = MDB_INVALID; /* open checks this first */
     return raise_mdb(L, e, rc);
   }
   lua_createtable(L, 0, 3);
@@ -176,6 +167,11 @@ static int l_env_meta(lua_State *L) {
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     const char *key = k.mv_data;
+    if (flume__lmdb_unseal(e->path, "t:meta", &k, &v) != 0) {
+      mdb_cursor_close(cur);
+      mdb_txn_abort(txn);
+      return raise_err(L, FLUME_ECORRUPT, e->path);
+    }
     if (k.mv_size > 5 && memcmp(key, "view:", 5) == 0) {
       if (v.mv_size != RECORD_SIZE) continue;
       lua_pushlstring(L, key + 5, k.mv_size - 5);
@@ -272,6 +268,11 @@ static int l_env_read(lua_State *L) {
     size_t s;
     memcpy(&s, k.mv_data, sizeof s);
     if ((lua_Integer)s < from || (lua_Integer)s > to) break;
+    if (flume__lmdb_unseal(e->path, "log", &k, &v) != 0) {
+      mdb_cursor_close(cur);
+      mdb_txn_abort(txn);
+      return raise_err(L, FLUME_ECORRUPT, e->path);
+    }
     n++;
     lua_pushinteger(L, (lua_Integer)s);
     lua_rawseti(L, 6, n);
@@ -403,8 +404,161 @@ static int l_env_copy(lua_State *L) {
   }
   pthread_join(th, NULL);
   if (failed) return lua_error(L);
-  if (j.rc) return flume__lua_raise(L, map_err(j.rc), dest);
+  if (j.rc) return flume__lua_raise(L, flume__lmdb_map_err(j.rc), dest);
   return 0;
+}
+
+/* ---- verify: the whole file, in a child process ------------------------ */
+
+typedef struct verify_out {
+  int fd;             /* the pipe to the parent */
+  char table[160];    /* the table being walked, for the crash message */
+} verify_out;
+
+static void put_line(int fd, char tag, const char *text) {
+  char line[4700];
+  int n = snprintf(line, sizeof line, "%c %s", tag, text);
+  if (n < 0) return;
+  if ((size_t)n >= sizeof line - 1) n = (int)sizeof line - 2;
+  for (int i = 2; i < n; i++)
+    if (line[i] == '\n') line[i] = ' ';
+  line[n++] = '\n';
+  for (int off = 0; off < n;) {
+    ssize_t w = write(fd, line + off, (size_t)(n - off));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;
+    off += (int)w;
+  }
+}
+
+static void on_verify(void *ctx, flume__verify_kind kind, const char *what,
+                      uint64_t count) {
+  verify_out *o = ctx;
+  char num[32];
+  switch (kind) {
+  case FLUME__VERIFY_TABLE:
+    put_line(o->fd, 'T', what);
+    break;
+  case FLUME__VERIFY_DAMAGED:
+    put_line(o->fd, 'D', what);
+    break;
+  case FLUME__VERIFY_DONE:
+    snprintf(num, sizeof num, "%llu", (unsigned long long)count);
+    put_line(o->fd, 'N', num);
+    break;
+  }
+}
+
+/* tools.verify(dir) -> { entries, tables = { name... }, damaged = { msg...
+ * }, error = msg | nil, crashed = msg | nil }. Reads every entry of every
+ * table of dir (flume__lmdb_verify) in a child process: LMDB may crash on
+ * a damaged branch page, and that must be a finding, not our end. */
+static int l_verify(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int fds[2];
+  if (pipe(fds) != 0) return flume__lua_raise(L, -errno, "pipe");
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) {
+    int e = errno;
+    close(fds[0]);
+    close(fds[1]);
+    return flume__lua_raise(L, -e, "fork");
+  }
+  if (pid == 0) {
+    /* The child: its own LMDB environment (none is inherited in use). */
+    close(fds[0]);
+    signal(SIGPIPE, SIG_IGN);
+    /* LMDB's own assertion message would land on the command's stderr
+     * beside ours: the crash is reported from its signal instead. */
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null >= 0) dup2(null, 2);
+    verify_out o = {fds[1], ""};
+    int rc = flume__lmdb_verify(path, on_verify, &o);
+    if (rc) {
+      char detail[600], msg[800];
+      if (!flume__store_detail(detail, sizeof detail))
+        snprintf(detail, sizeof detail, "%s", path);
+      snprintf(msg, sizeof msg, "%s: %s: %s", flume_err_name(rc),
+               flume_strerror(rc), detail);
+      put_line(fds[1], 'E', msg);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (;;) {
+    char *p = luaL_prepbuffer(&b);
+    ssize_t n = read(fds[0], p, LUAL_BUFFERSIZE);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    luaL_addsize(&b, (size_t)n);
+  }
+  close(fds[0]);
+  luaL_pushresult(&b);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  size_t len;
+  const char *text = lua_tolstring(L, -1, &len);
+  lua_createtable(L, 0, 5);
+  int res = lua_gettop(L);
+  lua_newtable(L); /* tables */
+  lua_newtable(L); /* damaged */
+  const char *last_table = NULL;
+  size_t last_len = 0;
+  int done = 0;
+  for (const char *line = text, *end = text + len; line < end;) {
+    const char *nl = memchr(line, '\n', (size_t)(end - line));
+    if (nl == NULL) break; /* a line cut by a crash */
+    if (nl - line >= 2) {
+      const char *body = line + 2;
+      size_t blen = (size_t)(nl - body);
+      switch (line[0]) {
+      case 'T':
+        lua_pushlstring(L, body, blen);
+        lua_rawseti(L, res + 1, (lua_Integer)lua_rawlen(L, res + 1) + 1);
+        last_table = body;
+        last_len = blen;
+        break;
+      case 'D':
+        lua_pushlstring(L, body, blen);
+        lua_rawseti(L, res + 2, (lua_Integer)lua_rawlen(L, res + 2) + 1);
+        break;
+      case 'N':
+        lua_pushinteger(L, (lua_Integer)strtoll(body, NULL, 10));
+        lua_setfield(L, res, "entries");
+        done = 1;
+        break;
+      case 'E':
+        lua_pushlstring(L, body, blen);
+        lua_setfield(L, res, "error");
+        done = 1;
+        break;
+      }
+    }
+    line = nl + 1;
+  }
+  lua_setfield(L, res, "damaged");
+  lua_setfield(L, res, "tables");
+  if (!done) {
+    char sig[64];
+    if (WIFSIGNALED(status))
+      snprintf(sig, sizeof sig, "signal %d, %s", WTERMSIG(status),
+               strsignal(WTERMSIG(status)));
+    else
+      snprintf(sig, sizeof sig, "exit status %d", WEXITSTATUS(status));
+    char msg[4500];
+    snprintf(msg, sizeof msg,
+             "%s/data.mdb has a damaged page in table %.*s: reading it "
+             "crashed LMDB (%s)",
+             path, last_table ? (int)last_len : 9,
+             last_table ? last_table : "(unknown)", sig);
+    lua_pushstring(L, msg);
+    lua_setfield(L, res, "crashed");
+  }
+  return 1;
 }
 
 /* ---- process helpers ---------------------------------------------------- */
@@ -496,6 +650,7 @@ static const luaL_Reg env_methods[] = {
     {"close", l_env_close},   {NULL, NULL}};
 
 static const luaL_Reg tools_funcs[] = {{"open", l_open},
+                                       {"verify", l_verify},
                                        {"trap_sigint", l_trap_sigint},
                                        {"interrupted", l_interrupted},
                                        {"sleep", l_sleep},

@@ -242,7 +242,7 @@ int flume__view_call(flume_view *v, const char *method, const char *args,
       push_handle(H, v);
     }
     for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(H, list, i);
-    if (flume__host_pcall(h, (int)n + 1, 1) != LUA_OK) {
+    if (flume__host_call(h, v->host_ref, (int)n + 1, 1) != LUA_OK) {
       snprintf(err, errlen, "view '%s' method '%s' failed: %s", v->name,
                method, lua_tostring(H, -1));
       lua_settop(H, top);

@@ -559,7 +559,7 @@ static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
  * results; on error fails the view and returns nonzero. */
 static int call_view(flume__views *vs, flume_view *v, int nargs, int nres,
                      int64_t seq) {
-  if (flume__host_pcall(vs->host, nargs, nres) != LUA_OK) {
+  if (flume__host_call(vs->host, v->host_ref, nargs, nres) != LUA_OK) {
     lua_State *H = flume__host_state(vs->host);
     view_fail(v, seq, lua_tostring(H, -1) ? lua_tostring(H, -1)
                                           : "(error object is not a string)");
@@ -574,8 +574,9 @@ static int index_key(flume__views *vs, flume_view *v, int idx, int64_t seq) {
   char err[256], msg[300];
   flume__buf k = FLUME__BUF_INIT;
   int rc = flume__key_encode(H, idx, &k, err, sizeof err);
-  if (rc == 0 && k.len > 503) {
-    snprintf(err, sizeof err, "key is %zu bytes encoded, over 503", k.len);
+  if (rc == 0 && k.len > FLUME__KEY_MAX) {
+    snprintf(err, sizeof err, "key is %zu bytes encoded, over %d", k.len,
+             FLUME__KEY_MAX);
     rc = FLUME_EINVAL;
   }
   if (rc == 0) {
@@ -697,10 +698,13 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
       }
       char err[256];
       kb.len = 0;
-      if (flume__key_encode(H, key, &kb, err, sizeof err) || kb.len > 511) {
+      if (flume__key_encode(H, key, &kb, err, sizeof err) ||
+          kb.len > FLUME__KEY_MAX) {
         char msg[300];
-        snprintf(msg, sizeof msg, "map returned a bad key: %s",
-                 kb.len > 511 ? "longer than 511 bytes encoded" : err);
+        if (kb.len > FLUME__KEY_MAX)
+          snprintf(err, sizeof err, "key is %zu bytes encoded, over %d",
+                   kb.len, FLUME__KEY_MAX);
+        snprintf(msg, sizeof msg, "map returned a bad key: %s", err);
         view_fail(v, seq, msg);
         break;
       }
@@ -1233,6 +1237,7 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
     for (flume__waiter *w = v->waiters; w; w = w->next) w->view = v;
     old->waiters = NULL;
     old->epoch++;
+    flume__host_release(vs->host, old->host_ref); /* its memory, now */
     old->next = vs->dead;
     vs->dead = old;
   }

@@ -93,8 +93,25 @@ int flume__host_set_mapper(flume__host *h, lua_State *L, int idx, char *err,
 /* Instructions one call into a view script may run before it fails. */
 #define FLUME__INSTRUCTION_LIMIT 10000000
 
-/* lua_pcall on the host state under the instruction limit. */
+/* What a view may hold in the host unless its script says (`memory`, in
+ * bytes): past it, the call that allocates fails with "not enough
+ * memory" and so does the view. */
+#define FLUME__VIEW_MEMORY ((int64_t)256 << 20)
+
+/* lua_pcall on the host state under the instruction limit, outside any
+ * view (the mapper): its memory is not capped. */
 int flume__host_pcall(flume__host *h, int nargs, int nresults);
+
+/* lua_pcall of a view's function (the view's record ref): under the
+ * instruction limit and the view's memory cap. */
+int flume__host_call(flume__host *h, int ref, int nargs, int nresults);
+
+/* Bytes the view's calls allocated that are still alive. */
+int64_t flume__host_memory(flume__host *h, int ref);
+
+/* Drops what the host holds for a replaced view (its record becomes an
+ * empty definition) and collects at once. */
+void flume__host_release(flume__host *h, int ref);
 
 /* Drops a loaded view. */
 void flume__host_unref(flume__host *h, int ref);
