@@ -34,6 +34,7 @@ build = {
         "runtime/errors.c",
         "runtime/keys.c",
         "runtime/msgpack.c",
+        "runtime/pattern.c",
         "runtime/views.c",
         "runtime/viewapi.c",
         "runtime/viewhost.c",

@@ -57,8 +57,14 @@ int flume__lua_raise(lua_State *L, int err, const char *detail) {
 }
 
 void flume__lua_push_err(lua_State *L, int err) {
-  lua_pushfstring(L, "flume: %s: %s", flume_err_name(err),
-                  flume_strerror(err));
+  char store[512]; /* what the store found damaged, and where */
+  if ((err == FLUME_ECORRUPT || err == FLUME_EFORMAT) &&
+      flume__store_detail(store, sizeof store))
+    lua_pushfstring(L, "flume: %s: %s: %s", flume_err_name(err),
+                    flume_strerror(err), store);
+  else
+    lua_pushfstring(L, "flume: %s: %s", flume_err_name(err),
+                    flume_strerror(err));
 }
 
 ldb *flume__lua_check_db(lua_State *L, int idx) {

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "pattern.h"
 #include "views.h"
 
 /* What one view's calls have allocated and still hold, and its cap. */
@@ -27,8 +28,9 @@ struct flume__host {
   lua_State *L;           /* the sandboxed state */
   int base_ref;           /* registry ref of the allow-listed globals */
   int exhausted;          /* the call in progress ran out of instructions */
+  size_t work;            /* work left to the call in progress in C */
   uint32_t current;       /* account of the call in progress, 0 outside */
-  int over;               /* the call in progress hit its memory cap */
+  int refused;            /* an allocation of the call was refused */
   int collect;            /* a view failed: a full collection is due */
   host_account *accts;    /* accounts by id; 0 is the runtime's own */
   uint32_t nacct;         /* accounts in use (ids are never reused) */
@@ -50,6 +52,10 @@ struct flume__host {
  * and a view keeps is charged to no view: a view holding every value it
  * sees holds them at the cost of its table's slots only.
  */
+/* What one call may do inside C functions (pattern steps, bytes copied),
+ * besides its instructions: C functions run uncounted by the hook. */
+#define WORK_LIMIT ((size_t)50000000)
+
 #define HDR 8 /* header bytes: Lua needs only 8-byte alignment here */
 
 static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
@@ -63,15 +69,13 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     free(block);
     return NULL;
   }
-  /* Shrinking never fails (Lua counts on it), nor does the runtime. Once
-   * refused, a call gets no more: the collection Lua then runs cannot buy
-   * it room to go on. */
+  /* Shrinking never fails (Lua counts on it), nor does the runtime. A
+   * refusal makes Lua collect everything and ask again, once. */
   host_account *a = &h->accts[cur];
   if (cur != 0 && nsize > osize &&
-      (h->over ||
-       a->used - (owner == cur ? (int64_t)osize : 0) + (int64_t)nsize >
-           a->cap)) {
-    h->over = 1;
+      a->used - (owner == cur ? (int64_t)osize : 0) + (int64_t)nsize >
+          a->cap) {
+    h->refused = 1;
     return NULL;
   }
   char *nb = realloc(block, nsize + HDR);
@@ -121,7 +125,7 @@ static int sb_pcall(lua_State *L) {
   int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
   if (host_of(L)->exhausted)
     return luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
-  if (host_of(L)->over) return lua_error(L); /* nor the memory cap */
+  if (status == LUA_ERRMEM) return lua_error(L); /* nor the memory cap */
   lua_pushboolean(L, status == LUA_OK);
   lua_insert(L, 1);
   return lua_gettop(L);
@@ -132,7 +136,7 @@ static int sb_pcall(lua_State *L) {
  * hook, hooks are off until the error is thrown: the script's handler
  * would run unbounded. It is skipped then. */
 static int sb_msgh(lua_State *L) {
-  if (host_of(L)->exhausted || host_of(L)->over) return 1;
+  if (host_of(L)->exhausted) return 1;
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, 1);
@@ -151,7 +155,7 @@ static int sb_xpcall(lua_State *L) {
   int status = lua_pcall(L, n - 2, LUA_MULTRET, 2);
   if (host_of(L)->exhausted)
     return luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
-  if (host_of(L)->over) return lua_error(L);
+  if (status == LUA_ERRMEM) return lua_error(L);
   lua_pushboolean(L, status == LUA_OK);
   lua_replace(L, 1);
   lua_remove(L, 2); /* ok, results... */
@@ -198,17 +202,19 @@ static int host_call(flume__host *h, uint32_t acct, int nargs,
   lua_State *L = h->L;
   /* Setting the hook resets its count: each call gets the whole budget. */
   h->exhausted = 0;
-  h->over = 0;
+  h->refused = 0;
+  h->work = WORK_LIMIT;
   h->current = acct;
   lua_sethook(L, limit_hook, LUA_MASKCOUNT, FLUME__INSTRUCTION_LIMIT);
   int rc = lua_pcall(L, nargs, nresults, 0);
   lua_sethook(L, NULL, 0, 0);
   h->current = 0;
   h->exhausted = 0;
-  if (rc != LUA_OK && h->over) {
+  const char *msg = rc != LUA_OK ? lua_tostring(L, -1) : NULL;
+  if (h->refused && msg && strcmp(msg, "not enough memory") == 0) {
     /* Over its cap: say so, and return what the failed call left behind
      * (unreachable now) at once. */
-    h->over = 0;
+    h->refused = 0;
     lua_pushfstring(L, "not enough memory (a view may hold %d MiB; see "
                        "its `memory` option)",
                     (int)(h->accts[acct].cap >> 20));
@@ -216,7 +222,7 @@ static int host_call(flume__host *h, uint32_t acct, int nargs,
     lua_gc(L, LUA_GCCOLLECT);
     return rc;
   }
-  h->over = 0;
+  h->refused = 0;
   /* Callers report the error as text: any other error object (error(nil),
    * error({})) becomes a sentence, without running the script's own
    * __tostring outside its limits. */
@@ -283,6 +289,81 @@ static const luaL_Reg sandbox_funcs[] = {{"pcall", sb_pcall},
                                          {"setmetatable", sb_setmetatable},
                                          {NULL, NULL}};
 
+/* ---- work done inside C functions ------------------------------------ */
+
+void flume__host_charge(lua_State *L, size_t units) {
+  flume__host *h = host_of(L);
+  if (units > h->work) {
+    h->work = 0;
+    h->exhausted = 1;
+    lua_sethook(L, limit_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L, "instruction limit exceeded (string and table functions "
+                  "did %d steps of work in one call)",
+               (int)WORK_LIMIT);
+  }
+  h->work -= units;
+}
+
+/* Bytes made cost a unit per 4 (a pattern step is a unit): the budget
+ * then buys a call some 200 MB of new strings, a fraction of a second. */
+static void charge_bytes(lua_State *L, double bytes) {
+  double u = bytes / 4.0;
+  flume__host_charge(L, u > 1e15 ? (size_t)1e15 : (size_t)u);
+}
+
+/* Charged before by the length of arg 1 (W_LEN), the size of the table
+ * to sort (W_SORT), or after by the length of the result (W_RESULT: a
+ * result past the view's memory fails before it is made). */
+enum { W_LEN = 1, W_SORT, W_RESULT };
+
+/* A library function whose work grows with its input, charged for it:
+ * up[1] the function, up[2] how to charge. Sizes are capped by the
+ * view's memory; this bounds how often a loop may ask for them. */
+static int charged(lua_State *L) {
+  int how = (int)lua_tointeger(L, lua_upvalueindex(2));
+  if (how == W_LEN) {
+    size_t l;
+    luaL_checklstring(L, 1, &l);
+    charge_bytes(L, (double)l);
+  } else if (how == W_SORT && lua_istable(L, 1)) {
+    double n = (double)lua_rawlen(L, 1);
+    int bits = 1;
+    while (bits < 63 && ((double)((uint64_t)1 << bits)) < n) bits++;
+    flume__host_charge(L, (size_t)(n * bits * 4)); /* a compare: 4 */
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  if (how == W_RESULT && lua_type(L, 1) == LUA_TSTRING)
+    charge_bytes(L, (double)lua_rawlen(L, 1));
+  return lua_gettop(L);
+}
+
+/* Replaces lib[name] (lib at the top) by a charged wrapper. */
+static void wrap(lua_State *L, const char *name, int how) {
+  lua_getfield(L, -1, name);
+  lua_pushinteger(L, how);
+  lua_pushcclosure(L, charged, 2);
+  lua_setfield(L, -2, name);
+}
+
+/* The string library's matcher is ours (pattern.c): its steps count.
+ * Functions whose work grows with their input are charged for it. */
+static void bound_libraries(lua_State *L) {
+  lua_getglobal(L, "string");
+  flume__pattern_register(L);
+  wrap(L, "rep", W_RESULT);
+  wrap(L, "upper", W_LEN);
+  wrap(L, "lower", W_LEN);
+  wrap(L, "reverse", W_LEN);
+  wrap(L, "format", W_RESULT);
+  wrap(L, "pack", W_RESULT);
+  lua_getglobal(L, "table");
+  wrap(L, "concat", W_RESULT);
+  wrap(L, "sort", W_SORT);
+  lua_pop(L, 2);
+}
+
 /* Replaces the table at the top with a shallow copy of it. */
 static void copy_table(lua_State *L) {
   lua_newtable(L);
@@ -314,6 +395,7 @@ int flume__host_new(flume__host **out) {
   luaL_requiref(L, "math", luaopen_math, 1);
   luaL_requiref(L, "utf8", luaopen_utf8, 1);
   lua_settop(L, 0);
+  bound_libraries(L);
   /* The allow-list, from which every view's environment is made. */
   lua_newtable(L);
   for (const char *const *n = basic_names; *n; n++) {

@@ -18,7 +18,12 @@
 #include "msgpack.h"
 #include "views.h"
 
-#define SLICE_VALUES 2000            /* log values per indexer slice */
+#define SLICE_VALUES 2000            /* most log values per indexer slice */
+#define SLICE_MIN 8                  /* fewest values a slice reads */
+#define SLICE_BUDGET_NS 4000000      /* loop time per slice: 4 ms */
+#define CKPT_EVERY_NS 20000000       /* checkpoints while catching up: at
+                                      * most one per 20 ms ... */
+#define CKPT_BYTES ((size_t)1 << 20) /* ... unless 1 MiB of work waits */
 #define PENDING_MAX ((size_t)4 << 20) /* ops bytes before the indexer waits */
 #define REDUCE_SAVE_EVERY 1.0        /* seconds between reduce states while
                                       * rebuilding */
@@ -48,6 +53,10 @@ struct flume__views {
   int inflight;          /* a checkpoint job is with the writer */
   int msgpack;           /* values are msgpack (else raw strings) */
   int has_mapper;        /* the host has a mapper */
+  int batch;             /* values the next slice reads: what a slice gets
+                          * through in its time, SLICE_MIN..SLICE_VALUES */
+  uint64_t ckpt_at;      /* uv_hrtime of the last checkpoint offered while
+                          * catching up */
   int closing;           /* the database's handles are closing */
   int stopping;          /* flume_db_close() was called: no new work */
   int handles;           /* handles still open while closing */
@@ -615,9 +624,12 @@ static int group_lookup(flume__views *vs, flume_view *v, flume__txn *txn,
   return 0;
 }
 
-/* Feeds vals[i] (seq first+i-1) to a view, for the seqs it has not seen. */
-static void apply_view(flume__views *vs, flume_view *v, int vals,
-                       int64_t first, int n) {
+/* Feeds vals[i] (seq first+i-1) to a view, for the seqs it has not seen,
+ * until the slice's deadline (uv_hrtime) has passed: checked before each
+ * value, but after the first one when `must` is set. Returns 1 if it
+ * stopped for the deadline. */
+static int apply_view(flume__views *vs, flume_view *v, int vals,
+                      int64_t first, int n, uint64_t deadline, int must) {
   lua_State *H = flume__host_state(vs->host);
   const flume__store_ops *ops = flume__db_ops(vs->db);
   int top = lua_gettop(H);
@@ -630,7 +642,7 @@ static void apply_view(flume__views *vs, flume_view *v, int vals,
   if (v->kind == FLUME__VIEW_GROUP) {
     if (ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &txn)) {
       lua_settop(H, top);
-      return; /* tried again in the next slice */
+      return 0; /* tried again in the next slice */
     }
     host_field(vs, v, "dirty");
     dirty = lua_gettop(H);
@@ -644,8 +656,14 @@ static void apply_view(flume__views *vs, flume_view *v, int vals,
   }
   flume__buf kb = FLUME__BUF_INIT;
   int64_t start = v->since + 1 - first;
-  for (int64_t i = start < 0 ? 0 : start; i < n && !v->failed; i++) {
+  int late = 0;
+  if (start < 0) start = 0;
+  for (int64_t i = start; i < n && !v->failed; i++) {
     int64_t seq = first + i;
+    if ((i > start || !must) && uv_hrtime() >= deadline) {
+      late = 1;
+      break;
+    }
     lua_settop(H, state ? state : (deleted ? deleted : reduce));
     if (v->kind == FLUME__VIEW_INDEX) {
       lua_pushvalue(H, map);
@@ -734,6 +752,7 @@ static void apply_view(flume__views *vs, flume_view *v, int vals,
   flume__buf_free(&kb);
   if (txn) ops->txn_abort(txn);
   lua_settop(H, top);
+  return late;
 }
 
 /* Feeds a C view the entries it has not seen; it keeps its own state, so
@@ -765,16 +784,46 @@ static void sample_rate(flume__views *vs, flume_view *v) {
   }
 }
 
-/* One slice of indexing. Returns 1 if there is more to do now. */
+/* Feeds a slice's values to one view, until the deadline (see
+ * apply_view). Returns 1 if it stopped for the deadline. */
+static int slice_view(flume__views *vs, flume_view *v, batch_ctx *b,
+                      uint64_t deadline, int must) {
+  int late = 0;
+  if (!v->ready || v->failed || v->resetting) return 0;
+  if (v->kind != FLUME__VIEW_C)
+    late = apply_view(vs, v, b->vals, b->first, b->n, deadline, must);
+  else if (must || uv_hrtime() < deadline)
+    apply_c(v, b->ents, b->first, b->n); /* it takes them all at once */
+  else
+    late = 1;
+  sample_rate(vs, v);
+  return late;
+}
+
+/*
+ * One slice of indexing. Returns 1 if there is more to do now.
+ *
+ * A slice is bounded by time, not by count: it reads `batch` values, and
+ * the mapper and the views stop at the first value after SLICE_BUDGET_NS
+ * (checked between values, with uv_hrtime, a vDSO clock read), so a slow
+ * view holds the loop a few ms at a time and appends stay acknowledged.
+ * The view furthest behind goes first and always gets one value, so every
+ * slice moves the indexer on; the others go on while time is left. The
+ * next slice reads about as many values as this one got through.
+ */
 static int index_slice(flume__views *vs) {
   if (vs->paused || vs->closing) return 0;
+  uint64_t start = uv_hrtime(), deadline = start + SLICE_BUDGET_NS;
   int64_t log_since = flume_db_since(vs->db);
   int64_t from = INT64_MAX;
+  flume_view *lag = NULL; /* the view furthest behind */
   size_t pending = 0;
   for (flume_view *v = vs->list; v; v = v->next) {
     pending += v->ops.len;
-    if (v->ready && !v->failed && !v->resetting && v->since < from)
+    if (v->ready && !v->failed && !v->resetting && v->since < from) {
       from = v->since;
+      lag = v;
+    }
   }
   if (from == INT64_MAX || from >= log_since) {
     for (flume_view *v = vs->list; v; v = v->next) v->rate = 0;
@@ -785,7 +834,8 @@ static int index_slice(flume__views *vs) {
   from += 1;
   lua_State *H = flume__host_state(vs->host);
   int top = lua_gettop(H);
-  lua_createtable(H, SLICE_VALUES, 0);
+  if (vs->batch < SLICE_MIN) vs->batch = SLICE_VALUES;
+  lua_createtable(H, vs->batch, 0);
   batch_ctx b = {H, vs->msgpack, lua_gettop(H), from, 0, "", 0, 0,
                  FLUME__BUF_INIT, NULL};
   for (flume_view *v = vs->list; v; v = v->next) {
@@ -793,13 +843,13 @@ static int index_slice(flume__views *vs) {
     if (v->kind == FLUME__VIEW_C) b.raw = 1;
     else b.lua = 1;
   }
-  if (b.raw && (b.ents = malloc(SLICE_VALUES * sizeof *b.ents)) == NULL) {
+  if (b.raw && (b.ents = malloc((size_t)vs->batch * sizeof *b.ents)) == NULL) {
     lua_settop(H, top);
     return 0;
   }
   size_t count;
-  int rc = flume__db_read(vs->db, from, log_since, SLICE_VALUES, batch_one,
-                          &b, &count);
+  int rc = flume__db_read(vs->db, from, log_since, (size_t)vs->batch,
+                          batch_one, &b, &count);
   for (int i = 0; b.raw && i < b.n; i++)
     b.ents[i].data = b.bytes.data + (uintptr_t)b.ents[i].data;
   if (rc) {
@@ -814,9 +864,15 @@ static int index_slice(flume__views *vs) {
     lua_settop(H, top);
     return 0;
   }
+  int late = 0; /* the slice stopped for its deadline */
   if (vs->has_mapper && b.lua) {
     lua_getfield(H, LUA_REGISTRYINDEX, "flume.mapper");
     for (int i = 1; i <= b.n; i++) {
+      if (i > 1 && uv_hrtime() >= deadline) {
+        b.n = i - 1; /* the views get what is mapped */
+        late = 1;
+        break;
+      }
       lua_pushvalue(H, -1);
       lua_rawgeti(H, b.vals, i);
       lua_pushinteger(H, b.first + i - 1);
@@ -835,16 +891,38 @@ static int index_slice(flume__views *vs) {
     }
     lua_pop(H, 1);
   }
-  for (flume_view *v = vs->list; v; v = v->next) {
-    if (!v->ready || v->failed || v->resetting) continue;
-    if (v->kind == FLUME__VIEW_C) apply_c(v, b.ents, b.first, b.n);
-    else apply_view(vs, v, b.vals, b.first, b.n);
-    sample_rate(vs, v);
-  }
+  int64_t lag_since = lag->since;
+  late |= slice_view(vs, lag, &b, deadline, 1);
+  for (flume_view *v = vs->list; v; v = v->next)
+    if (v != lag) late |= slice_view(vs, v, &b, deadline, 0);
+  /* The next slice reads what it can get through in about 3/4 of its
+   * time at this slice's pace (at most twice as many), so that the
+   * deadline seldom cuts a batch: values read and left are read again. */
+  uint64_t spent = uv_hrtime() - start;
+  int64_t next = INT64_MAX; /* cut: what every view got through */
+  for (flume_view *v = vs->list; v; v = v->next)
+    if (v->ready && !v->failed && !v->resetting && v->since < next)
+      next = v->since;
+  next = next == INT64_MAX ? 0 : next - lag_since;
+  if (!late && b.n > 0)
+    next = (int64_t)((double)b.n * (SLICE_BUDGET_NS * 0.75) /
+                     (double)(spent ? spent : 1));
+  if (next > 2 * (int64_t)vs->batch) next = 2 * (int64_t)vs->batch;
+  vs->batch = next < SLICE_MIN      ? SLICE_MIN
+              : next > SLICE_VALUES ? SLICE_VALUES
+                                    : (int)next;
   free(b.ents);
   flume__buf_free(&b.bytes);
   lua_settop(H, top);
-  submit_checkpoint(vs);
+  /* Catching up, slices are short: a checkpoint every few of them keeps
+   * commits (and their page copies) as few as slices by count made them;
+   * caught up, every slice's work is stored at once. */
+  uint64_t now = uv_hrtime();
+  if (b.first + b.n - 1 >= log_since || pending >= CKPT_BYTES ||
+      now - vs->ckpt_at >= CKPT_EVERY_NS) {
+    vs->ckpt_at = now;
+    submit_checkpoint(vs);
+  }
   return 1;
 }
 

@@ -47,7 +47,7 @@ local CHILD = [[
 local flume = require "flume"
 local dir, total, by = arg[1], arg[2], arg[3]
 local ok, err = pcall(function()
-  local db = flume.open(dir)
+  local db = flume.open(dir, { sync = false }) -- fast: no fsync
   for seq, v in db:stream() do
     io.write("S ", seq, " ", v.n, " ", #v.s, "\n")
   end
@@ -269,6 +269,39 @@ describe("a database file", function()
       out, err, code = check_commands(dir, "value flipped")
       assert.equal(1, code, out)
       assert.truthy(out:find("seq " .. seq .. " in .*damaged"), out)
+    end)
+
+  it("with a flipped bit in a view's state gives ECORRUPT naming the view",
+    function()
+      local dir = tmp .. "/state"
+      local view = [[return { version = 1,
+        initial = { sum = 0, mark = "ZZZZZZZZ" },
+        reduce = function(t, v) t.sum = t.sum + v.n; return t end }]]
+      local db = flume.open(dir)
+      for i = 1, 20 do db:append({ n = i }) end
+      db:use("tot", view)
+      assert.equal(210, db.tot:get().sum)
+      db:close()
+      local bytes = read(dir .. "/data.mdb")
+      write(dir .. "/data.mdb", (bytes:gsub("ZZZZZZZZ", "ZZZZZZZY")))
+      local script = tmp .. "/state.lua"
+      write(script, [[
+        local flume = require "flume"
+        local db = flume.open(arg[1])
+        local ok, err = pcall(db.use, db, "tot", arg[2])
+        if ok then ok, err = pcall(function() return db.tot:get().sum end) end
+        print(ok, err)
+        os.exit(ok and 0 or 1)]])
+      local out, err, code = run(H.lua .. " " .. q(script) .. " " .. q(dir) ..
+        " " .. q(view))
+      assert.equal(1, code, out .. err)
+      assert.truthy(out:find("flume: ECORRUPT: .*view 'tot' state .*" ..
+        "damaged"), out)
+      out, err, code = run(flume_cmd { "verify", dir })
+      assert.equal(1, code)
+      assert.truthy(out:find("^damaged: view 'tot' state "), out)
+      assert.truthy(err:find("^flume: ECORRUPT: verify: .* has 1 damaged " ..
+        "place\n$"), err)
     end)
 
   it("with a zeroed page: verify reports it, never dies", function()
