@@ -311,8 +311,11 @@ typedef void (*flume_use_cb)(void *ctx, int status, flume_view *view);
  * use already (a failed view, or another version, is replaced).
  * @param cb called once the view's table is open and its checkpoint read.
  * @return 0, or #FLUME_ESCRIPT (the script does not load, has no integer
- * version or no usable functions: flume_db_errmsg() says what and where),
- * #FLUME_EEXIST, #FLUME_EINVAL, #FLUME_ECLOSED, #FLUME_ENOMEM.
+ * version or no usable functions), #FLUME_EENCODE (its `initial` state
+ * cannot be stored), #FLUME_EEXIST, #FLUME_EINVAL (a NULL name or script,
+ * a name not 1 to 63 bytes), #FLUME_ECLOSED (flume_db_close() has been
+ * called), #FLUME_ENOMEM; after any of them flume_db_errmsg() says what
+ * (and where, for a script).
  */
 FLUME_API int flume_view_use(flume_db *db, const char *name,
                              const char *script, size_t len, flume_use_cb cb,
@@ -336,7 +339,8 @@ FLUME_API const char *flume_view_error(const flume_view *view);
 /**
  * Called with a method's result, msgpack-encoded, or a failure: status
  * #FLUME_EVIEW (the view failed, or the method raised: see
- * flume_db_errmsg()), #FLUME_ENOTFOUND (no such method), #FLUME_ECLOSED.
+ * flume_db_errmsg()), #FLUME_ENOTFOUND (no such method), #FLUME_ECLOSED
+ * (flume_db_close() was called before the method could run).
  * `result` is borrowed: valid only during the callback.
  */
 typedef void (*flume_call_cb)(void *ctx, int status, const void *result,
@@ -347,10 +351,15 @@ typedef void (*flume_call_cb)(void *ctx, int status, const void *result,
  * have `get` (a reduce view's state; a group view's accumulator for key
  * args[1]; an index view's list of seqs for key args[1]) and the methods in
  * their script's `methods` table; C views have what their `call` answers.
+ * A Lua view's method sees its committed state only (what the store holds,
+ * as far as flume_view_since() says or a checkpoint just ahead of it),
+ * never work the indexer has not checkpointed yet.
  *
  * @param wait 1: since-gated (waits until the view has caught up with the
- * log's since as it is now); 0: at once.
- * @return 0 (cb will be called once), or #FLUME_ECLOSED, #FLUME_ENOMEM.
+ * log's since as it is now); 0: at once (as soon as the view is set up).
+ * @return 0 (cb will be called once, on a later loop turn), or
+ * #FLUME_EINVAL (NULL view, method or cb; a method name over 63 bytes),
+ * #FLUME_ECLOSED (flume_db_close() has been called), #FLUME_ENOMEM.
  */
 FLUME_API int flume_view_call(flume_view *view, const char *method,
                               const void *args, size_t len, int wait,

@@ -24,6 +24,7 @@ build = {
   modules = {
     ["flume"] = "views-lua/flume/init.lua",
     ["flume.cli"] = "views-lua/flume/cli.lua",
+    ["flume.json"] = "views-lua/flume/json.lua",
     ["flume.core"] = {
       sources = {
         "runtime/lua_core.c",
@@ -33,6 +34,7 @@ build = {
         "runtime/errors.c",
         "runtime/keys.c",
         "runtime/msgpack.c",
+        "runtime/pattern.c",
         "runtime/views.c",
         "runtime/viewapi.c",
         "runtime/viewhost.c",

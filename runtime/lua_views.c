@@ -130,24 +130,25 @@ static int ldb_view_wait(lua_State *L) {
   int64_t target = luaL_checkinteger(L, 3);
   double timeout = luaL_optnumber(L, 4, -1);
   luaL_checktype(L, 5, LUA_TFUNCTION);
-  flume__view_info_t in;
-  flume__view_info(v, &in);
-  if (in.failed) {
-    lua_pushfstring(L, "flume: EVIEW: %s", in.error);
-    return lua_error(L);
-  }
-  if (in.ready && in.since >= target) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
+  /* No timeout: nil or math.huge (or past what a uint64_t of ms holds). */
+  if (lua_isnoneornil(L, 4) || timeout >= 9e15) timeout = -1;
+  else if (!(timeout >= 0))
+    return flume__lua_raise(L, FLUME_EINVAL,
+                            "timeout must be a number of seconds >= 0");
   lreq *r = flume__lua_new_req(L, d->ctx, 5);
-  int rc = flume__view_wait(v, target, timeout, wait_done, r);
+  int rc = flume__view_wait(v, target, timeout, 0, wait_done, r);
   if (rc) {
     flume__lua_release(r);
     free(r);
-    return flume__lua_raise(L, rc, NULL);
   }
-  lua_pushboolean(L, 0);
+  if (rc == FLUME_EVIEW) {
+    flume__view_info_t in;
+    flume__view_info(v, &in);
+    lua_pushfstring(L, "flume: EVIEW: %s", in.error);
+    return lua_error(L);
+  }
+  if (rc < 0) return flume__lua_raise(L, rc, NULL);
+  lua_pushboolean(L, rc == FLUME__WAIT_REACHED);
   return 1;
 }
 

@@ -219,21 +219,30 @@ int flume__view_call(flume_view *v, const char *method, const char *args,
     snprintf(err, errlen, "too many arguments");
     return FLUME_EINVAL;
   }
+  /* A reduce view's methods get its committed state, as its get does:
+   * the indexer's own state runs ahead of what its since says. */
+  int rc;
   if (builtin && v->kind == FLUME__VIEW_REDUCE) {
-    lua_getfield(H, rec, "state");
+    if ((rc = flume__view_push_state(v, err, errlen))) {
+      lua_settop(H, top);
+      return rc;
+    }
   } else {
     lua_pushvalue(H, fn);
     if (builtin) {
       lua_rawgeti(H, list, 1); /* get(key) */
       n = 0;
     } else if (v->kind == FLUME__VIEW_REDUCE) {
-      lua_getfield(H, rec, "state");
+      if ((rc = flume__view_push_state(v, err, errlen))) {
+        lua_settop(H, top);
+        return rc;
+      }
     } else {
       /* A read handle over the view's stored state. */
       push_handle(H, v);
     }
     for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(H, list, i);
-    if (flume__host_pcall(h, (int)n + 1, 1) != LUA_OK) {
+    if (flume__host_call(h, v->host_ref, (int)n + 1, 1) != LUA_OK) {
       snprintf(err, errlen, "view '%s' method '%s' failed: %s", v->name,
                method, lua_tostring(H, -1));
       lua_settop(H, top);
@@ -241,7 +250,7 @@ int flume__view_call(flume_view *v, const char *method, const char *args,
     }
   }
   out->len = 0;
-  int rc = flume__mp_encode(H, -1, out, err, errlen);
+  rc = flume__mp_encode(H, -1, out, err, errlen);
   lua_settop(H, top);
   return rc;
 }
@@ -251,16 +260,25 @@ int flume__view_call(flume_view *v, const char *method, const char *args,
 FLUME_API int flume_view_use(flume_db *db, const char *name,
                              const char *script, size_t len, flume_use_cb cb,
                              void *ctx) {
+  if (db == NULL) return FLUME_EINVAL;
+  char local[512] = ""; /* every error leaves a message here */
+  int rc;
+  if (name == NULL) {
+    rc = FLUME_EINVAL;
+    snprintf(local, sizeof local, "a view needs a name");
+  } else if (script == NULL) {
+    rc = FLUME_EINVAL;
+    snprintf(local, sizeof local, "view '%s' needs a script", name);
+  } else {
+    char chunk[80];
+    snprintf(chunk, sizeof chunk, "=%s", name);
+    rc = flume__views_use(db, name, script, len, chunk, NULL, 0,
+                          (flume__use_cb)cb, ctx, local, sizeof local);
+  }
+  if (rc && local[0] == '\0')
+    snprintf(local, sizeof local, "%s", flume_strerror(rc));
   char *err = flume__views_errbuf(db);
-  if (script == NULL || name == NULL) return FLUME_EINVAL;
-  if (err) err[0] = '\0';
-  char chunk[80];
-  snprintf(chunk, sizeof chunk, "=%s", name);
-  char local[512];
-  int rc = flume__views_use(db, name, script, len, chunk, NULL, 0,
-                            (flume__use_cb)cb, ctx, local, sizeof local);
-  err = flume__views_errbuf(db);
-  if (rc && err) snprintf(err, 512, "%s", local);
+  if (err) snprintf(err, 512, "%s", rc ? local : "");
   return rc;
 }
 
@@ -287,38 +305,25 @@ typedef struct call_req {
   flume__buf args;       /* a copy of the arguments */
   flume_call_cb cb;      /* the caller's callback */
   void *ctx;
-  uv_timer_t timer;      /* runs an ungated call on the next loop turn */
 } call_req;
 
-static void call_run(call_req *r, int status) {
+/* The call's wait is over: run the method, or pass on why not. */
+static void call_ready(void *ctx, int status) {
+  call_req *r = ctx;
   flume__buf out = FLUME__BUF_INIT;
   flume_db *db = r->view->db;
+  char *buf = status == FLUME_ECLOSED ? NULL : flume__views_errbuf(db);
   if (status == 0) {
     char err[512] = "";
     status = flume__view_call(r->view, r->method, r->args.data, r->args.len,
                               &out, err, sizeof err);
-    char *buf = flume__views_errbuf(db);
     if (status && buf) snprintf(buf, 512, "%s", err);
-  } else if (status == FLUME_EVIEW) {
-    char *buf = flume__views_errbuf(db);
-    if (buf) snprintf(buf, 512, "%s", r->view->error);
+  } else if (status == FLUME_EVIEW && buf) {
+    snprintf(buf, 512, "%s", r->view->error);
   }
   r->cb(r->ctx, status, status ? NULL : out.data, status ? 0 : out.len);
   flume__buf_free(&out);
   flume__buf_free(&r->args);
-}
-
-static void call_closed(uv_handle_t *h) { free(h->data); }
-
-static void call_timer(uv_timer_t *t) {
-  call_req *r = t->data;
-  call_run(r, r->view->failed ? FLUME_EVIEW : 0);
-  uv_close((uv_handle_t *)&r->timer, call_closed);
-}
-
-static void call_ready(void *ctx, int status) {
-  call_req *r = ctx;
-  call_run(r, status);
   free(r);
 }
 
@@ -338,20 +343,15 @@ FLUME_API int flume_view_call(flume_view *view, const char *method,
     free(r);
     return FLUME_ENOMEM;
   }
-  int64_t target = flume_db_since(view->db);
-  if (wait && !view->failed && (!view->ready || view->committed < target)) {
-    int rc = flume__view_wait(view, target, -1, call_ready, r);
-    if (rc) {
-      flume__buf_free(&r->args);
-      free(r);
-    }
-    return rc;
+  /* Gated: the log's since as it is now; ungated: only set up. Either way
+   * the callback comes on a later loop turn, and close cancels it. */
+  int64_t target = wait ? flume_db_since(view->db) : -1;
+  int rc = flume__view_wait(view, target, -1, 1, call_ready, r);
+  if (rc) {
+    flume__buf_free(&r->args);
+    free(r);
   }
-  /* Never from inside the call: on the next loop turn. */
-  uv_timer_init(flume__db_loop(view->db), &r->timer);
-  r->timer.data = r;
-  uv_timer_start(&r->timer, call_timer, 0, 0);
-  return 0;
+  return rc;
 }
 
 FLUME_API int flume_view_use_c(flume_db *db, const char *name,

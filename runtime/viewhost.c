@@ -15,42 +15,376 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "pattern.h"
 #include "views.h"
 
+/* What one view's calls have allocated and still hold, and its cap. */
+typedef struct host_account {
+  int64_t used; /* bytes of live blocks allocated during its calls */
+  int64_t cap;  /* what it may hold */
+} host_account;
+
 struct flume__host {
-  lua_State *L; /* the sandboxed state */
-  int base_ref; /* registry ref of the allow-listed globals */
+  lua_State *L;           /* the sandboxed state */
+  int base_ref;           /* registry ref of the allow-listed globals */
+  int exhausted;          /* the call in progress ran out of instructions */
+  size_t work;            /* work left to the call in progress in C */
+  uint32_t current;       /* account of the call in progress, 0 outside */
+  int refused;            /* an allocation of the call was refused */
+  int collect;            /* a view failed: a full collection is due */
+  host_account *accts;    /* accounts by id; 0 is the runtime's own */
+  uint32_t nacct;         /* accounts in use (ids are never reused) */
+  uint32_t acct_cap;      /* room in accts */
+  uint32_t *ref_acct;     /* account id by view record ref */
+  int nref;               /* room in ref_acct */
 };
 
-/* Globals a view may use; library tables are copied per view. */
+/*
+ * Memory. Views share one Lua state, so that each log value is decoded
+ * once for all of them; every block the state allocates carries, in a
+ * small header, the account it is charged to: the view whose call
+ * allocated it (or grew it last), or 0, the runtime's own (decoded
+ * values, the runtime's tables). A free credits the block's account
+ * wherever it happens (a collection during another view's call, or
+ * outside any). Only an allocation inside a view's call can fail, when
+ * it would take the view past its cap; the runtime's own work never sees
+ * a failure it would have to recover from. A value the runtime decoded
+ * and a view keeps is charged to no view: a view holding every value it
+ * sees holds them at the cost of its table's slots only.
+ */
+/* What one call may do inside C functions (pattern steps, bytes copied),
+ * besides its instructions: C functions run uncounted by the hook. */
+#define WORK_LIMIT ((size_t)50000000)
+
+#define HDR 8 /* header bytes: Lua needs only 8-byte alignment here */
+
+static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  flume__host *h = ud;
+  char *block = ptr ? (char *)ptr - HDR : NULL;
+  uint32_t owner = 0, cur = h->current;
+  if (block) memcpy(&owner, block, sizeof owner);
+  else osize = 0; /* for a new block, osize is its type */
+  if (nsize == 0) {
+    h->accts[owner].used -= (int64_t)osize;
+    free(block);
+    return NULL;
+  }
+  /* Shrinking never fails (Lua counts on it), nor does the runtime. A
+   * refusal makes Lua collect everything and ask again, once. */
+  host_account *a = &h->accts[cur];
+  if (cur != 0 && nsize > osize &&
+      a->used - (owner == cur ? (int64_t)osize : 0) + (int64_t)nsize >
+          a->cap) {
+    h->refused = 1;
+    return NULL;
+  }
+  char *nb = realloc(block, nsize + HDR);
+  if (nb == NULL) return NULL;
+  h->accts[owner].used -= (int64_t)osize;
+  memcpy(nb, &cur, sizeof cur);
+  a->used += (int64_t)nsize;
+  return nb + HDR;
+}
+
+/* Globals a view may use; library tables are copied per view. pcall,
+ * xpcall and setmetatable are the sandbox's own (below). */
 static const char *const basic_names[] = {
-    "assert", "error",  "ipairs",   "next",     "pairs",   "pcall",
+    "assert", "error",  "ipairs",   "next",     "pairs",
     "rawequal", "rawget", "rawlen", "rawset",   "select",  "tonumber",
-    "tostring", "type",   "xpcall", "setmetatable", "getmetatable",
-    "_VERSION", NULL};
+    "tostring", "type", "getmetatable", "_VERSION", NULL};
 static const char *const lib_names[] = {"string", "table", "math", "utf8",
                                         NULL};
 
-/* Raised from the count hook: a script ran past its instruction budget. */
+static const char limit_msg[] = "instruction limit exceeded (%d "
+                                "instructions in one call: an endless "
+                                "loop?)";
+
+/* The host is the allocator's user data: every function of the sandbox
+ * finds it there. */
+static flume__host *host_of(lua_State *L) {
+  void *ud;
+  lua_getallocf(L, &ud);
+  return ud;
+}
+
+/* Raised from the count hook: a script ran past its instruction budget.
+ * The budget stays spent: the hook now fires before every instruction,
+ * so whatever catches the error (an error handler, a __close, a loop
+ * around pcall) cannot run a single instruction more. */
 static void limit_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
-  luaL_error(L, "instruction limit exceeded (%d instructions in one call: "
-                "an endless loop?)", FLUME__INSTRUCTION_LIMIT);
+  host_of(L)->exhausted = 1;
+  lua_sethook(L, limit_hook, LUA_MASKCOUNT, 1);
+  luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
+}
+
+/* The sandbox's pcall: the base library's, except that the instruction
+ * limit is not an error a script can catch. */
+static int sb_pcall(lua_State *L) {
+  luaL_checkany(L, 1);
+  int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+  if (host_of(L)->exhausted)
+    return luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
+  if (status == LUA_ERRMEM) return lua_error(L); /* nor the memory cap */
+  lua_pushboolean(L, status == LUA_OK);
+  lua_insert(L, 1);
+  return lua_gettop(L);
+}
+
+/* xpcall's message handler: up[1] = the script's. Lua calls it from
+ * inside the error, and when the error is the limit's, raised in the count
+ * hook, hooks are off until the error is thrown: the script's handler
+ * would run unbounded. It is skipped then. */
+static int sb_msgh(lua_State *L) {
+  if (host_of(L)->exhausted) return 1;
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
+/* The sandbox's xpcall(f, msgh, ...), likewise. */
+static int sb_xpcall(lua_State *L) {
+  int n = lua_gettop(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_pushvalue(L, 2);
+  lua_pushcclosure(L, sb_msgh, 1);
+  lua_replace(L, 2); /* f, wrapped msgh, args... */
+  lua_pushvalue(L, 1);
+  lua_insert(L, 3);                /* f, wrapped, f, args... */
+  int status = lua_pcall(L, n - 2, LUA_MULTRET, 2);
+  if (host_of(L)->exhausted)
+    return luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
+  if (status == LUA_ERRMEM) return lua_error(L);
+  lua_pushboolean(L, status == LUA_OK);
+  lua_replace(L, 1);
+  lua_remove(L, 2); /* ok, results... */
+  return lua_gettop(L);
+}
+
+/* The account of a view's record ref (0 when unknown). */
+static uint32_t acct_of(flume__host *h, int ref) {
+  return ref > 0 && ref < h->nref ? h->ref_acct[ref] : 0;
+}
+
+/* Opens an account with the given cap; 0 (the runtime's) if there is no
+ * room for one. */
+static uint32_t acct_new(flume__host *h, int64_t cap) {
+  if (h->nacct == h->acct_cap) {
+    uint32_t n = h->acct_cap * 2;
+    host_account *a = realloc(h->accts, n * sizeof *a);
+    if (a == NULL) return 0;
+    h->accts = a;
+    h->acct_cap = n;
+  }
+  h->accts[h->nacct] = (host_account){0, cap};
+  return h->nacct++;
+}
+
+static int acct_bind(flume__host *h, int ref, uint32_t id) {
+  if (ref <= 0) return FLUME_EINVAL;
+  if (ref >= h->nref) {
+    int n = ref * 2 + 16;
+    uint32_t *m = realloc(h->ref_acct, (size_t)n * sizeof *m);
+    if (m == NULL) return FLUME_ENOMEM;
+    memset(m + h->nref, 0, (size_t)(n - h->nref) * sizeof *m);
+    h->ref_acct = m;
+    h->nref = n;
+  }
+  h->ref_acct[ref] = id;
+  return 0;
+}
+
+/* lua_pcall under the instruction limit, charging what it allocates to
+ * account `acct`. */
+static int host_call(flume__host *h, uint32_t acct, int nargs,
+                     int nresults) {
+  lua_State *L = h->L;
+  /* Setting the hook resets its count: each call gets the whole budget. */
+  h->exhausted = 0;
+  h->refused = 0;
+  h->work = WORK_LIMIT;
+  h->current = acct;
+  lua_sethook(L, limit_hook, LUA_MASKCOUNT, FLUME__INSTRUCTION_LIMIT);
+  int rc = lua_pcall(L, nargs, nresults, 0);
+  lua_sethook(L, NULL, 0, 0);
+  h->current = 0;
+  h->exhausted = 0;
+  const char *msg = rc != LUA_OK ? lua_tostring(L, -1) : NULL;
+  if (h->refused && msg && strcmp(msg, "not enough memory") == 0) {
+    /* Over its cap: say so, and return what the failed call left behind
+     * (unreachable now) at once. */
+    h->refused = 0;
+    lua_pushfstring(L, "not enough memory (a view may hold %d MiB; see "
+                       "its `memory` option)",
+                    (int)(h->accts[acct].cap >> 20));
+    lua_replace(L, -2);
+    lua_gc(L, LUA_GCCOLLECT);
+    return rc;
+  }
+  h->refused = 0;
+  /* Callers report the error as text: any other error object (error(nil),
+   * error({})) becomes a sentence, without running the script's own
+   * __tostring outside its limits. */
+  if (rc != LUA_OK && lua_type(L, -1) != LUA_TSTRING) {
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+      lua_tostring(L, -1);
+    } else {
+      const char *t = luaL_typename(L, -1);
+      lua_pushfstring(L, "(error object is a %s value)", t);
+      lua_replace(L, -2);
+    }
+  }
+  return rc;
 }
 
 int flume__host_pcall(flume__host *h, int nargs, int nresults) {
-  /* Setting the hook resets its count: each call gets the whole budget. */
-  lua_sethook(h->L, limit_hook, LUA_MASKCOUNT, FLUME__INSTRUCTION_LIMIT);
-  int rc = lua_pcall(h->L, nargs, nresults, 0);
-  lua_sethook(h->L, NULL, 0, 0);
-  return rc;
+  return host_call(h, 0, nargs, nresults);
+}
+
+int flume__host_call(flume__host *h, int ref, int nargs, int nresults) {
+  return host_call(h, acct_of(h, ref), nargs, nresults);
+}
+
+int64_t flume__host_memory(flume__host *h, int ref) {
+  uint32_t a = acct_of(h, ref);
+  return a ? h->accts[a].used : 0;
+}
+
+void flume__host_release(flume__host *h, int ref) {
+  lua_State *L = h->L;
+  lua_createtable(L, 0, 1);
+  lua_newtable(L);
+  lua_setfield(L, -2, "def");
+  lua_rawseti(L, LUA_REGISTRYINDEX, ref);
+  lua_gc(L, LUA_GCCOLLECT);
+}
+
+/* The sandbox's setmetatable: the base library's, without finalizers. A
+ * __gc would run whenever the collector gets to it, or at close, outside
+ * any call's limits; Lua 5.4 marks an object for finalization only when
+ * setmetatable gives it a metatable that already has __gc, so refusing it
+ * here is enough: a __gc added later is never called. */
+static int sb_setmetatable(lua_State *L) {
+  int t = lua_type(L, 2);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+  if (t == LUA_TTABLE) {
+    lua_pushliteral(L, "__gc");
+    int gc = lua_rawget(L, 2) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (gc)
+      return luaL_error(L, "a view cannot set a finalizer (__gc): it would "
+                           "run outside the view's limits");
+  }
+  if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+    return luaL_error(L, "cannot change a protected metatable");
+  lua_settop(L, 2);
+  lua_setmetatable(L, 1);
+  return 1;
+}
+
+static const luaL_Reg sandbox_funcs[] = {{"pcall", sb_pcall},
+                                         {"xpcall", sb_xpcall},
+                                         {"setmetatable", sb_setmetatable},
+                                         {NULL, NULL}};
+
+/* ---- work done inside C functions ------------------------------------ */
+
+void flume__host_charge(lua_State *L, size_t units) {
+  flume__host *h = host_of(L);
+  if (units > h->work) {
+    h->work = 0;
+    h->exhausted = 1;
+    lua_sethook(L, limit_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L, "instruction limit exceeded (string and table functions "
+                  "did %d steps of work in one call)",
+               (int)WORK_LIMIT);
+  }
+  h->work -= units;
+}
+
+/* Bytes made cost a unit per 4 (a pattern step is a unit): the budget
+ * then buys a call some 200 MB of new strings, a fraction of a second. */
+static void charge_bytes(lua_State *L, double bytes) {
+  double u = bytes / 4.0;
+  flume__host_charge(L, u > 1e15 ? (size_t)1e15 : (size_t)u);
+}
+
+/* Charged before by the length of arg 1 (W_LEN), the size of the table
+ * to sort (W_SORT), or after by the length of the result (W_RESULT: a
+ * result past the view's memory fails before it is made). */
+enum { W_LEN = 1, W_SORT, W_RESULT };
+
+/* A library function whose work grows with its input, charged for it:
+ * up[1] the function, up[2] how to charge. Sizes are capped by the
+ * view's memory; this bounds how often a loop may ask for them. */
+static int charged(lua_State *L) {
+  int how = (int)lua_tointeger(L, lua_upvalueindex(2));
+  if (how == W_LEN) {
+    size_t l;
+    luaL_checklstring(L, 1, &l);
+    charge_bytes(L, (double)l);
+  } else if (how == W_SORT && lua_istable(L, 1)) {
+    double n = (double)lua_rawlen(L, 1);
+    int bits = 1;
+    while (bits < 63 && ((double)((uint64_t)1 << bits)) < n) bits++;
+    flume__host_charge(L, (size_t)(n * bits * 4)); /* a compare: 4 */
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  if (how == W_RESULT && lua_type(L, 1) == LUA_TSTRING)
+    charge_bytes(L, (double)lua_rawlen(L, 1));
+  return lua_gettop(L);
+}
+
+/* Replaces lib[name] (lib at the top) by a charged wrapper. */
+static void wrap(lua_State *L, const char *name, int how) {
+  lua_getfield(L, -1, name);
+  lua_pushinteger(L, how);
+  lua_pushcclosure(L, charged, 2);
+  lua_setfield(L, -2, name);
+}
+
+/* The string library's matcher is ours (pattern.c): its steps count.
+ * Functions whose work grows with their input are charged for it. */
+static void bound_libraries(lua_State *L) {
+  lua_getglobal(L, "string");
+  flume__pattern_register(L);
+  wrap(L, "rep", W_RESULT);
+  wrap(L, "upper", W_LEN);
+  wrap(L, "lower", W_LEN);
+  wrap(L, "reverse", W_LEN);
+  wrap(L, "format", W_RESULT);
+  wrap(L, "pack", W_RESULT);
+  lua_getglobal(L, "table");
+  wrap(L, "concat", W_RESULT);
+  wrap(L, "sort", W_SORT);
+  lua_pop(L, 2);
+}
+
+/* Replaces the table at the top with a shallow copy of it. */
+static void copy_table(lua_State *L) {
+  lua_newtable(L);
+  lua_pushnil(L);
+  while (lua_next(L, -3)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_remove(L, -2);
 }
 
 int flume__host_new(flume__host **out) {
   flume__host *h = calloc(1, sizeof *h);
   if (h == NULL) return FLUME_ENOMEM;
-  h->L = luaL_newstate();
+  h->acct_cap = 16;
+  h->accts = calloc(h->acct_cap, sizeof *h->accts);
+  h->nacct = 1; /* the runtime's own */
+  h->L = h->accts ? lua_newstate(host_alloc, h) : NULL;
   if (h->L == NULL) {
+    free(h->accts);
     free(h);
     return FLUME_ENOMEM;
   }
@@ -61,6 +395,7 @@ int flume__host_new(flume__host **out) {
   luaL_requiref(L, "math", luaopen_math, 1);
   luaL_requiref(L, "utf8", luaopen_utf8, 1);
   lua_settop(L, 0);
+  bound_libraries(L);
   /* The allow-list, from which every view's environment is made. */
   lua_newtable(L);
   for (const char *const *n = basic_names; *n; n++) {
@@ -71,6 +406,21 @@ int flume__host_new(flume__host **out) {
     lua_getglobal(L, *n);
     lua_setfield(L, -2, *n);
   }
+  luaL_setfuncs(L, sandbox_funcs, 0);
+  /* Methods on strings (s:upper()) go through the one string metatable of
+   * the state: its __index becomes a copy of the string library that no
+   * script can reach, and getmetatable("") gives only `false`, so no view
+   * can change what s:upper() does for another. A view's own `string`
+   * table is a copy too (push_env). */
+  lua_pushliteral(L, "");
+  lua_createtable(L, 0, 2);
+  lua_getfield(L, -3, "string");
+  copy_table(L);
+  lua_setfield(L, -2, "__index");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
+  lua_pop(L, 1);
   /* No randomness: a rebuild must give the same result. */
   lua_getfield(L, -1, "math");
   lua_pushnil(L);
@@ -86,12 +436,15 @@ int flume__host_new(flume__host **out) {
 void flume__host_free(flume__host *h) {
   if (h == NULL) return;
   lua_close(h->L);
+  free(h->accts);
+  free(h->ref_acct);
   free(h);
 }
 
 lua_State *flume__host_state(flume__host *h) { return h->L; }
 
 void flume__host_unref(flume__host *h, int ref) {
+  if (ref > 0 && ref < h->nref) h->ref_acct[ref] = 0;
   luaL_unref(h->L, LUA_REGISTRYINDEX, ref);
 }
 
@@ -103,16 +456,7 @@ static void push_env(flume__host *h) {
   lua_newtable(L);
   lua_pushnil(L);
   while (lua_next(L, -3)) {
-    if (lua_istable(L, -1)) {
-      lua_newtable(L);
-      lua_pushnil(L);
-      while (lua_next(L, -3)) {
-        lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_rawset(L, -4);
-      }
-      lua_remove(L, -2);
-    }
+    if (lua_istable(L, -1)) copy_table(L);
     lua_pushvalue(L, -2);
     lua_insert(L, -2);
     lua_rawset(L, -4);
@@ -132,6 +476,101 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
 }
 
 #define FNV_BASIS 14695981039346656037ULL
+
+/*
+ * A function's hash for a view given as a table: its stripped dump (Lua
+ * 5.4's binary chunk without debug information), but without the two line
+ * numbers the dump keeps even when stripped (where the function and its
+ * nested functions begin and end). A view moved down by a blank line in
+ * its file then keeps its hash, so it is not reported as "changed without
+ * a version bump"; a view given as source text hashes its text instead,
+ * which is what its author edits.
+ *
+ * The dump is walked field by field; when it does not have the layout
+ * expected (another Lua version), the whole stripped dump is hashed.
+ */
+typedef struct dump_walk {
+  const unsigned char *p;   /* next byte */
+  const unsigned char *end; /* end of the dump */
+  uint64_t hash;            /* hash of what is kept */
+  int bad;                  /* not the expected layout */
+} dump_walk;
+
+static void dw_keep(dump_walk *w, size_t n) {
+  if (w->bad || (size_t)(w->end - w->p) < n) {
+    w->bad = 1;
+    return;
+  }
+  w->hash = fnv1a(w->hash, w->p, n);
+  w->p += n;
+}
+
+/* A size: 7 bits a byte, most significant first, the last byte's high bit
+ * set. Kept in the hash unless `skip`. */
+static size_t dw_size(dump_walk *w, int skip) {
+  size_t x = 0;
+  for (int i = 0; i < 10 && !w->bad; i++) {
+    if (w->p >= w->end) break;
+    unsigned char b = *w->p++;
+    if (!skip) w->hash = fnv1a(w->hash, &b, 1);
+    x = (x << 7) | (b & 0x7f);
+    if (b & 0x80) return x;
+  }
+  w->bad = 1;
+  return 0;
+}
+
+static void dw_string(dump_walk *w) {
+  size_t n = dw_size(w, 0);
+  if (n > 0) dw_keep(w, n - 1);
+}
+
+static void dw_function(dump_walk *w, int depth) {
+  if (depth > 200) w->bad = 1;
+  dw_string(w);   /* source: absent when stripped */
+  dw_size(w, 1);  /* linedefined: skipped */
+  dw_size(w, 1);  /* lastlinedefined: skipped */
+  dw_keep(w, 3);  /* numparams, is_vararg, maxstacksize */
+  size_t n = dw_size(w, 0);
+  if (n > (size_t)(w->end - w->p) / 4) w->bad = 1;
+  dw_keep(w, n * 4); /* the code */
+  n = dw_size(w, 0); /* constants */
+  for (size_t i = 0; i < n && !w->bad; i++) {
+    if (w->p >= w->end) w->bad = 1;
+    if (w->bad) break;
+    unsigned char t = *w->p;
+    dw_keep(w, 1);
+    switch (t) {
+    case 0x00: case 0x01: case 0x11: break; /* nil, false, true */
+    case 0x03: case 0x13: dw_keep(w, 8); break; /* integer, float */
+    case 0x04: case 0x14: dw_string(w); break;  /* strings */
+    default: w->bad = 1;
+    }
+  }
+  n = dw_size(w, 0); /* upvalues: instack, idx, kind */
+  if (n > (size_t)(w->end - w->p) / 3) w->bad = 1;
+  dw_keep(w, n * 3);
+  n = dw_size(w, 0); /* nested functions */
+  for (size_t i = 0; i < n && !w->bad; i++) dw_function(w, depth + 1);
+  /* Debug information, empty when stripped: its four counts. */
+  for (int i = 0; i < 4; i++)
+    if (dw_size(w, 0) != 0) w->bad = 1;
+}
+
+static uint64_t hash_dump(uint64_t h, const char *d, size_t n) {
+  /* The header: signature, version, format, data, three sizes, two test
+   * numbers; then the count of the main function's upvalues. */
+  const size_t header = 4 + 1 + 1 + 6 + 3 + 8 + 8 + 1;
+  dump_walk w = {(const unsigned char *)d, (const unsigned char *)d + n, h,
+                 0};
+  if (n < header || memcmp(d, LUA_SIGNATURE, 4) != 0 || d[4] != 0x54 ||
+      d[12] != 4 || d[13] != 8 || d[14] != 8)
+    return fnv1a(h, d, n);
+  dw_keep(&w, header);
+  dw_function(&w, 0);
+  if (w.bad || w.p != w.end) return fnv1a(h, d, n);
+  return w.hash;
+}
 
 static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
   (void)L;
@@ -207,8 +646,8 @@ static int move_value(move_ctx *m, const char *path, int depth) {
       flume__buf_free(&stripped);
       return FLUME_ENOMEM;
     }
-    /* The hash ignores debug information: moving a line changes nothing. */
-    m->hash = fnv1a(m->hash, stripped.data, stripped.len);
+    /* The hash ignores debug information and line numbers (hash_dump). */
+    m->hash = hash_dump(m->hash, stripped.data, stripped.len);
     flume__buf_free(&stripped);
     int rc = luaL_loadbufferx(T, code.data, code.len, path, "b");
     flume__buf_free(&code);
@@ -241,9 +680,11 @@ static int move_value(move_ctx *m, const char *path, int depth) {
       for (int j = i + 1; j <= n; j++) {
         lua_rawgeti(F, keys, i);
         lua_rawgeti(F, keys, j);
+        /* By type, then text: 1 and "1" have a fixed order too. */
+        int ta = lua_type(F, -2), tb = lua_type(F, -1);
         const char *a = luaL_tolstring(F, -2, NULL);
         const char *b = luaL_tolstring(F, -2, NULL);
-        int swap = strcmp(a, b) > 0;
+        int swap = ta != tb ? ta > tb : strcmp(a, b) > 0;
         lua_pop(F, 4);
         if (swap) {
           lua_rawgeti(F, keys, i);
@@ -289,6 +730,47 @@ static int move_value(move_ctx *m, const char *path, int depth) {
     return FLUME_ESCRIPT;
   }
   return 0;
+}
+
+/* Pushes t[k] of the table at `t`, raw. */
+static int raw_field(lua_State *L, int t, const char *k) {
+  lua_pushstring(L, k);
+  return lua_rawget(L, t);
+}
+
+/* Replaces the table a script returned (at the top) by a plain copy of
+ * the fields the runtime reads: the runtime reads them outside any call's
+ * limits, where a metatable's __index or a metamethod must not run. */
+static void plain_def(lua_State *L) {
+  static const char *const fields[] = {"version", "kind", "map", "reduce",
+                                       "initial", "memory", NULL};
+  int t = lua_gettop(L);
+  lua_createtable(L, 0, 6);
+  for (const char *const *f = fields; *f; f++) {
+    raw_field(L, t, *f);
+    lua_setfield(L, -2, *f);
+  }
+  if (raw_field(L, t, "methods") == LUA_TTABLE) {
+    int m = lua_gettop(L);
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, m)) {
+      if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+        lua_createtable(L, 2, 0);
+        lua_rawgeti(L, -2, 1);
+        lua_rawseti(L, -2, 1);
+        lua_rawgeti(L, -2, 2);
+        lua_rawseti(L, -2, 2);
+        lua_pushvalue(L, -3);
+        lua_insert(L, -2);
+        lua_rawset(L, -5);
+      }
+      lua_pop(L, 1);
+    }
+    lua_setfield(L, -3, "methods");
+  }
+  lua_pop(L, 1);
+  lua_replace(L, t);
 }
 
 /* Checks the view table at the top of the host's stack and says its kind. */
@@ -369,6 +851,18 @@ int flume__host_load(flume__host *h, const char *name, const char *src,
                      uint64_t *hash, int *ref, char *err, size_t errlen) {
   lua_State *L = h->L;
   int top = lua_gettop(L);
+  /* The record first: its account pays for the script's top level. */
+  lua_createtable(L, 0, 8);
+  lua_pushvalue(L, -1);
+  int r = luaL_ref(L, LUA_REGISTRYINDEX);
+  uint32_t acct = acct_new(h, FLUME__VIEW_MEMORY);
+  if (acct == 0 || acct_bind(h, r, acct)) {
+    snprintf(err, errlen, "view '%s': out of memory", name);
+    luaL_unref(L, LUA_REGISTRYINDEX, r);
+    lua_settop(L, top);
+    return FLUME_ENOMEM;
+  }
+  int rec = lua_gettop(L);
   push_env(h);
   int env = lua_gettop(L);
   if (src) {
@@ -379,13 +873,14 @@ int flume__host_load(flume__host *h, const char *name, const char *src,
     }
     lua_pushvalue(L, env);
     lua_setupvalue(L, -2, 1);
-    /* A script's top level runs under the instruction limit too. */
-    if (flume__host_pcall(h, 0, 1) != LUA_OK) {
+    /* A script's top level runs under the view's limits too. */
+    if (host_call(h, acct, 0, 1) != LUA_OK) {
       snprintf(err, errlen, "view '%s' failed to run: %s", name,
                lua_tostring(L, -1));
       goto fail;
     }
     *hash = fnv1a(FNV_BASIS, src, len);
+    if (lua_istable(L, -1)) plain_def(L);
   } else {
     move_ctx m = {F, L, env, FNV_BASIS, err, errlen};
     char path[80];
@@ -397,17 +892,31 @@ int flume__host_load(flume__host *h, const char *name, const char *src,
     *hash = m.hash;
   }
   if (classify(L, name, kind, version, err, errlen)) goto fail;
+  /* memory: what the view may hold, in bytes. */
+  lua_getfield(L, -1, "memory");
+  if (!lua_isnil(L, -1)) {
+    lua_Integer mem = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+    if (mem < (1 << 20)) {
+      snprintf(err, errlen, "view '%s': memory must be an integer number "
+               "of bytes, at least 1 MiB (1048576)", name);
+      goto fail;
+    }
+    h->accts[acct].cap = mem;
+  }
+  lua_pop(L, 1);
   /* The record: { def = the script's table, env = its environment }. */
-  lua_createtable(L, 0, 4);
-  lua_insert(L, -2);
-  lua_setfield(L, -2, "def");
+  lua_setfield(L, rec, "def");
   lua_pushvalue(L, env);
-  lua_setfield(L, -2, "env");
-  *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_setfield(L, rec, "env");
+  *ref = r;
   lua_settop(L, top);
   return 0;
 fail:
   lua_settop(L, top);
+  h->ref_acct[r] = 0;
+  luaL_unref(L, LUA_REGISTRYINDEX, r);
+  /* A top level that failed (over its cap, say) leaves its garbage. */
+  lua_gc(L, LUA_GCCOLLECT);
   return FLUME_ESCRIPT;
 }
 

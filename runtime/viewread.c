@@ -4,6 +4,22 @@
  * 8 big-endian bytes), where key is the order-preserving encoding of
  * keys.h. Bounds are compared with the key part only, so every seq of a
  * key is inside or outside a range together.
+ *
+ * Bounds and the resume point may be of any length; only seeks go to the
+ * store, and a seek key is never longer than the store's longest key
+ * FLUME__STORE_KEY_MAX (M). Every stored entry e has |e| <= M, and for a
+ * byte string s longer than M, with s' its first M bytes:
+ *   e < s  <=>  e <= s'     and     e > s  <=>  e > s'
+ * (e differs from s within its own length, as it does from s', or e is a
+ * prefix of s, so below s and at most s'). A long bound or resume point is
+ * so replaced by s' with the strictness flipped as above. Comparisons of a
+ * key part with a bound (place) work on any lengths as they are.
+ *
+ * Key parts are prefix-free (no key encoding is a prefix of another, nor
+ * of a bound, which is a key encoding too), so entries sort by key part
+ * first and the entries in a range are one run of the table: the reader
+ * seeks to one end of the run and stops at the first entry past the
+ * other.
  */
 #include <string.h>
 
@@ -31,6 +47,55 @@ static int place(const flume__range *r, const char *k, size_t kl) {
   return 0;
 }
 
+/* Moves the cursor to the first entry > s (strict) or >= s, any |s|. */
+static int seek_first(const flume__store_ops *ops, flume__cursor *cur,
+                      const char *s, size_t n, int strict, flume__slice *k,
+                      flume__slice *v) {
+  if (n > FLUME__STORE_KEY_MAX) {
+    n = FLUME__STORE_KEY_MAX;
+    strict = 1;
+  }
+  if (n == 0) return ops->cursor_get(cur, FLUME__FIRST, k, v);
+  *k = (flume__slice){s, n};
+  int rc = ops->cursor_get(cur, FLUME__SET_RANGE, k, v);
+  if (rc == 0 && strict && cmp(k->data, k->size, s, n) == 0)
+    rc = ops->cursor_get(cur, FLUME__NEXT, k, v);
+  return rc;
+}
+
+/* Moves the cursor to the last entry < s (strict) or <= s, any |s|. */
+static int seek_last(const flume__store_ops *ops, flume__cursor *cur,
+                     const char *s, size_t n, int strict, flume__slice *k,
+                     flume__slice *v) {
+  if (n > FLUME__STORE_KEY_MAX) {
+    n = FLUME__STORE_KEY_MAX;
+    strict = 0;
+  }
+  if (n == 0) return FLUME_ENOTFOUND; /* no entry is empty */
+  *k = (flume__slice){s, n};
+  int rc = ops->cursor_get(cur, FLUME__SET_RANGE, k, v);
+  if (rc == FLUME_ENOTFOUND) return ops->cursor_get(cur, FLUME__LAST, k, v);
+  if (rc || (!strict && cmp(k->data, k->size, s, n) == 0)) return rc;
+  return ops->cursor_get(cur, FLUME__PREV, k, v);
+}
+
+/* Moves the cursor to the last entry whose key part is <= hi (or past it:
+ * the caller skips entries after the range). */
+static int seek_hi(const flume__store_ops *ops, flume__cursor *cur,
+                   const char *hi, size_t n, flume__slice *k,
+                   flume__slice *v) {
+  /* Longer than M, hi has no entry as a prefix: the last entry < hi. */
+  if (n > FLUME__STORE_KEY_MAX) return seek_last(ops, cur, hi, n, 1, k, v);
+  /* Else the last entry below the successor of hi (the least string above
+   * every string that starts with hi), which is at most n bytes. */
+  char seek[FLUME__STORE_KEY_MAX];
+  memcpy(seek, hi, n);
+  while (n > 0 && (unsigned char)seek[n - 1] == 0xff) n--;
+  if (n == 0) return ops->cursor_get(cur, FLUME__LAST, k, v);
+  seek[n - 1] = (char)((unsigned char)seek[n - 1] + 1);
+  return seek_last(ops, cur, seek, n, 1, k, v);
+}
+
 int flume__view_range(flume_db *db, flume__table tbl, size_t suffix,
                       const flume__range *r, size_t max, flume__buf *resume,
                       flume__entry_fn fn, void *ctx, size_t *count) {
@@ -49,36 +114,16 @@ int flume__view_range(flume_db *db, flume__table tbl, size_t suffix,
   flume__slice k = {NULL, 0}, v;
   if (resume->len) {
     /* Go on after the last entry handed out. */
-    k = (flume__slice){resume->data, resume->len};
-    rc = ops->cursor_get(cur, FLUME__SET_RANGE, &k, &v);
-    if (r->reverse) {
-      rc = rc == FLUME_ENOTFOUND ? ops->cursor_get(cur, FLUME__LAST, &k, &v)
-                                 : ops->cursor_get(cur, FLUME__PREV, &k, &v);
-    } else if (rc == 0 && cmp(k.data, k.size, resume->data, resume->len) == 0) {
-      rc = ops->cursor_get(cur, FLUME__NEXT, &k, &v);
-    }
+    rc = r->reverse ? seek_last(ops, cur, resume->data, resume->len, 1, &k, &v)
+                    : seek_first(ops, cur, resume->data, resume->len, 1, &k,
+                                 &v);
   } else if (!r->reverse) {
-    if (r->lo) {
-      k = (flume__slice){r->lo, r->lo_len};
-      rc = ops->cursor_get(cur, FLUME__SET_RANGE, &k, &v);
-    } else {
-      rc = ops->cursor_get(cur, FLUME__FIRST, &k, &v);
-    }
+    rc = seek_first(ops, cur, r->lo ? r->lo : "", r->lo ? r->lo_len : 0, 0,
+                    &k, &v);
+  } else if (r->hi) {
+    rc = seek_hi(ops, cur, r->hi, r->hi_len, &k, &v);
   } else {
-    if (r->hi) {
-      /* Just past every entry whose key part is the bound (a seq suffix
-       * never starts with 0xff), then back. */
-      char seek[FLUME__KEY_SEEK_MAX];
-      size_t n = r->hi_len;
-      memcpy(seek, r->hi, n);
-      memset(seek + n, 0xff, 9);
-      k = (flume__slice){seek, n + 9};
-      rc = ops->cursor_get(cur, FLUME__SET_RANGE, &k, &v);
-      rc = rc == FLUME_ENOTFOUND ? ops->cursor_get(cur, FLUME__LAST, &k, &v)
-                                 : ops->cursor_get(cur, FLUME__PREV, &k, &v);
-    } else {
-      rc = ops->cursor_get(cur, FLUME__LAST, &k, &v);
-    }
+    rc = ops->cursor_get(cur, FLUME__LAST, &k, &v);
   }
   while (rc == 0) {
     if (k.size < suffix) {

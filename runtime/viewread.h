@@ -5,17 +5,16 @@
 #include "buf.h"
 #include "internal.h"
 
-/* Longest encoded key plus room for a seek suffix. */
-#define FLUME__KEY_SEEK_MAX 600
-
+/* A range of key parts. Bounds are key encodings of any length, even past
+ * FLUME__KEY_MAX: such a bound still has its place in the key order. */
 typedef struct flume__range {
-  const char *lo;   /* lower bound (an encoded key), or NULL */
-  size_t lo_len;
-  int lo_incl;      /* gte rather than gt */
-  const char *hi;   /* upper bound, or NULL */
-  size_t hi_len;
-  int hi_incl;      /* lte rather than lt */
-  int reverse;      /* from hi down to lo */
+  const char *lo; /* lower bound (an encoded key), or NULL */
+  size_t lo_len;  /* its length in bytes */
+  int lo_incl;    /* gte rather than gt */
+  const char *hi; /* upper bound, or NULL */
+  size_t hi_len;  /* its length in bytes */
+  int hi_incl;    /* lte rather than lt */
+  int reverse;    /* from hi down to lo */
 } flume__range;
 
 /* Called for each entry in range: its key part, the whole entry's length
@@ -28,9 +27,9 @@ typedef int (*flume__entry_fn)(void *ctx, const char *key, size_t key_len,
 /*
  * Reads up to `max` entries of table `tbl` whose key part (the entry minus
  * its last `suffix` bytes) is in range, in one read transaction. `resume`
- * holds the last entry handed out (empty to start): a later call goes on
- * after it. *count says how many were handed out; fewer than max means the
- * range is done.
+ * holds the last entry handed out (empty to start; any bytes are taken as
+ * a place in the order): a later call goes on after it. *count says how
+ * many were handed out; fewer than max means the range is done.
  */
 int flume__view_range(flume_db *db, flume__table tbl, size_t suffix,
                       const flume__range *r, size_t max, flume__buf *resume,

@@ -18,7 +18,12 @@
 #include "msgpack.h"
 #include "views.h"
 
-#define SLICE_VALUES 2000            /* log values per indexer slice */
+#define SLICE_VALUES 2000            /* most log values per indexer slice */
+#define SLICE_MIN 8                  /* fewest values a slice reads */
+#define SLICE_BUDGET_NS 4000000      /* loop time per slice: 4 ms */
+#define CKPT_EVERY_NS 20000000       /* checkpoints while catching up: at
+                                      * most one per 20 ms ... */
+#define CKPT_BYTES ((size_t)1 << 20) /* ... unless 1 MiB of work waits */
 #define PENDING_MAX ((size_t)4 << 20) /* ops bytes before the indexer waits */
 #define REDUCE_SAVE_EVERY 1.0        /* seconds between reduce states while
                                       * rebuilding */
@@ -31,7 +36,9 @@ struct flume__waiter {
   int64_t target;        /* the committed since that releases it */
   flume__wait_cb cb;     /* called once */
   void *ctx;
-  uv_timer_t *timer;     /* the timeout, or NULL */
+  uv_timer_t *timer;     /* the timeout or the wake-up, or NULL */
+  int64_t timeout_ms;    /* its timeout in ms, or -1 for none */
+  int wake;              /* the timer is a wake-up on the next loop turn */
 };
 
 struct flume__views {
@@ -46,7 +53,12 @@ struct flume__views {
   int inflight;          /* a checkpoint job is with the writer */
   int msgpack;           /* values are msgpack (else raw strings) */
   int has_mapper;        /* the host has a mapper */
-  int closing;           /* the database is closing */
+  int batch;             /* values the next slice reads: what a slice gets
+                          * through in its time, SLICE_MIN..SLICE_VALUES */
+  uint64_t ckpt_at;      /* uv_hrtime of the last checkpoint offered while
+                          * catching up */
+  int closing;           /* the database's handles are closing */
+  int stopping;          /* flume_db_close() was called: no new work */
   int handles;           /* handles still open while closing */
   char errmsg[512];      /* the last error, for flume_db_errmsg() */
   void (*closed)(void *ctx); /* called when they are */
@@ -136,12 +148,26 @@ static void waiter_finish(flume__waiter *w, int status) {
   cb(ctx, status);
 }
 
+/* What a waiter waits for: the view set up and its committed since at
+ * `target`. The one predicate of every wait, checked before it sleeps and
+ * after every wake-up (Tarantool's box_wait_ro). */
+static int reached(const flume_view *v, int64_t target) {
+  return v->ready && !v->failed && v->committed >= target;
+}
+
+/* How a waiter that may go on ends: 0, or FLUME_ECLOSED once the database
+ * is closing (close cancels what is pending). */
+static int release_status(flume_view *v) {
+  flume__views *vs = flume__db_views(v->db);
+  return vs == NULL || vs->closing || vs->stopping ? FLUME_ECLOSED : 0;
+}
+
 /* Releases the waiters whose target the view has reached, in order. */
 static void release_waiters(flume_view *v) {
-  while (v->waiters && v->waiters->target <= v->committed && !v->failed) {
+  while (v->waiters && reached(v, v->waiters->target)) {
     flume__waiter *w = v->waiters;
     v->waiters = w->next;
-    waiter_finish(w, 0);
+    waiter_finish(w, release_status(v));
   }
 }
 
@@ -153,30 +179,54 @@ static void fail_waiters(flume_view *v, int status) {
   }
 }
 
-static void waiter_timeout(uv_timer_t *t) {
-  flume__waiter *w = t->data;
-  flume_view *v = w->view;
-  for (flume__waiter **p = &v->waiters; *p; p = &(*p)->next) {
+static void waiter_unlink(flume__waiter *w) {
+  for (flume__waiter **p = &w->view->waiters; *p; p = &(*p)->next) {
     if (*p == w) {
       *p = w->next;
       break;
     }
   }
-  waiter_finish(w, FLUME_ETIMEDOUT);
+}
+
+static void waiter_timeout(uv_timer_t *t) {
+  flume__waiter *w = t->data;
+  flume_view *v = w->view;
+  int status = release_status(v);
+  if (status == 0 && v->failed) status = FLUME_EVIEW;
+  if (status == 0 && !reached(v, w->target)) {
+    if (w->wake) {
+      /* Woken for nothing (a rebuild started meanwhile): wait on, under
+       * the timeout it asked for. */
+      w->wake = 0;
+      uv_timer_stop(t);
+      if (w->timeout_ms >= 0)
+        uv_timer_start(t, waiter_timeout, (uint64_t)w->timeout_ms, 0);
+      return;
+    }
+    status = FLUME_ETIMEDOUT;
+  }
+  waiter_unlink(w);
+  waiter_finish(w, status);
 }
 
 int flume__view_wait(flume_view *v, int64_t target, double timeout,
-                     flume__wait_cb cb, void *ctx) {
+                     int defer, flume__wait_cb cb, void *ctx) {
   flume__views *vs = flume__db_views(v->db);
-  if (vs == NULL || vs->closing) return FLUME_ECLOSED;
-  if (v->failed) return FLUME_EVIEW;
+  if (vs == NULL || vs->closing || vs->stopping) return FLUME_ECLOSED;
+  int now = v->failed || reached(v, target);
+  if (now && !defer) return v->failed ? FLUME_EVIEW : FLUME__WAIT_REACHED;
   flume__waiter *w = calloc(1, sizeof *w);
   if (w == NULL) return FLUME_ENOMEM;
   w->view = v;
   w->target = target;
   w->cb = cb;
   w->ctx = ctx;
-  if (timeout >= 0) {
+  w->wake = now;
+  /* No timeout (negative, NaN, or past what a timer can count) is -1. */
+  w->timeout_ms = timeout >= 0 && timeout * 1000.0 < 9.2e18
+                      ? (int64_t)(timeout * 1000.0)
+                      : -1;
+  if (now || w->timeout_ms >= 0) {
     w->timer = malloc(sizeof *w->timer);
     if (w->timer == NULL) {
       free(w);
@@ -184,9 +234,11 @@ int flume__view_wait(flume_view *v, int64_t target, double timeout,
     }
     uv_timer_init(flume__db_loop(v->db), w->timer);
     w->timer->data = w;
-    uv_timer_start(w->timer, waiter_timeout, (uint64_t)(timeout * 1000.0), 0);
+    uv_timer_start(w->timer, waiter_timeout,
+                   now ? 0 : (uint64_t)w->timeout_ms, 0);
   }
-  /* In order of target, so waiters added in any order are all released. */
+  /* In order of target, so waiters added in any order are all released;
+   * a deferred one is on the list too, so that close cancels it. */
   flume__waiter **p = &v->waiters;
   while (*p && (*p)->target <= target) p = &(*p)->next;
   w->next = *p;
@@ -222,11 +274,22 @@ static void def_field(flume__views *vs, flume_view *v, const char *f) {
   lua_remove(H, -2);
 }
 
+static void host_reset(flume__views *vs, flume_view *v);
+
+/* Stops a view. It keeps exactly its last checkpoint (the one committed or
+ * in flight): what it did after it is dropped, for it may hold half of the
+ * failing value (an index's first keys) or a state or accumulator that the
+ * failing call changed in place. */
 static void view_fail(flume_view *v, int64_t seq, const char *msg) {
+  flume__views *vs = flume__db_views(v->db);
   v->failed = 1;
   v->error_seq = seq;
   snprintf(v->error, sizeof v->error, "view '%s' failed at seq %lld: %s",
            v->name, (long long)seq, msg);
+  v->ops.len = 0;
+  v->state_dirty = 0;
+  if (v->since > v->handed) v->since = v->handed;
+  if (vs && v->kind == FLUME__VIEW_GROUP) host_reset(vs, v);
   fail_waiters(v, FLUME_EVIEW);
 }
 
@@ -408,12 +471,12 @@ static void submit_checkpoint(flume__views *vs) {
   double now = now_seconds(vs);
   size_t k = 0, bytes = 0;
   for (flume_view *v = vs->list; v; v = v->next) {
-    if (!v->ready || v->resetting || v->since <= v->committed ||
-        v->kind == FLUME__VIEW_C)
+    /* A failed view keeps its last checkpoint: nothing more is stored. */
+    if (!v->ready || v->resetting || v->failed ||
+        v->since <= v->committed || v->kind == FLUME__VIEW_C)
       continue;
     int64_t since = v->since;
     if (v->kind == FLUME__VIEW_GROUP) {
-      /* A failed view's work up to its since is sound: store it too. */
       if (group_flush(vs, v)) continue;
     } else if (v->kind == FLUME__VIEW_REDUCE && v->state_dirty) {
       /* While rebuilding, the whole state is stored only now and then. */
@@ -433,6 +496,7 @@ static void submit_checkpoint(flume__views *vs) {
     record_pack(&r, e->meta);
     bytes += v->ops.len;
     v->ops = (flume__buf)FLUME__BUF_INIT;
+    v->handed = since;
   }
   if (k == 0) {
     free(c);
@@ -492,7 +556,7 @@ static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
  * results; on error fails the view and returns nonzero. */
 static int call_view(flume__views *vs, flume_view *v, int nargs, int nres,
                      int64_t seq) {
-  if (flume__host_pcall(vs->host, nargs, nres) != LUA_OK) {
+  if (flume__host_call(vs->host, v->host_ref, nargs, nres) != LUA_OK) {
     lua_State *H = flume__host_state(vs->host);
     view_fail(v, seq, lua_tostring(H, -1) ? lua_tostring(H, -1)
                                           : "(error object is not a string)");
@@ -507,8 +571,9 @@ static int index_key(flume__views *vs, flume_view *v, int idx, int64_t seq) {
   char err[256], msg[300];
   flume__buf k = FLUME__BUF_INIT;
   int rc = flume__key_encode(H, idx, &k, err, sizeof err);
-  if (rc == 0 && k.len > 503) {
-    snprintf(err, sizeof err, "key is %zu bytes encoded, over 503", k.len);
+  if (rc == 0 && k.len > FLUME__KEY_MAX) {
+    snprintf(err, sizeof err, "key is %zu bytes encoded, over %d", k.len,
+             FLUME__KEY_MAX);
     rc = FLUME_EINVAL;
   }
   if (rc == 0) {
@@ -559,9 +624,12 @@ static int group_lookup(flume__views *vs, flume_view *v, flume__txn *txn,
   return 0;
 }
 
-/* Feeds vals[i] (seq first+i-1) to a view, for the seqs it has not seen. */
-static void apply_view(flume__views *vs, flume_view *v, int vals,
-                       int64_t first, int n) {
+/* Feeds vals[i] (seq first+i-1) to a view, for the seqs it has not seen,
+ * until the slice's deadline (uv_hrtime) has passed: checked before each
+ * value, but after the first one when `must` is set. Returns 1 if it
+ * stopped for the deadline. */
+static int apply_view(flume__views *vs, flume_view *v, int vals,
+                      int64_t first, int n, uint64_t deadline, int must) {
   lua_State *H = flume__host_state(vs->host);
   const flume__store_ops *ops = flume__db_ops(vs->db);
   int top = lua_gettop(H);
@@ -574,7 +642,7 @@ static void apply_view(flume__views *vs, flume_view *v, int vals,
   if (v->kind == FLUME__VIEW_GROUP) {
     if (ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &txn)) {
       lua_settop(H, top);
-      return; /* tried again in the next slice */
+      return 0; /* tried again in the next slice */
     }
     host_field(vs, v, "dirty");
     dirty = lua_gettop(H);
@@ -588,8 +656,14 @@ static void apply_view(flume__views *vs, flume_view *v, int vals,
   }
   flume__buf kb = FLUME__BUF_INIT;
   int64_t start = v->since + 1 - first;
-  for (int64_t i = start < 0 ? 0 : start; i < n && !v->failed; i++) {
+  int late = 0;
+  if (start < 0) start = 0;
+  for (int64_t i = start; i < n && !v->failed; i++) {
     int64_t seq = first + i;
+    if ((i > start || !must) && uv_hrtime() >= deadline) {
+      late = 1;
+      break;
+    }
     lua_settop(H, state ? state : (deleted ? deleted : reduce));
     if (v->kind == FLUME__VIEW_INDEX) {
       lua_pushvalue(H, map);
@@ -615,13 +689,19 @@ static void apply_view(flume__views *vs, flume_view *v, int vals,
       lua_pushinteger(H, seq);
       if (call_view(vs, v, 2, 2, seq)) break;
       int key = lua_gettop(H) - 1, val = key + 1;
-      if (lua_isnil(H, key)) continue;
+      if (lua_isnil(H, key)) {
+        v->since = seq; /* skipped, but seen: since moves on */
+        continue;
+      }
       char err[256];
       kb.len = 0;
-      if (flume__key_encode(H, key, &kb, err, sizeof err) || kb.len > 511) {
+      if (flume__key_encode(H, key, &kb, err, sizeof err) ||
+          kb.len > FLUME__KEY_MAX) {
         char msg[300];
-        snprintf(msg, sizeof msg, "map returned a bad key: %s",
-                 kb.len > 511 ? "longer than 511 bytes encoded" : err);
+        if (kb.len > FLUME__KEY_MAX)
+          snprintf(err, sizeof err, "key is %zu bytes encoded, over %d",
+                   kb.len, FLUME__KEY_MAX);
+        snprintf(msg, sizeof msg, "map returned a bad key: %s", err);
         view_fail(v, seq, msg);
         break;
       }
@@ -665,13 +745,14 @@ static void apply_view(flume__views *vs, flume_view *v, int vals,
     }
     v->since = seq;
   }
-  if (state) {
+  if (state && !v->failed) {
     lua_settop(H, state);
     host_set_field(vs, v, "state");
   }
   flume__buf_free(&kb);
   if (txn) ops->txn_abort(txn);
   lua_settop(H, top);
+  return late;
 }
 
 /* Feeds a C view the entries it has not seen; it keeps its own state, so
@@ -703,16 +784,46 @@ static void sample_rate(flume__views *vs, flume_view *v) {
   }
 }
 
-/* One slice of indexing. Returns 1 if there is more to do now. */
+/* Feeds a slice's values to one view, until the deadline (see
+ * apply_view). Returns 1 if it stopped for the deadline. */
+static int slice_view(flume__views *vs, flume_view *v, batch_ctx *b,
+                      uint64_t deadline, int must) {
+  int late = 0;
+  if (!v->ready || v->failed || v->resetting) return 0;
+  if (v->kind != FLUME__VIEW_C)
+    late = apply_view(vs, v, b->vals, b->first, b->n, deadline, must);
+  else if (must || uv_hrtime() < deadline)
+    apply_c(v, b->ents, b->first, b->n); /* it takes them all at once */
+  else
+    late = 1;
+  sample_rate(vs, v);
+  return late;
+}
+
+/*
+ * One slice of indexing. Returns 1 if there is more to do now.
+ *
+ * A slice is bounded by time, not by count: it reads `batch` values, and
+ * the mapper and the views stop at the first value after SLICE_BUDGET_NS
+ * (checked between values, with uv_hrtime, a vDSO clock read), so a slow
+ * view holds the loop a few ms at a time and appends stay acknowledged.
+ * The view furthest behind goes first and always gets one value, so every
+ * slice moves the indexer on; the others go on while time is left. The
+ * next slice reads about as many values as this one got through.
+ */
 static int index_slice(flume__views *vs) {
   if (vs->paused || vs->closing) return 0;
+  uint64_t start = uv_hrtime(), deadline = start + SLICE_BUDGET_NS;
   int64_t log_since = flume_db_since(vs->db);
   int64_t from = INT64_MAX;
+  flume_view *lag = NULL; /* the view furthest behind */
   size_t pending = 0;
   for (flume_view *v = vs->list; v; v = v->next) {
     pending += v->ops.len;
-    if (v->ready && !v->failed && !v->resetting && v->since < from)
+    if (v->ready && !v->failed && !v->resetting && v->since < from) {
       from = v->since;
+      lag = v;
+    }
   }
   if (from == INT64_MAX || from >= log_since) {
     for (flume_view *v = vs->list; v; v = v->next) v->rate = 0;
@@ -723,7 +834,8 @@ static int index_slice(flume__views *vs) {
   from += 1;
   lua_State *H = flume__host_state(vs->host);
   int top = lua_gettop(H);
-  lua_createtable(H, SLICE_VALUES, 0);
+  if (vs->batch < SLICE_MIN) vs->batch = SLICE_VALUES;
+  lua_createtable(H, vs->batch, 0);
   batch_ctx b = {H, vs->msgpack, lua_gettop(H), from, 0, "", 0, 0,
                  FLUME__BUF_INIT, NULL};
   for (flume_view *v = vs->list; v; v = v->next) {
@@ -731,13 +843,13 @@ static int index_slice(flume__views *vs) {
     if (v->kind == FLUME__VIEW_C) b.raw = 1;
     else b.lua = 1;
   }
-  if (b.raw && (b.ents = malloc(SLICE_VALUES * sizeof *b.ents)) == NULL) {
+  if (b.raw && (b.ents = malloc((size_t)vs->batch * sizeof *b.ents)) == NULL) {
     lua_settop(H, top);
     return 0;
   }
   size_t count;
-  int rc = flume__db_read(vs->db, from, log_since, SLICE_VALUES, batch_one,
-                          &b, &count);
+  int rc = flume__db_read(vs->db, from, log_since, (size_t)vs->batch,
+                          batch_one, &b, &count);
   for (int i = 0; b.raw && i < b.n; i++)
     b.ents[i].data = b.bytes.data + (uintptr_t)b.ents[i].data;
   if (rc) {
@@ -752,9 +864,15 @@ static int index_slice(flume__views *vs) {
     lua_settop(H, top);
     return 0;
   }
+  int late = 0; /* the slice stopped for its deadline */
   if (vs->has_mapper && b.lua) {
     lua_getfield(H, LUA_REGISTRYINDEX, "flume.mapper");
     for (int i = 1; i <= b.n; i++) {
+      if (i > 1 && uv_hrtime() >= deadline) {
+        b.n = i - 1; /* the views get what is mapped */
+        late = 1;
+        break;
+      }
       lua_pushvalue(H, -1);
       lua_rawgeti(H, b.vals, i);
       lua_pushinteger(H, b.first + i - 1);
@@ -773,16 +891,38 @@ static int index_slice(flume__views *vs) {
     }
     lua_pop(H, 1);
   }
-  for (flume_view *v = vs->list; v; v = v->next) {
-    if (!v->ready || v->failed || v->resetting) continue;
-    if (v->kind == FLUME__VIEW_C) apply_c(v, b.ents, b.first, b.n);
-    else apply_view(vs, v, b.vals, b.first, b.n);
-    sample_rate(vs, v);
-  }
+  int64_t lag_since = lag->since;
+  late |= slice_view(vs, lag, &b, deadline, 1);
+  for (flume_view *v = vs->list; v; v = v->next)
+    if (v != lag) late |= slice_view(vs, v, &b, deadline, 0);
+  /* The next slice reads what it can get through in about 3/4 of its
+   * time at this slice's pace (at most twice as many), so that the
+   * deadline seldom cuts a batch: values read and left are read again. */
+  uint64_t spent = uv_hrtime() - start;
+  int64_t next = INT64_MAX; /* cut: what every view got through */
+  for (flume_view *v = vs->list; v; v = v->next)
+    if (v->ready && !v->failed && !v->resetting && v->since < next)
+      next = v->since;
+  next = next == INT64_MAX ? 0 : next - lag_since;
+  if (!late && b.n > 0)
+    next = (int64_t)((double)b.n * (SLICE_BUDGET_NS * 0.75) /
+                     (double)(spent ? spent : 1));
+  if (next > 2 * (int64_t)vs->batch) next = 2 * (int64_t)vs->batch;
+  vs->batch = next < SLICE_MIN      ? SLICE_MIN
+              : next > SLICE_VALUES ? SLICE_VALUES
+                                    : (int)next;
   free(b.ents);
   flume__buf_free(&b.bytes);
   lua_settop(H, top);
-  submit_checkpoint(vs);
+  /* Catching up, slices are short: a checkpoint every few of them keeps
+   * commits (and their page copies) as few as slices by count made them;
+   * caught up, every slice's work is stored at once. */
+  uint64_t now = uv_hrtime();
+  if (b.first + b.n - 1 >= log_since || pending >= CKPT_BYTES ||
+      now - vs->ckpt_at >= CKPT_EVERY_NS) {
+    vs->ckpt_at = now;
+    submit_checkpoint(vs);
+  }
   return 1;
 }
 
@@ -852,29 +992,53 @@ static int setup_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
                   (flume__slice){packed, RECORD_SIZE});
 }
 
-/* Loads a reduce view's committed state into the host. */
-static int load_state(flume__views *vs, flume_view *v) {
+/* Pushes a reduce view's committed state, decoded from the store: a fresh
+ * copy each time. Pushes nil and returns FLUME_ENOTFOUND when it has none. */
+static int push_stored_state(flume__views *vs, flume_view *v, char *err,
+                             size_t errlen) {
   const flume__store_ops *ops = flume__db_ops(vs->db);
   lua_State *H = flume__host_state(vs->host);
   flume__txn *txn;
   flume__slice val;
-  char err[128];
   int rc = ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &txn);
-  if (rc) return rc;
-  rc = ops->get(txn, v->table, (flume__slice){"s", 1}, &val);
-  if (rc == 0 && flume__mp_decode(H, val.data, val.size, err, sizeof err))
-    rc = FLUME_ECORRUPT;
-  ops->txn_abort(txn);
+  if (rc == 0) {
+    rc = ops->get(txn, v->table, (flume__slice){"s", 1}, &val);
+    if (rc == 0 && flume__mp_decode(H, val.data, val.size, err, errlen))
+      rc = FLUME_ECORRUPT;
+    ops->txn_abort(txn);
+  }
+  if (rc) lua_pushnil(H);
+  return rc;
+}
+
+/* Loads a reduce view's committed state into the host. */
+static int load_state(flume__views *vs, flume_view *v) {
+  char err[128];
+  int rc = push_stored_state(vs, v, err, sizeof err);
   if (rc == FLUME_ENOTFOUND) {
+    lua_pop(flume__host_state(vs->host), 1);
     host_reset(vs, v);
     return 0;
   }
   if (rc == 0) host_set_field(vs, v, "state");
+  else lua_pop(flume__host_state(vs->host), 1);
+  return rc;
+}
+
+int flume__view_push_state(flume_view *v, char *err, size_t errlen) {
+  flume__views *vs = flume__db_views(v->db);
+  if (vs == NULL) return FLUME_ECLOSED;
+  char why[128] = "";
+  int rc = push_stored_state(vs, v, why, sizeof why);
+  if (rc == FLUME_ENOTFOUND) return 0; /* nil: no state yet */
+  if (rc)
+    snprintf(err, errlen, "view '%s': its stored state cannot be read: %s%s%s",
+             v->name, flume_strerror(rc), why[0] ? ": " : "", why);
   return rc;
 }
 
 static void reset_to_committed(flume__views *vs, flume_view *v) {
-  v->since = v->committed;
+  v->since = v->handed = v->committed;
   v->ops.len = 0;
   v->epoch++;
   if (v->kind == FLUME__VIEW_REDUCE) load_state(vs, v);
@@ -887,7 +1051,7 @@ static void setup_done(flume__job *job, int status) {
   flume__views *vs = flume__db_views(job->db);
   if (status == 0 && vs && !vs->closing) {
     v->table = s->table;
-    v->committed = v->since = s->rebuilt ? -1 : s->found.since;
+    v->committed = v->since = v->handed = s->rebuilt ? -1 : s->found.since;
     v->built_hash = s->rebuilt ? v->hash : s->found.hash;
     v->script_changed = v->built_hash != v->hash;
     if (v->kind == FLUME__VIEW_REDUCE) status = load_state(vs, v);
@@ -979,12 +1143,12 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
   }
   flume__views *vs = views_get(db, &rc);
   if (vs == NULL) return rc;
-  if (vs->closing) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   flume_view *v = calloc(1, sizeof *v);
   if (v == NULL) return FLUME_ENOMEM;
   v->db = db;
   strcpy(v->name, name);
-  v->since = v->committed = -1;
+  v->since = v->committed = v->handed = -1;
   rc = flume__host_load(vs->host, name, src, len, chunkname, L, idx, &v->kind,
                         &v->version, &v->hash, &v->host_ref, err, errlen);
   if (rc) {
@@ -1044,6 +1208,7 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
     for (flume__waiter *w = v->waiters; w; w = w->next) w->view = v;
     old->waiters = NULL;
     old->epoch++;
+    flume__host_release(vs->host, old->host_ref); /* its memory, now */
     old->next = vs->dead;
     vs->dead = old;
   }
@@ -1060,7 +1225,7 @@ int flume__views_use_c(flume_db *db, const char *name,
     return FLUME_EINVAL;
   flume__views *vs = views_get(db, &rc);
   if (vs == NULL) return rc;
-  if (vs->closing) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   if (flume__view_find(db, name)) return FLUME_EEXIST;
   flume_view *v = calloc(1, sizeof *v);
   if (v == NULL) return FLUME_ENOMEM;
@@ -1070,7 +1235,7 @@ int flume__views_use_c(flume_db *db, const char *name,
   v->vt = vt;
   v->vstate = state;
   v->ready = 1;
-  v->since = v->committed = vt->since(state);
+  v->since = v->committed = v->handed = vt->since(state);
   v->next = vs->list;
   vs->list = v;
   if (out) *out = v;
@@ -1089,7 +1254,7 @@ char *flume__views_errbuf(flume_db *db) {
 int flume__views_rebuild(flume_db *db) {
   flume__views *vs = flume__db_views(db);
   if (vs == NULL) return 0;
-  if (vs->closing) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   for (flume_view *v = vs->list; v; v = v->next) {
     if (v->kind == FLUME__VIEW_C) {
       v->failed = 0;
@@ -1107,7 +1272,7 @@ int flume__views_rebuild(flume_db *db) {
     v->script_changed = 0;
     v->failed = 0;
     v->error[0] = '\0';
-    v->since = v->committed = -1;
+    v->since = v->committed = v->handed = -1;
     v->ops.len = 0;
     v->state_dirty = 0;
     host_reset(vs, v);
@@ -1157,6 +1322,7 @@ int flume__views_set_paused(flume_db *db, int paused) {
 void flume__views_before_close(flume__views *vs) {
   /* Store what the views did; it would be redone otherwise. */
   submit_checkpoint(vs);
+  vs->stopping = 1;
 }
 
 static void idle_closed(uv_handle_t *h) {

@@ -44,6 +44,8 @@ struct flume_view {
   int resetting;           /* a rebuild's reset is not committed yet */
   int64_t since;           /* last seq the indexer fed it */
   int64_t committed;       /* since of its last committed checkpoint */
+  int64_t handed;          /* since of the last checkpoint handed to the
+                            * writer (committed, or in flight) */
   int64_t epoch;           /* bumped by rebuild: older checkpoints ignored */
   flume__table table;      /* its state's table */
   int host_ref;            /* its record in the host state's registry */
@@ -91,8 +93,25 @@ int flume__host_set_mapper(flume__host *h, lua_State *L, int idx, char *err,
 /* Instructions one call into a view script may run before it fails. */
 #define FLUME__INSTRUCTION_LIMIT 10000000
 
-/* lua_pcall on the host state under the instruction limit. */
+/* What a view may hold in the host unless its script says (`memory`, in
+ * bytes): past it, the call that allocates fails with "not enough
+ * memory" and so does the view. */
+#define FLUME__VIEW_MEMORY ((int64_t)256 << 20)
+
+/* lua_pcall on the host state under the instruction limit, outside any
+ * view (the mapper): its memory is not capped. */
 int flume__host_pcall(flume__host *h, int nargs, int nresults);
+
+/* lua_pcall of a view's function (the view's record ref): under the
+ * instruction limit and the view's memory cap. */
+int flume__host_call(flume__host *h, int ref, int nargs, int nresults);
+
+/* Bytes the view's calls allocated that are still alive. */
+int64_t flume__host_memory(flume__host *h, int ref);
+
+/* Drops what the host holds for a replaced view (its record becomes an
+ * empty definition) and collects at once. */
+void flume__host_release(flume__host *h, int ref);
 
 /* Drops a loaded view. */
 void flume__host_unref(flume__host *h, int ref);
@@ -120,10 +139,22 @@ int flume__views_set_paused(flume_db *db, int paused);
 /* Drops every view's state and rebuilds it from the log. */
 int flume__views_rebuild(flume_db *db);
 
-/* Waits until the view's committed since reaches `target`; timeout in
- * seconds, negative for none. Errors: FLUME_EVIEW (it has failed). */
+/* Returned by flume__view_wait when there is nothing to wait for. */
+#define FLUME__WAIT_REACHED 1
+
+/*
+ * Waits until the view is set up and its committed since has reached
+ * `target` (-1: only set up); timeout in seconds, negative (or too large
+ * to count) for none. The wait checks its own target first and again after
+ * every wake-up: when it holds already, with `defer` 0 it returns
+ * FLUME__WAIT_REACHED and never calls cb; with `defer` 1 cb is called on
+ * the next loop turn. Otherwise cb is called once, later: with 0,
+ * FLUME_ETIMEDOUT, FLUME_EVIEW (the view failed) or FLUME_ECLOSED (the
+ * database is closing). Errors: FLUME_EVIEW (it has failed; with `defer`
+ * 1 that goes to cb instead), FLUME_ECLOSED, FLUME_ENOMEM.
+ */
 int flume__view_wait(flume_view *v, int64_t target, double timeout,
-                     flume__wait_cb cb, void *ctx);
+                     int defer, flume__wait_cb cb, void *ctx);
 
 typedef struct flume__view_info_t {
   int kind;              /* flume__view_kind */
@@ -151,6 +182,12 @@ int flume__views_use_c(flume_db *db, const char *name,
                        flume_view **out);
 /* The buffer behind flume_db_errmsg() (512 bytes), or NULL. */
 char *flume__views_errbuf(flume_db *db);
+/* Pushes a reduce view's committed state onto the host's stack: decoded
+ * from the store (a fresh copy each call), nil when it has none. What
+ * every read and method of a reduce view sees, never the indexer's state
+ * ahead of it. On error pushes nil. Errors: FLUME_ECORRUPT and the
+ * store's, with a message in err. */
+int flume__view_push_state(flume_view *v, char *err, size_t errlen);
 /* Calls a view's method with msgpack args (a list); the msgpack result goes
  * to out. Errors: FLUME_ENOTFOUND, FLUME_EVIEW, FLUME_EINVAL, with err. */
 int flume__view_call(flume_view *v, const char *method, const char *args,

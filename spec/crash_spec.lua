@@ -26,11 +26,21 @@ local function reopen(dir)
   error("the killed writer's lock was never released")
 end
 
+-- Starts a writer and returns its pid once it has acknowledged a first
+-- value: a child slow to start (under sanitizers, on a loaded machine)
+-- would otherwise be killed before it appends anything.
 local function start_child(dir, ackpath, run, views)
   local p = io.popen(H.lua_command("spec/helpers/crash_child.lua", dir,
     ackpath, run, views) .. " >/dev/null 2>&1 & echo $!")
   local pid = tonumber(p:read("l"))
   p:close()
+  for _ = 1, 12000 do
+    local f = io.open(ackpath)
+    local line = f and f:read("l")
+    if f then f:close() end
+    if line or not alive(pid) then return pid end
+    sleep(0.005)
+  end
   return pid
 end
 
