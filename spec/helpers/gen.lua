@@ -310,12 +310,16 @@ function G.script(r, version, opts)
   if r.chance(0.4) then
     -- async methods: the state, or the stored entries through the read
     -- handle (compared with the model by the spec)
+    -- peek: the same as dump, a sync method (not since-gated)
     if kind == "reduce" then
       lines[#lines + 1] = "  methods = { dump = { 'async', function(s) " ..
-        "return s end } },"
+        "return s end }, peek = { 'sync', function(s) return s end } },"
     else
       lines[#lines + 1] = "  methods = {\n" ..
         "    dump = { 'async', function(h, o) local out = {} " ..
+        "for k, a in h.read(o) do out[#out + 1] = { k, a } end " ..
+        "return out end },\n" ..
+        "    peek = { 'sync', function(h, o) local out = {} " ..
         "for k, a in h.read(o) do out[#out + 1] = { k, a } end " ..
         "return out end },\n" ..
         "    one = { 'async', function(h, k) return h.get(k) end },\n  },"
