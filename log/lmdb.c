@@ -755,6 +755,9 @@ static void lmdb_txn_abort(flume__txn *t) {
   if (!t->write && !t->opened && s->spare == NULL) {
     /* A reset transaction holds no snapshot: grow() may remap under it. */
     mdb_txn_reset(t->txn);
+    free(t->buf); /* a put tried in it (refused by LMDB) made one */
+    t->buf = NULL;
+    t->buf_cap = 0;
     s->spare = t;
     pthread_rwlock_unlock(&s->txn_lock);
     return;

@@ -58,6 +58,23 @@ struct flume__host {
 
 #define HDR 8 /* header bytes: Lua needs only 8-byte alignment here */
 
+static void limit_hook(lua_State *L, lua_Debug *ar);
+
+/* Bytes a view's call allocates are work too (a unit per 4, as in
+ * charge_bytes): the VM's own concatenation makes strings no function
+ * charges. The allocator cannot raise an error; once the budget is spent
+ * the count hook fails the call at its next instruction. */
+static void charge_alloc(flume__host *h, size_t bytes) {
+  size_t units = bytes / 4;
+  if (units < h->work) {
+    h->work -= units;
+  } else if (!h->exhausted) {
+    h->work = 0;
+    h->exhausted = 1;
+    lua_sethook(h->L, limit_hook, LUA_MASKCOUNT, 1);
+  }
+}
+
 static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   flume__host *h = ud;
   char *block = ptr ? (char *)ptr - HDR : NULL;
@@ -78,6 +95,7 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     h->refused = 1;
     return NULL;
   }
+  if (cur != 0 && nsize > osize) charge_alloc(h, nsize - osize);
   char *nb = realloc(block, nsize + HDR);
   if (nb == NULL) return NULL;
   h->accts[owner].used -= (int64_t)osize;
@@ -312,9 +330,13 @@ static void charge_bytes(lua_State *L, double bytes) {
 }
 
 /* Charged before by the length of arg 1 (W_LEN), the size of the table
- * to sort (W_SORT), or after by the length of the result (W_RESULT: a
- * result past the view's memory fails before it is made). */
-enum { W_LEN = 1, W_SORT, W_RESULT };
+ * to sort (W_SORT), the elements to move (W_MOVE: table.move), the
+ * elements a positional insert or remove shifts (W_INSERT with 3
+ * arguments, W_REMOVE with 2), or after by
+ * the length of the result (W_RESULT: a result past the view's memory
+ * fails before it is made) or the number of results (W_RESULTS: unpack,
+ * string.byte). */
+enum { W_LEN = 1, W_SORT, W_RESULT, W_RESULTS, W_MOVE, W_INSERT, W_REMOVE };
 
 /* A library function whose work grows with its input, charged for it:
  * up[1] the function, up[2] how to charge. Sizes are capped by the
@@ -330,12 +352,22 @@ static int charged(lua_State *L) {
     int bits = 1;
     while (bits < 63 && ((double)((uint64_t)1 << bits)) < n) bits++;
     flume__host_charge(L, (size_t)(n * bits * 4)); /* a compare: 4 */
+  } else if (how == W_MOVE) {
+    int f_ok, e_ok;
+    lua_Integer f = lua_tointegerx(L, 2, &f_ok), e = lua_tointegerx(L, 3, &e_ok);
+    double n = (double)e - (double)f;
+    if (f_ok && e_ok && n > 0)
+      flume__host_charge(L, n > 1e15 ? (size_t)1e15 : (size_t)n);
+  } else if ((how == W_INSERT && lua_gettop(L) >= 3) ||
+             (how == W_REMOVE && lua_gettop(L) >= 2)) {
+    if (lua_istable(L, 1)) flume__host_charge(L, lua_rawlen(L, 1));
   }
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
   if (how == W_RESULT && lua_type(L, 1) == LUA_TSTRING)
     charge_bytes(L, (double)lua_rawlen(L, 1));
+  if (how == W_RESULTS) flume__host_charge(L, (size_t)lua_gettop(L));
   return lua_gettop(L);
 }
 
@@ -358,9 +390,14 @@ static void bound_libraries(lua_State *L) {
   wrap(L, "reverse", W_LEN);
   wrap(L, "format", W_RESULT);
   wrap(L, "pack", W_RESULT);
+  wrap(L, "byte", W_RESULTS);
   lua_getglobal(L, "table");
   wrap(L, "concat", W_RESULT);
   wrap(L, "sort", W_SORT);
+  wrap(L, "unpack", W_RESULTS);
+  wrap(L, "move", W_MOVE);
+  wrap(L, "insert", W_INSERT);
+  wrap(L, "remove", W_REMOVE);
   lua_pop(L, 2);
 }
 

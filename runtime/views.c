@@ -57,6 +57,9 @@ struct flume__views {
                           * through in its time, SLICE_MIN..SLICE_VALUES */
   uint64_t ckpt_at;      /* uv_hrtime of the last checkpoint offered while
                           * catching up */
+  int64_t kept_first;    /* seq of the first value a cut slice left, decoded
+                          * and mapped in the registry's "flume.kept" */
+  int kept_n;            /* how many (0: none kept) */
   int closing;           /* the database's handles are closing */
   int stopping;          /* flume_db_close() was called: no new work */
   int handles;           /* handles still open while closing */
@@ -835,21 +838,37 @@ static int index_slice(flume__views *vs) {
   lua_State *H = flume__host_state(vs->host);
   int top = lua_gettop(H);
   if (vs->batch < SLICE_MIN) vs->batch = SLICE_VALUES;
-  lua_createtable(H, vs->batch, 0);
-  batch_ctx b = {H, vs->msgpack, lua_gettop(H), from, 0, "", 0, 0,
-                 FLUME__BUF_INIT, NULL};
+  batch_ctx b = {H, vs->msgpack, 0, from, 0, "", 0, 0, FLUME__BUF_INIT,
+                 NULL};
   for (flume_view *v = vs->list; v; v = v->next) {
     if (!v->ready || v->failed || v->resetting) continue;
     if (v->kind == FLUME__VIEW_C) b.raw = 1;
     else b.lua = 1;
+  }
+  /* What a cut slice left is decoded and mapped already: go on with it. */
+  int kept = vs->kept_n > 0 && !b.raw && from >= vs->kept_first &&
+             from < vs->kept_first + vs->kept_n;
+  if (kept) {
+    lua_getfield(H, LUA_REGISTRYINDEX, "flume.kept");
+    b.first = vs->kept_first;
+    b.n = vs->kept_n;
+  } else {
+    lua_createtable(H, vs->batch, 0);
+  }
+  b.vals = lua_gettop(H);
+  if (vs->kept_n) {
+    vs->kept_n = 0;
+    lua_pushnil(H);
+    lua_setfield(H, LUA_REGISTRYINDEX, "flume.kept");
   }
   if (b.raw && (b.ents = malloc((size_t)vs->batch * sizeof *b.ents)) == NULL) {
     lua_settop(H, top);
     return 0;
   }
   size_t count;
-  int rc = flume__db_read(vs->db, from, log_since, (size_t)vs->batch,
-                          batch_one, &b, &count);
+  int rc = kept ? 0
+                : flume__db_read(vs->db, from, log_since, (size_t)vs->batch,
+                                 batch_one, &b, &count);
   for (int i = 0; b.raw && i < b.n; i++)
     b.ents[i].data = b.bytes.data + (uintptr_t)b.ents[i].data;
   if (rc) {
@@ -865,7 +884,7 @@ static int index_slice(flume__views *vs) {
     return 0;
   }
   int late = 0; /* the slice stopped for its deadline */
-  if (vs->has_mapper && b.lua) {
+  if (vs->has_mapper && b.lua && !kept) {
     lua_getfield(H, LUA_REGISTRYINDEX, "flume.mapper");
     for (int i = 1; i <= b.n; i++) {
       if (i > 1 && uv_hrtime() >= deadline) {
@@ -903,7 +922,16 @@ static int index_slice(flume__views *vs) {
   for (flume_view *v = vs->list; v; v = v->next)
     if (v->ready && !v->failed && !v->resetting && v->since < next)
       next = v->since;
+  int64_t behind = next; /* the since of the view now furthest behind */
   next = next == INT64_MAX ? 0 : next - lag_since;
+  if (late && !b.raw && behind != INT64_MAX && behind + 1 >= b.first &&
+      behind + 1 < b.first + b.n) {
+    /* Cut: keep what is left for the next slice, not to decode it again. */
+    lua_pushvalue(H, b.vals);
+    lua_setfield(H, LUA_REGISTRYINDEX, "flume.kept");
+    vs->kept_first = b.first;
+    vs->kept_n = b.n;
+  }
   if (!late && b.n > 0)
     next = (int64_t)((double)b.n * (SLICE_BUDGET_NS * 0.75) /
                      (double)(spent ? spent : 1));
@@ -1129,6 +1157,7 @@ int flume__views_set_mapper(flume_db *db, lua_State *L, int idx, char *err,
   if (vs == NULL) return rc;
   rc = flume__host_set_mapper(vs->host, L, idx, err, errlen);
   if (rc == 0) vs->has_mapper = 1;
+  vs->kept_n = 0; /* mapped by the old mapper */
   return rc;
 }
 

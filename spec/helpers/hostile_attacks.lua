@@ -102,6 +102,23 @@ local list = {
     places = COSTLY,
     code = "local a = string.rep('f', 1 << 20) " ..
       "for k = 1, 1e6 do local s = string.format('%s%s', a, a) end" },
+  { name = "move_huge", expect = "instruction limit exceeded",
+    code = "table.move({}, 1, 1e12, 1)" },
+  { name = "insert_front", expect = "instruction limit exceeded",
+    places = COSTLY,
+    code = "local t = {} for i = 1, 1e6 do table.insert(t, 1, i) end" },
+  { name = "unpack_loop", expect = "instruction limit exceeded",
+    places = COSTLY,
+    code = "local t = {} for i = 1, 2e5 do t[i] = i end " ..
+      "for k = 1, 1e6 do local n = select('#', table.unpack(t)) end" },
+  { name = "vm_concat_loop", expect = "instruction limit exceeded",
+    places = COSTLY,
+    code = "local a = string.rep('v', 1 << 20) " ..
+      "for i = 1, 1e7 do local s = a .. i end" },
+  -- still open: comparing two long equal strings is one instruction
+  { name = "long_string_compare", open = true, places = { "reduce" },
+    code = "local a, b = string.rep('e', 1 << 27), string.rep('e', 1 << 27) " ..
+      "for i = 1, 1e7 do local same = a == b end" },
   { name = "error_nil", expect = "error object is a nil value",
     code = "error(nil)" },
   { name = "error_table", expect = "error object is a table value",

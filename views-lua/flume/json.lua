@@ -58,6 +58,8 @@ local function fail(pos, msg)
 end
 
 local function skip_ws(s, pos)
+  local c = byte(s, pos)
+  if c ~= 32 and c ~= 9 and c ~= 10 and c ~= 13 then return pos end
   return (find(s, "[^ \t\r\n]", pos)) or #s + 1
 end
 
@@ -77,6 +79,8 @@ end
 --- The string whose opening quote is at pos; returns it and the position
 -- after the closing quote.
 local function read_string(s, pos)
+  local j = find(s, '[%z\1-\31"\\]', pos + 1)
+  if j and byte(s, j) == 34 then return sub(s, pos + 1, j - 1), j + 1 end
   local parts, n, i = {}, 0, pos + 1
   while true do
     local j = find(s, '[%z\1-\31"\\]', i)
@@ -125,7 +129,10 @@ end
 local function read_number(s, pos)
   local i, j = find(s, "^-?%d+", pos)
   if not i then fail(pos, "unexpected character '" .. sub(s, pos, pos) .. "'") end
-  if find(s, "^-?0%d", pos) then fail(pos, "a number cannot start with 0") end
+  local d = byte(s, pos) == 45 and pos + 1 or pos -- the first digit
+  if j > d and byte(s, d) == 48 then
+    fail(pos, "a number cannot start with 0")
+  end
   local float = false
   if byte(s, j + 1) == 46 then -- .
     local _, k = find(s, "^%d+", j + 2)
@@ -351,7 +358,9 @@ for i = 0, 31 do
 end
 
 local function put_string(s, out)
-  if utf8len(s) then
+  if not find(s, '[%z\1-\31"\\\128-\255]') then -- plain ASCII
+    out[#out + 1] = '"' .. s .. '"'
+  elseif utf8len(s) then
     out[#out + 1] = '"' .. s:gsub('[%z\1-\31"\\]', JSON_ESC) .. '"'
   else
     out[#out + 1] = '{"$bytes":"' .. s:gsub(".", function(c)
@@ -402,7 +411,10 @@ local function put_table(t, out, depth, stack)
   for k in pairs(t) do
     n = n + 1
     keys[n] = k
-    if type(k) ~= "string" or not utf8len(k) then strings = false end
+    if type(k) ~= "string" or
+      find(k, "[\128-\255]") and not utf8len(k) then
+      strings = false
+    end
     if mtype(k) ~= "integer" or k < 1 then
       ints = false
     elseif k > max then
@@ -417,7 +429,7 @@ local function put_table(t, out, depth, stack)
     end
     out[#out + 1] = "]"
   else
-    sort(keys, key_less)
+    if strings then sort(keys) else sort(keys, key_less) end
     if strings and not (n == 1 and TAGS[keys[1]]) then
       out[#out + 1] = "{"
       for i, k in ipairs(keys) do
