@@ -311,8 +311,11 @@ typedef void (*flume_use_cb)(void *ctx, int status, flume_view *view);
  * use already (a failed view, or another version, is replaced).
  * @param cb called once the view's table is open and its checkpoint read.
  * @return 0, or #FLUME_ESCRIPT (the script does not load, has no integer
- * version or no usable functions: flume_db_errmsg() says what and where),
- * #FLUME_EEXIST, #FLUME_EINVAL, #FLUME_ECLOSED, #FLUME_ENOMEM.
+ * version or no usable functions), #FLUME_EENCODE (its `initial` state
+ * cannot be stored), #FLUME_EEXIST, #FLUME_EINVAL (a NULL name or script,
+ * a name not 1 to 63 bytes), #FLUME_ECLOSED (flume_db_close() has been
+ * called), #FLUME_ENOMEM; after any of them flume_db_errmsg() says what
+ * (and where, for a script).
  */
 FLUME_API int flume_view_use(flume_db *db, const char *name,
                              const char *script, size_t len, flume_use_cb cb,
@@ -348,6 +351,9 @@ typedef void (*flume_call_cb)(void *ctx, int status, const void *result,
  * have `get` (a reduce view's state; a group view's accumulator for key
  * args[1]; an index view's list of seqs for key args[1]) and the methods in
  * their script's `methods` table; C views have what their `call` answers.
+ * A Lua view's method sees its committed state only (what the store holds,
+ * as far as flume_view_since() says or a checkpoint just ahead of it),
+ * never work the indexer has not checkpointed yet.
  *
  * @param wait 1: since-gated (waits until the view has caught up with the
  * log's since as it is now); 0: at once (as soon as the view is set up).

@@ -172,38 +172,47 @@ static void describe(char *buf, size_t n, const char *table,
     size_t seq = 0;
     if (key->mv_size == sizeof seq) memcpy(&seq, key->mv_data, sizeof seq);
     snprintf(buf, n, "seq %zu", seq);
-  } else if (strncmp(table, "t:v:", 4) == 0) {
-    snprintf(buf, n, "view '%s' state (an entry of %zu-byte key)", table + 4,
-             key->mv_size);
-  } else {
-    char k[64];
-    size_t len = key->mv_size < sizeof k - 1 ? key->mv_size : sizeof k - 1;
-    memcpy(k, key->mv_data, len);
-    k[len] = '\0';
-    for (size_t i = 0; i < len; i++)
-      if (k[i] < 32 || k[i] > 126) k[i] = '?';
-    snprintf(buf, n, "%s entry '%s'",
-             strcmp(table, "t:meta") == 0 ? "metadata" : table, k);
+    return;
   }
+  /* The key, printable: its first bytes, others as '?'. */
+  char k[41];
+  size_t len = key->mv_size < sizeof k - 1 ? key->mv_size : sizeof k - 1;
+  memcpy(k, key->mv_data, len);
+  k[len] = '\0';
+  for (size_t i = 0; i < len; i++)
+    if (k[i] < 32 || k[i] > 126) k[i] = '?';
+  if (strncmp(table, "t:v:", 4) == 0)
+    snprintf(buf, n, "view '%.130s' state (key '%s')", table + 4, k);
+  else if (strcmp(table, "t:meta") == 0)
+    snprintf(buf, n, "metadata entry '%s'", k);
+  else
+    snprintf(buf, n, "table %.130s, key '%s'", table, k);
 }
 
-int flume__lmdb_unseal(const char *path, const char *table, const MDB_val *key,
-                       MDB_val *val) {
-  uint32_t want;
-  if (val->mv_size >= SEAL_SIZE) {
-    const unsigned char *p = (const unsigned char *)val->mv_data;
-    size_t len = val->mv_size - SEAL_SIZE;
-    want = (uint32_t)p[len] | (uint32_t)p[len + 1] << 8 |
-           (uint32_t)p[len + 2] << 16 | (uint32_t)p[len + 3] << 24;
-    if (seal_of(key->mv_data, key->mv_size, p, len) == want) {
-      val->mv_size = len;
-      return 0;
-    }
-  }
+/* Checks the seal at the end of *val and strips it: 0, or -1 when it does
+ * not match (then *val is unchanged). */
+static int check_seal(const MDB_val *key, MDB_val *val) {
+  if (val->mv_size < SEAL_SIZE) return -1;
+  const unsigned char *p = (const unsigned char *)val->mv_data;
+  size_t len = val->mv_size - SEAL_SIZE;
+  uint32_t want = (uint32_t)p[len] | (uint32_t)p[len + 1] << 8 |
+                  (uint32_t)p[len + 2] << 16 | (uint32_t)p[len + 3] << 24;
+  if (seal_of(key->mv_data, key->mv_size, p, len) != want) return -1;
+  val->mv_size = len;
+  return 0;
+}
+
+static int seal_broken(const char *path, const char *table,
+                       const MDB_val *key) {
   char what[200];
   describe(what, sizeof what, table, key);
   set_detail("%s in %s/data.mdb is damaged (checksum mismatch)", what, path);
   return FLUME_ECORRUPT;
+}
+
+int flume__lmdb_unseal(const char *path, const char *table,
+                       const MDB_val *key, MDB_val *val) {
+  return check_seal(key, val) == 0 ? 0 : seal_broken(path, table, key);
 }
 
 /* Writes val sealed into buf (val.size + SEAL_SIZE bytes). */
@@ -336,11 +345,14 @@ static int check_file(const char *path, int *exists) {
     }
     psize = ps;
   }
-  /* LMDB writes meta page (txnid & 1) at each commit, so the two differ by
-   * one (both 0 in a new file). It uses the newer: a damaged id would have
-   * it use a stale tree. */
+  /* LMDB writes meta page (txnid & 1) at each commit, so page 0 holds an
+   * even id, page 1 an odd one (or 0, in a new file), and they differ by
+   * one. It uses the newer: a damaged id would have it use a stale tree.
+   * (A damaged id that still passes, 11 read as 9 beside 10, makes it
+   * open the commit before the last: see the README's "Guarantees".) */
   uint64_t t0 = rd64(m[0] + OFF_TXNID), t1 = rd64(m[1] + OFF_TXNID);
-  if (!(t0 == t1 + 1 || t1 == t0 + 1 || (t0 == 0 && t1 == 0))) {
+  if ((t0 & 1) || (t1 != 0 && !(t1 & 1)) ||
+      !(t0 == t1 + 1 || t1 == t0 + 1 || (t0 == 0 && t1 == 0))) {
     set_detail("%s: its meta pages are damaged (transaction ids %llu and "
                "%llu)",
                file, (unsigned long long)t0, (unsigned long long)t1);
@@ -743,6 +755,9 @@ static void lmdb_txn_abort(flume__txn *t) {
   if (!t->write && !t->opened && s->spare == NULL) {
     /* A reset transaction holds no snapshot: grow() may remap under it. */
     mdb_txn_reset(t->txn);
+    free(t->buf); /* a put tried in it (refused by LMDB) made one */
+    t->buf = NULL;
+    t->buf_cap = 0;
     s->spare = t;
     pthread_rwlock_unlock(&s->txn_lock);
     return;
@@ -832,13 +847,12 @@ static int lmdb_table_count(flume__txn *t, flume__table tbl, uint64_t *out) {
 /* Checks and strips the seal of an entry read from table tbl. */
 static int unseal(flume__txn *t, flume__table tbl, const MDB_val *k,
                   MDB_val *v) {
+  if (check_seal(k, v) == 0) return 0;
   flume__store *s = t->store;
   char name[LMDB_NAME_MAX + 2];
-  if (tbl == FLUME__TABLE_LOG)
-    strcpy(name, "log");
-  else
-    snprintf(name, sizeof name, "t:%s", s->tables[tbl].name);
-  return flume__lmdb_unseal(s->path, name, k, v);
+  if (tbl == FLUME__TABLE_LOG) strcpy(name, "log");
+  else snprintf(name, sizeof name, "t:%s", s->tables[tbl].name);
+  return seal_broken(s->path, name, k);
 }
 
 static int lmdb_get(flume__txn *t, flume__table tbl, flume__slice key,

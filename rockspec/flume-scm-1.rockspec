@@ -24,6 +24,7 @@ build = {
   modules = {
     ["flume"] = "views-lua/flume/init.lua",
     ["flume.cli"] = "views-lua/flume/cli.lua",
+    ["flume.json"] = "views-lua/flume/json.lua",
     ["flume.core"] = {
       sources = {
         "runtime/lua_core.c",

@@ -176,6 +176,10 @@ int flume__db_open(uv_loop_t *loop, const char *path,
   }
   if (opts->codec && (opts->codec[0] == '\0' || strlen(opts->codec) >= 64))
     return FLUME_EINVAL;
+  /* An empty path names no folder; a map size past half the address space
+   * is a negative number cast to size_t, not a size anyone can map. */
+  if (path && path[0] == '\0') return FLUME_EINVAL;
+  if (opts->map_size > SIZE_MAX / 2) return FLUME_EINVAL;
 
   flume_db *db = calloc(1, sizeof *db);
   if (db == NULL) return FLUME_ENOMEM;
@@ -407,13 +411,16 @@ FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
                               flume_append_cb cb, void *ctx) {
   if (db->closing) return FLUME_ECLOSED;
   if (n == 0 || vals == NULL) return FLUME_EINVAL;
-  size_t total = 0;
+  /* The job holds the header, n lengths and the bytes in one block; lengths
+   * that cannot all fit in the address space (their sum wraps) are no
+   * buffers anyone holds. */
+  size_t total = 0, room = SIZE_MAX - sizeof(append_job);
   for (size_t i = 0; i < n; i++) {
     if (vals[i].base == NULL && vals[i].len) return FLUME_EINVAL;
+    if (vals[i].len > room - total) return FLUME_EINVAL;
     total += vals[i].len;
   }
-  if (n > (SIZE_MAX - sizeof(append_job) - total) / sizeof(size_t))
-    return FLUME_ENOMEM;
+  if (n > (room - total) / (sizeof(size_t) + 16)) return FLUME_EINVAL;
   append_job *a = malloc(sizeof *a + n * sizeof(size_t) + total);
   if (a == NULL) return FLUME_ENOMEM;
   a->base.run = append_run;

@@ -57,8 +57,14 @@ int flume__lua_raise(lua_State *L, int err, const char *detail) {
 }
 
 void flume__lua_push_err(lua_State *L, int err) {
-  lua_pushfstring(L, "flume: %s: %s", flume_err_name(err),
-                  flume_strerror(err));
+  char store[512]; /* what the store found damaged, and where */
+  if ((err == FLUME_ECORRUPT || err == FLUME_EFORMAT) &&
+      flume__store_detail(store, sizeof store))
+    lua_pushfstring(L, "flume: %s: %s: %s", flume_err_name(err),
+                    flume_strerror(err), store);
+  else
+    lua_pushfstring(L, "flume: %s: %s", flume_err_name(err),
+                    flume_strerror(err));
 }
 
 ldb *flume__lua_check_db(lua_State *L, int idx) {
@@ -192,27 +198,53 @@ static int l_encode(lua_State *L) {
   return 1;
 }
 
+/* core.decode(bytes [, mark]): mark gives empty arrays core.array_mt. */
 static int l_decode(lua_State *L) {
   char err[256];
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  int rc = flume__mp_decode(L, s, n, err, sizeof err);
+  int mark = lua_toboolean(L, 2);
+  lua_settop(L, 1);
+  int rc = mark ? flume__mp_decode_marked(L, s, n, err, sizeof err)
+                : flume__mp_decode(L, s, n, err, sizeof err);
   if (rc) return flume__lua_raise(L, rc, err);
   return 1;
 }
 
 /* ---- databases --------------------------------------------------------- */
 
+/* The string at idx (or NULL if nil) for C, which would stop at an
+ * embedded NUL byte and so name another folder or codec: that is EINVAL. */
+static const char *opt_cstring(lua_State *L, int idx, const char *what) {
+  size_t n;
+  const char *s = luaL_optlstring(L, idx, NULL, &n);
+  if (s && strlen(s) != n) {
+    lua_pushfstring(L, "%s contains a NUL byte", what);
+    flume__lua_raise(L, FLUME_EINVAL, lua_tostring(L, -1));
+  }
+  return s;
+}
+
 /* core.open(path|nil, codec|nil, sync, map_size) -> db */
 static int l_open(lua_State *L) {
   lctx *c = flume__lua_ctx(L);
-  const char *path = luaL_optstring(L, 1, NULL);
-  const char *codec = luaL_optstring(L, 2, NULL);
+  const char *path = opt_cstring(L, 1, "the path");
+  const char *codec = opt_cstring(L, 2, "the codec name");
+  if (path && path[0] == '\0')
+    return flume__lua_raise(L, FLUME_EINVAL, "the path is empty");
   flume_db_options o;
   flume_db_options_init(&o);
   o.codec = codec;
   o.sync = lua_isnoneornil(L, 3) ? 1 : lua_toboolean(L, 3);
-  o.map_size = (size_t)luaL_optinteger(L, 4, 0);
+  if (!lua_isnoneornil(L, 4)) {
+    lua_Integer m;
+    int isint = lua_isinteger(L, 4);
+    m = isint ? lua_tointeger(L, 4) : 0;
+    if (!isint || m <= 0 || (uint64_t)m > SIZE_MAX / 2)
+      return flume__lua_raise(L, FLUME_EINVAL,
+                              "map_size must be a positive integer (bytes)");
+    o.map_size = (size_t)m;
+  }
 
   ldb *d = lua_newuserdatauv(L, sizeof *d, 0);
   d->db = NULL; /* created closed, so __gc is always safe */
@@ -481,6 +513,8 @@ static int ldb_get_many(lua_State *L) {
   luaL_checktype(L, 3, LUA_TTABLE);
   luaL_checktype(L, 5, LUA_TTABLE);
   if (n <= 0) return 0;
+  if ((uint64_t)n > lua_rawlen(L, 3)) /* also keeps n * 8 from wrapping */
+    return flume__lua_raise(L, FLUME_EINVAL, "n is past the seqs given");
   int64_t *seqs = malloc((size_t)n * sizeof *seqs);
   if (seqs == NULL) return flume__lua_raise(L, FLUME_ENOMEM, NULL);
   for (lua_Integer i = 0; i < n; i++) {
@@ -591,6 +625,9 @@ static int l_timer(lua_State *L) {
   lctx *c = flume__lua_ctx(L);
   lua_Number secs = luaL_checknumber(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (!(secs >= 0)) /* negative or NaN */
+    return flume__lua_raise(L, FLUME_EINVAL,
+                            "seconds must be >= 0 (math.huge: forever)");
   ltimer **box = lua_newuserdatauv(L, sizeof *box, 0);
   ltimer *lt = calloc(1, sizeof *lt);
   if (lt == NULL) return flume__lua_raise(L, FLUME_ENOMEM, NULL);
@@ -603,7 +640,10 @@ static int l_timer(lua_State *L) {
   lt->req.cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   uv_timer_init(&c->loop, &lt->t);
   lt->t.data = lt;
-  uint64_t ms = secs <= 0 ? 0 : (uint64_t)(secs * 1000.0 + 0.5);
+  /* Past 2^63 ms (math.huge too) is forever: libuv clamps UINT64_MAX to
+   * the end of time instead of wrapping, and the cast stays defined. */
+  double msd = secs * 1000.0 + 0.5;
+  uint64_t ms = msd >= 9223372036854775808.0 ? UINT64_MAX : (uint64_t)msd;
   uv_timer_start(&lt->t, timer_fire, ms, 0);
   lua_pushcclosure(L, l_timer_cancel, 1);
   return 1;
@@ -669,6 +709,12 @@ __attribute__((visibility("default"))) int luaopen_flume_core(lua_State *L) {
   luaL_newlib(L, core_funcs);
   lua_pushstring(L, flume_version());
   lua_setfield(L, -2, "version");
+  /* The mark of an empty array (see msgpack.h): one per Lua state. */
+  if (luaL_newmetatable(L, FLUME__MP_ARRAY_MT)) {
+    lua_pushliteral(L, "flume.array");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_setfield(L, -2, "array_mt");
 #ifdef FLUME_TEST_HOOKS
   lua_pushboolean(L, 1);
   lua_setfield(L, -2, "test_hooks");

@@ -130,6 +130,11 @@ static int ldb_view_wait(lua_State *L) {
   int64_t target = luaL_checkinteger(L, 3);
   double timeout = luaL_optnumber(L, 4, -1);
   luaL_checktype(L, 5, LUA_TFUNCTION);
+  /* No timeout: nil or math.huge (or past what a uint64_t of ms holds). */
+  if (lua_isnoneornil(L, 4) || timeout >= 9e15) timeout = -1;
+  else if (!(timeout >= 0))
+    return flume__lua_raise(L, FLUME_EINVAL,
+                            "timeout must be a number of seconds >= 0");
   lreq *r = flume__lua_new_req(L, d->ctx, 5);
   int rc = flume__view_wait(v, target, timeout, 0, wait_done, r);
   if (rc) {

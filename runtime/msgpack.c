@@ -604,7 +604,14 @@ static int enc_table(mp_enc *e, int idx, int depth) {
   lua_pushnil(L);
   if (!lua_next(L, idx)) {
     if (ENC_NEED(e, 1)) return e->rc;
-    *ENC_W(e) = 0x80; /* {} has no way to say which it is: a map */
+    /* {} has no way to say which it is: a map, unless marked an array */
+    int arr = 0;
+    if (lua_getmetatable(L, idx)) {
+      lua_getfield(L, LUA_REGISTRYINDEX, FLUME__MP_ARRAY_MT);
+      arr = lua_rawequal(L, -1, -2);
+      lua_pop(L, 2);
+    }
+    *ENC_W(e) = arr ? 0x90 : 0x80;
     e->b->len++;
     return 0;
   }
@@ -664,6 +671,7 @@ typedef struct mp_dec {
   const unsigned char *end;   /* one past its last byte */
   char *err;                  /* the caller's message buffer */
   size_t errlen;              /* its size in bytes */
+  int mark;                   /* give empty arrays FLUME__MP_ARRAY_MT */
 } mp_dec;
 
 static MP_NOINLINE const unsigned char *dec_fail(mp_dec *d, const char *fmt,
@@ -705,6 +713,11 @@ static const unsigned char *dec_array(mp_dec *d, const unsigned char *p,
     return dec_fail(d, "Lua stack exhausted at offset %zu",
                     (size_t)(at - d->start));
   lua_createtable(L, (int)(n < MP_PREALLOC_MAX ? n : MP_PREALLOC_MAX), 0);
+  if (n == 0 && d->mark) {
+    lua_getfield(L, LUA_REGISTRYINDEX, FLUME__MP_ARRAY_MT);
+    if (lua_istable(L, -1)) lua_setmetatable(L, -2);
+    else lua_pop(L, 1);
+  }
   for (uint32_t i = 1; i <= n; i++) {
     if (p < d->end && *p == 0xc0) { /* a hole: nothing to store */
       p++;
@@ -912,11 +925,12 @@ str:
   return p + n;
 }
 
-int flume__mp_decode(lua_State *L, const char *p, size_t n, char *err,
-                     size_t errlen) {
+static int mp_decode(lua_State *L, const char *p, size_t n, char *err,
+                     size_t errlen, int mark) {
   mp_dec d;
   const unsigned char *s = (const unsigned char *)p, *q;
   int top = lua_gettop(L);
+  d.mark = mark;
   d.L = L;
   d.start = s;
   d.end = s + n;
@@ -941,4 +955,14 @@ int flume__mp_decode(lua_State *L, const char *p, size_t n, char *err,
     return FLUME_EDECODE;
   }
   return 0;
+}
+
+int flume__mp_decode(lua_State *L, const char *p, size_t n, char *err,
+                     size_t errlen) {
+  return mp_decode(L, p, n, err, errlen, 0);
+}
+
+int flume__mp_decode_marked(lua_State *L, const char *p, size_t n, char *err,
+                            size_t errlen) {
+  return mp_decode(L, p, n, err, errlen, 1);
 }

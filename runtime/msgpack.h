@@ -31,4 +31,18 @@ int flume__mp_encode(lua_State *L, int idx, flume__buf *b, char *err,
 int flume__mp_decode(lua_State *L, const char *p, size_t n, char *err,
                      size_t errlen);
 
+/*
+ * The registry field holding the metatable that marks an empty Lua table as
+ * an empty array: the encoder writes such a table as an empty msgpack
+ * array (any other empty table is an empty map), and flume__mp_decode_marked
+ * gives every empty array it decodes this metatable, so that [] and {}
+ * survive a round trip (the command line's JSON needs it). Set by the Lua
+ * binding; a state without it has no marked tables.
+ */
+#define FLUME__MP_ARRAY_MT "flume.array"
+
+/* flume__mp_decode, marking empty arrays with FLUME__MP_ARRAY_MT. */
+int flume__mp_decode_marked(lua_State *L, const char *p, size_t n, char *err,
+                            size_t errlen);
+
 #endif

@@ -219,15 +219,24 @@ int flume__view_call(flume_view *v, const char *method, const char *args,
     snprintf(err, errlen, "too many arguments");
     return FLUME_EINVAL;
   }
+  /* A reduce view's methods get its committed state, as its get does:
+   * the indexer's own state runs ahead of what its since says. */
+  int rc;
   if (builtin && v->kind == FLUME__VIEW_REDUCE) {
-    lua_getfield(H, rec, "state");
+    if ((rc = flume__view_push_state(v, err, errlen))) {
+      lua_settop(H, top);
+      return rc;
+    }
   } else {
     lua_pushvalue(H, fn);
     if (builtin) {
       lua_rawgeti(H, list, 1); /* get(key) */
       n = 0;
     } else if (v->kind == FLUME__VIEW_REDUCE) {
-      lua_getfield(H, rec, "state");
+      if ((rc = flume__view_push_state(v, err, errlen))) {
+        lua_settop(H, top);
+        return rc;
+      }
     } else {
       /* A read handle over the view's stored state. */
       push_handle(H, v);
@@ -241,7 +250,7 @@ int flume__view_call(flume_view *v, const char *method, const char *args,
     }
   }
   out->len = 0;
-  int rc = flume__mp_encode(H, -1, out, err, errlen);
+  rc = flume__mp_encode(H, -1, out, err, errlen);
   lua_settop(H, top);
   return rc;
 }
@@ -251,16 +260,25 @@ int flume__view_call(flume_view *v, const char *method, const char *args,
 FLUME_API int flume_view_use(flume_db *db, const char *name,
                              const char *script, size_t len, flume_use_cb cb,
                              void *ctx) {
+  if (db == NULL) return FLUME_EINVAL;
+  char local[512] = ""; /* every error leaves a message here */
+  int rc;
+  if (name == NULL) {
+    rc = FLUME_EINVAL;
+    snprintf(local, sizeof local, "a view needs a name");
+  } else if (script == NULL) {
+    rc = FLUME_EINVAL;
+    snprintf(local, sizeof local, "view '%s' needs a script", name);
+  } else {
+    char chunk[80];
+    snprintf(chunk, sizeof chunk, "=%s", name);
+    rc = flume__views_use(db, name, script, len, chunk, NULL, 0,
+                          (flume__use_cb)cb, ctx, local, sizeof local);
+  }
+  if (rc && local[0] == '\0')
+    snprintf(local, sizeof local, "%s", flume_strerror(rc));
   char *err = flume__views_errbuf(db);
-  if (script == NULL || name == NULL) return FLUME_EINVAL;
-  if (err) err[0] = '\0';
-  char chunk[80];
-  snprintf(chunk, sizeof chunk, "=%s", name);
-  char local[512];
-  int rc = flume__views_use(db, name, script, len, chunk, NULL, 0,
-                            (flume__use_cb)cb, ctx, local, sizeof local);
-  err = flume__views_errbuf(db);
-  if (rc && err) snprintf(err, 512, "%s", local);
+  if (err) snprintf(err, 512, "%s", rc ? local : "");
   return rc;
 }
 

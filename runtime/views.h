@@ -182,6 +182,12 @@ int flume__views_use_c(flume_db *db, const char *name,
                        flume_view **out);
 /* The buffer behind flume_db_errmsg() (512 bytes), or NULL. */
 char *flume__views_errbuf(flume_db *db);
+/* Pushes a reduce view's committed state onto the host's stack: decoded
+ * from the store (a fresh copy each call), nil when it has none. What
+ * every read and method of a reduce view sees, never the indexer's state
+ * ahead of it. On error pushes nil. Errors: FLUME_ECORRUPT and the
+ * store's, with a message in err. */
+int flume__view_push_state(flume_view *v, char *err, size_t errlen);
 /* Calls a view's method with msgpack args (a list); the msgpack result goes
  * to out. Errors: FLUME_ENOTFOUND, FLUME_EVIEW, FLUME_EINVAL, with err. */
 int flume__view_call(flume_view *v, const char *method, const char *args,

@@ -21,20 +21,14 @@ local G = require "helpers.gen"
 -- are open. Each entry is a defect number of issue 8; remove it once the
 -- fix has landed, and the spec exercises that case again.
 local KNOWN_DEFECTS = {
-  -- 1: a group view whose map returns nil for the latest values stalls.
-  -- While open, generated group maps never return nil.
-  [1] = true,
-  -- 4: a live stream with a negative gte spins. While open, live streams
-  -- start at gte >= 0.
-  [4] = true,
-  -- 7: a failing view's half-applied state is saved. While open, a failed
-  -- view's state (read with wait = false) is not compared.
-  [7] = true,
-  -- 8: sync methods see uncommitted state. While open, views get no sync
-  -- method, and a read with wait = false may see a state past the view's
-  -- since (a reduce view's uncommitted state; a group or index view's
-  -- entries of a checkpoint committed to the store whose completion the
-  -- loop has not yet taken in, so `since` lags behind them).
+  -- 8: reads see state past the view's since. A read with wait = false (or
+  -- a sync method) may see a later state than `since` says: the view's state as committed to
+  -- the store by a checkpoint whose completion the loop has not yet taken
+  -- in (so `since` lags behind it). While open, such a read must give the
+  -- model's state at some seq between the view's since and the log's
+  -- since. See the pending regression below. (Defects 1, 4 and 7, and an
+  -- index view failing on a bad key, steered around here until their
+  -- fixes landed, are exercised again.)
   [8] = true,
 }
 
@@ -53,7 +47,7 @@ local TIMEOUT = 60 -- seconds a gated read may wait before it is a failure (a
 -- hang, not a slow commit on a loaded machine under sanitizers)
 local TRACE = os.getenv("FLUME_DIFF_TRACE")
 
--- One case ------------------------------------------------------------------
+-- One case --------------------------------------------------------------------
 
 local Case = {}
 Case.__index = Case
@@ -67,17 +61,26 @@ function Case:fail(fmt, ...)
   error(string.format(fmt, ...), 0)
 end
 
-function Case:open()
-  local opts = { sync = false }
+-- A custom codec (strings only): views receive its bytes.
+local REV = { name = "rev", encode = string.reverse, decode = string.reverse }
+
+function Case:open(paused)
+  local opts = { sync = false, ready = not paused }
   if self.mapper_src then opts.mapper = M.load_mapper(self.mapper_src) end
+  if self.codec == "raw" then opts.codec = "raw" end
+  if self.codec == "rev" then opts.codec = REV end
   if self.backend == "memory" then
     self.db = flume.open(nil, opts)
   else
     self.db = flume.open(self.dir, opts)
   end
-  self:log(string.format("db = flume.open(%s, { sync = false%s })",
+  self:log(string.format("db = flume.open(%s, { sync = false%s%s%s })",
     self.backend == "memory" and "nil" or "DIR",
-    self.mapper_src and ", mapper = load(MAPPER)()" or ""))
+    paused and ", ready = false" or "",
+    self.mapper_src and ", mapper = load(MAPPER)()" or "",
+    self.codec == "raw" and ", codec = 'raw'" or self.codec == "rev" and
+      ", codec = { name = 'rev', encode = string.reverse, " ..
+      "decode = string.reverse }" or ""))
 end
 
 function Case:append(v)
@@ -218,14 +221,35 @@ function Case:use_async(name, src, list)
   v.src, v.mounted = src, true
 end
 
-function Case:reopen()
+function Case:reopen(paused)
   self:log("db:close()")
   self.db:close()
-  self:open()
+  self:open(paused)
   for _, name in ipairs(self.order) do self.views[name].mounted = false end
 end
 
--- Checks -----------------------------------------------------------------------
+-- After a reopen with the indexer paused: every view mounted holds its
+-- checkpoint, the model's state at its since; then the indexer goes on.
+function Case:check_checkpoints()
+  for _, name in ipairs(self.order) do
+    local v = self.views[name]
+    if v.mounted then
+      local since = self.db[name].since
+      local failed = self.model:view(v.src).failed
+      if failed and since >= failed then
+        self:fail("view '%s' was checkpointed at since %d, past its " ..
+          "failure at %d", name, since, failed)
+      end
+      if not (failed and KNOWN_DEFECTS[7]) then
+        self:check_unwaited(name, self.db[name], since)
+      end
+    end
+  end
+  self:log("db:set_ready()")
+  self.db:set_ready()
+end
+
+-- Checks ----------------------------------------------------------------------
 
 local function errmsg(fn, ...)
   local ok, err = pcall(fn, ...)
@@ -330,6 +354,7 @@ function Case:check_view(name)
       self:fail("failed view '%s' has since %d, past its failure at %d",
         name, since, mv.failed)
     end
+    if r.chance(0.4) then self:check_async(name, view, mv) end
     if def.methods then
       err = errmsg(view.dump, view, {})
       if not err or not err:find(want, 1, true) then
@@ -341,6 +366,7 @@ function Case:check_view(name)
     return self:check_unwaited(name, view, since)
   end
   if def.methods then self:check_methods(name, view, mv) end
+  if r.chance(0.4) then self:check_async(name, view, mv) end
   if mv.kind == "reduce" then
     local got = view:get(T)
     if not same(got, mv.state) then
@@ -385,6 +411,61 @@ function Case:check_view(name)
   self:check_unwaited(name, view, view.since)
 end
 
+-- The async forms of get and read: the same answers through a callback
+-- (a failing view: the error, through the callback).
+function Case:check_async(name, view, mv)
+  local r = self.r
+  local done, err, res = false, nil, nil
+  local function cb(e, v) done, err, res = true, e, v end
+  local what, expect, o
+  if mv.kind == "reduce" then
+    what, expect = "get(cb)", mv.state
+    view:get({ timeout = TIMEOUT }, cb)
+  elseif r.chance(0.5) then
+    local k = #mv.entries > 0 and r.chance(0.5) and r.pick(mv.entries)[1] or
+      G.key(r)
+    what, expect = "get(" .. show(k) .. ", cb)", M.lookup(mv, k)
+    if mv.kind == "index" then
+      for i, seq in ipairs(expect) do expect[i] = self.model:get(seq) end
+    end
+    view:get(k, { timeout = TIMEOUT }, cb)
+  else
+    o = G.key_bounds(r)
+    what, expect = "read(" .. show(o) .. ", cb)", M.read(mv, o)
+    view:read(o, cb)
+  end
+  self:wait_for(name .. ":" .. what, function() return done end)
+  if mv.failed then
+    local want = "failed at seq " .. mv.failed .. ":"
+    if not err or not tostring(err):find(want, 1, true) then
+      self:fail("view '%s' fails at seq %d; its %s gave %s, %s", name,
+        mv.failed, what, tostring(err), show(res))
+    end
+    return
+  end
+  if err then self:fail("%s:%s gave the error %s", name, what, err) end
+  if o then
+    -- entries as { key =, value = } or { key =, seq =, value = }
+    local list = {}
+    for i, e in ipairs(res) do
+      if mv.kind == "index" then
+        list[i] = { e.key, e.seq }
+        if not same(e.value, self.model:get(e.seq)) then
+          self:fail("%s:%s gave value %s at seq %s", name, what,
+            show(e.value), tostring(e.seq))
+        end
+      else
+        list[i] = { e.key, e.value }
+      end
+    end
+    res = list
+  end
+  if not same(res, expect) then
+    self:fail("%s:%s gave %s, the model says %s", name, what, show(res),
+      show(expect))
+  end
+end
+
 -- A view's async methods (from G.script) against the model: dump gives
 -- the state or the entries in a range (through the view's read handle),
 -- one the accumulator or the seqs of a key.
@@ -424,11 +505,26 @@ function Case:check_unwaited(name, view, since)
   local src = self.views[name].src
   local mv = self.model:view(src, since)
   local nowait = { wait = false }
-  local got
-  if mv.kind == "reduce" then
-    got = view:get(nowait)
-  else
-    got = self:collect(view, name, nowait)
+  local def = M.load_script(src)
+  -- a sync method (not gated) sees the same, or a read with wait = false
+  local sync = def.methods and self.r.chance(0.5)
+  local ok, got = pcall(function()
+    if sync then
+      if mv.kind == "reduce" then return view:peek() end
+      return view:peek({})
+    end
+    if mv.kind == "reduce" then return view:get(nowait) end
+    return self:collect(view, name, nowait)
+  end)
+  if not ok then
+    -- a view that has failed says so to every reader
+    local failed = self.model:view(src).failed
+    if failed and tostring(got):find("failed at seq " .. failed .. ":", 1,
+      true) then
+      return
+    end
+    self:fail("%s: a read with wait = false at since %d raised %s", name,
+      since, tostring(got))
   end
   local function matches(m)
     if m.kind == "reduce" then return same(got, m.state) end
@@ -440,8 +536,9 @@ function Case:check_unwaited(name, view, since)
       if matches(self.model:view(src, s)) then return end
     end
   end
-  self:fail("%s:%s{ wait = false } at since %d gave %s, the model says %s",
-    name, mv.kind == "reduce" and "get" or "read", since, show(got),
+  self:fail("%s:%s at since %d gave %s, the model says %s",
+    name, sync and "peek()" or mv.kind == "reduce" and "get{ wait = false }"
+    or "read{ wait = false }", since, show(got),
     show(mv.kind == "reduce" and mv.state or mv.entries))
 end
 
@@ -452,12 +549,13 @@ function Case:check()
   end
 end
 
--- Live reads -------------------------------------------------------------------
+-- Live reads ------------------------------------------------------------------
 
 -- Fails the case if `done()` is still false after TIMEOUT seconds, by
 -- raising from a callback (which flume raises from the waiting call).
+-- Returns the function that cancels it.
 local function watchdog(what, done)
-  flume.sleep(TIMEOUT, function()
+  return flume.core.timer(TIMEOUT, function()
     if not done() then error("timed out: " .. what, 0) end
   end)
 end
@@ -486,9 +584,11 @@ function Case:live_stream(list)
   end
   for _, v in ipairs(list) do self.db:append(v, function() end) end
   local finished = false
-  watchdog("live stream " .. show(o), function() return finished end)
+  local cancel = watchdog("live stream " .. show(o),
+    function() return finished end)
   for seq, v in it do got[#got + 1] = { seq, v } end
   finished = true
+  cancel()
   if not same(got, expect) then
     self:fail("live stream %s over seqs > %d gave %s, the model says %s",
       show(o), base, show(got), show(expect))
@@ -518,9 +618,11 @@ function Case:live_index(name, list)
     local it = db[name]:read(o)
     for _, v in ipairs(list) do db:append(v, function() end) end
     local finished = false
-    watchdog("live read of failing " .. name, function() return finished end)
+    local cancel = watchdog("live read of failing " .. name,
+      function() return finished end)
     local err = errmsg(function() for _ in it do end end)
     finished = true
+    cancel()
     local want = "failed at seq " .. mv1.failed .. ":"
     if not err or not err:find(want, 1, true) then
       self:fail("live read of %s, which fails at %d, ended with %s", name,
@@ -550,13 +652,14 @@ function Case:live_index(name, list)
   end
   for _, v in ipairs(list) do db:append(v, function() end) end
   local finished = false
-  watchdog("live read of " .. name .. " " .. show(o),
+  local cancel = watchdog("live read of " .. name .. " " .. show(o),
     function() return finished end)
   local fresh = {}
   if #new > 0 then
     for k, seq in it do fresh[#fresh + 1] = { k, seq } end
   end
   finished = true
+  cancel()
   local function order(a, b)
     local c = M.key_cmp(a[1], b[1])
     if c ~= 0 then return c < 0 end
@@ -577,18 +680,23 @@ function Case:new_view(async_list)
   self.nviews = self.nviews + 1
   local name = "v" .. self.nviews
   local src = G.script(self.r, 1, {
+    strings = self.strings,
     never_nil_group = KNOWN_DEFECTS[1],
+    no_bad_index_key = KNOWN_DEFECTS.index_bad_key,
     max_seq = self.model:since() + 12,
   })
   if async_list then return self:use_async(name, src, async_list) end
   self:use(name, src)
 end
 
+function Case:value(skippable)
+  if self.strings then return G.string_value(self.r) end
+  return skippable and G.skippable(self.r) or G.value(self.r)
+end
+
 function Case:values(n, skippable)
   local list = {}
-  for i = 1, n do
-    list[i] = skippable and G.skippable(self.r) or G.value(self.r)
-  end
+  for i = 1, n do list[i] = self:value(skippable) end
   return list
 end
 
@@ -622,14 +730,14 @@ function Case:step()
     { self.nviews < 5 and 1 or 0, "use_async" },
   })
   if op == "append" then
-    self:append(G.value(r))
+    self:append(self:value())
   elseif op == "batch" then
     self:batch(self:values(r.int(1, 8)))
   elseif op == "burst" then
     self:burst(self:values(r.int(1, 6)))
   elseif op == "skippable" then
     if r.chance(0.5) then self:batch(self:values(r.int(1, 5), true))
-    else self:append(G.skippable(r)) end
+    else self:append(self:value(true)) end
   elseif op == "use" then
     self:new_view()
   elseif op == "bump" then
@@ -641,7 +749,9 @@ function Case:step()
       src = v.src:gsub("version = %d+", "version = " .. (def.version + 1), 1)
     else
       src = G.script(r, def.version + 1, {
+        strings = self.strings,
         never_nil_group = KNOWN_DEFECTS[1],
+        no_bad_index_key = KNOWN_DEFECTS.index_bad_key,
         max_seq = self.model:since() + 12,
       })
     end
@@ -649,10 +759,12 @@ function Case:step()
   elseif op == "rebuild" then
     self:rebuild()
   elseif op == "reopen" then
-    self:reopen()
+    local paused = r.chance(0.5)
+    self:reopen(paused)
     for _, name in ipairs(self.order) do
       if r.chance(0.6) then self:use(name, self.views[name].src) end
     end
+    if paused then self:check_checkpoints() end
   elseif op == "remount" then
     local name = r.pick(unmounted)
     self:use(name, self.views[name].src)
@@ -673,10 +785,12 @@ function Case:step()
       self:use(name, (v.src:gsub("version = %d+",
         "version = " .. (def.version + 1), 1)))
     end
-    self:reopen()
+    local paused = r.chance(0.5)
+    self:reopen(paused)
     for _, name in ipairs(self.order) do
       if r.chance(0.8) then self:use(name, self.views[name].src) end
     end
+    if paused then self:check_checkpoints() end
   elseif op == "rebuild_async" then
     self:rebuild_async(self:values(r.int(0, 5)))
   elseif op == "use_async" then
@@ -690,8 +804,13 @@ local function run_case(seed, backend)
   local r = G.rng(seed)
   local case = setmetatable({ seed = seed, backend = backend, r = r,
     script = {}, views = {}, order = {}, nviews = 0 }, Case)
-  case.mapper_src = r.chance(0.2) and r.pick(G.MAPPERS) or nil
-  case.model = M.new({ mapper = case.mapper_src })
+  -- a codec that takes strings only, now and then
+  case.codec = r.chance(0.15) and r.pick({ "raw", "rev" }) or nil
+  case.strings = case.codec ~= nil
+  case.mapper_src = r.chance(0.2) and
+    (case.strings and G.MAPPERS[1] or r.pick(G.MAPPERS)) or nil
+  case.model = M.new({ mapper = case.mapper_src,
+    view_value = case.codec == "rev" and string.reverse or nil })
   local top
   if backend == "lmdb" then
     top = H.tmpdir()
@@ -732,7 +851,7 @@ local function run_case(seed, backend)
   end
 end
 
--- The budget -------------------------------------------------------------------
+-- The budget ------------------------------------------------------------------
 
 local seeds = {}
 local only = tonumber(os.getenv("FLUME_SEED") or "")
@@ -740,7 +859,7 @@ local soak = tonumber(os.getenv("FLUME_SOAK") or "")
 if only then
   seeds = { only }
 else
-  local n = soak or (sanitized() and 30 or 150)
+  local n = soak or (sanitized() and 15 or 100)
   local base = tonumber(os.getenv("FLUME_SEED_BASE") or "") or
     (soak and os.time() or 1)
   for i = 0, n - 1 do seeds[#seeds + 1] = base + i end
@@ -748,9 +867,90 @@ end
 local backends = H.backends
 if os.getenv("FLUME_BACKEND") then backends = { os.getenv("FLUME_BACKEND") } end
 
+-- Defects this spec found that are not on issue 8's list: a focused
+-- regression for each, pending until the fix lands (then: `it`).
+describe("defects found by the model", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(function() H.rm(dir) end)
+
+  it("an index view failing on a bad key stays failed after reopen",
+    function()
+    local src = "return { version = 1, map = function(v, seq) " ..
+      "if seq == 1 then return { 'partial', 0/0 } end return 'ok' end }"
+    local db = flume.open(dir .. "/db")
+    db:use("ix", src)
+    db:append({ {}, {}, {} }, { batch = true })
+    H.raises(function() db.ix:get("ok") end, "failed at seq 1:")
+    db:close()
+    db = flume.open(dir .. "/db", { ready = false })
+    db:use("ix", src)
+    -- its checkpoint holds nothing of the failing value
+    assert.is_true(db.ix.since < 1)
+    for k, seq in db.ix:read { wait = false } do
+      assert.are_not.equal(1, seq, "seq 1 is indexed under " .. tostring(k))
+    end
+    db:set_ready()
+    H.raises(function() db.ix:get("ok") end, "failed at seq 1:")
+    db:close()
+  end)
+end)
+
+describe("defects of issue 8 in forms the model found", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(function() H.rm(dir) end)
+
+  -- Defect 7 as a group view shows it: the reduce changes the accumulator
+  -- in place, then throws; the changed accumulator is checkpointed.
+  it("a failing group view keeps its last good accumulators", function()
+    local src = "return { version = 1, map = function(v) return 'k', 1 end, " ..
+      "reduce = function(acc, x, key, seq) acc = acc or {} " ..
+      "acc[#acc + 1] = seq if seq == 2 then error('late') end " ..
+      "return acc end }"
+    local db = flume.open(dir .. "/db")
+    db:use("g", src)
+    db:append({ {}, {}, {} }, { batch = true })
+    H.raises(function() db.g:get("k") end, "failed at seq 2:")
+    db:close()
+    db = flume.open(dir .. "/db", { ready = false })
+    db:use("g", src)
+    local since, acc = db.g.since, db.g:get("k", { wait = false }) or {}
+    assert.is_true(since < 2)
+    local expect = {}
+    for seq = 0, since do expect[#expect + 1] = seq end
+    assert.same(expect, acc)
+    db:close()
+  end)
+
+  -- Defect 8 as a group or index view shows it: a checkpoint committed to
+  -- the store is read before the loop takes in its completion, so
+  -- read{ wait = false } gives entries past the view's since.
+  pending("a read with wait = false agrees with the view's since", function()
+    local db = flume.open(dir .. "/db", { sync = false })
+    db:use("ix", "return { version = 1, map = function(v) return v.t end }")
+    db:use("n", "return { version = 1, initial = 0, " ..
+      "reduce = function(n) return n + 1 end }")
+    local bad = 0
+    for i = 1, 300 do
+      db:append({ t = i })
+      for _ = 1, 3 do
+        local since, count = db.ix.since, 0
+        for _ in db.ix:read { wait = false } do count = count + 1 end
+        if count ~= since + 1 then bad = bad + 1 end
+        since = db.n.since
+        if db.n:get { wait = false } ~= since + 1 then bad = bad + 1 end
+        flume.sleep(0.0005)
+      end
+    end
+    db:close()
+    assert.equal(0, bad)
+  end)
+end)
+
 describe("the runtime against the reference model", function()
   for _, backend in ipairs(backends) do
-    it(string.format("agrees on %d random cases on %s (seeds %d..%d)",
+    it(string.format("agrees on %d random cases on %s (seeds %s..%s)",
       #seeds, backend, seeds[1], seeds[#seeds]), function()
       local failures = {}
       for _, seed in ipairs(seeds) do

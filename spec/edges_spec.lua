@@ -223,6 +223,46 @@ for _, backend in ipairs(H.backends) do
         assert.equal(1, n)
       end)
 
+      it("streams the log: stream(opts, cb) gives the list of entries",
+        function()
+          local db = ctx.db
+          setup(db)
+          assert.same({ nil, { { seq = 1, value = { k = "b" } },
+            { seq = 2, value = { k = "a" } } } },
+            { async(function(cb) db:stream({ gt = 0 }, cb) end) })
+          assert.same({ nil, { { seq = 2, value = { k = "a" } } } },
+            { async(function(cb) db:stream({ reverse = true, limit = 1 }, cb)
+            end) })
+          assert.same({ nil, {} },
+            { async(function(cb) db:stream({ gt = maxint }, cb) end) })
+          local _, all = async(function(cb) db:stream(cb) end)
+          assert.equal(3, #all)
+        end)
+
+      it("delivers a live async stream in batches until stopped or closed",
+        function()
+          local db = ctx.db
+          setup(db)
+          local seen, stop = {}, nil
+          stop = db:stream({ live = true, gte = 1 }, function(err, list)
+            assert.is_nil(err)
+            for _, e in ipairs(list) do seen[#seen + 1] = e.seq end
+            local last = list[#list].seq
+            if last < 5 then db:append({ k = "x" }, function() end)
+            else stop() end
+          end)
+          flume.run()
+          assert.same({ 1, 2, 3, 4, 5 }, seen)
+          local n = 0
+          db:stream({ live = true }, function(err)
+            assert.is_nil(err)
+            n = n + 1
+            db:close(function() end)
+          end)
+          flume.run()
+          assert.equal(1, n)
+        end)
+
       it("passes a failed view's error to the callback", function()
         local db = ctx.db
         db:use("bad", { version = 1,
@@ -252,5 +292,192 @@ for _, backend in ipairs(H.backends) do
           "^flume: EINVAL")
       end)
     end)
+
+    -- defect 10: edges of the API.
+    describe("numbers at the edges", function()
+      local function seqs(db, opts)
+        local t = {}
+        for seq in db:stream(opts) do t[#t + 1] = seq end
+        return t
+      end
+
+      it("streams nothing past the int64 limits (gt + 1 wrapped)", function()
+        local db = ctx.db
+        for i = 1, 3 do db:append(i) end
+        for _, reverse in ipairs { false, true } do
+          assert.same({}, seqs(db, { gt = maxint, reverse = reverse }))
+          assert.same({}, seqs(db, { lt = minint, reverse = reverse }))
+          assert.same({}, seqs(db, { gte = maxint, reverse = reverse }))
+          assert.same({}, seqs(db, { lte = minint, reverse = reverse }))
+          assert.same({}, seqs(db, { lte = -1, reverse = reverse }))
+          assert.equal(3, #seqs(db, { lt = maxint, reverse = reverse }))
+          assert.equal(3, #seqs(db, { gt = minint, reverse = reverse }))
+          assert.equal(3, #seqs(db, { gte = minint, lte = maxint,
+            reverse = reverse }))
+        end
+        assert.same({}, seqs(db, { gt = maxint, live = true }))
+      end)
+
+      it("refuses stream options that are not a table", function()
+        local db = ctx.db
+        db:append(1)
+        for _, o in ipairs { "abc", 5, true } do
+          H.raises(function() db:stream(o) end, "^flume: EINVAL: stream")
+          H.raises(function() db:stream(o, function() end) end,
+            "^flume: EINVAL: stream")
+        end
+        H.raises(function() db:stream({}, 5) end, "^flume: EINVAL: stream")
+      end)
+
+      it("takes limit = 0 and math.huge, refuses the rest", function()
+        local db = ctx.db
+        db:use("ix", { version = 1, map = function(v) return v end })
+        for i = 1, 3 do db:append(i) end
+        assert.same({}, seqs(db, { limit = 0 }))
+        assert.same({ 0, 1, 2 }, seqs(db, { limit = math.huge }))
+        local n = 0
+        for _ in db.ix:read { limit = math.huge } do n = n + 1 end
+        assert.equal(3, n)
+        for _ in db.ix:read { limit = 0 } do error("limit 0 gave one") end
+        for _, bad in ipairs { -1, minint, 0 / 0, 1.5, -math.huge, "2" } do
+          H.raises(function() db:stream { limit = bad } end,
+            "^flume: EINVAL: option 'limit'")
+          H.raises(function() db.ix:read { limit = bad } end,
+            "^flume: EINVAL: option 'limit'")
+        end
+        for _, bad in ipairs { 0 / 0, math.huge, -math.huge, 1.5, "1" } do
+          H.raises(function() db:stream { gt = bad } end, "^flume: EINVAL")
+          H.raises(function() db:stream { lte = bad } end, "^flume: EINVAL")
+        end
+      end)
+
+      it("waits without a timeout for timeout = math.huge", function()
+        local db = ctx.db
+        db:close()
+        if ctx.dir then H.rm(ctx.dir:match("(.*)/db$")) end
+        ctx.db, ctx.dir = H.open(backend, { ready = false })
+        db = ctx.db
+        db:use("t", { version = 1, initial = 0,
+          reduce = function(a) return a + 1 end })
+        db:append(1)
+        local got, err
+        flume.spawn(function()
+          local ok, r = pcall(db.t.get, db.t, { timeout = math.huge })
+          if ok then got = r else err = r end
+        end)
+        flume.sleep(0.05) -- the indexer is paused: the get waits
+        assert.is_nil(err)
+        assert.is_nil(got)
+        db:set_ready()
+        flume.run()
+        assert.is_nil(err)
+        assert.equal(1, got)
+        assert.equal(1, db.t:get { timeout = math.huge })
+        assert.equal(1, db.t:get { timeout = 1e300 })
+      end)
+
+      it("refuses a timeout that is NaN, negative or not a number",
+        function()
+          local db = ctx.db
+          db:use("g", { version = 1, map = function(v) return v, 1 end,
+            reduce = function(a, n) return (a or 0) + n end })
+          db:append(1)
+          for _, bad in ipairs { 0 / 0, -1, -math.huge, "1", {} } do
+            H.raises(function() db.g:get(1, { timeout = bad }) end,
+              "^flume: EINVAL: timeout")
+            H.raises(function() db.g:read { timeout = bad } end,
+              "^flume: EINVAL: timeout")
+          end
+        end)
+
+      it("refuses arguments of the wrong type with EINVAL, not a Lua error",
+        function()
+          local db = ctx.db
+          db:use("t", { version = 1, initial = 0,
+            reduce = function(a) return a + 1 end })
+          H.raises(function() db:append(1, 5) end, "^flume: EINVAL")
+          H.raises(function() db:append(1, {}, 5) end, "^flume: EINVAL")
+          H.raises(function() db:rebuild(5) end, "^flume: EINVAL")
+          H.raises(function() db.t:ready(5) end, "^flume: EINVAL")
+          H.raises(function() db.t:get(5) end, "^flume: EINVAL")
+          H.raises(function() db:use("u", { version = 1,
+            map = function() end }, 5) end, "^flume: EINVAL")
+          H.raises(function() db.t:on_progress(print, 0 / 0) end,
+            "^flume: EINVAL")
+          H.raises(function() db.t:on_progress(print, -1) end,
+            "^flume: EINVAL")
+        end)
+    end)
   end)
 end
+
+describe("edges of opening", function()
+  it("refuses a path with a NUL byte instead of opening another folder",
+    function()
+      local dir = H.tmpdir()
+      H.raises(function() flume.open(dir .. "/a\0b") end,
+        "^flume: EINVAL.*NUL")
+      assert.is_nil(io.open(dir .. "/a/data.mdb", "rb"))
+      H.raises(function() flume.open("") end, "^flume: EINVAL")
+      H.raises(function()
+        flume.open(nil, { codec = { name = "a\0b", encode = tostring,
+          decode = tostring } })
+      end, "^flume: EINVAL.*NUL")
+      local db = flume.open()
+      H.raises(function() db:use("v", dir .. "/a\0.lua") end,
+        "^flume: EINVAL.*NUL")
+      db:close()
+      H.rm(dir)
+    end)
+
+  it("refuses a map_size that is not a positive integer", function()
+    for _, bad in ipairs { -1, 0, minint, 1.5, 0 / 0, math.huge, "1" } do
+      H.raises(function() flume.open(nil, { map_size = bad }) end,
+        "^flume: EINVAL.*map_size")
+      local dir = H.tmpdir()
+      H.raises(function() flume.open(dir .. "/db", { map_size = bad }) end,
+        "^flume: EINVAL.*map_size")
+      H.rm(dir)
+    end
+  end)
+end)
+
+describe("sleeping at the edges", function()
+  it("refuses NaN, negative and non-numbers", function()
+    for _, bad in ipairs { 0 / 0, -1, -math.huge, "1", nil } do
+      H.raises(function() flume.sleep(bad) end, "^flume: EINVAL")
+      H.raises(function() flume.sleep(bad, function() end) end,
+        "^flume: EINVAL")
+    end
+    H.raises(function() flume.core.timer(0 / 0, print) end, "^flume: EINVAL")
+    H.raises(function() flume.core.timer(-1, print) end, "^flume: EINVAL")
+  end)
+
+  it("never fires a timer of math.huge seconds", function()
+    local fired = {}
+    local cancel1 = flume.core.timer(math.huge, function() fired[1] = true end)
+    local cancel2 = flume.core.timer(1e300, function() fired[2] = true end)
+    local cancel3 = flume.core.timer(2 ^ 62, function() fired[3] = true end)
+    flume.sleep(0.05)
+    cancel1(); cancel2(); cancel3()
+    assert.same({}, fired)
+  end)
+
+  it("sleeps forever with flume.sleep(math.huge)", function()
+    local dir = H.tmpdir()
+    local script = dir .. "/sleep.lua"
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local flume = require "flume"
+      flume.spawn(function() flume.sleep(math.huge); print("woke") end)
+      flume.sleep(0.2)
+      print("asleep")
+      os.exit(0)
+    ]])
+    f:close()
+    local out, code = H.run_lua(script)
+    H.rm(dir)
+    assert.equal(0, code)
+    assert.equal("asleep\n", out)
+  end)
+end)

@@ -10,6 +10,11 @@ for f in $(cd "$src" && ls log/*.c runtime/*.c); do
   grep -q "\"$f\"" "$src/rockspec/flume-scm-1.rockspec" ||
     { echo "rockspec/flume-scm-1.rockspec does not build $f"; exit 1; }
 done
+# And every Lua module.
+for f in $(cd "$src" && ls views-lua/flume/*.lua); do
+  grep -q "\"$f\"" "$src/rockspec/flume-scm-1.rockspec" ||
+    { echo "rockspec/flume-scm-1.rockspec does not install $f"; exit 1; }
+done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir "$work/src"
@@ -26,6 +31,7 @@ local db = flume.open(arg[1] .. "/db")
 assert(db:append({ hello = "rock" }) == 0)
 assert(db:get(0).hello == "rock")
 db:close()
+assert(require("flume.json").encode({ 1.0 }) == "[1.0]")
 print("require \"flume\" from the rock tree works")
 LUA
 LUA_PATH_5_4="$work/tree/share/lua/5.4/?.lua;$work/tree/share/lua/5.4/?/init.lua;;" \

@@ -6,20 +6,28 @@
  * beside a writer, allocation failures) is checked for the memory backend
  * only, in the "memory extras" at the end.
  *
+ * Then the LMDB extras: what only the durable backend does (seals, the
+ * checks at open, stale readers, a full disk).
+ *
  * `test_store memory` (or `lmdb`) runs the suite on that backend only;
  * `test_store bench [n]` times n (default 1,000,000) inserts, seeks and a
  * scan on each backend instead.
  */
 #include <errno.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check.h"
+#include "crc32c.h"
+#include "lmdb_env.h"
 #include "store.h"
 
 #ifdef FLUME_TEST_HOOKS
@@ -938,6 +946,349 @@ static void bench(const flume__store_ops *ops, size_t n, int ordered) {
   env_close(&e);
 }
 
+/* LMDB extras: what only the durable backend does (log/lmdb.c): seals,
+ * the checks at open, stale readers, a full disk. */
+
+/* CRC32C: the standard check value, the table and the instruction agree
+ * at every length and alignment, and a checksum continues piece by piece. */
+static void test_crc32c(void) {
+  pthread_once(&crc32c_once, crc32c_init);
+  CHECK(crc32c_update(0, "123456789", 9) == 0xe3069283u);
+  CHECK(crc32c_update(0, "", 0) == 0);
+  unsigned char buf[1100];
+  uint32_t x = 12345;
+  for (size_t i = 0; i < sizeof buf; i++) {
+    x = x * 1103515245u + 12345u;
+    buf[i] = (unsigned char)(x >> 16);
+  }
+  for (size_t off = 0; off < 8; off++)
+    for (size_t n = 0; n + off <= sizeof buf; n += n < 40 ? 1 : 97) {
+      uint32_t soft = ~crc32c_soft(~0u, buf + off, n);
+#ifdef CRC32C_HAVE_HARD
+      if (__builtin_cpu_supports("sse4.2"))
+        CHECK(~crc32c_hard(~0u, buf + off, n) == soft);
+#endif
+      CHECK(crc32c_update(0, buf + off, n) == soft);
+      size_t half = n / 3;
+      CHECK(crc32c_update(crc32c_update(0, buf + off, half), buf + off + half,
+                          n - half) == soft);
+    }
+}
+
+/* A fresh folder under the test's temporary folder. */
+static void temp_dir(char *dir, size_t n, const char *what) {
+  const char *base = getenv("FLUME_TEST_TMP");
+  if (base == NULL || *base == '\0') base = "/tmp";
+  if (mkdir(base, 0755) != 0) CHECK(errno == EEXIST);
+  snprintf(dir, n, "%s/%s-XXXXXX", base, what);
+  CHECK(mkdtemp(dir) != NULL);
+}
+
+static void remove_dir(const char *dir) {
+  CHECK(nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+}
+
+/* An LMDB environment written directly, as another program (or an older
+ * flume) would: `names` are its named tables (NULL-ended), each holding
+ * `key` -> `val` stored bare when key is given. */
+static void raw_env(const char *dir, const char *const *names,
+                    const char *key, const char *val) {
+  MDB_env *menv;
+  MDB_txn *txn;
+  CHECK(mdb_env_create(&menv) == 0);
+  CHECK(mdb_env_set_maxdbs(menv, 8) == 0);
+  CHECK(mdb_env_open(menv, dir, 0, 0644) == 0);
+  CHECK(mdb_txn_begin(menv, NULL, 0, &txn) == 0);
+  for (; names && *names; names++) {
+    MDB_dbi dbi;
+    unsigned flags = strcmp(*names, "log") == 0 ? MDB_INTEGERKEY : 0;
+    CHECK(mdb_dbi_open(txn, *names, MDB_CREATE | flags, &dbi) == 0);
+    if (key && !flags) {
+      MDB_val k = {strlen(key), (void *)key}, v = {strlen(val), (void *)val};
+      CHECK(mdb_put(txn, dbi, &k, &v, 0) == 0);
+    }
+  }
+  CHECK(mdb_txn_commit(txn) == 0);
+  mdb_env_close(menv);
+}
+
+/* Opening dir fails with want, and the detail holds `says`. */
+static void refused(const char *dir, int want, const char *says) {
+  flume__store *s;
+  flume__store_opts opts = {0, 0};
+  char detail[512];
+  CHECK_ERR(flume__store_lmdb.open(dir, &opts, &s), want);
+  CHECK(flume__store_detail(detail, sizeof detail) == 1);
+  if (strstr(detail, says) == NULL) {
+    fprintf(stderr, "detail \"%s\" does not say \"%s\"\n", detail, says);
+    exit(1);
+  }
+  CHECK(flume__store_detail(detail, sizeof detail) == 0); /* taken */
+}
+
+static off_t size_of(const char *dir) {
+  char file[4200];
+  struct stat st;
+  snprintf(file, sizeof file, "%s/data.mdb", dir);
+  return stat(file, &st) == 0 ? st.st_size : -1;
+}
+
+/* Folders that are not a flume database (any more) are refused, as they
+ * are: never opened as a new, empty database. */
+static void test_lmdb_refuses(void) {
+  char dir[4096], file[4200];
+  temp_dir(dir, sizeof dir, "refuse");
+  /* a 0-byte data.mdb: a copy cut at its start */
+  snprintf(file, sizeof file, "%s/data.mdb", dir);
+  FILE *f = fopen(file, "w");
+  CHECK(f != NULL);
+  fclose(f);
+  refused(dir, FLUME_ECORRUPT, "is empty (0 bytes)");
+  CHECK(size_of(dir) == 0);
+  remove_dir(dir);
+
+  /* another program's LMDB environment */
+  temp_dir(dir, sizeof dir, "refuse");
+  static const char *const users[] = {"users", NULL};
+  raw_env(dir, users, "alice", "1");
+  off_t before = size_of(dir);
+  refused(dir, FLUME_ECORRUPT, "not a flume database");
+  CHECK(size_of(dir) == before);
+  remove_dir(dir);
+
+  /* flume's table names, but its own entries: not sealed */
+  temp_dir(dir, sizeof dir, "refuse");
+  static const char *const ours[] = {"log", "t:meta", NULL};
+  raw_env(dir, ours, "format", "zz");
+  refused(dir, FLUME_ECORRUPT, "metadata entry 'format'");
+  remove_dir(dir);
+
+  /* an older flume's database (format 1: entries stored bare) */
+  temp_dir(dir, sizeof dir, "refuse");
+  raw_env(dir, ours, "format", "1");
+  refused(dir, FLUME_EFORMAT, "older flume (format 1");
+  remove_dir(dir);
+
+  /* an environment with nothing in it: a creation cut short; ours */
+  temp_dir(dir, sizeof dir, "refuse");
+  raw_env(dir, NULL, NULL, NULL);
+  flume__store *s;
+  flume__store_opts opts = {0, 0};
+  CHECK_OK(flume__store_lmdb.open(dir, &opts, &s));
+  flume__store_lmdb.close(s);
+  remove_dir(dir);
+}
+
+/* A value changed behind the store's back is ECORRUPT naming its place,
+ * in a get and in a cursor; a damaged key is caught too. */
+static void test_lmdb_seals(void) {
+  env e;
+  env_open(&e, &flume__store_lmdb);
+  flume__txn *t = begin(&e, FLUME__TXN_WRITE);
+  flume__table tbl = table(&e, t, "v:counts", 1);
+  put(&e, t, tbl, "k", "100 EUR");
+  CHECK_OK(e.ops->log_append(t, 0, str("100 EUR")));
+  CHECK_OK(e.ops->log_append(t, 1, str("200 EUR")));
+  CHECK_OK(e.ops->txn_commit(t));
+  e.ops->close(e.s);
+  /* flip one bit of each value, in place, through LMDB */
+  MDB_env *menv;
+  MDB_txn *txn;
+  MDB_dbi log, counts;
+  CHECK(mdb_env_create(&menv) == 0);
+  CHECK(mdb_env_set_maxdbs(menv, 8) == 0);
+  CHECK(mdb_env_open(menv, e.dir, 0, 0644) == 0);
+  CHECK(mdb_txn_begin(menv, NULL, 0, &txn) == 0);
+  CHECK(mdb_dbi_open(txn, "log", MDB_INTEGERKEY, &log) == 0);
+  CHECK(mdb_dbi_open(txn, "t:v:counts", 0, &counts) == 0);
+  size_t seq = 1;
+  MDB_val k = {sizeof seq, &seq}, v;
+  char copy[64];
+  CHECK(mdb_get(txn, log, &k, &v) == 0 && v.mv_size < sizeof copy);
+  memcpy(copy, v.mv_data, v.mv_size);
+  copy[0] ^= 8; /* "200 EUR" reads ":00 EUR" */
+  v.mv_data = copy;
+  CHECK(mdb_put(txn, log, &k, &v, 0) == 0);
+  k = (MDB_val){1, "k"};
+  CHECK(mdb_get(txn, counts, &k, &v) == 0 && v.mv_size < sizeof copy);
+  memcpy(copy, v.mv_data, v.mv_size);
+  copy[0] ^= 8;
+  v.mv_data = copy;
+  CHECK(mdb_put(txn, counts, &k, &v, 0) == 0);
+  CHECK(mdb_txn_commit(txn) == 0);
+  mdb_env_close(menv);
+
+  flume__store_opts opts = {0, 0};
+  char detail[512];
+  CHECK_OK(e.ops->open(e.dir, &opts, &e.s));
+  t = begin(&e, FLUME__TXN_READ);
+  seq = 0;
+  flume__slice got;
+  CHECK_OK(e.ops->get(t, FLUME__TABLE_LOG, bin(&seq, 8), &got));
+  CHECK(slice_is(got, str("100 EUR")));
+  seq = 1;
+  CHECK_ERR(e.ops->get(t, FLUME__TABLE_LOG, bin(&seq, 8), &got),
+            FLUME_ECORRUPT);
+  CHECK(flume__store_detail(detail, sizeof detail));
+  CHECK(strstr(detail, "seq 1 in ") && strstr(detail, "/data.mdb"));
+  flume__cursor *c;
+  CHECK_OK(e.ops->cursor_open(t, FLUME__TABLE_LOG, &c));
+  flume__slice ck = {NULL, 0}, cv;
+  CHECK_OK(e.ops->cursor_get(c, FLUME__FIRST, &ck, &cv));
+  CHECK_ERR(e.ops->cursor_get(c, FLUME__NEXT, &ck, &cv), FLUME_ECORRUPT);
+  e.ops->cursor_close(c);
+  tbl = table(&e, t, "v:counts", 0);
+  CHECK_ERR(e.ops->get(t, tbl, str("k"), &got), FLUME_ECORRUPT);
+  CHECK(flume__store_detail(detail, sizeof detail));
+  CHECK(strstr(detail, "view 'counts' state (key 'k')"));
+  e.ops->txn_abort(t);
+  env_close(&e);
+}
+
+/* A reader killed with kill -9 keeps its slot, and with it the pages of its
+ * snapshot: every page a write frees stays unused and the file grows. The
+ * store clears such slots (mdb_reader_check) as it writes. */
+static void test_lmdb_stale_reader(void) {
+  env e;
+  env_open(&e, &flume__store_lmdb);
+  flume__txn *t = begin(&e, FLUME__TXN_WRITE);
+  flume__table tbl = table(&e, t, "state", 1);
+  CHECK_OK(e.ops->txn_commit(t));
+  int ready[2];
+  CHECK(pipe(ready) == 0);
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    /* the reader: opens the folder as the command line does, begins a
+     * read, and is killed in the middle of it */
+    MDB_env *menv;
+    MDB_txn *txn;
+    if (flume__lmdb_open_env(e.dir, 1, 0, MDB_NOTLS, 8, &menv) != 0 ||
+        mdb_txn_begin(menv, NULL, MDB_RDONLY, &txn) != 0)
+      _exit(1);
+    if (write(ready[1], "r", 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  char r;
+  CHECK(read(ready[0], &r, 1) == 1);
+  kill(pid, SIGKILL);
+  int status;
+  CHECK(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status));
+  close(ready[0]);
+  close(ready[1]);
+  static char big[100000];
+  for (int i = 0; i < 200; i++) {
+    memset(big, 'a' + i % 26, sizeof big);
+    t = begin(&e, FLUME__TXN_WRITE);
+    CHECK_OK(e.ops->put(t, tbl, str("big"), bin(big, sizeof big)));
+    CHECK_OK(e.ops->txn_commit(t));
+  }
+  /* 200 versions of 100 kB pinned would be 20 MB; freed pages reused
+   * once the slot is cleared keep it to a few */
+  off_t size = size_of(e.dir);
+  if (size > 8 << 20) {
+    fprintf(stderr, "data.mdb grew to %lld bytes\n", (long long)size);
+    exit(1);
+  }
+  env_close(&e);
+}
+
+/* A full disk is FLUME_ENOSPC, not EIO; what was committed stays, and the
+ * store writes again once there is room. On a 1 MiB tmpfs, when this runs
+ * as root (mount); skipped otherwise. */
+static char mounted[4096]; /* the tmpfs to unmount if a check fails */
+
+static void unmount_at_exit(void) {
+  char cmd[4200];
+  if (mounted[0] == '\0') return;
+  snprintf(cmd, sizeof cmd, "umount -l '%s'", mounted);
+  if (system(cmd) != 0) fprintf(stderr, "cannot unmount %s\n", mounted);
+}
+
+static void test_lmdb_full_disk(void) {
+  char dir[4096], cmd[4400], ballast[4200];
+  temp_dir(dir, sizeof dir, "full");
+  snprintf(cmd, sizeof cmd,
+           "mount -t tmpfs -o size=1m flume-test '%s' 2>/dev/null", dir);
+  if (geteuid() != 0 || system(cmd) != 0) {
+    printf("(full disk: skipped, cannot mount a tmpfs) ");
+    remove_dir(dir);
+    return;
+  }
+  snprintf(mounted, sizeof mounted, "%s", dir);
+  atexit(unmount_at_exit);
+  /* room to free later */
+  snprintf(ballast, sizeof ballast, "%s/ballast", dir);
+  FILE *f = fopen(ballast, "w");
+  CHECK(f != NULL);
+  static char chunk[300000];
+  memset(chunk, 'b', sizeof chunk);
+  CHECK(fwrite(chunk, 1, sizeof chunk, f) == sizeof chunk);
+  fclose(f);
+  char db[4200];
+  snprintf(db, sizeof db, "%s/db", dir);
+  flume__store *s;
+  flume__store_opts opts = {1, 0};
+  CHECK_OK(flume__store_lmdb.open(db, &opts, &s));
+  const flume__store_ops *ops = &flume__store_lmdb;
+  int64_t seq = 0;
+  int rc = 0;
+  static char val[50000];
+  while (rc == 0 && seq < 1000) {
+    memset(val, 'a' + seq % 26, sizeof val);
+    flume__txn *t;
+    CHECK_OK(ops->txn_begin(s, FLUME__TXN_WRITE, &t));
+    CHECK_OK(ops->log_append(t, seq, bin(val, sizeof val)));
+    rc = ops->txn_commit(t);
+    if (rc == 0) seq++;
+  }
+  CHECK_ERR(rc, FLUME_ENOSPC);
+  CHECK(seq > 0);
+  /* everything committed reads back */
+  flume__txn *t;
+  CHECK_OK(ops->txn_begin(s, FLUME__TXN_READ, &t));
+  int64_t last;
+  CHECK_OK(ops->log_last(t, &last));
+  CHECK(last == seq - 1);
+  for (int64_t i = 0; i < seq; i++) {
+    uint64_t k = (uint64_t)i;
+    flume__slice v;
+    CHECK_OK(ops->get(t, FLUME__TABLE_LOG, bin(&k, 8), &v));
+    CHECK(v.size == sizeof val && ((const char *)v.data)[0] == 'a' + i % 26);
+  }
+  ops->txn_abort(t);
+  /* room again: the next write goes through */
+  CHECK(remove(ballast) == 0);
+  memset(val, 'a' + seq % 26, sizeof val);
+  CHECK_OK(ops->txn_begin(s, FLUME__TXN_WRITE, &t));
+  CHECK_OK(ops->log_append(t, seq, bin(val, sizeof val)));
+  CHECK_OK(ops->txn_commit(t));
+  ops->close(s);
+  snprintf(cmd, sizeof cmd, "umount '%s'", dir);
+  CHECK(system(cmd) == 0);
+  mounted[0] = '\0';
+  remove_dir(dir);
+}
+
+static void run_lmdb_extras(void) {
+  clock_t t0 = clock();
+  printf("lmdb extras: ");
+  fflush(stdout);
+#define STEP(call)                                                             \
+  do {                                                                         \
+    printf("%s ", #call);                                                      \
+    fflush(stdout);                                                            \
+    call;                                                                      \
+  } while (0)
+  STEP(test_crc32c());
+  STEP(test_lmdb_refuses());
+  STEP(test_lmdb_seals());
+  STEP(test_lmdb_stale_reader());
+  STEP(test_lmdb_full_disk());
+#undef STEP
+  printf("ok (%.2f s)\n", (double)(clock() - t0) / CLOCKS_PER_SEC);
+}
+
 int main(int argc, char **argv) {
   static const flume__store_ops *const backends[] = {&flume__store_memory,
                                                      &flume__store_lmdb};
@@ -951,5 +1302,6 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < nb; i++)
     if (argc < 2 || strcmp(argv[1], backends[i]->name) == 0)
       run_suite(backends[i]);
+  if (argc < 2 || strcmp(argv[1], "lmdb") == 0) run_lmdb_extras();
   return 0;
 }

@@ -289,6 +289,185 @@ static void wait_case(const char *path) {
   CHECK(uv_loop_close(&loop) == 0);
 }
 
+/* ---- calls see committed state while a reduce view catches up ---------- */
+
+static const char total_script[] =
+    "return { version = 1, initial = 0,\n"
+    "  reduce = function(n) return n + 1 end,\n"
+    "  methods = { now = { 'sync', function(n) return n end } } }\n";
+
+/* A msgpack unsigned integer, or -1. */
+static int64_t mp_uint(const unsigned char *p, size_t len) {
+  if (len >= 1 && p[0] < 0x80) return p[0];
+  size_t n = len == 0 ? 0 : p[0] == 0xcc ? 1 : p[0] == 0xcd ? 2
+             : p[0] == 0xce ? 4 : p[0] == 0xcf || p[0] == 0xd3 ? 8 : 0;
+  if (n == 0 || len < 1 + n) return -1;
+  int64_t v = 0;
+  for (size_t i = 1; i <= n; i++) v = v << 8 | p[i];
+  return v;
+}
+
+/* A checkpoint is in the store a moment before the view's since says so
+ * (its commit is acknowledged on a later loop turn), so an answer must be
+ * the state of some committed since, seen before or after it. */
+typedef struct probe {
+  flume_view *view;     /* the view probed */
+  int inflight;         /* calls not answered yet */
+  int answers;          /* calls answered */
+  int ahead;            /* ticks that saw the indexer ahead */
+  int done;             /* the view has caught up */
+  int64_t got[4096];    /* the answers */
+  char seen[40001];     /* seen[s + 1]: since s was seen committed */
+} probe;
+
+static void probe_saw(probe *p) {
+  int64_t s = flume_view_since(p->view);
+  if (s >= -1 && s < 40000) p->seen[s + 1] = 1;
+}
+
+static void on_probe(void *ctx, int status, const void *res, size_t len) {
+  probe *p = ctx;
+  CHECK_OK(status);
+  p->inflight--;
+  if (p->answers < 4096) p->got[p->answers] = mp_uint(res, len);
+  p->answers++;
+  probe_saw(p);
+}
+
+static void probe_tick(uv_timer_t *t) {
+  probe *p = t->data;
+  flume__view_info_t in;
+  flume__view_info(p->view, &in);
+  probe_saw(p);
+  if (in.processed > in.since) p->ahead++;
+  if (in.since == flume_db_since(p->view->db)) {
+    p->done = 1;
+    uv_timer_stop(t);
+    return;
+  }
+  static const unsigned char no_args[] = {0x90};
+  const char *method = p->answers % 2 ? "now" : "get";
+  CHECK_OK(flume_view_call(p->view, method, no_args, 1, 0, on_probe, p));
+  p->inflight++;
+}
+
+static void committed_case(const char *path) {
+  uv_loop_t loop;
+  flume_db *db;
+  flume_db_options o;
+  uv_loop_init(&loop);
+  flume_db_options_init(&o);
+  o.codec = "msgpack";
+  CHECK_OK(flume_db_open(&loop, path, &o, &db));
+  char a[16];
+  flume_buf vals[1000];
+  for (int i = 0; i < 1000; i++) vals[i] = (flume_buf){a, event(a, "a")};
+  int64_t last = -1;
+  for (int i = 0; i < 40; i++)
+    CHECK_OK(flume_db_append(db, vals, 1000, appended, &last));
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(last == 39999);
+  int used = 0;
+  CHECK_OK(flume_view_use(db, "n", total_script, strlen(total_script),
+                          on_use, &used));
+  while (used == 0) uv_run(&loop, UV_RUN_ONCE);
+  static probe p;
+  memset(&p, 0, sizeof p);
+  p.view = flume_db_view(db, "n");
+  uv_timer_t t;
+  uv_timer_init(&loop, &t);
+  t.data = &p;
+  uv_timer_start(&t, probe_tick, 0, 1);
+  while (!p.done || p.inflight) uv_run(&loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, timer_closed);
+  probe_saw(&p);
+  CHECK(p.answers >= 2 && p.ahead >= 1);
+  for (int i = 0; i < p.answers && i < 4096; i++) {
+    if (p.got[i] < 0 || p.got[i] > 40000 || !p.seen[p.got[i]])
+      fprintf(stderr, "answer %lld: no committed since %lld\n",
+              (long long)p.got[i], (long long)p.got[i] - 1);
+    CHECK(p.got[i] >= 0 && p.got[i] <= 40000 && p.seen[p.got[i]]);
+  }
+  int done = 0;
+  CHECK_OK(flume_db_close(db, closed, &done));
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(done == 1);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+/* ---- flume_view_use's errors, each with its message --------------------- */
+
+/* The message is a whole, terminated string that says `want`. */
+static void check_msg(flume_db *db, const char *want) {
+  const char *m = flume_db_errmsg(db);
+  CHECK(m != NULL && strlen(m) < 512);
+  if (strstr(m, want) == NULL) fprintf(stderr, "message: '%s'\n", m);
+  CHECK(strstr(m, want) != NULL);
+}
+
+static void use_errors_case(const char *path) {
+  uv_loop_t loop;
+  flume_db *db;
+  uv_loop_init(&loop);
+  CHECK_OK(flume_db_open(&loop, path, NULL, &db));
+  int used = 0;
+  char name[80];
+  memset(name, 'n', sizeof name);
+  name[sizeof name - 1] = '\0';
+  CHECK_ERR(flume_view_use(db, name, count_script, strlen(count_script),
+                           on_use, &used), FLUME_EINVAL);
+  check_msg(db, "1 to 63 bytes");
+  CHECK_ERR(flume_view_use(db, "", count_script, strlen(count_script),
+                           on_use, &used), FLUME_EINVAL);
+  check_msg(db, "1 to 63 bytes");
+  CHECK_ERR(flume_view_use(db, "x", NULL, 0, on_use, &used), FLUME_EINVAL);
+  check_msg(db, "script");
+  CHECK_ERR(flume_view_use(db, NULL, "x", 1, on_use, &used), FLUME_EINVAL);
+  check_msg(db, "name");
+  CHECK_ERR(flume_view_use(db, "x", "return {", 8, on_use, &used),
+            FLUME_ESCRIPT);
+  check_msg(db, "does not load");
+  CHECK_ERR(flume_view_use(db, "x", "error('top')", 12, on_use, &used),
+            FLUME_ESCRIPT);
+  check_msg(db, "top");
+  /* a path is not a script: the C door takes text */
+  CHECK_ERR(flume_view_use(db, "x", "no/such/file.lua", 16, on_use, &used),
+            FLUME_ESCRIPT);
+  check_msg(db, "does not load");
+  static const char bad_initial[] =
+      "return { version = 1, initial = { f = string.len },"
+      " reduce = function(s) return s end }";
+  CHECK_ERR(flume_view_use(db, "x", bad_initial, strlen(bad_initial),
+                           on_use, &used), FLUME_EENCODE);
+  check_msg(db, "");
+  CHECK_OK(flume_view_use(db, "types", count_script, strlen(count_script),
+                          on_use, &used));
+  CHECK_ERR(flume_view_use(db, "types", count_script, strlen(count_script),
+                           on_use, &used), FLUME_EEXIST);
+  check_msg(db, "bump the version");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(used == 1);
+  /* After close: refused, with a message. */
+  int done = 0;
+  CHECK_OK(flume_db_close(db, closed, &done));
+  CHECK_ERR(flume_view_use(db, "late", count_script, strlen(count_script),
+                           on_use, &used), FLUME_ECLOSED);
+  check_msg(db, "closed");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(done == 1 && used == 1);
+
+  /* Closed before any view was used: the same. */
+  CHECK_OK(flume_db_open(&loop, path, NULL, &db));
+  done = 0;
+  CHECK_OK(flume_db_close(db, closed, &done));
+  CHECK_ERR(flume_view_use(db, "late", count_script, strlen(count_script),
+                           on_use, &used), FLUME_ECLOSED);
+  CHECK(flume_db_errmsg(db) != NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(done == 1 && used == 1);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
 int main(void) {
   const char *tmp = getenv("FLUME_TEST_TMP");
   char root[512], cmd[600], dir[600];
@@ -298,10 +477,16 @@ int main(void) {
   CHECK(mkdtemp(root) != NULL);
   run_case(NULL);
   wait_case(NULL);
+  committed_case(NULL);
+  use_errors_case(NULL);
   snprintf(dir, sizeof dir, "%s/db", root);
   run_case(dir);
   snprintf(dir, sizeof dir, "%s/wait", root);
   wait_case(dir);
+  snprintf(dir, sizeof dir, "%s/committed", root);
+  committed_case(dir);
+  snprintf(dir, sizeof dir, "%s/use", root);
+  use_errors_case(dir);
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   CHECK(system(cmd) == 0);
   printf("test_views: all checks passed\n");

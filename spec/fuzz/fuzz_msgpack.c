@@ -1,20 +1,13 @@
 /*
- * libFuzzer harness for the msgpack decoder (and the encoder, through what
- * the decoder returns). Not built by CMake. Any input must either fail to
- * decode with the stack as it was, or decode to a value that encodes and
- * decodes again to an equal value.
+ * Fuzz target: the msgpack decoder (and the encoder, through what the
+ * decoder returns). Any input must either fail to decode with the stack as
+ * it was, or decode to a value that encodes and decodes again to an equal
+ * value.
  *
- * Build and run from the repository root (needs libclang-rt-14-dev):
- *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined \
- *     -fno-sanitize-recover=all -Iinclude -Iruntime -Ispec/c \
- *     $(pkg-config --cflags lua5.4 libuv) spec/fuzz/fuzz_msgpack.c \
- *     runtime/msgpack.c -o /tmp/fuzz_msgpack $(pkg-config --libs lua5.4) -lm
- *   mkdir -p /tmp/mp-corpus
- *   /tmp/fuzz_msgpack -max_len=4096 -max_total_time=120 /tmp/mp-corpus
- *
- * A crash leaves crash-<hash> in the current folder; run the binary on that
- * file alone to reproduce it.
+ * Built by CMake (spec/fuzz/CMakeLists.txt): replay_msgpack in every
+ * build, run by CTest over corpus/msgpack; fuzz_msgpack with
+ * -DFLUME_FUZZ=ON and clang. A crash leaves crash-<hash> in the current
+ * folder; run either binary on that file alone to reproduce it.
  */
 #include <math.h>
 #include <stddef.h>
@@ -27,13 +20,12 @@
 #include <lua.h>
 #include <lualib.h>
 
-#include "msgpack.h"
 #include "lua_check.h"
+#include "msgpack.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static lua_State *L;
-
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static flume__buf b = FLUME__BUF_INIT;

@@ -36,11 +36,17 @@ end
 function V.scripts(fail, version)
   return {
     types = [[return { version = 1,
-  map = function(v) if v.type == 'like' then return nil end return v.type, 1 end,
+  map = function(v)
+    if v.type == 'like' then return nil end
+    return v.type, 1
+  end,
   reduce = function(acc, n) return (acc or 0) + n end }]],
     total = [[return { version = 1, initial = { sum = 0, count = 0 },
   map = function(v) return v.amount end,
-  reduce = function(s, a) s.sum, s.count = s.sum + a, s.count + 1 return s end }]],
+  reduce = function(s, a)
+    s.sum, s.count = s.sum + a, s.count + 1
+    return s
+  end }]],
     authors = [[return { version = 1,
   map = function(v, seq)
     if v.author == nil then return nil end
@@ -48,7 +54,10 @@ function V.scripts(fail, version)
   end }]],
     toggle = [[return { version = 1,
   map = function(v, seq) return v.i % 7, 1 end,
-  reduce = function(acc, n, key, seq) if acc then return nil end return seq end }]],
+  reduce = function(acc, n, key, seq)
+    if acc then return nil end
+    return seq
+  end }]],
     bumped = string.format([[return { version = %d,
   map = function(v) if v.type == 'follow' then return nil end return v end,
   kind = 'reduce',

@@ -87,9 +87,48 @@ function G.value(r)
     end
     if r.chance(0.25) then v.k = { r.pick(STRINGS), r.int(0, 3) } end
     if r.chance(0.2) then v.x = { y = G.key(r) } end
+    if r.chance(0.1) then v.w = G.odd(r) end
     return v
   end
   return G.skippable(r)
+end
+
+--- Odd data for a value's payload: deep nesting, long strings and lists,
+-- numbers at the edges of their encodings.
+function G.odd(r)
+  local c = r.int(1, 7)
+  if c == 1 then
+    local t = {}
+    local cur = t
+    for _ = 1, r.int(1, 40) do cur.d = {} cur = cur.d end
+    return t
+  elseif c == 2 then
+    return string.rep("q", r.int(100, 70000))
+  elseif c == 3 then
+    local t = {}
+    for i = 1, r.int(15, 300) do t[i] = i * 3 end
+    return t
+  elseif c == 4 then
+    return r.pick({ 127, 128, 255, 256, 65535, 65536, -32, -33, -128, -129,
+      -32768, -32769, 4294967295, 4294967296, -2147483648, -2147483649,
+      math.maxinteger, math.mininteger, 5e-324, 2.2250738585072014e-308,
+      1.7976931348623157e308, 0.1 })
+  elseif c == 5 then
+    local t = {}
+    for i = 1, r.int(16, 40) do t["k" .. i] = i end
+    return t
+  elseif c == 6 then
+    return string.rep("\0\255", r.int(16, 40000))
+  end
+  return { {}, { {} }, "", false }
+end
+
+--- A value for a database whose codec takes only strings.
+function G.string_value(r)
+  if r.chance(0.5) then return r.pick(STRINGS) end
+  local t = {}
+  for i = 1, r.int(0, 12) do t[i] = string.char(r.int(0, 255)) end
+  return table.concat(t)
 end
 
 --- A value that most views skip.
@@ -123,6 +162,16 @@ local KEY_EXPRS = {
   "type(v.s) == 'string' and #v.s or nil",
   "type(v.s) == 'string' and v.s or nil",
 }
+
+-- Expressions that are no key.
+G.BAD_KEYS = { "0/0", "{ bad = 1 }", "{ 1, { 0/0 } }", "type",
+  "{ [2] = 'hole' }" }
+
+-- Expressions over a string value v.
+local STRING_KEY_EXPRS = { "v:sub(1, 1)", "#v", "v", "{ v:sub(1, 1), #v }",
+  "v:byte(1)", "v:sub(2, 3)" }
+local STRING_FILTERS = { "#v % 2 == 0", "v:find('a', 1, true) ~= nil",
+  "v == ''" }
 
 local FILTERS = {
   "type(v.n) == 'number' and v.n % 3 == 0",
@@ -171,64 +220,106 @@ local INDEX_RETURNS = {
 }
 
 --- Options steering the generator away from known defects:
---   never_nil_group  group maps never skip a value (issue 8 defect 1)
---   mapper           a mapper is in use (scripts may key on v.m)
+--   never_nil_group    group maps never skip a value (issue 8 defect 1)
+--   no_bad_index_key   index maps return no bad key (see the spec's
+--                      KNOWN_DEFECTS.index_bad_key)
+--   max_seq            the largest seq at which a script may fail
 --- A view script's source: kind, version and optionally the seq at which
 -- it throws. Returns src, a one-line summary.
 function G.script(r, version, opts)
   opts = opts or {}
+  local key_exprs, filters = KEY_EXPRS, FILTERS
+  if opts.strings then key_exprs, filters = STRING_KEY_EXPRS, STRING_FILTERS end
   local kind = r.pick({ "reduce", "group", "index", "group", "index" })
-  local fail_at = r.chance(0.2) and r.int(0, opts.max_seq or 40) or nil
+  local fail_at = r.chance(0.3) and r.int(0, opts.max_seq or 40) or nil
   local boom = fail_at and string.format(
     "if seq == %d then error('boom at %d') end ", fail_at, fail_at) or ""
+  -- or an error after the reduce has changed its state in place
+  local late = fail_at and kind ~= "index" and r.chance(0.5)
+  if late then boom = "" end
+  -- or a key that is no key at the chosen seq (group and index views)
+  local bad_key = kind ~= "reduce" and fail_at and not late and
+    r.chance(0.4) and
+    not (kind == "index" and opts.no_bad_index_key)
+  if bad_key then
+    local bad = r.pick(G.BAD_KEYS)
+    if kind == "index" then
+      boom = string.format("if seq == %d then return %s end ", fail_at,
+        r.chance(0.5) and bad or "{ 'before', " .. bad .. " }")
+    else
+      boom = string.format("if seq == %d then return %s, 1 end ", fail_at,
+        bad)
+    end
+  end
   -- most scripts skip scalar values; some do not, and fail on them
-  local guard = r.chance(0.9) and "if type(v) ~= 'table' then return nil end "
-    or ""
+  local guard = r.chance(0.9) and "if type(v) ~= '" ..
+    (opts.strings and "string" or "table") .. "' then return nil end " or ""
   local lines = { "return {", "  version = " .. version .. "," }
   if kind == "reduce" then
     local init = r.pick(REDUCE_INITIALS)
     if init then lines[#lines + 1] = "  initial = " .. init .. "," end
     if r.chance(0.5) then
       local filter = r.chance(0.5) and
-        ("if " .. r.pick(FILTERS) .. " then return nil end ") or ""
+        ("if " .. r.pick(filters) .. " then return nil end ") or ""
       lines[#lines + 1] = "  map = function(v, seq) " .. boom .. guard ..
         filter .. "return v end,"
       boom = ""
       if not init then lines[#lines + 1] = "  kind = 'reduce'," end
     end
+    local body = r.pick(REDUCE_BODIES)
+    if late then
+      body = "s = type(s) == 'table' and s or { count = 0 } " ..
+        "s.count = (s.count or 0) + 1 " .. string.format(
+        "if seq == %d then error('late boom at %d') end ", fail_at, fail_at)
+        .. "return s"
+    end
     lines[#lines + 1] = "  reduce = function(s, x, seq) " .. boom ..
-      r.pick(REDUCE_BODIES) .. " end,"
+      body .. " end,"
   elseif kind == "group" then
-    local body = "local k = " .. r.pick(KEY_EXPRS) .. " "
+    local body = "local k = " .. r.pick(key_exprs) .. " "
     if opts.never_nil_group then
-      guard = "if type(v) ~= 'table' then return 'scalar', 1 end "
+      guard = "if type(v) ~= '" .. (opts.strings and "string" or "table") ..
+        "' then return 'other', 1 end "
       body = body .. "if k == nil then k = 'none' end "
     elseif r.chance(0.4) then
-      body = body .. "if " .. r.pick(FILTERS) .. " then return nil end "
+      body = body .. "if " .. r.pick(filters) .. " then return nil end "
     end
     lines[#lines + 1] = "  map = function(v, seq) " .. boom .. guard ..
       body .. "return k, " .. r.pick(GROUP_VALS) .. " end,"
-    lines[#lines + 1] = "  reduce = function(acc, x, key, seq) " ..
-      r.pick(GROUP_REDUCES) .. " end,"
+    local body = r.pick(GROUP_REDUCES)
+    if late then
+      body = "acc = acc or {} acc[#acc + 1] = seq " .. string.format(
+        "if seq == %d then error('late boom at %d') end ", fail_at, fail_at)
+        .. "return acc"
+    end
+    lines[#lines + 1] = "  reduce = function(acc, x, key, seq) " .. body ..
+      " end,"
   else
-    local body = "local k = " .. r.pick(KEY_EXPRS) .. " "
+    local body = "local k = " .. r.pick(key_exprs) .. " "
     if r.chance(0.3) then
-      body = body .. "if " .. r.pick(FILTERS) .. " then return nil end "
+      body = body .. "if " .. r.pick(filters) .. " then return nil end "
     end
     local ret = r.pick(INDEX_RETURNS)
-    if ret ~= "v.tags" then body = body .. "if k == nil then return nil end " end
+    if opts.strings and ret == "v.tags" then ret = "{ k }" end
+    if ret ~= "v.tags" then
+      body = body .. "if k == nil then return nil end "
+    end
     lines[#lines + 1] = "  map = function(v, seq) " .. boom .. guard ..
       body .. "return " .. ret .. " end,"
   end
   if r.chance(0.4) then
     -- async methods: the state, or the stored entries through the read
     -- handle (compared with the model by the spec)
+    -- peek: the same as dump, a sync method (not since-gated)
     if kind == "reduce" then
       lines[#lines + 1] = "  methods = { dump = { 'async', function(s) " ..
-        "return s end } },"
+        "return s end }, peek = { 'sync', function(s) return s end } },"
     else
       lines[#lines + 1] = "  methods = {\n" ..
         "    dump = { 'async', function(h, o) local out = {} " ..
+        "for k, a in h.read(o) do out[#out + 1] = { k, a } end " ..
+        "return out end },\n" ..
+        "    peek = { 'sync', function(h, o) local out = {} " ..
         "for k, a in h.read(o) do out[#out + 1] = { k, a } end " ..
         "return out end },\n" ..
         "    one = { 'async', function(h, k) return h.get(k) end },\n  },"

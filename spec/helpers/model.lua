@@ -10,7 +10,7 @@
 -- itself what the runtime must do with their results.
 local M = {}
 
--- Values ---------------------------------------------------------------------
+-- Values ----------------------------------------------------------------------
 
 --- A deep copy of a value made of tables, strings, numbers and booleans.
 local function copy(v)
@@ -80,7 +80,7 @@ local function show(v, depth)
 end
 M.show = show
 
--- Keys -------------------------------------------------------------------------
+-- Keys ------------------------------------------------------------------------
 
 -- README: keys are booleans, numbers, strings or lists of them, ordered
 -- false < true < numbers < strings < lists; numbers by value (integers and
@@ -184,7 +184,7 @@ local function key_id(k)
 end
 M.key_id = key_id
 
--- Scripts ----------------------------------------------------------------------
+-- Scripts ---------------------------------------------------------------------
 
 --- The globals of the runtime's view sandbox (README: string, table, math
 -- without random, utf8 and the basic functions).
@@ -226,16 +226,19 @@ function M.load_mapper(src)
   return assert(load(src, "=mapper", "t", sandbox()))()
 end
 
--- The model ------------------------------------------------------------------
+-- The model -------------------------------------------------------------------
 
 local Model = {}
 Model.__index = Model
 
---- A model of an empty log. opts.mapper: the mapper's source, if any.
+--- A model of an empty log. opts.mapper: the mapper's source, if any;
+-- opts.view_value: what views receive for a value (README: a custom
+-- codec's views get each value's bytes; default: the value itself).
 function M.new(opts)
   opts = opts or {}
   return setmetatable({ values = {}, mapper_src = opts.mapper,
-    mapper = opts.mapper and M.load_mapper(opts.mapper) }, Model)
+    mapper = opts.mapper and M.load_mapper(opts.mapper),
+    view_value = opts.view_value }, Model)
 end
 
 --- The log's since: the last seq, -1 when empty.
@@ -284,7 +287,8 @@ function Model:view(src, upto)
   local res = { kind = kind }
   local state, groups, entries = copy(def.initial), {}, {}
   local map, reduce = def.map, def.reduce
-  local values, mapper = self.values, self.mapper
+  local values, mapper, view_value = self.values, self.mapper,
+    self.view_value
   local seq = -1
   -- One pass in one pcall: an error stops the view at the seq it was on.
   -- (View scripts get the stored values themselves, not copies: the
@@ -293,6 +297,7 @@ function Model:view(src, upto)
     for s = 0, upto do
       seq = s
       local v = values[s + 1]
+      if view_value then v = view_value(v) end
       if mapper then v = mapper(copy(v), s) end
       if kind == "reduce" then
         if map then v = map(v, s) end

@@ -10,8 +10,9 @@
 -- they work beside a process writing the database. The others open it with
 -- flume.open, which one process at a time may do.
 --
--- JSON is parsed by lua-cjson, which also escapes strings; numbers are
--- written here, because cjson 2.1 rounds every number to 14 digits.
+-- JSON Lines go through flume.json, which round-trips every value the log
+-- holds exactly (int64 integers, floats with their type and sign, [] and
+-- {}, and tagged forms for what JSON cannot say); see its header.
 --
 -- The progress bar shows on stderr when it is a terminal, once an operation
 -- has run for FLUME_PROGRESS_DELAY seconds (default 1; the tests set 0).
@@ -60,138 +61,24 @@ end
 
 -- JSON ------------------------------------------------------------------------
 
-local cjson_ok, cjson = pcall(function() return require("cjson").new() end)
-if cjson_ok then
-  cjson.decode_invalid_numbers(false) -- NaN, Infinity, hex: not JSON
-end
+local json = require "flume.json"
+local array = json.array
+local to_json = json.encode
 
-local ARRAY = {} -- metatable marking a table to write as a JSON array
-local function array(t) return setmetatable(t, ARRAY) end
-
-local function number_json(v)
-  if mtype(v) == "integer" then return fmt("%d", v) end
-  if v ~= v or v == math.huge or v == -math.huge then return "null" end
-  for _, f in ipairs { "%.15g", "%.16g", "%.17g" } do
-    local s = fmt(f, v)
-    if tonumber(s) == v then
-      -- keep a float a float when read back
-      if not s:find("[.eEn]") then s = s .. ".0" end
-      return s
-    end
-  end
-end
-
---- A string in JSON. cjson writes "/" as "\/": valid, but noise; a slash
--- it writes is always escaped, so every "\/" it gives is one.
-local function string_json(s)
-  return (cjson.encode(s):gsub("\\/", "/"))
-end
-
+--- A key's text, to order keys of any type.
 local function key_string(k)
-  local t = type(k)
-  if t == "string" then return k end
-  if t == "number" then return number_json(k) end
-  return tostring(k)
+  if type(k) == "string" then return k end
+  return to_json(k)
 end
 
-local function is_list(t)
-  local n = #t
-  if n == 0 then return false end
-  local count = 0
-  for _ in pairs(t) do count = count + 1 end
-  return count == n
-end
-
-local function put_json(v, out, depth)
-  local t = type(v)
-  if t == "string" then
-    out[#out + 1] = string_json(v)
-  elseif t == "number" then
-    out[#out + 1] = number_json(v)
-  elseif t == "boolean" then
-    out[#out + 1] = v and "true" or "false"
-  elseif t == "table" then
-    if depth > 200 then fail("value nested too deeply to write as JSON") end
-    if getmetatable(v) == ARRAY or is_list(v) then
-      out[#out + 1] = "["
-      for i = 1, #v do
-        if i > 1 then out[#out + 1] = "," end
-        put_json(v[i], out, depth + 1)
-      end
-      out[#out + 1] = "]"
-    else
-      local keys = {}
-      for k in pairs(v) do keys[#keys + 1] = k end
-      sort(keys, function(a, b)
-        local ta, tb = type(a), type(b)
-        if ta ~= tb then return ta < tb end
-        if ta == "boolean" then return not a and b end
-        return a < b
-      end)
-      out[#out + 1] = "{"
-      for i, k in ipairs(keys) do
-        if i > 1 then out[#out + 1] = "," end
-        out[#out + 1] = string_json(key_string(k))
-        out[#out + 1] = ":"
-        put_json(v[k], out, depth + 1)
-      end
-      out[#out + 1] = "}"
-    end
-  else
-    out[#out + 1] = "null" -- nil, cjson.null; nothing else comes from a log
-  end
-end
-
---- `v` as one line of JSON.
-local function to_json(v)
-  local out = {}
-  put_json(v, out, 0)
-  return concat(out)
-end
-
-local TWO53 = 2 ^ 53
-
---- A value decoded by cjson, made fit for a log: integral numbers become
--- integers, a null in an object drops the field. Returns nil and a reason
--- for what cannot be stored.
-local function from_json(v)
-  local t = type(v)
-  if t == "number" then
-    if v == math.floor(v) and v >= -TWO53 and v <= TWO53 then
-      return math.tointeger(v)
-    end
-    return v
-  elseif t == "table" then
-    local n = #v
-    for k, x in pairs(v) do
-      if x == cjson.null then
-        if mtype(k) == "integer" and k >= 1 and k <= n then
-          return nil, "null inside a list cannot be stored (Lua lists " ..
-            "have no holes)"
-        end
-        v[k] = nil
-      else
-        local y, why = from_json(x)
-        if why then return nil, why end
-        v[k] = y
-      end
-    end
-    return v
-  elseif v == cjson.null then
-    return nil, "null cannot be stored"
+--- Parses a line of JSON into a value for the log; raises a message
+-- (without the "flume: " prefix, which the command adds).
+local function parse_json(line)
+  local ok, v = pcall(json.decode, line)
+  if not ok then
+    error("bad JSON: " .. tostring(v):gsub("^flume: EINVAL: ", ""), 0)
   end
   return v
-end
-
---- Parses a line of JSON into a value for the log; raises a message.
-local function parse_json(line)
-  local ok, v = pcall(cjson.decode, line)
-  if not ok then
-    error("bad JSON: " .. tostring(v):gsub("^.-:%d+: ", ""), 0)
-  end
-  local value, why = from_json(v)
-  if why then error(why, 0) end
-  return value
 end
 
 -- Formatting ------------------------------------------------------------------
@@ -414,7 +301,8 @@ end
 
 local function decoder(codec)
   if codec == "raw" then return function(bytes) return bytes end end
-  return core.decode
+  -- marked: an empty array stays one, for JSON ([] and {} differ there)
+  return function(bytes) return core.decode(bytes, true) end
 end
 
 --- The views given as `--view NAME=SCRIPT` (or `--view SCRIPT`, named
@@ -585,8 +473,11 @@ command("append", {
 Reads one JSON value per line on stdin and appends them to the log, then
 prints the last seq. Blank lines are skipped. Every line is parsed before
 anything is appended: a bad line is reported with its number, and nothing of
-its batch is appended. Numbers without a fraction become integers; a null
-in an object leaves the field out. A raw database takes JSON strings only.
+its batch is appended. Numbers without a fraction or exponent are int64
+integers (beyond that range: an error), the others floats; a null in an
+object leaves the field out. What `flume cat --values` prints comes back
+exactly, tags included ({"$float":"inf"}, {"$bytes":"ff"}, {"$map": ...}:
+see the README). A raw database takes JSON strings only.
 
   --batch N   append every N lines as they come (each batch all or
               nothing, for endless or huge input); default: the whole
@@ -611,7 +502,7 @@ in an object leaves the field out. A raw database takes JSON strings only.
     local appended, last = 0, nil
     local function flush()
       if n > 0 then
-        last = db:append(values, { batch = true })
+        last = db:append(values, { batch = true, encoded = true })
         appended = appended + n
       end
       values, n, first = {}, 0, lineno + 1
@@ -626,6 +517,9 @@ in an object leaves the field out. A raw database takes JSON strings only.
           ok, v = false, "a raw database stores strings, not " .. type(v) ..
             "s"
         end
+        -- Encoded here, so that a value the log cannot take names its line
+        -- and null (nil) has a place in the batch.
+        if ok and not raw then ok, v = pcall(core.encode, v) end
         if not ok then
           p:abort()
           local what = appended == 0 and "nothing was appended" or
@@ -703,8 +597,18 @@ order. Works while another process writes the database.
     if o.limit and o.limit < 0 then usage("--limit cannot be negative") end
     local env, meta = open_ro(ctx, ctx.args[1])
     local decode = decoder(meta.codec)
-    local lo = o.gte or (o.gt and o.gt + 1) or 0
-    local hi = o.lte or (o.lt and o.lt - 1) or maxinteger
+    -- Inclusive bounds; --gt at the largest seq and --lt at the smallest
+    -- exclude everything (moving them by one would wrap around).
+    local lo, hi = o.gte, o.lte
+    if lo == nil then lo = o.gt and o.gt < maxinteger and o.gt + 1 or 0 end
+    if hi == nil then
+      hi = o.lt and o.lt > math.mininteger and o.lt - 1 or maxinteger
+    end
+    if o.gte == nil and o.gt == maxinteger or
+      o.lte == nil and o.lt == math.mininteger then
+      lo, hi = 0, -1
+    end
+    if lo < 0 then lo = 0 end
     local remaining = o.limit or maxinteger
     local reverse = o.reverse and true or false
     local nxt = reverse and hi or lo
@@ -931,15 +835,15 @@ own methods. Without METHOD: the view's whole content.]],
     local args = {}
     for i = 5, #ctx.args do
       local a = ctx.args[i]
-      local ok, value = pcall(cjson.decode, a)
-      if ok then
-        local why
-        value, why = from_json(value)
-        if why then fail(fmt("argument %d: %s", i - 4, why)) end
-      else
+      -- JSON, or else the word itself as a string
+      local ok, value = pcall(parse_json, a)
+      if not ok then
+        if a:find("^%s*[%[{\"]") then
+          fail(fmt("argument %d: %s", i - 4, value))
+        end
         value = a
       end
-      args[#args + 1] = value
+      args[i - 4] = value
     end
     if method == nil then
       dump_view(v)
@@ -953,11 +857,11 @@ own methods. Without METHOD: the view's whole content.]],
       end
       dump_view(v, opts or {})
     elseif method == "get" then
-      local res = v:get(table.unpack(args, 1, #args))
+      local res = v:get(table.unpack(args, 1, #ctx.args - 4))
       if v._kind == "index" then array(res) end
       out(to_json(res), "\n")
     elseif v._methods and v._methods[method] then
-      local res = v[method](v, table.unpack(args, 1, #args))
+      local res = v[method](v, table.unpack(args, 1, #ctx.args - 4))
       if v._methods[method] == "source" then
         for x in res do out(to_json(x), "\n") end
       else
@@ -1362,9 +1266,6 @@ local function run(ctx, args)
     usage("too many arguments: " .. def.usage)
   end
   ctx.opts, ctx.args = opts, pos
-  if not cjson_ok then
-    fail("the command needs lua-cjson for JSON (Debian package lua-cjson)")
-  end
   ctx.tools.trap_sigint()
   def.run(ctx)
   return 0

@@ -132,6 +132,15 @@ end
 
 --- Sleeps for `seconds` (sync form), or calls `cb()` after them.
 function M.sleep(seconds, cb)
+  if type(seconds) ~= "number" or not (seconds >= 0) then
+    error("flume: EINVAL: sleep takes a number of seconds >= 0 " ..
+      "(math.huge: forever), not " .. (type(seconds) == "number" and
+      tostring(seconds) or "a " .. type(seconds)), 0)
+  end
+  if cb ~= nil and type(cb) ~= "function" then
+    error("flume: EINVAL: sleep's callback must be a function, not a " ..
+      type(cb), 0)
+  end
   if cb then
     core.timer(seconds, cb)
     return
@@ -229,21 +238,56 @@ function M.open(path, opts)
   }, DB_mt)
 end
 
+--- Checks an options argument: nil or a table.
+local function check_opts(opts, name)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("flume: EINVAL: " .. name .. "'s options must be a table, not " ..
+      "a " .. type(opts), 0)
+  end
+  return opts
+end
+
+--- Checks a callback argument: nil or a function.
+local function check_cb(cb, name)
+  if cb ~= nil and type(cb) ~= "function" then
+    error("flume: EINVAL: " .. name .. "'s callback must be a function, " ..
+      "not a " .. type(cb), 0)
+  end
+  return cb
+end
+
 --- Appends a value, or with `{ batch = true }` a list of values all or
 -- nothing. Sync form: returns the (last) seq once durable. Async form:
--- `cb(err, seq)`.
+-- `cb(err, seq)`. With `encoded = true` the values are the bytes the
+-- database's codec gives (core.encode for msgpack), as `flume append` has.
 function DB:append(value, opts, cb)
   check_self(self, "append")
   if type(opts) == "function" and cb == nil then opts, cb = nil, opts end
+  check_opts(opts, "append")
+  check_cb(cb, "append")
   local batch = opts ~= nil and opts.batch or false
   local c, mp = self._c, self._mp
+  -- encoded: the values are bytes the codec gave already (`flume append`)
+  -- (checked, so that no bytes the codec cannot read reach the log)
+  local encoded = opts ~= nil and opts.encoded or false
+  if encoded then
+    local list = batch and value or { value }
+    for i = 1, batch and #list or 1 do
+      local v = list[i]
+      if type(v) ~= "string" or (mp and not pcall(core.decode, v)) then
+        error("flume: EINVAL: encoded value " .. i .. " is not what the " ..
+          "codec writes", 0)
+      end
+    end
+    mp = false
+  end
   if c:closed() then error("flume: ECLOSED: database is closed", 0) end
   if batch and type(value) ~= "table" then
     error("bad argument #1 to 'append' (a list of values expected with " ..
       "batch = true)", 2)
   end
   local encode = self._encode
-  if encode then
+  if encode and not encoded then
     if batch then
       local enc = {}
       for i = 1, #value do
@@ -294,9 +338,38 @@ end
 local function opt_int(opts, k)
   local v = opts[k]
   if v ~= nil and math.type(v) ~= "integer" then
-    error("flume: EINVAL: option '" .. k .. "' must be an integer", 0)
+    error("flume: EINVAL: option '" .. k .. "' must be an integer, not " ..
+      tostring(v), 0)
   end
   return v
+end
+
+--- The `limit` option: an integer >= 0, or nil or math.huge for none.
+local function opt_limit(opts)
+  local v = opts.limit
+  if v == nil or v == math.huge then return maxinteger end
+  if math.type(v) ~= "integer" or v < 0 then
+    error("flume: EINVAL: option 'limit' must be an integer >= 0 " ..
+      "(math.huge: no limit), not " .. tostring(v), 0)
+  end
+  return v
+end
+
+--- The seq range of a stream's options as inclusive bounds lo, hi (lo > hi
+-- when it is empty). gt = math.maxinteger and lt = math.mininteger exclude
+-- every seq: the bound is not moved past the int64 range, where it wraps.
+local function seq_range(opts)
+  local lo, hi = opt_int(opts, "gte"), opt_int(opts, "lte")
+  local gt, lt = opt_int(opts, "gt"), opt_int(opts, "lt")
+  if lo == nil then
+    if gt == maxinteger then return 0, -1 end
+    lo = gt and gt + 1 or 0
+  end
+  if hi == nil then
+    if lt == math.mininteger then return 0, -1 end
+    hi = lt and lt - 1 or maxinteger
+  end
+  return lo, hi
 end
 
 --- Waits (sync form) until the log's since reaches `target`. Returns an
@@ -320,18 +393,73 @@ end
 
 local CHUNK = 256
 
+local CB_FAILED = {} -- raised through an iteration when its callback raised
+
+--- The async form of an iteration. In a coroutine flume drives it runs
+-- `make_iter()` and passes its entries, each made by `pack(...)`, as a list
+-- to `cb(nil, list)`: once, or for a live iteration once with what is there
+-- and again with each batch of new entries (`hooks.flush`, which the
+-- iterator calls before it waits, delivers them); `cb(err)` once on an
+-- error. Returns a function that stops it (`cb` is not called again).
+local function batches(make_iter, pack, live, cb, hooks)
+  local stopped, batch, failed = false, {}, nil
+  local function deliver()
+    local b = batch
+    batch = {}
+    local ok, e = pcall(cb, nil, b)
+    if not ok then
+      failed = e
+      error(CB_FAILED)
+    end
+    return stopped
+  end
+  hooks.flush = live and function()
+    if stopped then return true end
+    if #batch > 0 then return deliver() end
+  end or nil
+  core.timer(0, function()
+    if stopped then return end
+    local ok, err = pcall(function()
+      local it = make_iter()
+      while true do
+        local a, b, c = it()
+        if a == nil or stopped then break end
+        batch[#batch + 1] = pack(a, b, c)
+      end
+      if not stopped and (not live or #batch > 0) then deliver() end
+    end)
+    if failed ~= nil then error(failed, 0) end
+    if not ok and not stopped then cb(err) end
+  end)
+  return function() stopped = true end
+end
+
 --- Iterates over the log: `for seq, value in db:stream{...} do`.
 -- Options: gt, gte, lt, lte (seqs), reverse, limit, live (go on with
 -- values appended later; waits for them like a sync call).
-function DB:stream(opts)
+--
+-- Async form `stream(opts, cb)`: `cb(err, entries)` with the list of
+-- `{ seq = s, value = v }`; live: first what is there, then each batch of
+-- new values, until the database closes or the returned function is called.
+function DB:stream(opts, cb)
   check_self(self, "stream")
-  opts = opts or {}
-  local lo = opt_int(opts, "gte") or
-    (opt_int(opts, "gt") and opts.gt + 1) or 0
-  local hi = opt_int(opts, "lte") or
-    (opt_int(opts, "lt") and opts.lt - 1) or maxinteger
+  if type(opts) == "function" and cb == nil then opts, cb = nil, opts end
+  check_cb(cb, "stream")
+  if cb then
+    local hooks = {}
+    local it = self:_stream(opts, hooks)
+    return batches(function() return it end,
+      function(seq, value) return { seq = seq, value = value } end,
+      opts and opts.live, cb, hooks)
+  end
+  return self:_stream(opts)
+end
+
+function DB:_stream(opts, hooks)
+  opts = check_opts(opts, "stream") or {}
+  local lo, hi = seq_range(opts)
   local reverse, live = opts.reverse and true or false, opts.live
-  local remaining = opt_int(opts, "limit") or maxinteger
+  local remaining = opt_limit(opts)
   if reverse and live then
     error("flume: EINVAL: a live stream cannot be reverse", 0)
   end
@@ -371,6 +499,8 @@ function DB:stream(opts)
         return seq, finish_value(self, vals[1], seq)
       end
       if not live then break end
+      if hooks and hooks.flush and hooks.flush() then break end -- stopped
+      if c:closed() then break end
       if wait_since(self, nxt) then break end -- the database closed
     end
     done = true
@@ -462,24 +592,6 @@ local function check_timeout(t)
   return t
 end
 
---- Checks a read's options: nil or a table.
-local function check_opts(opts, name)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("flume: EINVAL: " .. name .. "'s options must be a table, not " ..
-      "a " .. type(opts), 0)
-  end
-  return opts
-end
-
---- Checks a callback argument: nil or a function.
-local function check_cb(cb, name)
-  if cb ~= nil and type(cb) ~= "function" then
-    error("flume: EINVAL: " .. name .. "'s callback must be a function, " ..
-      "not a " .. type(cb), 0)
-  end
-  return cb
-end
-
 --- The log since a gated read waits for (since-gating: as it is at the
 -- moment of the call), or -1 with `wait = false`.
 local function gate_target(view, opts)
@@ -557,9 +669,9 @@ end
 
 local READ_CHUNK = 256
 
---- The iterator of View:read. `flush` (async form) is called before each
--- wait for new entries of a live read.
-local function read_iter(self, opts, target, flush)
+--- The iterator of View:read. `hooks.flush` (async form) is called before
+-- each wait for new entries of a live read.
+local function read_iter(self, opts, target, hooks)
   local c, name, kind, db = self._db._c, self._name, self._kind, self._db
   gate(self, opts, target)
   local lo, lo_incl = opts.gte, true
@@ -567,7 +679,7 @@ local function read_iter(self, opts, target, flush)
   local hi, hi_incl = opts.lte, true
   if hi == nil and opts.lt ~= nil then hi, hi_incl = opts.lt, false end
   local reverse, live = opts.reverse and true or false, opts.live
-  local remaining = opts.limit or maxinteger
+  local remaining = opt_limit(opts)
 
   -- One pass over the range, in chunks, each a short read transaction.
   -- An index entry's value comes from the log: a chunk's values are read
@@ -624,7 +736,7 @@ local function read_iter(self, opts, target, flush)
       elseif not live or c:closed() then
         return nil
       else
-        if flush and flush() then return nil end
+        if hooks and hooks.flush and hooks.flush() then return nil end
         if c:closed() then return nil end
         local target = pass_since + 1
         local err = await(function(k)
@@ -641,8 +753,6 @@ local function read_iter(self, opts, target, flush)
     return nil
   end
 end
-
-local CB_FAILED = {} -- raised through a read when its callback raised
 
 --- Iterates over a range of keys, in key order (reverse = true: the other
 -- way), since-gated: `for key, acc in group:read{...}` or
@@ -669,42 +779,19 @@ function View:read(opts, cb)
   local target = gate_target(self, opts)
   if not cb then return read_iter(self, opts, target) end
 
-  local index, live, stopped, batch, failed = self._kind == "index",
-    opts.live, false, {}, nil
-  local function deliver()
-    local b = batch
-    batch = {}
-    local ok, e = pcall(cb, nil, b)
-    if not ok then
-      failed = e
-      error(CB_FAILED)
-    end
-    return stopped
-  end
-  core.timer(0, function()
-    if stopped then return end
-    local ok, err = pcall(function()
-      local flush = live and function()
-        if stopped then return true end
-        if #batch > 0 then return deliver() end
-      end
-      for key, a, b in read_iter(self, opts, target, flush) do
-        if stopped then return end
-        batch[#batch + 1] = index and { key = key, seq = a, value = b } or
-          { key = key, value = a }
-      end
-      if not stopped and (not live or #batch > 0) then deliver() end
-    end)
-    if failed ~= nil then error(failed, 0) end
-    if not ok and not stopped then cb(err) end
-  end)
-  return function() stopped = true end
+  local hooks = {}
+  return batches(function() return read_iter(self, opts, target, hooks) end,
+    self._kind == "index" and function(key, seq, value)
+      return { key = key, seq = seq, value = value }
+    end or function(key, acc) return { key = key, value = acc } end,
+    opts.live, cb, hooks)
 end
 
 --- Calls `cb()` (async) or returns (sync) once the view has caught up with
 -- the log's since as it is now.
 function View:ready(cb)
   check_view(self, "ready")
+  check_cb(cb, "ready")
   if cb then
     local c, target = self._db._c, self._db._c:since()
     if c:view_wait(self._name, target, nil, function(err) cb(err) end) then
@@ -729,7 +816,14 @@ end
 function View:on_progress(fn, interval)
   check_view(self, "on_progress")
   local c = self._db._c
+  if type(fn) ~= "function" then
+    error("flume: EINVAL: on_progress takes a function, not a " .. type(fn), 0)
+  end
   interval = interval or 0.25
+  if type(interval) ~= "number" or not (interval >= 0) then
+    error("flume: EINVAL: on_progress's interval must be a number of " ..
+      "seconds >= 0, not " .. tostring(interval), 0)
+  end
   local stopped, polling = false, false
   local function poll()
     if stopped or c:closed() then
@@ -793,6 +887,9 @@ end
 local reserved = { since = true, path = true, codec = true }
 
 local function read_file(path)
+  if path:find("\0", 1, true) then
+    error("flume: EINVAL: a view script path cannot contain a NUL byte", 0)
+  end
   local f, err = io.open(path, "rb")
   if not f then error("flume: ENOENT: cannot read view script: " .. err, 0) end
   local text = f:read("a")
@@ -813,6 +910,7 @@ function DB:use(name, view, cb)
     error("flume: EEXIST: name is already in use: '" .. name ..
       "' is a database method", 0)
   end
+  check_cb(cb, "use")
   local c = self._c
   if c:closed() then error("flume: ECLOSED: database is closed", 0) end
   local src, chunk, tbl
@@ -855,6 +953,7 @@ end
 -- returns once every view has caught up; async: cb(err).
 function DB:rebuild(cb)
   check_self(self, "rebuild")
+  check_cb(cb, "rebuild")
   local c = self._c
   c:rebuild()
   local views = {}
