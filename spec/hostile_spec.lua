@@ -6,7 +6,7 @@
 local H = require "helpers.db"
 local attacks = require "helpers.hostile_attacks"
 
-local TIMEOUT = 60 -- seconds before a hung child is killed
+local TIMEOUT = 180 -- seconds before a hung child is killed
 
 -- Under AddressSanitizer, freed memory is held in quarantine (no release
 -- to the system to measure), and every child is slow: each attack runs in
