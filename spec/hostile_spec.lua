@@ -56,7 +56,9 @@ describe("a hostile view", function()
             or "after the attack"
           local growth = tonumber(out:match("rss growth " .. which ..
             ": (%-?%d+) MiB"))
-          assert(growth and growth < 24, "memory not returned:\n" .. out)
+          -- (the allocator keeps some freed memory; a view that kept its
+          -- memory grew by 200 MiB and more)
+          assert(growth and growth < 64, "memory not returned:\n" .. out)
         end
       end)
     end
