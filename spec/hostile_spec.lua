@@ -6,7 +6,7 @@
 local H = require "helpers.db"
 local attacks = require "helpers.hostile_attacks"
 
-local TIMEOUT = 60 -- seconds before a hung child is killed
+local TIMEOUT = 180 -- seconds before a hung child is killed
 
 -- Under AddressSanitizer, freed memory is held in quarantine (no release
 -- to the system to measure), and every child is slow: each attack runs in
@@ -56,7 +56,9 @@ describe("a hostile view", function()
             or "after the attack"
           local growth = tonumber(out:match("rss growth " .. which ..
             ": (%-?%d+) MiB"))
-          assert(growth and growth < 24, "memory not returned:\n" .. out)
+          -- (the allocator keeps some freed memory; a view that kept its
+          -- memory grew by 200 MiB and more)
+          assert(growth and growth < 64, "memory not returned:\n" .. out)
         end
       end)
     end

@@ -49,11 +49,11 @@ local function check(when)
     sum = sum + i
   end
   for t, c in pairs(want) do
-    local got = db.types:get(t, { timeout = 20 })
+    local got = db.types:get(t, { timeout = 120 })
     assert(got == c, when .. ": types " .. t .. " = " .. tostring(got) ..
       ", want " .. c)
   end
-  local total = db.total:get({ timeout = 20 })
+  local total = db.total:get({ timeout = 120 })
   assert(total.sum == sum and total.count == n, when .. ": total wrong")
   print("good: " .. when)
 end
@@ -68,11 +68,11 @@ if ok then
   if where == "map" then
     -- get of a group view needs a key; any error other than EVIEW is ours
     gok, gerr = pcall(function()
-      return db.bad:get("x", { timeout = 20 })
+      return db.bad:get("x", { timeout = 120 })
     end)
   else
     -- a reduce view's get takes only its options
-    gok, gerr = pcall(function() return db.bad:get({ timeout = 20 }) end)
+    gok, gerr = pcall(function() return db.bad:get({ timeout = 120 }) end)
   end
   print("bad: " .. (gok and "ok" or tostring(gerr)))
 end
