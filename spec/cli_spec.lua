@@ -14,7 +14,7 @@ local COUNT = ROOT .. "/views-lua/examples/count_by_type.lua"
 local TOTAL = ROOT .. "/views-lua/examples/total_amount.lua"
 local AUTHOR = ROOT .. "/views-lua/examples/by_author.lua"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = H.q
 
 local function write(path, text)
   local f = assert(io.open(path, "wb"))
@@ -33,11 +33,7 @@ end
 local tmp -- a fresh folder per test
 
 --- The command line running flume with `args` (a list).
-local function command(args)
-  local quoted = {}
-  for i, a in ipairs(args) do quoted[i] = q(a) end
-  return H.lua .. " " .. q(BIN) .. " " .. table.concat(quoted, " ")
-end
+local command = H.flume_command
 
 --- Runs flume; `input` is its stdin (a string) or nil. Returns stdout,
 -- stderr and the exit code.

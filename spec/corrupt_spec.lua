@@ -10,16 +10,9 @@
 local H = require "helpers.db"
 local flume = require "flume"
 
-local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]+$") or "."
-do -- absolute, as the commands run in other folders
-  local p = io.popen("cd '" .. ROOT .. "' && pwd")
-  ROOT = p:read("l")
-  p:close()
-end
-local BIN = ROOT .. "/views-lua/bin/flume"
 local SEED = tonumber(os.getenv("FLUME_CORRUPT_SEED") or "") or os.time()
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = H.q
 
 local function read(path)
   local f = io.open(path, "rb")
@@ -204,11 +197,7 @@ local function check_open(dir, what)
   return r.one
 end
 
-local function flume_cmd(args)
-  local quoted = {}
-  for i, a in ipairs(args) do quoted[i] = q(a) end
-  return H.lua .. " " .. q(BIN) .. " " .. table.concat(quoted, " ")
-end
+local flume_cmd = H.flume_command
 
 --- Every command on dir: a clear error or right answers.
 local function check_commands(dir, what)

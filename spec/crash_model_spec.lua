@@ -14,6 +14,7 @@ local H = require "helpers.db"
 local M = require "helpers.model"
 local G = require "helpers.gen"
 local V = require "helpers.crash_model_views"
+local C = require "helpers.crash"
 
 -- Issue 8 defects steered around while open (see differential_spec.lua):
 -- none now. (1: a filtering group view stalled; a value every view takes
@@ -24,13 +25,7 @@ local KNOWN_DEFECTS = {}
 local same, show = M.same, M.show
 local TIMEOUT = 60
 
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local stat = f:read("a")
-  f:close()
-  return not stat:match("^%d+ %b() Z")
-end
+local alive, reopen, read_acks = C.alive, C.reopen, C.read_acks
 
 local function exists(path)
   local f = io.open(path)
@@ -38,42 +33,7 @@ local function exists(path)
   return f ~= nil
 end
 
--- The killed writer's lock is released once its last thread is gone.
-local function reopen(dir, opts)
-  for _ = 1, 1000 do
-    local ok, db = pcall(flume.open, dir, opts)
-    if ok then return db end
-    assert(tostring(db):find("ELOCKED"), db)
-    flume.sleep(0.01)
-  end
-  error("the killed writer's lock was never released")
-end
-
-local function read_acks(path, runs)
-  local acks = {}
-  for run = 1, runs do
-    local f = io.open(path .. "." .. run)
-    if f then
-      local text = f:read("a")
-      f:close()
-      for line in text:gmatch("([^\n]*)\n") do
-        local seq, r, i = line:match("^(%d+) (%d+) (%d+)$")
-        assert(seq and tonumber(r) == run, "garbled ack line: " .. line)
-        acks[#acks + 1] = { seq = tonumber(seq), run = run, i = tonumber(i) }
-      end
-    end
-  end
-  return acks
-end
-
-local function sanitized()
-  local dir = os.getenv("FLUME_BUILD_DIR")
-  local f = dir and io.open(dir .. "/CMakeCache.txt")
-  if not f then return false end
-  local text = f:read("a")
-  f:close()
-  return text:find("FLUME_SANITIZE:BOOL=ON", 1, true) ~= nil
-end
+local sanitized = H.sanitized
 
 -- A view's entries as the model gives them: { key, acc } or { key, seq }.
 local function entries(view, opts)

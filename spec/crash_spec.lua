@@ -2,29 +2,11 @@
 -- acknowledged, and leaves a log without gaps or damaged values.
 local flume = require "flume"
 local H = require "helpers.db"
+local C = require "helpers.crash"
 
 local function sleep(s) flume.sleep(s) end
 
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local stat = f:read("a")
-  f:close()
-  return not stat:match("^%d+ %b() Z") -- a zombie has released its files
-end
-
--- The killed process's main thread turns zombie at once, but a thread
--- inside fsync finishes first, and only then are its files (and its lock)
--- released: retry while the folder is still locked.
-local function reopen(dir)
-  for _ = 1, 1000 do
-    local ok, db = pcall(flume.open, dir)
-    if ok then return db end
-    assert(tostring(db):find("ELOCKED"), db)
-    sleep(0.01)
-  end
-  error("the killed writer's lock was never released")
-end
+local alive, reopen = C.alive, C.reopen
 
 -- Starts a writer and returns its pid once it has acknowledged a first
 -- value: a child slow to start (under sanitizers, on a loaded machine)
@@ -44,25 +26,7 @@ local function start_child(dir, ackpath, run, views)
   return pid
 end
 
--- The acknowledgements of runs 1..runs, each run in a file of its own.
-local function read_acks(path, runs)
-  local acks = {}
-  for run = 1, runs do
-    local f = io.open(path .. "." .. run)
-    if f then
-      local text = f:read("a")
-      f:close()
-      -- only whole lines: a line is written after its append was
-      -- acknowledged, and a kill can cut the last one short
-      for line in text:gmatch("([^\n]*)\n") do
-        local seq, r, i = line:match("^(%d+) (%d+) (%d+)$")
-        assert(seq and tonumber(r) == run, "garbled ack line: " .. line)
-        acks[#acks + 1] = { seq = tonumber(seq), run = run, i = tonumber(i) }
-      end
-    end
-  end
-  return acks
-end
+local read_acks = C.read_acks
 
 local function intact(v)
   return type(v) == "table" and type(v.data) == "string" and

@@ -28,14 +28,7 @@ local KNOWN_DEFECTS = {
 
 local same, show = M.same, M.show
 
-local function sanitized()
-  local dir = os.getenv("FLUME_BUILD_DIR")
-  local f = dir and io.open(dir .. "/CMakeCache.txt")
-  if not f then return false end
-  local text = f:read("a")
-  f:close()
-  return text:find("FLUME_SANITIZE:BOOL=ON", 1, true) ~= nil
-end
+local sanitized = H.sanitized
 
 local TIMEOUT = 60 -- seconds a gated read may wait before it is a failure (a
 -- hang, not a slow commit on a loaded machine under sanitizers)

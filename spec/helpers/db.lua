@@ -62,6 +62,31 @@ function H.run_lua(script, ...)
   return out, ok and 0 or code
 end
 
+--- A string quoted for the shell.
+function H.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+H.root = debug.getinfo(1, "S").source:match("^@(.*)/spec/helpers/[^/]+$")
+  or "."
+
+--- The shell command running the `flume` command line with `args`.
+function H.flume_command(args)
+  local quoted = {}
+  for i, a in ipairs(args) do quoted[i] = H.q(a) end
+  return H.lua .. " " .. H.q(H.root .. "/views-lua/bin/flume") .. " " ..
+    table.concat(quoted, " ")
+end
+
+--- Whether this build is sanitized (ASan/UBSan): slower, so specs scale
+-- their budgets down.
+function H.sanitized()
+  local dir = os.getenv("FLUME_BUILD_DIR")
+  local f = dir and io.open(dir .. "/CMakeCache.txt")
+  if not f then return false end
+  local text = f:read("a")
+  f:close()
+  return text:find("FLUME_SANITIZE:BOOL=ON", 1, true) ~= nil
+end
+
 --- Asserts that fn raises an error whose message matches the Lua pattern.
 -- (luassert's error_matches cuts a message at its first "file:line:", and
 -- view errors carry the script's position inside them.)
