@@ -442,6 +442,35 @@ describe("edges of opening", function()
   end)
 end)
 
+describe("on_progress at the edges", function()
+  it("with an interval of 0 lets the view catch up (it starved the loop)",
+    function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+local flume = require "flume"
+local db = flume.open()
+local vals = {}
+for i = 1, 1000 do vals[i] = { i = i } end
+for _ = 1, 10 do db:append(vals, { batch = true }) end
+db:use("n", { version = 1, initial = 0, reduce = function(n) return n + 1 end })
+local polls = 0
+local stop = db.n:on_progress(function() polls = polls + 1 end, 0)
+db.n:ready()
+stop()
+print("caught up", db.n:get(), polls > 0)
+db:close()
+]])
+    f:close()
+    local p = io.popen("timeout -s KILL 60 " .. H.lua_command(script) ..
+      " 2>&1")
+    local out = p:read("a")
+    p:close()
+    os.remove(script)
+    assert.equal("caught up\t10000\ttrue\n", out)
+  end)
+end)
+
 describe("sleeping at the edges", function()
   it("refuses NaN, negative and non-numbers", function()
     for _, bad in ipairs { 0 / 0, -1, -math.huge, "1", nil } do

@@ -812,7 +812,10 @@ end
 --- Observes the view's progress: `fn(status)` (see View:status) every
 -- `interval` seconds (default 0.25) while the view is behind the log, once
 -- more when it has caught up, and again whenever the log grows. For
--- progress bars over long rebuilds. Returns a function that stops it.
+-- progress bars over long rebuilds. Returns a function that stops it. An
+-- interval under a millisecond (0 included) is one millisecond: a timer of
+-- 0 armed again in its own callback would run again in the same turn of
+-- the loop, forever, and the indexer would never run.
 function View:on_progress(fn, interval)
   check_view(self, "on_progress")
   local c = self._db._c
@@ -824,6 +827,7 @@ function View:on_progress(fn, interval)
     error("flume: EINVAL: on_progress's interval must be a number of " ..
       "seconds >= 0, not " .. tostring(interval), 0)
   end
+  if interval < 0.001 then interval = 0.001 end
   local stopped, polling = false, false
   local function poll()
     if stopped or c:closed() then
