@@ -169,7 +169,9 @@ FLUME_API void flume_db_options_init(flume_db_options *opts);
  * @param path a folder (created if missing, with its parents not), or NULL.
  * @param opts NULL for the defaults.
  * @param[out] out the new handle, on success.
- * @return 0, or #FLUME_EINVAL, #FLUME_ELOCKED (another process, or this one,
+ * @return 0, or #FLUME_EINVAL (an empty path; an empty codec name or one of
+ * 64 bytes or more; a map_size past half the address space, what a negative
+ * number cast to size_t gives), #FLUME_ELOCKED (another process, or this one,
  * has the folder open for writing), #FLUME_ECODEC, #FLUME_ECORRUPT,
  * #FLUME_EFORMAT, #FLUME_ENOMEM, or a system `-errno` (such as `-EACCES`).
  */
@@ -207,7 +209,9 @@ typedef void (*flume_append_cb)(void *ctx, int status, int64_t last_seq);
  *
  * @param n at least 1.
  * @param cb called once the batch is durable or has failed; may be NULL.
- * @return 0, or #FLUME_EINVAL (n is 0), #FLUME_ECLOSED, #FLUME_ENOMEM.
+ * @return 0, or #FLUME_EINVAL (n is 0; vals is NULL; a NULL base with a
+ * nonzero len; lengths whose sum overflows size_t), #FLUME_ECLOSED,
+ * #FLUME_ENOMEM.
  */
 FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
                               flume_append_cb cb, void *ctx);

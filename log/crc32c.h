@@ -36,7 +36,6 @@ static uint32_t crc32c_soft(uint32_t crc, const unsigned char *p, size_t n) {
   }
   while (n >= 8) {
     uint64_t w;
-    memcpy(&w, p, 8);
     /* Little-endian load: the first byte is the lowest. */
     w = ((uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 |
          (uint64_t)p[3] << 24 | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 |

@@ -859,7 +859,7 @@ static int lmdb_get(flume__txn *t, flume__table tbl, flume__slice key,
                     flume__slice *val) {
   MDB_val k = {key.size, (void *)key.data}, v;
   int rc = mdb_get(t->txn, dbi_of(t, tbl), &k, &v);
-  rc = rc == MDB_NOTFOUND ? FLUME_ENOTFOUND : read_err(t->store->path, rc);
+  rc = read_err(t->store->path, rc);
   if (rc == 0) rc = unseal(t, tbl, &k, &v);
   if (rc == 0) *val = (flume__slice){v.mv_data, v.mv_size};
   return rc;

@@ -31,7 +31,6 @@ struct flume__host {
   size_t work;            /* work left to the call in progress in C */
   uint32_t current;       /* account of the call in progress, 0 outside */
   int refused;            /* an allocation of the call was refused */
-  int collect;            /* a view failed: a full collection is due */
   host_account *accts;    /* accounts by id; 0 is the runtime's own */
   uint32_t nacct;         /* accounts in use (ids are never reused) */
   uint32_t acct_cap;      /* room in accts */
@@ -262,11 +261,6 @@ int flume__host_pcall(flume__host *h, int nargs, int nresults) {
 
 int flume__host_call(flume__host *h, int ref, int nargs, int nresults) {
   return host_call(h, acct_of(h, ref), nargs, nresults);
-}
-
-int64_t flume__host_memory(flume__host *h, int ref) {
-  uint32_t a = acct_of(h, ref);
-  return a ? h->accts[a].used : 0;
 }
 
 void flume__host_release(flume__host *h, int ref) {

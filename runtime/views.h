@@ -106,8 +106,6 @@ int flume__host_pcall(flume__host *h, int nargs, int nresults);
  * instruction limit and the view's memory cap. */
 int flume__host_call(flume__host *h, int ref, int nargs, int nresults);
 
-/* Bytes the view's calls allocated that are still alive. */
-int64_t flume__host_memory(flume__host *h, int ref);
 
 /* Drops what the host holds for a replaced view (its record becomes an
  * empty definition) and collects at once. */

@@ -25,6 +25,9 @@ end
 describe("a hostile view", function()
   local turn = 0
   for _, a in ipairs(attacks.all()) do
+    if a.open then
+      pending(a.name .. ": an open hole (README, the sandbox)")
+    end
     local places = a.open and {} or a.places or attacks.places
     if ASAN and #places > 1 then
       turn = turn + 1

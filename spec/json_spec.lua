@@ -175,6 +175,7 @@ describe("flume.json", function()
   end)
 
   it("keeps tables up to the log's depth and refuses deeper ones", function()
+    assert.equal(100, json.max_depth) -- the depth the README states
     local v = {}
     for _ = 2, json.max_depth do v = { v } end
     check_round_trip(v, "depth " .. json.max_depth)
