@@ -121,7 +121,9 @@ static int single(pm_state *ms, const char *s, const char *p,
   switch (*p) {
   case '.': return 1;
   case '%': return class_has(c, (unsigned char)p[1]);
-  case '[': return set_has(c, p, ep - 1);
+  case '[':
+    step(ms, (size_t)(ep - p)); /* a set is read whole: a long one costs */
+    return set_has(c, p, ep - 1);
   default: return (unsigned char)*p == c;
   }
 }
@@ -240,6 +242,7 @@ static const char *do_match(pm_state *ms, const char *s, const char *p) {
         ep = class_end(ms, p);
         int before = s == ms->src ? 0 : (unsigned char)s[-1];
         int here = s < ms->src_end ? (unsigned char)*s : 0;
+        step(ms, 2 * (size_t)(ep - p));
         if (!set_has(before, p, ep - 1) && set_has(here, p, ep - 1)) {
           p = ep;
           continue;
@@ -354,8 +357,11 @@ static const char *plain_find(pm_state *ms, const char *s, size_t ls,
   if (lp > ls) return NULL;
   const char *last = s + (ls - lp);
   for (const char *at = s; at <= last; at++) {
-    step(ms, 1);
+    const char *from = at;
     at = memchr(at, p[0], (size_t)(last - at) + 1);
+    /* memchr's scan is charged by its length, as a scan of the pattern
+     * matcher would be (16 bytes a step, as gsub's copying) */
+    step(ms, (size_t)((at ? at : last + 1) - from) / 16 + 1);
     if (at == NULL) return NULL;
     step(ms, lp);
     if (memcmp(at + 1, p + 1, lp - 1) == 0) return at;
@@ -374,6 +380,7 @@ static int find_aux(lua_State *L, int find) {
     luaL_pushfail(L);
     return 1;
   }
+  step(&ms, lp / 16); /* has_specials reads the whole pattern */
   if (find && (lua_toboolean(L, 4) || !has_specials(p, lp))) {
     const char *at = plain_find(&ms, s + init, ls - init, p, lp);
     flush_steps(&ms);

@@ -83,6 +83,13 @@ local list = {
   -- work inside C functions, which the instruction hook does not see
   { name = "backtracking_pattern", expect = "instruction limit exceeded",
     code = "string.find(('a'):rep(60), ('a-'):rep(20) .. 'b')" },
+  { name = "long_set", expect = "instruction limit exceeded",
+    places = COSTLY,
+    code = "string.find(('x'):rep(1e6), '[' .. ('a'):rep(1e5) .. ']')" },
+  { name = "plain_find_loop", expect = "instruction limit exceeded",
+    places = COSTLY,
+    code = "local s = ('x'):rep(1e6) for i = 1, 1e6 do " ..
+      "s:find('z', 1, true) end" },
   { name = "gsub_passes", expect = "instruction limit exceeded",
     places = COSTLY,
     code = "local x = string.rep('x', 10 << 20) " ..
