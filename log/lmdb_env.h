@@ -1,6 +1,6 @@
 /*
  * The LMDB backend's one open path and its checks, shared with the
- * command's read-only handle (runtime/lua_tools.c), so that both refuse the
+ * command's read-only handle (runtime/lua/tools.c), so that both refuse the
  * same damaged or foreign files the same way and read the same sealed
  * entries. Only files that include <lmdb.h> include this.
  *

@@ -13,7 +13,7 @@
 
 #include "buf.h"
 #include "internal.h"
-#include "views.h"
+#include "views/views.h"
 
 /* A group stops taking jobs once it holds this many bytes, so one commit's
  * dirty pages stay bounded however fast appends arrive. */

@@ -6,7 +6,7 @@ set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 lua=${LUA_EXE:-lua5.4}
 # Every C source of the core and the binding must be in the rockspec.
-for f in $(cd "$src" && ls log/*.c runtime/*.c); do
+for f in $(cd "$src" && ls log/*.c runtime/*.c runtime/*/*.c); do
   grep -q "\"$f\"" "$src/rockspec/flume-scm-1.rockspec" ||
     { echo "rockspec/flume-scm-1.rockspec does not build $f"; exit 1; }
 done

@@ -7,7 +7,7 @@
 
 #include "check.h"
 #include "flume.h"
-#include "views.h"
+#include "views/views.h"
 
 static void closed(void *ctx) { ++*(int *)ctx; }
 

@@ -30,8 +30,8 @@
 #include "fuzz_input.h"
 #include "keys.h"
 #include "msgpack.h"
-#include "viewread.h"
-#include "views.h"
+#include "views/read.h"
+#include "views/views.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -53,7 +53,7 @@ local function load_tools()
   local path = package.searchpath("flume.core", package.cpath)
   local open = path and package.loadlib(path, "luaopen_flume_tools")
   if not open then
-    fail("this flume.core has no luaopen_flume_tools (runtime/lua_tools.c)")
+    fail("this flume.core has no luaopen_flume_tools (runtime/lua/tools.c)")
   end
   core.tools = open()
   return core.tools

@@ -9,8 +9,8 @@
 
 #include "keys.h"
 #include "msgpack.h"
-#include "viewread.h"
-#include "views.h"
+#include "views/read.h"
+#include "views/views.h"
 
 int flume__collect(void *p, const char *key, size_t key_len,
                    size_t entry_len, const void *val, size_t val_len) {

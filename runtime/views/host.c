@@ -15,8 +15,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "pattern.h"
-#include "views.h"
+#include "views/pattern.h"
+#include "views/views.h"
 
 /* What one view's calls have allocated and still hold, and its cap. */
 typedef struct host_account {

@@ -34,9 +34,9 @@
 #include <unistd.h>
 
 #include "lmdb_env.h"
-#include "lua_core.h"
+#include "lua/binding.h"
 #include "store.h"
-#include "views.h"
+#include "views/views.h"
 
 #define TOOLS_ENV_MT "flume.tools.env"
 #define TOOLS_MAX_DBS 512 /* more than the runtime's 256 tables */

@@ -18,7 +18,7 @@
 #include "internal.h"
 #include "msgpack.h"
 
-#include "lua_core.h"
+#include "lua/binding.h"
 
 typedef struct lwatch {
   flume_watch *w;    /* NULL once stopped or closed */

@@ -16,7 +16,7 @@
 
 #include "keys.h"
 #include "msgpack.h"
-#include "views.h"
+#include "views/views.h"
 
 #define SLICE_VALUES 2000            /* most log values per indexer slice */
 #define SLICE_MIN 8                  /* fewest values a slice reads */

@@ -5,7 +5,7 @@
  * library of Lua 5.4 does, which spec/pattern_spec.lua checks against
  * the real library on random patterns and subjects.
  */
-#include "pattern.h"
+#include "views/pattern.h"
 
 #include <ctype.h>
 #include <lauxlib.h>

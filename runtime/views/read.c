@@ -24,7 +24,7 @@
 #include <string.h>
 
 #include "keys.h"
-#include "viewread.h"
+#include "views/read.h"
 
 /* memcmp order of a and b, shorter first on a common prefix (LMDB's). */
 static int cmp(const char *a, size_t al, const char *b, size_t bl) {

@@ -9,10 +9,10 @@
 #include <string.h>
 
 #include "keys.h"
-#include "lua_core.h"
+#include "lua/binding.h"
 #include "msgpack.h"
-#include "viewread.h"
-#include "views.h"
+#include "views/read.h"
+#include "views/views.h"
 
 static const char *const kind_names[] = {"", "reduce", "group", "index",
                                          "c"};
