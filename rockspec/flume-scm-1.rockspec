@@ -19,37 +19,22 @@ external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
   LMDB = { header = "lmdb.h", library = "lmdb" },
 }
+-- The C sources are named once, in CMakeLists.txt: the rock builds through
+-- it, as the Lua module and the `flume` command only
+-- (FLUME_LUA_MODULE_ONLY), with no test hooks. CMake installs the module
+-- into LuaRocks' LIBDIR (flume/core.so) and LUADIR (every file under
+-- views-lua/flume/) and the command into its BINDIR.
 build = {
-  type = "builtin",
-  modules = {
-    ["flume"] = "views-lua/flume/init.lua",
-    ["flume.cli"] = "views-lua/flume/cli.lua",
-    ["flume.json"] = "views-lua/flume/json.lua",
-    ["flume.core"] = {
-      sources = {
-        "runtime/lua/core.c",
-        "runtime/lua/tools.c",
-        "runtime/lua/views.c",
-        "runtime/db.c",
-        "runtime/errors.c",
-        "runtime/keys.c",
-        "runtime/msgpack.c",
-        "runtime/views/pattern.c",
-        "runtime/views/pipeline.c",
-        "runtime/views/api.c",
-        "runtime/views/host.c",
-        "runtime/views/read.c",
-        "log/lmdb.c",
-        "log/memory.c",
-      },
-      defines = { "_GNU_SOURCE", "FLUME_BUILDING" },
-      incdirs = { "include", "log", "runtime", "$(LIBUV_INCDIR)",
-        "$(LMDB_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)", "$(LMDB_LIBDIR)" },
-      libraries = { "uv", "lmdb", "pthread" },
-    },
-  },
-  install = {
-    bin = { flume = "views-lua/bin/flume" },
+  type = "cmake",
+  variables = {
+    CMAKE_BUILD_TYPE = "Release",
+    CMAKE_INSTALL_PREFIX = "$(PREFIX)",
+    CMAKE_INSTALL_BINDIR = "$(BINDIR)",
+    CMAKE_PREFIX_PATH = "$(LIBUV_DIR);$(LMDB_DIR)",
+    FLUME_LUA_MODULE_ONLY = "ON",
+    FLUME_LUA_INCDIR = "$(LUA_INCDIR)",
+    FLUME_LUA_CMOD_DIR = "$(LIBDIR)",
+    FLUME_LUA_LMOD_DIR = "$(LUADIR)",
+    FLUME_WERROR = "OFF",
   },
 }
