@@ -32,6 +32,7 @@ build = {
         "runtime/lua/views.c",
         "runtime/db.c",
         "runtime/errors.c",
+        "runtime/format.c",
         "runtime/keys.c",
         "runtime/msgpack.c",
         "runtime/views/pattern.c",

@@ -117,8 +117,8 @@ static int init_meta(flume_db *db, const char *codec, char found[64]) {
   flume__slice v;
   int rc = ops->txn_begin(db->store, FLUME__TXN_WRITE, &txn);
   if (rc) return rc;
-  if ((rc = ops->table_open(txn, "meta", 1, &meta))) goto fail;
-  rc = ops->get(txn, meta, (flume__slice){"format", 6}, &v);
+  if ((rc = ops->table_open(txn, FLUME__META_TABLE, 1, &meta))) goto fail;
+  rc = ops->get(txn, meta, (flume__slice){FLUME__META_FORMAT, strlen(FLUME__META_FORMAT)}, &v);
   if (rc == FLUME_ENOTFOUND) {
     int64_t last;
     if ((rc = ops->log_last(txn, &last))) goto fail;
@@ -127,9 +127,9 @@ static int init_meta(flume_db *db, const char *codec, char found[64]) {
       goto fail;
     }
     const char *name = codec ? codec : "raw";
-    if ((rc = ops->put(txn, meta, (flume__slice){"format", 6},
+    if ((rc = ops->put(txn, meta, (flume__slice){FLUME__META_FORMAT, strlen(FLUME__META_FORMAT)},
                        (flume__slice){FLUME__FORMAT, strlen(FLUME__FORMAT)})) ||
-        (rc = ops->put(txn, meta, (flume__slice){"codec", 5},
+        (rc = ops->put(txn, meta, (flume__slice){FLUME__META_CODEC, strlen(FLUME__META_CODEC)},
                        (flume__slice){name, strlen(name)})))
       goto fail;
     strcpy(db->codec, name);
@@ -141,7 +141,7 @@ static int init_meta(flume_db *db, const char *codec, char found[64]) {
       rc = FLUME_EFORMAT;
       goto fail;
     }
-    rc = ops->get(txn, meta, (flume__slice){"codec", 5}, &v);
+    rc = ops->get(txn, meta, (flume__slice){FLUME__META_CODEC, strlen(FLUME__META_CODEC)}, &v);
     if (rc == FLUME_ENOTFOUND || (rc == 0 && v.size >= sizeof db->codec))
       rc = FLUME_ECORRUPT;
     if (rc) goto fail;

@@ -6,11 +6,9 @@
 #include <stdint.h>
 
 #include "flume.h"
+#include "format.h"
 #include "store.h"
 
-/* The on-disk format this runtime writes and reads. 2: every stored entry
- * is sealed with a checksum (log/lmdb.c); 1 had none. */
-#define FLUME__FORMAT "2"
 
 typedef struct flume__job flume__job;
 

@@ -180,7 +180,7 @@ static int ldb_view_get(lua_State *L) {
     flume__slice val;
     int rc = ops->txn_begin(flume__db_store(d->db), FLUME__TXN_READ, &txn);
     if (rc) return flume__lua_raise(L, rc, NULL);
-    rc = ops->get(txn, tbl, (flume__slice){"s", 1}, &val);
+    rc = ops->get(txn, tbl, (flume__slice){FLUME__REDUCE_STATE_KEY, 1}, &val);
     if (rc == 0) rc = flume__mp_decode(L, val.data, val.size, err, sizeof err);
     ops->txn_abort(txn);
     if (rc == FLUME_ENOTFOUND) {

@@ -24,10 +24,7 @@ int flume__collect(void *p, const char *key, size_t key_len,
     lua_rawseti(L, c->keys, c->n);
   }
   if (c->index) {
-    const unsigned char *s = (const unsigned char *)key + key_len;
-    uint64_t seq = 0;
-    for (size_t i = 0; i < entry_len - key_len; i++) seq = seq << 8 | s[i];
-    lua_pushinteger(L, (lua_Integer)seq);
+    lua_pushinteger(L, flume__index_seq_get(key, entry_len));
   } else if (flume__mp_decode(L, val, val_len, c->err, sizeof c->err)) {
     return FLUME_EDECODE;
   }

@@ -74,34 +74,8 @@ static double now_seconds(flume__views *vs) {
 
 /* ---- records ----------------------------------------------------------- */
 
-typedef struct view_record {
-  uint8_t kind;     /* flume__view_kind */
-  int64_t version;  /* script version */
-  int64_t since;    /* checkpointed since */
-  uint64_t hash;    /* script hash */
-} view_record;
-
-#define RECORD_SIZE 25
-
-static void record_pack(const view_record *r, char out[RECORD_SIZE]) {
-  out[0] = (char)r->kind;
-  memcpy(out + 1, &r->version, 8);
-  memcpy(out + 9, &r->since, 8);
-  memcpy(out + 17, &r->hash, 8);
-}
-
-static int record_unpack(flume__slice v, view_record *r) {
-  if (v.size != RECORD_SIZE) return FLUME_ECORRUPT;
-  const char *p = v.data;
-  r->kind = (uint8_t)p[0];
-  memcpy(&r->version, p + 1, 8);
-  memcpy(&r->since, p + 9, 8);
-  memcpy(&r->hash, p + 17, 8);
-  return 0;
-}
-
 static int meta_key(const flume_view *v, char *buf, size_t len) {
-  return snprintf(buf, len, "view:%s", v->name);
+  return flume__meta_view_key(v->name, buf, len);
 }
 
 /* ---- operations buffers -------------------------------------------------- */
@@ -328,7 +302,7 @@ typedef struct ckpt_entry {
   flume__table table;   /* its table */
   flume__buf ops;       /* the changes */
   int64_t since;        /* the since they bring it to */
-  char meta[RECORD_SIZE]; /* its record */
+  char meta[FLUME__RECORD_SIZE]; /* its record */
   int clear;            /* empty the table first (rebuild) */
 } ckpt_entry;
 
@@ -345,16 +319,16 @@ static int ckpt_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
   const flume__store_ops *ops = flume__db_ops(job->db);
   flume__table meta;
   (void)next_seq;
-  int rc = ops->table_open(txn, "meta", 0, &meta);
+  int rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta);
   for (size_t i = 0; i < c->n && rc == 0; i++) {
     ckpt_entry *e = &c->e[i];
     char key[80];
-    int kl = snprintf(key, sizeof key, "view:%s", e->view->name);
+    int kl = flume__meta_view_key(e->view->name, key, sizeof key);
     if (e->clear) rc = ops->table_clear(txn, e->table);
     if (rc == 0) rc = ops_apply(ops, txn, e->table, &e->ops);
     if (rc == 0)
       rc = ops->put(txn, meta, (flume__slice){key, (size_t)kl},
-                    (flume__slice){e->meta, RECORD_SIZE});
+                    (flume__slice){e->meta, FLUME__RECORD_SIZE});
   }
   return rc;
 }
@@ -454,7 +428,7 @@ static int reduce_flush(flume__views *vs, flume_view *v) {
     snprintf(msg, sizeof msg, "its state cannot be stored: %s", err);
     view_fail(v, v->since, msg);
   } else {
-    rc = op_add(&v->ops, OP_PUT, "s", 1, val.data, val.len);
+    rc = op_add(&v->ops, OP_PUT, FLUME__REDUCE_STATE_KEY, 1, val.data, val.len);
     v->state_dirty = 0;
     v->state_saved_at = now_seconds(vs);
   }
@@ -495,8 +469,8 @@ static void submit_checkpoint(flume__views *vs) {
     e->since = since;
     /* The record keeps the hash of the script that built the state, so a
      * script changed without a version bump stays reported. */
-    view_record r = {(uint8_t)v->kind, v->version, since, v->built_hash};
-    record_pack(&r, e->meta);
+    flume__record r = {(uint8_t)v->kind, v->version, since, v->built_hash};
+    flume__record_pack(&r, e->meta);
     bytes += v->ops.len;
     v->ops = (flume__buf)FLUME__BUF_INIT;
     v->handed = since;
@@ -580,9 +554,9 @@ static int index_key(flume__views *vs, flume_view *v, int idx, int64_t seq) {
     rc = FLUME_EINVAL;
   }
   if (rc == 0) {
-    unsigned char s[8];
-    for (int i = 0; i < 8; i++) s[i] = (unsigned char)((uint64_t)seq >> (56 - 8 * i));
-    rc = flume__buf_append(&k, s, 8);
+    unsigned char s[FLUME__KEY_SEQ_LEN];
+    flume__index_seq_put(s, seq);
+    rc = flume__buf_append(&k, s, sizeof s);
     if (rc == 0) rc = op_add(&v->ops, OP_PUT, k.data, k.len, "", 0);
   } else {
     snprintf(msg, sizeof msg, "map returned a bad key: %s", err);
@@ -979,7 +953,7 @@ typedef struct setup_job {
   flume__job base;       /* the writer's part */
   flume_view *view;      /* the view being set up */
   flume__buf initial;    /* reduce: msgpack of the initial state */
-  view_record found;     /* its record as stored, if any */
+  flume__record found;     /* its record as stored, if any */
   int had_record;        /* there was one */
   int rebuilt;           /* the stored state was dropped */
   flume__table table;    /* its table, opened */
@@ -995,29 +969,29 @@ static int setup_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
   flume__table meta;
   flume__slice val;
   (void)next_seq;
-  snprintf(name, sizeof name, "v:%s", v->name);
+  flume__view_table_name(v->name, name, sizeof name);
   int kl = meta_key(v, key, sizeof key);
-  int rc = ops->table_open(txn, "meta", 0, &meta);
+  int rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta);
   if (rc == 0) rc = ops->table_open(txn, name, 1, &s->table);
   if (rc) return rc;
   rc = ops->get(txn, meta, (flume__slice){key, (size_t)kl}, &val);
-  s->had_record = rc == 0 && record_unpack(val, &s->found) == 0;
+  s->had_record = rc == 0 && flume__record_unpack(val, &s->found) == 0;
   if (rc && rc != FLUME_ENOTFOUND) return rc;
   int64_t log_last;
   if ((rc = ops->log_last(txn, &log_last))) return rc;
   s->rebuilt = !s->had_record || s->found.version != v->version ||
                s->found.kind != v->kind || s->found.since > log_last;
   if (!s->rebuilt) return 0;
-  view_record r = {(uint8_t)v->kind, v->version, -1, v->hash};
-  char packed[RECORD_SIZE];
-  record_pack(&r, packed);
+  flume__record r = {(uint8_t)v->kind, v->version, -1, v->hash};
+  char packed[FLUME__RECORD_SIZE];
+  flume__record_pack(&r, packed);
   if ((rc = ops->table_clear(txn, s->table))) return rc;
   if (v->kind == FLUME__VIEW_REDUCE &&
-      (rc = ops->put(txn, s->table, (flume__slice){"s", 1},
+      (rc = ops->put(txn, s->table, (flume__slice){FLUME__REDUCE_STATE_KEY, 1},
                      (flume__slice){s->initial.data, s->initial.len})))
     return rc;
   return ops->put(txn, meta, (flume__slice){key, (size_t)kl},
-                  (flume__slice){packed, RECORD_SIZE});
+                  (flume__slice){packed, FLUME__RECORD_SIZE});
 }
 
 /* Pushes a reduce view's committed state, decoded from the store: a fresh
@@ -1030,7 +1004,7 @@ static int push_stored_state(flume__views *vs, flume_view *v, char *err,
   flume__slice val;
   int rc = ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &txn);
   if (rc == 0) {
-    rc = ops->get(txn, v->table, (flume__slice){"s", 1}, &val);
+    rc = ops->get(txn, v->table, (flume__slice){FLUME__REDUCE_STATE_KEY, 1}, &val);
     if (rc == 0 && flume__mp_decode(H, val.data, val.size, err, errlen))
       rc = FLUME_ECORRUPT;
     ops->txn_abort(txn);
@@ -1166,8 +1140,9 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
                      int idx, flume__use_cb cb, void *ctx, char *err,
                      size_t errlen) {
   int rc = 0;
-  if (strlen(name) == 0 || strlen(name) >= sizeof(((flume_view *)0)->name)) {
-    snprintf(err, errlen, "a view name must be 1 to 63 bytes");
+  if (strlen(name) == 0 || strlen(name) > FLUME__NAME_MAX) {
+    snprintf(err, errlen, "a view name must be 1 to %d bytes",
+             FLUME__NAME_MAX);
     return FLUME_EINVAL;
   }
   flume__views *vs = views_get(db, &rc);
@@ -1311,13 +1286,13 @@ int flume__views_rebuild(flume_db *db) {
     e->table = v->table;
     e->since = -1;
     e->clear = 1;
-    view_record r = {(uint8_t)v->kind, v->version, -1, v->hash};
-    record_pack(&r, e->meta);
+    flume__record r = {(uint8_t)v->kind, v->version, -1, v->hash};
+    flume__record_pack(&r, e->meta);
     if (v->kind == FLUME__VIEW_REDUCE) {
       host_field(vs, v, "initial");
       size_t n = 0;
       const char *p = lua_tolstring(flume__host_state(vs->host), -1, &n);
-      op_add(&e->ops, OP_PUT, "s", 1, p, n);
+      op_add(&e->ops, OP_PUT, FLUME__REDUCE_STATE_KEY, 1, p, n);
       lua_pop(flume__host_state(vs->host), 1);
     }
     c->n = 1;

@@ -2,11 +2,9 @@
  * Views: the registry, the indexer, checkpoints and since-gating (views.c),
  * and the sandboxed Lua state that runs view scripts (viewhost.c).
  *
- * A view's state lives in the store: table "v:<name>" holds an index's
- * `key || seq` entries, a group's `key -> msgpack(acc)` entries, or a reduce
- * view's msgpack(state) under the key "s". Its record in the metadata table
- * ("view:<name>") holds kind, version, since and script hash, and is written
- * in the same transaction as the state it describes: a checkpoint.
+ * A view's state lives in its own table of the store and its record in the
+ * metadata table, written in the same transaction as the state it
+ * describes: a checkpoint. Names and layouts: runtime/format.h.
  *
  * Readers gate on `committed`, the since of the last committed checkpoint,
  * and read the store directly; the indexer works ahead of it in `since`.
@@ -34,7 +32,7 @@ typedef void (*flume__wait_cb)(void *ctx, int status);
 
 struct flume_view {
   flume_db *db;            /* owner */
-  char name[64];           /* its name, also its table's */
+  char name[FLUME__NAME_MAX + 1]; /* its name, also its table's */
   flume__view_kind kind;   /* what its script made it */
   int64_t version;         /* the script's version */
   uint64_t hash;           /* hash of the script */
