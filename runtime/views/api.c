@@ -274,14 +274,8 @@ FLUME_API int flume_view_use(flume_db *db, const char *name,
   }
   if (rc && local[0] == '\0')
     snprintf(local, sizeof local, "%s", flume_strerror(rc));
-  char *err = flume__views_errbuf(db);
-  if (err) snprintf(err, 512, "%s", rc ? local : "");
+  snprintf(flume__db_errbuf(db), FLUME__ERRMSG_SIZE, "%s", rc ? local : "");
   return rc;
-}
-
-FLUME_API const char *flume_db_errmsg(flume_db *db) {
-  char *err = flume__views_errbuf(db);
-  return err ? err : "";
 }
 
 FLUME_API flume_view *flume_db_view(flume_db *db, const char *name) {
@@ -309,14 +303,14 @@ static void call_ready(void *ctx, int status) {
   call_req *r = ctx;
   flume__buf out = FLUME__BUF_INIT;
   flume_db *db = r->view->db;
-  char *buf = status == FLUME_ECLOSED ? NULL : flume__views_errbuf(db);
+  char *buf = status == FLUME_ECLOSED ? NULL : flume__db_errbuf(db);
   if (status == 0) {
     char err[512] = "";
     status = flume__view_call(r->view, r->method, r->args.data, r->args.len,
                               &out, err, sizeof err);
-    if (status && buf) snprintf(buf, 512, "%s", err);
+    if (status && buf) snprintf(buf, FLUME__ERRMSG_SIZE, "%s", err);
   } else if (status == FLUME_EVIEW && buf) {
-    snprintf(buf, 512, "%s", r->view->error);
+    snprintf(buf, FLUME__ERRMSG_SIZE, "%s", r->view->error);
   }
   r->cb(r->ctx, status, status ? NULL : out.data, status ? 0 : out.len);
   flume__buf_free(&out);

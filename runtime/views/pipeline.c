@@ -63,10 +63,16 @@ struct flume__views {
   int closing;           /* the database's handles are closing */
   int stopping;          /* flume_db_close() was called: no new work */
   int handles;           /* handles still open while closing */
-  char errmsg[512];      /* the last error, for flume_db_errmsg() */
   void (*closed)(void *ctx); /* called when they are */
   void *closed_ctx;
 };
+
+static const flume__part_ops views_part;
+
+/* The database's views, or NULL before its first view. */
+static flume__views *views_of(flume_db *db) {
+  return flume__db_part(db, &views_part);
+}
 
 static double now_seconds(flume__views *vs) {
   return (double)uv_now(flume__db_loop(vs->db)) / 1000.0;
@@ -135,7 +141,7 @@ static int reached(const flume_view *v, int64_t target) {
 /* How a waiter that may go on ends: 0, or FLUME_ECLOSED once the database
  * is closing (close cancels what is pending). */
 static int release_status(flume_view *v) {
-  flume__views *vs = flume__db_views(v->db);
+  flume__views *vs = views_of(v->db);
   return vs == NULL || vs->closing || vs->stopping ? FLUME_ECLOSED : 0;
 }
 
@@ -188,7 +194,7 @@ static void waiter_timeout(uv_timer_t *t) {
 
 int flume__view_wait(flume_view *v, int64_t target, double timeout,
                      int defer, flume__wait_cb cb, void *ctx) {
-  flume__views *vs = flume__db_views(v->db);
+  flume__views *vs = views_of(v->db);
   if (vs == NULL || vs->closing || vs->stopping) return FLUME_ECLOSED;
   int now = v->failed || reached(v, target);
   if (now && !defer) return v->failed ? FLUME_EVIEW : FLUME__WAIT_REACHED;
@@ -258,7 +264,7 @@ static void host_reset(flume__views *vs, flume_view *v);
  * failing value (an index's first keys) or a state or accumulator that the
  * failing call changed in place. */
 static void view_fail(flume_view *v, int64_t seq, const char *msg) {
-  flume__views *vs = flume__db_views(v->db);
+  flume__views *vs = views_of(v->db);
   v->failed = 1;
   v->error_seq = seq;
   snprintf(v->error, sizeof v->error, "view '%s' failed at seq %lld: %s",
@@ -1028,7 +1034,7 @@ static int load_state(flume__views *vs, flume_view *v) {
 }
 
 int flume__view_push_state(flume_view *v, char *err, size_t errlen) {
-  flume__views *vs = flume__db_views(v->db);
+  flume__views *vs = views_of(v->db);
   if (vs == NULL) return FLUME_ECLOSED;
   char why[128] = "";
   int rc = push_stored_state(vs, v, why, sizeof why);
@@ -1050,7 +1056,7 @@ static void reset_to_committed(flume__views *vs, flume_view *v) {
 static void setup_done(flume__job *job, int status) {
   setup_job *s = (setup_job *)job;
   flume_view *v = s->view;
-  flume__views *vs = flume__db_views(job->db);
+  flume__views *vs = views_of(job->db);
   if (status == 0 && vs && !vs->closing) {
     v->table = s->table;
     v->committed = v->since = v->handed = s->rebuilt ? -1 : s->found.since;
@@ -1085,7 +1091,7 @@ static void views_free_list(flume__views *vs, flume_view *v) {
 }
 
 static flume__views *views_get(flume_db *db, int *rc) {
-  flume__views *vs = flume__db_views(db);
+  flume__views *vs = views_of(db);
   if (vs) return vs;
   vs = calloc(1, sizeof *vs);
   if (vs == NULL) {
@@ -1106,21 +1112,26 @@ static flume__views *views_get(flume_db *db, int *rc) {
     free(vs);
     return NULL;
   }
+  if ((*rc = flume__db_attach(db, &views_part, vs))) {
+    flume_watch_stop(vs->watch);
+    flume__host_free(vs->host);
+    free(vs);
+    return NULL;
+  }
   uv_idle_init(flume__db_loop(db), &vs->idle);
   vs->idle.data = vs;
-  flume__db_set_views(db, vs);
   return vs;
 }
 
 flume_view *flume__view_find(flume_db *db, const char *name) {
-  flume__views *vs = flume__db_views(db);
+  flume__views *vs = views_of(db);
   for (flume_view *v = vs ? vs->list : NULL; v; v = v->next)
     if (strcmp(v->name, name) == 0) return v;
   return NULL;
 }
 
 flume__host *flume__views_host(flume_db *db) {
-  flume__views *vs = flume__db_views(db);
+  flume__views *vs = views_of(db);
   return vs ? vs->host : NULL;
 }
 
@@ -1247,16 +1258,10 @@ int flume__views_use_c(flume_db *db, const char *name,
   return 0;
 }
 
-char *flume__views_errbuf(flume_db *db) {
-  int rc = 0;
-  flume__views *vs = views_get(db, &rc);
-  return vs ? vs->errmsg : NULL;
-}
-
 /* ---- rebuild ---------------------------------------------------------------- */
 
 int flume__views_rebuild(flume_db *db) {
-  flume__views *vs = flume__db_views(db);
+  flume__views *vs = views_of(db);
   if (vs == NULL) return 0;
   if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   for (flume_view *v = vs->list; v; v = v->next) {
@@ -1323,7 +1328,8 @@ int flume__views_set_paused(flume_db *db, int paused) {
   return 0;
 }
 
-void flume__views_before_close(flume__views *vs) {
+static void views_before_close(void *part) {
+  flume__views *vs = part;
   /* Store what the views did; it would be redone otherwise. */
   submit_checkpoint(vs);
   vs->stopping = 1;
@@ -1334,19 +1340,24 @@ static void idle_closed(uv_handle_t *h) {
   if (vs->closed) vs->closed(vs->closed_ctx);
 }
 
-void flume__views_close(flume__views *vs, void (*cb)(void *), void *ctx) {
+static void views_close(void *part, void (*cb)(void *), void *ctx) {
+  flume__views *vs = part;
   vs->closing = 1;
   vs->closed = cb;
   vs->closed_ctx = ctx;
   uv_close((uv_handle_t *)&vs->idle, idle_closed);
 }
 
-void flume__views_free(flume__views *vs) {
+static void views_free(void *part) {
+  flume__views *vs = part;
   views_free_list(vs, vs->list);
   views_free_list(vs, vs->dead);
   flume__host_free(vs->host);
   free(vs);
 }
+
+static const flume__part_ops views_part = {views_before_close, views_close,
+                                           views_free};
 
 /* ---- reading ---------------------------------------------------------------- */
 

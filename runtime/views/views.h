@@ -176,8 +176,6 @@ flume__host *flume__views_host(flume_db *db);
 int flume__views_use_c(flume_db *db, const char *name,
                        const flume_view_vtable *vt, void *state,
                        flume_view **out);
-/* The buffer behind flume_db_errmsg() (512 bytes), or NULL. */
-char *flume__views_errbuf(flume_db *db);
 /* Pushes a reduce view's committed state onto the host's stack: decoded
  * from the store (a fresh copy each call), nil when it has none. What
  * every read and method of a reduce view sees, never the indexer's state
@@ -204,9 +202,5 @@ typedef struct flume__collect_ctx {
 int flume__collect(void *ctx, const char *key, size_t key_len,
                    size_t entry_len, const void *val, size_t val_len);
 
-/* Hooks of the database's close (db.c). */
-void flume__views_before_close(flume__views *vs);
-void flume__views_close(flume__views *vs, void (*cb)(void *), void *ctx);
-void flume__views_free(flume__views *vs);
 
 #endif
