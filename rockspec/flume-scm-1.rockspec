@@ -37,6 +37,8 @@ build = {
         "runtime/msgpack.c",
         "runtime/views/pattern.c",
         "runtime/views/pipeline.c",
+        "runtime/views/gate.c",
+        "runtime/views/registry.c",
         "runtime/views/api.c",
         "runtime/views/host.c",
         "runtime/views/read.c",

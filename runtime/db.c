@@ -112,6 +112,18 @@ int flume__db_attach(flume_db *db, const flume__part_ops *ops, void *part) {
   return 0;
 }
 
+void flume__db_detach(flume_db *db, const flume__part_ops *ops) {
+  for (int i = 0; i < db->nparts; i++) {
+    if (db->part_ops[i] != ops) continue;
+    for (int j = i + 1; j < db->nparts; j++) {
+      db->part_ops[j - 1] = db->part_ops[j];
+      db->parts[j - 1] = db->parts[j];
+    }
+    db->nparts--;
+    return;
+  }
+}
+
 void *flume__db_part(flume_db *db, const flume__part_ops *ops) {
   for (int i = 0; i < db->nparts; i++)
     if (db->part_ops[i] == ops) return db->parts[i];

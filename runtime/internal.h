@@ -78,6 +78,8 @@ typedef struct flume__part_ops {
 /* Attaches `part`, found again by its ops. Errors: FLUME_ENOMEM,
  * FLUME_ECLOSED (the database is closing), FLUME_EEXIST. */
 int flume__db_attach(flume_db *db, const flume__part_ops *ops, void *part);
+/* Detaches the part attached with these ops (one whose setup failed). */
+void flume__db_detach(flume_db *db, const flume__part_ops *ops);
 /* The part attached with these ops, or NULL. */
 void *flume__db_part(flume_db *db, const flume__part_ops *ops);
 
