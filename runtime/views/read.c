@@ -21,10 +21,13 @@
  * seeks to one end of the run and stops at the first entry past the
  * other.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "keys.h"
+#include "msgpack.h"
 #include "views/read.h"
+#include "views/views.h"
 
 /* memcmp order of a and b, shorter first on a common prefix (LMDB's). */
 static int cmp(const char *a, size_t al, const char *b, size_t bl) {
@@ -144,4 +147,143 @@ int flume__view_range(flume_db *db, flume__table tbl, size_t suffix,
   ops->cursor_close(cur);
   ops->txn_abort(txn);
   return rc == FLUME_ENOTFOUND ? 0 : rc;
+}
+
+/* ---- views ------------------------------------------------------------- */
+
+int flume__view_readable(flume_view *v, int keyed, char *err, size_t errlen) {
+  if (!v->ready) {
+    snprintf(err, errlen, "view '%s' is not set up yet", v->name);
+    return FLUME_EBUSY;
+  }
+  if (v->kind == FLUME__VIEW_C) {
+    snprintf(err, errlen, "view '%s' is written in C: it answers through "
+             "its methods", v->name);
+    return FLUME_EINVAL;
+  }
+  if (keyed && v->kind == FLUME__VIEW_REDUCE) {
+    snprintf(err, errlen, "view '%s' is a reduce view: it has no keys",
+             v->name);
+    return FLUME_EINVAL;
+  }
+  return 0;
+}
+
+typedef struct entry_ctx {
+  flume_view *view;         /* the view read */
+  flume__view_entry_fn fn;  /* the caller's */
+  void *ctx;
+} entry_ctx;
+
+static int one_entry(void *p, const char *key, size_t key_len,
+                     size_t entry_len, const void *val, size_t val_len) {
+  entry_ctx *c = p;
+  flume__view_entry e = {key, key_len, -1, NULL, 0};
+  if (c->view->kind == FLUME__VIEW_INDEX) {
+    if (entry_len != key_len + FLUME__KEY_SEQ_LEN) return FLUME_ECORRUPT;
+    e.seq = flume__index_seq_get(key, entry_len);
+  } else {
+    e.val = val;
+    e.val_len = val_len;
+  }
+  return c->fn(c->ctx, &e);
+}
+
+int flume__view_read(flume_view *v, const flume__range *r, size_t max,
+                     flume__buf *resume, flume__view_entry_fn fn, void *ctx,
+                     size_t *count, char *err, size_t errlen) {
+  *count = 0;
+  int rc = flume__view_readable(v, 1, err, errlen);
+  if (rc) return rc;
+  entry_ctx c = {v, fn, ctx};
+  size_t suffix = v->kind == FLUME__VIEW_INDEX ? FLUME__KEY_SEQ_LEN : 0;
+  rc = flume__view_range(v->db, v->table, suffix, r, max, resume, one_entry,
+                         &c, count);
+  if (rc == FLUME_ECORRUPT && err[0] == '\0')
+    snprintf(err, errlen, "view '%s' has a damaged entry", v->name);
+  return rc;
+}
+
+/* Entries one read of a key's seqs takes before it renews its read
+ * transaction, so a key with a million seqs does not pin old pages. */
+#define GET_CHUNK 4096
+
+int flume__view_get(flume_view *v, const char *key, size_t key_len,
+                    flume__view_entry_fn fn, void *ctx, size_t *count,
+                    char *err, size_t errlen) {
+  flume__range r = {key, key_len, 1, key, key_len, 1, 0};
+  flume__buf resume = FLUME__BUF_INIT;
+  size_t n;
+  int rc;
+  *count = 0;
+  do {
+    rc = flume__view_read(v, &r, GET_CHUNK, &resume, fn, ctx, &n, err,
+                          errlen);
+    *count += n;
+  } while (rc == 0 && n == GET_CHUNK);
+  flume__buf_free(&resume);
+  return rc;
+}
+
+int flume__view_state(flume_view *v, flume__buf *out, char *err,
+                      size_t errlen) {
+  int rc = flume__view_readable(v, 0, err, errlen);
+  if (rc) return rc;
+  if (v->kind != FLUME__VIEW_REDUCE) {
+    snprintf(err, errlen, "view '%s' is not a reduce view: read it by key",
+             v->name);
+    return FLUME_EINVAL;
+  }
+  return flume__view_stored_state(v, out);
+}
+
+int flume__view_stored_state(flume_view *v, flume__buf *out) {
+  const flume__store_ops *ops = flume__db_ops(v->db);
+  flume__txn *txn;
+  flume__slice val;
+  int rc = ops->txn_begin(flume__db_store(v->db), FLUME__TXN_READ, &txn);
+  if (rc) return rc;
+  rc = ops->get(txn, v->table,
+                (flume__slice){FLUME__REDUCE_STATE_KEY,
+                               sizeof FLUME__REDUCE_STATE_KEY - 1},
+                &val);
+  out->len = 0;
+  if (rc == 0) rc = flume__buf_append(out, val.data, val.size);
+  ops->txn_abort(txn);
+  return rc;
+}
+
+int flume__view_push_state(flume_view *v, lua_State *L, char *err,
+                           size_t errlen) {
+  flume__buf b = FLUME__BUF_INIT;
+  char why[128] = "";
+  int rc = flume__view_state(v, &b, err, errlen);
+  if (rc == FLUME_ENOTFOUND) {
+    lua_pushnil(L); /* no state yet */
+    rc = 0;
+  } else if (rc == 0 && flume__mp_decode(L, b.data, b.len, why, sizeof why)) {
+    rc = FLUME_ECORRUPT;
+    snprintf(err, errlen, "view '%s': its stored state cannot be read: %s",
+             v->name, why);
+  }
+  flume__buf_free(&b);
+  return rc;
+}
+
+int flume__view_collect(void *p, const flume__view_entry *e) {
+  flume__collect_ctx *c = p;
+  lua_State *L = c->L;
+  size_t used;
+  c->n++;
+  if (c->keys) {
+    if (flume__key_decode(L, e->key, e->key_len, &used, c->err,
+                          sizeof c->err))
+      return FLUME_EDECODE;
+    lua_rawseti(L, c->keys, c->n);
+  }
+  if (e->seq >= 0) lua_pushinteger(L, e->seq);
+  else if (flume__mp_decode(L, e->val, e->val_len, c->err, sizeof c->err))
+    return FLUME_EDECODE;
+  lua_rawseti(L, c->vals, c->n);
+  return 0;
 }
