@@ -99,10 +99,10 @@ const flume__store_ops *flume__db_ops(flume_db *db);
 flume__store *flume__db_store(flume_db *db);
 uv_loop_t *flume__db_loop(flume_db *db);
 
-#ifdef FLUME_TEST_HOOKS
 /* Test-only fault injection: the next `count` group commits fail with
- * `err` as if the store had returned it. */
+ * `err` as if the store had returned it. Defined in the tests' build only;
+ * no header depends on the hooks' macro, so the files without hooks are
+ * compiled once for both builds (CMakeLists.txt). */
 FLUME_API void flume__test_fail_commits(flume_db *db, int err, int count);
-#endif
 
 #endif
