@@ -12,7 +12,7 @@
 #include "keys.h"
 #include "msgpack.h"
 #include "views/read.h"
-#include "views/views.h"
+#include "views/engine.h"
 
 /* get(key) of a group or index view, in the host: up[1] = the view. */
 static int host_get(lua_State *H) {
