@@ -54,6 +54,30 @@ int flume__host_load(flume__host *h, const char *name, const char *src,
 int flume__host_set_mapper(flume__host *h, lua_State *L, int idx, char *err,
                            size_t errlen);
 
+/*
+ * A loaded view's record in the host's registry (flume__host_load makes
+ * it; the ref is the view's host_ref): a table with these fields.
+ */
+#define FLUME__HREC_DEF "def"           /* the definition (script table) */
+#define FLUME__HREC_ENV "env"           /* its sandboxed environment */
+#define FLUME__HREC_STATE "state"       /* reduce: the indexer's state */
+#define FLUME__HREC_INITIAL "initial"   /* reduce: msgpack of `initial` */
+#define FLUME__HREC_DIRTY "dirty"       /* group: accumulators changed
+                                         * since the last checkpoint */
+#define FLUME__HREC_INFLIGHT "inflight" /* group: those of the checkpoint
+                                         * in flight */
+/* The host registry's own entries. */
+#define FLUME__HREG_MAPPER "flume.mapper"   /* the database's mapper */
+#define FLUME__HREG_DELETED "flume.deleted" /* the marker of a deleted group
+                                             * key in a dirty table */
+#define FLUME__HREG_KEPT "flume.kept"       /* values a cut slice decoded
+                                             * and mapped, for the next */
+/* Fields of a definition the engine reads. */
+#define FLUME__DEF_MAP "map"
+#define FLUME__DEF_REDUCE "reduce"
+#define FLUME__DEF_INITIAL "initial"
+#define FLUME__DEF_METHODS "methods"
+
 /* Instructions one call into a view script may run before it fails. */
 #define FLUME__INSTRUCTION_LIMIT 10000000
 
