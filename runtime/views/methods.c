@@ -12,7 +12,7 @@
 #include "keys.h"
 #include "msgpack.h"
 #include "views/read.h"
-#include "views/views.h"
+#include "views/engine.h"
 
 /* get(key) of a group or index view, in the host: up[1] = the view. */
 static int host_get(lua_State *H) {
@@ -100,10 +100,14 @@ static int host_read(lua_State *H) {
   lua_newtable(H);
   flume__collect_ctx c = {H, lua_gettop(H) - 1, lua_gettop(H), 0, ""};
   size_t count;
-  int rc = limit > 0 ? flume__view_read(v, &r, (size_t)limit, &resume,
-                                        flume__view_collect, &c, &count, err,
-                                        sizeof err)
-                     : 0;
+  int rc = 0, done = limit <= 0;
+  int64_t upto = -1;
+  while (rc == 0 && !done && c.n < limit) {
+    rc = flume__view_read(v, &r, (size_t)(limit - c.n), upto, &resume,
+                          flume__view_collect, &c, &count, &done, err,
+                          sizeof err);
+    upto = v->committed;
+  }
   flume__buf_free(&lo);
   flume__buf_free(&hi);
   flume__buf_free(&resume);
@@ -157,8 +161,8 @@ int flume__view_call(flume_view *v, const char *method, const char *args,
   int top = lua_gettop(H);
   lua_rawgeti(H, LUA_REGISTRYINDEX, v->host_ref);
   int rec = lua_gettop(H);
-  lua_getfield(H, rec, "def");
-  lua_getfield(H, -1, "methods");
+  lua_getfield(H, rec, FLUME__HREC_DEF);
+  lua_getfield(H, -1, FLUME__DEF_METHODS);
   int builtin = 0;
   if (lua_istable(H, -1)) lua_getfield(H, -1, method);
   else lua_pushnil(H);
@@ -240,8 +244,8 @@ void flume__view_methods(flume_view *v,
   lua_State *H = flume__host_state(h);
   int top = lua_gettop(H);
   lua_rawgeti(H, LUA_REGISTRYINDEX, v->host_ref);
-  lua_getfield(H, -1, "def");
-  lua_getfield(H, -1, "methods");
+  lua_getfield(H, -1, FLUME__HREC_DEF);
+  lua_getfield(H, -1, FLUME__DEF_METHODS);
   if (lua_istable(H, -1)) {
     lua_pushnil(H);
     while (lua_next(H, -2)) {

@@ -27,7 +27,7 @@
 #include "keys.h"
 #include "msgpack.h"
 #include "views/read.h"
-#include "views/views.h"
+#include "views/engine.h"
 
 /* memcmp order of a and b, shorter first on a common prefix (LMDB's). */
 static int cmp(const char *a, size_t al, const char *b, size_t bl) {
@@ -99,20 +99,16 @@ static int seek_hi(const flume__store_ops *ops, flume__cursor *cur,
   return seek_last(ops, cur, seek, n, 1, k, v);
 }
 
-int flume__view_range(flume_db *db, flume__table tbl, size_t suffix,
-                      const flume__range *r, size_t max, flume__buf *resume,
-                      flume__entry_fn fn, void *ctx, size_t *count) {
-  const flume__store_ops *ops = flume__db_ops(db);
-  flume__txn *txn;
+/* flume__view_range inside the read transaction txn. */
+static int range_in(const flume__store_ops *ops, flume__txn *txn,
+                    flume__table tbl, size_t suffix, const flume__range *r,
+                    size_t max, flume__buf *resume, flume__entry_fn fn,
+                    void *ctx, size_t *count) {
   flume__cursor *cur;
   *count = 0;
   if (max == 0) return 0;
-  int rc = ops->txn_begin(flume__db_store(db), FLUME__TXN_READ, &txn);
+  int rc = ops->cursor_open(txn, tbl, &cur);
   if (rc) return rc;
-  if ((rc = ops->cursor_open(txn, tbl, &cur))) {
-    ops->txn_abort(txn);
-    return rc;
-  }
   int step = r->reverse ? FLUME__PREV : FLUME__NEXT;
   flume__slice k = {NULL, 0}, v;
   if (resume->len) {
@@ -145,8 +141,21 @@ int flume__view_range(flume_db *db, flume__table tbl, size_t suffix,
     rc = ops->cursor_get(cur, step, &k, &v);
   }
   ops->cursor_close(cur);
-  ops->txn_abort(txn);
   return rc == FLUME_ENOTFOUND ? 0 : rc;
+}
+
+int flume__view_range(flume_db *db, flume__table tbl, size_t suffix,
+                      const flume__range *r, size_t max, flume__buf *resume,
+                      flume__entry_fn fn, void *ctx, size_t *count) {
+  const flume__store_ops *ops = flume__db_ops(db);
+  flume__txn *txn;
+  *count = 0;
+  if (max == 0) return 0;
+  int rc = ops->txn_begin(flume__db_store(db), FLUME__TXN_READ, &txn);
+  if (rc) return rc;
+  rc = range_in(ops, txn, tbl, suffix, r, max, resume, fn, ctx, count);
+  ops->txn_abort(txn);
+  return rc;
 }
 
 /* ---- views ------------------------------------------------------------- */
@@ -169,10 +178,40 @@ int flume__view_readable(flume_view *v, int keyed, char *err, size_t errlen) {
   return 0;
 }
 
+/*
+ * A checkpoint is in the store from the moment the writer commits it, a
+ * loop turn before its completion raises the view's since. A read sees the
+ * store, so it reads the view's record in the same transaction and brings
+ * the since up to what it read: after any read, the view's since is the
+ * since of the state that read saw (exactly, for one transaction). Not
+ * while a rebuild's reset is pending (the record is the old state's) nor
+ * for a record of another version or kind (a view being replaced).
+ */
+static int sync_since(flume_view *v, const flume__store_ops *ops,
+                      flume__txn *txn) {
+  char key[FLUME__NAMED_KEY_SIZE];
+  flume__table meta;
+  flume__slice val;
+  flume__record rec;
+  int kl = flume__meta_view_key(v->name, key, sizeof key);
+  int rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta);
+  if (rc == 0) rc = ops->get(txn, meta, (flume__slice){key, (size_t)kl}, &val);
+  if (rc == FLUME_ENOTFOUND) return 0;
+  if (rc == 0) rc = flume__record_unpack(val, &rec);
+  if (rc) return rc;
+  if (!v->resetting && !v->failed && rec.kind == v->kind &&
+      rec.version == v->version && rec.since > v->committed &&
+      rec.since <= v->since)
+    v->committed = rec.since;
+  return 0;
+}
+
 typedef struct entry_ctx {
   flume_view *view;         /* the view read */
+  int64_t upto;             /* index entries past this seq are skipped */
   flume__view_entry_fn fn;  /* the caller's */
   void *ctx;
+  size_t skipped;           /* entries skipped */
 } entry_ctx;
 
 static int one_entry(void *p, const char *key, size_t key_len,
@@ -182,6 +221,10 @@ static int one_entry(void *p, const char *key, size_t key_len,
   if (c->view->kind == FLUME__VIEW_INDEX) {
     if (entry_len != key_len + FLUME__KEY_SEQ_LEN) return FLUME_ECORRUPT;
     e.seq = flume__index_seq_get(key, entry_len);
+    if (c->upto >= 0 && e.seq > c->upto) {
+      c->skipped++;
+      return 0;
+    }
   } else {
     e.val = val;
     e.val_len = val_len;
@@ -190,15 +233,30 @@ static int one_entry(void *p, const char *key, size_t key_len,
 }
 
 int flume__view_read(flume_view *v, const flume__range *r, size_t max,
-                     flume__buf *resume, flume__view_entry_fn fn, void *ctx,
-                     size_t *count, char *err, size_t errlen) {
+                     int64_t upto, flume__buf *resume,
+                     flume__view_entry_fn fn, void *ctx, size_t *count,
+                     int *done, char *err, size_t errlen) {
   *count = 0;
+  *done = 1;
   int rc = flume__view_readable(v, 1, err, errlen);
   if (rc) return rc;
-  entry_ctx c = {v, fn, ctx};
+  entry_ctx c = {v, v->kind == FLUME__VIEW_INDEX ? upto : -1, fn, ctx, 0};
   size_t suffix = v->kind == FLUME__VIEW_INDEX ? FLUME__KEY_SEQ_LEN : 0;
-  rc = flume__view_range(v->db, v->table, suffix, r, max, resume, one_entry,
-                         &c, count);
+  const flume__store_ops *ops = flume__db_ops(v->db);
+  flume__txn *txn;
+  if ((rc = ops->txn_begin(flume__db_store(v->db), FLUME__TXN_READ, &txn)))
+    return rc;
+  size_t n = 0;
+  /* The first chunk of a read decides its since; later ones keep it. */
+  if (upto < 0) rc = sync_since(v, ops, txn);
+  if (rc == 0)
+    rc = range_in(ops, txn, v->table, suffix, r, max, resume, one_entry, &c,
+                  &n);
+  ops->txn_abort(txn);
+  /* Skipped entries count against max too (the read stays short): the
+   * range is done when fewer than max were in it. */
+  *count = n - c.skipped;
+  *done = n < max;
   if (rc == FLUME_ECORRUPT && err[0] == '\0')
     snprintf(err, errlen, "view '%s' has a damaged entry", v->name);
   return rc;
@@ -214,13 +272,16 @@ int flume__view_get(flume_view *v, const char *key, size_t key_len,
   flume__range r = {key, key_len, 1, key, key_len, 1, 0};
   flume__buf resume = FLUME__BUF_INIT;
   size_t n;
-  int rc;
+  int rc, done;
+  /* Index entries committed after the first chunk are not part of it. */
+  int64_t upto = -1;
   *count = 0;
   do {
-    rc = flume__view_read(v, &r, GET_CHUNK, &resume, fn, ctx, &n, err,
-                          errlen);
+    rc = flume__view_read(v, &r, GET_CHUNK, upto, &resume, fn, ctx, &n,
+                          &done, err, errlen);
     *count += n;
-  } while (rc == 0 && n == GET_CHUNK);
+    upto = v->committed;
+  } while (rc == 0 && !done);
   flume__buf_free(&resume);
   return rc;
 }
@@ -243,6 +304,10 @@ int flume__view_stored_state(flume_view *v, flume__buf *out) {
   flume__slice val;
   int rc = ops->txn_begin(flume__db_store(v->db), FLUME__TXN_READ, &txn);
   if (rc) return rc;
+  if (v->ready && (rc = sync_since(v, ops, txn))) {
+    ops->txn_abort(txn);
+    return rc;
+  }
   rc = ops->get(txn, v->table,
                 (flume__slice){FLUME__REDUCE_STATE_KEY,
                                sizeof FLUME__REDUCE_STATE_KEY - 1},

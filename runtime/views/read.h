@@ -66,13 +66,23 @@ int flume__view_readable(flume_view *v, int keyed, char *err, size_t errlen);
 
 /*
  * Reads up to `max` entries of a group or index view in range r, after
- * `resume` (empty to start; on return, the last entry handed out), calling
- * fn for each. *count says how many; fewer than max means the range is
- * done. Errors: flume__view_readable's, FLUME_ECORRUPT, the store's.
+ * `resume` (empty to start; on return, the last entry looked at), calling
+ * fn for each, in one read transaction. With `upto` >= 0, index entries of
+ * a later seq are skipped (so the chunks of one read see one since: pass
+ * the view's since after the first chunk). *count says how many were
+ * handed out, *done whether the range is read to its end.
+ *
+ * The first chunk (upto < 0) also brings the view's since up to the
+ * checkpoint it saw: a checkpoint is in the store a loop turn before its
+ * completion says so, and after it the view's since is that of the state
+ * the chunk saw. A group view's later chunks may see later checkpoints
+ * (its accumulators change in place); an index view's never do.
+ * Errors: flume__view_readable's, FLUME_ECORRUPT, the store's.
  */
 int flume__view_read(flume_view *v, const flume__range *r, size_t max,
-                     flume__buf *resume, flume__view_entry_fn fn, void *ctx,
-                     size_t *count, char *err, size_t errlen);
+                     int64_t upto, flume__buf *resume,
+                     flume__view_entry_fn fn, void *ctx, size_t *count,
+                     int *done, char *err, size_t errlen);
 
 /* Every entry of one key: at most one for a group view, its seqs in order
  * for an index view. Errors: as flume__view_read. */
