@@ -40,6 +40,7 @@ build = {
         "runtime/views/gate.c",
         "runtime/views/registry.c",
         "runtime/views/methods.c",
+        "runtime/views/load.c",
         "runtime/views/api.c",
         "runtime/views/host.c",
         "runtime/views/read.c",
