@@ -18,7 +18,7 @@
  *    on every read (seal, unseal). A damaged entry is FLUME_ECORRUPT, with
  *    where it is in flume__store_detail(). What a checksum cannot catch is
  *    a damaged branch page, which LMDB follows blindly: see the README's
- *    "Guarantees" and flume__lmdb_verify(), which walks everything;
+ *    "Guarantees" and lmdb_verify(), which walks everything;
  *  - clear the reader slots of killed processes (they pin old pages, so the
  *    file grows): mdb_reader_check() at open, on grow and every
  *    READER_CHECK_EVERY write transactions;
@@ -29,17 +29,18 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "crc32c.h"
 #include "flume.h"
-#include "lmdb_env.h"
 #include "store.h"
 
 #define LMDB_MAX_TABLES 256
@@ -58,7 +59,10 @@ typedef struct lmdb_table {
 
 struct flume__store {
   MDB_env *env;                  /* the environment */
-  int lock_fd;                   /* flume.lock, flock()ed exclusively */
+  int lock_fd;                   /* flume.lock, flock()ed exclusively; -1
+                                    for a read-only store, which takes no
+                                    lock */
+  int readonly;                  /* opened with opts.readonly */
   size_t map_size;               /* current map size in bytes */
   pthread_rwlock_t txn_lock;     /* shared by transactions, exclusive: grow */
   pthread_mutex_t dbi_mutex;     /* guards mdb_dbi_open and `tables` */
@@ -124,13 +128,11 @@ static int map_err(int rc) {
   }
 }
 
-int flume__lmdb_map_err(int rc) { return map_err(rc); }
-
 /* ---- what went wrong, for messages ------------------------------------- */
 
 /* The detail of the last FLUME_ECORRUPT or FLUME_EFORMAT of this thread.
  * Thread-local, not per store: the writer thread and the loop thread fail
- * independently, and the command's read-only handle has no store. */
+ * independently, and a failed open has no store to hold it. */
 static _Thread_local char detail[512];
 
 __attribute__((format(printf, 1, 2))) static void set_detail(const char *fmt,
@@ -210,8 +212,11 @@ static int seal_broken(const char *path, const char *table,
   return FLUME_ECORRUPT;
 }
 
-int flume__lmdb_unseal(const char *path, const char *table,
-                       const MDB_val *key, MDB_val *val) {
+/* Checks a sealed entry read from LMDB (key and stored value) and strips
+ * its checksum from *val. `table` is the LMDB name ("log", "t:meta",
+ * "t:v:<view>"), for the detail of a mismatch. Errors: FLUME_ECORRUPT. */
+static int unseal_raw(const char *path, const char *table,
+                      const MDB_val *key, MDB_val *val) {
   return check_seal(key, val) == 0 ? 0 : seal_broken(path, table, key);
 }
 
@@ -511,7 +516,7 @@ static int check_content(MDB_env *env, const char *path, int readonly) {
   } else {
     const char *raw = v.mv_data;
     size_t len = v.mv_size;
-    if (flume__lmdb_unseal(path, "t:meta", &k, &v) != 0) {
+    if (unseal_raw(path, "t:meta", &k, &v) != 0) {
       /* An older flume stored "1" bare: not damage, an older format. */
       int digits = len > 0 && len < 8;
       for (size_t i = 0; i < len && digits; i++)
@@ -532,8 +537,17 @@ fail:
   return rc;
 }
 
-int flume__lmdb_open_env(const char *path, int readonly, size_t map_size,
-                         unsigned flags, unsigned max_dbs, MDB_env **out) {
+/*
+ * Opens the environment in the folder `path` after checking its data.mdb
+ * (size against the last page its meta pages name, the meta pages
+ * themselves), then checks that it is flume's (its log and metadata tables,
+ * sealed entries) and clears stale readers. `readonly`: MDB_RDONLY, and a
+ * folder without data.mdb is FLUME_ENOTFOUND instead of a new database.
+ * Otherwise a new database gets its log and metadata tables. map_size 0
+ * keeps the file's. `flags` are added to LMDB's open flags.
+ */
+static int open_env(const char *path, int readonly, size_t map_size,
+                    unsigned flags, unsigned max_dbs, MDB_env **out) {
   detail[0] = '\0';
   int exists, rc = check_file(path, &exists);
   if (rc) return rc;
@@ -604,13 +618,15 @@ static void store_free(flume__store *s) {
 
 static int lmdb_open(const char *path, const flume__store_opts *opts,
                      flume__store **out) {
+  int ro = opts && opts->readonly;
   if (path == NULL || *path == '\0') return FLUME_EINVAL;
   if (strlen(path) >= sizeof((flume__store *)0)->path) return FLUME_EINVAL;
-  if (mkdir(path, 0755) != 0 && errno != EEXIST) return -errno;
+  if (!ro && mkdir(path, 0755) != 0 && errno != EEXIST) return -errno;
 
   flume__store *s = calloc(1, sizeof *s);
   if (s == NULL) return FLUME_ENOMEM;
   s->lock_fd = -1;
+  s->readonly = ro;
   strcpy(s->path, path);
   pthread_rwlockattr_t attr;
   pthread_rwlockattr_init(&attr);
@@ -621,17 +637,22 @@ static int lmdb_open(const char *path, const flume__store_opts *opts,
   pthread_rwlockattr_destroy(&attr);
   pthread_mutex_init(&s->dbi_mutex, NULL);
 
-  int rc = lock_folder(path, &s->lock_fd);
+  /* A reader takes no lock: LMDB's reader table lets any number of
+   * processes read beside the one that writes. */
+  int rc = ro ? 0 : lock_folder(path, &s->lock_fd);
   if (rc) goto fail;
 
-  size_t map = opts && opts->map_size ? opts->map_size : LMDB_DEFAULT_MAP;
-  size_t have = file_size(path);
-  while (map < have + have / 2) map *= 2;
+  /* A reader maps what the file says (0); the writer's map grows on. */
+  size_t map = 0;
+  if (!ro) {
+    map = opts && opts->map_size ? opts->map_size : LMDB_DEFAULT_MAP;
+    size_t have = file_size(path);
+    while (map < have + have / 2) map *= 2;
+  }
 
   unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
-  if (opts && !opts->sync) flags |= MDB_NOSYNC;
-  rc = flume__lmdb_open_env(s->path, 0, map, flags, LMDB_MAX_TABLES + 2,
-                            &s->env);
+  if (!ro && opts && !opts->sync) flags |= MDB_NOSYNC;
+  rc = open_env(s->path, ro, map, flags, LMDB_MAX_TABLES + 2, &s->env);
   if (rc) goto fail;
   MDB_envinfo info;
   mdb_env_info(s->env, &info);
@@ -657,8 +678,38 @@ fail:
 
 static void lmdb_close(flume__store *s) { store_free(s); }
 
+/* After MDB_MAP_RESIZED: another process grew the map; adopt its size,
+ * which needs every transaction of ours finished, hence the exclusive lock.
+ * Called and returns with txn_lock held shared. */
+static void adopt_map(flume__store *s) {
+  pthread_rwlock_unlock(&s->txn_lock);
+  pthread_rwlock_wrlock(&s->txn_lock);
+  if (mdb_env_set_mapsize(s->env, 0) == 0) {
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    s->map_size = info.me_mapsize;
+  }
+  pthread_rwlock_unlock(&s->txn_lock);
+  pthread_rwlock_rdlock(&s->txn_lock);
+}
+
+/* A bare LMDB read transaction for the walks below the store's own
+ * (verify, copy), with txn_lock held shared until the caller releases it
+ * after its abort. */
+static int read_begin(flume__store *s, MDB_txn **txn) {
+  pthread_rwlock_rdlock(&s->txn_lock);
+  int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+  if (rc == MDB_MAP_RESIZED) {
+    adopt_map(s);
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+  }
+  if (rc) pthread_rwlock_unlock(&s->txn_lock);
+  return map_err(rc);
+}
+
 static int lmdb_txn_begin(flume__store *s, int flags, flume__txn **out) {
   detail[0] = '\0'; /* a detail is read right after the read that failed */
+  if (s->readonly && !(flags & FLUME__TXN_READ)) return -EROFS;
   if ((flags & FLUME__TXN_READ) && s->spare) {
     /* Renewing a reset read transaction skips LMDB's allocation and its
      * reader-table lock: reads are many and short. Only the loop thread
@@ -694,13 +745,7 @@ static int lmdb_txn_begin(flume__store *s, int flags, flume__txn **out) {
   pthread_rwlock_rdlock(&s->txn_lock);
   int rc = mdb_txn_begin(s->env, NULL, t->write ? 0 : MDB_RDONLY, &t->txn);
   if (rc == MDB_MAP_RESIZED) {
-    /* Another process grew the map: adopt its size, which needs every
-     * transaction of ours finished, hence the exclusive lock. */
-    pthread_rwlock_unlock(&s->txn_lock);
-    pthread_rwlock_wrlock(&s->txn_lock);
-    mdb_env_set_mapsize(s->env, 0);
-    pthread_rwlock_unlock(&s->txn_lock);
-    pthread_rwlock_rdlock(&s->txn_lock);
+    adopt_map(s);
     rc = mdb_txn_begin(s->env, NULL, t->write ? 0 : MDB_RDONLY, &t->txn);
   }
   if (rc) {
@@ -773,6 +818,7 @@ static void lmdb_txn_abort(flume__txn *t) {
 }
 
 static int lmdb_grow(flume__store *s) {
+  if (s->readonly) return -EROFS;
   int dead;
   mdb_reader_check(s->env, &dead); /* stale readers may be why it is full */
   pthread_rwlock_wrlock(&s->txn_lock);
@@ -976,27 +1022,138 @@ static int lmdb_cursor_get(flume__cursor *c, int op, flume__slice *key,
   return 0;
 }
 
-const flume__store_ops flume__store_lmdb = {
-    .name = "lmdb",
-    .inline_writes = 0,
-    .open = lmdb_open,
-    .close = lmdb_close,
-    .txn_begin = lmdb_txn_begin,
-    .txn_commit = lmdb_txn_commit,
-    .txn_abort = lmdb_txn_abort,
-    .grow = lmdb_grow,
-    .table_open = lmdb_table_open,
-    .table_clear = lmdb_table_clear,
-    .table_count = lmdb_table_count,
-    .get = lmdb_get,
-    .put = lmdb_put,
-    .del = lmdb_del,
-    .log_append = lmdb_log_append,
-    .log_last = lmdb_log_last,
-    .cursor_open = lmdb_cursor_open,
-    .cursor_close = lmdb_cursor_close,
-    .cursor_get = lmdb_cursor_get,
-};
+
+/* ---- stat, listing, copy ----------------------------------------------- */
+
+static int lmdb_stat(flume__store *s, flume__store_stat *out) {
+  MDB_envinfo in;
+  MDB_stat st;
+  /* Not while this process remaps (grow, adopt_map). */
+  pthread_rwlock_rdlock(&s->txn_lock);
+  int rc = mdb_env_info(s->env, &in);
+  if (rc == 0) rc = mdb_env_stat(s->env, &st);
+  pthread_rwlock_unlock(&s->txn_lock);
+  if (rc) return map_err(rc);
+  out->page_size = st.ms_psize;
+  out->map_size = in.me_mapsize;
+  out->used = ((uint64_t)in.me_last_pgno + 1) * st.ms_psize;
+  out->txn_id = in.me_last_txnid;
+  out->readers = in.me_numreaders;
+  out->max_readers = in.me_maxreaders;
+  return 0;
+}
+
+static int lmdb_table_stat(flume__txn *t, flume__table tbl,
+                           flume__table_stat *out) {
+  MDB_stat st;
+  int rc = map_err(mdb_stat(t->txn, dbi_of(t, tbl), &st));
+  if (rc) return rc;
+  out->entries = st.ms_entries;
+  out->bytes = (uint64_t)(st.ms_branch_pages + st.ms_leaf_pages +
+                          st.ms_overflow_pages) *
+               st.ms_psize;
+  return 0;
+}
+
+static int lmdb_table_list(flume__txn *t, flume__table_fn fn, void *ctx) {
+  MDB_cursor *cur;
+  MDB_val k, v;
+  /* The names are gathered first: fn may open tables meanwhile, which
+   * reads LMDB's main table under our cursor. */
+  char(*names)[LMDB_NAME_MAX] = NULL;
+  size_t n = 0, cap = 0;
+  MDB_dbi main;
+  int rc = mdb_dbi_open(t->txn, NULL, 0, &main);
+  if (rc == 0) rc = mdb_cursor_open(t->txn, main, &cur);
+  if (rc) return map_err(rc);
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    /* "t:<name>"; the log and anything not flume's are not listed */
+    if (k.mv_size < 3 || k.mv_size - 2 >= LMDB_NAME_MAX ||
+        memcmp(k.mv_data, "t:", 2) != 0 ||
+        memchr((const char *)k.mv_data + 2, '\0', k.mv_size - 2))
+      continue;
+    if (n == cap) {
+      size_t c = cap ? cap * 2 : 16;
+      void *p = realloc(names, c * sizeof *names);
+      if (p == NULL) {
+        rc = ENOMEM;
+        break;
+      }
+      names = p;
+      cap = c;
+    }
+    memcpy(names[n], (const char *)k.mv_data + 2, k.mv_size - 2);
+    names[n++][k.mv_size - 2] = '\0';
+  }
+  mdb_cursor_close(cur);
+  rc = rc == MDB_NOTFOUND ? 0 : read_err(t->store->path, rc);
+  for (size_t i = 0; rc == 0 && i < n; i++) rc = fn(ctx, names[i]);
+  free(names);
+  return rc;
+}
+
+/* A copy running on its own thread. */
+typedef struct copy_job {
+  flume__store *store; /* the source */
+  int fd;              /* the new data.mdb */
+  unsigned flags;      /* MDB_CP_COMPACT or 0 */
+  int rc;              /* LMDB's or the system's result */
+  atomic_int done;     /* set once rc is */
+} copy_job;
+
+static void *copy_main(void *arg) {
+  copy_job *j = arg;
+  flume__store *s = j->store;
+  /* The copy's read transaction is ours: no remap under it. */
+  pthread_rwlock_rdlock(&s->txn_lock);
+  int rc = mdb_env_copyfd2(s->env, j->fd, j->flags);
+  if (rc == MDB_MAP_RESIZED) {
+    /* Another process grew the map before the copy's transaction began:
+     * adopt it and start again on an empty file. */
+    adopt_map(s);
+    if (ftruncate(j->fd, 0) != 0 || lseek(j->fd, 0, SEEK_SET) != 0)
+      rc = errno;
+    else
+      rc = mdb_env_copyfd2(s->env, j->fd, j->flags);
+  }
+  pthread_rwlock_unlock(&s->txn_lock);
+  if (rc == 0 && fsync(j->fd) != 0) rc = errno;
+  j->rc = rc;
+  atomic_store(&j->done, 1);
+  return NULL;
+}
+
+static int lmdb_copy(flume__store *s, const char *dest, int compact,
+                     flume__copy_fn progress, void *ctx) {
+  char file[4200];
+  if (dest == NULL || *dest == '\0' ||
+      snprintf(file, sizeof file, "%s/data.mdb", dest) >= (int)sizeof file)
+    return FLUME_EINVAL;
+  int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return -errno;
+  copy_job j = {s, fd, compact ? MDB_CP_COMPACT : 0, 0, 0};
+  pthread_t th;
+  int rc = pthread_create(&th, NULL, copy_main, &j);
+  if (rc) {
+    close(fd);
+    unlink(file);
+    return -rc;
+  }
+  for (unsigned tick = 1; !atomic_load(&j.done); tick++) {
+    struct timespec ts = {0, 10 * 1000 * 1000}; /* 10 ms */
+    nanosleep(&ts, NULL);
+    struct stat st;
+    if (progress && tick % 10 == 0 && !atomic_load(&j.done) &&
+        fstat(fd, &st) == 0)
+      progress(ctx, (uint64_t)st.st_size);
+  }
+  pthread_join(th, NULL);
+  if (close(fd) != 0 && j.rc == 0) j.rc = errno;
+  if (j.rc == EFBIG || j.rc == EDQUOT) j.rc = ENOSPC; /* no room for it */
+  if (j.rc) unlink(file); /* a cut copy is no database */
+  return map_err(j.rc);
+}
 
 /* ---- verify: read everything ------------------------------------------- */
 
@@ -1044,12 +1201,14 @@ static uint64_t verify_table(MDB_txn *txn, const char *path, const char *name,
   uint64_t n = 0;
   int is_log = strcmp(name, "log") == 0;
   char what[4600];
-  fn(ctx, FLUME__VERIFY_TABLE, name, 0);
+  /* the store's name: "log", "meta", "v:<view>" */
+  const char *shown = strncmp(name, "t:", 2) == 0 ? name + 2 : name;
+  fn(ctx, FLUME__VERIFY_TABLE, shown, 0);
   int rc = mdb_dbi_open(txn, name, is_log ? MDB_INTEGERKEY : 0, &dbi);
   if (rc == 0) rc = mdb_cursor_open(txn, dbi, &cur);
   if (rc) {
     snprintf(what, sizeof what,
-             "table %.130s in %.4096s/data.mdb cannot be read: %s", name, path,
+             "table %.130s in %.4096s/data.mdb cannot be read: %s", shown, path,
              mdb_strerror(rc));
     fn(ctx, FLUME__VERIFY_DAMAGED, what, 0);
     return 0;
@@ -1072,7 +1231,7 @@ static uint64_t verify_table(MDB_txn *txn, const char *path, const char *name,
       next = seq + 1;
     }
     MDB_val sealed = v;
-    if (flume__lmdb_unseal(path, name, &k, &sealed) != 0) {
+    if (unseal_raw(path, name, &k, &sealed) != 0) {
       flume__store_detail(what, sizeof what);
       fn(ctx, FLUME__VERIFY_DAMAGED, what, n);
     }
@@ -1082,15 +1241,14 @@ static uint64_t verify_table(MDB_txn *txn, const char *path, const char *name,
              "table %.130s in %.4096s/data.mdb: the walk stopped after %llu "
              "entries: "
              "%s",
-             name, path, (unsigned long long)n, mdb_strerror(rc));
+             shown, path, (unsigned long long)n, mdb_strerror(rc));
     fn(ctx, FLUME__VERIFY_DAMAGED, what, n);
   }
   mdb_cursor_close(cur);
   return n;
 }
 
-int flume__lmdb_verify(const char *path, flume__verify_fn fn, void *ctx) {
-  MDB_env *env;
+static int lmdb_verify(flume__store *s, flume__verify_fn fn, void *ctx) {
   MDB_txn *txn;
   MDB_dbi main;
   MDB_cursor *cur;
@@ -1098,16 +1256,16 @@ int flume__lmdb_verify(const char *path, flume__verify_fn fn, void *ctx) {
   MDB_envinfo info;
   char names[LMDB_MAX_TABLES + 2][LMDB_NAME_MAX + 2];
   size_t nnames = 0;
-  int rc = flume__lmdb_open_env(path, 1, 0, MDB_NOTLS | MDB_NORDAHEAD,
-                                LMDB_MAX_TABLES + 2, &env);
+  detail[0] = '\0';
+  int rc = read_begin(s, &txn);
   if (rc) return rc;
-  mdb_env_info(env, &info);
-  if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn))) goto done;
+  /* The walk opens LMDB handles of its own, which the abort below closes
+   * again: no other thread may open one meanwhile. */
+  pthread_mutex_lock(&s->dbi_mutex);
+  mdb_env_info(s->env, &info);
   if ((rc = mdb_dbi_open(txn, NULL, 0, &main)) ||
-      (rc = mdb_cursor_open(txn, main, &cur))) {
-    mdb_txn_abort(txn);
+      (rc = mdb_cursor_open(txn, main, &cur)))
     goto done;
-  }
   /* The log first, then every other table in LMDB's order. */
   strcpy(names[nnames++], "log");
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
@@ -1121,12 +1279,40 @@ int flume__lmdb_verify(const char *path, flume__verify_fn fn, void *ctx) {
   mdb_cursor_close(cur);
   uint64_t total = 0;
   for (size_t i = 0; i < nnames; i++)
-    total += verify_table(txn, path, names[i], fn, ctx);
-  total += verify_free(txn, info.me_last_pgno, path, fn, ctx);
-  mdb_txn_abort(txn);
+    total += verify_table(txn, s->path, names[i], fn, ctx);
+  total += verify_free(txn, info.me_last_pgno, s->path, fn, ctx);
   fn(ctx, FLUME__VERIFY_DONE, "", total);
   rc = 0;
 done:
-  mdb_env_close(env);
+  mdb_txn_abort(txn);
+  pthread_mutex_unlock(&s->dbi_mutex);
+  pthread_rwlock_unlock(&s->txn_lock);
   return map_err(rc);
 }
+
+const flume__store_ops flume__store_lmdb = {
+    .name = "lmdb",
+    .inline_writes = 0,
+    .open = lmdb_open,
+    .close = lmdb_close,
+    .txn_begin = lmdb_txn_begin,
+    .txn_commit = lmdb_txn_commit,
+    .txn_abort = lmdb_txn_abort,
+    .grow = lmdb_grow,
+    .stat = lmdb_stat,
+    .copy = lmdb_copy,
+    .verify = lmdb_verify,
+    .table_open = lmdb_table_open,
+    .table_clear = lmdb_table_clear,
+    .table_count = lmdb_table_count,
+    .table_stat = lmdb_table_stat,
+    .table_list = lmdb_table_list,
+    .get = lmdb_get,
+    .put = lmdb_put,
+    .del = lmdb_del,
+    .log_append = lmdb_log_append,
+    .log_last = lmdb_log_last,
+    .cursor_open = lmdb_cursor_open,
+    .cursor_close = lmdb_cursor_close,
+    .cursor_get = lmdb_cursor_get,
+};
