@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <ftw.h>
+#include <lmdb.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,7 +28,6 @@
 
 #include "check.h"
 #include "crc32c.h"
-#include <lmdb.h>
 #include "store.h"
 
 #ifdef FLUME_TEST_HOOKS
