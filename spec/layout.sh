@@ -18,7 +18,9 @@ status=0
 files=$(find include runtime views-lua -type f \( -name '*.c' -o -name '*.h' \
   -o -name '*.in' \) | sort)
 
-bad=$(grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"](lmdb|lmdb_env)\.h[>"]' \
+# <lmdb.h>, or log/'s private header that includes it
+header='(lmdb|lmdb_env|lmdb_file)\.h'
+bad=$(grep -nE "^[[:space:]]*#[[:space:]]*include[[:space:]]*[<\"]$header[>\"]" \
   $files || true)
 if [ -n "$bad" ]; then
   echo "outside log/, these files include LMDB's header (use log/store.h):"

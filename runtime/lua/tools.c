@@ -74,7 +74,7 @@ static int l_open(lua_State *L) {
   t->store = NULL; /* created closed, so __gc is always safe */
   memcpy(t->path, path, len + 1);
   luaL_setmetatable(L, TOOLS_STORE_MT);
-  flume__store_opts opts = {0, 0, 1};
+  flume__store_opts opts = {.readonly = 1};
   int rc = ops->open(t->path, &opts, &t->store);
   if (rc == FLUME_ENOTFOUND) {
     lua_pushfstring(L, "%s: no flume database here", path);
@@ -353,8 +353,7 @@ static int l_store_copy(lua_State *L) {
 /* ---- verify: the whole file, in a child process ------------------------ */
 
 typedef struct verify_out {
-  int fd;             /* the pipe to the parent */
-  char table[160];    /* the table being walked, for the crash message */
+  int fd; /* the pipe to the parent */
 } verify_out;
 
 static void put_line(int fd, char tag, const char *text) {
@@ -415,9 +414,9 @@ static int l_verify(lua_State *L) {
      * beside ours: the crash is reported from its signal instead. */
     int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
     if (null >= 0) dup2(null, 2);
-    verify_out o = {fds[1], ""};
+    verify_out o = {fds[1]};
     flume__store *store;
-    flume__store_opts opts = {0, 0, 1};
+    flume__store_opts opts = {.readonly = 1};
     int rc = ops->open(path, &opts, &store);
     if (rc == 0) {
       rc = ops->verify(store, on_verify, &o);

@@ -290,7 +290,7 @@ static void test_stat(void) {
   remove_dir(dir);
 }
 
-/* ---- copy ----------------------------------------------------------------- */
+/* ---- copy --------------------------------------------------------------- */
 
 static void on_progress(void *ctx, uint64_t bytes) {
   uint64_t *last = ctx;
