@@ -63,6 +63,8 @@ typedef struct flume__store_opts {
  *    as of their begin; a map grown by that writer is adopted at the next
  *    begin. Keep them short (as the threading contract says): a reader pins
  *    the pages of its snapshot, and the writer's file grows meanwhile.
+ *    They are cheap to begin (LMDB renews a reset one), so a reader
+ *    begins one per read; stat's txn_id says whether anything changed.
  *  - A write transaction, grow, and any change are -EROFS ("read-only file
  *    system": the store, not the disk, is read-only).
  *  - The memory backend has nothing to share: readonly is FLUME_EINVAL.
@@ -84,7 +86,9 @@ typedef struct flume__store_stat {
   uint64_t used;        /* bytes in use, up to the last page written */
   uint64_t txn_id;      /* the last committed write transaction's id: it
                            changes whenever any process commits */
-  unsigned readers;     /* reader slots taken, in every process */
+  unsigned readers;     /* LMDB: reader slots used so far, by every
+                           process (its high-water mark); memory: read
+                           transactions open */
   unsigned max_readers; /* reader slots there are */
 } flume__store_stat;
 
@@ -174,7 +178,8 @@ typedef struct flume__store_ops {
    * finds; damage does not stop the walk. Returns 0 when the walk finished
    * (then fn had FLUME__VERIFY_DONE), or the error that stopped it. A
    * damaged branch page can crash LMDB inside the walk: run it in a child
-   * process (the command does: flume verify). */
+   * process (the command does: flume verify). Other threads' table_open
+   * waits until it ends. */
   int (*verify)(flume__store *s, flume__verify_fn fn, void *ctx);
 
   /* Opens the named table; with create set, makes it if missing (needs a
