@@ -45,6 +45,7 @@ build = {
         "runtime/views/host.c",
         "runtime/views/read.c",
         "log/lmdb.c",
+        "log/lmdb_file.c",
         "log/memory.c",
       },
       defines = { "_GNU_SOURCE", "FLUME_BUILDING" },

@@ -658,7 +658,7 @@ local function view_report(name, rec, info, err, since, tables)
     src.hash
   if rec and rec.hash ~= r.hash then r.stored_hash = rec.hash end
   r.lag = since - r.since
-  local t = tables["t:v:" .. name]
+  local t = tables.views[name]
   r.state_size = t and t.bytes or 0
   r.entries = t and t.entries or 0
   if info and info.script_changed then
