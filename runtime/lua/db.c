@@ -350,14 +350,18 @@ static void since_cb(void *p, int status, int64_t since) {
 static int ldb_on_since(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  lwatch *w = lua_newuserdatauv(L, sizeof *w, 1);
+  lwatch *w = lua_newuserdatauv(L, sizeof *w, 0);
   w->w = NULL;
   flume__lua_req_init(&w->req, d->ctx, NULL);
   luaL_setmetatable(L, WATCH_MT);
-  int rc = flume_db_on_since(d->db, since_cb, w, &w->w);
-  if (rc) return flume__lua_raise(L, rc, NULL);
-  /* The watch stays alive (and its callback reachable) while active. */
+  /* The watch stays alive (and its callback reachable) while active: held
+   * before the database knows of it. */
   flume__lua_req_hold(L, &w->req, 2, lua_gettop(L));
+  int rc = flume_db_on_since(d->db, since_cb, w, &w->w);
+  if (rc) {
+    flume__lua_req_drop(L, &w->req);
+    return flume__lua_raise(L, rc, NULL);
+  }
   return 1;
 }
 

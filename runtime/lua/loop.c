@@ -41,8 +41,12 @@ static int ctx_gc(lua_State *L) {
   c->closing = 1;
   c->L = NULL;
   /* A timer's callback could not run now; waiting for it would only hold
-   * the exit up (forever, for math.huge). */
-  while (c->timers) flume__lua_req_drop(NULL, &c->timers->req);
+   * the exit up (forever, for math.huge). One whose callback is running
+   * (os.exit inside it) has ended already and stays. */
+  for (ltimer *lt = c->timers, *next; lt; lt = next) {
+    next = lt->next;
+    flume__lua_req_drop(NULL, &lt->req);
+  }
   /* Databases closed by their own __gc finish closing here. */
   uv_run(&c->loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&c->loop) == UV_EBUSY) {
