@@ -200,6 +200,27 @@ describe("the state closing", function()
     assert.equal(0, code)
   end)
 
+  it("exits from inside a callback with other work pending", function()
+    local dir = H.tmpdir()
+    local out, code = child([[
+      local flume = require "flume"
+      local db = flume.open(arg[1] .. "/db")
+      flume.sleep(math.huge, function() end)
+      flume.core.timer(0, function()
+        db:append("last", function() end)
+        print("exiting")
+        os.exit(3, true)
+      end)
+      flume.core.run("default")
+    ]], dir)
+    assert.equal("exiting\n", out)
+    assert.equal(3, code)
+    local db = flume.open(dir .. "/db")
+    assert.equal(0, db.since)
+    db:close()
+    H.rm(dir)
+  end)
+
   it("finishes the appends of a database left open", function()
     local dir = H.tmpdir()
     local out, code = child([[
