@@ -43,6 +43,7 @@ build = {
         "runtime/views/pipeline.c",
         "runtime/views/gate.c",
         "runtime/views/registry.c",
+        "runtime/views/methods.c",
         "runtime/views/api.c",
         "runtime/views/host.c",
         "runtime/views/read.c",

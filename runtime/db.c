@@ -550,6 +550,26 @@ int flume__db_read_seqs(flume_db *db, const int64_t *seqs, size_t n,
   return rc;
 }
 
+typedef struct many_ctx {
+  flume_value_fn fn; /* the caller's */
+  void *ctx;
+  size_t i;          /* the index of the next seq */
+} many_ctx;
+
+static int many_one(void *p, int64_t seq, const void *data, size_t len) {
+  many_ctx *m = p;
+  return m->fn(m->ctx, m->i++, seq, data, len);
+}
+
+FLUME_API int flume_db_get_many(flume_db *db, const int64_t *seqs, size_t n,
+                                flume_value_fn fn, void *ctx) {
+  if (db == NULL || (n > 0 && (seqs == NULL || fn == NULL)))
+    return FLUME_EINVAL;
+  if (n == 0) return db->closing ? FLUME_ECLOSED : 0;
+  many_ctx m = {fn, ctx, 0};
+  return flume__db_read_seqs(db, seqs, n, many_one, &m);
+}
+
 typedef struct copy_ctx {
   void *data;  /* the copy */
   size_t len;  /* its length */

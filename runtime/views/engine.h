@@ -8,6 +8,14 @@
 
 #include "views/views.h"
 
+/* A C reader of a view (api.c's iterators): the registry forgets the view
+ * in every reader still open when the database closes. */
+typedef struct flume__reader {
+  struct flume__reader *next; /* the registry's list */
+  struct flume__reader *prev;
+  flume_view *view;           /* NULL once the database has closed */
+} flume__reader;
+
 struct flume__views {
   flume_db *db;          /* owner */
   flume__host *host;     /* the sandboxed state */
@@ -30,9 +38,14 @@ struct flume__views {
   int closing;           /* the database's handles are closing */
   int stopping;          /* flume_db_close() was called: no new work */
   int handles;           /* handles still open while closing */
+  flume__reader *readers; /* C iterators open on its views */
   void (*closed)(void *ctx); /* called when they are */
   void *closed_ctx;
 };
+
+/* Tracks r (r->view set) until flume__views_untrack. */
+void flume__views_track(flume__reader *r);
+void flume__views_untrack(flume__reader *r);
 
 /* The database's views, or NULL before its first view (registry.c). */
 flume__views *flume__views_of(flume_db *db);

@@ -1,5 +1,6 @@
 /*
- * Views: registering them, the indexer, checkpoints, since-gating, rebuild.
+ * The pipeline: the indexer and checkpoints (one control loop), setting
+ * views up, and rebuild.
  *
  * The indexer runs on the loop thread in slices (an idle callback): it reads
  * the next batch of the log after the lowest view since in one short read
@@ -17,6 +18,7 @@
 #include "keys.h"
 #include "msgpack.h"
 #include "views/engine.h"
+#include "views/read.h"
 
 #define SLICE_VALUES 2000            /* most log values per indexer slice */
 #define SLICE_MIN 8                  /* fewest values a slice reads */
@@ -852,48 +854,21 @@ static int setup_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
                   (flume__slice){packed, FLUME__RECORD_SIZE});
 }
 
-/* Pushes a reduce view's committed state, decoded from the store: a fresh
- * copy each time. Pushes nil and returns FLUME_ENOTFOUND when it has none. */
-static int push_stored_state(flume__views *vs, flume_view *v, char *err,
-                             size_t errlen) {
-  const flume__store_ops *ops = flume__db_ops(vs->db);
-  lua_State *H = flume__host_state(vs->host);
-  flume__txn *txn;
-  flume__slice val;
-  int rc = ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &txn);
-  if (rc == 0) {
-    rc = ops->get(txn, v->table, (flume__slice){FLUME__REDUCE_STATE_KEY, 1}, &val);
-    if (rc == 0 && flume__mp_decode(H, val.data, val.size, err, errlen))
-      rc = FLUME_ECORRUPT;
-    ops->txn_abort(txn);
-  }
-  if (rc) lua_pushnil(H);
-  return rc;
-}
-
-/* Loads a reduce view's committed state into the host. */
+/* Loads a reduce view's committed state into the host (its initial state
+ * when it has none stored). */
 static int load_state(flume__views *vs, flume_view *v) {
+  lua_State *H = flume__host_state(vs->host);
+  flume__buf b = FLUME__BUF_INIT;
   char err[128];
-  int rc = push_stored_state(vs, v, err, sizeof err);
+  int rc = flume__view_stored_state(v, &b);
   if (rc == FLUME_ENOTFOUND) {
-    lua_pop(flume__host_state(vs->host), 1);
     host_reset(vs, v);
-    return 0;
+    rc = 0;
+  } else if (rc == 0) {
+    if (flume__mp_decode(H, b.data, b.len, err, sizeof err)) rc = FLUME_ECORRUPT;
+    else host_set_field(vs, v, "state");
   }
-  if (rc == 0) host_set_field(vs, v, "state");
-  else lua_pop(flume__host_state(vs->host), 1);
-  return rc;
-}
-
-int flume__view_push_state(flume_view *v, char *err, size_t errlen) {
-  flume__views *vs = flume__views_of(v->db);
-  if (vs == NULL) return FLUME_ECLOSED;
-  char why[128] = "";
-  int rc = push_stored_state(vs, v, why, sizeof why);
-  if (rc == FLUME_ENOTFOUND) return 0; /* nil: no state yet */
-  if (rc)
-    snprintf(err, errlen, "view '%s': its stored state cannot be read: %s%s%s",
-             v->name, flume_strerror(rc), why[0] ? ": " : "", why);
+  flume__buf_free(&b);
   return rc;
 }
 

@@ -198,8 +198,26 @@ static void views_close(void *part, void (*cb)(void *), void *ctx) {
   uv_close((uv_handle_t *)&vs->idle, idle_closed);
 }
 
+void flume__views_track(flume__reader *r) {
+  flume__views *vs = flume__views_of(r->view->db);
+  r->prev = NULL;
+  r->next = vs->readers;
+  if (vs->readers) vs->readers->prev = r;
+  vs->readers = r;
+}
+
+void flume__views_untrack(flume__reader *r) {
+  if (r->view == NULL) return; /* the database closed: forgotten */
+  flume__views *vs = flume__views_of(r->view->db);
+  if (r->prev) r->prev->next = r->next;
+  else vs->readers = r->next;
+  if (r->next) r->next->prev = r->prev;
+  r->view = NULL;
+}
+
 static void views_free(void *part) {
   flume__views *vs = part;
+  for (flume__reader *r = vs->readers; r; r = r->next) r->view = NULL;
   views_free_list(vs, vs->list);
   views_free_list(vs, vs->dead);
   flume__host_free(vs->host);
