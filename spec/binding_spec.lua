@@ -239,6 +239,26 @@ describe("the state closing", function()
   end)
 end)
 
+describe("the dispatcher", function()
+  it("failing itself is reported, and the loop goes on", function()
+    local out, code = child([[
+      local core = require "flume.core"
+      core.set_dispatch(function() error("dispatcher bug", 0) end)
+      local c = core.open()
+      for i = 1, 2 do c:append(false, false, "x", function() end) end
+      core.run("default")
+      print("since " .. c:since())
+      c:close()
+      core.run("default")
+    ]])
+    local _, failures = out:gsub("flume: dispatcher failed: dispatcher bug",
+      "")
+    assert.equal(2, failures)
+    assert.truthy(out:find("since 1\n", 1, true))
+    assert.equal(0, code)
+  end)
+end)
+
 describe("flume.tools", function()
   it("is reached with require after flume", function()
     local tools = require "flume.tools"

@@ -72,17 +72,37 @@ lreq *flume__lua_req_new(lua_State *L, lctx *c, int cb_idx) {
   return r;
 }
 
+/* What a call into Lua needs, for call_cb. */
+typedef struct call_args {
+  lctx *c;                 /* the state's context: its dispatcher */
+  int cb;                  /* registry ref of the callback */
+  int status;              /* for push */
+  flume__lua_push_fn push; /* pushes the callback's arguments, or NULL */
+  const void *res;         /* for push */
+} call_args;
+
+static int call_cb(lua_State *L) {
+  call_args *a = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->c->dispatch_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->cb);
+  int nargs = a->push ? a->push(L, a->status, a->res) : 0;
+  lua_call(L, nargs + 1, 0);
+  return 0;
+}
+
 /*
  * Calls the callback `cb` through the dispatcher, on L, with what push
- * pushes. The dispatcher catches errors of callbacks itself; one of its
- * own is a bug worth seeing rather than a silent loss.
+ * pushes. All of it is protected, pushing too: an error (out of memory)
+ * must not unwind through libuv's frames. The dispatcher catches errors
+ * of callbacks itself; one of its own is a bug worth seeing rather than a
+ * silent loss.
  */
 static void dispatch(lua_State *L, lctx *c, int cb, int status,
                      flume__lua_push_fn push, const void *res) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->dispatch_ref);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, cb);
-  int nargs = push ? push(L, status, res) : 0;
-  if (lua_pcall(L, nargs + 1, 0, 0) != LUA_OK) {
+  call_args a = {c, cb, status, push, res};
+  lua_pushcfunction(L, call_cb);
+  lua_pushlightuserdata(L, &a);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     fprintf(stderr, "flume: dispatcher failed: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
