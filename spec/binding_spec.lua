@@ -37,6 +37,15 @@ local function child(script, ...)
   return out, ok and 0 or code
 end
 
+--- The since of the database in dir/db, which is then removed.
+local function since_then_rm(dir)
+  local db = flume.open(dir .. "/db")
+  local since = db.since
+  db:close()
+  H.rm(dir)
+  return since
+end
+
 for _, backend in ipairs(H.backends) do
   describe("the binding on " .. backend, function()
     local ctx = H.fresh(backend)
@@ -213,12 +222,7 @@ describe("the state closing", function()
       end)
       flume.core.run("default")
     ]], dir)
-    assert.equal("exiting\n", out)
-    assert.equal(3, code)
-    local db = flume.open(dir .. "/db")
-    assert.equal(0, db.since)
-    db:close()
-    H.rm(dir)
+    assert.same({ "exiting\n", 3, 0 }, { out, code, since_then_rm(dir) })
   end)
 
   it("finishes the appends of a database left open", function()
@@ -230,12 +234,7 @@ describe("the state closing", function()
       db._c:on_since(function() end)
       print("left")
     ]], dir)
-    assert.equal("left\n", out)
-    assert.equal(0, code)
-    local db = flume.open(dir .. "/db")
-    assert.equal(9, db.since)
-    db:close()
-    H.rm(dir)
+    assert.same({ "left\n", 0, 9 }, { out, code, since_then_rm(dir) })
   end)
 end)
 
