@@ -1,9 +1,9 @@
 /*
- * flume.core's view methods: use, info, gated waits, and reads that go
- * straight from the store into the caller's state (keys through the key
- * codec, accumulators and states through msgpack), and calls of a view's
- * own methods, which run in the view host with arguments and results
- * copied through msgpack.
+ * flume.core's view methods, a database's methods like db.c's: use, info,
+ * gated waits (requests, req.c), reads through the view engine's one read
+ * path (views/read.h; keys through codec.c, accumulators and states into
+ * the caller's state), and calls of a view's own methods, which run in the
+ * view host with arguments and results copied through msgpack.
  */
 #include <stdio.h>
 #include <string.h>
