@@ -28,6 +28,10 @@ build = {
     ["flume.core"] = {
       sources = {
         "runtime/lua/core.c",
+        "runtime/lua/codec.c",
+        "runtime/lua/db.c",
+        "runtime/lua/loop.c",
+        "runtime/lua/req.c",
         "runtime/lua/tools.c",
         "runtime/lua/views.c",
         "runtime/db.c",

@@ -47,17 +47,9 @@ end
 
 -- flume.tools -----------------------------------------------------------------
 
---- The read-only helpers, from the library that holds flume.core.
-local function load_tools()
-  if type(core.tools) == "table" then return core.tools end
-  local path = package.searchpath("flume.core", package.cpath)
-  local open = path and package.loadlib(path, "luaopen_flume_tools")
-  if not open then
-    fail("this flume.core has no luaopen_flume_tools (runtime/lua/tools.c)")
-  end
-  core.tools = open()
-  return core.tools
-end
+--- The read-only helpers, from the library that holds flume.core (which
+-- registers them in package.preload).
+local function load_tools() return require "flume.tools" end
 
 -- JSON ------------------------------------------------------------------------
 
