@@ -300,7 +300,7 @@ static const luaL_Reg sandbox_funcs[] = {{"pcall", sb_pcall},
 
 /* ---- work done inside C functions ------------------------------------ */
 
-void flume__host_charge(lua_State *L, size_t units) {
+static void charge(lua_State *L, size_t units) {
   flume__host *h = host_of(L);
   if (units > h->work) {
     h->work = 0;
@@ -317,7 +317,7 @@ void flume__host_charge(lua_State *L, size_t units) {
  * then buys a call some 200 MB of new strings, a fraction of a second. */
 static void charge_bytes(lua_State *L, double bytes) {
   double u = bytes / 4.0;
-  flume__host_charge(L, u > 1e15 ? (size_t)1e15 : (size_t)u);
+  charge(L, u > 1e15 ? (size_t)1e15 : (size_t)u);
 }
 
 /* Charged before by the length of arg 1 (W_LEN), the size of the table
@@ -342,23 +342,23 @@ static int charged(lua_State *L) {
     double n = (double)lua_rawlen(L, 1);
     int bits = 1;
     while (bits < 63 && ((double)((uint64_t)1 << bits)) < n) bits++;
-    flume__host_charge(L, (size_t)(n * bits * 4)); /* a compare: 4 */
+    charge(L, (size_t)(n * bits * 4)); /* a compare: 4 */
   } else if (how == W_MOVE) {
     int f_ok, e_ok;
     lua_Integer f = lua_tointegerx(L, 2, &f_ok), e = lua_tointegerx(L, 3, &e_ok);
     double n = (double)e - (double)f;
     if (f_ok && e_ok && n > 0)
-      flume__host_charge(L, n > 1e15 ? (size_t)1e15 : (size_t)n);
+      charge(L, n > 1e15 ? (size_t)1e15 : (size_t)n);
   } else if ((how == W_INSERT && lua_gettop(L) >= 3) ||
              (how == W_REMOVE && lua_gettop(L) >= 2)) {
-    if (lua_istable(L, 1)) flume__host_charge(L, lua_rawlen(L, 1));
+    if (lua_istable(L, 1)) charge(L, lua_rawlen(L, 1));
   }
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
   if (how == W_RESULT && lua_type(L, 1) == LUA_TSTRING)
     charge_bytes(L, (double)lua_rawlen(L, 1));
-  if (how == W_RESULTS) flume__host_charge(L, (size_t)lua_gettop(L));
+  if (how == W_RESULTS) charge(L, (size_t)lua_gettop(L));
   return lua_gettop(L);
 }
 
@@ -374,7 +374,7 @@ static void wrap(lua_State *L, const char *name, int how) {
  * Functions whose work grows with their input are charged for it. */
 static void bound_libraries(lua_State *L) {
   lua_getglobal(L, "string");
-  flume__pattern_register(L);
+  flume__pattern_register(L, charge);
   wrap(L, "rep", W_RESULT);
   wrap(L, "upper", W_LEN);
   wrap(L, "lower", W_LEN);
