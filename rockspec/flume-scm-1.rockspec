@@ -25,6 +25,7 @@ build = {
     ["flume"] = "views-lua/flume/init.lua",
     ["flume.cli"] = "views-lua/flume/cli.lua",
     ["flume.json"] = "views-lua/flume/json.lua",
+    ["flume.scheduler"] = "views-lua/flume/scheduler.lua",
     ["flume.core"] = {
       sources = {
         "runtime/lua/core.c",
