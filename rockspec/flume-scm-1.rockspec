@@ -25,7 +25,9 @@ build = {
     ["flume"] = "views-lua/flume/init.lua",
     ["flume.cli"] = "views-lua/flume/cli.lua",
     ["flume.json"] = "views-lua/flume/json.lua",
+    ["flume.options"] = "views-lua/flume/options.lua",
     ["flume.scheduler"] = "views-lua/flume/scheduler.lua",
+    ["flume.view"] = "views-lua/flume/view.lua",
     ["flume.core"] = {
       sources = {
         "runtime/lua/core.c",

@@ -1,0 +1,58 @@
+--- The checks of arguments and options that databases and views share:
+-- each raises `flume: EINVAL: ...` when what it checks is not usable.
+local error, type = error, type
+local maxinteger = math.maxinteger
+
+local M = {}
+
+--- Checks an options argument: nil or a table.
+function M.check_opts(opts, name)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("flume: EINVAL: " .. name .. "'s options must be a table, not " ..
+      "a " .. type(opts), 0)
+  end
+  return opts
+end
+
+--- Checks a callback argument: nil or a function.
+function M.check_cb(cb, name)
+  if cb ~= nil and type(cb) ~= "function" then
+    error("flume: EINVAL: " .. name .. "'s callback must be a function, " ..
+      "not a " .. type(cb), 0)
+  end
+  return cb
+end
+
+--- An integer option `k` of `opts`, or nil.
+function M.opt_int(opts, k)
+  local v = opts[k]
+  if v ~= nil and math.type(v) ~= "integer" then
+    error("flume: EINVAL: option '" .. k .. "' must be an integer, not " ..
+      tostring(v), 0)
+  end
+  return v
+end
+
+--- The `limit` option: an integer >= 0, or nil or math.huge for none.
+function M.opt_limit(opts)
+  local v = opts.limit
+  if v == nil or v == math.huge then return maxinteger end
+  if math.type(v) ~= "integer" or v < 0 then
+    error("flume: EINVAL: option 'limit' must be an integer >= 0 " ..
+      "(math.huge: no limit), not " .. tostring(v), 0)
+  end
+  return v
+end
+
+--- Checks a `timeout` option: a number of seconds, math.huge for none.
+-- Returns the seconds, or nil for no timeout.
+function M.check_timeout(t)
+  if t == nil or t == math.huge then return nil end
+  if type(t) ~= "number" or t ~= t or t < 0 then
+    error("flume: EINVAL: timeout must be a number of seconds >= 0 " ..
+      "(math.huge: no timeout), not " .. tostring(t), 0)
+  end
+  return t
+end
+
+return M
