@@ -29,6 +29,7 @@ build = {
     ["flume.cli.diff"] = "views-lua/flume/cli/diff.lua",
     ["flume.cli.output"] = "views-lua/flume/cli/output.lua",
     ["flume.cli.progress"] = "views-lua/flume/cli/progress.lua",
+    ["flume.errors"] = "views-lua/flume/errors.lua",
     ["flume.json"] = "views-lua/flume/json.lua",
     ["flume.options"] = "views-lua/flume/options.lua",
     ["flume.scheduler"] = "views-lua/flume/scheduler.lua",
@@ -36,6 +37,7 @@ build = {
     ["flume.core"] = {
       sources = {
         "runtime/lua/core.c",
+        "runtime/lua/errors.c",
         "runtime/lua/tools.c",
         "runtime/lua/views.c",
         "runtime/db.c",

@@ -386,7 +386,7 @@ for _, backend in ipairs(H.backends) do
 
       it("refuses a codec that is not one", function()
         assert.error_matches(function() H.open(backend, { codec = "json" }) end,
-          "^flume: EINVAL: codec must be")
+          "^flume: EINVAL: invalid argument: codec must be")
       end)
     end)
   end)

@@ -46,5 +46,8 @@ void flume__lua_release(lreq *r);
 void flume__lua_views_register(lua_State *L);
 /* core.key_encode(key) -> the key's order-preserving encoding. */
 int flume__lua_key_encode(lua_State *L);
+/* Sets `errors` on the module table at the top of the stack: for each code
+ * the core knows, errors[NAME] = { code, name, message } (lua/errors.c). */
+void flume__lua_errors_register(lua_State *L);
 
 #endif

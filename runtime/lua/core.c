@@ -707,6 +707,7 @@ __attribute__((visibility("default"))) int luaopen_flume_core(lua_State *L) {
   lua_pop(L, 1);
 
   luaL_newlib(L, core_funcs);
+  flume__lua_errors_register(L);
   lua_pushstring(L, flume_version());
   lua_setfield(L, -2, "version");
   /* The mark of an empty array (see msgpack.h): one per Lua state. */

@@ -16,17 +16,20 @@
 --
 -- The parts (each requires only those listed before it, and flume.core):
 --
+-- * flume/errors.lua     raising errors with the core's names and messages;
 -- * flume/options.lua    the checks of arguments and options;
 -- * flume/scheduler.lua  waiting: the loop, driven coroutines, sleep, the
 --                        async forms of sync calls and iterations;
 -- * flume/view.lua       the view object `db:use` mounts;
 -- * flume/init.lua       (this file) `flume.open`, codecs and the database.
 local core = require "flume.core"
+local errors = require "flume.errors"
 local scheduler = require "flume.scheduler"
 local options = require "flume.options"
 local View = require "flume.view"
 
 local error, type = error, type
+local raise = errors.raise
 local await, batches = scheduler.await, scheduler.batches
 local check_opts, check_cb = options.check_opts, options.check_cb
 local opt_int, opt_limit = options.opt_int, options.opt_limit
@@ -55,24 +58,22 @@ local function check_codec(codec)
   if type(codec) == "table" and type(codec.name) == "string" and
     type(codec.encode) == "function" and type(codec.decode) == "function" then
     if codec.name == "msgpack" or codec.name == "raw" then
-      error("flume: EINVAL: a custom codec cannot be named '" ..
-        codec.name .. "'", 0)
+      raise("EINVAL", "a custom codec cannot be named '" .. codec.name .. "'")
     end
     return codec.name, false, codec.encode, codec.decode
   end
-  error("flume: EINVAL: codec must be \"msgpack\", \"raw\" or " ..
-    "{ name = string, encode = function, decode = function }", 0)
+  raise("EINVAL", "codec must be \"msgpack\", \"raw\" or " ..
+    "{ name = string, encode = function, decode = function }")
 end
 
 local function encode_custom(encode, v, where)
   local ok, s = pcall(encode, v)
   if not ok then
-    error("flume: EENCODE: value cannot be encoded: " .. where ..
-      tostring(s), 0)
+    raise("EENCODE", where .. tostring(s))
   end
   if type(s) ~= "string" then
-    error("flume: EENCODE: value cannot be encoded: " .. where ..
-      "the codec's encode returned a " .. type(s) .. ", not a string", 0)
+    raise("EENCODE", where .. "the codec's encode returned a " .. type(s) ..
+      ", not a string")
   end
   return s
 end
@@ -116,7 +117,7 @@ function M.open(path, opts)
   opts = opts or {}
   local name, mp, encode, decode = check_codec(opts.codec)
   if opts.mapper ~= nil and type(opts.mapper) ~= "function" then
-    error("flume: EINVAL: mapper must be a function", 0)
+    raise("EINVAL", "mapper must be a function")
   end
   local c = core.open(path, name, opts.sync ~= false, opts.map_size)
   if opts.mapper then c:set_mapper(opts.mapper) end
@@ -146,13 +147,13 @@ function DB:append(value, opts, cb)
     for i = 1, batch and #list or 1 do
       local v = list[i]
       if type(v) ~= "string" or (mp and not pcall(core.decode, v)) then
-        error("flume: EINVAL: encoded value " .. i .. " is not what the " ..
-          "codec writes", 0)
+        raise("EINVAL", "encoded value " .. i .. " is not what the " ..
+          "codec writes")
       end
     end
     mp = false
   end
-  if c:closed() then error("flume: ECLOSED: database is closed", 0) end
+  if c:closed() then raise("ECLOSED") end
   if batch and type(value) ~= "table" then
     error("bad argument #1 to 'append' (a list of values expected with " ..
       "batch = true)", 2)
@@ -186,8 +187,7 @@ local function finish_value(db, v, seq)
   if decode then
     local ok, r = pcall(decode, v)
     if not ok then
-      error("flume: EDECODE: value cannot be decoded: at seq " .. seq ..
-        ": " .. tostring(r), 0)
+      raise("EDECODE", "at seq " .. seq .. ": " .. tostring(r))
     end
     v = r
   end
@@ -274,10 +274,10 @@ function DB:_stream(opts, hooks)
   local reverse, live = opts.reverse and true or false, opts.live
   local remaining = opt_limit(opts)
   if reverse and live then
-    error("flume: EINVAL: a live stream cannot be reverse", 0)
+    raise("EINVAL", "a live stream cannot be reverse")
   end
   local c, mp = self._c, self._mp
-  if c:closed() then error("flume: ECLOSED: database is closed", 0) end
+  if c:closed() then raise("ECLOSED") end
   local plain = self._decode == nil and self._mapper == nil
   -- Seqs start at 0: a lower bound below it means "from the start" (a
   -- live stream must never wait for a seq below 0, which is always reached).
@@ -362,12 +362,20 @@ local reserved = { since = true, path = true, codec = true }
 
 local function read_file(path)
   if path:find("\0", 1, true) then
-    error("flume: EINVAL: a view script path cannot contain a NUL byte", 0)
+    raise("EINVAL", "a view script path cannot contain a NUL byte")
   end
-  local f, err = io.open(path, "rb")
-  if not f then error("flume: ENOENT: cannot read view script: " .. err, 0) end
-  local text = f:read("a")
-  f:close()
+  -- The system's error, by the core's name for it (a folder named *.lua
+  -- opens, and fails at the read).
+  local f, _, errno = io.open(path, "rb")
+  local text
+  if f then
+    text, _, errno = f:read("a")
+    f:close()
+  end
+  if text == nil then
+    raise(errors.errno_name(errno) or "EIO", "cannot read view script " ..
+      path)
+  end
   return text
 end
 
@@ -377,16 +385,15 @@ end
 function DB:use(name, view, cb)
   check_self(self, "use")
   if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
-    error("flume: EINVAL: a view name must be an identifier, not " ..
-      tostring(name), 0)
+    raise("EINVAL", "a view name must be an identifier, not " ..
+      tostring(name))
   end
   if DB[name] ~= nil or reserved[name] or name:sub(1, 1) == "_" then
-    error("flume: EEXIST: name is already in use: '" .. name ..
-      "' is a database method", 0)
+    raise("EEXIST", "'" .. name .. "' is a database method")
   end
   check_cb(cb, "use")
   local c = self._c
-  if c:closed() then error("flume: ECLOSED: database is closed", 0) end
+  if c:closed() then raise("ECLOSED") end
   local src, chunk, tbl
   if type(view) == "string" then
     if not view:find("\n") and view:match("%.lua$") then

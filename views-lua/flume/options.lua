@@ -1,6 +1,10 @@
 --- The checks of arguments and options that databases and views share:
--- each raises `flume: EINVAL: ...` when what it checks is not usable.
-local error, type = error, type
+-- each raises `flume: EINVAL: invalid argument: ...` when what it checks
+-- is not usable.
+local errors = require "flume.errors"
+
+local type, tostring = type, tostring
+local raise = errors.raise
 local maxinteger = math.maxinteger
 
 local M = {}
@@ -8,8 +12,8 @@ local M = {}
 --- Checks an options argument: nil or a table.
 function M.check_opts(opts, name)
   if opts ~= nil and type(opts) ~= "table" then
-    error("flume: EINVAL: " .. name .. "'s options must be a table, not " ..
-      "a " .. type(opts), 0)
+    raise("EINVAL", name .. "'s options must be a table, not " ..
+      "a " .. type(opts))
   end
   return opts
 end
@@ -17,8 +21,8 @@ end
 --- Checks a callback argument: nil or a function.
 function M.check_cb(cb, name)
   if cb ~= nil and type(cb) ~= "function" then
-    error("flume: EINVAL: " .. name .. "'s callback must be a function, " ..
-      "not a " .. type(cb), 0)
+    raise("EINVAL", name .. "'s callback must be a function, " ..
+      "not a " .. type(cb))
   end
   return cb
 end
@@ -27,8 +31,8 @@ end
 function M.opt_int(opts, k)
   local v = opts[k]
   if v ~= nil and math.type(v) ~= "integer" then
-    error("flume: EINVAL: option '" .. k .. "' must be an integer, not " ..
-      tostring(v), 0)
+    raise("EINVAL", "option '" .. k .. "' must be an integer, not " ..
+      tostring(v))
   end
   return v
 end
@@ -38,8 +42,8 @@ function M.opt_limit(opts)
   local v = opts.limit
   if v == nil or v == math.huge then return maxinteger end
   if math.type(v) ~= "integer" or v < 0 then
-    error("flume: EINVAL: option 'limit' must be an integer >= 0 " ..
-      "(math.huge: no limit), not " .. tostring(v), 0)
+    raise("EINVAL", "option 'limit' must be an integer >= 0 " ..
+      "(math.huge: no limit), not " .. tostring(v))
   end
   return v
 end
@@ -49,8 +53,8 @@ end
 function M.check_timeout(t)
   if t == nil or t == math.huge then return nil end
   if type(t) ~= "number" or t ~= t or t < 0 then
-    error("flume: EINVAL: timeout must be a number of seconds >= 0 " ..
-      "(math.huge: no timeout), not " .. tostring(t), 0)
+    raise("EINVAL", "timeout must be a number of seconds >= 0 " ..
+      "(math.huge: no timeout), not " .. tostring(t))
   end
   return t
 end

@@ -10,12 +10,15 @@
 --
 -- This module holds that machinery (await), the loop (run), coroutines
 -- (spawn), sleep, and the async forms of sync calls and iterations
--- (later, batches). It requires flume.core only.
+-- (later, batches). It requires flume.core and flume.errors only.
 local core = require "flume.core"
+local errors = require "flume.errors"
 
 local coroutine, error, type, select = coroutine, error, type, select
 local running, resume, yield = coroutine.running, coroutine.resume,
   coroutine.yield
+
+local raise = errors.raise
 
 local M = {}
 
@@ -137,13 +140,13 @@ end
 --- Sleeps for `seconds` (sync form), or calls `cb()` after them.
 function M.sleep(seconds, cb)
   if type(seconds) ~= "number" or not (seconds >= 0) then
-    error("flume: EINVAL: sleep takes a number of seconds >= 0 " ..
+    raise("EINVAL", "sleep takes a number of seconds >= 0 " ..
       "(math.huge: forever), not " .. (type(seconds) == "number" and
-      tostring(seconds) or "a " .. type(seconds)), 0)
+      tostring(seconds) or "a " .. type(seconds)))
   end
   if cb ~= nil and type(cb) ~= "function" then
-    error("flume: EINVAL: sleep's callback must be a function, not a " ..
-      type(cb), 0)
+    raise("EINVAL", "sleep's callback must be a function, not a " ..
+      type(cb))
   end
   if cb then
     core.timer(seconds, cb)

@@ -4,14 +4,17 @@
 -- the log as it was when the call was made (`wait = false`: it does not).
 -- Each call that can wait has the two forms of flume (see init.lua), and
 -- the methods a script defines are methods of its view. This module
--- requires flume.core and the scheduler and options modules, not flume:
+-- requires flume.core and the errors, scheduler and options modules, not
+-- flume:
 -- what a view needs of its database (values of the log, their codec and
 -- mapper, since observers) it asks the database object it holds.
 local core = require "flume.core"
+local errors = require "flume.errors"
 local scheduler = require "flume.scheduler"
 local options = require "flume.options"
 
 local error, type, select = error, type, select
+local raise = errors.raise
 local await, later, batches = scheduler.await, scheduler.later,
   scheduler.batches
 local check_opts, check_cb = options.check_opts, options.check_cb
@@ -43,10 +46,10 @@ View_mt.__tostring = function(view)
 end
 
 local function explain_wait_error(view, err, target)
-  if err:find("^flume: EVIEW") then
+  if errors.is(err, "EVIEW") then
     local info = view_info(view)
     if info and info.error then return info.error end
-  elseif err:find("^flume: ETIMEDOUT") then
+  elseif errors.is(err, "ETIMEDOUT") then
     local info = view_info(view)
     return string.format("%s waiting for view '%s' to reach seq %d (it is " ..
       "at %d)", err, view._name, target, info and info.since or -1)
@@ -80,7 +83,7 @@ local function check_view(view, name)
       "' (flume.view expected; call it as view:" .. name .. "(...))", 3)
   end
   if view._db._c:closed() then
-    error("flume: ECLOSED: database is closed", 0)
+    raise("ECLOSED")
   end
 end
 
@@ -94,8 +97,8 @@ function View:get(key, opts, cb)
   local c, kind = self._db._c, self._kind
   if kind == "reduce" then
     if cb ~= nil then
-      error("flume: EINVAL: a reduce view's get takes only options and a " ..
-        "callback: get([opts][, cb])", 0)
+      raise("EINVAL", "a reduce view's get takes only options and a " ..
+        "callback: get([opts][, cb])")
     end
     if type(key) == "function" and opts == nil then key, opts = nil, key end
     key, opts, cb = nil, key, opts
@@ -194,7 +197,7 @@ local function read_iter(self, opts, target, hooks)
           return c:view_wait(name, target, nil, k)
         end)
         if err then
-          if err:find("^flume: ECLOSED") then return nil end
+          if errors.is(err, "ECLOSED") then return nil end
           error(explain_wait_error(self, err, target), 0)
         end
         low, high = pass_since, self.since
@@ -222,10 +225,10 @@ function View:read(opts, cb)
   opts = check_opts(opts, "read") or {}
   check_cb(cb, "read")
   if self._kind == "reduce" then
-    error("flume: EINVAL: a reduce view has no keys to read", 0)
+    raise("EINVAL", "a reduce view has no keys to read")
   end
   if opts.live and opts.reverse then
-    error("flume: EINVAL: a live read cannot be reverse", 0)
+    raise("EINVAL", "a live read cannot be reverse")
   end
   local target = gate_target(self, opts)
   if not cb then return read_iter(self, opts, target) end
@@ -271,12 +274,12 @@ function View:on_progress(fn, interval)
   check_view(self, "on_progress")
   local c = self._db._c
   if type(fn) ~= "function" then
-    error("flume: EINVAL: on_progress takes a function, not a " .. type(fn), 0)
+    raise("EINVAL", "on_progress takes a function, not a " .. type(fn))
   end
   interval = interval or 0.25
   if type(interval) ~= "number" or not (interval >= 0) then
-    error("flume: EINVAL: on_progress's interval must be a number of " ..
-      "seconds >= 0, not " .. tostring(interval), 0)
+    raise("EINVAL", "on_progress's interval must be a number of " ..
+      "seconds >= 0, not " .. tostring(interval))
   end
   if interval < 0.001 then interval = 0.001 end
   local stopped, polling = false, false

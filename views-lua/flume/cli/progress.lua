@@ -92,7 +92,7 @@ function Progress:abort()
   if self.shown then stderr:write("\n") end
 end
 
--- Waiting for views ------------------------------------------------------------
+-- Waiting for views -----------------------------------------------------------
 
 --- Runs `wait()` (which waits for views) with a progress bar over the
 -- slowest of `views` (a list), counted from `from` (default: where they
