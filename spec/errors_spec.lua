@@ -40,6 +40,9 @@ describe("core.errors", function()
       assert.truthy(core.errors[name], name)
     end
     assert.truthy(n > 40)
+    -- as the README shows it
+    assert.same({ code = -33002, name = "ECLOSED",
+      message = "database is closed" }, core.errors.ECLOSED)
   end)
 
   it("gives a name shared with the system flume's own code", function()

@@ -9,22 +9,24 @@ local maxinteger = math.maxinteger
 
 local M = {}
 
+--- Checks an optional argument of `name`: nil, or a value of type `want`
+-- (its `what`).
+local function check_optional(v, want, what, name)
+  if v ~= nil and type(v) ~= want then
+    raise("EINVAL", name .. "'s " .. what .. " must be a " .. want ..
+      ", not a " .. type(v))
+  end
+  return v
+end
+
 --- Checks an options argument: nil or a table.
 function M.check_opts(opts, name)
-  if opts ~= nil and type(opts) ~= "table" then
-    raise("EINVAL", name .. "'s options must be a table, not " ..
-      "a " .. type(opts))
-  end
-  return opts
+  return check_optional(opts, "table", "options", name)
 end
 
 --- Checks a callback argument: nil or a function.
 function M.check_cb(cb, name)
-  if cb ~= nil and type(cb) ~= "function" then
-    raise("EINVAL", name .. "'s callback must be a function, " ..
-      "not a " .. type(cb))
-  end
-  return cb
+  return check_optional(cb, "function", "callback", name)
 end
 
 --- An integer option `k` of `opts`, or nil.

@@ -10,9 +10,11 @@
 --
 -- This module holds that machinery (await), the loop (run), coroutines
 -- (spawn), sleep, and the async forms of sync calls and iterations
--- (later, batches). It requires flume.core and flume.errors only.
+-- (later, batches). It requires flume.core, flume.errors and
+-- flume.options only.
 local core = require "flume.core"
 local errors = require "flume.errors"
+local options = require "flume.options"
 
 local coroutine, error, type, select = coroutine, error, type, select
 local running, resume, yield = coroutine.running, coroutine.resume,
@@ -144,10 +146,7 @@ function M.sleep(seconds, cb)
       "(math.huge: forever), not " .. (type(seconds) == "number" and
       tostring(seconds) or "a " .. type(seconds)))
   end
-  if cb ~= nil and type(cb) ~= "function" then
-    raise("EINVAL", "sleep's callback must be a function, not a " ..
-      type(cb))
-  end
+  options.check_cb(cb, "sleep")
   if cb then
     core.timer(seconds, cb)
     return
