@@ -40,8 +40,8 @@ local maxinteger = math.maxinteger
 
 local array = json.array
 local to_json = json.encode
-local Exit, fail, usage, one_line = Output.Exit, Output.fail, Output.usage,
-  Output.one_line
+local Exit, fail, fail_error, usage, one_line = Output.Exit, Output.fail,
+  Output.fail_error, Output.usage, Output.one_line
 local out, human_size, print_table = Output.out, Output.human_size,
   Output.print_table
 local parse_args, parse_json = Args.parse_args, Args.parse_json
@@ -100,8 +100,8 @@ If DIR already holds one, says so; with --codec, it must be that codec.
       local since = env:log()
       close_ro(ctx, env)
       if codec and codec ~= meta.codec then
-        fail(fmt("ECODEC: %s was written with codec '%s', not '%s'", dir,
-          meta.codec, codec))
+        fail_error("ECODEC", fmt("%s was written with codec '%s', not '%s'",
+          dir, meta.codec, codec))
       end
       out(fmt("%s: already a flume database (codec %s, %d values)\n", dir,
         meta.codec, since + 1))
@@ -218,8 +218,8 @@ the last value. Works while another process writes the database.]],
     if seq < 0 then seq = since + 1 + seq end
     local seqs, vals = {}, {}
     if seq < 0 or env:read(seq, seq, false, 1, seqs, vals) == 0 then
-      fail(fmt("ENOTFOUND: no value at seq %s in %s (%s)", ctx.args[2], dir,
-        since < 0 and "the log is empty" or
+      fail_error("ENOTFOUND", fmt("no value at seq %s in %s (%s)",
+        ctx.args[2], dir, since < 0 and "the log is empty" or
         fmt("it holds seqs 0 to %d", since)))
     end
     out(to_json(decoder(meta.codec)(vals[1])), "\n")
@@ -547,7 +547,7 @@ local function verify_storage(ctx, dir)
   if r.crashed then out("damaged: ", r.crashed, "\n") end
   local bad = #r.damaged + (r.crashed and 1 or 0)
   if bad > 0 then
-    fail(fmt("ECORRUPT: verify: %s has %d damaged %s%s", dir, bad,
+    fail_error("ECORRUPT", fmt("verify: %s has %d damaged %s%s", dir, bad,
       bad == 1 and "place" or "places", r.crashed and
       " (a damaged page stopped the walk: what follows it was not read)" or
       ""))

@@ -1,11 +1,13 @@
 --- How the command opens databases (read-only through flume.tools, or for
 -- writing with flume.open) and attaches the views of its command line.
 local flume = require "flume"
+local errors = require "flume.errors"
 local output = require "flume.cli.output"
 
 local core = flume.core
 local fmt, concat, sort = string.format, table.concat, table.sort
-local fail, usage, one_line = output.fail, output.usage, output.one_line
+local fail, fail_error, usage, one_line = output.fail, output.fail_error,
+  output.usage, output.one_line
 
 local M = {}
 
@@ -36,19 +38,20 @@ local function open_ro(ctx, dir, any_codec)
   ctx.envs[#ctx.envs + 1] = env
   local ok, meta = pcall(env.meta, env)
   if not ok then
-    if tostring(meta):find("ECORRUPT") then
+    if errors.is(meta, "ECORRUPT") then
       fail(dir .. ": not a flume database (no flume metadata in its LMDB " ..
         "environment)")
     end
     error(meta, 0)
   end
   if meta.format ~= ctx.tools.format then
-    fail(fmt("EFORMAT: %s has format version %s; this flume reads %s", dir,
-      tostring(meta.format), ctx.tools.format))
+    fail_error("EFORMAT", fmt("%s has format version %s; this flume reads %s",
+      dir, tostring(meta.format), ctx.tools.format))
   end
   if not any_codec and not CODECS[meta.codec] then
-    fail(fmt("ECODEC: %s uses the codec '%s', which the command line " ..
-      "cannot decode (it knows msgpack and raw)", dir, tostring(meta.codec)))
+    fail_error("ECODEC", fmt("%s uses the codec '%s', which the command " ..
+      "line cannot decode (it knows msgpack and raw)", dir,
+      tostring(meta.codec)))
   end
   return env, meta
 end

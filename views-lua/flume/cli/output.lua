@@ -1,5 +1,7 @@
 --- The command's output: its errors (a message and an exit code), stdout,
 -- and the formats of sizes, durations and tables.
+local errors = require "flume.errors"
+
 local stdout = io.stdout
 local fmt, concat = string.format, table.concat
 
@@ -12,6 +14,12 @@ M.Exit = {} -- metatable of the errors that end a command with a code
 --- Ends the command: `flume: msg` on stderr, exit code `code` (default 1).
 function M.fail(msg, code)
   error(setmetatable({ msg = msg, code = code or 1 }, M.Exit), 0)
+end
+
+--- Ends the command with the core's error `name` (see flume/errors.lua):
+-- `flume: NAME: <the core's message>: detail`, exit code 1.
+function M.fail_error(name, detail)
+  M.fail((errors.message(name, detail):gsub("^flume: ", "", 1)))
 end
 
 --- Ends the command as bad usage (exit code 2).
