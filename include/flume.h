@@ -369,6 +369,148 @@ FLUME_API int flume_view_call(flume_view *view, const char *method,
                               const void *args, size_t len, int wait,
                               flume_call_cb cb, void *ctx);
 
+/**
+ * @section viewreads Reading views
+ *
+ * The same reads the Lua API has, through the same code: a view's state as
+ * stored (its committed since, never work the indexer has not checkpointed),
+ * by key, by key range, or whole for a reduce view. Keys, accumulators and
+ * states are msgpack: a key is the msgpack of the value the view's `map`
+ * returned (a string, number, boolean or array of them), in flume's key
+ * order (the README's "Keys"). The reads themselves do not wait: call
+ * flume_view_wait() first for since-gated reads, as Lua's reads do. All of
+ * them run on the loop thread.
+ */
+
+/** What flume_view_status() reports. */
+typedef struct flume_view_info {
+  const char *kind;      /**< "reduce", "group", "index" or "c" */
+  int64_t version;       /**< the script's version */
+  int64_t since;         /**< committed since: what reads see (-1: none) */
+  int64_t processed;     /**< how far the indexer has got (>= since) */
+  int64_t log_since;     /**< the log's since now */
+  int ready;             /**< set up: its table is open, its record read */
+  int failed;            /**< a script error stopped it */
+  const char *error;     /**< the error when failed, else NULL; valid while
+                          *   the view is */
+  int64_t error_seq;     /**< the seq whose processing failed */
+  int script_changed;    /**< same version, a different script built it */
+  double rate;           /**< values per second while catching up, else 0 */
+  uint64_t hash;         /**< hash of the script */
+} flume_view_info;
+
+/** Fills `out` with the view's status and progress (since, processed and
+ * rate against log_since). @return 0, or #FLUME_EINVAL (NULL argument). */
+FLUME_API int flume_view_status(const flume_view *view,
+                                flume_view_info *out);
+
+/** Called once a flume_view_wait() is over: status 0 (reads now see the
+ * log as far as it was at the call), #FLUME_ETIMEDOUT, #FLUME_EVIEW (the
+ * view failed: flume_view_error()), #FLUME_ECLOSED (the database closed).
+ */
+typedef void (*flume_wait_cb)(void *ctx, int status);
+
+/**
+ * Waits until the view has caught up with the log's since as it is now
+ * (the gate of every Lua read). `cb` is called once, on a later loop turn,
+ * even when the view is up to date already.
+ * @param timeout seconds; negative for none.
+ * @return 0, or #FLUME_EINVAL (NULL view or cb), #FLUME_EVIEW (the view
+ * has failed), #FLUME_ECLOSED, #FLUME_ENOMEM.
+ */
+FLUME_API int flume_view_wait(flume_view *view, double timeout,
+                              flume_wait_cb cb, void *ctx);
+
+/**
+ * Reads what a Lua view's `get` gives: a reduce view's state (key
+ * ignored), a group view's accumulator for `key`, an index view's seqs for
+ * `key` (a msgpack array, in order). The result is msgpack in `*data`
+ * (free it with flume_free()).
+ * @return 0, or #FLUME_ENOTFOUND (a group key with no accumulator, a
+ * reduce view with no state yet), #FLUME_EINVAL (NULL argument; `key` is
+ * not msgpack of one key; a C view), #FLUME_EBUSY (the view is not set up
+ * yet), #FLUME_ECORRUPT and the store's errors; flume_db_errmsg() says
+ * what.
+ */
+FLUME_API int flume_view_get(flume_view *view, const void *key,
+                             size_t key_len, void **data, size_t *len);
+
+/** A read of a group or index view's entries in key order. */
+typedef struct flume_view_iter flume_view_iter;
+
+/** The bounds and order of a view range read. Bounds are msgpack keys;
+ * NULL for none. Initialise with flume_view_iter_options_init(). */
+typedef struct flume_view_iter_options {
+  const void *gt, *gte;    /**< lower bound, exclusive or inclusive */
+  size_t gt_len, gte_len;  /**< their lengths */
+  const void *lt, *lte;    /**< upper bound, exclusive or inclusive */
+  size_t lt_len, lte_len;  /**< their lengths */
+  int reverse;             /**< 1: from the upper bound down */
+  int64_t limit;           /**< most entries, -1 for no limit */
+} flume_view_iter_options;
+
+/** No bounds, forward, no limit. */
+FLUME_API void flume_view_iter_options_init(flume_view_iter_options *opts);
+
+/**
+ * Opens a range read of a group or index view. It reads in chunks, each in
+ * one short read transaction, so a slow reader pins nothing; each chunk
+ * sees the view's state as committed then.
+ * @return 0, or #FLUME_EINVAL (NULL argument; both gt and gte, or lt and
+ * lte; a bound that is not msgpack of one key; a reduce or C view),
+ * #FLUME_EBUSY (not set up yet), #FLUME_ENOMEM; flume_db_errmsg() says
+ * what.
+ */
+FLUME_API int flume_view_iter_open(flume_view *view,
+                                   const flume_view_iter_options *opts,
+                                   flume_view_iter **out);
+
+/**
+ * The next entry: its key (msgpack), and for an index view its seq (`*val`
+ * NULL), for a group view its accumulator (msgpack; `*seq` -1). Borrowed:
+ * valid until the next call on the iterator.
+ * @return 0, #FLUME_ENOTFOUND at the end, or #FLUME_ECLOSED (the database
+ * closed), #FLUME_ECORRUPT and the store's errors.
+ */
+FLUME_API int flume_view_iter_next(flume_view_iter *it, const void **key,
+                                   size_t *key_len, int64_t *seq,
+                                   const void **val, size_t *val_len);
+
+/** Frees the iterator (NULL is fine). Close iterators before their
+ * database's close callback has fired, or after: both are safe. */
+FLUME_API void flume_view_iter_close(flume_view_iter *it);
+
+/**
+ * Drops every view's state and rebuilds it from the log, in slices;
+ * gated reads wait for the rebuild.
+ * @return 0, or #FLUME_ECLOSED, #FLUME_ENOMEM.
+ */
+FLUME_API int flume_db_rebuild(flume_db *db);
+
+/**
+ * With ready 0, views do not index (reads that wait, wait) until it is
+ * called again with 1: load a batch of old values first, then let the
+ * views catch up once (Lua's `ready = false` and `db:set_ready()`).
+ * @return 0, or #FLUME_ECLOSED, #FLUME_ENOMEM.
+ */
+FLUME_API int flume_db_set_ready(flume_db *db, int ready);
+
+/** Called by flume_db_get_many() for the i-th seq asked for; bytes are
+ * borrowed for the call. Nonzero stops the read and is returned. */
+typedef int (*flume_value_fn)(void *ctx, size_t i, int64_t seq,
+                              const void *data, size_t len);
+
+/**
+ * Reads the values at seqs[0..n) (any order, repeats allowed) from one read
+ * transaction, calling fn for each in the order given: a consistent batch
+ * (an index view's seqs, say).
+ * @return 0, or #FLUME_ENOTFOUND (a seq not in the log, or past its
+ * since), #FLUME_EINVAL (NULL seqs or fn with n > 0), fn's nonzero result,
+ * #FLUME_ECLOSED, #FLUME_ECORRUPT.
+ */
+FLUME_API int flume_db_get_many(flume_db *db, const int64_t *seqs, size_t n,
+                                flume_value_fn fn, void *ctx);
+
 /** One log entry handed to a C view. Bytes borrowed for the call. */
 typedef struct flume_entry {
   int64_t seq;      /**< its seq */

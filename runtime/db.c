@@ -13,7 +13,6 @@
 
 #include "buf.h"
 #include "internal.h"
-#include "views/views.h"
 
 /* A group stops taking jobs once it holds this many bytes, so one commit's
  * dirty pages stay bounded however fast appends arrive. */
@@ -21,6 +20,8 @@
 /* Entries (or bytes) one read transaction may cover: reads stay short. */
 #define ITER_CHUNK_ENTRIES 512
 #define ITER_CHUNK_BYTES ((size_t)1 << 20)
+/* Subsystems that may attach to a database (the views are one). */
+#define FLUME__PARTS_MAX 4
 
 struct flume_watch {
   flume_db *db;          /* the database it observes */
@@ -69,7 +70,10 @@ struct flume_db {
   flume_watch *watches;           /* since observers */
   int notifying;                  /* inside notify(): defer frees */
   flume_iter *iters;              /* open iterators */
-  struct flume__views *views;     /* its views, once it has any */
+  const flume__part_ops *part_ops[FLUME__PARTS_MAX]; /* attached parts */
+  void *parts[FLUME__PARTS_MAX];  /* their state, in attach order */
+  int nparts;                     /* how many */
+  char errmsg[FLUME__ERRMSG_SIZE]; /* flume_db_errmsg() */
   int handles;                    /* handles still closing */
   int closing;                    /* flume_db_close() was called */
   int close_started;              /* the handles are being closed */
@@ -98,9 +102,38 @@ FLUME_API void flume_free(void *p) { free(p); }
 const flume__store_ops *flume__db_ops(flume_db *db) { return db->ops; }
 flume__store *flume__db_store(flume_db *db) { return db->store; }
 uv_loop_t *flume__db_loop(flume_db *db) { return db->loop; }
-struct flume__views *flume__db_views(flume_db *db) { return db->views; }
-void flume__db_set_views(flume_db *db, struct flume__views *vs) {
-  db->views = vs;
+
+int flume__db_attach(flume_db *db, const flume__part_ops *ops, void *part) {
+  if (db->closing) return FLUME_ECLOSED;
+  if (flume__db_part(db, ops)) return FLUME_EEXIST;
+  if (db->nparts == FLUME__PARTS_MAX) return FLUME_ENOMEM;
+  db->part_ops[db->nparts] = ops;
+  db->parts[db->nparts++] = part;
+  return 0;
+}
+
+void flume__db_detach(flume_db *db, const flume__part_ops *ops) {
+  for (int i = 0; i < db->nparts; i++) {
+    if (db->part_ops[i] != ops) continue;
+    for (int j = i + 1; j < db->nparts; j++) {
+      db->part_ops[j - 1] = db->part_ops[j];
+      db->parts[j - 1] = db->parts[j];
+    }
+    db->nparts--;
+    return;
+  }
+}
+
+void *flume__db_part(flume_db *db, const flume__part_ops *ops) {
+  for (int i = 0; i < db->nparts; i++)
+    if (db->part_ops[i] == ops) return db->parts[i];
+  return NULL;
+}
+
+char *flume__db_errbuf(flume_db *db) { return db->errmsg; }
+
+FLUME_API const char *flume_db_errmsg(flume_db *db) {
+  return db ? db->errmsg : "";
 }
 
 FLUME_API const char *flume_db_codec(const flume_db *db) { return db->codec; }
@@ -117,8 +150,8 @@ static int init_meta(flume_db *db, const char *codec, char found[64]) {
   flume__slice v;
   int rc = ops->txn_begin(db->store, FLUME__TXN_WRITE, &txn);
   if (rc) return rc;
-  if ((rc = ops->table_open(txn, "meta", 1, &meta))) goto fail;
-  rc = ops->get(txn, meta, (flume__slice){"format", 6}, &v);
+  if ((rc = ops->table_open(txn, FLUME__META_TABLE, 1, &meta))) goto fail;
+  rc = ops->get(txn, meta, (flume__slice){FLUME__META_FORMAT, strlen(FLUME__META_FORMAT)}, &v);
   if (rc == FLUME_ENOTFOUND) {
     int64_t last;
     if ((rc = ops->log_last(txn, &last))) goto fail;
@@ -127,9 +160,9 @@ static int init_meta(flume_db *db, const char *codec, char found[64]) {
       goto fail;
     }
     const char *name = codec ? codec : "raw";
-    if ((rc = ops->put(txn, meta, (flume__slice){"format", 6},
+    if ((rc = ops->put(txn, meta, (flume__slice){FLUME__META_FORMAT, strlen(FLUME__META_FORMAT)},
                        (flume__slice){FLUME__FORMAT, strlen(FLUME__FORMAT)})) ||
-        (rc = ops->put(txn, meta, (flume__slice){"codec", 5},
+        (rc = ops->put(txn, meta, (flume__slice){FLUME__META_CODEC, strlen(FLUME__META_CODEC)},
                        (flume__slice){name, strlen(name)})))
       goto fail;
     strcpy(db->codec, name);
@@ -141,7 +174,7 @@ static int init_meta(flume_db *db, const char *codec, char found[64]) {
       rc = FLUME_EFORMAT;
       goto fail;
     }
-    rc = ops->get(txn, meta, (flume__slice){"codec", 5}, &v);
+    rc = ops->get(txn, meta, (flume__slice){FLUME__META_CODEC, strlen(FLUME__META_CODEC)}, &v);
     if (rc == FLUME_ENOTFOUND || (rc == 0 && v.size >= sizeof db->codec))
       rc = FLUME_ECORRUPT;
     if (rc) goto fail;
@@ -517,6 +550,26 @@ int flume__db_read_seqs(flume_db *db, const int64_t *seqs, size_t n,
   return rc;
 }
 
+typedef struct many_ctx {
+  flume_value_fn fn; /* the caller's */
+  void *ctx;
+  size_t i;          /* the index of the next seq */
+} many_ctx;
+
+static int many_one(void *p, int64_t seq, const void *data, size_t len) {
+  many_ctx *m = p;
+  return m->fn(m->ctx, m->i++, seq, data, len);
+}
+
+FLUME_API int flume_db_get_many(flume_db *db, const int64_t *seqs, size_t n,
+                                flume_value_fn fn, void *ctx) {
+  if (db == NULL || (n > 0 && (seqs == NULL || fn == NULL)))
+    return FLUME_EINVAL;
+  if (n == 0) return db->closing ? FLUME_ECLOSED : 0;
+  many_ctx m = {fn, ctx, 0};
+  return flume__db_read_seqs(db, seqs, n, many_one, &m);
+}
+
 typedef struct copy_ctx {
   void *data;  /* the copy */
   size_t len;  /* its length */
@@ -637,7 +690,7 @@ FLUME_API void flume_iter_close(flume_iter *it) {
 
 static void finish_close(flume_db *db) {
   notify(db, FLUME_ECLOSED, db->since);
-  if (db->views) flume__views_free(db->views);
+  for (int i = 0; i < db->nparts; i++) db->part_ops[i]->free(db->parts[i]);
   for (flume_iter *it = db->iters; it; it = it->link_next) it->db = NULL;
   db->ops->close(db->store);
   flume_close_cb cb = db->close_cb;
@@ -655,17 +708,15 @@ static void on_closed(uv_handle_t *h) { handle_closed(h->data); }
 
 static void start_close(flume_db *db) {
   db->close_started = 1;
-  db->handles = 1;
-  if (db->views) {
-    db->handles++;
-    flume__views_close(db->views, handle_closed, db);
-  }
+  db->handles = 1 + db->nparts;
+  for (int i = 0; i < db->nparts; i++)
+    db->part_ops[i]->close(db->parts[i], handle_closed, db);
   uv_close((uv_handle_t *)&db->kick, on_closed);
 }
 
 FLUME_API int flume_db_close(flume_db *db, flume_close_cb cb, void *ctx) {
   if (db->closing) return FLUME_ECLOSED;
-  if (db->views) flume__views_before_close(db->views);
+  for (int i = 0; i < db->nparts; i++) db->part_ops[i]->before(db->parts[i]);
   db->closing = 1;
   db->close_cb = cb;
   db->close_ctx = ctx;

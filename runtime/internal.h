@@ -6,11 +6,9 @@
 #include <stdint.h>
 
 #include "flume.h"
+#include "format.h"
 #include "store.h"
 
-/* The on-disk format this runtime writes and reads. 2: every stored entry
- * is sealed with a checksum (log/lmdb.c); 1 had none. */
-#define FLUME__FORMAT "2"
 
 typedef struct flume__job flume__job;
 
@@ -60,10 +58,35 @@ typedef int (*flume__visit_fn)(void *ctx, int64_t seq, const void *data,
 int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
                    flume__visit_fn fn, void *ctx, size_t *count);
 
-/* The views of a database (views.c), created with its first view. */
-struct flume__views;
-struct flume__views *flume__db_views(flume_db *db);
-void flume__db_set_views(flume_db *db, struct flume__views *vs);
+/*
+ * A part of a database that a subsystem attaches (the views, with the
+ * first view), and how it closes. db.c names no subsystem: it calls these
+ * in the order parts were attached.
+ *  - before: flume_db_close() was called; the part stops taking work and
+ *    hands the writer what it must still store (it may submit jobs).
+ *  - close: the writer queue has drained; the part closes its handles and
+ *    calls done(ctx) once they are closed.
+ *  - free: every part and the database's own handles are closed: frees the
+ *    part. Waiters still pending are told FLUME_ECLOSED here at the latest.
+ */
+typedef struct flume__part_ops {
+  void (*before)(void *part);
+  void (*close)(void *part, void (*done)(void *ctx), void *ctx);
+  void (*free)(void *part);
+} flume__part_ops;
+
+/* Attaches `part`, found again by its ops. Errors: FLUME_ENOMEM,
+ * FLUME_ECLOSED (the database is closing), FLUME_EEXIST. */
+int flume__db_attach(flume_db *db, const flume__part_ops *ops, void *part);
+/* Detaches the part attached with these ops (one whose setup failed). */
+void flume__db_detach(flume_db *db, const flume__part_ops *ops);
+/* The part attached with these ops, or NULL. */
+void *flume__db_part(flume_db *db, const flume__part_ops *ops);
+
+/* The buffer behind flume_db_errmsg() (FLUME__ERRMSG_SIZE bytes): the
+ * message of the database's last failed call. */
+#define FLUME__ERRMSG_SIZE 512
+char *flume__db_errbuf(flume_db *db);
 
 /* Reads the log entries at seqs[0..n) (any order) in one read
  * transaction, calling fn for each. A seq not in the log is

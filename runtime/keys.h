@@ -18,28 +18,10 @@
 #include <lua.h>
 
 #include "buf.h"
+#include "format.h"
 
-/*
- * The key size limit, owned here: every writer of view entries and every
- * reader of ranges uses these names, never a number.
- *
- * A view table's entry is a key of the store, and LMDB's longest key is
- * FLUME__STORE_KEY_MAX bytes (511: mdb_env_get_maxkeysize() of a default
- * build; the memory backend keeps the same limit so that both accept the
- * same data). An index entry is `key || be64(seq)`, so the longest encoded
- * view key is 511 - 8 = 503 bytes. Group views store the key alone but
- * take the same limit, so that a key valid in one kind of view is valid in
- * every kind. Range bounds are not limited: a bound longer than any stored
- * key still has its place in the order (viewread.c).
- */
-#define FLUME__STORE_KEY_MAX 511
-/* Bytes of the big-endian seq after the key in an index entry. */
-#define FLUME__KEY_SEQ_LEN 8
-/* Longest encoded view key, in bytes (503). */
-#define FLUME__KEY_MAX (FLUME__STORE_KEY_MAX - FLUME__KEY_SEQ_LEN)
-
-/* Deepest array nesting accepted in a key. */
-#define FLUME__KEY_MAX_DEPTH 16
+/* The key size limits (FLUME__KEY_MAX and its kin) are part of the stored
+ * format: runtime/format.h. */
 
 /*
  * Appends the key encoding of the Lua value at `idx` to `b`. Never raises,

@@ -169,64 +169,41 @@ static int ldb_view_get(lua_State *L) {
   flume_view *v = check_view(L, d, 2);
   flume__view_info_t in;
   flume__view_info(v, &in);
-  const flume__store_ops *ops = flume__db_ops(d->db);
-  flume__table tbl = flume__view_table(v);
-  char err[256];
-  if (!in.ready) return flume__lua_raise(L, FLUME_EBUSY, "view not set up");
-  if (in.kind == FLUME__VIEW_C)
-    return flume__lua_raise(L, FLUME_EINVAL, "a C view answers its methods");
+  char err[512] = "";
+  int rc;
   if (in.kind == FLUME__VIEW_REDUCE) {
-    flume__txn *txn;
-    flume__slice val;
-    int rc = ops->txn_begin(flume__db_store(d->db), FLUME__TXN_READ, &txn);
-    if (rc) return flume__lua_raise(L, rc, NULL);
-    rc = ops->get(txn, tbl, (flume__slice){"s", 1}, &val);
-    if (rc == 0) rc = flume__mp_decode(L, val.data, val.size, err, sizeof err);
-    ops->txn_abort(txn);
-    if (rc == FLUME_ENOTFOUND) {
-      lua_pushnil(L);
-      return 1;
-    }
-    if (rc) return flume__lua_raise(L, rc, NULL);
+    if ((rc = flume__view_push_state(v, L, err, sizeof err)))
+      return flume__lua_raise(L, rc, err);
     return 1;
   }
   luaL_checkany(L, 3);
-  flume__buf key = FLUME__BUF_INIT, resume = FLUME__BUF_INIT;
+  flume__buf key = FLUME__BUF_INIT;
   encode_key(L, 3, &key);
-  flume__range r = {key.data, key.len, 1, key.data, key.len, 1, 0};
   lua_newtable(L);
-  flume__collect_ctx c = {L, in.kind == FLUME__VIEW_INDEX, 0, lua_gettop(L),
-                         0, ""};
-  size_t count, total = 0;
-  int rc;
-  do {
-    rc = flume__view_range(d->db, tbl, c.index ? 8 : 0, &r, 4096, &resume,
-                           flume__collect, &c, &count);
-    total += count;
-  } while (rc == 0 && count == 4096 && c.index);
+  flume__collect_ctx c = {L, 0, lua_gettop(L), 0, ""};
+  size_t count;
+  rc = flume__view_get(v, key.data, key.len, flume__view_collect, &c, &count,
+                       err, sizeof err);
   flume__buf_free(&key);
-  flume__buf_free(&resume);
-  if (rc) return flume__lua_raise(L, rc, c.err[0] ? c.err : NULL);
-  if (!c.index) {
-    if (total == 0) lua_pushnil(L);
+  if (rc) return flume__lua_raise(L, rc, c.err[0] ? c.err : err);
+  if (in.kind == FLUME__VIEW_GROUP) {
+    if (count == 0) lua_pushnil(L);
     else lua_rawgeti(L, -1, 1);
   }
   return 1;
 }
 
 /* db:view_read(name, lo, lo_incl, hi, hi_incl, reverse, max, resume,
- *              keys, vals) -> n, resume
+ *              keys, vals, upto) -> n, resume, done
  * Fills keys[1..n] and vals[1..n] (seqs of an index view, accumulators of a
  * group view) with the next entries of the range after `resume` (a string
- * from the previous call, or nil to start). */
+ * from the previous call, or nil to start); index entries past seq `upto`
+ * (nil: none) are skipped. `done`: the range is read to its end. */
 static int ldb_view_read(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
   flume_view *v = check_view(L, d, 2);
-  flume__view_info_t in;
-  flume__view_info(v, &in);
-  if (in.kind == FLUME__VIEW_REDUCE || in.kind == FLUME__VIEW_C)
-    return flume__lua_raise(L, FLUME_EINVAL, "this view has no range reads");
   lua_Integer max = luaL_checkinteger(L, 8);
+  lua_Integer upto = luaL_optinteger(L, 12, -1);
   luaL_checktype(L, 10, LUA_TTABLE);
   luaL_checktype(L, 11, LUA_TTABLE);
   flume__buf lo = FLUME__BUF_INIT, hi = FLUME__BUF_INIT;
@@ -241,22 +218,26 @@ static int ldb_view_read(lua_State *L) {
                     hi.len ? hi.data : NULL, hi.len, lua_toboolean(L, 6),
                     lua_toboolean(L, 7)};
   lua_settop(L, 11);
-  flume__collect_ctx c = {L, in.kind == FLUME__VIEW_INDEX, 10, 11, 0, ""};
+  flume__collect_ctx c = {L, 10, 11, 0, ""};
+  char err[512] = "";
   size_t count = 0;
-  int rc = max > 0 ? flume__view_range(d->db, flume__view_table(v),
-                                       c.index ? 8 : 0, &r, (size_t)max,
-                                       &resume, flume__collect, &c, &count)
-                   : 0;
+  int done = 1;
+  int rc = flume__view_readable(v, 1, err, sizeof err);
+  if (rc == 0 && max > 0)
+    rc = flume__view_read(v, &r, (size_t)max, upto, &resume,
+                          flume__view_collect, &c, &count, &done, err,
+                          sizeof err);
   flume__buf_free(&lo);
   flume__buf_free(&hi);
   if (rc) {
     flume__buf_free(&resume);
-    return flume__lua_raise(L, rc, c.err[0] ? c.err : NULL);
+    return flume__lua_raise(L, rc, c.err[0] ? c.err : err);
   }
   lua_pushinteger(L, (lua_Integer)count);
   lua_pushlstring(L, resume.data ? resume.data : "", resume.len);
+  lua_pushboolean(L, done);
   flume__buf_free(&resume);
-  return 2;
+  return 3;
 }
 
 /* db:view_call(name, method, args) -> result
@@ -281,33 +262,18 @@ static int ldb_view_call(lua_State *L) {
   return 1;
 }
 
+static void method_one(void *ctx, const char *name, const char *how) {
+  lua_State *L = ctx;
+  lua_pushstring(L, how);
+  lua_setfield(L, -2, name);
+}
+
 /* db:view_methods(name) -> { name = "sync"|"async"|"source" } */
 static int ldb_view_methods(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
   flume_view *v = check_view(L, d, 2);
-  lua_State *H = flume__host_state(flume__views_host(d->db));
-  int top = lua_gettop(H);
-  lua_rawgeti(H, LUA_REGISTRYINDEX, flume__view_host_ref(v));
-  lua_getfield(H, -1, "def");
-  lua_getfield(H, -1, "methods");
   lua_newtable(L);
-  if (lua_istable(H, -1)) {
-    lua_pushnil(H);
-    while (lua_next(H, -2)) {
-      if (lua_type(H, -2) == LUA_TSTRING && lua_istable(H, -1)) {
-        lua_rawgeti(H, -1, 1);
-        const char *k = lua_tostring(H, -1);
-        if (k && (!strcmp(k, "sync") || !strcmp(k, "async") ||
-                  !strcmp(k, "source"))) {
-          lua_pushstring(L, k);
-          lua_setfield(L, -2, lua_tostring(H, -3));
-        }
-        lua_pop(H, 1);
-      }
-      lua_pop(H, 1);
-    }
-  }
-  lua_settop(H, top);
+  flume__view_methods(v, method_one, L);
   return 1;
 }
 

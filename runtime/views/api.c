@@ -1,7 +1,8 @@
 /*
- * Views from C: loading a Lua view, calling a view's methods with msgpack
- * arguments and results, since-gated; and the method calls themselves,
- * which run in the view host (shared with the Lua binding).
+ * The C door to views: flume.h's view calls, translating arguments and
+ * results (msgpack keys to encoded keys and back, callbacks, the
+ * database's error message) and nothing else. The work is the engine's:
+ * the registry, the gate, the one read path (read.c) and the methods.
  */
 #include <lauxlib.h>
 #include <stdio.h>
@@ -10,250 +11,7 @@
 #include "keys.h"
 #include "msgpack.h"
 #include "views/read.h"
-#include "views/views.h"
-
-int flume__collect(void *p, const char *key, size_t key_len,
-                   size_t entry_len, const void *val, size_t val_len) {
-  flume__collect_ctx *c = p;
-  lua_State *L = c->L;
-  size_t used;
-  c->n++;
-  if (c->keys) {
-    if (flume__key_decode(L, key, key_len, &used, c->err, sizeof c->err))
-      return FLUME_EDECODE;
-    lua_rawseti(L, c->keys, c->n);
-  }
-  if (c->index) {
-    const unsigned char *s = (const unsigned char *)key + key_len;
-    uint64_t seq = 0;
-    for (size_t i = 0; i < entry_len - key_len; i++) seq = seq << 8 | s[i];
-    lua_pushinteger(L, (lua_Integer)seq);
-  } else if (flume__mp_decode(L, val, val_len, c->err, sizeof c->err)) {
-    return FLUME_EDECODE;
-  }
-  lua_rawseti(L, c->vals, c->n);
-  return 0;
-}
-
-/* get(key) of a group or index view, in the host: up[1] = the view. */
-static int host_get(lua_State *H) {
-  flume_view *v = lua_touserdata(H, lua_upvalueindex(1));
-  flume__view_info_t in;
-  flume__view_info(v, &in);
-  luaL_checkany(H, 1);
-  flume__buf key = FLUME__BUF_INIT, resume = FLUME__BUF_INIT;
-  char err[256];
-  if (flume__key_encode(H, 1, &key, err, sizeof err)) {
-    flume__buf_free(&key);
-    return luaL_error(H, "%s", err);
-  }
-  flume__range r = {key.data, key.len, 1, key.data, key.len, 1, 0};
-  lua_newtable(H);
-  flume__collect_ctx c = {H, in.kind == FLUME__VIEW_INDEX, 0, lua_gettop(H),
-                         0, ""};
-  size_t count;
-  int rc = flume__view_range(v->db, v->table, c.index ? 8 : 0, &r, SIZE_MAX,
-                             &resume, flume__collect, &c, &count);
-  flume__buf_free(&key);
-  flume__buf_free(&resume);
-  if (rc) return luaL_error(H, "%s", flume_strerror(rc));
-  if (!c.index) {
-    if (count == 0) lua_pushnil(H);
-    else lua_rawgeti(H, -1, 1);
-  }
-  return 1;
-}
-
-/* The iterator host_read returns: up[1] keys, up[2] values, up[3] index. */
-static int host_read_next(lua_State *H) {
-  lua_Integer i = lua_tointeger(H, lua_upvalueindex(3)) + 1;
-  lua_rawgeti(H, lua_upvalueindex(1), i);
-  if (lua_isnil(H, -1)) return 1;
-  lua_pushinteger(H, i);
-  lua_replace(H, lua_upvalueindex(3));
-  lua_rawgeti(H, lua_upvalueindex(2), i);
-  return 2;
-}
-
-/* Bound i of a read's options: pushes the field and says if it is set. */
-static int opt_bound(lua_State *H, const char *name, flume__buf *b,
-                     char *err, size_t errlen) {
-  lua_getfield(H, 1, name);
-  int set = !lua_isnil(H, -1);
-  if (set && flume__key_encode(H, -1, b, err, errlen)) set = -1;
-  lua_pop(H, 1);
-  return set;
-}
-
-/* read{gt=, gte=, lt=, lte=, reverse=, limit=} of a group or index view,
- * in the host: an iterator of key, accumulator (group) or key, seq
- * (index). up[1] = the view. */
-static int host_read(lua_State *H) {
-  flume_view *v = lua_touserdata(H, lua_upvalueindex(1));
-  char err[256] = "";
-  if (lua_isnoneornil(H, 1)) {
-    lua_settop(H, 0);
-    lua_newtable(H);
-  }
-  luaL_checktype(H, 1, LUA_TTABLE);
-  flume__buf lo = FLUME__BUF_INIT, hi = FLUME__BUF_INIT;
-  flume__buf resume = FLUME__BUF_INIT;
-  int lo_incl = 1, hi_incl = 1, set;
-  if ((set = opt_bound(H, "gte", &lo, err, sizeof err)) == 0) {
-    set = opt_bound(H, "gt", &lo, err, sizeof err);
-    lo_incl = 0;
-  }
-  int bad = set < 0;
-  if ((set = opt_bound(H, "lte", &hi, err, sizeof err)) == 0) {
-    set = opt_bound(H, "lt", &hi, err, sizeof err);
-    hi_incl = 0;
-  }
-  bad = bad || set < 0;
-  lua_getfield(H, 1, "reverse");
-  int reverse = lua_toboolean(H, -1);
-  lua_getfield(H, 1, "limit");
-  lua_Integer limit = luaL_optinteger(H, -1, 1000000);
-  lua_pop(H, 2);
-  if (bad) {
-    flume__buf_free(&lo);
-    flume__buf_free(&hi);
-    return luaL_error(H, "%s", err);
-  }
-  flume__range r = {lo.len ? lo.data : NULL, lo.len, lo_incl,
-                    hi.len ? hi.data : NULL, hi.len, hi_incl, reverse};
-  lua_newtable(H);
-  lua_newtable(H);
-  flume__collect_ctx c = {H, v->kind == FLUME__VIEW_INDEX, lua_gettop(H) - 1,
-                          lua_gettop(H), 0, ""};
-  size_t count;
-  int rc = limit > 0 ? flume__view_range(v->db, v->table, c.index ? 8 : 0, &r,
-                                         (size_t)limit, &resume,
-                                         flume__collect, &c, &count)
-                     : 0;
-  flume__buf_free(&lo);
-  flume__buf_free(&hi);
-  flume__buf_free(&resume);
-  if (rc) return luaL_error(H, "%s", c.err[0] ? c.err : flume_strerror(rc));
-  lua_pushinteger(H, 0);
-  lua_pushcclosure(H, host_read_next, 3);
-  return 1;
-}
-
-/* Pushes a read handle for a group or index view: { get, read }. */
-static void push_handle(lua_State *H, flume_view *v) {
-  lua_createtable(H, 0, 2);
-  lua_pushlightuserdata(H, v);
-  lua_pushcclosure(H, host_get, 1);
-  lua_setfield(H, -2, "get");
-  lua_pushlightuserdata(H, v);
-  lua_pushcclosure(H, host_read, 1);
-  lua_setfield(H, -2, "read");
-}
-
-typedef struct reply_ctx {
-  flume__buf *out;  /* where the result goes */
-  int replied;      /* reply was called */
-} reply_ctx;
-
-static void c_reply(void *p, const void *res, size_t len) {
-  reply_ctx *r = p;
-  r->replied = 1;
-  r->out->len = 0;
-  flume__buf_append(r->out, res, len);
-}
-
-int flume__view_call(flume_view *v, const char *method, const char *args,
-                     size_t alen, flume__buf *out, char *err, size_t errlen) {
-  flume__host *h = flume__views_host(v->db);
-  if (v->kind == FLUME__VIEW_C) {
-    if (v->vt->call == NULL) goto missing_c;
-    reply_ctx r = {out, 0};
-    int rc = v->vt->call(v->vstate, method, args, alen, c_reply, &r);
-    if (rc == FLUME_ENOTFOUND) goto missing_c;
-    if (rc == 0 && !r.replied) rc = FLUME_EVIEW;
-    if (rc) snprintf(err, errlen, "view '%s' method '%s': %s", v->name,
-                     method, flume_strerror(rc));
-    return rc;
-  missing_c:
-    snprintf(err, errlen, "view '%s' has no method '%s'", v->name, method);
-    return FLUME_ENOTFOUND;
-  }
-  lua_State *H = flume__host_state(h);
-  int top = lua_gettop(H);
-  lua_rawgeti(H, LUA_REGISTRYINDEX, v->host_ref);
-  int rec = lua_gettop(H);
-  lua_getfield(H, rec, "def");
-  lua_getfield(H, -1, "methods");
-  int builtin = 0;
-  if (lua_istable(H, -1)) lua_getfield(H, -1, method);
-  else lua_pushnil(H);
-  if (lua_istable(H, -1)) {
-    lua_rawgeti(H, -1, 2);
-  } else if (strcmp(method, "get") == 0) {
-    builtin = 1;
-    if (v->kind == FLUME__VIEW_REDUCE) {
-      lua_pushnil(H); /* placeholder: the state is pushed below */
-    } else {
-      lua_pushlightuserdata(H, v);
-      lua_pushcclosure(H, host_get, 1);
-    }
-  } else {
-    lua_pushnil(H);
-  }
-  if (!lua_isfunction(H, -1) && !(builtin && v->kind == FLUME__VIEW_REDUCE)) {
-    lua_settop(H, top);
-    snprintf(err, errlen, "view '%s' has no method '%s'", v->name, method);
-    return FLUME_ENOTFOUND;
-  }
-  int fn = lua_gettop(H);
-  if (flume__mp_decode(H, args, alen, err, errlen) || !lua_istable(H, -1)) {
-    lua_settop(H, top);
-    snprintf(err, errlen, "the arguments of view '%s' method '%s' must be "
-             "a msgpack list", v->name, method);
-    return FLUME_EINVAL;
-  }
-  int list = lua_gettop(H);
-  lua_Integer n = (lua_Integer)lua_rawlen(H, list);
-  if (n > 200 || !lua_checkstack(H, (int)n + 8)) {
-    lua_settop(H, top);
-    snprintf(err, errlen, "too many arguments");
-    return FLUME_EINVAL;
-  }
-  /* A reduce view's methods get its committed state, as its get does:
-   * the indexer's own state runs ahead of what its since says. */
-  int rc;
-  if (builtin && v->kind == FLUME__VIEW_REDUCE) {
-    if ((rc = flume__view_push_state(v, err, errlen))) {
-      lua_settop(H, top);
-      return rc;
-    }
-  } else {
-    lua_pushvalue(H, fn);
-    if (builtin) {
-      lua_rawgeti(H, list, 1); /* get(key) */
-      n = 0;
-    } else if (v->kind == FLUME__VIEW_REDUCE) {
-      if ((rc = flume__view_push_state(v, err, errlen))) {
-        lua_settop(H, top);
-        return rc;
-      }
-    } else {
-      /* A read handle over the view's stored state. */
-      push_handle(H, v);
-    }
-    for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(H, list, i);
-    if (flume__host_call(h, v->host_ref, (int)n + 1, 1) != LUA_OK) {
-      snprintf(err, errlen, "view '%s' method '%s' failed: %s", v->name,
-               method, lua_tostring(H, -1));
-      lua_settop(H, top);
-      return FLUME_EVIEW;
-    }
-  }
-  out->len = 0;
-  rc = flume__mp_encode(H, -1, out, err, errlen);
-  lua_settop(H, top);
-  return rc;
-}
+#include "views/engine.h"
 
 /* ---- the public API -------------------------------------------------------- */
 
@@ -277,14 +35,8 @@ FLUME_API int flume_view_use(flume_db *db, const char *name,
   }
   if (rc && local[0] == '\0')
     snprintf(local, sizeof local, "%s", flume_strerror(rc));
-  char *err = flume__views_errbuf(db);
-  if (err) snprintf(err, 512, "%s", rc ? local : "");
+  snprintf(flume__db_errbuf(db), FLUME__ERRMSG_SIZE, "%s", rc ? local : "");
   return rc;
-}
-
-FLUME_API const char *flume_db_errmsg(flume_db *db) {
-  char *err = flume__views_errbuf(db);
-  return err ? err : "";
 }
 
 FLUME_API flume_view *flume_db_view(flume_db *db, const char *name) {
@@ -312,14 +64,14 @@ static void call_ready(void *ctx, int status) {
   call_req *r = ctx;
   flume__buf out = FLUME__BUF_INIT;
   flume_db *db = r->view->db;
-  char *buf = status == FLUME_ECLOSED ? NULL : flume__views_errbuf(db);
+  char *buf = status == FLUME_ECLOSED ? NULL : flume__db_errbuf(db);
   if (status == 0) {
     char err[512] = "";
     status = flume__view_call(r->view, r->method, r->args.data, r->args.len,
                               &out, err, sizeof err);
-    if (status && buf) snprintf(buf, 512, "%s", err);
+    if (status && buf) snprintf(buf, FLUME__ERRMSG_SIZE, "%s", err);
   } else if (status == FLUME_EVIEW && buf) {
-    snprintf(buf, 512, "%s", r->view->error);
+    snprintf(buf, FLUME__ERRMSG_SIZE, "%s", r->view->error);
   }
   r->cb(r->ctx, status, status ? NULL : out.data, status ? 0 : out.len);
   flume__buf_free(&out);
@@ -361,4 +113,260 @@ FLUME_API int flume_view_use_c(flume_db *db, const char *name,
       vt->destroy == NULL)
     return FLUME_EINVAL;
   return flume__views_use_c(db, name, vt, state, out);
+}
+
+/* ---- reading views ----------------------------------------------------- */
+
+/* Sets the database's error message. */
+static int fail(flume_db *db, int rc, const char *msg) {
+  snprintf(flume__db_errbuf(db), FLUME__ERRMSG_SIZE, "%s",
+           msg && msg[0] ? msg : flume_strerror(rc));
+  return rc;
+}
+
+FLUME_API int flume_view_status(const flume_view *view,
+                                flume_view_info *out) {
+  if (view == NULL || out == NULL) return FLUME_EINVAL;
+  flume__view_info_t in;
+  flume__view_info((flume_view *)view, &in);
+  *out = (flume_view_info){
+      flume__record_kind_name(in.kind), in.version, in.since, in.processed,
+      flume_db_since(view->db), in.ready, in.failed, in.error, in.error_seq,
+      in.script_changed, in.rate, in.hash};
+  return 0;
+}
+
+typedef struct wait_req {
+  flume_wait_cb cb; /* the caller's */
+  void *ctx;
+} wait_req;
+
+static void wait_over(void *p, int status) {
+  wait_req r = *(wait_req *)p;
+  free(p);
+  r.cb(r.ctx, status);
+}
+
+FLUME_API int flume_view_wait(flume_view *view, double timeout,
+                              flume_wait_cb cb, void *ctx) {
+  if (view == NULL || cb == NULL) return FLUME_EINVAL;
+  wait_req *r = malloc(sizeof *r);
+  if (r == NULL) return FLUME_ENOMEM;
+  *r = (wait_req){cb, ctx};
+  int rc = flume__view_wait(view, flume_db_since(view->db), timeout, 1,
+                            wait_over, r);
+  if (rc) free(r);
+  return rc;
+}
+
+/* The encoded key of a msgpack key, through the view host's state. */
+static int key_of(flume_view *v, const void *mp, size_t len, flume__buf *out,
+                  char *err, size_t errlen) {
+  lua_State *H = flume__host_state(flume__views_host(v->db));
+  int top = lua_gettop(H);
+  char why[200] = "";
+  int rc = flume__mp_decode(H, mp, len, why, sizeof why);
+  if (rc == 0) rc = flume__key_encode(H, -1, out, why, sizeof why);
+  lua_settop(H, top);
+  if (rc) {
+    snprintf(err, errlen, "view '%s': not a key: %s", v->name, why);
+    return rc == FLUME_ENOMEM ? rc : FLUME_EINVAL;
+  }
+  return 0;
+}
+
+/* The msgpack of an encoded key, appended to out. */
+static int key_to_mp(flume_view *v, const char *key, size_t len,
+                     flume__buf *out, char *err, size_t errlen) {
+  lua_State *H = flume__host_state(flume__views_host(v->db));
+  int top = lua_gettop(H);
+  size_t used;
+  int rc = flume__key_decode(H, key, len, &used, err, errlen);
+  if (rc == 0) rc = flume__mp_encode(H, -1, out, err, errlen);
+  lua_settop(H, top);
+  return rc;
+}
+
+FLUME_API int flume_view_get(flume_view *view, const void *key,
+                             size_t key_len, void **data, size_t *len) {
+  if (view == NULL || data == NULL || len == NULL) return FLUME_EINVAL;
+  flume_db *db = view->db;
+  char err[512] = "";
+  flume__buf out = FLUME__BUF_INIT, k = FLUME__BUF_INIT;
+  int rc = flume__view_readable(view, 0, err, sizeof err);
+  if (rc) return fail(db, rc, err);
+  if (view->kind == FLUME__VIEW_REDUCE) {
+    rc = flume__view_state(view, &out, err, sizeof err);
+  } else if (key == NULL) {
+    rc = FLUME_EINVAL;
+    snprintf(err, sizeof err, "view '%s' is read by key", view->name);
+  } else if ((rc = key_of(view, key, key_len, &k, err, sizeof err)) == 0) {
+    lua_State *H = flume__host_state(flume__views_host(db));
+    int top = lua_gettop(H);
+    lua_newtable(H);
+    flume__collect_ctx c = {H, 0, lua_gettop(H), 0, ""};
+    size_t count;
+    rc = flume__view_get(view, k.data, k.len, flume__view_collect, &c, &count,
+                         err, sizeof err);
+    if (rc == 0 && view->kind == FLUME__VIEW_GROUP) {
+      if (count == 0) rc = FLUME_ENOTFOUND;
+      else lua_rawgeti(H, -1, 1);
+    }
+    if (rc == 0) rc = flume__mp_encode(H, -1, &out, err, sizeof err);
+    else if (c.err[0]) snprintf(err, sizeof err, "%s", c.err);
+    lua_settop(H, top);
+  }
+  flume__buf_free(&k);
+  if (rc) {
+    flume__buf_free(&out);
+    return fail(db, rc, err);
+  }
+  /* A buffer of the caller's (flume_free), never NULL. */
+  *data = out.data ? (void *)out.data : malloc(1);
+  *len = out.len;
+  return *data ? 0 : FLUME_ENOMEM;
+}
+
+/* Entries one chunk of a view iterator reads. */
+#define ITER_CHUNK 256
+
+typedef struct viter_entry {
+  size_t key_off, key_len; /* its msgpack key in the chunk's bytes */
+  int64_t seq;             /* index: the seq; group: -1 */
+  size_t val_off, val_len; /* group: the accumulator's bytes */
+} viter_entry;
+
+struct flume_view_iter {
+  flume__reader reader;   /* the view; NULL once the database closed */
+  flume__buf lo, hi;      /* the bounds, encoded */
+  flume__range range;     /* the range over them */
+  flume__buf resume;      /* the last entry read */
+  int64_t remaining;      /* entries the limit still allows; -1: none */
+  int64_t upto;           /* the since of the first chunk: later index
+                           * entries are not part of this read; -1 before */
+  int done;               /* the range is read */
+  flume__buf bytes;       /* the chunk's keys and values */
+  viter_entry ents[ITER_CHUNK]; /* the chunk's entries */
+  size_t count, pos;      /* entries in the chunk, the next one */
+  char err[256];          /* a key that did not decode */
+};
+
+FLUME_API void flume_view_iter_options_init(flume_view_iter_options *opts) {
+  memset(opts, 0, sizeof *opts);
+  opts->limit = -1;
+}
+
+/* One bound of the options: the exclusive or the inclusive one. */
+static int bound(flume_view *v, const void *excl, size_t excl_len,
+                 const void *incl, size_t incl_len, flume__buf *b, int *set,
+                 int *inclusive, char *err, size_t errlen) {
+  *set = excl != NULL || incl != NULL;
+  *inclusive = incl != NULL;
+  if (excl && incl) {
+    snprintf(err, errlen, "a range takes one lower and one upper bound: "
+             "not both gt and gte, nor lt and lte");
+    return FLUME_EINVAL;
+  }
+  if (!*set) return 0;
+  return incl ? key_of(v, incl, incl_len, b, err, errlen)
+              : key_of(v, excl, excl_len, b, err, errlen);
+}
+
+FLUME_API int flume_view_iter_open(flume_view *view,
+                                   const flume_view_iter_options *opts,
+                                   flume_view_iter **out) {
+  if (view == NULL || opts == NULL || out == NULL) return FLUME_EINVAL;
+  char err[512] = "";
+  int rc = flume__view_readable(view, 1, err, sizeof err);
+  if (rc) return fail(view->db, rc, err);
+  flume_view_iter *it = calloc(1, sizeof *it);
+  if (it == NULL) return FLUME_ENOMEM;
+  int lo_set, hi_set;
+  if ((rc = bound(view, opts->gt, opts->gt_len, opts->gte, opts->gte_len,
+                  &it->lo, &lo_set, &it->range.lo_incl, err, sizeof err)) ||
+      (rc = bound(view, opts->lt, opts->lt_len, opts->lte, opts->lte_len,
+                  &it->hi, &hi_set, &it->range.hi_incl, err, sizeof err))) {
+    flume__buf_free(&it->lo);
+    flume__buf_free(&it->hi);
+    free(it);
+    return fail(view->db, rc, err);
+  }
+  it->range.lo = lo_set ? it->lo.data : NULL;
+  it->range.lo_len = it->lo.len;
+  it->range.hi = hi_set ? it->hi.data : NULL;
+  it->range.hi_len = it->hi.len;
+  it->range.reverse = opts->reverse != 0;
+  it->remaining = opts->limit < 0 ? -1 : opts->limit;
+  it->upto = -1;
+  it->reader.view = view;
+  flume__views_track(&it->reader);
+  *out = it;
+  return 0;
+}
+
+/* Copies one entry into the iterator's chunk, its key as msgpack. */
+static int viter_take(void *p, const flume__view_entry *e) {
+  flume_view_iter *it = p;
+  viter_entry *d = &it->ents[it->count];
+  d->key_off = it->bytes.len;
+  if (key_to_mp(it->reader.view, e->key, e->key_len, &it->bytes, it->err,
+                sizeof it->err))
+    return FLUME_EDECODE;
+  d->key_len = it->bytes.len - d->key_off;
+  d->seq = e->seq;
+  d->val_off = it->bytes.len;
+  d->val_len = e->val_len;
+  if (e->val_len && flume__buf_append(&it->bytes, e->val, e->val_len))
+    return FLUME_ENOMEM;
+  it->count++;
+  return 0;
+}
+
+FLUME_API int flume_view_iter_next(flume_view_iter *it, const void **key,
+                                   size_t *key_len, int64_t *seq,
+                                   const void **val, size_t *val_len) {
+  if (it == NULL) return FLUME_EINVAL;
+  flume_view *v = it->reader.view;
+  if (v == NULL) return FLUME_ECLOSED;
+  while (it->pos == it->count) {
+    if (it->done || it->remaining == 0) return FLUME_ENOTFOUND;
+    size_t max = ITER_CHUNK, n;
+    if (it->remaining > 0 && it->remaining < ITER_CHUNK)
+      max = (size_t)it->remaining;
+    char err[512] = "";
+    it->bytes.len = 0;
+    it->count = it->pos = 0;
+    int rc = flume__view_read(v, &it->range, max, it->upto, &it->resume,
+                              viter_take, it, &n, &it->done, err, sizeof err);
+    if (rc) return fail(v->db, rc, it->err[0] ? it->err : err);
+    if (it->upto < 0) it->upto = v->committed;
+    if (it->remaining > 0) it->remaining -= (int64_t)n;
+  }
+  viter_entry *e = &it->ents[it->pos++];
+  if (key) *key = it->bytes.data + e->key_off;
+  if (key_len) *key_len = e->key_len;
+  if (seq) *seq = e->seq;
+  if (val) *val = e->seq >= 0 ? NULL : it->bytes.data + e->val_off;
+  if (val_len) *val_len = e->seq >= 0 ? 0 : e->val_len;
+  return 0;
+}
+
+FLUME_API void flume_view_iter_close(flume_view_iter *it) {
+  if (it == NULL) return;
+  flume__views_untrack(&it->reader);
+  flume__buf_free(&it->lo);
+  flume__buf_free(&it->hi);
+  flume__buf_free(&it->resume);
+  flume__buf_free(&it->bytes);
+  free(it);
+}
+
+FLUME_API int flume_db_rebuild(flume_db *db) {
+  if (db == NULL) return FLUME_EINVAL;
+  return flume__views_rebuild(db);
+}
+
+FLUME_API int flume_db_set_ready(flume_db *db, int ready) {
+  if (db == NULL) return FLUME_EINVAL;
+  return flume__views_set_paused(db, !ready);
 }

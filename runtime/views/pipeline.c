@@ -1,5 +1,6 @@
 /*
- * Views: registering them, the indexer, checkpoints, since-gating, rebuild.
+ * The pipeline: the indexer and checkpoints (one control loop), setting
+ * views up, and rebuild.
  *
  * The indexer runs on the loop thread in slices (an idle callback): it reads
  * the next batch of the log after the lowest view since in one short read
@@ -16,7 +17,8 @@
 
 #include "keys.h"
 #include "msgpack.h"
-#include "views/views.h"
+#include "views/engine.h"
+#include "views/read.h"
 
 #define SLICE_VALUES 2000            /* most log values per indexer slice */
 #define SLICE_MIN 8                  /* fewest values a slice reads */
@@ -30,78 +32,14 @@
 
 enum { OP_PUT = 1, OP_DEL = 2 };
 
-struct flume__waiter {
-  flume__waiter *next;   /* the view's list, by target */
-  flume_view *view;      /* the view waited on */
-  int64_t target;        /* the committed since that releases it */
-  flume__wait_cb cb;     /* called once */
-  void *ctx;
-  uv_timer_t *timer;     /* the timeout or the wake-up, or NULL */
-  int64_t timeout_ms;    /* its timeout in ms, or -1 for none */
-  int wake;              /* the timer is a wake-up on the next loop turn */
-};
-
-struct flume__views {
-  flume_db *db;          /* owner */
-  flume__host *host;     /* the sandboxed state */
-  flume_view *list;      /* views in use */
-  flume_view *dead;      /* replaced views, kept until close */
-  uv_idle_t idle;        /* runs indexer slices */
-  int idle_on;           /* the idle handle is started */
-  flume_watch *watch;    /* observes the log's since */
-  int paused;            /* opened with ready = false */
-  int inflight;          /* a checkpoint job is with the writer */
-  int msgpack;           /* values are msgpack (else raw strings) */
-  int has_mapper;        /* the host has a mapper */
-  int batch;             /* values the next slice reads: what a slice gets
-                          * through in its time, SLICE_MIN..SLICE_VALUES */
-  uint64_t ckpt_at;      /* uv_hrtime of the last checkpoint offered while
-                          * catching up */
-  int64_t kept_first;    /* seq of the first value a cut slice left, decoded
-                          * and mapped in the registry's "flume.kept" */
-  int kept_n;            /* how many (0: none kept) */
-  int closing;           /* the database's handles are closing */
-  int stopping;          /* flume_db_close() was called: no new work */
-  int handles;           /* handles still open while closing */
-  char errmsg[512];      /* the last error, for flume_db_errmsg() */
-  void (*closed)(void *ctx); /* called when they are */
-  void *closed_ctx;
-};
-
 static double now_seconds(flume__views *vs) {
   return (double)uv_now(flume__db_loop(vs->db)) / 1000.0;
 }
 
 /* ---- records ----------------------------------------------------------- */
 
-typedef struct view_record {
-  uint8_t kind;     /* flume__view_kind */
-  int64_t version;  /* script version */
-  int64_t since;    /* checkpointed since */
-  uint64_t hash;    /* script hash */
-} view_record;
-
-#define RECORD_SIZE 25
-
-static void record_pack(const view_record *r, char out[RECORD_SIZE]) {
-  out[0] = (char)r->kind;
-  memcpy(out + 1, &r->version, 8);
-  memcpy(out + 9, &r->since, 8);
-  memcpy(out + 17, &r->hash, 8);
-}
-
-static int record_unpack(flume__slice v, view_record *r) {
-  if (v.size != RECORD_SIZE) return FLUME_ECORRUPT;
-  const char *p = v.data;
-  r->kind = (uint8_t)p[0];
-  memcpy(&r->version, p + 1, 8);
-  memcpy(&r->since, p + 9, 8);
-  memcpy(&r->hash, p + 17, 8);
-  return 0;
-}
-
 static int meta_key(const flume_view *v, char *buf, size_t len) {
-  return snprintf(buf, len, "view:%s", v->name);
+  return flume__meta_view_key(v->name, buf, len);
 }
 
 /* ---- operations buffers -------------------------------------------------- */
@@ -138,117 +76,6 @@ static int ops_apply(const flume__store_ops *ops, flume__txn *txn,
 
 /* ---- waiters ------------------------------------------------------------- */
 
-static void waiter_timer_closed(uv_handle_t *h) { free(h); }
-
-static void waiter_finish(flume__waiter *w, int status) {
-  if (w->timer) {
-    uv_close((uv_handle_t *)w->timer, waiter_timer_closed);
-    w->timer = NULL;
-  }
-  flume__wait_cb cb = w->cb;
-  void *ctx = w->ctx;
-  free(w);
-  cb(ctx, status);
-}
-
-/* What a waiter waits for: the view set up and its committed since at
- * `target`. The one predicate of every wait, checked before it sleeps and
- * after every wake-up (Tarantool's box_wait_ro). */
-static int reached(const flume_view *v, int64_t target) {
-  return v->ready && !v->failed && v->committed >= target;
-}
-
-/* How a waiter that may go on ends: 0, or FLUME_ECLOSED once the database
- * is closing (close cancels what is pending). */
-static int release_status(flume_view *v) {
-  flume__views *vs = flume__db_views(v->db);
-  return vs == NULL || vs->closing || vs->stopping ? FLUME_ECLOSED : 0;
-}
-
-/* Releases the waiters whose target the view has reached, in order. */
-static void release_waiters(flume_view *v) {
-  while (v->waiters && reached(v, v->waiters->target)) {
-    flume__waiter *w = v->waiters;
-    v->waiters = w->next;
-    waiter_finish(w, release_status(v));
-  }
-}
-
-static void fail_waiters(flume_view *v, int status) {
-  while (v->waiters) {
-    flume__waiter *w = v->waiters;
-    v->waiters = w->next;
-    waiter_finish(w, status);
-  }
-}
-
-static void waiter_unlink(flume__waiter *w) {
-  for (flume__waiter **p = &w->view->waiters; *p; p = &(*p)->next) {
-    if (*p == w) {
-      *p = w->next;
-      break;
-    }
-  }
-}
-
-static void waiter_timeout(uv_timer_t *t) {
-  flume__waiter *w = t->data;
-  flume_view *v = w->view;
-  int status = release_status(v);
-  if (status == 0 && v->failed) status = FLUME_EVIEW;
-  if (status == 0 && !reached(v, w->target)) {
-    if (w->wake) {
-      /* Woken for nothing (a rebuild started meanwhile): wait on, under
-       * the timeout it asked for. */
-      w->wake = 0;
-      uv_timer_stop(t);
-      if (w->timeout_ms >= 0)
-        uv_timer_start(t, waiter_timeout, (uint64_t)w->timeout_ms, 0);
-      return;
-    }
-    status = FLUME_ETIMEDOUT;
-  }
-  waiter_unlink(w);
-  waiter_finish(w, status);
-}
-
-int flume__view_wait(flume_view *v, int64_t target, double timeout,
-                     int defer, flume__wait_cb cb, void *ctx) {
-  flume__views *vs = flume__db_views(v->db);
-  if (vs == NULL || vs->closing || vs->stopping) return FLUME_ECLOSED;
-  int now = v->failed || reached(v, target);
-  if (now && !defer) return v->failed ? FLUME_EVIEW : FLUME__WAIT_REACHED;
-  flume__waiter *w = calloc(1, sizeof *w);
-  if (w == NULL) return FLUME_ENOMEM;
-  w->view = v;
-  w->target = target;
-  w->cb = cb;
-  w->ctx = ctx;
-  w->wake = now;
-  /* No timeout (negative, NaN, or past what a timer can count) is -1. */
-  w->timeout_ms = timeout >= 0 && timeout * 1000.0 < 9.2e18
-                      ? (int64_t)(timeout * 1000.0)
-                      : -1;
-  if (now || w->timeout_ms >= 0) {
-    w->timer = malloc(sizeof *w->timer);
-    if (w->timer == NULL) {
-      free(w);
-      return FLUME_ENOMEM;
-    }
-    uv_timer_init(flume__db_loop(v->db), w->timer);
-    w->timer->data = w;
-    uv_timer_start(w->timer, waiter_timeout,
-                   now ? 0 : (uint64_t)w->timeout_ms, 0);
-  }
-  /* In order of target, so waiters added in any order are all released;
-   * a deferred one is on the list too, so that close cancels it. */
-  flume__waiter **p = &v->waiters;
-  while (*p && (*p)->target <= target) p = &(*p)->next;
-  w->next = *p;
-  *p = w;
-  return 0;
-}
-
 /* ---- host helpers -------------------------------------------------------- */
 
 /* Pushes field `f` of the view's host record. */
@@ -284,7 +111,7 @@ static void host_reset(flume__views *vs, flume_view *v);
  * failing value (an index's first keys) or a state or accumulator that the
  * failing call changed in place. */
 static void view_fail(flume_view *v, int64_t seq, const char *msg) {
-  flume__views *vs = flume__db_views(v->db);
+  flume__views *vs = flume__views_of(v->db);
   v->failed = 1;
   v->error_seq = seq;
   snprintf(v->error, sizeof v->error, "view '%s' failed at seq %lld: %s",
@@ -293,7 +120,7 @@ static void view_fail(flume_view *v, int64_t seq, const char *msg) {
   v->state_dirty = 0;
   if (v->since > v->handed) v->since = v->handed;
   if (vs && v->kind == FLUME__VIEW_GROUP) host_reset(vs, v);
-  fail_waiters(v, FLUME_EVIEW);
+  flume__gate_fail(v, FLUME_EVIEW);
 }
 
 /* Sets the reduce state (or group overlays) back to a fresh start. */
@@ -328,7 +155,7 @@ typedef struct ckpt_entry {
   flume__table table;   /* its table */
   flume__buf ops;       /* the changes */
   int64_t since;        /* the since they bring it to */
-  char meta[RECORD_SIZE]; /* its record */
+  char meta[FLUME__RECORD_SIZE]; /* its record */
   int clear;            /* empty the table first (rebuild) */
 } ckpt_entry;
 
@@ -345,22 +172,20 @@ static int ckpt_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
   const flume__store_ops *ops = flume__db_ops(job->db);
   flume__table meta;
   (void)next_seq;
-  int rc = ops->table_open(txn, "meta", 0, &meta);
+  int rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta);
   for (size_t i = 0; i < c->n && rc == 0; i++) {
     ckpt_entry *e = &c->e[i];
     char key[80];
-    int kl = snprintf(key, sizeof key, "view:%s", e->view->name);
+    int kl = flume__meta_view_key(e->view->name, key, sizeof key);
     if (e->clear) rc = ops->table_clear(txn, e->table);
     if (rc == 0) rc = ops_apply(ops, txn, e->table, &e->ops);
     if (rc == 0)
       rc = ops->put(txn, meta, (flume__slice){key, (size_t)kl},
-                    (flume__slice){e->meta, RECORD_SIZE});
+                    (flume__slice){e->meta, FLUME__RECORD_SIZE});
   }
   return rc;
 }
 
-static void indexer_kick(flume__views *vs);
-static void submit_checkpoint(flume__views *vs);
 
 static void reset_to_committed(flume__views *vs, flume_view *v);
 
@@ -380,7 +205,7 @@ static void ckpt_done(flume__job *job, int status) {
           lua_newtable(H);
           host_set_field(vs, v, "inflight");
         }
-        release_waiters(v);
+        flume__gate_release(v);
       } else if (c->reset) {
         /* Its old state is still there: indexing on it would be wrong. */
         view_fail(v, -1, "its state could not be cleared for the rebuild");
@@ -393,8 +218,8 @@ static void ckpt_done(flume__job *job, int status) {
   }
   free(c);
   if (!vs->closing) {
-    submit_checkpoint(vs);
-    indexer_kick(vs);
+    flume__pipeline_checkpoint(vs);
+    flume__pipeline_kick(vs);
   }
 }
 
@@ -454,7 +279,7 @@ static int reduce_flush(flume__views *vs, flume_view *v) {
     snprintf(msg, sizeof msg, "its state cannot be stored: %s", err);
     view_fail(v, v->since, msg);
   } else {
-    rc = op_add(&v->ops, OP_PUT, "s", 1, val.data, val.len);
+    rc = op_add(&v->ops, OP_PUT, FLUME__REDUCE_STATE_KEY, 1, val.data, val.len);
     v->state_dirty = 0;
     v->state_saved_at = now_seconds(vs);
   }
@@ -463,7 +288,7 @@ static int reduce_flush(flume__views *vs, flume_view *v) {
 }
 
 /* Hands everything done since the last checkpoint to the writer. */
-static void submit_checkpoint(flume__views *vs) {
+void flume__pipeline_checkpoint(flume__views *vs) {
   if (vs->inflight) return;
   size_t n = 0;
   for (flume_view *v = vs->list; v; v = v->next) n++;
@@ -495,8 +320,8 @@ static void submit_checkpoint(flume__views *vs) {
     e->since = since;
     /* The record keeps the hash of the script that built the state, so a
      * script changed without a version bump stays reported. */
-    view_record r = {(uint8_t)v->kind, v->version, since, v->built_hash};
-    record_pack(&r, e->meta);
+    flume__record r = {(uint8_t)v->kind, v->version, since, v->built_hash};
+    flume__record_pack(&r, e->meta);
     bytes += v->ops.len;
     v->ops = (flume__buf)FLUME__BUF_INIT;
     v->handed = since;
@@ -580,9 +405,9 @@ static int index_key(flume__views *vs, flume_view *v, int idx, int64_t seq) {
     rc = FLUME_EINVAL;
   }
   if (rc == 0) {
-    unsigned char s[8];
-    for (int i = 0; i < 8; i++) s[i] = (unsigned char)((uint64_t)seq >> (56 - 8 * i));
-    rc = flume__buf_append(&k, s, 8);
+    unsigned char s[FLUME__KEY_SEQ_LEN];
+    flume__index_seq_put(s, seq);
+    rc = flume__buf_append(&k, s, sizeof s);
     if (rc == 0) rc = op_add(&v->ops, OP_PUT, k.data, k.len, "", 0);
   } else {
     snprintf(msg, sizeof msg, "map returned a bad key: %s", err);
@@ -772,7 +597,7 @@ static void apply_c(flume_view *v, const flume_entry *ents, int64_t first,
     }
   }
   v->since = v->committed = v->vt->since(v->vstate);
-  release_waiters(v);
+  flume__gate_release(v);
 }
 
 static void sample_rate(flume__views *vs, flume_view *v) {
@@ -830,7 +655,7 @@ static int index_slice(flume__views *vs) {
   }
   if (from == INT64_MAX || from >= log_since) {
     for (flume_view *v = vs->list; v; v = v->next) v->rate = 0;
-    submit_checkpoint(vs);
+    flume__pipeline_checkpoint(vs);
     return 0;
   }
   if (pending > PENDING_MAX && vs->inflight) return 0; /* after the commit */
@@ -949,7 +774,7 @@ static int index_slice(flume__views *vs) {
   if (b.first + b.n - 1 >= log_since || pending >= CKPT_BYTES ||
       now - vs->ckpt_at >= CKPT_EVERY_NS) {
     vs->ckpt_at = now;
-    submit_checkpoint(vs);
+    flume__pipeline_checkpoint(vs);
   }
   return 1;
 }
@@ -962,7 +787,7 @@ static void on_idle(uv_idle_t *h) {
   }
 }
 
-static void indexer_kick(flume__views *vs) {
+void flume__pipeline_kick(flume__views *vs) {
   if (vs->idle_on || vs->closing || vs->paused) return;
   vs->idle_on = 1;
   uv_idle_start(&vs->idle, on_idle);
@@ -970,7 +795,16 @@ static void indexer_kick(flume__views *vs) {
 
 static void on_log_since(void *ctx, int status, int64_t since) {
   (void)since;
-  if (status == 0) indexer_kick(ctx);
+  if (status == 0) flume__pipeline_kick(ctx);
+}
+
+int flume__pipeline_start(flume__views *vs) {
+  int rc = flume_db_on_since(vs->db, on_log_since, vs, &vs->watch);
+  if (rc) return rc;
+  /* Last: a handle once initialised must be closed. */
+  uv_idle_init(flume__db_loop(vs->db), &vs->idle);
+  vs->idle.data = vs;
+  return 0;
 }
 
 /* ---- setting views up ------------------------------------------------------ */
@@ -979,7 +813,7 @@ typedef struct setup_job {
   flume__job base;       /* the writer's part */
   flume_view *view;      /* the view being set up */
   flume__buf initial;    /* reduce: msgpack of the initial state */
-  view_record found;     /* its record as stored, if any */
+  flume__record found;     /* its record as stored, if any */
   int had_record;        /* there was one */
   int rebuilt;           /* the stored state was dropped */
   flume__table table;    /* its table, opened */
@@ -995,73 +829,46 @@ static int setup_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
   flume__table meta;
   flume__slice val;
   (void)next_seq;
-  snprintf(name, sizeof name, "v:%s", v->name);
+  flume__view_table_name(v->name, name, sizeof name);
   int kl = meta_key(v, key, sizeof key);
-  int rc = ops->table_open(txn, "meta", 0, &meta);
+  int rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta);
   if (rc == 0) rc = ops->table_open(txn, name, 1, &s->table);
   if (rc) return rc;
   rc = ops->get(txn, meta, (flume__slice){key, (size_t)kl}, &val);
-  s->had_record = rc == 0 && record_unpack(val, &s->found) == 0;
+  s->had_record = rc == 0 && flume__record_unpack(val, &s->found) == 0;
   if (rc && rc != FLUME_ENOTFOUND) return rc;
   int64_t log_last;
   if ((rc = ops->log_last(txn, &log_last))) return rc;
   s->rebuilt = !s->had_record || s->found.version != v->version ||
                s->found.kind != v->kind || s->found.since > log_last;
   if (!s->rebuilt) return 0;
-  view_record r = {(uint8_t)v->kind, v->version, -1, v->hash};
-  char packed[RECORD_SIZE];
-  record_pack(&r, packed);
+  flume__record r = {(uint8_t)v->kind, v->version, -1, v->hash};
+  char packed[FLUME__RECORD_SIZE];
+  flume__record_pack(&r, packed);
   if ((rc = ops->table_clear(txn, s->table))) return rc;
   if (v->kind == FLUME__VIEW_REDUCE &&
-      (rc = ops->put(txn, s->table, (flume__slice){"s", 1},
+      (rc = ops->put(txn, s->table, (flume__slice){FLUME__REDUCE_STATE_KEY, 1},
                      (flume__slice){s->initial.data, s->initial.len})))
     return rc;
   return ops->put(txn, meta, (flume__slice){key, (size_t)kl},
-                  (flume__slice){packed, RECORD_SIZE});
+                  (flume__slice){packed, FLUME__RECORD_SIZE});
 }
 
-/* Pushes a reduce view's committed state, decoded from the store: a fresh
- * copy each time. Pushes nil and returns FLUME_ENOTFOUND when it has none. */
-static int push_stored_state(flume__views *vs, flume_view *v, char *err,
-                             size_t errlen) {
-  const flume__store_ops *ops = flume__db_ops(vs->db);
-  lua_State *H = flume__host_state(vs->host);
-  flume__txn *txn;
-  flume__slice val;
-  int rc = ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &txn);
-  if (rc == 0) {
-    rc = ops->get(txn, v->table, (flume__slice){"s", 1}, &val);
-    if (rc == 0 && flume__mp_decode(H, val.data, val.size, err, errlen))
-      rc = FLUME_ECORRUPT;
-    ops->txn_abort(txn);
-  }
-  if (rc) lua_pushnil(H);
-  return rc;
-}
-
-/* Loads a reduce view's committed state into the host. */
+/* Loads a reduce view's committed state into the host (its initial state
+ * when it has none stored). */
 static int load_state(flume__views *vs, flume_view *v) {
+  lua_State *H = flume__host_state(vs->host);
+  flume__buf b = FLUME__BUF_INIT;
   char err[128];
-  int rc = push_stored_state(vs, v, err, sizeof err);
+  int rc = flume__view_stored_state(v, &b);
   if (rc == FLUME_ENOTFOUND) {
-    lua_pop(flume__host_state(vs->host), 1);
     host_reset(vs, v);
-    return 0;
+    rc = 0;
+  } else if (rc == 0) {
+    if (flume__mp_decode(H, b.data, b.len, err, sizeof err)) rc = FLUME_ECORRUPT;
+    else host_set_field(vs, v, "state");
   }
-  if (rc == 0) host_set_field(vs, v, "state");
-  else lua_pop(flume__host_state(vs->host), 1);
-  return rc;
-}
-
-int flume__view_push_state(flume_view *v, char *err, size_t errlen) {
-  flume__views *vs = flume__db_views(v->db);
-  if (vs == NULL) return FLUME_ECLOSED;
-  char why[128] = "";
-  int rc = push_stored_state(vs, v, why, sizeof why);
-  if (rc == FLUME_ENOTFOUND) return 0; /* nil: no state yet */
-  if (rc)
-    snprintf(err, errlen, "view '%s': its stored state cannot be read: %s%s%s",
-             v->name, flume_strerror(rc), why[0] ? ": " : "", why);
+  flume__buf_free(&b);
   return rc;
 }
 
@@ -1076,7 +883,7 @@ static void reset_to_committed(flume__views *vs, flume_view *v) {
 static void setup_done(flume__job *job, int status) {
   setup_job *s = (setup_job *)job;
   flume_view *v = s->view;
-  flume__views *vs = flume__db_views(job->db);
+  flume__views *vs = flume__views_of(job->db);
   if (status == 0 && vs && !vs->closing) {
     v->table = s->table;
     v->committed = v->since = v->handed = s->rebuilt ? -1 : s->found.since;
@@ -1089,118 +896,21 @@ static void setup_done(flume__job *job, int status) {
   }
   if (s->cb) s->cb(s->ctx, status, v);
   if (vs && !vs->closing) {
-    release_waiters(v);
-    indexer_kick(vs);
+    flume__gate_release(v);
+    flume__pipeline_kick(vs);
   }
   flume__buf_free(&s->initial);
   free(s);
 }
 
-/* ---- the registry ---------------------------------------------------------- */
-
-static void views_free_list(flume__views *vs, flume_view *v) {
-  while (v) {
-    flume_view *next = v->next;
-    fail_waiters(v, FLUME_ECLOSED);
-    if (v->kind == FLUME__VIEW_C && v->vt->close) v->vt->close(v->vstate);
-    flume__buf_free(&v->ops);
-    free(v);
-    v = next;
-  }
-  (void)vs;
-}
-
-static flume__views *views_get(flume_db *db, int *rc) {
-  flume__views *vs = flume__db_views(db);
-  if (vs) return vs;
-  vs = calloc(1, sizeof *vs);
-  if (vs == NULL) {
-    *rc = FLUME_ENOMEM;
-    return NULL;
-  }
-  vs->db = db;
-  vs->msgpack = strcmp(flume_db_codec(db), "msgpack") == 0;
-  if ((*rc = flume__host_new(&vs->host))) {
-    free(vs);
-    return NULL;
-  }
-  lua_State *H = flume__host_state(vs->host);
-  lua_newtable(H);
-  lua_setfield(H, LUA_REGISTRYINDEX, "flume.deleted");
-  if ((*rc = flume_db_on_since(db, on_log_since, vs, &vs->watch))) {
-    flume__host_free(vs->host);
-    free(vs);
-    return NULL;
-  }
-  uv_idle_init(flume__db_loop(db), &vs->idle);
-  vs->idle.data = vs;
-  flume__db_set_views(db, vs);
-  return vs;
-}
-
-flume_view *flume__view_find(flume_db *db, const char *name) {
-  flume__views *vs = flume__db_views(db);
-  for (flume_view *v = vs ? vs->list : NULL; v; v = v->next)
-    if (strcmp(v->name, name) == 0) return v;
-  return NULL;
-}
-
-flume__host *flume__views_host(flume_db *db) {
-  flume__views *vs = flume__db_views(db);
-  return vs ? vs->host : NULL;
-}
-
-int flume__views_set_mapper(flume_db *db, lua_State *L, int idx, char *err,
-                            size_t errlen) {
-  int rc = 0;
-  flume__views *vs = views_get(db, &rc);
-  if (vs == NULL) return rc;
-  rc = flume__host_set_mapper(vs->host, L, idx, err, errlen);
-  if (rc == 0) vs->has_mapper = 1;
-  vs->kept_n = 0; /* mapped by the old mapper */
-  return rc;
-}
-
-int flume__views_use(flume_db *db, const char *name, const char *src,
-                     size_t len, const char *chunkname, lua_State *L,
-                     int idx, flume__use_cb cb, void *ctx, char *err,
-                     size_t errlen) {
-  int rc = 0;
-  if (strlen(name) == 0 || strlen(name) >= sizeof(((flume_view *)0)->name)) {
-    snprintf(err, errlen, "a view name must be 1 to 63 bytes");
-    return FLUME_EINVAL;
-  }
-  flume__views *vs = views_get(db, &rc);
-  if (vs == NULL) return rc;
+int flume__pipeline_setup(flume__views *vs, flume_view *v, flume__use_cb cb,
+                          void *ctx, char *err, size_t errlen) {
   if (vs->closing || vs->stopping) return FLUME_ECLOSED;
-  flume_view *v = calloc(1, sizeof *v);
-  if (v == NULL) return FLUME_ENOMEM;
-  v->db = db;
-  strcpy(v->name, name);
-  v->since = v->committed = v->handed = -1;
-  rc = flume__host_load(vs->host, name, src, len, chunkname, L, idx, &v->kind,
-                        &v->version, &v->hash, &v->host_ref, err, errlen);
-  if (rc) {
-    free(v);
-    return rc;
-  }
-  flume_view *old = flume__view_find(db, name);
-  if (old && !old->failed && old->version == v->version) {
-    flume__host_unref(vs->host, v->host_ref);
-    free(v);
-    snprintf(err, errlen, "a view named '%s' is in use with the same "
-             "version %lld; bump the version to replace it", name,
-             (long long)old->version);
-    return FLUME_EEXIST;
-  }
   setup_job *s = calloc(1, sizeof *s);
-  if (s == NULL) {
-    flume__host_unref(vs->host, v->host_ref);
-    free(v);
-    return FLUME_ENOMEM;
-  }
+  if (s == NULL) return FLUME_ENOMEM;
   /* The initial state, encoded once: every reset decodes a fresh copy, so
    * a reducer that mutates its state cannot change it. */
+  int rc = 0;
   lua_State *H = flume__host_state(vs->host);
   if (v->kind == FLUME__VIEW_REDUCE) {
     def_field(vs, v, "initial");
@@ -1217,71 +927,18 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
   s->base.run = setup_run;
   s->base.done = setup_done;
   s->base.bytes = 64;
-  if (rc == 0) rc = flume__db_submit(db, &s->base);
+  if (rc == 0) rc = flume__db_submit(vs->db, &s->base);
   if (rc) {
     flume__buf_free(&s->initial);
     free(s);
-    flume__host_unref(vs->host, v->host_ref);
-    free(v);
-    return rc;
   }
-  if (old) {
-    /* Replaced: its readers now wait for the new one. */
-    for (flume_view **p = &vs->list; *p; p = &(*p)->next) {
-      if (*p == old) {
-        *p = old->next;
-        break;
-      }
-    }
-    v->waiters = old->waiters;
-    for (flume__waiter *w = v->waiters; w; w = w->next) w->view = v;
-    old->waiters = NULL;
-    old->epoch++;
-    flume__host_release(vs->host, old->host_ref); /* its memory, now */
-    old->next = vs->dead;
-    vs->dead = old;
-  }
-  v->next = vs->list;
-  vs->list = v;
-  return 0;
-}
-
-int flume__views_use_c(flume_db *db, const char *name,
-                       const flume_view_vtable *vt, void *state,
-                       flume_view **out) {
-  int rc = 0;
-  if (strlen(name) == 0 || strlen(name) >= sizeof(((flume_view *)0)->name))
-    return FLUME_EINVAL;
-  flume__views *vs = views_get(db, &rc);
-  if (vs == NULL) return rc;
-  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
-  if (flume__view_find(db, name)) return FLUME_EEXIST;
-  flume_view *v = calloc(1, sizeof *v);
-  if (v == NULL) return FLUME_ENOMEM;
-  v->db = db;
-  strcpy(v->name, name);
-  v->kind = FLUME__VIEW_C;
-  v->vt = vt;
-  v->vstate = state;
-  v->ready = 1;
-  v->since = v->committed = v->handed = vt->since(state);
-  v->next = vs->list;
-  vs->list = v;
-  if (out) *out = v;
-  indexer_kick(vs);
-  return 0;
-}
-
-char *flume__views_errbuf(flume_db *db) {
-  int rc = 0;
-  flume__views *vs = views_get(db, &rc);
-  return vs ? vs->errmsg : NULL;
+  return rc;
 }
 
 /* ---- rebuild ---------------------------------------------------------------- */
 
 int flume__views_rebuild(flume_db *db) {
-  flume__views *vs = flume__db_views(db);
+  flume__views *vs = flume__views_of(db);
   if (vs == NULL) return 0;
   if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   for (flume_view *v = vs->list; v; v = v->next) {
@@ -1311,13 +968,13 @@ int flume__views_rebuild(flume_db *db) {
     e->table = v->table;
     e->since = -1;
     e->clear = 1;
-    view_record r = {(uint8_t)v->kind, v->version, -1, v->hash};
-    record_pack(&r, e->meta);
+    flume__record r = {(uint8_t)v->kind, v->version, -1, v->hash};
+    flume__record_pack(&r, e->meta);
     if (v->kind == FLUME__VIEW_REDUCE) {
       host_field(vs, v, "initial");
       size_t n = 0;
       const char *p = lua_tolstring(flume__host_state(vs->host), -1, &n);
-      op_add(&e->ops, OP_PUT, "s", 1, p, n);
+      op_add(&e->ops, OP_PUT, FLUME__REDUCE_STATE_KEY, 1, p, n);
       lua_pop(flume__host_state(vs->host), 1);
     }
     c->n = 1;
@@ -1333,62 +990,7 @@ int flume__views_rebuild(flume_db *db) {
       return rc;
     }
   }
-  indexer_kick(vs);
+  flume__pipeline_kick(vs);
   return 0;
 }
 
-/* ---- ready, pause, close ---------------------------------------------------- */
-
-int flume__views_set_paused(flume_db *db, int paused) {
-  int rc = 0;
-  flume__views *vs = views_get(db, &rc);
-  if (vs == NULL) return rc;
-  vs->paused = paused;
-  if (!paused) indexer_kick(vs);
-  return 0;
-}
-
-void flume__views_before_close(flume__views *vs) {
-  /* Store what the views did; it would be redone otherwise. */
-  submit_checkpoint(vs);
-  vs->stopping = 1;
-}
-
-static void idle_closed(uv_handle_t *h) {
-  flume__views *vs = h->data;
-  if (vs->closed) vs->closed(vs->closed_ctx);
-}
-
-void flume__views_close(flume__views *vs, void (*cb)(void *), void *ctx) {
-  vs->closing = 1;
-  vs->closed = cb;
-  vs->closed_ctx = ctx;
-  uv_close((uv_handle_t *)&vs->idle, idle_closed);
-}
-
-void flume__views_free(flume__views *vs) {
-  views_free_list(vs, vs->list);
-  views_free_list(vs, vs->dead);
-  flume__host_free(vs->host);
-  free(vs);
-}
-
-/* ---- reading ---------------------------------------------------------------- */
-
-int flume__view_info(flume_view *v, flume__view_info_t *out) {
-  out->kind = v->kind;
-  out->version = v->version;
-  out->since = v->committed;
-  out->processed = v->since;
-  out->failed = v->failed;
-  out->error = v->failed ? v->error : NULL;
-  out->error_seq = v->error_seq;
-  out->script_changed = v->script_changed;
-  out->rate = v->rate;
-  out->hash = v->hash;
-  out->ready = v->ready;
-  return 0;
-}
-
-flume__table flume__view_table(flume_view *v) { return v->table; }
-int flume__view_host_ref(flume_view *v) { return v->host_ref; }

@@ -21,10 +21,13 @@
  * seeks to one end of the run and stops at the first entry past the
  * other.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "keys.h"
+#include "msgpack.h"
 #include "views/read.h"
+#include "views/views.h"
 
 /* memcmp order of a and b, shorter first on a common prefix (LMDB's). */
 static int cmp(const char *a, size_t al, const char *b, size_t bl) {
@@ -96,20 +99,16 @@ static int seek_hi(const flume__store_ops *ops, flume__cursor *cur,
   return seek_last(ops, cur, seek, n, 1, k, v);
 }
 
-int flume__view_range(flume_db *db, flume__table tbl, size_t suffix,
-                      const flume__range *r, size_t max, flume__buf *resume,
-                      flume__entry_fn fn, void *ctx, size_t *count) {
-  const flume__store_ops *ops = flume__db_ops(db);
-  flume__txn *txn;
+/* flume__view_range inside the read transaction txn. */
+static int range_in(const flume__store_ops *ops, flume__txn *txn,
+                    flume__table tbl, size_t suffix, const flume__range *r,
+                    size_t max, flume__buf *resume, flume__entry_fn fn,
+                    void *ctx, size_t *count) {
   flume__cursor *cur;
   *count = 0;
   if (max == 0) return 0;
-  int rc = ops->txn_begin(flume__db_store(db), FLUME__TXN_READ, &txn);
+  int rc = ops->cursor_open(txn, tbl, &cur);
   if (rc) return rc;
-  if ((rc = ops->cursor_open(txn, tbl, &cur))) {
-    ops->txn_abort(txn);
-    return rc;
-  }
   int step = r->reverse ? FLUME__PREV : FLUME__NEXT;
   flume__slice k = {NULL, 0}, v;
   if (resume->len) {
@@ -142,6 +141,214 @@ int flume__view_range(flume_db *db, flume__table tbl, size_t suffix,
     rc = ops->cursor_get(cur, step, &k, &v);
   }
   ops->cursor_close(cur);
-  ops->txn_abort(txn);
   return rc == FLUME_ENOTFOUND ? 0 : rc;
+}
+
+int flume__view_range(flume_db *db, flume__table tbl, size_t suffix,
+                      const flume__range *r, size_t max, flume__buf *resume,
+                      flume__entry_fn fn, void *ctx, size_t *count) {
+  const flume__store_ops *ops = flume__db_ops(db);
+  flume__txn *txn;
+  *count = 0;
+  if (max == 0) return 0;
+  int rc = ops->txn_begin(flume__db_store(db), FLUME__TXN_READ, &txn);
+  if (rc) return rc;
+  rc = range_in(ops, txn, tbl, suffix, r, max, resume, fn, ctx, count);
+  ops->txn_abort(txn);
+  return rc;
+}
+
+/* ---- views ------------------------------------------------------------- */
+
+int flume__view_readable(flume_view *v, int keyed, char *err, size_t errlen) {
+  if (!v->ready) {
+    snprintf(err, errlen, "view '%s' is not set up yet", v->name);
+    return FLUME_EBUSY;
+  }
+  if (v->kind == FLUME__VIEW_C) {
+    snprintf(err, errlen, "view '%s' is written in C: it answers through "
+             "its methods", v->name);
+    return FLUME_EINVAL;
+  }
+  if (keyed && v->kind == FLUME__VIEW_REDUCE) {
+    snprintf(err, errlen, "view '%s' is a reduce view: it has no keys",
+             v->name);
+    return FLUME_EINVAL;
+  }
+  return 0;
+}
+
+/*
+ * A checkpoint is in the store from the moment the writer commits it, a
+ * loop turn before its completion raises the view's since. A read sees the
+ * store, so it reads the view's record in the same transaction and brings
+ * the since up to what it read: after any read, the view's since is the
+ * since of the state that read saw (exactly, for one transaction). Not
+ * while a rebuild's reset is pending (the record is the old state's) nor
+ * for a record of another version or kind (a view being replaced).
+ */
+static int sync_since(flume_view *v, const flume__store_ops *ops,
+                      flume__txn *txn) {
+  char key[FLUME__NAMED_KEY_SIZE];
+  flume__table meta;
+  flume__slice val;
+  flume__record rec;
+  int kl = flume__meta_view_key(v->name, key, sizeof key);
+  int rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta);
+  if (rc == 0) rc = ops->get(txn, meta, (flume__slice){key, (size_t)kl}, &val);
+  if (rc == FLUME_ENOTFOUND) return 0;
+  if (rc == 0) rc = flume__record_unpack(val, &rec);
+  if (rc) return rc;
+  if (!v->resetting && !v->failed && rec.kind == v->kind &&
+      rec.version == v->version && rec.since > v->committed &&
+      rec.since <= v->since)
+    v->committed = rec.since;
+  return 0;
+}
+
+typedef struct entry_ctx {
+  flume_view *view;         /* the view read */
+  int64_t upto;             /* index entries past this seq are skipped */
+  flume__view_entry_fn fn;  /* the caller's */
+  void *ctx;
+  size_t skipped;           /* entries skipped */
+} entry_ctx;
+
+static int one_entry(void *p, const char *key, size_t key_len,
+                     size_t entry_len, const void *val, size_t val_len) {
+  entry_ctx *c = p;
+  flume__view_entry e = {key, key_len, -1, NULL, 0};
+  if (c->view->kind == FLUME__VIEW_INDEX) {
+    if (entry_len != key_len + FLUME__KEY_SEQ_LEN) return FLUME_ECORRUPT;
+    e.seq = flume__index_seq_get(key, entry_len);
+    if (c->upto >= 0 && e.seq > c->upto) {
+      c->skipped++;
+      return 0;
+    }
+  } else {
+    e.val = val;
+    e.val_len = val_len;
+  }
+  return c->fn(c->ctx, &e);
+}
+
+int flume__view_read(flume_view *v, const flume__range *r, size_t max,
+                     int64_t upto, flume__buf *resume,
+                     flume__view_entry_fn fn, void *ctx, size_t *count,
+                     int *done, char *err, size_t errlen) {
+  *count = 0;
+  *done = 1;
+  int rc = flume__view_readable(v, 1, err, errlen);
+  if (rc) return rc;
+  entry_ctx c = {v, v->kind == FLUME__VIEW_INDEX ? upto : -1, fn, ctx, 0};
+  size_t suffix = v->kind == FLUME__VIEW_INDEX ? FLUME__KEY_SEQ_LEN : 0;
+  const flume__store_ops *ops = flume__db_ops(v->db);
+  flume__txn *txn;
+  if ((rc = ops->txn_begin(flume__db_store(v->db), FLUME__TXN_READ, &txn)))
+    return rc;
+  size_t n = 0;
+  /* The first chunk of a read decides its since; later ones keep it. */
+  if (upto < 0) rc = sync_since(v, ops, txn);
+  if (rc == 0)
+    rc = range_in(ops, txn, v->table, suffix, r, max, resume, one_entry, &c,
+                  &n);
+  ops->txn_abort(txn);
+  /* Skipped entries count against max too (the read stays short): the
+   * range is done when fewer than max were in it. */
+  *count = n - c.skipped;
+  *done = n < max;
+  if (rc == FLUME_ECORRUPT && err[0] == '\0')
+    snprintf(err, errlen, "view '%s' has a damaged entry", v->name);
+  return rc;
+}
+
+/* Entries one read of a key's seqs takes before it renews its read
+ * transaction, so a key with a million seqs does not pin old pages. */
+#define GET_CHUNK 4096
+
+int flume__view_get(flume_view *v, const char *key, size_t key_len,
+                    flume__view_entry_fn fn, void *ctx, size_t *count,
+                    char *err, size_t errlen) {
+  flume__range r = {key, key_len, 1, key, key_len, 1, 0};
+  flume__buf resume = FLUME__BUF_INIT;
+  size_t n;
+  int rc, done;
+  /* Index entries committed after the first chunk are not part of it. */
+  int64_t upto = -1;
+  *count = 0;
+  do {
+    rc = flume__view_read(v, &r, GET_CHUNK, upto, &resume, fn, ctx, &n,
+                          &done, err, errlen);
+    *count += n;
+    upto = v->committed;
+  } while (rc == 0 && !done);
+  flume__buf_free(&resume);
+  return rc;
+}
+
+int flume__view_state(flume_view *v, flume__buf *out, char *err,
+                      size_t errlen) {
+  int rc = flume__view_readable(v, 0, err, errlen);
+  if (rc) return rc;
+  if (v->kind != FLUME__VIEW_REDUCE) {
+    snprintf(err, errlen, "view '%s' is not a reduce view: read it by key",
+             v->name);
+    return FLUME_EINVAL;
+  }
+  return flume__view_stored_state(v, out);
+}
+
+int flume__view_stored_state(flume_view *v, flume__buf *out) {
+  const flume__store_ops *ops = flume__db_ops(v->db);
+  flume__txn *txn;
+  flume__slice val;
+  int rc = ops->txn_begin(flume__db_store(v->db), FLUME__TXN_READ, &txn);
+  if (rc) return rc;
+  if (v->ready && (rc = sync_since(v, ops, txn))) {
+    ops->txn_abort(txn);
+    return rc;
+  }
+  rc = ops->get(txn, v->table,
+                (flume__slice){FLUME__REDUCE_STATE_KEY,
+                               sizeof FLUME__REDUCE_STATE_KEY - 1},
+                &val);
+  out->len = 0;
+  if (rc == 0) rc = flume__buf_append(out, val.data, val.size);
+  ops->txn_abort(txn);
+  return rc;
+}
+
+int flume__view_push_state(flume_view *v, lua_State *L, char *err,
+                           size_t errlen) {
+  flume__buf b = FLUME__BUF_INIT;
+  char why[128] = "";
+  int rc = flume__view_state(v, &b, err, errlen);
+  if (rc == FLUME_ENOTFOUND) {
+    lua_pushnil(L); /* no state yet */
+    rc = 0;
+  } else if (rc == 0 && flume__mp_decode(L, b.data, b.len, why, sizeof why)) {
+    rc = FLUME_ECORRUPT;
+    snprintf(err, errlen, "view '%s': its stored state cannot be read: %s",
+             v->name, why);
+  }
+  flume__buf_free(&b);
+  return rc;
+}
+
+int flume__view_collect(void *p, const flume__view_entry *e) {
+  flume__collect_ctx *c = p;
+  lua_State *L = c->L;
+  size_t used;
+  c->n++;
+  if (c->keys) {
+    if (flume__key_decode(L, e->key, e->key_len, &used, c->err,
+                          sizeof c->err))
+      return FLUME_EDECODE;
+    lua_rawseti(L, c->keys, c->n);
+  }
+  if (e->seq >= 0) lua_pushinteger(L, e->seq);
+  else if (flume__mp_decode(L, e->val, e->val_len, c->err, sizeof c->err))
+    return FLUME_EDECODE;
+  lua_rawseti(L, c->vals, c->n);
+  return 0;
 }

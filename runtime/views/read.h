@@ -1,6 +1,14 @@
-/* Range reads over a view's table (viewread.c). */
+/*
+ * The one read path of views (read.c). Every read of a view's stored state
+ * goes through here: the Lua binding's get and read, the read handle a
+ * view's methods get, and the C API. All of them read the committed state
+ * (what the view's since says), never the indexer's work ahead of it, and
+ * none of them waits: gating is the caller's, through flume__view_wait.
+ */
 #ifndef FLUME_RUNTIME_VIEWREAD_H
 #define FLUME_RUNTIME_VIEWREAD_H
+
+#include <lua.h>
 
 #include "buf.h"
 #include "internal.h"
@@ -34,5 +42,80 @@ typedef int (*flume__entry_fn)(void *ctx, const char *key, size_t key_len,
 int flume__view_range(flume_db *db, flume__table tbl, size_t suffix,
                       const flume__range *r, size_t max, flume__buf *resume,
                       flume__entry_fn fn, void *ctx, size_t *count);
+
+/* ---- views ------------------------------------------------------------- */
+
+/* One entry of a group or index view, valid during the call. */
+typedef struct flume__view_entry {
+  const char *key;  /* the encoded key (keys.h) */
+  size_t key_len;   /* its length */
+  int64_t seq;      /* index: the seq; group: -1 */
+  const void *val;  /* group: msgpack of the accumulator; index: NULL */
+  size_t val_len;   /* its length */
+} flume__view_entry;
+
+/* Called for each entry read; nonzero stops the read and is returned. */
+typedef int (*flume__view_entry_fn)(void *ctx, const flume__view_entry *e);
+
+/*
+ * Checks that the view can be read now: FLUME_EBUSY (not set up yet),
+ * FLUME_EINVAL (a C view: it answers through its methods; `keyed` and a
+ * reduce view: it has no keys), with a message in err.
+ */
+int flume__view_readable(flume_view *v, int keyed, char *err, size_t errlen);
+
+/*
+ * Reads up to `max` entries of a group or index view in range r, after
+ * `resume` (empty to start; on return, the last entry looked at), calling
+ * fn for each, in one read transaction. With `upto` >= 0, index entries of
+ * a later seq are skipped (so the chunks of one read see one since: pass
+ * the view's since after the first chunk). *count says how many were
+ * handed out, *done whether the range is read to its end.
+ *
+ * The first chunk (upto < 0) also brings the view's since up to the
+ * checkpoint it saw: a checkpoint is in the store a loop turn before its
+ * completion says so, and after it the view's since is that of the state
+ * the chunk saw. A group view's later chunks may see later checkpoints
+ * (its accumulators change in place); an index view's never do.
+ * Errors: flume__view_readable's, FLUME_ECORRUPT, the store's.
+ */
+int flume__view_read(flume_view *v, const flume__range *r, size_t max,
+                     int64_t upto, flume__buf *resume,
+                     flume__view_entry_fn fn, void *ctx, size_t *count,
+                     int *done, char *err, size_t errlen);
+
+/* Every entry of one key: at most one for a group view, its seqs in order
+ * for an index view. Errors: as flume__view_read. */
+int flume__view_get(flume_view *v, const char *key, size_t key_len,
+                    flume__view_entry_fn fn, void *ctx, size_t *count,
+                    char *err, size_t errlen);
+
+/* A reduce view's committed state as stored (msgpack) into out.
+ * FLUME_ENOTFOUND when it has none yet; flume__view_readable's errors. */
+int flume__view_state(flume_view *v, flume__buf *out, char *err,
+                      size_t errlen);
+
+/* The same without the checks, for the pipeline setting a view up. */
+int flume__view_stored_state(flume_view *v, flume__buf *out);
+
+/* Pushes a reduce view's committed state onto L, decoded (a fresh copy each
+ * call; nil when it has none). On error pushes nothing. Errors:
+ * flume__view_state's but FLUME_ENOTFOUND, FLUME_ECORRUPT (it cannot be
+ * decoded), with a message in err. */
+int flume__view_push_state(flume_view *v, lua_State *L, char *err,
+                           size_t errlen);
+
+/* Collects entries into Lua tables on L: keys (decoded) into keys[] when
+ * `keys` is a stack index, and seqs (index) or accumulators (group) into
+ * vals[]. Pass flume__view_collect as the entry function. */
+typedef struct flume__collect_ctx {
+  lua_State *L;   /* where entries go */
+  int keys;       /* stack index of the keys table, or 0 */
+  int vals;       /* stack index of the seqs/accumulators table */
+  lua_Integer n;  /* entries so far */
+  char err[256];  /* a decode error */
+} flume__collect_ctx;
+
+int flume__view_collect(void *ctx, const flume__view_entry *e);
 
 #endif

@@ -2,11 +2,9 @@
  * Views: the registry, the indexer, checkpoints and since-gating (views.c),
  * and the sandboxed Lua state that runs view scripts (viewhost.c).
  *
- * A view's state lives in the store: table "v:<name>" holds an index's
- * `key || seq` entries, a group's `key -> msgpack(acc)` entries, or a reduce
- * view's msgpack(state) under the key "s". Its record in the metadata table
- * ("view:<name>") holds kind, version, since and script hash, and is written
- * in the same transaction as the state it describes: a checkpoint.
+ * A view's state lives in its own table of the store and its record in the
+ * metadata table, written in the same transaction as the state it
+ * describes: a checkpoint. Names and layouts: runtime/format.h.
  *
  * Readers gate on `committed`, the since of the last committed checkpoint,
  * and read the store directly; the indexer works ahead of it in `since`.
@@ -34,7 +32,7 @@ typedef void (*flume__wait_cb)(void *ctx, int status);
 
 struct flume_view {
   flume_db *db;            /* owner */
-  char name[64];           /* its name, also its table's */
+  char name[FLUME__NAME_MAX + 1]; /* its name, also its table's */
   flume__view_kind kind;   /* what its script made it */
   int64_t version;         /* the script's version */
   uint64_t hash;           /* hash of the script */
@@ -178,37 +176,18 @@ flume__host *flume__views_host(flume_db *db);
 int flume__views_use_c(flume_db *db, const char *name,
                        const flume_view_vtable *vt, void *state,
                        flume_view **out);
-/* The buffer behind flume_db_errmsg() (512 bytes), or NULL. */
-char *flume__views_errbuf(flume_db *db);
-/* Pushes a reduce view's committed state onto the host's stack: decoded
- * from the store (a fresh copy each call), nil when it has none. What
- * every read and method of a reduce view sees, never the indexer's state
- * ahead of it. On error pushes nil. Errors: FLUME_ECORRUPT and the
- * store's, with a message in err. */
-int flume__view_push_state(flume_view *v, char *err, size_t errlen);
+/* Calls fn with the name of each method a Lua view's script declares and
+ * how it runs: "sync", "async" or "source" (methods.c). */
+void flume__view_methods(flume_view *v,
+                         void (*fn)(void *ctx, const char *name,
+                                    const char *how),
+                         void *ctx);
+
 /* Calls a view's method with msgpack args (a list); the msgpack result goes
  * to out. Errors: FLUME_ENOTFOUND, FLUME_EVIEW, FLUME_EINVAL, with err. */
 int flume__view_call(flume_view *v, const char *method, const char *args,
                      size_t alen, flume__buf *out, char *err, size_t errlen);
 
-/* Collects view entries read by flume__view_range into Lua tables: keys
- * (decoded) into keys[] when `keys` is nonzero, and seqs (index) or
- * accumulators (group) into vals[]. */
-typedef struct flume__collect_ctx {
-  lua_State *L;   /* where entries go */
-  int index;      /* index view: seqs, else accumulators */
-  int keys;       /* stack index of the keys table, or 0 */
-  int vals;       /* stack index of the seqs/accumulators table */
-  lua_Integer n;  /* entries so far */
-  char err[256];  /* a decode error */
-} flume__collect_ctx;
 
-int flume__collect(void *ctx, const char *key, size_t key_len,
-                   size_t entry_len, const void *val, size_t val_len);
-
-/* Hooks of the database's close (db.c). */
-void flume__views_before_close(flume__views *vs);
-void flume__views_close(flume__views *vs, void (*cb)(void *), void *ctx);
-void flume__views_free(flume__views *vs);
 
 #endif

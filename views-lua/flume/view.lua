@@ -140,18 +140,24 @@ local function read_iter(self, opts, target, hooks)
   -- together, in one read transaction.
   local index, mp, plain = kind == "index", db._mp,
     db._decode == nil and db._mapper == nil
+  -- A pass sees the view at one since: its first chunk's (a read brings
+  -- the view's since up to the state it saw); index entries committed
+  -- later are skipped by its other chunks, and come in the next pass.
+  local low, high, pass_since, upto = -1, maxinteger, self.since, nil
   local function cursor()
     local keys, vals, values, n, i, resume, finished = {}, {}, {}, 0, 0,
       nil, false
     return function()
-      if i == n then
+      while i == n do
         if finished then return false end
-        n, resume = c:view_read(name, lo, lo_incl, hi, hi_incl, reverse,
-          READ_CHUNK, resume, keys, vals)
+        n, resume, finished = c:view_read(name, lo, lo_incl, hi, hi_incl,
+          reverse, READ_CHUNK, resume, keys, vals, upto)
         i = 0
-        finished = n < READ_CHUNK
-        if n == 0 then return false end
-        if index then c:get_many(mp, vals, n, values) end
+        if upto == nil then
+          upto = self.since
+          pass_since = upto
+        end
+        if n > 0 and index then c:get_many(mp, vals, n, values) end
       end
       i = i + 1
       return true, keys[i], vals[i], values[i]
@@ -162,7 +168,6 @@ local function read_iter(self, opts, target, hooks)
   -- is read again and only what is new is delivered: index entries with a
   -- newer seq, group keys whose accumulator changed.
   local cur, first = cursor(), true
-  local low, high, pass_since = -1, maxinteger, self.since
   local seen = live and kind == "group" and {} or nil
   return function()
     -- A live read ends when its database closes, even if the consumer
@@ -201,7 +206,8 @@ local function read_iter(self, opts, target, hooks)
           error(explain_wait_error(self, err, target), 0)
         end
         low, high = pass_since, self.since
-        pass_since, first, cur = high, false, cursor()
+        pass_since, first, upto = high, false, high
+        cur = cursor()
       end
     end
     return nil

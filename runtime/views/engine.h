@@ -1,0 +1,78 @@
+/*
+ * What the view engine's files share (gate.c, pipeline.c, registry.c): the
+ * per-database state of the views and the calls between the parts. Nothing
+ * outside runtime/views/ includes this; the view interface is views.h.
+ */
+#ifndef FLUME_RUNTIME_VIEWS_ENGINE_H
+#define FLUME_RUNTIME_VIEWS_ENGINE_H
+
+#include "views/views.h"
+
+/* A C reader of a view (api.c's iterators): the registry forgets the view
+ * in every reader still open when the database closes. */
+typedef struct flume__reader {
+  struct flume__reader *next; /* the registry's list */
+  struct flume__reader *prev;
+  flume_view *view;           /* NULL once the database has closed */
+} flume__reader;
+
+struct flume__views {
+  flume_db *db;          /* owner */
+  flume__host *host;     /* the sandboxed state */
+  flume_view *list;      /* views in use */
+  flume_view *dead;      /* replaced views, kept until close */
+  uv_idle_t idle;        /* runs indexer slices */
+  int idle_on;           /* the idle handle is started */
+  flume_watch *watch;    /* observes the log's since */
+  int paused;            /* opened with ready = false */
+  int inflight;          /* a checkpoint job is with the writer */
+  int msgpack;           /* values are msgpack (else raw strings) */
+  int has_mapper;        /* the host has a mapper */
+  int batch;             /* values the next slice reads: what a slice gets
+                          * through in its time, SLICE_MIN..SLICE_VALUES */
+  uint64_t ckpt_at;      /* uv_hrtime of the last checkpoint offered while
+                          * catching up */
+  int64_t kept_first;    /* seq of the first value a cut slice left, decoded
+                          * and mapped in the registry's "flume.kept" */
+  int kept_n;            /* how many (0: none kept) */
+  int closing;           /* the database's handles are closing */
+  int stopping;          /* flume_db_close() was called: no new work */
+  int handles;           /* handles still open while closing */
+  flume__reader *readers; /* C iterators open on its views */
+  void (*closed)(void *ctx); /* called when they are */
+  void *closed_ctx;
+};
+
+/* Tracks r (r->view set) until flume__views_untrack. */
+void flume__views_track(flume__reader *r);
+void flume__views_untrack(flume__reader *r);
+
+/* The database's views, or NULL before its first view (registry.c). */
+flume__views *flume__views_of(flume_db *db);
+
+/* ---- the gate (gate.c) --------------------------------------------------- */
+
+/* Releases the view's waiters whose target it has reached, in order. */
+void flume__gate_release(flume_view *v);
+/* Ends every waiter of the view with `status`. */
+void flume__gate_fail(flume_view *v, int status);
+/* Hands the waiters of a replaced view to the one replacing it. */
+void flume__gate_move(flume_view *from, flume_view *to);
+
+/* ---- the pipeline (pipeline.c) ------------------------------------------- */
+
+/* Follows the log and readies the indexer of a database's new views.
+ * Errors: FLUME_ENOMEM, FLUME_ECLOSED. */
+int flume__pipeline_start(flume__views *vs);
+/* Starts indexer slices, unless paused or closing. */
+void flume__pipeline_kick(flume__views *vs);
+/* Hands everything done since the last checkpoint to the writer. */
+void flume__pipeline_checkpoint(flume__views *vs);
+/* Queues the job that opens a new view's table and reads its record,
+ * dropping its state if the version changed; cb follows. Errors:
+ * FLUME_ENOMEM, FLUME_ECLOSED, and encoding the initial state's (with a
+ * message in err). */
+int flume__pipeline_setup(flume__views *vs, flume_view *v, flume__use_cb cb,
+                          void *ctx, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,248 @@
+/*
+ * The registry: a database's views by name. Using a view loads its script
+ * into the host, checks it, and hands it to the pipeline to set up; a view
+ * replaced by a new version stays (dead) until close, its readers moved to
+ * the new one. The views attach to the database as one part, with their
+ * close hooks.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "msgpack.h"
+#include "views/engine.h"
+
+static const flume__part_ops views_part;
+
+flume__views *flume__views_of(flume_db *db) {
+  return flume__db_part(db, &views_part);
+}
+
+static void views_free_list(flume__views *vs, flume_view *v) {
+  while (v) {
+    flume_view *next = v->next;
+    flume__gate_fail(v, FLUME_ECLOSED);
+    if (v->kind == FLUME__VIEW_C && v->vt->close) v->vt->close(v->vstate);
+    flume__buf_free(&v->ops);
+    free(v);
+    v = next;
+  }
+  (void)vs;
+}
+
+static flume__views *views_get(flume_db *db, int *rc) {
+  flume__views *vs = flume__views_of(db);
+  if (vs) return vs;
+  vs = calloc(1, sizeof *vs);
+  if (vs == NULL) {
+    *rc = FLUME_ENOMEM;
+    return NULL;
+  }
+  vs->db = db;
+  vs->msgpack = strcmp(flume_db_codec(db), "msgpack") == 0;
+  if ((*rc = flume__host_new(&vs->host))) {
+    free(vs);
+    return NULL;
+  }
+  lua_State *H = flume__host_state(vs->host);
+  lua_newtable(H);
+  lua_setfield(H, LUA_REGISTRYINDEX, "flume.deleted");
+  if ((*rc = flume__db_attach(db, &views_part, vs))) {
+    flume__host_free(vs->host);
+    free(vs);
+    return NULL;
+  }
+  if ((*rc = flume__pipeline_start(vs))) {
+    flume__db_detach(db, &views_part);
+    flume__host_free(vs->host);
+    free(vs);
+    return NULL;
+  }
+  return vs;
+}
+
+flume_view *flume__view_find(flume_db *db, const char *name) {
+  flume__views *vs = flume__views_of(db);
+  for (flume_view *v = vs ? vs->list : NULL; v; v = v->next)
+    if (strcmp(v->name, name) == 0) return v;
+  return NULL;
+}
+
+flume__host *flume__views_host(flume_db *db) {
+  flume__views *vs = flume__views_of(db);
+  return vs ? vs->host : NULL;
+}
+
+int flume__views_set_mapper(flume_db *db, lua_State *L, int idx, char *err,
+                            size_t errlen) {
+  int rc = 0;
+  flume__views *vs = views_get(db, &rc);
+  if (vs == NULL) return rc;
+  rc = flume__host_set_mapper(vs->host, L, idx, err, errlen);
+  if (rc == 0) vs->has_mapper = 1;
+  vs->kept_n = 0; /* mapped by the old mapper */
+  return rc;
+}
+
+int flume__views_use(flume_db *db, const char *name, const char *src,
+                     size_t len, const char *chunkname, lua_State *L,
+                     int idx, flume__use_cb cb, void *ctx, char *err,
+                     size_t errlen) {
+  int rc = 0;
+  if (strlen(name) == 0 || strlen(name) > FLUME__NAME_MAX) {
+    snprintf(err, errlen, "a view name must be 1 to %d bytes",
+             FLUME__NAME_MAX);
+    return FLUME_EINVAL;
+  }
+  flume__views *vs = views_get(db, &rc);
+  if (vs == NULL) return rc;
+  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
+  flume_view *v = calloc(1, sizeof *v);
+  if (v == NULL) return FLUME_ENOMEM;
+  v->db = db;
+  strcpy(v->name, name);
+  v->since = v->committed = v->handed = -1;
+  rc = flume__host_load(vs->host, name, src, len, chunkname, L, idx, &v->kind,
+                        &v->version, &v->hash, &v->host_ref, err, errlen);
+  if (rc) {
+    free(v);
+    return rc;
+  }
+  flume_view *old = flume__view_find(db, name);
+  if (old && !old->failed && old->version == v->version) {
+    flume__host_unref(vs->host, v->host_ref);
+    free(v);
+    snprintf(err, errlen, "a view named '%s' is in use with the same "
+             "version %lld; bump the version to replace it", name,
+             (long long)old->version);
+    return FLUME_EEXIST;
+  }
+  if ((rc = flume__pipeline_setup(vs, v, cb, ctx, err, errlen))) {
+    flume__host_unref(vs->host, v->host_ref);
+    free(v);
+    return rc;
+  }
+  if (old) {
+    /* Replaced: its readers now wait for the new one. */
+    for (flume_view **p = &vs->list; *p; p = &(*p)->next) {
+      if (*p == old) {
+        *p = old->next;
+        break;
+      }
+    }
+    flume__gate_move(old, v);
+    old->epoch++;
+    flume__host_release(vs->host, old->host_ref); /* its memory, now */
+    old->next = vs->dead;
+    vs->dead = old;
+  }
+  v->next = vs->list;
+  vs->list = v;
+  return 0;
+}
+
+int flume__views_use_c(flume_db *db, const char *name,
+                       const flume_view_vtable *vt, void *state,
+                       flume_view **out) {
+  int rc = 0;
+  if (strlen(name) == 0 || strlen(name) > FLUME__NAME_MAX)
+    return FLUME_EINVAL;
+  flume__views *vs = views_get(db, &rc);
+  if (vs == NULL) return rc;
+  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
+  if (flume__view_find(db, name)) return FLUME_EEXIST;
+  flume_view *v = calloc(1, sizeof *v);
+  if (v == NULL) return FLUME_ENOMEM;
+  v->db = db;
+  strcpy(v->name, name);
+  v->kind = FLUME__VIEW_C;
+  v->vt = vt;
+  v->vstate = state;
+  v->ready = 1;
+  v->since = v->committed = v->handed = vt->since(state);
+  v->next = vs->list;
+  vs->list = v;
+  if (out) *out = v;
+  flume__pipeline_kick(vs);
+  return 0;
+}
+
+/* ---- ready, pause, close ---------------------------------------------------- */
+
+int flume__views_set_paused(flume_db *db, int paused) {
+  int rc = 0;
+  flume__views *vs = views_get(db, &rc);
+  if (vs == NULL) return rc;
+  vs->paused = paused;
+  if (!paused) flume__pipeline_kick(vs);
+  return 0;
+}
+
+static void views_before_close(void *part) {
+  flume__views *vs = part;
+  /* Store what the views did; it would be redone otherwise. */
+  flume__pipeline_checkpoint(vs);
+  vs->stopping = 1;
+}
+
+static void idle_closed(uv_handle_t *h) {
+  flume__views *vs = h->data;
+  if (vs->closed) vs->closed(vs->closed_ctx);
+}
+
+static void views_close(void *part, void (*cb)(void *), void *ctx) {
+  flume__views *vs = part;
+  vs->closing = 1;
+  vs->closed = cb;
+  vs->closed_ctx = ctx;
+  uv_close((uv_handle_t *)&vs->idle, idle_closed);
+}
+
+void flume__views_track(flume__reader *r) {
+  flume__views *vs = flume__views_of(r->view->db);
+  r->prev = NULL;
+  r->next = vs->readers;
+  if (vs->readers) vs->readers->prev = r;
+  vs->readers = r;
+}
+
+void flume__views_untrack(flume__reader *r) {
+  if (r->view == NULL) return; /* the database closed: forgotten */
+  flume__views *vs = flume__views_of(r->view->db);
+  if (r->prev) r->prev->next = r->next;
+  else vs->readers = r->next;
+  if (r->next) r->next->prev = r->prev;
+  r->view = NULL;
+}
+
+static void views_free(void *part) {
+  flume__views *vs = part;
+  for (flume__reader *r = vs->readers; r; r = r->next) r->view = NULL;
+  views_free_list(vs, vs->list);
+  views_free_list(vs, vs->dead);
+  flume__host_free(vs->host);
+  free(vs);
+}
+
+static const flume__part_ops views_part = {views_before_close, views_close,
+                                           views_free};
+
+/* ---- reading ---------------------------------------------------------------- */
+
+int flume__view_info(flume_view *v, flume__view_info_t *out) {
+  out->kind = v->kind;
+  out->version = v->version;
+  out->since = v->committed;
+  out->processed = v->since;
+  out->failed = v->failed;
+  out->error = v->failed ? v->error : NULL;
+  out->error_seq = v->error_seq;
+  out->script_changed = v->script_changed;
+  out->rate = v->rate;
+  out->hash = v->hash;
+  out->ready = v->ready;
+  return 0;
+}
+
+flume__table flume__view_table(flume_view *v) { return v->table; }
+int flume__view_host_ref(flume_view *v) { return v->host_ref; }
