@@ -155,6 +155,22 @@ describe("errors the Lua side raises", function()
     end)
   end
 
+  it("names the misuse of the loop EBUSY", function()
+    -- these two had no code ("flume: cannot wait here: ..."), unlike every
+    -- other error the README describes as `flume: ECODE: message`
+    local run_err, wait_err
+    db:append("x", function()
+      run_err = select(2, pcall(flume.run))
+      local co = coroutine.create(function() return db:append("y") end)
+      wait_err = select(2, coroutine.resume(co))
+    end)
+    flume.run()
+    assert.equal("cannot run the loop from inside a callback",
+      core_format(run_err, "EBUSY"))
+    assert.equal("cannot wait here",
+      core_format(wait_err, "EBUSY"):sub(1, #"cannot wait here"))
+  end)
+
   it("names a view script it cannot read by the system's error", function()
     -- a folder named *.lua opens, and fails at the read: this was a Lua
     -- error ("bad argument #4 to 'use'") with a source position

@@ -282,7 +282,7 @@ for _, backend in ipairs(H.backends) do
           err = e
         end)
         flume.run()
-        assert.matches("flume: cannot wait here", err)
+        assert.matches("^flume: EBUSY: busy: cannot wait here", err)
       end)
 
     it("raises an error thrown by a callback from flume.run", function()

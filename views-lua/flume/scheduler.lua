@@ -102,9 +102,9 @@ function M.await(start)
     return yield()
   end
   if core.running() then
-    error("flume: cannot wait here: this code runs while the event loop " ..
-      "runs, outside a coroutine flume drives; pass a callback (the async " ..
-      "form) or call it inside flume.spawn", 0)
+    raise("EBUSY", "cannot wait here: this code runs while the event " ..
+      "loop runs, outside a coroutine flume drives; pass a callback (the " ..
+      "async form) or call it inside flume.spawn")
   end
   local done, e, r = false, nil, nil
   local k = function(err, res) done, e, r = true, err, res end
@@ -121,7 +121,7 @@ end
 -- Errors raised by callbacks stop the loop and are raised here.
 function M.run()
   if core.running() then
-    error("flume: cannot run the loop from inside a callback", 0)
+    raise("EBUSY", "cannot run the loop from inside a callback")
   end
   repeat
     local more = core.run("default")
