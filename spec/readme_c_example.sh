@@ -23,3 +23,5 @@ cc -Wall -Wextra -Werror views.c $(pkg-config --cflags --libs flume) -o views
 LD_LIBRARY_PATH="$libdir" ./views > views.txt
 cat views.txt
 grep -q '^posts: 2$' views.txt
+grep -q '^like: 1$' views.txt
+grep -q '^post: 2$' views.txt

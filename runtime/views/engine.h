@@ -8,6 +8,40 @@
 
 #include "views/views.h"
 
+typedef struct flume__waiter flume__waiter;
+
+struct flume_view {
+  flume_db *db;            /* owner */
+  char name[FLUME__NAME_MAX + 1]; /* its name, also its table's */
+  flume__view_kind kind;   /* what its script made it */
+  int64_t version;         /* the script's version */
+  uint64_t hash;           /* hash of the script */
+  uint64_t built_hash;     /* hash of the script that built its state */
+  int script_changed;      /* same version, different script: a warning */
+  int ready;               /* its table is open and its record read */
+  int resetting;           /* a rebuild's reset is not committed yet */
+  int64_t since;           /* last seq the indexer fed it */
+  int64_t committed;       /* since of its last committed checkpoint */
+  int64_t handed;          /* since of the last checkpoint handed to the
+                            * writer (committed, or in flight) */
+  int64_t epoch;           /* bumped by rebuild: older checkpoints ignored */
+  flume__table table;      /* its state's table */
+  int host_ref;            /* its record in the host state's registry */
+  flume__buf ops;          /* changes not yet handed to a checkpoint */
+  int state_dirty;         /* reduce: state changed since last checkpoint */
+  double state_saved_at;   /* reduce: when the state was last checkpointed */
+  int failed;              /* a script error stopped it */
+  int64_t error_seq;       /* the seq whose processing failed */
+  char error[512];         /* what failed */
+  flume__waiter *waiters;  /* gated reads, in order of target seq */
+  double rate;             /* values per second while catching up */
+  int64_t rate_since;      /* since at the last rate sample */
+  double rate_at;          /* time of the last rate sample */
+  const flume_view_vtable *vt; /* a C view's functions */
+  void *vstate;            /* a C view's state */
+  flume_view *next;        /* the db's list */
+};
+
 /* A C reader of a view (api.c's iterators): the registry forgets the view
  * in every reader still open when the database closes. */
 typedef struct flume__reader {

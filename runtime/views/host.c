@@ -267,7 +267,7 @@ void flume__host_release(flume__host *h, int ref) {
   lua_State *L = h->L;
   lua_createtable(L, 0, 1);
   lua_newtable(L);
-  lua_setfield(L, -2, "def");
+  lua_setfield(L, -2, FLUME__HREC_DEF);
   lua_rawseti(L, LUA_REGISTRYINDEX, ref);
   lua_gc(L, LUA_GCCOLLECT);
 }
@@ -798,7 +798,7 @@ static void plain_def(lua_State *L) {
       }
       lua_pop(L, 1);
     }
-    lua_setfield(L, -3, "methods");
+    lua_setfield(L, -3, FLUME__DEF_METHODS);
   }
   lua_pop(L, 1);
   lua_replace(L, t);
@@ -822,13 +822,13 @@ static int classify(lua_State *L, const char *name, flume__view_kind *kind,
   *version = lua_tointeger(L, -1);
   lua_pop(L, 1);
   int has_map, has_reduce;
-  lua_getfield(L, -1, "map");
+  lua_getfield(L, -1, FLUME__DEF_MAP);
   has_map = lua_isfunction(L, -1);
   int map_bad = !has_map && !lua_isnil(L, -1);
-  lua_getfield(L, -2, "reduce");
+  lua_getfield(L, -2, FLUME__DEF_REDUCE);
   has_reduce = lua_isfunction(L, -1);
   int reduce_bad = !has_reduce && !lua_isnil(L, -1);
-  lua_getfield(L, -3, "initial");
+  lua_getfield(L, -3, FLUME__DEF_INITIAL);
   int has_initial = !lua_isnil(L, -1);
   lua_pop(L, 3);
   if (map_bad || reduce_bad) {
@@ -936,9 +936,9 @@ int flume__host_load(flume__host *h, const char *name, const char *src,
   }
   lua_pop(L, 1);
   /* The record: { def = the script's table, env = its environment }. */
-  lua_setfield(L, rec, "def");
+  lua_setfield(L, rec, FLUME__HREC_DEF);
   lua_pushvalue(L, env);
-  lua_setfield(L, rec, "env");
+  lua_setfield(L, rec, FLUME__HREC_ENV);
   *ref = r;
   lua_settop(L, top);
   return 0;
@@ -960,7 +960,7 @@ int flume__host_set_mapper(flume__host *h, lua_State *F, int idx, char *err,
   lua_pushvalue(F, idx);
   int rc = move_value(&m, "mapper", 0);
   lua_pop(F, 1);
-  if (rc == 0) lua_setfield(L, LUA_REGISTRYINDEX, "flume.mapper");
+  if (rc == 0) lua_setfield(L, LUA_REGISTRYINDEX, FLUME__HREG_MAPPER);
   lua_settop(L, top);
   return rc;
 }

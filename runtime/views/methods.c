@@ -12,7 +12,7 @@
 #include "keys.h"
 #include "msgpack.h"
 #include "views/read.h"
-#include "views/views.h"
+#include "views/engine.h"
 
 /* get(key) of a group or index view, in the host: up[1] = the view. */
 static int host_get(lua_State *H) {
@@ -161,8 +161,8 @@ int flume__view_call(flume_view *v, const char *method, const char *args,
   int top = lua_gettop(H);
   lua_rawgeti(H, LUA_REGISTRYINDEX, v->host_ref);
   int rec = lua_gettop(H);
-  lua_getfield(H, rec, "def");
-  lua_getfield(H, -1, "methods");
+  lua_getfield(H, rec, FLUME__HREC_DEF);
+  lua_getfield(H, -1, FLUME__DEF_METHODS);
   int builtin = 0;
   if (lua_istable(H, -1)) lua_getfield(H, -1, method);
   else lua_pushnil(H);
@@ -244,8 +244,8 @@ void flume__view_methods(flume_view *v,
   lua_State *H = flume__host_state(h);
   int top = lua_gettop(H);
   lua_rawgeti(H, LUA_REGISTRYINDEX, v->host_ref);
-  lua_getfield(H, -1, "def");
-  lua_getfield(H, -1, "methods");
+  lua_getfield(H, -1, FLUME__HREC_DEF);
+  lua_getfield(H, -1, FLUME__DEF_METHODS);
   if (lua_istable(H, -1)) {
     lua_pushnil(H);
     while (lua_next(H, -2)) {

@@ -98,7 +98,7 @@ static void host_set_field(flume__views *vs, flume_view *v, const char *f) {
 static void def_field(flume__views *vs, flume_view *v, const char *f) {
   lua_State *H = flume__host_state(vs->host);
   lua_rawgeti(H, LUA_REGISTRYINDEX, v->host_ref);
-  lua_getfield(H, -1, "def");
+  lua_getfield(H, -1, FLUME__HREC_DEF);
   lua_getfield(H, -1, f);
   lua_remove(H, -2);
   lua_remove(H, -2);
@@ -127,7 +127,7 @@ static void view_fail(flume_view *v, int64_t seq, const char *msg) {
 static void host_reset(flume__views *vs, flume_view *v) {
   lua_State *H = flume__host_state(vs->host);
   if (v->kind == FLUME__VIEW_REDUCE) {
-    host_field(vs, v, "initial");
+    host_field(vs, v, FLUME__HREC_INITIAL);
     if (lua_isstring(H, -1)) {
       size_t n;
       const char *s = lua_tolstring(H, -1, &n);
@@ -138,12 +138,12 @@ static void host_reset(flume__views *vs, flume_view *v) {
       lua_pop(H, 1);
       lua_pushnil(H);
     }
-    host_set_field(vs, v, "state");
+    host_set_field(vs, v, FLUME__HREC_STATE);
   } else if (v->kind == FLUME__VIEW_GROUP) {
     lua_newtable(H);
-    host_set_field(vs, v, "dirty");
+    host_set_field(vs, v, FLUME__HREC_DIRTY);
     lua_newtable(H);
-    host_set_field(vs, v, "inflight");
+    host_set_field(vs, v, FLUME__HREC_INFLIGHT);
   }
 }
 
@@ -203,7 +203,7 @@ static void ckpt_done(flume__job *job, int status) {
         if (e->since > v->committed) v->committed = e->since;
         if (v->kind == FLUME__VIEW_GROUP && !c->reset) {
           lua_newtable(H);
-          host_set_field(vs, v, "inflight");
+          host_set_field(vs, v, FLUME__HREC_INFLIGHT);
         }
         flume__gate_release(v);
       } else if (c->reset) {
@@ -230,9 +230,9 @@ static int group_flush(flume__views *vs, flume_view *v) {
   flume__buf val = FLUME__BUF_INIT;
   char err[256];
   int rc = 0;
-  host_field(vs, v, "dirty");
+  host_field(vs, v, FLUME__HREC_DIRTY);
   int dirty = lua_gettop(H);
-  lua_getfield(H, LUA_REGISTRYINDEX, "flume.deleted");
+  lua_getfield(H, LUA_REGISTRYINDEX, FLUME__HREG_DELETED);
   int deleted = lua_gettop(H);
   lua_pushnil(H);
   while (rc == 0 && lua_next(H, dirty)) {
@@ -260,9 +260,9 @@ static int group_flush(flume__views *vs, flume_view *v) {
     return rc;
   }
   lua_settop(H, dirty);
-  host_set_field(vs, v, "inflight"); /* the dirty table rides along */
+  host_set_field(vs, v, FLUME__HREC_INFLIGHT); /* the dirty table rides along */
   lua_newtable(H);
-  host_set_field(vs, v, "dirty");
+  host_set_field(vs, v, FLUME__HREC_DIRTY);
   return 0;
 }
 
@@ -271,7 +271,7 @@ static int reduce_flush(flume__views *vs, flume_view *v) {
   lua_State *H = flume__host_state(vs->host);
   flume__buf val = FLUME__BUF_INIT;
   char err[256];
-  host_field(vs, v, "state");
+  host_field(vs, v, FLUME__HREC_STATE);
   int rc = flume__mp_encode(H, -1, &val, err, sizeof err);
   lua_pop(H, 1);
   if (rc) {
@@ -461,9 +461,9 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
   lua_State *H = flume__host_state(vs->host);
   const flume__store_ops *ops = flume__db_ops(vs->db);
   int top = lua_gettop(H);
-  def_field(vs, v, "map");
+  def_field(vs, v, FLUME__DEF_MAP);
   int map = lua_gettop(H);
-  def_field(vs, v, "reduce");
+  def_field(vs, v, FLUME__DEF_REDUCE);
   int reduce = lua_gettop(H);
   flume__txn *txn = NULL;
   int dirty = 0, inflight = 0, deleted = 0, state = 0;
@@ -472,14 +472,14 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
       lua_settop(H, top);
       return 0; /* tried again in the next slice */
     }
-    host_field(vs, v, "dirty");
+    host_field(vs, v, FLUME__HREC_DIRTY);
     dirty = lua_gettop(H);
-    host_field(vs, v, "inflight");
+    host_field(vs, v, FLUME__HREC_INFLIGHT);
     inflight = lua_gettop(H);
-    lua_getfield(H, LUA_REGISTRYINDEX, "flume.deleted");
+    lua_getfield(H, LUA_REGISTRYINDEX, FLUME__HREG_DELETED);
     deleted = lua_gettop(H);
   } else if (v->kind == FLUME__VIEW_REDUCE) {
-    host_field(vs, v, "state");
+    host_field(vs, v, FLUME__HREC_STATE);
     state = lua_gettop(H);
   }
   flume__buf kb = FLUME__BUF_INIT;
@@ -575,7 +575,7 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
   }
   if (state && !v->failed) {
     lua_settop(H, state);
-    host_set_field(vs, v, "state");
+    host_set_field(vs, v, FLUME__HREC_STATE);
   }
   flume__buf_free(&kb);
   if (txn) ops->txn_abort(txn);
@@ -674,7 +674,7 @@ static int index_slice(flume__views *vs) {
   int kept = vs->kept_n > 0 && !b.raw && from >= vs->kept_first &&
              from < vs->kept_first + vs->kept_n;
   if (kept) {
-    lua_getfield(H, LUA_REGISTRYINDEX, "flume.kept");
+    lua_getfield(H, LUA_REGISTRYINDEX, FLUME__HREG_KEPT);
     b.first = vs->kept_first;
     b.n = vs->kept_n;
   } else {
@@ -684,7 +684,7 @@ static int index_slice(flume__views *vs) {
   if (vs->kept_n) {
     vs->kept_n = 0;
     lua_pushnil(H);
-    lua_setfield(H, LUA_REGISTRYINDEX, "flume.kept");
+    lua_setfield(H, LUA_REGISTRYINDEX, FLUME__HREG_KEPT);
   }
   if (b.raw && (b.ents = malloc((size_t)vs->batch * sizeof *b.ents)) == NULL) {
     lua_settop(H, top);
@@ -710,7 +710,7 @@ static int index_slice(flume__views *vs) {
   }
   int late = 0; /* the slice stopped for its deadline */
   if (vs->has_mapper && b.lua && !kept) {
-    lua_getfield(H, LUA_REGISTRYINDEX, "flume.mapper");
+    lua_getfield(H, LUA_REGISTRYINDEX, FLUME__HREG_MAPPER);
     for (int i = 1; i <= b.n; i++) {
       if (i > 1 && uv_hrtime() >= deadline) {
         b.n = i - 1; /* the views get what is mapped */
@@ -753,7 +753,7 @@ static int index_slice(flume__views *vs) {
       behind + 1 < b.first + b.n) {
     /* Cut: keep what is left for the next slice, not to decode it again. */
     lua_pushvalue(H, b.vals);
-    lua_setfield(H, LUA_REGISTRYINDEX, "flume.kept");
+    lua_setfield(H, LUA_REGISTRYINDEX, FLUME__HREG_KEPT);
     vs->kept_first = b.first;
     vs->kept_n = b.n;
   }
@@ -866,7 +866,7 @@ static int load_state(flume__views *vs, flume_view *v) {
     rc = 0;
   } else if (rc == 0) {
     if (flume__mp_decode(H, b.data, b.len, err, sizeof err)) rc = FLUME_ECORRUPT;
-    else host_set_field(vs, v, "state");
+    else host_set_field(vs, v, FLUME__HREC_STATE);
   }
   flume__buf_free(&b);
   return rc;
@@ -913,12 +913,12 @@ int flume__pipeline_setup(flume__views *vs, flume_view *v, flume__use_cb cb,
   int rc = 0;
   lua_State *H = flume__host_state(vs->host);
   if (v->kind == FLUME__VIEW_REDUCE) {
-    def_field(vs, v, "initial");
+    def_field(vs, v, FLUME__DEF_INITIAL);
     rc = flume__mp_encode(H, -1, &s->initial, err, errlen);
     lua_pop(H, 1);
     if (rc == 0) {
       lua_pushlstring(H, s->initial.data, s->initial.len);
-      host_set_field(vs, v, "initial");
+      host_set_field(vs, v, FLUME__HREC_INITIAL);
     }
   }
   s->view = v;
@@ -971,7 +971,7 @@ int flume__views_rebuild(flume_db *db) {
     flume__record r = {(uint8_t)v->kind, v->version, -1, v->hash};
     flume__record_pack(&r, e->meta);
     if (v->kind == FLUME__VIEW_REDUCE) {
-      host_field(vs, v, "initial");
+      host_field(vs, v, FLUME__HREC_INITIAL);
       size_t n = 0;
       const char *p = lua_tolstring(flume__host_state(vs->host), -1, &n);
       op_add(&e->ops, OP_PUT, FLUME__REDUCE_STATE_KEY, 1, p, n);

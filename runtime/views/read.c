@@ -27,7 +27,7 @@
 #include "keys.h"
 #include "msgpack.h"
 #include "views/read.h"
-#include "views/views.h"
+#include "views/engine.h"
 
 /* memcmp order of a and b, shorter first on a common prefix (LMDB's). */
 static int cmp(const char *a, size_t al, const char *b, size_t bl) {

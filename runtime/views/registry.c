@@ -46,7 +46,7 @@ static flume__views *views_get(flume_db *db, int *rc) {
   }
   lua_State *H = flume__host_state(vs->host);
   lua_newtable(H);
-  lua_setfield(H, LUA_REGISTRYINDEX, "flume.deleted");
+  lua_setfield(H, LUA_REGISTRYINDEX, FLUME__HREG_DELETED);
   if ((*rc = flume__db_attach(db, &views_part, vs))) {
     flume__host_free(vs->host);
     free(vs);

@@ -24,45 +24,11 @@ typedef enum flume__view_kind {
   FLUME__VIEW_C = 4       /* written in C, behind a flume_view_vtable */
 } flume__view_kind;
 
-typedef struct flume__waiter flume__waiter;
-
 /* Called once a gated read may go on (status 0), or with the view's error,
  * FLUME_ETIMEDOUT or FLUME_ECLOSED. */
 typedef void (*flume__wait_cb)(void *ctx, int status);
 
-struct flume_view {
-  flume_db *db;            /* owner */
-  char name[FLUME__NAME_MAX + 1]; /* its name, also its table's */
-  flume__view_kind kind;   /* what its script made it */
-  int64_t version;         /* the script's version */
-  uint64_t hash;           /* hash of the script */
-  uint64_t built_hash;     /* hash of the script that built its state */
-  int script_changed;      /* same version, different script: a warning */
-  int ready;               /* its table is open and its record read */
-  int resetting;           /* a rebuild's reset is not committed yet */
-  int64_t since;           /* last seq the indexer fed it */
-  int64_t committed;       /* since of its last committed checkpoint */
-  int64_t handed;          /* since of the last checkpoint handed to the
-                            * writer (committed, or in flight) */
-  int64_t epoch;           /* bumped by rebuild: older checkpoints ignored */
-  flume__table table;      /* its state's table */
-  int host_ref;            /* its record in the host state's registry */
-  flume__buf ops;          /* changes not yet handed to a checkpoint */
-  int state_dirty;         /* reduce: state changed since last checkpoint */
-  double state_saved_at;   /* reduce: when the state was last checkpointed */
-  int failed;              /* a script error stopped it */
-  int64_t error_seq;       /* the seq whose processing failed */
-  char error[512];         /* what failed */
-  flume__waiter *waiters;  /* gated reads, in order of target seq */
-  double rate;             /* values per second while catching up */
-  int64_t rate_since;      /* since at the last rate sample */
-  double rate_at;          /* time of the last rate sample */
-  const flume_view_vtable *vt; /* a C view's functions */
-  void *vstate;            /* a C view's state */
-  flume_view *next;        /* the db's list */
-};
-
-/* ---- the view host (viewhost.c) ---------------------------------------- */
+/* ---- the view host (host.c) ---------------------------------------- */
 
 typedef struct flume__host flume__host;
 
@@ -87,6 +53,30 @@ int flume__host_load(flume__host *h, const char *name, const char *src,
  * _ENV). FLUME_ESCRIPT on failure. */
 int flume__host_set_mapper(flume__host *h, lua_State *L, int idx, char *err,
                            size_t errlen);
+
+/*
+ * A loaded view's record in the host's registry (flume__host_load makes
+ * it; the ref is the view's host_ref): a table with these fields.
+ */
+#define FLUME__HREC_DEF "def"           /* the definition (script table) */
+#define FLUME__HREC_ENV "env"           /* its sandboxed environment */
+#define FLUME__HREC_STATE "state"       /* reduce: the indexer's state */
+#define FLUME__HREC_INITIAL "initial"   /* reduce: msgpack of `initial` */
+#define FLUME__HREC_DIRTY "dirty"       /* group: accumulators changed
+                                         * since the last checkpoint */
+#define FLUME__HREC_INFLIGHT "inflight" /* group: those of the checkpoint
+                                         * in flight */
+/* The host registry's own entries. */
+#define FLUME__HREG_MAPPER "flume.mapper"   /* the database's mapper */
+#define FLUME__HREG_DELETED "flume.deleted" /* the marker of a deleted group
+                                             * key in a dirty table */
+#define FLUME__HREG_KEPT "flume.kept"       /* values a cut slice decoded
+                                             * and mapped, for the next */
+/* Fields of a definition the engine reads. */
+#define FLUME__DEF_MAP "map"
+#define FLUME__DEF_REDUCE "reduce"
+#define FLUME__DEF_INITIAL "initial"
+#define FLUME__DEF_METHODS "methods"
 
 /* Instructions one call into a view script may run before it fails. */
 #define FLUME__INSTRUCTION_LIMIT 10000000

@@ -336,11 +336,11 @@ static void on_probe(void *ctx, int status, const void *res, size_t len) {
 
 static void probe_tick(uv_timer_t *t) {
   probe *p = t->data;
-  flume__view_info_t in;
-  flume__view_info(p->view, &in);
+  flume_view_info in;
+  CHECK_OK(flume_view_status(p->view, &in));
   probe_saw(p);
   if (in.processed > in.since) p->ahead++;
-  if (in.since == flume_db_since(p->view->db)) {
+  if (in.since == in.log_since) {
     p->done = 1;
     uv_timer_stop(t);
     return;
