@@ -24,12 +24,22 @@ build = {
   modules = {
     ["flume"] = "views-lua/flume/init.lua",
     ["flume.cli"] = "views-lua/flume/cli.lua",
+    ["flume.cli.args"] = "views-lua/flume/cli/args.lua",
+    ["flume.cli.db"] = "views-lua/flume/cli/db.lua",
+    ["flume.cli.diff"] = "views-lua/flume/cli/diff.lua",
+    ["flume.cli.output"] = "views-lua/flume/cli/output.lua",
+    ["flume.cli.progress"] = "views-lua/flume/cli/progress.lua",
+    ["flume.errors"] = "views-lua/flume/errors.lua",
     ["flume.json"] = "views-lua/flume/json.lua",
+    ["flume.options"] = "views-lua/flume/options.lua",
+    ["flume.scheduler"] = "views-lua/flume/scheduler.lua",
+    ["flume.view"] = "views-lua/flume/view.lua",
     ["flume.core"] = {
       sources = {
         "runtime/lua/core.c",
         "runtime/lua/codec.c",
         "runtime/lua/db.c",
+        "runtime/lua/errors.c",
         "runtime/lua/loop.c",
         "runtime/lua/req.c",
         "runtime/lua/tools.c",

@@ -136,6 +136,9 @@ void flume__lua_loop_register(lua_State *L, int module, int methods);
 void flume__lua_codec_register(lua_State *L, int module, int methods);
 void flume__lua_db_register(lua_State *L, int module, int methods);
 void flume__lua_views_register(lua_State *L, int module, int methods);
+/* core.errors: for each code the core knows, errors[NAME] = { code, name,
+ * message } (errors.c). */
+void flume__lua_errors_register(lua_State *L, int module, int methods);
 
 /* flume.tools (tools.c), reached through package.preload. */
 int luaopen_flume_tools(lua_State *L);

@@ -84,9 +84,10 @@ static int l_run(lua_State *L) {
   lctx *c = flume__lua_ctx(L);
   int mode = luaL_checkoption(L, 1, "default", modes);
   if (c->L != NULL)
-    return luaL_error(L, "flume: cannot run the loop from inside a callback "
-                         "(use the async form, or call this inside "
-                         "flume.spawn)");
+    return flume__lua_raise(L, FLUME_EBUSY,
+                            "cannot run the loop from inside a callback (use "
+                            "the async form, or call this inside "
+                            "flume.spawn)");
   c->L = L;
   int more = uv_run(&c->loop, umodes[mode]);
   c->L = NULL;
