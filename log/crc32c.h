@@ -1,6 +1,6 @@
 /*
  * CRC32C (Castagnoli), the checksum the LMDB backend seals every stored
- * entry with (see lmdb.c). Included by lmdb.c only.
+ * entry with (see lmdb_file.c). Included by lmdb_file.c only (and its test).
  *
  * Why CRC32C: it detects every burst error up to 32 bits and every 1-3 bit
  * error in entries of the sizes we store, x86-64 computes it in hardware

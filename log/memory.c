@@ -118,6 +118,7 @@ struct flume__store {
   size_t readers;       /* read transactions open */
   flume__txn *deferred; /* finished write transactions whose garbage waits
                            for the readers to end */
+  uint64_t commits;     /* write transactions committed, for stat */
   mem_table tables[MEM_MAX_TABLES]; /* by handle - 1 */
 };
 
@@ -406,8 +407,8 @@ static mem_node *step(mem_node *n, int d) {
 
 static int mem_open(const char *path, const flume__store_opts *opts,
                     flume__store **out) {
-  (void)opts;
-  if (path != NULL) return FLUME_EINVAL;
+  /* Nothing to share with another process: nothing to open read-only. */
+  if (path != NULL || (opts && opts->readonly)) return FLUME_EINVAL;
   flume__store *s = mem_alloc(sizeof *s);
   if (s == NULL) return FLUME_ENOMEM;
   memset(s, 0, sizeof *s);
@@ -497,6 +498,7 @@ static void txn_finish(flume__txn *t) {
 }
 
 static int mem_txn_commit(flume__txn *t) {
+  if (t->write) t->s->commits++;
   txn_finish(t);
   return 0;
 }
@@ -849,6 +851,96 @@ static int mem_cursor_get(flume__cursor *c, int op, flume__slice *key,
   return 0;
 }
 
+/* Stat, listing, copy, verify. */
+
+/* Bytes a tree's entries take: their nodes, keys and values. */
+static uint64_t tree_bytes(const mem_table *t) {
+  uint64_t bytes = 0;
+  for (mem_node *n = extreme(t->root, 0); n; n = step(n, 1))
+    bytes += sizeof *n + n->ksize + n->vsize;
+  return bytes;
+}
+
+static uint64_t log_bytes(const flume__store *s) {
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < s->log_len; i++)
+    bytes += sizeof *s->log[i] + s->log[i]->size;
+  return bytes;
+}
+
+static int mem_stat(flume__store *s, flume__store_stat *out) {
+  memset(out, 0, sizeof *out);
+  out->used = log_bytes(s);
+  for (unsigned i = 0; i < s->ntables; i++)
+    out->used += tree_bytes(&s->tables[i]);
+  out->txn_id = s->commits;
+  out->readers = (unsigned)s->readers;
+  return 0;
+}
+
+static int mem_table_stat(flume__txn *t, flume__table tbl,
+                          flume__table_stat *out) {
+  if (tbl == FLUME__TABLE_LOG) {
+    out->entries = t->s->log_len;
+    out->bytes = log_bytes(t->s);
+    return 0;
+  }
+  mem_table *tb = table_of(t, tbl);
+  if (tb == NULL) return FLUME_EINVAL;
+  out->entries = tb->count;
+  out->bytes = tree_bytes(tb);
+  return 0;
+}
+
+static int table_cmp(const void *a, const void *b) {
+  return strcmp((*(mem_table *const *)a)->name,
+                (*(mem_table *const *)b)->name);
+}
+
+/* The store's tables in byte order of their names, as LMDB lists them;
+ * returns how many. */
+static unsigned sorted_tables(flume__store *s, mem_table **out) {
+  for (unsigned i = 0; i < s->ntables; i++) out[i] = &s->tables[i];
+  qsort(out, s->ntables, sizeof *out, table_cmp);
+  return s->ntables;
+}
+
+static int mem_table_list(flume__txn *t, flume__table_fn fn, void *ctx) {
+  mem_table *tables[MEM_MAX_TABLES];
+  unsigned n = sorted_tables(t->s, tables);
+  for (unsigned i = 0; i < n; i++) {
+    int rc = fn(ctx, tables[i]->name);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static int mem_copy(flume__store *s, const char *dest, int compact,
+                    flume__copy_fn progress, void *ctx) {
+  (void)s, (void)dest, (void)compact, (void)progress, (void)ctx;
+  return FLUME_EINVAL; /* no file to copy */
+}
+
+/* Nothing is sealed in memory: the walk counts, and finds what could only
+ * be a bug of ours (the log's seqs out of step). */
+static int mem_verify(flume__store *s, flume__verify_fn fn, void *ctx) {
+  uint64_t total = s->log_len;
+  fn(ctx, FLUME__VERIFY_TABLE, "log", 0);
+  for (size_t i = 0; i < s->log_len; i++)
+    if (s->log[i]->seq != i) {
+      fn(ctx, FLUME__VERIFY_DAMAGED, "the log's seqs are out of step", i);
+      break;
+    }
+  mem_table *tables[MEM_MAX_TABLES];
+  unsigned n = sorted_tables(s, tables);
+  for (unsigned i = 0; i < n; i++) {
+    fn(ctx, FLUME__VERIFY_TABLE, tables[i]->name, 0);
+    total += tables[i]->count;
+  }
+  fn(ctx, FLUME__VERIFY_DONE, "", total);
+  return 0;
+}
+
 #ifdef FLUME_TEST_HOOKS
 /* Checks one subtree: links, order, balance. Returns its height, or -1. */
 static int check_node(const mem_node *n, const mem_node *parent,
@@ -898,9 +990,14 @@ const flume__store_ops flume__store_memory = {
     .txn_commit = mem_txn_commit,
     .txn_abort = mem_txn_abort,
     .grow = mem_grow,
+    .stat = mem_stat,
+    .copy = mem_copy,
+    .verify = mem_verify,
     .table_open = mem_table_open,
     .table_clear = mem_table_clear,
     .table_count = mem_table_count,
+    .table_stat = mem_table_stat,
+    .table_list = mem_table_list,
     .get = mem_get,
     .put = mem_put,
     .del = mem_del,

@@ -48,12 +48,78 @@ typedef uint32_t flume__table;
 typedef struct flume__store_opts {
   int sync;        /* 1: a commit returns only once it is on disk (fsync) */
   size_t map_size; /* initial map size in bytes; 0 for the backend default */
+  int readonly;    /* 1: read an existing database, beside its writer */
 } flume__store_opts;
+
+/*
+ * Read-only stores (opts.readonly). A flag of the one open path, with the
+ * same checks of the file, so a read-only handle refuses the same damaged or
+ * foreign folders the same way and reads the same sealed entries.
+ *  - open: the database must exist (FLUME_ENOTFOUND when the folder holds
+ *    none); nothing is created, not even the folder. The folder's write lock
+ *    is not taken: any number of read-only stores, in any processes, may be
+ *    open beside one writer (or none).
+ *  - Read transactions see the last commit of whichever process writes,
+ *    as of their begin; a map grown by that writer is adopted at the next
+ *    begin. Keep them short (as the threading contract says): a reader pins
+ *    the pages of its snapshot, and the writer's file grows meanwhile.
+ *    They are cheap to begin (LMDB renews a reset one), so a reader
+ *    begins one per read; stat's txn_id says whether anything changed.
+ *  - A write transaction, grow, and any change are -EROFS ("read-only file
+ *    system": the store, not the disk, is read-only).
+ *  - The memory backend has nothing to share: readonly is FLUME_EINVAL.
+ * LMDB's caveat: one process must not open the same folder twice (a writer
+ * and a read-only store, or two read-only ones) at the same time: closing
+ * one drops the other's locks on the reader table.
+ */
 
 enum flume__txn_flags {
   FLUME__TXN_WRITE = 0, /* read-write transaction */
   FLUME__TXN_READ = 1   /* read-only snapshot */
 };
+
+/* What a store holds as a whole (stat). Sizes the backend does not have
+ * are 0. */
+typedef struct flume__store_stat {
+  uint64_t page_size;   /* bytes per page */
+  uint64_t map_size;    /* bytes the store may use before it must grow */
+  uint64_t used;        /* bytes in use, up to the last page written */
+  uint64_t txn_id;      /* the last committed write transaction's id: it
+                           changes whenever any process commits */
+  unsigned readers;     /* LMDB: reader slots used so far, by every
+                           process (its high-water mark); memory: read
+                           transactions open */
+  unsigned max_readers; /* reader slots there are */
+} flume__store_stat;
+
+/* One table's size (table_stat). */
+typedef struct flume__table_stat {
+  uint64_t entries; /* number of entries */
+  uint64_t bytes;   /* storage it takes: pages for LMDB, keys and values
+                       for memory */
+} flume__table_stat;
+
+/* Called by table_list with each named table's name (a NUL-ended string,
+ * valid during the call). Returns 0 to go on, anything else to stop the
+ * listing, which then returns it. */
+typedef int (*flume__table_fn)(void *ctx, const char *name);
+
+/* Called by copy on the calling thread, about every tenth of a second
+ * while the copy runs, with the bytes written so far. */
+typedef void (*flume__copy_fn)(void *ctx, uint64_t bytes);
+
+/* One finding of verify. */
+typedef enum {
+  FLUME__VERIFY_TABLE,   /* a table starts: `what` is its name ("log" for
+                            the log, "(free pages)" for the backend's own
+                            list) */
+  FLUME__VERIFY_DAMAGED, /* an entry is damaged: `what` says which and how */
+  FLUME__VERIFY_DONE     /* the walk ended: `count` entries were read */
+} flume__verify_kind;
+
+/* Called by verify with each finding; `what` is valid during the call. */
+typedef void (*flume__verify_fn)(void *ctx, flume__verify_kind kind,
+                                 const char *what, uint64_t count);
 
 enum flume__cursor_op {
   FLUME__FIRST,     /* smallest key */
@@ -68,14 +134,18 @@ typedef struct flume__store_ops {
   const char *name;  /* "lmdb", "memory" */
   int inline_writes; /* 1: write transactions must run on the loop thread */
 
-  /* path: the database folder (created if missing) or NULL for memory.
-   * Errors: FLUME_ELOCKED (another process has the folder open for
-   * writing), FLUME_ECORRUPT, -errno. */
+  /* path: the database folder (created if missing, unless readonly) or
+   * NULL for memory. Errors: FLUME_ELOCKED (another process has the folder
+   * open for writing), FLUME_ENOTFOUND (readonly, and no database in the
+   * folder), FLUME_EINVAL (readonly memory store), FLUME_ECORRUPT,
+   * FLUME_EFORMAT, -errno. */
   int (*open)(const char *path, const flume__store_opts *opts,
               flume__store **out);
   /* No transaction may be open. Cannot fail. */
   void (*close)(flume__store *s);
 
+  /* Errors: -EROFS (a write transaction on a read-only store), FLUME_EBUSY
+   * (no reader slot left), FLUME_ENOMEM. */
   int (*txn_begin)(flume__store *s, int flags, flume__txn **out);
   /* Commits and frees the transaction, even on failure (then nothing of it
    * is applied). Errors: FLUME_EMAPFULL, FLUME_ENOSPC, FLUME_EIO. */
@@ -85,8 +155,32 @@ typedef struct flume__store_ops {
 
   /* Grows the store's space after FLUME_EMAPFULL; called with no
    * transaction of this process open on any thread that uses the store
-   * other than readers, which it waits out. Errors: FLUME_ENOSPC, -errno. */
+   * other than readers, which it waits out. Errors: FLUME_ENOSPC, -EROFS,
+   * -errno. */
   int (*grow)(flume__store *s);
+
+  /* The store as a whole, now (no transaction needed). */
+  int (*stat)(flume__store *s, flume__store_stat *out);
+  /* Copies the store as of one read transaction (a consistent snapshot,
+   * however long the copy takes and whoever writes meanwhile) into dest, an
+   * existing folder holding no database, as a database the same backend
+   * opens; with compact, free pages are left out. Runs the copy on a thread
+   * of its own and calls progress (if not NULL) on the calling thread as it
+   * goes; returns when the copy is on disk. Read-only stores copy too. Keeps
+   * grow() of this process waiting until it ends. Errors: FLUME_EINVAL
+   * (memory store: there is no file), -EEXIST (dest holds a database),
+   * FLUME_ENOSPC, -errno. */
+  int (*copy)(flume__store *s, const char *dest, int compact,
+              flume__copy_fn progress, void *ctx);
+  /* Reads every entry of every table (the log first), checking each
+   * checksum and that the log's seqs run 0, 1, 2 ... with no gap, and the
+   * backend's own bookkeeping (LMDB's free pages), calling fn with what it
+   * finds; damage does not stop the walk. Returns 0 when the walk finished
+   * (then fn had FLUME__VERIFY_DONE), or the error that stopped it. A
+   * damaged branch page can crash LMDB inside the walk: run it in a child
+   * process (the command does: flume verify). Other threads' table_open
+   * waits until it ends. */
+  int (*verify)(flume__store *s, flume__verify_fn fn, void *ctx);
 
   /* Opens the named table; with create set, makes it if missing (needs a
    * write transaction). Errors: FLUME_ENOTFOUND (missing, create not set),
@@ -97,6 +191,11 @@ typedef struct flume__store_ops {
   int (*table_clear)(flume__txn *t, flume__table tbl);
   /* Number of entries. */
   int (*table_count)(flume__txn *t, flume__table tbl, uint64_t *out);
+  /* Entries and storage of a table (the log too). */
+  int (*table_stat)(flume__txn *t, flume__table tbl, flume__table_stat *out);
+  /* Calls fn with the name of every named table in the transaction's view
+   * of the store (not the log), in byte order of the names. */
+  int (*table_list)(flume__txn *t, flume__table_fn fn, void *ctx);
 
   /* Errors: FLUME_ENOTFOUND. */
   int (*get)(flume__txn *t, flume__table tbl, flume__slice key,

@@ -218,7 +218,7 @@ int flume__db_open(uv_loop_t *loop, const char *path,
   if (db == NULL) return FLUME_ENOMEM;
   db->loop = loop;
   db->ops = path ? &flume__store_lmdb : &flume__store_memory;
-  flume__store_opts so = {opts->sync != 0, opts->map_size};
+  flume__store_opts so = {.sync = opts->sync != 0, .map_size = opts->map_size};
   int rc = db->ops->open(path, &so, &db->store);
   if (rc) {
     free(db);

@@ -240,7 +240,8 @@ describe("the flume command", function()
       local out, err, code = flume({ "get", dir, "7" })
       assert.equal(1, code)
       assert.equal("", out)
-      assert.equal("flume: ENOTFOUND: no value at seq 7 in " .. dir ..
+      assert.equal("flume: ENOTFOUND: no such entry: no value at seq 7 in " ..
+        dir ..
         " (it holds seqs 0 to 2)\n", err)
       _, err, code = flume({ "get", dir, "1.5" })
       assert.equal(2, code)
@@ -277,7 +278,8 @@ db:close()
           { "append", dir }, { "status", dir, "--view", COUNT } } do
           local _, err, code = flume(args, '"x"\n')
           assert.equal(1, code)
-          assert.equal("flume: ECODEC: " .. dir .. " uses the codec " ..
+          assert.equal("flume: ECODEC: database was written with another " ..
+            "codec: " .. dir .. " uses the codec " ..
             "'upper', which the command line cannot decode (it knows " ..
             "msgpack and raw)\n", err)
         end

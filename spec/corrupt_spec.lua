@@ -367,7 +367,8 @@ describe("a database file", function()
       out, err, code = run(flume_cmd { "verify", dir })
       assert.equal(1, code)
       assert.truthy(out:find("^damaged: view 'tot' state "), out)
-      assert.truthy(err:find("^flume: ECORRUPT: verify: .* has 1 damaged " ..
+      assert.truthy(err:find("^flume: ECORRUPT: [^:]*: verify: .* has 1 " ..
+        "damaged " ..
         "place\n$"), err)
     end)
 

@@ -486,9 +486,10 @@ end
 
 -- A read with wait = false (or a sync method) sees a committed state: the
 -- model's state at the view's since, or at a later seq up to the log's
--- since. (A checkpoint is in the store a loop turn before `since` says so,
--- the engine spec's contract: an answer may be a state whose since is only
--- seen next, never the indexer's state between checkpoints.)
+-- since: never the indexer's state between checkpoints. (A read brings the
+-- view's since up to the checkpoint its first chunk saw, so a plain read is
+-- exactly at the since after it, which c_reads_spec checks; a method that
+-- reads twice may see two checkpoints, the writer committing between.)
 function Case:check_unwaited(name, view, since)
   local src = self.views[name].src
   local mv = self.model:view(src, since)

@@ -322,11 +322,13 @@ for _, backend in ipairs(H.backends) do
         local db = ctx.db
         db:append(1)
         for _, o in ipairs { "abc", 5, true } do
-          H.raises(function() db:stream(o) end, "^flume: EINVAL: stream")
+          H.raises(function() db:stream(o) end,
+            "^flume: EINVAL: invalid argument: stream")
           H.raises(function() db:stream(o, function() end) end,
-            "^flume: EINVAL: stream")
+            "^flume: EINVAL: invalid argument: stream")
         end
-        H.raises(function() db:stream({}, 5) end, "^flume: EINVAL: stream")
+        H.raises(function() db:stream({}, 5) end,
+          "^flume: EINVAL: invalid argument: stream")
       end)
 
       it("takes limit = 0 and math.huge, refuses the rest", function()
@@ -341,9 +343,9 @@ for _, backend in ipairs(H.backends) do
         for _ in db.ix:read { limit = 0 } do error("limit 0 gave one") end
         for _, bad in ipairs { -1, minint, 0 / 0, 1.5, -math.huge, "2" } do
           H.raises(function() db:stream { limit = bad } end,
-            "^flume: EINVAL: option 'limit'")
+            "^flume: EINVAL: invalid argument: option 'limit'")
           H.raises(function() db.ix:read { limit = bad } end,
-            "^flume: EINVAL: option 'limit'")
+            "^flume: EINVAL: invalid argument: option 'limit'")
         end
         for _, bad in ipairs { 0 / 0, math.huge, -math.huge, 1.5, "1" } do
           H.raises(function() db:stream { gt = bad } end, "^flume: EINVAL")
@@ -384,9 +386,9 @@ for _, backend in ipairs(H.backends) do
           db:append(1)
           for _, bad in ipairs { 0 / 0, -1, -math.huge, "1", {} } do
             H.raises(function() db.g:get(1, { timeout = bad }) end,
-              "^flume: EINVAL: timeout")
+              "^flume: EINVAL: invalid argument: timeout")
             H.raises(function() db.g:read { timeout = bad } end,
-              "^flume: EINVAL: timeout")
+              "^flume: EINVAL: invalid argument: timeout")
           end
         end)
 

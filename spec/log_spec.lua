@@ -282,7 +282,7 @@ for _, backend in ipairs(H.backends) do
           err = e
         end)
         flume.run()
-        assert.matches("flume: cannot wait here", err)
+        assert.matches("^flume: EBUSY: busy: cannot wait here", err)
       end)
 
     it("raises an error thrown by a callback from flume.run", function()
@@ -386,7 +386,7 @@ for _, backend in ipairs(H.backends) do
 
       it("refuses a codec that is not one", function()
         assert.error_matches(function() H.open(backend, { codec = "json" }) end,
-          "^flume: EINVAL: codec must be")
+          "^flume: EINVAL: invalid argument: codec must be")
       end)
     end)
   end)

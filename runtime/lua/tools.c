@@ -2,28 +2,28 @@
  * flume.tools: what the `flume` command needs beyond the module.
  *
  *  - A read-only look at a database folder that another process may be
- *    writing: its metadata (format, codec, every view's record), the size
- *    of each table, log entries by seq, and a consistent hot copy
- *    (mdb_env_copy2, compacted). flume.open() takes the folder's write lock;
- *    this does not, so `flume cat --live`, `status` and `backup` work beside
- *    a running writer, as LMDB readers do.
+ *    writing, through a read-only store (log/store.h: no write lock, so
+ *    `flume cat --live`, `status` and `backup` work beside a running
+ *    writer): its metadata (format, codec, every view's record), the size
+ *    of each table, log entries by seq, a consistent hot copy, and a walk
+ *    of every entry (verify) in a child process.
  *  - A few process helpers Lua lacks: isatty, the terminal's width, a
  *    SIGINT flag, an interruptible sleep, stat and mkdir.
  *
- * It shares nothing with flume.core. The command loads it from the module's
- * own library: package.loadlib(<path of flume/core.so>,
+ * Stored names and the view record come from runtime/format.h; errors are
+ * the store's FLUME_E* codes, raised with its detail (flume__lua_raise).
+ * It shares nothing else with flume.core. The command loads it from the
+ * module's own library: package.loadlib(<path of flume/core.so>,
  * "luaopen_flume_tools").
  *
- * Caveat (LMDB's): a process must not have the same environment open twice.
- * A handle from tools.open() and flume.open() on the same folder must never
- * be open at the same time in one process: close this one first.
+ * Caveat (LMDB's, see store.h): a process must not have the same folder
+ * open twice. A handle from tools.open() and flume.open() on the same
+ * folder must never be open at the same time in one process: close this
+ * one first.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <lmdb.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,87 +33,61 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lmdb_env.h"
+#include "format.h"
 #include "lua/binding.h"
 #include "store.h"
-#include "views/views.h"
 
-#define TOOLS_ENV_MT "flume.tools.env"
-#define TOOLS_MAX_DBS 512 /* more than the runtime's 256 tables */
-#define RECORD_SIZE 25    /* a view's record: see views.c */
+#define TOOLS_STORE_MT "flume.tools.store"
 
-typedef struct tenv {
-  MDB_env *env;    /* read-only environment; NULL once closed */
-  char path[4096]; /* its folder */
-} tenv;
+/* The durable backend: the command works on folders. */
+static const flume__store_ops *const ops = &flume__store_lmdb;
 
-static const char *const kind_names[] = {[FLUME__VIEW_REDUCE] = "reduce",
-                                         [FLUME__VIEW_GROUP] = "group",
-                                         [FLUME__VIEW_INDEX] = "index",
-                                         [FLUME__VIEW_C] = "c"};
+typedef struct tstore {
+  flume__store *store; /* read-only store; NULL once closed */
+  char path[4096];     /* its folder */
+} tstore;
 
-/* Raises err with the store's detail of it when there is one (what is
- * damaged and where), else with `what`. */
-static int raise_err(lua_State *L, int err, const char *what) {
-  char detail[512];
-  if (flume__store_detail(detail, sizeof detail))
-    return flume__lua_raise(L, err, detail);
-  return flume__lua_raise(L, err, what);
+static tstore *check_store(lua_State *L) {
+  tstore *t = luaL_checkudata(L, 1, TOOLS_STORE_MT);
+  if (t->store == NULL) flume__lua_raise(L, FLUME_ECLOSED, t->path);
+  return t;
 }
 
-static int raise_mdb(lua_State *L, tenv *e, int rc) {
-  return raise_err(L, flume__lmdb_map_err(rc), e->path);
+/* Raises err about the folder (with the store's detail, when it has one:
+ * what is damaged and where). */
+static int raise_store(lua_State *L, tstore *t, int err) {
+  return flume__lua_raise(L, err, t->path);
 }
 
-static tenv *check_env(lua_State *L) {
-  tenv *e = luaL_checkudata(L, 1, TOOLS_ENV_MT);
-  if (e->env == NULL) flume__lua_raise(L, FLUME_ECLOSED, e->path);
-  return e;
+/* A read transaction: the last commit of whichever process writes. */
+static int begin(tstore *t, flume__txn **txn) {
+  return ops->txn_begin(t->store, FLUME__TXN_READ, txn);
 }
 
-/* A read transaction. Another process may have grown the map since ours was
- * set: adopt its size (allowed, as no transaction of ours is open). */
-static int begin(tenv *e, MDB_txn **txn) {
-  int rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, txn);
-  if (rc == MDB_MAP_RESIZED) {
-    rc = mdb_env_set_mapsize(e->env, 0);
-    if (rc == 0) rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, txn);
-  }
-  return rc;
-}
-
-/* tools.open(dir) -> env, read-only. Raises ENOENT when dir holds no
+/* tools.open(dir) -> store, read-only. Raises ENOENT when dir holds no
  * database. */
 static int l_open(lua_State *L) {
   size_t len;
   const char *path = luaL_checklstring(L, 1, &len);
-  char file[4200];
-  struct stat st;
-  if (len >= sizeof((tenv *)0)->path) luaL_argerror(L, 1, "path too long");
-  snprintf(file, sizeof file, "%s/data.mdb", path);
-  if (stat(file, &st) != 0) {
-    lua_pushfstring(L, "%s: no flume database here", path);
-    return flume__lua_raise(L, -ENOENT, lua_tostring(L, -1));
-  }
-  tenv *e = lua_newuserdatauv(L, sizeof *e, 0);
-  e->env = NULL; /* created closed, so __gc is always safe */
-  memcpy(e->path, path, len + 1);
-  luaL_setmetatable(L, TOOLS_ENV_MT);
-  /* The runtime's open path, read-only: the same checks of the file. */
-  int rc = flume__lmdb_open_env(e->path, 1, 0, MDB_NOTLS | MDB_NORDAHEAD,
-                                TOOLS_MAX_DBS, &e->env);
+  if (len >= sizeof((tstore *)0)->path) luaL_argerror(L, 1, "path too long");
+  tstore *t = lua_newuserdatauv(L, sizeof *t, 0);
+  t->store = NULL; /* created closed, so __gc is always safe */
+  memcpy(t->path, path, len + 1);
+  luaL_setmetatable(L, TOOLS_STORE_MT);
+  flume__store_opts opts = {.readonly = 1};
+  int rc = ops->open(t->path, &opts, &t->store);
   if (rc == FLUME_ENOTFOUND) {
     lua_pushfstring(L, "%s: no flume database here", path);
     return flume__lua_raise(L, -ENOENT, lua_tostring(L, -1));
   }
-  if (rc) return raise_err(L, rc, e->path);
+  if (rc) return raise_store(L, t, rc);
   return 1;
 }
 
-static int l_env_close(lua_State *L) {
-  tenv *e = luaL_checkudata(L, 1, TOOLS_ENV_MT);
-  if (e->env) mdb_env_close(e->env);
-  e->env = NULL;
+static int l_store_close(lua_State *L) {
+  tstore *t = luaL_checkudata(L, 1, TOOLS_STORE_MT);
+  if (t->store) ops->close(t->store);
+  t->store = NULL;
   return 0;
 }
 
@@ -124,112 +98,96 @@ static void push_hex64(lua_State *L, uint64_t v) {
 }
 
 /* One view record, at the top: { kind, version, since, hash }. */
-static void push_record(lua_State *L, const MDB_val *v) {
-  const unsigned char *p = v->mv_data;
-  int64_t version, since;
-  uint64_t hash;
-  memcpy(&version, p + 1, 8);
-  memcpy(&since, p + 9, 8);
-  memcpy(&hash, p + 17, 8);
+static void push_record(lua_State *L, const flume__record *r) {
   lua_createtable(L, 0, 4);
-  lua_pushstring(L, p[0] < sizeof kind_names / sizeof *kind_names &&
-                            kind_names[p[0]]
-                        ? kind_names[p[0]]
-                        : "unknown");
+  lua_pushstring(L, flume__record_kind_name(r->kind));
   lua_setfield(L, -2, "kind");
-  lua_pushinteger(L, version);
+  lua_pushinteger(L, r->version);
   lua_setfield(L, -2, "version");
-  lua_pushinteger(L, since);
+  lua_pushinteger(L, r->since);
   lua_setfield(L, -2, "since");
-  push_hex64(L, hash);
+  push_hex64(L, r->hash);
   lua_setfield(L, -2, "hash");
 }
 
-/* env:meta() -> { format, codec, views = { name = record } }. Raises
- * ECORRUPT for a folder whose LMDB environment has no flume metadata. */
-static int l_env_meta(lua_State *L) {
-  tenv *e = check_env(L);
-  MDB_txn *txn;
-  MDB_dbi dbi;
-  MDB_cursor *cur;
-  MDB_val k, v;
-  int rc = begin(e, &txn);
-  if (rc) return raise_mdb(L, e, rc);
-  rc = mdb_dbi_open(txn, "t:meta", 0, &dbi);
-  if (rc == 0) rc = mdb_cursor_open(txn, dbi, &cur);
+static int key_is(flume__slice k, const char *s) {
+  size_t n = strlen(s);
+  return k.size == n && memcmp(k.data, s, n) == 0;
+}
+
+/* store:meta() -> { format, codec, views = { name = record } }. Raises
+ * ECORRUPT for a folder without flume metadata. */
+static int l_store_meta(lua_State *L) {
+  tstore *t = check_store(L);
+  flume__txn *txn;
+  flume__table meta;
+  flume__cursor *cur;
+  flume__slice k = {NULL, 0}, v;
+  static const size_t plen = sizeof FLUME__META_VIEW_PREFIX - 1;
+  int rc = begin(t, &txn);
+  if (rc) return raise_store(L, t, rc);
+  rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta);
+  if (rc == FLUME_ENOTFOUND) rc = FLUME_ECORRUPT; /* open checks this first */
+  if (rc == 0) rc = ops->cursor_open(txn, meta, &cur);
   if (rc) {
-    mdb_txn_abort(txn);
-    if (rc == MDB_NOTFOUND) rc = MDB_INVALID; /* open checks this first */
-    return raise_mdb(L, e, rc);
+    ops->txn_abort(txn);
+    return raise_store(L, t, rc);
   }
   lua_createtable(L, 0, 3);
   lua_newtable(L);
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    const char *key = k.mv_data;
-    if (flume__lmdb_unseal(e->path, "t:meta", &k, &v) != 0) {
-      mdb_cursor_close(cur);
-      mdb_txn_abort(txn);
-      return raise_err(L, FLUME_ECORRUPT, e->path);
-    }
-    if (k.mv_size > 5 && memcmp(key, "view:", 5) == 0) {
-      if (v.mv_size != RECORD_SIZE) continue;
-      lua_pushlstring(L, key + 5, k.mv_size - 5);
-      push_record(L, &v);
+  for (rc = ops->cursor_get(cur, FLUME__FIRST, &k, &v); rc == 0;
+       rc = ops->cursor_get(cur, FLUME__NEXT, &k, &v)) {
+    if (k.size > plen && memcmp(k.data, FLUME__META_VIEW_PREFIX, plen) == 0) {
+      flume__record r;
+      if (flume__record_unpack(v, &r) != 0) continue;
+      lua_pushlstring(L, (const char *)k.data + plen, k.size - plen);
+      push_record(L, &r);
       lua_settable(L, -3);
-    } else if ((k.mv_size == 6 && memcmp(key, "format", 6) == 0) ||
-               (k.mv_size == 5 && memcmp(key, "codec", 5) == 0)) {
-      lua_pushlstring(L, key, k.mv_size);
-      lua_pushlstring(L, v.mv_data, v.mv_size);
+    } else if (key_is(k, FLUME__META_FORMAT) || key_is(k, FLUME__META_CODEC)) {
+      lua_pushlstring(L, k.data, k.size);
+      lua_pushlstring(L, v.data, v.size);
       lua_settable(L, -4);
     }
   }
-  mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
-  if (rc != MDB_NOTFOUND) return raise_mdb(L, e, rc);
+  ops->cursor_close(cur);
+  ops->txn_abort(txn);
+  if (rc != FLUME_ENOTFOUND) return raise_store(L, t, rc);
   lua_setfield(L, -2, "views");
   return 1;
 }
 
-static int open_log(MDB_txn *txn, MDB_dbi *dbi) {
-  return mdb_dbi_open(txn, "log", MDB_INTEGERKEY, dbi);
-}
-
-/* env:log() -> since (the last seq, -1 when empty), entries */
-static int l_env_log(lua_State *L) {
-  tenv *e = check_env(L);
-  MDB_txn *txn;
-  MDB_dbi dbi;
-  MDB_stat st;
-  MDB_cursor *cur;
-  MDB_val k, v;
+/* store:log() -> since (the last seq, -1 when empty), entries */
+static int l_store_log(lua_State *L) {
+  tstore *t = check_store(L);
+  flume__txn *txn;
   int64_t last = -1;
-  int rc = begin(e, &txn);
-  if (rc) return raise_mdb(L, e, rc);
-  if ((rc = open_log(txn, &dbi)) || (rc = mdb_stat(txn, dbi, &st)) ||
-      (rc = mdb_cursor_open(txn, dbi, &cur))) {
-    mdb_txn_abort(txn);
-    return raise_mdb(L, e, rc);
-  }
-  rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-  if (rc == 0 && k.mv_size == sizeof(size_t)) {
-    size_t s;
-    memcpy(&s, k.mv_data, sizeof s);
-    last = (int64_t)s;
-  }
-  mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
-  if (rc && rc != MDB_NOTFOUND) return raise_mdb(L, e, rc);
+  uint64_t entries = 0;
+  int rc = begin(t, &txn);
+  if (rc) return raise_store(L, t, rc);
+  rc = ops->log_last(txn, &last);
+  if (rc == 0) rc = ops->table_count(txn, FLUME__TABLE_LOG, &entries);
+  ops->txn_abort(txn);
+  if (rc) return raise_store(L, t, rc);
   lua_pushinteger(L, last);
-  lua_pushinteger(L, (lua_Integer)st.ms_entries);
+  lua_pushinteger(L, (lua_Integer)entries);
   return 2;
 }
 
-/* env:read(from, to, reverse, limit, seqs, vals) -> n: up to limit entries
- * with from <= seq <= to (from the top with reverse) into seqs[1..n] and
- * vals[1..n], as the bytes stored. One short read transaction. */
-static int l_env_read(lua_State *L) {
-  tenv *e = check_env(L);
+/* The seq of a log entry's key. */
+static int seq_of(flume__slice k, lua_Integer *seq) {
+  uint64_t s;
+  if (k.size != sizeof s) return FLUME_ECORRUPT;
+  memcpy(&s, k.data, sizeof s);
+  *seq = (lua_Integer)s;
+  return 0;
+}
+
+/* store:read(from, to, reverse, limit, seqs, vals) -> n: up to limit
+ * entries with from <= seq <= to (from the top with reverse) into
+ * seqs[1..n] and vals[1..n], as the bytes stored. One short read
+ * transaction. */
+static int l_store_read(lua_State *L) {
+  tstore *t = check_store(L);
   lua_Integer from = luaL_checkinteger(L, 2), to = luaL_checkinteger(L, 3);
   int reverse = lua_toboolean(L, 4);
   lua_Integer limit = luaL_checkinteger(L, 5);
@@ -240,179 +198,162 @@ static int l_env_read(lua_State *L) {
     lua_pushinteger(L, 0);
     return 1;
   }
-  MDB_txn *txn;
-  MDB_dbi dbi;
-  MDB_cursor *cur;
-  int rc = begin(e, &txn);
-  if (rc) return raise_mdb(L, e, rc);
-  if ((rc = open_log(txn, &dbi)) || (rc = mdb_cursor_open(txn, dbi, &cur))) {
-    mdb_txn_abort(txn);
-    return raise_mdb(L, e, rc);
+  flume__txn *txn;
+  flume__cursor *cur;
+  int rc = begin(t, &txn);
+  if (rc) return raise_store(L, t, rc);
+  if ((rc = ops->cursor_open(txn, FLUME__TABLE_LOG, &cur))) {
+    ops->txn_abort(txn);
+    return raise_store(L, t, rc);
   }
-  size_t start = (size_t)(reverse ? to : from);
-  MDB_val k = {sizeof start, &start}, v;
+  uint64_t start = (uint64_t)(reverse ? to : from);
+  flume__slice k = {&start, sizeof start}, v;
+  lua_Integer at = 0, n = 0;
+  rc = ops->cursor_get(cur, FLUME__SET_RANGE, &k, &v);
   if (reverse) {
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    if (rc == MDB_NOTFOUND)
-      rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-    else if (rc == 0) {
-      size_t at;
-      memcpy(&at, k.mv_data, sizeof at);
-      if (at > start) rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
-    }
-  } else {
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    /* the last entry at or below `to` */
+    if (rc == FLUME_ENOTFOUND)
+      rc = ops->cursor_get(cur, FLUME__LAST, &k, &v);
+    else if (rc == 0 && (rc = seq_of(k, &at)) == 0 && at > to)
+      rc = ops->cursor_get(cur, FLUME__PREV, &k, &v);
   }
-  lua_Integer n = 0;
-  while (rc == 0 && n < limit) {
-    size_t s;
-    memcpy(&s, k.mv_data, sizeof s);
-    if ((lua_Integer)s < from || (lua_Integer)s > to) break;
-    if (flume__lmdb_unseal(e->path, "log", &k, &v) != 0) {
-      mdb_cursor_close(cur);
-      mdb_txn_abort(txn);
-      return raise_err(L, FLUME_ECORRUPT, e->path);
-    }
+  while (rc == 0 && n < limit && (rc = seq_of(k, &at)) == 0) {
+    if (at < from || at > to) break;
     n++;
-    lua_pushinteger(L, (lua_Integer)s);
+    lua_pushinteger(L, at);
     lua_rawseti(L, 6, n);
-    lua_pushlstring(L, v.mv_data, v.mv_size);
+    lua_pushlstring(L, v.data, v.size);
     lua_rawseti(L, 7, n);
-    rc = mdb_cursor_get(cur, &k, &v, reverse ? MDB_PREV : MDB_NEXT);
+    rc = ops->cursor_get(cur, reverse ? FLUME__PREV : FLUME__NEXT, &k, &v);
   }
-  mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
-  if (rc && rc != MDB_NOTFOUND) return raise_mdb(L, e, rc);
+  ops->cursor_close(cur);
+  ops->txn_abort(txn);
+  if (rc && rc != FLUME_ENOTFOUND) return raise_store(L, t, rc);
   lua_pushinteger(L, n);
   return 1;
 }
 
-/* env:tables() -> { name = { entries, bytes } } for every table in the
- * environment, by its LMDB name ("log", "t:meta", "t:v:<view>"). */
-static int l_env_tables(lua_State *L) {
-  tenv *e = check_env(L);
-  MDB_txn *txn;
-  MDB_dbi main;
-  MDB_cursor *cur;
-  MDB_val k, v;
-  int rc = begin(e, &txn);
-  if (rc) return raise_mdb(L, e, rc);
-  if ((rc = mdb_dbi_open(txn, NULL, 0, &main)) ||
-      (rc = mdb_cursor_open(txn, main, &cur))) {
-    mdb_txn_abort(txn);
-    return raise_mdb(L, e, rc);
+/* Sets field `name` of the table at the top to { entries, bytes }. */
+static void push_table_stat(lua_State *L, const flume__table_stat *st,
+                            const char *name) {
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)st->entries);
+  lua_setfield(L, -2, "entries");
+  lua_pushinteger(L, (lua_Integer)st->bytes);
+  lua_setfield(L, -2, "bytes");
+  lua_setfield(L, -2, name);
+}
+
+typedef struct tables_walk {
+  lua_State *L;     /* result at index res, its views at res + 1 */
+  int res;          /* stack index of the result */
+  flume__txn *txn;  /* the read transaction */
+} tables_walk;
+
+static int on_table(void *ctx, const char *name) {
+  tables_walk *w = ctx;
+  static const size_t plen = sizeof FLUME__VIEW_TABLE_PREFIX - 1;
+  flume__table tbl;
+  flume__table_stat st;
+  int rc = ops->table_open(w->txn, name, 0, &tbl);
+  if (rc == 0) rc = ops->table_stat(w->txn, tbl, &st);
+  if (rc) return rc;
+  if (strncmp(name, FLUME__VIEW_TABLE_PREFIX, plen) == 0) {
+    lua_pushvalue(w->L, w->res + 1);
+    push_table_stat(w->L, &st, name + plen);
+    lua_pop(w->L, 1);
+  } else if (strcmp(name, FLUME__META_TABLE) == 0) {
+    lua_pushvalue(w->L, w->res);
+    push_table_stat(w->L, &st, "meta");
+    lua_pop(w->L, 1);
   }
+  return 0;
+}
+
+/* store:tables() -> { log = size, meta = size, views = { name = size } },
+ * each size { entries, bytes }. */
+static int l_store_tables(lua_State *L) {
+  tstore *t = check_store(L);
+  flume__txn *txn;
+  flume__table_stat st;
+  int rc = begin(t, &txn);
+  if (rc) return raise_store(L, t, rc);
+  lua_createtable(L, 0, 3);
   lua_newtable(L);
-  char name[512];
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    MDB_dbi dbi;
-    MDB_stat st;
-    if (k.mv_size >= sizeof name) continue;
-    memcpy(name, k.mv_data, k.mv_size);
-    name[k.mv_size] = '\0';
-    if (memchr(name, '\0', k.mv_size)) continue;
-    unsigned flags = strcmp(name, "log") == 0 ? MDB_INTEGERKEY : 0;
-    if (mdb_dbi_open(txn, name, flags, &dbi) || mdb_stat(txn, dbi, &st))
-      continue; /* not a table */
-    lua_createtable(L, 0, 2);
-    lua_pushinteger(L, (lua_Integer)st.ms_entries);
-    lua_setfield(L, -2, "entries");
-    lua_pushinteger(L, (lua_Integer)((st.ms_branch_pages + st.ms_leaf_pages +
-                                      st.ms_overflow_pages) *
-                                     st.ms_psize));
-    lua_setfield(L, -2, "bytes");
-    lua_setfield(L, -2, name);
+  tables_walk w = {L, lua_gettop(L) - 1, txn};
+  rc = ops->table_stat(txn, FLUME__TABLE_LOG, &st);
+  if (rc == 0) {
+    lua_pushvalue(L, w.res);
+    push_table_stat(L, &st, "log");
+    lua_pop(L, 1);
+    rc = ops->table_list(txn, on_table, &w);
   }
-  mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
-  if (rc != MDB_NOTFOUND) return raise_mdb(L, e, rc);
+  ops->txn_abort(txn);
+  if (rc) return raise_store(L, t, rc);
+  lua_setfield(L, -2, "views");
   return 1;
 }
 
-/* env:info() -> { page_size, map_size, used (bytes of pages in use),
+/* store:info() -> { page_size, map_size, used (bytes of pages in use),
  * readers, max_readers } */
-static int l_env_info(lua_State *L) {
-  tenv *e = check_env(L);
-  MDB_envinfo in;
-  MDB_stat st;
-  int rc = mdb_env_info(e->env, &in);
-  if (rc == 0) rc = mdb_env_stat(e->env, &st);
-  if (rc) return raise_mdb(L, e, rc);
+static int l_store_info(lua_State *L) {
+  tstore *t = check_store(L);
+  flume__store_stat st;
+  int rc = ops->stat(t->store, &st);
+  if (rc) return raise_store(L, t, rc);
   lua_createtable(L, 0, 5);
-  lua_pushinteger(L, st.ms_psize);
+  lua_pushinteger(L, (lua_Integer)st.page_size);
   lua_setfield(L, -2, "page_size");
-  lua_pushinteger(L, (lua_Integer)in.me_mapsize);
+  lua_pushinteger(L, (lua_Integer)st.map_size);
   lua_setfield(L, -2, "map_size");
-  lua_pushinteger(L, (lua_Integer)((in.me_last_pgno + 1) * st.ms_psize));
+  lua_pushinteger(L, (lua_Integer)st.used);
   lua_setfield(L, -2, "used");
-  lua_pushinteger(L, in.me_numreaders);
+  lua_pushinteger(L, st.readers);
   lua_setfield(L, -2, "readers");
-  lua_pushinteger(L, in.me_maxreaders);
+  lua_pushinteger(L, st.max_readers);
   lua_setfield(L, -2, "max_readers");
   return 1;
 }
 
-typedef struct copy_job {
-  MDB_env *env;     /* the source */
-  const char *dest; /* the destination folder */
-  unsigned flags;   /* MDB_CP_COMPACT or 0 */
-  int rc;           /* mdb_env_copy2's result */
-  atomic_int done;  /* set once the copy has returned */
-} copy_job;
+typedef struct copy_progress {
+  lua_State *L; /* the progress function is at index 4 */
+  int failed;   /* it raised: its error is on top of the stack */
+} copy_progress;
 
-static void *copy_thread(void *arg) {
-  copy_job *j = arg;
-  j->rc = mdb_env_copy2(j->env, j->dest, j->flags);
-  atomic_store(&j->done, 1);
-  return NULL;
+static void on_copy(void *ctx, uint64_t bytes) {
+  copy_progress *p = ctx;
+  if (p->failed) return;
+  lua_pushvalue(p->L, 4);
+  lua_pushinteger(p->L, (lua_Integer)bytes);
+  if (lua_pcall(p->L, 1, 0, 0) != LUA_OK) p->failed = 1;
 }
 
-static void nap(double secs) {
-  struct timespec ts = {(time_t)secs, (long)((secs - (time_t)secs) * 1e9)};
-  nanosleep(&ts, NULL);
-}
-
-/* env:copy(dest, compact, progress) copies the environment into the
- * existing, empty folder dest as of one read transaction (a consistent
- * snapshot, however long the copy takes and whoever writes meanwhile).
- * compact: leave out free pages. progress: nil, or a function called with
- * the bytes written so far every tenth of a second while the copy runs on
- * its own thread. An error raised by progress is raised again once the copy
- * has finished. */
-static int l_env_copy(lua_State *L) {
-  tenv *e = check_env(L);
+/* store:copy(dest, compact, progress) copies the database into the
+ * existing folder dest, which holds none, as of one read transaction (a
+ * consistent snapshot, however long the copy takes and whoever writes
+ * meanwhile). compact: leave out free pages. progress: nil, or a function
+ * called with the bytes written so far every tenth of a second while the
+ * copy runs. An error raised by progress is raised again once the copy has
+ * finished. */
+static int l_store_copy(lua_State *L) {
+  tstore *t = check_store(L);
   const char *dest = luaL_checkstring(L, 2);
-  unsigned flags = lua_toboolean(L, 3) ? MDB_CP_COMPACT : 0;
+  int compact = lua_toboolean(L, 3);
   int has_progress = !lua_isnoneornil(L, 4);
   if (has_progress) luaL_checktype(L, 4, LUA_TFUNCTION);
-  copy_job j = {e->env, dest, flags, 0, 0};
-  pthread_t th;
-  int rc = pthread_create(&th, NULL, copy_thread, &j);
-  if (rc) return flume__lua_raise(L, -rc, "cannot start the copy");
-  char file[4200];
-  snprintf(file, sizeof file, "%s/data.mdb", dest);
-  int failed = 0;
-  while (!atomic_load(&j.done)) {
-    nap(0.1);
-    if (has_progress && !failed && !atomic_load(&j.done)) {
-      struct stat st;
-      lua_pushvalue(L, 4);
-      lua_pushinteger(L, stat(file, &st) == 0 ? (lua_Integer)st.st_size : 0);
-      if (lua_pcall(L, 1, 0, 0) != LUA_OK) failed = 1; /* error on top */
-    }
-  }
-  pthread_join(th, NULL);
-  if (failed) return lua_error(L);
-  if (j.rc) return flume__lua_raise(L, flume__lmdb_map_err(j.rc), dest);
+  lua_settop(L, 4);
+  copy_progress p = {L, 0};
+  int rc = ops->copy(t->store, dest, compact, has_progress ? on_copy : NULL,
+                     &p);
+  if (p.failed) return lua_error(L);
+  if (rc) return flume__lua_raise(L, rc, dest);
   return 0;
 }
 
 /* ---- verify: the whole file, in a child process ------------------------ */
 
 typedef struct verify_out {
-  int fd;             /* the pipe to the parent */
-  char table[160];    /* the table being walked, for the crash message */
+  int fd; /* the pipe to the parent */
 } verify_out;
 
 static void put_line(int fd, char tag, const char *text) {
@@ -451,7 +392,7 @@ static void on_verify(void *ctx, flume__verify_kind kind, const char *what,
 
 /* tools.verify(dir) -> { entries, tables = { name... }, damaged = { msg...
  * }, error = msg | nil, crashed = msg | nil }. Reads every entry of every
- * table of dir (flume__lmdb_verify) in a child process: LMDB may crash on
+ * table of dir (the store's verify) in a child process: LMDB may crash on
  * a damaged branch page, and that must be a finding, not our end. */
 static int l_verify(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
@@ -466,15 +407,21 @@ static int l_verify(lua_State *L) {
     return flume__lua_raise(L, -e, "fork");
   }
   if (pid == 0) {
-    /* The child: its own LMDB environment (none is inherited in use). */
+    /* The child: its own read-only store (none is inherited in use). */
     close(fds[0]);
     signal(SIGPIPE, SIG_IGN);
     /* LMDB's own assertion message would land on the command's stderr
      * beside ours: the crash is reported from its signal instead. */
     int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
     if (null >= 0) dup2(null, 2);
-    verify_out o = {fds[1], ""};
-    int rc = flume__lmdb_verify(path, on_verify, &o);
+    verify_out o = {fds[1]};
+    flume__store *store;
+    flume__store_opts opts = {.readonly = 1};
+    int rc = ops->open(path, &opts, &store);
+    if (rc == 0) {
+      rc = ops->verify(store, on_verify, &o);
+      ops->close(store);
+    }
     if (rc) {
       char detail[600], msg[800];
       if (!flume__store_detail(detail, sizeof detail))
@@ -563,6 +510,11 @@ static int l_verify(lua_State *L) {
 
 /* ---- process helpers ---------------------------------------------------- */
 
+static void nap(double secs) {
+  struct timespec ts = {(time_t)secs, (long)((secs - (time_t)secs) * 1e9)};
+  nanosleep(&ts, NULL);
+}
+
 static volatile sig_atomic_t interrupted;
 
 static void on_sigint(int sig) {
@@ -644,10 +596,11 @@ static int l_mkdir(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg env_methods[] = {
-    {"meta", l_env_meta},     {"log", l_env_log},   {"read", l_env_read},
-    {"tables", l_env_tables}, {"info", l_env_info}, {"copy", l_env_copy},
-    {"close", l_env_close},   {NULL, NULL}};
+static const luaL_Reg store_methods[] = {
+    {"meta", l_store_meta},     {"log", l_store_log},
+    {"read", l_store_read},     {"tables", l_store_tables},
+    {"info", l_store_info},     {"copy", l_store_copy},
+    {"close", l_store_close},   {NULL, NULL}};
 
 static const luaL_Reg tools_funcs[] = {{"open", l_open},
                                        {"verify", l_verify},
@@ -663,12 +616,12 @@ static const luaL_Reg tools_funcs[] = {{"open", l_open},
 __attribute__((visibility("default"))) int luaopen_flume_tools(lua_State *L);
 
 __attribute__((visibility("default"))) int luaopen_flume_tools(lua_State *L) {
-  if (luaL_newmetatable(L, TOOLS_ENV_MT)) {
-    luaL_newlib(L, env_methods);
+  if (luaL_newmetatable(L, TOOLS_STORE_MT)) {
+    luaL_newlib(L, store_methods);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_env_close);
+    lua_pushcfunction(L, l_store_close);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_env_close);
+    lua_pushcfunction(L, l_store_close);
     lua_setfield(L, -2, "__close");
   }
   lua_pop(L, 1);

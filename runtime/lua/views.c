@@ -1,14 +1,13 @@
 /*
- * flume.core's view methods: use, info, gated waits, and reads that go
- * straight from the store into the caller's state (keys through the key
- * codec, accumulators and states through msgpack), and calls of a view's
- * own methods, which run in the view host with arguments and results
- * copied through msgpack.
+ * flume.core's view methods, a database's methods like db.c's: use, info,
+ * gated waits (requests, req.c), reads through the view engine's one read
+ * path (views/read.h; keys through codec.c, accumulators and states into
+ * the caller's state), and calls of a view's own methods, which run in the
+ * view host with arguments and results copied through msgpack.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include "keys.h"
 #include "lua/binding.h"
 #include "msgpack.h"
 #include "views/read.h"
@@ -28,16 +27,8 @@ static flume_view *check_view(lua_State *L, ldb *d, int idx) {
 }
 
 static void use_done(void *ctx, int status, flume_view *v) {
-  lreq *r = ctx;
   (void)v;
-  if (flume__lua_can_call(r->ctx) && r->cb_ref != LUA_NOREF) {
-    if (status) flume__lua_push_err(r->ctx->L, status);
-    else lua_pushnil(r->ctx->L);
-    flume__lua_dispatch(r, 1, 1);
-  } else {
-    flume__lua_release(r);
-  }
-  free(r);
+  flume__lua_req_finish(ctx, status, flume__lua_push_status, NULL);
 }
 
 /* db:use(name, source|nil, chunkname, table|nil, cb) */
@@ -49,12 +40,12 @@ static int ldb_use(lua_State *L) {
   const char *chunk = luaL_optstring(L, 4, "=view");
   if (src == NULL) luaL_checktype(L, 5, LUA_TTABLE);
   char err[512] = "";
-  lreq *r = flume__lua_new_req(L, d->ctx, 6);
+  lreq *r = flume__lua_req_new(L, d->ctx, 6);
+  if (r == NULL) return flume__lua_raise(L, FLUME_ENOMEM, NULL);
   int rc = flume__views_use(d->db, name, src, len, chunk, L, 5, use_done, r,
                             err, sizeof err);
   if (rc) {
-    flume__lua_release(r);
-    free(r);
+    flume__lua_req_drop(L, r);
     return flume__lua_raise(L, rc, err[0] ? err : NULL);
   }
   return 0;
@@ -109,16 +100,7 @@ static int ldb_view_info(lua_State *L) {
 }
 
 static void wait_done(void *ctx, int status) {
-  lreq *r = ctx;
-  lctx *c = r->ctx;
-  if (flume__lua_can_call(c) && r->cb_ref != LUA_NOREF) {
-    if (status) flume__lua_push_err(c->L, status);
-    else lua_pushnil(c->L);
-    flume__lua_dispatch(r, 1, 1);
-  } else {
-    flume__lua_release(r);
-  }
-  free(r);
+  flume__lua_req_finish(ctx, status, flume__lua_push_status, NULL);
 }
 
 /* db:view_wait(name, target, timeout, cb) -> true when there is no need to
@@ -135,12 +117,10 @@ static int ldb_view_wait(lua_State *L) {
   else if (!(timeout >= 0))
     return flume__lua_raise(L, FLUME_EINVAL,
                             "timeout must be a number of seconds >= 0");
-  lreq *r = flume__lua_new_req(L, d->ctx, 5);
+  lreq *r = flume__lua_req_new(L, d->ctx, 5);
+  if (r == NULL) return flume__lua_raise(L, FLUME_ENOMEM, NULL);
   int rc = flume__view_wait(v, target, timeout, 0, wait_done, r);
-  if (rc) {
-    flume__lua_release(r);
-    free(r);
-  }
+  if (rc) flume__lua_req_drop(L, r); /* reached, or failed: no callback */
   if (rc == FLUME_EVIEW) {
     flume__view_info_t in;
     flume__view_info(v, &in);
@@ -150,16 +130,6 @@ static int ldb_view_wait(lua_State *L) {
   if (rc < 0) return flume__lua_raise(L, rc, NULL);
   lua_pushboolean(L, rc == FLUME__WAIT_REACHED);
   return 1;
-}
-
-/* Encodes the key at idx, raising a clear error if it is not one. */
-static void encode_key(lua_State *L, int idx, flume__buf *b) {
-  char err[256];
-  int rc = flume__key_encode(L, idx, b, err, sizeof err);
-  if (rc) {
-    flume__buf_free(b);
-    flume__lua_raise(L, rc, err);
-  }
 }
 
 /* db:view_get(name, key) -> a reduce view's state; a group view's
@@ -178,7 +148,7 @@ static int ldb_view_get(lua_State *L) {
   }
   luaL_checkany(L, 3);
   flume__buf key = FLUME__BUF_INIT;
-  encode_key(L, 3, &key);
+  flume__lua_check_key(L, 3, &key);
   lua_newtable(L);
   flume__collect_ctx c = {L, 0, lua_gettop(L), 0, ""};
   size_t count;
@@ -208,8 +178,8 @@ static int ldb_view_read(lua_State *L) {
   luaL_checktype(L, 11, LUA_TTABLE);
   flume__buf lo = FLUME__BUF_INIT, hi = FLUME__BUF_INIT;
   flume__buf resume = FLUME__BUF_INIT;
-  if (!lua_isnil(L, 3)) encode_key(L, 3, &lo);
-  if (!lua_isnil(L, 5)) encode_key(L, 5, &hi);
+  if (!lua_isnil(L, 3)) flume__lua_check_key(L, 3, &lo);
+  if (!lua_isnil(L, 5)) flume__lua_check_key(L, 5, &hi);
   size_t rl;
   const char *rs = lua_tolstring(L, 9, &rl);
   if (rs && flume__buf_append(&resume, rs, rl))
@@ -291,15 +261,6 @@ static int ldb_set_paused(lua_State *L) {
   return 0;
 }
 
-static int l_key_encode(lua_State *L) {
-  flume__buf b = FLUME__BUF_INIT;
-  luaL_checkany(L, 1);
-  encode_key(L, 1, &b);
-  lua_pushlstring(L, b.data, b.len);
-  flume__buf_free(&b);
-  return 1;
-}
-
 static const luaL_Reg view_methods[] = {
     {"use", ldb_use},
     {"set_mapper", ldb_set_mapper},
@@ -313,9 +274,9 @@ static const luaL_Reg view_methods[] = {
     {"set_paused", ldb_set_paused},
     {NULL, NULL}};
 
-void flume__lua_views_register(lua_State *L) {
+void flume__lua_views_register(lua_State *L, int module, int methods) {
+  (void)module;
+  lua_pushvalue(L, methods);
   luaL_setfuncs(L, view_methods, 0);
+  lua_pop(L, 1);
 }
-
-/* core.key_encode(key): the order-preserving encoding, for tests. */
-int flume__lua_key_encode(lua_State *L) { return l_key_encode(L); }

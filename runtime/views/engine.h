@@ -12,6 +12,7 @@ typedef struct flume__waiter flume__waiter;
 
 struct flume_view {
   flume_db *db;            /* owner */
+  struct flume__views *vs; /* its database's views */
   char name[FLUME__NAME_MAX + 1]; /* its name, also its table's */
   flume__view_kind kind;   /* what its script made it */
   int64_t version;         /* the script's version */
@@ -81,8 +82,6 @@ struct flume__views {
 void flume__views_track(flume__reader *r);
 void flume__views_untrack(flume__reader *r);
 
-/* The database's views, or NULL before its first view (registry.c). */
-flume__views *flume__views_of(flume_db *db);
 
 /* ---- the gate (gate.c) --------------------------------------------------- */
 
@@ -98,6 +97,9 @@ void flume__gate_move(flume_view *from, flume_view *to);
 /* Follows the log and readies the indexer of a database's new views.
  * Errors: FLUME_ENOMEM, FLUME_ECLOSED. */
 int flume__pipeline_start(flume__views *vs);
+/* Drops every view's state and rebuilds it from the log (registry.c's
+ * flume__views_rebuild is the door). */
+int flume__pipeline_rebuild(flume__views *vs);
 /* Starts indexer slices, unless paused or closing. */
 void flume__pipeline_kick(flume__views *vs);
 /* Hands everything done since the last checkpoint to the writer. */

@@ -42,7 +42,7 @@ static int reached(const flume_view *v, int64_t target) {
 /* How a waiter that may go on ends: 0, or FLUME_ECLOSED once the database
  * is closing (close cancels what is pending). */
 static int release_status(flume_view *v) {
-  flume__views *vs = flume__views_of(v->db);
+  flume__views *vs = v->vs;
   return vs == NULL || vs->closing || vs->stopping ? FLUME_ECLOSED : 0;
 }
 
@@ -95,7 +95,7 @@ static void waiter_timeout(uv_timer_t *t) {
 
 int flume__view_wait(flume_view *v, int64_t target, double timeout,
                      int defer, flume__wait_cb cb, void *ctx) {
-  flume__views *vs = flume__views_of(v->db);
+  flume__views *vs = v->vs;
   if (vs == NULL || vs->closing || vs->stopping) return FLUME_ECLOSED;
   int now = v->failed || reached(v, target);
   if (now && !defer) return v->failed ? FLUME_EVIEW : FLUME__WAIT_REACHED;

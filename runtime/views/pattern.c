@@ -17,6 +17,12 @@
 #define CAP_UNFINISHED (-1)
 #define CAP_POSITION (-2)
 #define SPECIALS "^$*+?.([%-"
+/* The registry's entry holding the charge function (a full userdata). */
+#define PM_CHARGE_KEY "flume.pattern.charge"
+
+typedef struct pm_charge {
+  flume__charge_fn fn; /* the host's */
+} pm_charge;
 
 typedef struct pm_capture {
   const char *init; /* where it starts in the subject */
@@ -31,6 +37,7 @@ typedef struct pm_state {
   int depth;           /* nesting left before "too complex" */
   int level;           /* captures opened so far */
   size_t steps;        /* steps not charged yet */
+  flume__charge_fn charge; /* where they are charged */
   pm_capture cap[PM_MAXCAPTURES]; /* the captures */
 } pm_state;
 
@@ -39,14 +46,14 @@ static void step(pm_state *ms, size_t n) {
   if (ms->steps >= PM_CHARGE_EVERY) {
     size_t s = ms->steps;
     ms->steps = 0;
-    flume__host_charge(ms->L, s);
+    ms->charge(ms->L, s);
   }
 }
 
 static void flush_steps(pm_state *ms) {
   size_t s = ms->steps;
   ms->steps = 0;
-  if (s) flume__host_charge(ms->L, s);
+  if (s) ms->charge(ms->L, s);
 }
 
 /* Where the single-character class at p ends. */
@@ -296,6 +303,9 @@ done:
 static void pm_init(pm_state *ms, lua_State *L, const char *s, size_t ls,
                     const char *p, size_t lp) {
   ms->L = L;
+  lua_getfield(L, LUA_REGISTRYINDEX, PM_CHARGE_KEY);
+  ms->charge = ((pm_charge *)lua_touserdata(L, -1))->fn;
+  lua_pop(L, 1);
   ms->src = s;
   ms->src_end = s + ls;
   ms->pat_end = p + lp;
@@ -557,7 +567,10 @@ static int pm_gsub(lua_State *L) {
   return 2;
 }
 
-void flume__pattern_register(lua_State *L) {
+void flume__pattern_register(lua_State *L, flume__charge_fn charge) {
+  pm_charge *c = lua_newuserdatauv(L, sizeof *c, 0);
+  c->fn = charge;
+  lua_setfield(L, LUA_REGISTRYINDEX, PM_CHARGE_KEY);
   static const luaL_Reg fns[] = {{"find", pm_find},
                                  {"match", pm_match},
                                  {"gmatch", pm_gmatch},

@@ -111,7 +111,7 @@ static void host_reset(flume__views *vs, flume_view *v);
  * failing value (an index's first keys) or a state or accumulator that the
  * failing call changed in place. */
 static void view_fail(flume_view *v, int64_t seq, const char *msg) {
-  flume__views *vs = flume__views_of(v->db);
+  flume__views *vs = v->vs;
   v->failed = 1;
   v->error_seq = seq;
   snprintf(v->error, sizeof v->error, "view '%s' failed at seq %lld: %s",
@@ -883,7 +883,7 @@ static void reset_to_committed(flume__views *vs, flume_view *v) {
 static void setup_done(flume__job *job, int status) {
   setup_job *s = (setup_job *)job;
   flume_view *v = s->view;
-  flume__views *vs = flume__views_of(job->db);
+  flume__views *vs = s->view->vs;
   if (status == 0 && vs && !vs->closing) {
     v->table = s->table;
     v->committed = v->since = v->handed = s->rebuilt ? -1 : s->found.since;
@@ -937,9 +937,8 @@ int flume__pipeline_setup(flume__views *vs, flume_view *v, flume__use_cb cb,
 
 /* ---- rebuild ---------------------------------------------------------------- */
 
-int flume__views_rebuild(flume_db *db) {
-  flume__views *vs = flume__views_of(db);
-  if (vs == NULL) return 0;
+int flume__pipeline_rebuild(flume__views *vs) {
+  flume_db *db = vs->db;
   if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   for (flume_view *v = vs->list; v; v = v->next) {
     if (v->kind == FLUME__VIEW_C) {

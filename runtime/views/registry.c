@@ -14,7 +14,8 @@
 
 static const flume__part_ops views_part;
 
-flume__views *flume__views_of(flume_db *db) {
+/* The database's views, or NULL before its first view. */
+static flume__views *flume__views_of(flume_db *db) {
   return flume__db_part(db, &views_part);
 }
 
@@ -100,6 +101,7 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
   flume_view *v = calloc(1, sizeof *v);
   if (v == NULL) return FLUME_ENOMEM;
   v->db = db;
+  v->vs = vs;
   strcpy(v->name, name);
   v->since = v->committed = v->handed = -1;
   rc = flume__host_load(vs->host, name, src, len, chunkname, L, idx, &v->kind,
@@ -154,6 +156,7 @@ int flume__views_use_c(flume_db *db, const char *name,
   flume_view *v = calloc(1, sizeof *v);
   if (v == NULL) return FLUME_ENOMEM;
   v->db = db;
+  v->vs = vs;
   strcpy(v->name, name);
   v->kind = FLUME__VIEW_C;
   v->vt = vt;
@@ -246,3 +249,8 @@ int flume__view_info(flume_view *v, flume__view_info_t *out) {
 
 flume__table flume__view_table(flume_view *v) { return v->table; }
 int flume__view_host_ref(flume_view *v) { return v->host_ref; }
+
+int flume__views_rebuild(flume_db *db) {
+  flume__views *vs = flume__views_of(db);
+  return vs ? flume__pipeline_rebuild(vs) : 0;
+}

@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <ftw.h>
+#include <lmdb.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,7 +28,6 @@
 
 #include "check.h"
 #include "crc32c.h"
-#include "lmdb_env.h"
 #include "store.h"
 
 #ifdef FLUME_TEST_HOOKS
@@ -61,7 +61,7 @@ static void env_open(env *e, const flume__store_ops *ops) {
     snprintf(e->dir, sizeof e->dir, "%s/store-XXXXXX", base);
     CHECK(mkdtemp(e->dir) != NULL);
   }
-  flume__store_opts opts = {0, 0};
+  flume__store_opts opts = {0};
   CHECK_OK(ops->open(e->dir[0] ? e->dir : NULL, &opts, &e->s));
 }
 
@@ -676,7 +676,7 @@ static void test_reopen(env *e) {
   char *log = dump(e, t, FLUME__TABLE_LOG);
   e->ops->txn_abort(t);
   e->ops->close(e->s);
-  flume__store_opts opts = {0, 0};
+  flume__store_opts opts = {0};
   CHECK_OK(e->ops->open(e->dir, &opts, &e->s));
   /* Opened in a read transaction that then ends with abort, as reads do.
    * store.h only promises a handle from a commit, so open it again: that
@@ -1015,7 +1015,7 @@ static void raw_env(const char *dir, const char *const *names,
 /* Opening dir fails with want, and the detail holds `says`. */
 static void refused(const char *dir, int want, const char *says) {
   flume__store *s;
-  flume__store_opts opts = {0, 0};
+  flume__store_opts opts = {0};
   char detail[512];
   CHECK_ERR(flume__store_lmdb.open(dir, &opts, &s), want);
   CHECK(flume__store_detail(detail, sizeof detail) == 1);
@@ -1073,7 +1073,7 @@ static void test_lmdb_refuses(void) {
   temp_dir(dir, sizeof dir, "refuse");
   raw_env(dir, NULL, NULL, NULL);
   flume__store *s;
-  flume__store_opts opts = {0, 0};
+  flume__store_opts opts = {0};
   CHECK_OK(flume__store_lmdb.open(dir, &opts, &s));
   flume__store_lmdb.close(s);
   remove_dir(dir);
@@ -1118,7 +1118,7 @@ static void test_lmdb_seals(void) {
   CHECK(mdb_txn_commit(txn) == 0);
   mdb_env_close(menv);
 
-  flume__store_opts opts = {0, 0};
+  flume__store_opts opts = {0};
   char detail[512];
   CHECK_OK(e.ops->open(e.dir, &opts, &e.s));
   t = begin(&e, FLUME__TXN_READ);
@@ -1161,10 +1161,11 @@ static void test_lmdb_stale_reader(void) {
   if (pid == 0) {
     /* the reader: opens the folder as the command line does, begins a
      * read, and is killed in the middle of it */
-    MDB_env *menv;
-    MDB_txn *txn;
-    if (flume__lmdb_open_env(e.dir, 1, 0, MDB_NOTLS, 8, &menv) != 0 ||
-        mdb_txn_begin(menv, NULL, MDB_RDONLY, &txn) != 0)
+    flume__store *rs;
+    flume__txn *rt;
+    flume__store_opts ro = {.readonly = 1};
+    if (flume__store_lmdb.open(e.dir, &ro, &rs) != 0 ||
+        flume__store_lmdb.txn_begin(rs, FLUME__TXN_READ, &rt) != 0)
       _exit(1);
     if (write(ready[1], "r", 1) != 1) _exit(1);
     for (;;) pause();
@@ -1228,7 +1229,7 @@ static void test_lmdb_full_disk(void) {
   char db[4200];
   snprintf(db, sizeof db, "%s/db", dir);
   flume__store *s;
-  flume__store_opts opts = {1, 0};
+  flume__store_opts opts = {.sync = 1};
   CHECK_OK(flume__store_lmdb.open(db, &opts, &s));
   const flume__store_ops *ops = &flume__store_lmdb;
   int64_t seq = 0;

@@ -62,6 +62,19 @@ static char *slurp(const char *path, size_t *len) {
   return s;
 }
 
+/* Prints the answer of a flume_view_get (rc, data) as hex, "-" for none,
+ * and a newline. */
+static void print_got(int rc, void *data, size_t len) {
+  if (rc == FLUME_ENOTFOUND) {
+    puts("-");
+    return;
+  }
+  CHECK_OK(rc);
+  hex(data, len);
+  putchar('\n');
+  flume_free(data);
+}
+
 /* A copy of each key of a view, in order, for gets and bounded ranges. */
 typedef struct keys {
   size_t n;
@@ -116,15 +129,8 @@ static void final_dump(dump *d) {
     size_t len;
     if (strcmp(in.kind, "reduce") == 0) {
       int rc = flume_view_get(v, NULL, 0, &data, &len);
-      if (rc == FLUME_ENOTFOUND) {
-        printf("state %s -\n", name);
-        continue;
-      }
-      CHECK_OK(rc);
       printf("state %s ", name);
-      hex(data, len);
-      putchar('\n');
-      flume_free(data);
+      print_got(rc, data, len);
       continue;
     }
     keys *ks = calloc(1, sizeof *ks);
@@ -139,14 +145,7 @@ static void final_dump(dump *d) {
       printf("get %s ", name);
       hex(ks->k[k], ks->len[k]);
       putchar(' ');
-      if (rc == FLUME_ENOTFOUND) {
-        puts("-");
-        continue;
-      }
-      CHECK_OK(rc);
-      hex(data, len);
-      putchar('\n');
-      flume_free(data);
+      print_got(rc, data, len);
     }
     for (size_t k = 0; k + 3 < ks->n; k += 5) {
       flume_view_iter_options_init(&o);
@@ -196,14 +195,7 @@ static void snapshot(dump *d) {
       int rc = flume_view_get(v, NULL, 0, &data, &len);
       CHECK_OK(flume_view_status(v, &in)); /* the since of what was read */
       printf("snap %s %lld ", d->names[i], (long long)in.since);
-      if (rc == FLUME_ENOTFOUND) {
-        puts("-");
-        continue;
-      }
-      CHECK_OK(rc);
-      hex(data, len);
-      putchar('\n');
-      flume_free(data);
+      print_got(rc, data, len);
       continue;
     }
     flume_view_iter *it;

@@ -16,402 +16,50 @@
 --
 -- The progress bar shows on stderr when it is a terminal, once an operation
 -- has run for FLUME_PROGRESS_DELAY seconds (default 1; the tests set 0).
+--
+-- This file holds the commands and main; its helpers are in flume/cli/:
+-- output.lua (errors, stdout, formats), args.lua (options, JSON input),
+-- progress.lua (the bar, waiting for views, Ctrl-C), db.lua (opening
+-- databases, attaching views), diff.lua (verify's comparison).
 local flume = require "flume"
 -- The command reports warnings in its own output (see `status`).
 flume.warn = function() end
+
+local json = require "flume.json"
+local Args = require "flume.cli.args"
+local Db = require "flume.cli.db"
+local Diff = require "flume.cli.diff"
+local Output = require "flume.cli.output"
+local Progress = require "flume.cli.progress"
 
 local core = flume.core
 local clock = core.hrtime
 local stderr, stdout = io.stderr, io.stdout
 local fmt, concat, sort = string.format, table.concat, table.sort
-local mtype, maxinteger = math.type, math.maxinteger
+local maxinteger = math.maxinteger
+
+local array = json.array
+local to_json = json.encode
+local Exit, fail, fail_error, usage, one_line = Output.Exit, Output.fail,
+  Output.fail_error, Output.usage, Output.one_line
+local out, human_size, print_table = Output.out, Output.human_size,
+  Output.print_table
+local parse_args, parse_json = Args.parse_args, Args.parse_json
+local progress, with_progress, catch_up, check_interrupt =
+  Progress.progress, Progress.with_progress, Progress.catch_up,
+  Progress.check_interrupt
+local CODECS, exists, need_db, open_ro, close_ro, open_db = Db.CODECS,
+  Db.exists, Db.need_db, Db.open_ro, Db.close_ro, Db.open_db
+local decoder, view_specs, use, attach_views = Db.decoder, Db.view_specs,
+  Db.use, Db.attach_views
 
 local M = {}
 
--- Errors ----------------------------------------------------------------------
-
-local Exit = {} -- metatable of the errors that end a command with a code
-
-local function fail(msg, code)
-  error(setmetatable({ msg = msg, code = code or 1 }, Exit), 0)
-end
-
-local function usage(msg) fail(msg, 2) end
-
---- A flume error string ("flume: ECODE: ...") or any other as one line.
-local function one_line(e)
-  e = tostring(e):gsub("^flume: ", "")
-  e = e:match("^(.-)\nstack traceback:") or e
-  return (e:gsub("%s*\n%s*", "; "))
-end
-
 -- flume.tools -----------------------------------------------------------------
 
---- The read-only helpers, from the library that holds flume.core.
-local function load_tools()
-  if type(core.tools) == "table" then return core.tools end
-  local path = package.searchpath("flume.core", package.cpath)
-  local open = path and package.loadlib(path, "luaopen_flume_tools")
-  if not open then
-    fail("this flume.core has no luaopen_flume_tools (runtime/lua/tools.c)")
-  end
-  core.tools = open()
-  return core.tools
-end
-
--- JSON ------------------------------------------------------------------------
-
-local json = require "flume.json"
-local array = json.array
-local to_json = json.encode
-
---- A key's text, to order keys of any type.
-local function key_string(k)
-  if type(k) == "string" then return k end
-  return to_json(k)
-end
-
---- Parses a line of JSON into a value for the log; raises a message
--- (without the "flume: " prefix, which the command adds).
-local function parse_json(line)
-  local ok, v = pcall(json.decode, line)
-  if not ok then
-    error("bad JSON: " .. tostring(v):gsub("^flume: EINVAL: ", ""), 0)
-  end
-  return v
-end
-
--- Formatting ------------------------------------------------------------------
-
-local function human_size(n)
-  local units = { "B", "KiB", "MiB", "GiB", "TiB" }
-  local i = 1
-  while n >= 1024 and i < #units do
-    n, i = n / 1024, i + 1
-  end
-  return i == 1 and fmt("%d B", n) or fmt("%.1f %s", n, units[i])
-end
-
-local function duration(s)
-  s = math.floor(s + 0.5)
-  if s >= 3600 then
-    return fmt("%d:%02d:%02d", s // 3600, s % 3600 // 60, s % 60)
-  end
-  return fmt("%d:%02d", s // 60, s % 60)
-end
-
--- Progress --------------------------------------------------------------------
-
-local Progress = {}
-Progress.__index = Progress
-
-local DELAY = tonumber(os.getenv("FLUME_PROGRESS_DELAY") or "") or 1
-
---- A progress bar on stderr. `unit` is "values" (the default) or "bytes".
--- It stays silent unless stderr is a terminal and --quiet was not given,
--- and until the operation has run for a second.
-local function progress(ctx, label, unit)
-  local tools = ctx.tools
-  return setmetatable({
-    label = label, unit = unit or "values", start = clock(), last = 0,
-    shown = false, done = 0, total = nil, count = 0,
-    enabled = not ctx.quiet and tools.isatty(2) and
-      os.getenv("TERM") ~= "dumb",
-    columns = tools.columns(2) or 80,
-  }, Progress)
-end
-
-function Progress:draw(now, final)
-  local elapsed = now - self.start
-  local rate = elapsed > 0 and self.count / elapsed or 0
-  local speed = self.unit == "bytes" and human_size(rate) .. "/s" or
-    fmt("%.0f values/s", rate)
-  local tail
-  if final then
-    tail = fmt("%s  in %s", speed, duration(elapsed))
-  elseif self.total and self.total > 0 and self.done > 0 then
-    local left = elapsed * (self.total - self.done) / self.done
-    tail = fmt("%s  ETA %s", speed, duration(left))
-  else
-    tail = speed
-  end
-  local line
-  if self.total then
-    local frac = self.total > 0 and math.min(self.done / self.total, 1) or 1
-    if final then frac = 1 end
-    local pct = fmt("%3d%%", math.floor(frac * 100))
-    local width = self.columns - #self.label - 48
-    if width > 30 then width = 30 end
-    if width < 10 then width = 10 end
-    local full = math.floor(frac * width + 0.5)
-    line = fmt("%s [%s%s] %s  %s", self.label, ("#"):rep(full),
-      (" "):rep(width - full), pct, tail)
-  else
-    local n = self.unit == "bytes" and human_size(self.count) or
-      fmt("%d values", self.count)
-    line = fmt("%s  %s  %s", self.label, n, tail)
-  end
-  stderr:write("\r\27[K", line)
-  if final then stderr:write("\n") end
-  stderr:flush()
-  self.shown, self.last = true, now
-end
-
---- Reports `done` of `total` (nil: unknown), `count` values (or bytes) so
--- far for the rate (default: done).
-function Progress:update(done, total, count)
-  self.done, self.total, self.count = done, total, count or done
-  if not self.enabled then return end
-  local now = clock()
-  if now - self.start < DELAY or now - self.last < 0.1 then return end
-  self:draw(now)
-end
-
---- Ends the bar at 100%, if it showed or the work took long enough.
-function Progress:finish()
-  if not self.enabled then return end
-  local now = clock()
-  if self.shown or now - self.start >= DELAY then
-    if self.total then self.done = self.total end
-    self:draw(now, true)
-  end
-end
-
---- Ends the bar where it is (on an error).
-function Progress:abort()
-  if self.shown then stderr:write("\n") end
-end
-
--- Arguments -------------------------------------------------------------------
-
--- Options every command takes.
-local COMMON = {
-  ["--help"] = "flag", ["-h"] = "--help",
-  ["--quiet"] = "flag", ["-q"] = "--quiet",
-}
-
---- Splits args into options (by the command's spec) and positionals.
-local function parse_args(args, spec, first)
-  local opts, pos = {}, {}
-  local i, only_pos = first, false
-  while i <= #args do
-    local a = args[i]
-    if only_pos or a == "-" or not a:find("^%-") or a:find("^%-%d") then
-      pos[#pos + 1] = a
-    elseif a == "--" then
-      only_pos = true
-    else
-      local name, value = a:match("^(%-%-[^=]+)=(.*)$")
-      name = name or a
-      local kind = spec[name] or COMMON[name]
-      if type(kind) == "string" and kind:find("^%-") then
-        name, kind = kind, spec[kind] or COMMON[kind]
-      end
-      if kind == nil then usage("unknown option " .. a) end
-      if kind == "flag" then
-        if value then usage("option " .. name .. " takes no value") end
-        opts[name:sub(3)] = true
-      else
-        if value == nil then
-          i = i + 1
-          value = args[i]
-          if value == nil then usage("option " .. name .. " needs a value") end
-        end
-        if kind == "int" then
-          local n = math.tointeger(tonumber(value))
-          if not n then
-            usage("option " .. name .. " needs an integer, not " .. value)
-          end
-          value = n
-        end
-        if kind == "list" then
-          local l = opts[name:sub(3)] or {}
-          l[#l + 1] = value
-          value = l
-        end
-        opts[name:sub(3)] = value
-      end
-    end
-    i = i + 1
-  end
-  return opts, pos
-end
-
--- Databases -------------------------------------------------------------------
-
-local function exists(ctx, dir)
-  local st = ctx.tools.stat(dir .. "/data.mdb")
-  return st and st.type == "file"
-end
-
-local function need_db(ctx, dir)
-  if not exists(ctx, dir) then
-    local st = ctx.tools.stat(dir)
-    if not st then
-      fail(dir .. ": no such folder (create a database with: flume init " ..
-        dir .. ")")
-    end
-    fail(dir .. ": no flume database here (create one with: flume init " ..
-      dir .. ")")
-  end
-end
-
-local CODECS = { msgpack = true, raw = true }
-
---- The folder's read-only handle, checked: format, and a codec we decode
--- unless any_codec.
-local function open_ro(ctx, dir, any_codec)
-  need_db(ctx, dir)
-  local env = ctx.tools.open(dir)
-  ctx.envs[#ctx.envs + 1] = env
-  local ok, meta = pcall(env.meta, env)
-  if not ok then
-    if tostring(meta):find("ECORRUPT") then
-      fail(dir .. ": not a flume database (no flume metadata in its LMDB " ..
-        "environment)")
-    end
-    error(meta, 0)
-  end
-  if meta.format ~= ctx.tools.format then
-    fail(fmt("EFORMAT: %s has format version %s; this flume reads %s", dir,
-      tostring(meta.format), ctx.tools.format))
-  end
-  if not any_codec and not CODECS[meta.codec] then
-    fail(fmt("ECODEC: %s uses the codec '%s', which the command line " ..
-      "cannot decode (it knows msgpack and raw)", dir, tostring(meta.codec)))
-  end
-  return env, meta
-end
-
-local function close_ro(ctx, env)
-  env:close()
-  for i, e in ipairs(ctx.envs) do
-    if e == env then table.remove(ctx.envs, i) break end
-  end
-end
-
---- Opens the database for writing, with the codec it was made with.
-local function open_db(ctx, dir)
-  local env, meta = open_ro(ctx, dir)
-  close_ro(ctx, env) -- one process must not have an LMDB env open twice
-  local db = flume.open(dir, { codec = meta.codec })
-  ctx.dbs[#ctx.dbs + 1] = db
-  return db, meta
-end
-
-local function decoder(codec)
-  if codec == "raw" then return function(bytes) return bytes end end
-  -- marked: an empty array stays one, for JSON ([] and {} differ there)
-  return function(bytes) return core.decode(bytes, true) end
-end
-
---- The views given as `--view NAME=SCRIPT` (or `--view SCRIPT`, named
--- after the file) and as positional NAME=SCRIPT: { name = path }, and the
--- names in the order given.
-local function view_specs(ctx, extra)
-  local specs, order = {}, {}
-  local function add(s)
-    local name, path = s:match("^([%a_][%w_]*)=(.+)$")
-    if not name then
-      path = s
-      name = s:match("([^/]+)%.lua$")
-      if not name or not name:match("^[%a_][%w_]*$") then
-        usage("--view takes NAME=SCRIPT (or a SCRIPT.lua whose file " ..
-          "name is a Lua identifier), not " .. s)
-      end
-    end
-    if not specs[name] then order[#order + 1] = name end
-    specs[name] = path
-  end
-  for _, s in ipairs(ctx.opts.view or {}) do add(s) end
-  for _, s in ipairs(extra or {}) do add(s) end
-  return specs, order
-end
-
---- Attaches a view script to db (a path; a file not named *.lua is read and
--- given as source).
-local function use(ctx, db, name, path)
-  local st = ctx.tools.stat(path)
-  if not st or st.type ~= "file" then
-    fail(path .. ": no such view script")
-  end
-  local view = path
-  if not path:match("%.lua$") then
-    local f = assert(io.open(path, "rb"))
-    view = f:read("a")
-    f:close()
-    if not view:find("\n") then view = view .. "\n" end
-  end
-  local ok, v = pcall(db.use, db, name, view)
-  if not ok then fail(fmt("view '%s' (%s): %s", name, path, one_line(v))) end
-  return v
-end
-
---- Runs `wait()` (which waits for views) with a progress bar over the
--- slowest of `views` (a list), counted from `from` (default: where they
--- are now). Also where an interrupt (Ctrl-C) is noticed while waiting.
-local function with_progress(ctx, label, views, wait, from)
-  local tools = ctx.tools
-  local function lowest()
-    local low, top = nil, -1
-    for _, v in ipairs(views) do
-      local s = v:status()
-      top = s.log_since
-      if not s.failed and (low == nil or s.since < low) then low = s.since end
-    end
-    return low or top, top
-  end
-  local base = from or lowest()
-  local p = progress(ctx, label)
-  local cancel
-  local function tick()
-    if tools.interrupted() then error("flume: interrupted", 0) end
-    local low, top = lowest()
-    p:update(low - base, top - base)
-    cancel = core.timer(0.1, tick)
-  end
-  cancel = core.timer(0.1, tick)
-  local ok, err = pcall(wait)
-  cancel()
-  if not ok then
-    p:abort()
-    error(err, 0)
-  end
-  local _, top = lowest()
-  p:update(top - base, top - base)
-  p:finish()
-end
-
---- Waits for each view to catch up; returns { name = error } for those
--- that failed.
-local function catch_up(ctx, label, views)
-  local list, errors = {}, {}
-  for _, v in pairs(views) do list[#list + 1] = v end
-  with_progress(ctx, label, list, function()
-    for name, v in pairs(views) do
-      local ok, err = pcall(v.ready, v)
-      if not ok then
-        if tostring(err):find("interrupted") then error(err, 0) end
-        errors[name] = one_line(err)
-      end
-    end
-  end)
-  return errors
-end
-
-local function check_interrupt(ctx)
-  if ctx.tools.interrupted() then fail("interrupted") end
-end
-
--- Output ----------------------------------------------------------------------
-
-local function out(...)
-  local ok, err = stdout:write(...)
-  if not ok then
-    if tostring(err):find("Broken pipe") then fail("", 0) end
-    fail("cannot write the output: " .. tostring(err))
-  end
-end
+--- The read-only helpers, from the library that holds flume.core (which
+-- registers them in package.preload).
+local function load_tools() return require "flume.tools" end
 
 -- Commands --------------------------------------------------------------------
 
@@ -444,8 +92,8 @@ If DIR already holds one, says so; with --codec, it must be that codec.
       local since = env:log()
       close_ro(ctx, env)
       if codec and codec ~= meta.codec then
-        fail(fmt("ECODEC: %s was written with codec '%s', not '%s'", dir,
-          meta.codec, codec))
+        fail_error("ECODEC", fmt("%s was written with codec '%s', not '%s'",
+          dir, meta.codec, codec))
       end
       out(fmt("%s: already a flume database (codec %s, %d values)\n", dir,
         meta.codec, since + 1))
@@ -562,8 +210,8 @@ the last value. Works while another process writes the database.]],
     if seq < 0 then seq = since + 1 + seq end
     local seqs, vals = {}, {}
     if seq < 0 or env:read(seq, seq, false, 1, seqs, vals) == 0 then
-      fail(fmt("ENOTFOUND: no value at seq %s in %s (%s)", ctx.args[2], dir,
-        since < 0 and "the log is empty" or
+      fail_error("ENOTFOUND", fmt("no value at seq %s in %s (%s)",
+        ctx.args[2], dir, since < 0 and "the log is empty" or
         fmt("it holds seqs 0 to %d", since)))
     end
     out(to_json(decoder(meta.codec)(vals[1])), "\n")
@@ -658,7 +306,7 @@ local function view_report(name, rec, info, err, since, tables)
     src.hash
   if rec and rec.hash ~= r.hash then r.stored_hash = rec.hash end
   r.lag = since - r.since
-  local t = tables["t:v:" .. name]
+  local t = tables.views[name]
   r.state_size = t and t.bytes or 0
   r.entries = t and t.entries or 0
   if info and info.script_changed then
@@ -672,22 +320,6 @@ local function view_report(name, rec, info, err, since, tables)
   if not info and not rec then r.warnings[#r.warnings + 1] = "no record" end
   r.error = err or (info and info.error and one_line(info.error)) or nil
   return r
-end
-
-local function print_table(rows, indent)
-  local widths = {}
-  for _, row in ipairs(rows) do
-    for i, cell in ipairs(row) do
-      widths[i] = math.max(widths[i] or 0, #cell)
-    end
-  end
-  for _, row in ipairs(rows) do
-    local cells = {}
-    for i, cell in ipairs(row) do
-      cells[i] = i == #row and cell or cell .. (" "):rep(widths[i] - #cell)
-    end
-    out(indent, concat(cells, "  "), "\n")
-  end
 end
 
 command("status", {
@@ -873,51 +505,6 @@ own methods. Without METHOD: the view's whole content.]],
     end
   end,
 })
-
---- The views a maintenance command works on: all given, or only NAME.
-local function pick_views(ctx, dir, meta)
-  local extra, only = {}, nil
-  for i = 2, #ctx.args do
-    local a = ctx.args[i]
-    if a:find("=") then extra[#extra + 1] = a
-    elseif only then usage("one NAME at most")
-    else only = a end
-  end
-  local specs, names = view_specs(ctx, extra)
-  if only then
-    if specs[only] then return { only }, specs end
-    if meta.views[only] then
-      usage(fmt("view '%s' needs its script: pass --view %s=SCRIPT", only,
-        only))
-    end
-    fail(fmt("no view named '%s' in %s", only, dir))
-  end
-  if #names == 0 then
-    local have = {}
-    for n in pairs(meta.views) do have[#have + 1] = n end
-    sort(have)
-    usage("views are not stored with their scripts: pass --view " ..
-      "NAME=SCRIPT for each" .. (#have > 0 and
-      " (" .. dir .. " has: " .. concat(have, ", ") .. ")" or ""))
-  end
-  return names, specs
-end
-
---- Opens DIR for writing and attaches the views of the command line (or
--- all the database records): returns db, their names in order,
--- views[name], and specs[name] (each one's script).
-local function attach_views(ctx, dir)
-  local env, meta = open_ro(ctx, dir)
-  close_ro(ctx, env)
-  local names, specs = pick_views(ctx, dir, meta)
-  local db = open_db(ctx, dir)
-  local views = {}
-  for _, name in ipairs(names) do
-    views[name] = use(ctx, db, name, specs[name])
-  end
-  return db, names, views, specs
-end
-
 command("rebuild", {
   summary = "destroy views' state and rebuild it from the log",
   usage = "flume rebuild DIR [NAME] --view NAME=SCRIPT...",
@@ -941,93 +528,6 @@ rebuilds it from the log, with a progress bar.
   end,
 })
 
--- verify ----------------------------------------------------------------------
-
-local function deep_diff(a, b, path)
-  if type(a) == "table" and type(b) == "table" then
-    local keys = {}
-    for k in pairs(a) do keys[#keys + 1] = k end
-    for k in pairs(b) do
-      if a[k] == nil then keys[#keys + 1] = k end
-    end
-    sort(keys, function(x, y) return key_string(x) < key_string(y) end)
-    for _, k in ipairs(keys) do
-      local p, x, y = deep_diff(a[k], b[k],
-        path .. (type(k) == "string" and k:match("^[%a_][%w_]*$") and
-          "." .. k or "[" .. to_json(k) .. "]"))
-      if p then return p, x, y end
-    end
-    return nil
-  end
-  if a == b then return nil end
-  return path, a, b
-end
-
-local function show(v)
-  if v == nil then return "(none)" end
-  return to_json(v)
-end
-
---- Compares a view's stored state with one recomputed from the log.
--- Returns the number of differences, a list of where (the first few) and
--- how many keys or entries it looked at.
-local function compare(ctx, stored, fresh)
-  local kind, found, where, seen = stored._kind, 0, {}, 0
-  local function report(msg)
-    found = found + 1
-    if #where < 5 then where[#where + 1] = msg end
-  end
-  if kind == "reduce" then
-    local path, a, b = deep_diff(stored:get(), fresh:get(), "state")
-    if path then
-      report(fmt("%s: stored %s, recomputed %s", path, show(a), show(b)))
-    end
-    return found, where, 1
-  end
-  local index = kind == "index"
-  local key_encode = core.key_encode
-  local function cursor(v)
-    local it = v:read {}
-    return function()
-      local key, x = it()
-      if key == nil then return nil end
-      -- index entries are ordered by key then seq
-      local order = index and key_encode(key) .. fmt("%020d", x) or
-        key_encode(key)
-      return order, key, x
-    end
-  end
-  local a, b = cursor(stored), cursor(fresh)
-  local oa, ka, xa = a()
-  local ob, kb, xb = b()
-  while oa ~= nil or ob ~= nil do
-    seen = seen + 1
-    if seen % 1000 == 0 then check_interrupt(ctx) end
-    if ob == nil or (oa ~= nil and oa < ob) then
-      report(index and fmt("key %s: stored an entry for seq %d that the " ..
-        "log does not give", to_json(ka), xa) or
-        fmt("key %s: stored %s, recomputed (none)", to_json(ka), show(xa)))
-      oa, ka, xa = a()
-    elseif oa == nil or ob < oa then
-      report(index and fmt("key %s: no stored entry for seq %d", to_json(kb),
-        xb) or
-        fmt("key %s: stored (none), recomputed %s", to_json(kb), show(xb)))
-      ob, kb, xb = b()
-    else
-      if not index then
-        local path, x, y = deep_diff(xa, xb, "")
-        if path then
-          report(fmt("key %s%s: stored %s, recomputed %s", to_json(ka), path,
-            show(x), show(y)))
-        end
-      end
-      oa, ka, xa = a()
-      ob, kb, xb = b()
-    end
-  end
-  return found, where, seen
-end
-
 --- Reads every entry of every table of dir, checking its checksum, in a
 -- child process (a damaged page can crash LMDB): prints what is damaged
 -- and fails if anything is.
@@ -1039,7 +539,7 @@ local function verify_storage(ctx, dir)
   if r.crashed then out("damaged: ", r.crashed, "\n") end
   local bad = #r.damaged + (r.crashed and 1 or 0)
   if bad > 0 then
-    fail(fmt("ECORRUPT: verify: %s has %d damaged %s%s", dir, bad,
+    fail_error("ECORRUPT", fmt("verify: %s has %d damaged %s%s", dir, bad,
       bad == 1 and "place" or "places", r.crashed and
       " (a damaged page stopped the walk: what follows it was not read)" or
       ""))
@@ -1113,7 +613,8 @@ database to itself: to verify one a writer has open, verify a backup.
         bad = bad + 1
         out(fmt("%s: failed: %s\n", name, e1 or e2))
       else
-        local found, where, seen = compare(ctx, stored[name], fresh[name])
+        local found, where, seen = Diff.compare(stored[name], fresh[name],
+          function() check_interrupt(ctx) end)
         local kind = stored[name]._kind
         if found == 0 then
           local what = kind == "reduce" and "" or fmt(", %d %s%s", seen,

@@ -1,7 +1,7 @@
 --- flume: an embeddable append-only log with materialized Lua views.
 --
 -- This is the Lua face of the runtime: `flume.core` (C) does the work
--- asynchronously; this file gives every call that can wait its two forms.
+-- asynchronously; the Lua side gives every call that can wait its two forms.
 --
 -- * async: the last argument is a callback `function(err, result)`;
 -- * sync: no callback. At top level it runs the event loop until the call is
@@ -13,140 +13,32 @@
 -- Errors of the sync form are raised as `flume: ECODE: message`; the async
 -- form passes them as the callback's first argument. Misuse (bad
 -- arguments, unencodable values, use after close) raises in both forms.
+--
+-- The parts (each requires only those listed before it, and flume.core):
+--
+-- * flume/errors.lua     raising errors with the core's names and messages;
+-- * flume/options.lua    the checks of arguments and options;
+-- * flume/scheduler.lua  waiting: the loop, driven coroutines, sleep, the
+--                        async forms of sync calls and iterations;
+-- * flume/view.lua       the view object `db:use` mounts;
+-- * flume/init.lua       (this file) `flume.open`, codecs and the database.
 local core = require "flume.core"
+local errors = require "flume.errors"
+local scheduler = require "flume.scheduler"
+local options = require "flume.options"
+local View = require "flume.view"
 
-local coroutine, error, type, select = coroutine, error, type, select
-local running, resume, yield = coroutine.running, coroutine.resume,
-  coroutine.yield
+local error, type = error, type
+local raise = errors.raise
+local await, batches = scheduler.await, scheduler.batches
+local check_opts, check_cb = options.check_opts, options.check_cb
+local opt_int, opt_limit = options.opt_int, options.opt_limit
 local maxinteger = math.maxinteger
 
 local M = { version = core.version, core = core }
 
--- Coroutines ------------------------------------------------------------------
-
-local driven = setmetatable({}, { __mode = "k" }) -- coroutines flume drives
-local direct = setmetatable({}, { __mode = "k" }) -- callbacks run in place
-local pool = {}                                   -- idle driven coroutines
-local IDLE = {}                                   -- yielded when a job ends
-local pending_error                               -- first callback error
-
-local function body(fn, a, b, c)
-  while true do
-    fn(a, b, c)
-    fn, a, b, c = yield(IDLE)
-  end
-end
-
--- Looks at what a driven coroutine did when resumed.
-local function after_resume(co, ok, res)
-  if ok then
-    if res == IDLE then pool[#pool + 1] = co end
-    -- anything else: it waits inside a sync call, whose completion resumes it
-    return
-  end
-  driven[co] = nil
-  local msg = debug.traceback(co, tostring(res))
-  if not core.running() then error(msg, 0) end
-  if pending_error == nil then pending_error = msg end
-  core.stop()
-end
-
-local function spawn3(fn, a, b, c)
-  local co = pool[#pool]
-  if co then
-    pool[#pool] = nil
-  else
-    co = coroutine.create(body)
-    driven[co] = true
-  end
-  after_resume(co, resume(co, fn, a, b, c))
-end
-
-core.set_dispatch(function(fn, a, b, c)
-  if direct[fn] then return fn(a, b, c) end
-  spawn3(fn, a, b, c)
-end)
-
-local function raise_pending()
-  local e = pending_error
-  if e ~= nil then
-    pending_error = nil
-    error(e, 0)
-  end
-end
-
---- Whether a sync-form call may wait here.
-local function can_wait()
-  return driven[running()] or not core.running()
-end
-
---- Runs `start(k)`, which begins an asynchronous operation whose completion
--- calls `k(err, result)`, and waits for it: by yielding inside a driven
--- coroutine, or by running the loop at top level. If `start` returns true,
--- the operation was already done and `k` will not be called.
-local function await(start)
-  local co = running()
-  if driven[co] then
-    local k = function(err, res) after_resume(co, resume(co, err, res)) end
-    direct[k] = true
-    if start(k) == true then return end
-    return yield()
-  end
-  if core.running() then
-    error("flume: cannot wait here: this code runs while the event loop " ..
-      "runs, outside a coroutine flume drives; pass a callback (the async " ..
-      "form) or call it inside flume.spawn", 0)
-  end
-  local done, e, r = false, nil, nil
-  local k = function(err, res) done, e, r = true, err, res end
-  direct[k] = true
-  if start(k) == true then return end
-  while not done do
-    core.run("once")
-    raise_pending()
-  end
-  return e, r
-end
-
---- Runs the event loop until no work is left (the async style's main loop).
--- Errors raised by callbacks stop the loop and are raised here.
-function M.run()
-  if core.running() then
-    error("flume: cannot run the loop from inside a callback", 0)
-  end
-  repeat
-    local more = core.run("default")
-    raise_pending()
-  until not more
-end
-
---- Runs `fn(...)` in a coroutine flume drives, in which sync-form calls
--- yield instead of blocking. It runs at once until its first wait.
-function M.spawn(fn, ...)
-  if type(fn) ~= "function" then
-    error("bad argument #1 to 'spawn' (function expected)", 2)
-  end
-  local n, args = select("#", ...), { ... }
-  spawn3(function() fn(table.unpack(args, 1, n)) end)
-end
-
---- Sleeps for `seconds` (sync form), or calls `cb()` after them.
-function M.sleep(seconds, cb)
-  if type(seconds) ~= "number" or not (seconds >= 0) then
-    error("flume: EINVAL: sleep takes a number of seconds >= 0 " ..
-      "(math.huge: forever), not " .. (type(seconds) == "number" and
-      tostring(seconds) or "a " .. type(seconds)), 0)
-  end
-  if cb ~= nil and type(cb) ~= "function" then
-    error("flume: EINVAL: sleep's callback must be a function, not a " ..
-      type(cb), 0)
-  end
-  if cb then
-    core.timer(seconds, cb)
-    return
-  end
-  await(function(k) core.timer(seconds, function() k() end) end)
-end
+-- The loop and coroutines: see flume/scheduler.lua.
+M.run, M.spawn, M.sleep = scheduler.run, scheduler.spawn, scheduler.sleep
 
 -- Codecs ---------------------------------------------------------------------
 
@@ -166,24 +58,22 @@ local function check_codec(codec)
   if type(codec) == "table" and type(codec.name) == "string" and
     type(codec.encode) == "function" and type(codec.decode) == "function" then
     if codec.name == "msgpack" or codec.name == "raw" then
-      error("flume: EINVAL: a custom codec cannot be named '" ..
-        codec.name .. "'", 0)
+      raise("EINVAL", "a custom codec cannot be named '" .. codec.name .. "'")
     end
     return codec.name, false, codec.encode, codec.decode
   end
-  error("flume: EINVAL: codec must be \"msgpack\", \"raw\" or " ..
-    "{ name = string, encode = function, decode = function }", 0)
+  raise("EINVAL", "codec must be \"msgpack\", \"raw\" or " ..
+    "{ name = string, encode = function, decode = function }")
 end
 
 local function encode_custom(encode, v, where)
   local ok, s = pcall(encode, v)
   if not ok then
-    error("flume: EENCODE: value cannot be encoded: " .. where ..
-      tostring(s), 0)
+    raise("EENCODE", where .. tostring(s))
   end
   if type(s) ~= "string" then
-    error("flume: EENCODE: value cannot be encoded: " .. where ..
-      "the codec's encode returned a " .. type(s) .. ", not a string", 0)
+    raise("EENCODE", where .. "the codec's encode returned a " .. type(s) ..
+      ", not a string")
   end
   return s
 end
@@ -227,7 +117,7 @@ function M.open(path, opts)
   opts = opts or {}
   local name, mp, encode, decode = check_codec(opts.codec)
   if opts.mapper ~= nil and type(opts.mapper) ~= "function" then
-    error("flume: EINVAL: mapper must be a function", 0)
+    raise("EINVAL", "mapper must be a function")
   end
   local c = core.open(path, name, opts.sync ~= false, opts.map_size)
   if opts.mapper then c:set_mapper(opts.mapper) end
@@ -236,24 +126,6 @@ function M.open(path, opts)
     _c = c, _mp = mp, _encode = encode, _decode = decode,
     _mapper = opts.mapper, path = path, codec = name,
   }, DB_mt)
-end
-
---- Checks an options argument: nil or a table.
-local function check_opts(opts, name)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("flume: EINVAL: " .. name .. "'s options must be a table, not " ..
-      "a " .. type(opts), 0)
-  end
-  return opts
-end
-
---- Checks a callback argument: nil or a function.
-local function check_cb(cb, name)
-  if cb ~= nil and type(cb) ~= "function" then
-    error("flume: EINVAL: " .. name .. "'s callback must be a function, " ..
-      "not a " .. type(cb), 0)
-  end
-  return cb
 end
 
 --- Appends a value, or with `{ batch = true }` a list of values all or
@@ -275,13 +147,13 @@ function DB:append(value, opts, cb)
     for i = 1, batch and #list or 1 do
       local v = list[i]
       if type(v) ~= "string" or (mp and not pcall(core.decode, v)) then
-        error("flume: EINVAL: encoded value " .. i .. " is not what the " ..
-          "codec writes", 0)
+        raise("EINVAL", "encoded value " .. i .. " is not what the " ..
+          "codec writes")
       end
     end
     mp = false
   end
-  if c:closed() then error("flume: ECLOSED: database is closed", 0) end
+  if c:closed() then raise("ECLOSED") end
   if batch and type(value) ~= "table" then
     error("bad argument #1 to 'append' (a list of values expected with " ..
       "batch = true)", 2)
@@ -315,8 +187,7 @@ local function finish_value(db, v, seq)
   if decode then
     local ok, r = pcall(decode, v)
     if not ok then
-      error("flume: EDECODE: value cannot be decoded: at seq " .. seq ..
-        ": " .. tostring(r), 0)
+      raise("EDECODE", "at seq " .. seq .. ": " .. tostring(r))
     end
     v = r
   end
@@ -335,25 +206,9 @@ function DB:get(seq)
   return finish_value(self, self._c:get(self._mp, seq), seq)
 end
 
-local function opt_int(opts, k)
-  local v = opts[k]
-  if v ~= nil and math.type(v) ~= "integer" then
-    error("flume: EINVAL: option '" .. k .. "' must be an integer, not " ..
-      tostring(v), 0)
-  end
-  return v
-end
+-- A value of the log as the database gives it (decoded, mapped): for views.
+DB._finish = finish_value
 
---- The `limit` option: an integer >= 0, or nil or math.huge for none.
-local function opt_limit(opts)
-  local v = opts.limit
-  if v == nil or v == math.huge then return maxinteger end
-  if math.type(v) ~= "integer" or v < 0 then
-    error("flume: EINVAL: option 'limit' must be an integer >= 0 " ..
-      "(math.huge: no limit), not " .. tostring(v), 0)
-  end
-  return v
-end
 
 --- The seq range of a stream's options as inclusive bounds lo, hi (lo > hi
 -- when it is empty). gt = math.maxinteger and lt = math.mininteger exclude
@@ -385,54 +240,12 @@ local function wait_since(db, target)
         k(e)
       end
     end
-    direct[fn] = true
-    w = c:on_since(fn)
+    w = c:on_since(scheduler.inline(fn))
   end)
   return err
 end
 
 local CHUNK = 256
-
-local CB_FAILED = {} -- raised through an iteration when its callback raised
-
---- The async form of an iteration. In a coroutine flume drives it runs
--- `make_iter()` and passes its entries, each made by `pack(...)`, as a list
--- to `cb(nil, list)`: once, or for a live iteration once with what is there
--- and again with each batch of new entries (`hooks.flush`, which the
--- iterator calls before it waits, delivers them); `cb(err)` once on an
--- error. Returns a function that stops it (`cb` is not called again).
-local function batches(make_iter, pack, live, cb, hooks)
-  local stopped, batch, failed = false, {}, nil
-  local function deliver()
-    local b = batch
-    batch = {}
-    local ok, e = pcall(cb, nil, b)
-    if not ok then
-      failed = e
-      error(CB_FAILED)
-    end
-    return stopped
-  end
-  hooks.flush = live and function()
-    if stopped then return true end
-    if #batch > 0 then return deliver() end
-  end or nil
-  core.timer(0, function()
-    if stopped then return end
-    local ok, err = pcall(function()
-      local it = make_iter()
-      while true do
-        local a, b, c = it()
-        if a == nil or stopped then break end
-        batch[#batch + 1] = pack(a, b, c)
-      end
-      if not stopped and (not live or #batch > 0) then deliver() end
-    end)
-    if failed ~= nil then error(failed, 0) end
-    if not ok and not stopped then cb(err) end
-  end)
-  return function() stopped = true end
-end
 
 --- Iterates over the log: `for seq, value in db:stream{...} do`.
 -- Options: gt, gte, lt, lte (seqs), reverse, limit, live (go on with
@@ -461,10 +274,10 @@ function DB:_stream(opts, hooks)
   local reverse, live = opts.reverse and true or false, opts.live
   local remaining = opt_limit(opts)
   if reverse and live then
-    error("flume: EINVAL: a live stream cannot be reverse", 0)
+    raise("EINVAL", "a live stream cannot be reverse")
   end
   local c, mp = self._c, self._mp
-  if c:closed() then error("flume: ECLOSED: database is closed", 0) end
+  if c:closed() then raise("ECLOSED") end
   local plain = self._decode == nil and self._mapper == nil
   -- Seqs start at 0: a lower bound below it means "from the start" (a
   -- live stream must never wait for a seq below 0, which is always reached).
@@ -535,7 +348,7 @@ function DB:close(cb)
   end
   if cb then
     c:close(function() cb() end)
-  elseif can_wait() then
+  elseif scheduler.can_wait() then
     await(function(k) c:close(k) end)
   else
     c:close()
@@ -545,365 +358,24 @@ end
 --- Whether close has been called.
 function DB:closed() return self._c:closed() end
 
--- Views ------------------------------------------------------------------------
-
-local View = {}
-local View_mt = { __name = "flume.view" }
-
-local function view_info(view)
-  return view._db._c:view_info(view._name)
-end
-
-View_mt.__index = function(view, k)
-  if k == "since" then return view_info(view).since end
-  local m = View[k]
-  if m then return m end
-  local kind = view._methods[k]
-  if kind then
-    local f = function(self, ...) return view:_call(k, kind, ...) end
-    rawset(view, k, f)
-    return f
-  end
-end
-View_mt.__tostring = function(view)
-  return "flume.view (" .. view._name .. ")"
-end
-
-local function explain_wait_error(view, err, target)
-  if err:find("^flume: EVIEW") then
-    local info = view_info(view)
-    if info and info.error then return info.error end
-  elseif err:find("^flume: ETIMEDOUT") then
-    local info = view_info(view)
-    return string.format("%s waiting for view '%s' to reach seq %d (it is " ..
-      "at %d)", err, view._name, target, info and info.since or -1)
-  end
-  return err
-end
-
---- Checks a `timeout` option: a number of seconds, math.huge for none.
--- Returns the seconds, or nil for no timeout.
-local function check_timeout(t)
-  if t == nil or t == math.huge then return nil end
-  if type(t) ~= "number" or t ~= t or t < 0 then
-    error("flume: EINVAL: timeout must be a number of seconds >= 0 " ..
-      "(math.huge: no timeout), not " .. tostring(t), 0)
-  end
-  return t
-end
-
---- The log since a gated read waits for (since-gating: as it is at the
--- moment of the call), or -1 with `wait = false`.
-local function gate_target(view, opts)
-  check_timeout(opts and opts.timeout)
-  if opts ~= nil and opts.wait == false then return -1 end
-  return view._db._c:since()
-end
-
---- Waits until the view has reached `target` (see gate_target). opts:
--- timeout = seconds.
-local function gate(view, opts, target)
-  local c = view._db._c
-  target = target or gate_target(view, opts)
-  local timeout = check_timeout(opts and opts.timeout)
-  local err = await(function(k)
-    return c:view_wait(view._name, target, timeout, k)
-  end)
-  if err then error(explain_wait_error(view, err, target), 0) end
-end
-
---- Runs `fn()` later in a coroutine flume drives (where sync calls yield)
--- and passes its result to `cb(err, result)`: the async form of a sync
--- call. `cb` is never called before the call that asks for it returns.
-local function later(fn, cb)
-  core.timer(0, function()
-    local ok, res = pcall(fn)
-    if ok then return cb(nil, res) end
-    cb(res)
-  end)
-end
-
-local function check_view(view, name)
-  if getmetatable(view) ~= View_mt then
-    error("bad argument #1 to '" .. name ..
-      "' (flume.view expected; call it as view:" .. name .. "(...))", 3)
-  end
-  if view._db._c:closed() then
-    error("flume: ECLOSED: database is closed", 0)
-  end
-end
-
---- The view's value (since-gated). A reduce view: `get([opts][, cb])`
--- gives its state. A group view: `get(key [, opts][, cb])` gives key's
--- accumulator (nil if none). An index view: `get(key [, opts][, cb])`
--- gives the list of values indexed under key, in seq order. opts: wait =
--- false (do not wait), timeout = seconds. Async form: `cb(err, value)`.
-function View:get(key, opts, cb)
-  check_view(self, "get")
-  local c, kind = self._db._c, self._kind
-  if kind == "reduce" then
-    if cb ~= nil then
-      error("flume: EINVAL: a reduce view's get takes only options and a " ..
-        "callback: get([opts][, cb])", 0)
-    end
-    if type(key) == "function" and opts == nil then key, opts = nil, key end
-    key, opts, cb = nil, key, opts
-  elseif type(opts) == "function" and cb == nil then
-    opts, cb = nil, opts
-  end
-  check_opts(opts, "get")
-  check_cb(cb, "get")
-  local target = gate_target(self, opts)
-  local function run()
-    gate(self, opts, target)
-    if kind == "reduce" then return c:view_get(self._name) end
-    local got = c:view_get(self._name, key)
-    if kind == "group" then return got end
-    local db, values = self._db, {}
-    for i = 1, #got do values[i] = db:get(got[i]) end
-    return values
-  end
-  if cb then return later(run, cb) end
-  return run()
-end
-
-local READ_CHUNK = 256
-
---- The iterator of View:read. `hooks.flush` (async form) is called before
--- each wait for new entries of a live read.
-local function read_iter(self, opts, target, hooks)
-  local c, name, kind, db = self._db._c, self._name, self._kind, self._db
-  gate(self, opts, target)
-  local lo, lo_incl = opts.gte, true
-  if lo == nil and opts.gt ~= nil then lo, lo_incl = opts.gt, false end
-  local hi, hi_incl = opts.lte, true
-  if hi == nil and opts.lt ~= nil then hi, hi_incl = opts.lt, false end
-  local reverse, live = opts.reverse and true or false, opts.live
-  local remaining = opt_limit(opts)
-
-  -- One pass over the range, in chunks, each a short read transaction.
-  -- An index entry's value comes from the log: a chunk's values are read
-  -- together, in one read transaction.
-  local index, mp, plain = kind == "index", db._mp,
-    db._decode == nil and db._mapper == nil
-  -- A pass sees the view at one since: its first chunk's (a read brings
-  -- the view's since up to the state it saw); index entries committed
-  -- later are skipped by its other chunks, and come in the next pass.
-  local low, high, pass_since, upto = -1, maxinteger, self.since, nil
-  local function cursor()
-    local keys, vals, values, n, i, resume, finished = {}, {}, {}, 0, 0,
-      nil, false
-    return function()
-      while i == n do
-        if finished then return false end
-        n, resume, finished = c:view_read(name, lo, lo_incl, hi, hi_incl,
-          reverse, READ_CHUNK, resume, keys, vals, upto)
-        i = 0
-        if upto == nil then
-          upto = self.since
-          pass_since = upto
-        end
-        if n > 0 and index then c:get_many(mp, vals, n, values) end
-      end
-      i = i + 1
-      return true, keys[i], vals[i], values[i]
-    end
-  end
-
-  -- Live: after the first pass, each time the view commits more, the range
-  -- is read again and only what is new is delivered: index entries with a
-  -- newer seq, group keys whose accumulator changed.
-  local cur, first = cursor(), true
-  local seen = live and kind == "group" and {} or nil
-  return function()
-    -- A live read ends when its database closes, even if the consumer
-    -- closed it inside the loop body.
-    if live and c:closed() then return nil end
-    while remaining > 0 do
-      local ok, key, v, value = cur()
-      if ok then
-        local deliver = true
-        if seen then
-          local k, packed = core.key_encode(key), core.encode(v)
-          deliver = first or seen[k] ~= packed
-          seen[k] = packed
-        elseif not first then
-          deliver = v > low and v <= high
-        end
-        if deliver then
-          remaining = remaining - 1
-          if index then
-            if plain then return key, v, value end
-            return key, v, finish_value(db, value, v)
-          end
-          return key, v
-        end
-      elseif not live or c:closed() then
-        return nil
-      else
-        if hooks and hooks.flush and hooks.flush() then return nil end
-        if c:closed() then return nil end
-        local target = pass_since + 1
-        local err = await(function(k)
-          return c:view_wait(name, target, nil, k)
-        end)
-        if err then
-          if err:find("^flume: ECLOSED") then return nil end
-          error(explain_wait_error(self, err, target), 0)
-        end
-        low, high = pass_since, self.since
-        pass_since, first, upto = high, false, high
-        cur = cursor()
-      end
-    end
-    return nil
-  end
-end
-
---- Iterates over a range of keys, in key order (reverse = true: the other
--- way), since-gated: `for key, acc in group:read{...}` or
--- `for key, seq, value in index:read{...}`. Options: gt, gte, lt, lte,
--- reverse, limit, live (go on with entries committed later), wait, timeout.
---
--- Async form `read(opts, cb)`: `cb(err, entries)` with the list of entries,
--- each `{ key = k, value = acc }` (group) or `{ key = k, seq = s, value =
--- v }` (index). A live read calls `cb(nil, entries)` once with the entries
--- in the range, then again with each batch of new ones, until the database
--- closes or the function it returns is called (then `cb` is not called
--- again); an error is passed once, as `cb(err)`, and ends it.
-function View:read(opts, cb)
-  check_view(self, "read")
-  if type(opts) == "function" and cb == nil then opts, cb = nil, opts end
-  opts = check_opts(opts, "read") or {}
-  check_cb(cb, "read")
-  if self._kind == "reduce" then
-    error("flume: EINVAL: a reduce view has no keys to read", 0)
-  end
-  if opts.live and opts.reverse then
-    error("flume: EINVAL: a live read cannot be reverse", 0)
-  end
-  local target = gate_target(self, opts)
-  if not cb then return read_iter(self, opts, target) end
-
-  local hooks = {}
-  return batches(function() return read_iter(self, opts, target, hooks) end,
-    self._kind == "index" and function(key, seq, value)
-      return { key = key, seq = seq, value = value }
-    end or function(key, acc) return { key = key, value = acc } end,
-    opts.live, cb, hooks)
-end
-
---- Calls `cb()` (async) or returns (sync) once the view has caught up with
--- the log's since as it is now.
-function View:ready(cb)
-  check_view(self, "ready")
-  check_cb(cb, "ready")
-  if cb then
-    local c, target = self._db._c, self._db._c:since()
-    if c:view_wait(self._name, target, nil, function(err) cb(err) end) then
-      core.timer(0, function() cb(nil) end)
-    end
-    return
-  end
-  gate(self)
-end
-
---- How far the view has got: { since, log_since, processed, rate (values/s
--- while catching up), failed, error, script_changed, kind, version, hash }.
-function View:status()
-  check_view(self, "status")
-  return view_info(self)
-end
-
---- Observes the view's progress: `fn(status)` (see View:status) every
--- `interval` seconds (default 0.25) while the view is behind the log, once
--- more when it has caught up, and again whenever the log grows. For
--- progress bars over long rebuilds. Returns a function that stops it. An
--- interval under a millisecond (0 included) is one millisecond: a timer of
--- 0 armed again in its own callback would run again in the same turn of
--- the loop, forever, and the indexer would never run.
-function View:on_progress(fn, interval)
-  check_view(self, "on_progress")
-  local c = self._db._c
-  if type(fn) ~= "function" then
-    error("flume: EINVAL: on_progress takes a function, not a " .. type(fn), 0)
-  end
-  interval = interval or 0.25
-  if type(interval) ~= "number" or not (interval >= 0) then
-    error("flume: EINVAL: on_progress's interval must be a number of " ..
-      "seconds >= 0, not " .. tostring(interval), 0)
-  end
-  if interval < 0.001 then interval = 0.001 end
-  local stopped, polling = false, false
-  local function poll()
-    if stopped or c:closed() then
-      polling = false
-      return
-    end
-    local s = view_info(self)
-    fn(s)
-    if s.failed or s.since >= s.log_since then
-      polling = false
-    else
-      core.timer(interval, poll)
-    end
-  end
-  local function start()
-    if not polling and not stopped then
-      polling = true
-      core.timer(0, poll)
-    end
-  end
-  local stop_since = self._db:on_since(start)
-  start()
-  return function()
-    stopped = true
-    stop_since()
-  end
-end
-
-function View:_call(method, kind, ...)
-  check_view(self, method)
-  local c, name = self._db._c, self._name
-  local n = select("#", ...)
-  local args, cb = { ... }, nil
-  if kind ~= "sync" and n > 0 and type(args[n]) == "function" then
-    cb, args[n], n = args[n], nil, n - 1
-  end
-  local packed = core.encode(args)
-  if kind == "sync" then return c:view_call(name, method, packed) end
-  if cb then
-    local target = c:since()
-    local function run(err)
-      if err then return cb(explain_wait_error(self, err, target)) end
-      local ok, res = pcall(c.view_call, c, name, method, packed)
-      if ok then cb(nil, res) else cb(res) end
-    end
-    if c:view_wait(name, target, nil, run) then core.timer(0, run) end
-    return
-  end
-  gate(self)
-  local res = c:view_call(name, method, packed)
-  if kind == "source" then
-    local i = 0
-    return function()
-      i = i + 1
-      return res[i]
-    end
-  end
-  return res
-end
-
 local reserved = { since = true, path = true, codec = true }
 
 local function read_file(path)
   if path:find("\0", 1, true) then
-    error("flume: EINVAL: a view script path cannot contain a NUL byte", 0)
+    raise("EINVAL", "a view script path cannot contain a NUL byte")
   end
-  local f, err = io.open(path, "rb")
-  if not f then error("flume: ENOENT: cannot read view script: " .. err, 0) end
-  local text = f:read("a")
-  f:close()
+  -- The system's error, by the core's name for it (a folder named *.lua
+  -- opens, and fails at the read).
+  local f, _, errno = io.open(path, "rb")
+  local text
+  if f then
+    text, _, errno = f:read("a")
+    f:close()
+  end
+  if text == nil then
+    raise(errors.errno_name(errno) or "EIO", "cannot read view script " ..
+      path)
+  end
   return text
 end
 
@@ -913,16 +385,15 @@ end
 function DB:use(name, view, cb)
   check_self(self, "use")
   if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
-    error("flume: EINVAL: a view name must be an identifier, not " ..
-      tostring(name), 0)
+    raise("EINVAL", "a view name must be an identifier, not " ..
+      tostring(name))
   end
   if DB[name] ~= nil or reserved[name] or name:sub(1, 1) == "_" then
-    error("flume: EEXIST: name is already in use: '" .. name ..
-      "' is a database method", 0)
+    raise("EEXIST", "'" .. name .. "' is a database method")
   end
   check_cb(cb, "use")
   local c = self._c
-  if c:closed() then error("flume: ECLOSED: database is closed", 0) end
+  if c:closed() then raise("ECLOSED") end
   local src, chunk, tbl
   if type(view) == "string" then
     if not view:find("\n") and view:match("%.lua$") then
@@ -937,8 +408,7 @@ function DB:use(name, view, cb)
   end
   local function mount()
     local info = c:view_info(name)
-    local obj = setmetatable({ _db = self, _name = name, _kind = info.kind,
-      _methods = c:view_methods(name) }, View_mt)
+    local obj = View.new(self, name, info.kind, c:view_methods(name))
     rawset(self, name, obj)
     if info.script_changed then
       M.warn("view '" .. name .. "' script changed but its version (" ..
@@ -968,7 +438,7 @@ function DB:rebuild(cb)
   c:rebuild()
   local views = {}
   for k, v in pairs(self) do
-    if getmetatable(v) == View_mt then views[#views + 1] = v end
+    if View.is(v) then views[#views + 1] = v end
   end
   if cb then
     local left = #views + 1
@@ -981,7 +451,7 @@ function DB:rebuild(cb)
     one()
     return
   end
-  for _, v in ipairs(views) do gate(v) end
+  for _, v in ipairs(views) do View.wait(v) end
 end
 
 --- Lets the indexer run (after `flume.open(path, { ready = false })`).
@@ -994,7 +464,7 @@ end
 function DB:views()
   local t = {}
   for k, v in pairs(self) do
-    if getmetatable(v) == View_mt then t[k] = v end
+    if View.is(v) then t[k] = v end
   end
   return t
 end

@@ -1,0 +1,424 @@
+/*
+ * The database handle as Lua sees it (flume.core.db): open, the one close,
+ * appends, reads of the log, since watches. The sync forms, coroutines and
+ * options sugar live in views-lua/flume/init.lua.
+ *
+ * A handle is created closed and then opened, so its __gc is always safe.
+ * `:close(cb)`, `__gc` and `__close` are one function (close_db, as
+ * liolib.c's aux_close): closing twice does nothing; the handle reads as
+ * closed at once and the database finishes closing on the loop (appends
+ * already accepted are written first, and their callbacks called).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua/binding.h"
+#include "msgpack.h"
+
+typedef struct lwatch {
+  flume_watch *w;    /* NULL once stopped or closed */
+  lreq req;          /* the Lua observer; keeps this userdata alive while
+                        it observes */
+} lwatch;
+
+ldb *flume__lua_check_db(lua_State *L, int idx) {
+  ldb *d = luaL_checkudata(L, idx, DB_MT);
+  if (d->db == NULL) flume__lua_raise(L, FLUME_ECLOSED, NULL);
+  return d;
+}
+
+/* The string at idx (or NULL if nil) for C, which would stop at an
+ * embedded NUL byte and so name another folder or codec: that is EINVAL. */
+static const char *opt_cstring(lua_State *L, int idx, const char *what) {
+  size_t n;
+  const char *s = luaL_optlstring(L, idx, NULL, &n);
+  if (s && strlen(s) != n) {
+    lua_pushfstring(L, "%s contains a NUL byte", what);
+    flume__lua_raise(L, FLUME_EINVAL, lua_tostring(L, -1));
+  }
+  return s;
+}
+
+/* core.open(path|nil, codec|nil, sync, map_size) -> db */
+static int l_open(lua_State *L) {
+  lctx *c = flume__lua_ctx(L);
+  const char *path = opt_cstring(L, 1, "the path");
+  const char *codec = opt_cstring(L, 2, "the codec name");
+  if (path && path[0] == '\0')
+    return flume__lua_raise(L, FLUME_EINVAL, "the path is empty");
+  flume_db_options o;
+  flume_db_options_init(&o);
+  o.codec = codec;
+  o.sync = lua_isnoneornil(L, 3) ? 1 : lua_toboolean(L, 3);
+  if (!lua_isnoneornil(L, 4)) {
+    lua_Integer m;
+    int isint = lua_isinteger(L, 4);
+    m = isint ? lua_tointeger(L, 4) : 0;
+    if (!isint || m <= 0 || (uint64_t)m > SIZE_MAX / 2)
+      return flume__lua_raise(L, FLUME_EINVAL,
+                              "map_size must be a positive integer (bytes)");
+    o.map_size = (size_t)m;
+  }
+
+  ldb *d = lua_newuserdatauv(L, sizeof *d, 0);
+  d->db = NULL; /* created closed, so __gc is always safe */
+  d->ctx = c;
+  luaL_setmetatable(L, DB_MT);
+  char found[64];
+  int rc = flume__db_open(&c->loop, path, &o, &d->db, found);
+  if (rc == FLUME_ECODEC) {
+    lua_pushfstring(L, "%s was written with codec '%s', not '%s'", path,
+                    found, codec);
+    return flume__lua_raise(L, rc, lua_tostring(L, -1));
+  }
+  if (rc) return flume__lua_raise(L, rc, path ? path : "(memory)");
+  return 1;
+}
+
+/* ---- the one close ------------------------------------------------------- */
+
+static void db_closed(void *p) { flume__lua_req_finish(p, 0, NULL, NULL); }
+
+/* Closes d, calling the function at cb_idx (0: none) once it is closed.
+ * Nothing if d is closed already. */
+static int close_db(lua_State *L, ldb *d, int cb_idx) {
+  if (d->db == NULL) return 0;
+  lreq *r = NULL;
+  if (cb_idx && !lua_isnoneornil(L, cb_idx) &&
+      (r = flume__lua_req_new(L, d->ctx, cb_idx)) == NULL)
+    return flume__lua_raise(L, FLUME_ENOMEM, NULL);
+  flume_db *db = d->db;
+  d->db = NULL;
+  flume_db_close(db, r ? db_closed : NULL, r);
+  return 0;
+}
+
+/* db:close([cb]) */
+static int ldb_close(lua_State *L) {
+  return close_db(L, luaL_checkudata(L, 1, DB_MT), 2);
+}
+
+/* __gc and __close: nothing waits for a collected database, nor for one
+ * left by its scope (the second argument there is the error, if any). */
+static int ldb_gc(lua_State *L) {
+  return close_db(L, luaL_checkudata(L, 1, DB_MT), 0);
+}
+
+static int ldb_closed(lua_State *L) {
+  ldb *d = luaL_checkudata(L, 1, DB_MT);
+  lua_pushboolean(L, d->db == NULL);
+  return 1;
+}
+
+static int ldb_since(lua_State *L) {
+  lua_pushinteger(L, flume_db_since(flume__lua_check_db(L, 1)->db));
+  return 1;
+}
+
+static int ldb_codec(lua_State *L) {
+  lua_pushstring(L, flume_db_codec(flume__lua_check_db(L, 1)->db));
+  return 1;
+}
+
+static int ldb_memory(lua_State *L) {
+  lua_pushboolean(L, flume_db_is_memory(flume__lua_check_db(L, 1)->db));
+  return 1;
+}
+
+/* ---- appends ------------------------------------------------------------- */
+
+/* cb(err, nil) or cb(nil, seq of the last value) */
+static int push_seq(lua_State *L, int status, const void *res) {
+  flume__lua_push_status(L, status, NULL);
+  if (status) lua_pushnil(L);
+  else lua_pushinteger(L, *(const int64_t *)res);
+  return 2;
+}
+
+static void append_done(void *p, int status, int64_t seq) {
+  flume__lua_req_finish(p, status, push_seq, &seq);
+}
+
+/* Encodes the value at idx with the db's mode: msgpack, or a string as is. */
+static int encode_value(lua_State *L, int idx, int mp, flume__buf *b,
+                        char *err, size_t errlen) {
+  if (mp) return flume__mp_encode(L, idx, b, err, errlen);
+  size_t n;
+  const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &n)
+                                                   : NULL;
+  if (s == NULL) {
+    snprintf(err, errlen, "expected a string, got a %s",
+             luaL_typename(L, idx));
+    return FLUME_EENCODE;
+  }
+  return flume__buf_append(b, s, n);
+}
+
+/*
+ * db:append(mp, batch, value, cb): with mp, values are encoded as msgpack,
+ * otherwise they must be strings (already encoded). With batch, value is a
+ * list of values appended all or nothing. Bad values raise; nothing of the
+ * batch is appended then.
+ */
+static int ldb_append(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  int mp = lua_toboolean(L, 2);
+  int batch = lua_toboolean(L, 3);
+  char err[320] = "";
+  flume__buf b = FLUME__BUF_INIT;
+  flume_buf one, *vals = &one;
+  size_t n = 1;
+  int rc;
+  if (batch) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    n = lua_rawlen(L, 4);
+    if (n == 0) return luaL_argerror(L, 4, "an empty batch");
+    size_t *ends = malloc(n * sizeof *ends);
+    vals = malloc(n * sizeof *vals);
+    if (ends == NULL || vals == NULL) {
+      free(ends);
+      free(vals);
+      return flume__lua_raise(L, FLUME_ENOMEM, NULL);
+    }
+    rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+      lua_rawgeti(L, 4, (lua_Integer)i + 1);
+      rc = encode_value(L, lua_gettop(L), mp, &b, err, sizeof err);
+      lua_pop(L, 1);
+      if (rc == FLUME_EENCODE) {
+        char where[sizeof err];
+        int k = snprintf(where, sizeof where, "batch item %zu: ", i + 1);
+        snprintf(where + k, sizeof where - (size_t)k, "%.*s",
+                 (int)(sizeof where - (size_t)k - 1), err);
+        memcpy(err, where, sizeof err);
+      }
+      ends[i] = b.len;
+    }
+    if (rc == 0) {
+      for (size_t i = 0; i < n; i++) {
+        size_t start = i ? ends[i - 1] : 0;
+        vals[i] = (flume_buf){b.data + start, ends[i] - start};
+      }
+    }
+    free(ends);
+  } else {
+    luaL_checkany(L, 4);
+    rc = encode_value(L, 4, mp, &b, err, sizeof err);
+    one = (flume_buf){b.data, b.len};
+  }
+  if (rc == 0) {
+    lreq *r = flume__lua_req_new(L, d->ctx, 5);
+    if (r == NULL) rc = FLUME_ENOMEM;
+    else if ((rc = flume_db_append(d->db, vals, n, append_done, r)))
+      flume__lua_req_drop(L, r);
+    err[0] = '\0';
+  }
+  if (vals != &one) free(vals);
+  flume__buf_free(&b);
+  if (rc) return flume__lua_raise(L, rc, err[0] ? err : NULL);
+  return 0;
+}
+
+/* ---- reads of the log ---------------------------------------------------- */
+
+typedef struct read_ctx {
+  lua_State *L;   /* where values go */
+  int mp;         /* decode msgpack, or push the bytes */
+  int seqs;       /* stack index of the seqs table */
+  int vals;       /* stack index of the values table */
+  lua_Integer n;  /* values pushed so far */
+  char err[256];  /* decode error */
+} read_ctx;
+
+static int read_one(void *p, int64_t seq, const void *data, size_t len) {
+  read_ctx *r = p;
+  lua_State *L = r->L;
+  if (r->mp) {
+    int rc = flume__mp_decode(L, data, len, r->err, sizeof r->err);
+    if (rc) return rc;
+  } else {
+    lua_pushlstring(L, data, len);
+  }
+  r->n++;
+  lua_rawseti(L, r->vals, r->n);
+  lua_pushinteger(L, seq);
+  lua_rawseti(L, r->seqs, r->n);
+  return 0;
+}
+
+/* db:read(mp, from, to, max, seqs, vals) -> n: fills seqs[1..n] and
+ * vals[1..n] (a value may be nil) from one short read transaction. */
+static int ldb_read(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  read_ctx r = {L, lua_toboolean(L, 2), 6, 7, 0, ""};
+  int64_t from = luaL_checkinteger(L, 3), to = luaL_checkinteger(L, 4);
+  lua_Integer max = luaL_checkinteger(L, 5);
+  luaL_checktype(L, 6, LUA_TTABLE);
+  luaL_checktype(L, 7, LUA_TTABLE);
+  size_t count;
+  if (max <= 0) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  lua_settop(L, 7);
+  int rc = flume__db_read(d->db, from, to, (size_t)max, read_one, &r, &count);
+  if (rc == FLUME_EDECODE) {
+    char detail[300];
+    snprintf(detail, sizeof detail, "at seq %lld: %s",
+             (long long)(from > to ? from - r.n : from + r.n), r.err);
+    return flume__lua_raise(L, rc, detail);
+  }
+  if (rc) return flume__lua_raise(L, rc, NULL);
+  lua_pushinteger(L, r.n);
+  return 1;
+}
+
+static int get_one(void *p, int64_t seq, const void *data, size_t len) {
+  read_ctx *r = p;
+  (void)seq;
+  if (r->mp) return flume__mp_decode(r->L, data, len, r->err, sizeof r->err);
+  lua_pushlstring(r->L, data, len);
+  return 0;
+}
+
+/* db:get(mp, seq) -> value; raises ENOTFOUND for a seq not in the log. */
+static int ldb_get(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  read_ctx r = {L, lua_toboolean(L, 2), 0, 0, 0, ""};
+  lua_Integer seq = luaL_checkinteger(L, 3);
+  size_t count = 0;
+  int rc = FLUME_ENOTFOUND;
+  lua_settop(L, 3);
+  if (seq >= 0 && seq <= flume_db_since(d->db))
+    rc = flume__db_read(d->db, seq, seq, 1, get_one, &r, &count);
+  if (rc == 0 && count == 0) rc = FLUME_ENOTFOUND;
+  if (rc == FLUME_ENOTFOUND) {
+    lua_pushfstring(L, "no value at seq %I (the log's since is %I)", seq,
+                    (lua_Integer)flume_db_since(d->db));
+    return flume__lua_raise(L, rc, lua_tostring(L, -1));
+  }
+  if (rc) return flume__lua_raise(L, rc, r.err[0] ? r.err : NULL);
+  return 1;
+}
+
+/* db:get_many(mp, seqs, n, vals): vals[i] = the value at seqs[i], for
+ * i = 1..n, from one read transaction. */
+static int ldb_get_many(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 4);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 5, LUA_TTABLE);
+  if (n <= 0) return 0;
+  if ((uint64_t)n > lua_rawlen(L, 3)) /* also keeps n * 8 from wrapping */
+    return flume__lua_raise(L, FLUME_EINVAL, "n is past the seqs given");
+  int64_t *seqs = malloc((size_t)n * sizeof *seqs);
+  if (seqs == NULL) return flume__lua_raise(L, FLUME_ENOMEM, NULL);
+  for (lua_Integer i = 0; i < n; i++) {
+    lua_rawgeti(L, 3, i + 1);
+    seqs[i] = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 5);
+  lua_newtable(L); /* seqs again: read_one fills both */
+  read_ctx r = {L, lua_toboolean(L, 2), 6, 5, 0, ""};
+  int rc = flume__db_read_seqs(d->db, seqs, (size_t)n, read_one, &r);
+  free(seqs);
+  if (rc) return flume__lua_raise(L, rc, r.err[0] ? r.err : NULL);
+  return 0;
+}
+
+/* ---- since watches ------------------------------------------------------- */
+
+/* fn(err, since) */
+static int push_since(lua_State *L, int status, const void *res) {
+  flume__lua_push_status(L, status, NULL);
+  lua_pushinteger(L, *(const int64_t *)res);
+  return 2;
+}
+
+static void since_cb(void *p, int status, int64_t since) {
+  lwatch *w = p;
+  if (status == 0) {
+    flume__lua_req_notify(&w->req, 0, push_since, &since);
+    return;
+  }
+  w->w = NULL; /* the database closed: the watch is gone */
+  flume__lua_req_finish(&w->req, status, push_since, &since);
+}
+
+/* db:on_since(fn) -> watch; fn(err, since) */
+static int ldb_on_since(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lwatch *w = lua_newuserdatauv(L, sizeof *w, 0);
+  w->w = NULL;
+  flume__lua_req_init(&w->req, d->ctx, NULL);
+  luaL_setmetatable(L, WATCH_MT);
+  /* The watch stays alive (and its callback reachable) while active: held
+   * before the database knows of it. */
+  flume__lua_req_hold(L, &w->req, 2, lua_gettop(L));
+  int rc = flume_db_on_since(d->db, since_cb, w, &w->w);
+  if (rc) {
+    flume__lua_req_drop(L, &w->req);
+    return flume__lua_raise(L, rc, NULL);
+  }
+  return 1;
+}
+
+static int lwatch_stop(lua_State *L) {
+  lwatch *w = luaL_checkudata(L, 1, WATCH_MT);
+  if (w->w) {
+    flume_watch_stop(w->w);
+    w->w = NULL;
+  }
+  flume__lua_req_drop(L, &w->req);
+  return 0;
+}
+
+#ifdef FLUME_TEST_HOOKS
+static int ldb_fail_commits(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  static const char *const names[] = {"EIO", "ENOSPC", NULL};
+  static const int codes[] = {FLUME_EIO, FLUME_ENOSPC};
+  int which = luaL_checkoption(L, 2, "EIO", names);
+  flume__test_fail_commits(d->db, codes[which], (int)luaL_optinteger(L, 3, 1));
+  return 0;
+}
+#endif
+
+static const luaL_Reg db_methods[] = {
+    {"append", ldb_append},   {"get", ldb_get},
+    {"get_many", ldb_get_many},
+    {"read", ldb_read},       {"since", ldb_since},
+    {"codec", ldb_codec},     {"memory", ldb_memory},
+    {"on_since", ldb_on_since}, {"close", ldb_close},
+    {"closed", ldb_closed},
+#ifdef FLUME_TEST_HOOKS
+    {"fail_commits", ldb_fail_commits},
+#endif
+    {NULL, NULL}};
+
+static const luaL_Reg db_metamethods[] = {
+    {"__gc", ldb_gc}, {"__close", ldb_gc}, {NULL, NULL}};
+
+void flume__lua_db_register(lua_State *L, int module, int methods) {
+  lua_pushvalue(L, methods);
+  luaL_setfuncs(L, db_methods, 0);
+  lua_pop(L, 1);
+
+  luaL_newmetatable(L, DB_MT);
+  luaL_setfuncs(L, db_metamethods, 0);
+  lua_pushvalue(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+
+  luaL_newmetatable(L, WATCH_MT);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lwatch_stop);
+  lua_setfield(L, -2, "stop");
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+
+  lua_pushcfunction(L, l_open);
+  lua_setfield(L, module, "open");
+}

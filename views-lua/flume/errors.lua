@@ -1,0 +1,47 @@
+--- flume's errors as the Lua side raises them: `flume: NAME: message` or
+-- `flume: NAME: message: detail`, the format of the errors flume.core
+-- raises, with the name and the message the core gives the code
+-- (core.errors, from flume.h's FLUME_ERRNO_MAP and the system's codes): a
+-- message is written once, in C, for both doors.
+local core = require "flume.core"
+
+local error, type, tostring = error, type, tostring
+local errors = core.errors
+
+local M = {}
+
+--- The text of the error `name` (a name the core knows, such as "EINVAL"),
+-- with `detail` (what was wrong, and where) after the core's message.
+function M.message(name, detail)
+  local e = errors[name]
+  if e == nil then error("flume: no error is named " .. tostring(name), 2) end
+  if detail == nil then return "flume: " .. name .. ": " .. e.message end
+  return "flume: " .. name .. ": " .. e.message .. ": " .. detail
+end
+
+--- Raises the error `name` (see M.message), without a position prefix:
+-- flume's errors start with "flume:" wherever they are raised.
+function M.raise(name, detail)
+  error(M.message(name, detail), 0)
+end
+
+--- Whether `err` is a flume error named `name` (raised by flume.core or by
+-- M.raise).
+function M.is(err, name)
+  return type(err) == "string" and
+    err:sub(1, #name + 9) == "flume: " .. name .. ": "
+end
+
+-- Codes by number; a system code whose name flume's own code has (EINVAL,
+-- EIO, ENOSPC, ...) is not in core.errors, which gives the name flume's.
+local by_code = {}
+for name, e in pairs(errors) do by_code[e.code] = name end
+
+--- The name of a system error number (as io.open gives it), or nil if
+-- core.errors does not have it.
+function M.errno_name(errno)
+  if math.type(errno) ~= "integer" then return nil end
+  return by_code[-errno]
+end
+
+return M
