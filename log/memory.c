@@ -53,8 +53,8 @@
 #ifdef FLUME_TEST_HOOKS
 /* Test-only: this many more allocations succeed, then one fails and the
  * hook disarms itself; negative means never fail. */
-long flume__memory_fail_after = -1;
-int flume__memory_check(flume__store *s);
+long flume__test_memory_fail_after = -1;
+int flume__test_memory_check(flume__store *s);
 #endif
 
 typedef struct mem_node {
@@ -136,22 +136,22 @@ struct flume__cursor {
 
 static void *mem_alloc(size_t size) {
 #ifdef FLUME_TEST_HOOKS
-  if (flume__memory_fail_after == 0) {
-    flume__memory_fail_after = -1;
+  if (flume__test_memory_fail_after == 0) {
+    flume__test_memory_fail_after = -1;
     return NULL;
   }
-  if (flume__memory_fail_after > 0) flume__memory_fail_after--;
+  if (flume__test_memory_fail_after > 0) flume__test_memory_fail_after--;
 #endif
   return malloc(size);
 }
 
 static void *mem_realloc(void *p, size_t size) {
 #ifdef FLUME_TEST_HOOKS
-  if (flume__memory_fail_after == 0) {
-    flume__memory_fail_after = -1;
+  if (flume__test_memory_fail_after == 0) {
+    flume__test_memory_fail_after = -1;
     return NULL;
   }
-  if (flume__memory_fail_after > 0) flume__memory_fail_after--;
+  if (flume__test_memory_fail_after > 0) flume__test_memory_fail_after--;
 #endif
   return realloc(p, size);
 }
@@ -964,7 +964,7 @@ static int check_node(const mem_node *n, const mem_node *parent,
 /* Test-only: verifies every table's tree (parent links, key order across
  * each node's children, balance factors, count) and the log's seqs.
  * O(n). Returns 0 when all is well. */
-int flume__memory_check(flume__store *s) {
+int flume__test_memory_check(flume__store *s) {
   for (unsigned i = 0; i < s->ntables; i++) {
     uint64_t count = 0;
     if (check_node(s->tables[i].root, NULL, &count) < 0) return -1;

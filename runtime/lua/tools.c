@@ -12,9 +12,9 @@
  *
  * Stored names and the view record come from runtime/format.h; errors are
  * the store's FLUME_E* codes, raised with its detail (flume__lua_raise).
- * It shares nothing else with flume.core. The command loads it from the
- * module's own library: package.loadlib(<path of flume/core.so>,
- * "luaopen_flume_tools").
+ * It shares nothing else with flume.core; it lives in the same library and
+ * is reached through package.preload: `require "flume.tools"` after
+ * `require "flume"` (core.c).
  *
  * Caveat (LMDB's, see store.h): a process must not have the same folder
  * open twice. A handle from tools.open() and flume.open() on the same
@@ -613,9 +613,7 @@ static const luaL_Reg tools_funcs[] = {{"open", l_open},
                                        {"mkdir", l_mkdir},
                                        {NULL, NULL}};
 
-__attribute__((visibility("default"))) int luaopen_flume_tools(lua_State *L);
-
-__attribute__((visibility("default"))) int luaopen_flume_tools(lua_State *L) {
+int luaopen_flume_tools(lua_State *L) {
   if (luaL_newmetatable(L, TOOLS_STORE_MT)) {
     luaL_newlib(L, store_methods);
     lua_setfield(L, -2, "__index");

@@ -31,8 +31,8 @@
 #include "store.h"
 
 #ifdef FLUME_TEST_HOOKS
-extern long flume__memory_fail_after;
-int flume__memory_check(flume__store *s);
+extern long flume__test_memory_fail_after;
+int flume__test_memory_check(flume__store *s);
 #endif
 
 typedef struct env {
@@ -645,7 +645,7 @@ static void test_many(env *e, size_t n) {
   e->ops->cursor_close(c);
   e->ops->txn_abort(t);
 #ifdef FLUME_TEST_HOOKS
-  if (e->ops == &flume__store_memory) CHECK(flume__memory_check(e->s) == 0);
+  if (e->ops == &flume__store_memory) CHECK(flume__test_memory_check(e->s) == 0);
 #endif
   free(keys);
 }
@@ -749,17 +749,17 @@ static void test_memory_live(env *e) {
   CHECK(slice_is(k, str("h")));
   e->ops->cursor_close(c);
   e->ops->txn_abort(r);
-  CHECK(flume__memory_check(e->s) == 0);
+  CHECK(flume__test_memory_check(e->s) == 0);
 }
 
 /* Runs `call` with the allocation-failure hook disarmed, so the test's own
  * use of the store (dumps, checks) neither trips it nor uses it up. */
 #define UNHOOKED(call)                                                         \
   do {                                                                         \
-    long armed_ = flume__memory_fail_after;                                    \
-    flume__memory_fail_after = -1;                                             \
+    long armed_ = flume__test_memory_fail_after;                                    \
+    flume__test_memory_fail_after = -1;                                             \
     call;                                                                      \
-    flume__memory_fail_after = armed_;                                         \
+    flume__test_memory_fail_after = armed_;                                         \
   } while (0)
 
 /* One write transaction's worth of every kind of change. Each step that
@@ -798,7 +798,7 @@ static void enomem_steps(env *e, flume__txn *t, flume__table a, int64_t seq) {
       }
       if (rc == FLUME_ENOMEM) {
         UNHOOKED(CHECK(same_dump(e, t, a, before)));
-        CHECK(flume__memory_check(e->s) == 0);
+        CHECK(flume__test_memory_check(e->s) == 0);
       }
     } while (rc == FLUME_ENOMEM);
     CHECK_OK(rc);
@@ -833,7 +833,7 @@ static void test_memory_enomem(env *e) {
   for (long after = -1;; after++) {
     int fired = 0;
     for (int commit = 0; commit < 2; commit++) {
-      flume__memory_fail_after = after;
+      flume__test_memory_fail_after = after;
       int rc = e->ops->txn_begin(e->s, FLUME__TXN_WRITE, &t);
       if (rc == 0) {
         enomem_steps(e, t, a, seq);
@@ -842,11 +842,11 @@ static void test_memory_enomem(env *e) {
         else
           e->ops->txn_abort(t);
       }
-      fired = flume__memory_fail_after < 0;
-      flume__memory_fail_after = -1;
+      fired = flume__test_memory_fail_after < 0;
+      flume__test_memory_fail_after = -1;
       if (rc == FLUME_ENOMEM) continue; /* txn_begin itself failed */
       CHECK_OK(rc);
-      CHECK(flume__memory_check(e->s) == 0);
+      CHECK(flume__test_memory_check(e->s) == 0);
       t = begin(e, FLUME__TXN_READ);
       if (!commit) {
         CHECK(same_dump(e, t, a, base) && log_last(e, t) == seq - 1);
