@@ -103,7 +103,8 @@ extern "C" {
   X(ELIMIT, -33016, "too many tables")                                         \
   X(EEXIST, -33017, "name is already in use")                                  \
   X(ESCRIPT, -33018, "bad view script")                                        \
-  X(EBUSY, -33019, "busy")
+  X(EBUSY, -33019, "busy")                                                     \
+  X(EREADONLY, -33020, "database is open read-only")
 
 /** Error codes: `FLUME_EINVAL` and so on. */
 typedef enum {
@@ -153,6 +154,14 @@ typedef struct flume_db_options {
   /** Initial storage map size in bytes; 0 for the default. The map grows on
    * demand either way. */
   size_t map_size;
+  /** 1: open an existing database to read it, beside its writer in another
+   * process or with none: no lock is taken and nothing is written. Reads
+   * see what the writer has committed; flume_db_since() follows its
+   * commits (checked at every read and every few milliseconds while a
+   * watch waits), so live reads follow the writer. Appends and views fail
+   * with #FLUME_EREADONLY. A missing database is #FLUME_ENOTFOUND; a
+   * memory database cannot be read-only (#FLUME_EINVAL). */
+  int readonly;
 } flume_db_options;
 
 /** Fills `opts` with the defaults. */

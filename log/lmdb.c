@@ -527,6 +527,10 @@ static int lmdb_cursor_get(flume__cursor *c, int op, flume__slice *key,
 
 /* ---- stat, listing, copy ----------------------------------------------- */
 
+static uint64_t lmdb_txn_snapshot(flume__txn *t) {
+  return (uint64_t)mdb_txn_id(t->txn);
+}
+
 static int lmdb_stat(flume__store *s, flume__store_stat *out) {
   MDB_envinfo in;
   MDB_stat st;
@@ -682,6 +686,7 @@ const flume__store_ops flume__store_lmdb = {
     .txn_abort = lmdb_txn_abort,
     .grow = lmdb_grow,
     .stat = lmdb_stat,
+    .txn_snapshot = lmdb_txn_snapshot,
     .copy = lmdb_copy,
     .verify = lmdb_verify,
     .table_open = lmdb_table_open,

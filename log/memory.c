@@ -981,6 +981,11 @@ int flume__test_memory_check(flume__store *s) {
 }
 #endif
 
+static uint64_t mem_txn_snapshot(flume__txn *t) {
+  (void)t;
+  return 0; /* nothing else writes a memory store */
+}
+
 const flume__store_ops flume__store_memory = {
     .name = "memory",
     .inline_writes = 1,
@@ -991,6 +996,7 @@ const flume__store_ops flume__store_memory = {
     .txn_abort = mem_txn_abort,
     .grow = mem_grow,
     .stat = mem_stat,
+    .txn_snapshot = mem_txn_snapshot,
     .copy = mem_copy,
     .verify = mem_verify,
     .table_open = mem_table_open,

@@ -161,6 +161,12 @@ typedef struct flume__store_ops {
 
   /* The store as a whole, now (no transaction needed). */
   int (*stat)(flume__store *s, flume__store_stat *out);
+  /* The id of the commit a transaction sees (a read transaction's
+   * snapshot). It may be older than stat's txn_id for a moment: LMDB
+   * writes a commit's meta page before it publishes the commit to new
+   * readers, so "have I seen everything" must compare this id, not
+   * stat's. The memory backend: 0. */
+  uint64_t (*txn_snapshot)(flume__txn *t);
   /* Copies the store as of one read transaction (a consistent snapshot,
    * however long the copy takes and whoever writes meanwhile) into dest, an
    * existing folder holding no database, as a database the same backend

@@ -74,6 +74,12 @@ struct flume_db {
   void *parts[FLUME__PARTS_MAX];  /* their state, in attach order */
   int nparts;                     /* how many */
   char errmsg[FLUME__ERRMSG_SIZE]; /* flume_db_errmsg() */
+  int readonly;                   /* opened read-only: another process
+                                   * (or none) writes */
+  uint64_t seen_txn;              /* read-only: the store's last commit
+                                   * this handle has looked at */
+  uv_timer_t poll;                /* read-only: looks for new commits
+                                   * while a watch waits */
   int handles;                    /* handles still closing */
   int closing;                    /* flume_db_close() was called */
   int close_started;              /* the handles are being closed */
@@ -132,6 +138,8 @@ void *flume__db_part(flume_db *db, const flume__part_ops *ops) {
 
 char *flume__db_errbuf(flume_db *db) { return db->errmsg; }
 
+int flume__db_readonly(const flume_db *db) { return db->readonly; }
+
 FLUME_API const char *flume_db_errmsg(flume_db *db) {
   return db ? db->errmsg : "";
 }
@@ -148,10 +156,17 @@ static int init_meta(flume_db *db, const char *codec, char found[64]) {
   flume__txn *txn;
   flume__table meta;
   flume__slice v;
-  int rc = ops->txn_begin(db->store, FLUME__TXN_WRITE, &txn);
+  int rc = ops->txn_begin(
+      db->store, db->readonly ? FLUME__TXN_READ : FLUME__TXN_WRITE, &txn);
   if (rc) return rc;
-  if ((rc = ops->table_open(txn, FLUME__META_TABLE, 1, &meta))) goto fail;
+  rc = ops->table_open(txn, FLUME__META_TABLE, !db->readonly, &meta);
+  if (rc == FLUME_ENOTFOUND) rc = FLUME_ECORRUPT; /* a log, no metadata */
+  if (rc) goto fail;
   rc = ops->get(txn, meta, (flume__slice){FLUME__META_FORMAT, strlen(FLUME__META_FORMAT)}, &v);
+  if (rc == FLUME_ENOTFOUND && db->readonly) {
+    rc = FLUME_ECORRUPT; /* a reader creates nothing */
+    goto fail;
+  }
   if (rc == FLUME_ENOTFOUND) {
     int64_t last;
     if ((rc = ops->log_last(txn, &last))) goto fail;
@@ -187,10 +202,65 @@ static int init_meta(flume_db *db, const char *codec, char found[64]) {
     }
   }
   if ((rc = ops->log_last(txn, &db->since))) goto fail;
+  if (db->readonly) {
+    ops->txn_abort(txn);
+    return 0;
+  }
   return ops->txn_commit(txn);
 fail:
   ops->txn_abort(txn);
   return rc;
+}
+
+/* ---- read-only handles: following another process's writer ------------ */
+
+/* How often a read-only handle with a waiting watch looks for commits. */
+#define POLL_MS 5
+
+static void notify(flume_db *db, int status, int64_t since);
+
+/* Brings a read-only handle's since up to what the store has committed:
+ * one cheap stat, and a read of the log's end only when a commit
+ * happened. Watches hear of it. */
+void flume__db_refresh(flume_db *db) {
+  flume__store_stat st;
+  if (!db->readonly || db->closing) return;
+  if (db->ops->stat(db->store, &st) || st.txn_id == db->seen_txn) return;
+  flume__txn *txn;
+  int64_t last;
+  if (db->ops->txn_begin(db->store, FLUME__TXN_READ, &txn)) return;
+  /* What this snapshot holds is seen, not what stat said: a commit is in
+   * stat a moment before new readers see it (store.h), and the next look
+   * catches it. */
+  uint64_t seen = db->ops->txn_snapshot(txn);
+  int rc = db->ops->log_last(txn, &last);
+  db->ops->txn_abort(txn);
+  if (rc) return;
+  db->seen_txn = seen;
+  if (last > db->since) {
+    db->since = last;
+    notify(db, 0, last);
+  }
+}
+
+/* The poll keeps the loop alive only while somebody waits for commits. */
+static void poll_ref(flume_db *db) {
+  if (!db->readonly || db->closing) return;
+  if (db->watches) uv_ref((uv_handle_t *)&db->poll);
+  else uv_unref((uv_handle_t *)&db->poll);
+}
+
+static void on_poll(uv_timer_t *t) {
+  flume_db *db = t->data;
+  if (db->watches) flume__db_refresh(db);
+}
+
+static void start_poll(flume_db *db) {
+  db->seen_txn = 0; /* the first look reads the log's end */
+  uv_timer_init(db->loop, &db->poll);
+  db->poll.data = db;
+  uv_timer_start(&db->poll, on_poll, POLL_MS, POLL_MS);
+  poll_ref(db);
 }
 
 FLUME_API int flume_db_open(uv_loop_t *loop, const char *path,
@@ -218,7 +288,9 @@ int flume__db_open(uv_loop_t *loop, const char *path,
   if (db == NULL) return FLUME_ENOMEM;
   db->loop = loop;
   db->ops = path ? &flume__store_lmdb : &flume__store_memory;
-  flume__store_opts so = {.sync = opts->sync != 0, .map_size = opts->map_size};
+  db->readonly = opts->readonly != 0;
+  flume__store_opts so = {.sync = opts->sync != 0, .map_size = opts->map_size,
+                          .readonly = db->readonly};
   int rc = db->ops->open(path, &so, &db->store);
   if (rc) {
     free(db);
@@ -232,6 +304,7 @@ int flume__db_open(uv_loop_t *loop, const char *path,
   uv_idle_init(loop, &db->kick);
   db->kick.data = db;
   db->work.data = db;
+  if (db->readonly) start_poll(db);
   *out = db;
   return 0;
 }
@@ -266,6 +339,7 @@ FLUME_API int flume_db_on_since(flume_db *db, flume_since_cb cb, void *ctx,
   if (db->watches) db->watches->prev = w;
   db->watches = w;
   if (out) *out = w;
+  poll_ref(db);
   return 0;
 }
 
@@ -280,6 +354,7 @@ FLUME_API void flume_watch_stop(flume_watch *w) {
   else db->watches = w->next;
   if (w->next) w->next->prev = w->prev;
   free(w);
+  poll_ref(db);
 }
 
 /* ---- the writer -------------------------------------------------------- */
@@ -396,6 +471,7 @@ static void kick(flume_db *db) {
 }
 
 int flume__db_submit(flume_db *db, flume__job *job) {
+  if (db->readonly) return FLUME_EREADONLY;
   if (db->closing) return FLUME_ECLOSED;
   job->next = NULL;
   job->db = db;
@@ -443,6 +519,7 @@ static void append_done(flume__job *job, int status) {
 FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
                               flume_append_cb cb, void *ctx) {
   if (db->closing) return FLUME_ECLOSED;
+  if (db->readonly) return FLUME_EREADONLY;
   if (n == 0 || vals == NULL) return FLUME_EINVAL;
   /* The job holds the header, n lengths and the bytes in one block; lengths
    * that cannot all fit in the address space (their sum wraps) are no
@@ -477,6 +554,7 @@ FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
 
 int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
                    flume__visit_fn fn, void *ctx, size_t *count) {
+  flume__db_refresh(db);
   const flume__store_ops *ops = db->ops;
   *count = 0;
   if (db->closing) return FLUME_ECLOSED;
@@ -532,6 +610,7 @@ int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
 
 int flume__db_read_seqs(flume_db *db, const int64_t *seqs, size_t n,
                         flume__visit_fn fn, void *ctx) {
+  flume__db_refresh(db);
   const flume__store_ops *ops = db->ops;
   flume__txn *txn = NULL;
   if (db->closing) return FLUME_ECLOSED;
@@ -589,6 +668,7 @@ FLUME_API int flume_db_get(flume_db *db, int64_t seq, void **data,
                            size_t *len) {
   if (db->closing) return FLUME_ECLOSED;
   if (data == NULL || len == NULL) return FLUME_EINVAL;
+  flume__db_refresh(db);
   if (seq < 0 || seq > db->since) return FLUME_ENOTFOUND;
   copy_ctx c = {NULL, 0};
   size_t n;
@@ -708,7 +788,8 @@ static void on_closed(uv_handle_t *h) { handle_closed(h->data); }
 
 static void start_close(flume_db *db) {
   db->close_started = 1;
-  db->handles = 1 + db->nparts;
+  db->handles = 1 + db->nparts + db->readonly;
+  if (db->readonly) uv_close((uv_handle_t *)&db->poll, on_closed);
   for (int i = 0; i < db->nparts; i++)
     db->part_ops[i]->close(db->parts[i], handle_closed, db);
   uv_close((uv_handle_t *)&db->kick, on_closed);

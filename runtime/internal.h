@@ -83,6 +83,12 @@ void flume__db_detach(flume_db *db, const flume__part_ops *ops);
 /* The part attached with these ops, or NULL. */
 void *flume__db_part(flume_db *db, const flume__part_ops *ops);
 
+/* A read-only handle: brings its since up to what the writer has committed
+ * (watches hear of it). Nothing for a writer's handle. */
+void flume__db_refresh(flume_db *db);
+/* 1 when the database was opened read-only (flume_db_options.readonly). */
+int flume__db_readonly(const flume_db *db);
+
 /* The buffer behind flume_db_errmsg() (FLUME__ERRMSG_SIZE bytes): the
  * message of the database's last failed call. */
 #define FLUME__ERRMSG_SIZE 512

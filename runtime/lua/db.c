@@ -39,7 +39,7 @@ static const char *opt_cstring(lua_State *L, int idx, const char *what) {
   return s;
 }
 
-/* core.open(path|nil, codec|nil, sync, map_size) -> db */
+/* core.open(path|nil, codec|nil, sync, map_size, readonly) -> db */
 static int l_open(lua_State *L) {
   lctx *c = flume__lua_ctx(L);
   const char *path = opt_cstring(L, 1, "the path");
@@ -59,6 +59,7 @@ static int l_open(lua_State *L) {
                               "map_size must be a positive integer (bytes)");
     o.map_size = (size_t)m;
   }
+  o.readonly = lua_toboolean(L, 5);
 
   ldb *d = lua_newuserdatauv(L, sizeof *d, 0);
   d->db = NULL; /* created closed, so __gc is always safe */
@@ -110,8 +111,11 @@ static int ldb_closed(lua_State *L) {
   return 1;
 }
 
+/* db:since(): a read-only handle looks for the writer's commits first. */
 static int ldb_since(lua_State *L) {
-  lua_pushinteger(L, flume_db_since(flume__lua_check_db(L, 1)->db));
+  flume_db *db = flume__lua_check_db(L, 1)->db;
+  flume__db_refresh(db);
+  lua_pushinteger(L, flume_db_since(db));
   return 1;
 }
 

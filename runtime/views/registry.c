@@ -32,6 +32,10 @@ static void views_free_list(flume__views *vs, flume_view *v) {
 }
 
 static flume__views *views_get(flume_db *db, int *rc) {
+  if (flume__db_readonly(db)) { /* views write their checkpoints */
+    *rc = FLUME_EREADONLY;
+    return NULL;
+  }
   flume__views *vs = flume__views_of(db);
   if (vs) return vs;
   vs = calloc(1, sizeof *vs);
@@ -96,6 +100,10 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
     return FLUME_EINVAL;
   }
   flume__views *vs = views_get(db, &rc);
+  if (rc == FLUME_EREADONLY)
+    snprintf(err, errlen, "view '%s': a read-only handle cannot attach "
+             "views (they write their checkpoints); attach them in the "
+             "writer", name);
   if (vs == NULL) return rc;
   if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   flume_view *v = calloc(1, sizeof *v);

@@ -104,7 +104,9 @@ end
 -- @param path a folder for a durable LMDB database, or nil for memory.
 -- @param opts `codec` ("msgpack", "raw", or {name=, encode=, decode=}),
 --   `sync` (default true: acknowledge only once fsynced), `mapper`
---   (function(value, seq) applied to every value read).
+--   (function(value, seq) applied to every value read), `readonly` (read
+--   an existing database beside its writer in another process, or with
+--   none: no lock, no writes; live streams follow the writer's commits).
 function M.open(path, opts)
   if type(path) == "table" and opts == nil then path, opts = nil, path end
   if path ~= nil and type(path) ~= "string" then
@@ -119,12 +121,18 @@ function M.open(path, opts)
   if opts.mapper ~= nil and type(opts.mapper) ~= "function" then
     raise("EINVAL", "mapper must be a function")
   end
-  local c = core.open(path, name, opts.sync ~= false, opts.map_size)
-  if opts.mapper then c:set_mapper(opts.mapper) end
-  if opts.ready == false then c:set_paused(true) end
+  if opts.readonly ~= nil and type(opts.readonly) ~= "boolean" then
+    raise("EINVAL", "readonly must be a boolean")
+  end
+  local c = core.open(path, name, opts.sync ~= false, opts.map_size,
+    opts.readonly)
+  -- A reader's views are the writer's: it sets up none of its own.
+  if opts.mapper and not opts.readonly then c:set_mapper(opts.mapper) end
+  if opts.ready == false and not opts.readonly then c:set_paused(true) end
   return setmetatable({
     _c = c, _mp = mp, _encode = encode, _decode = decode,
     _mapper = opts.mapper, path = path, codec = name,
+    readonly = opts.readonly or false,
   }, DB_mt)
 end
 
@@ -358,7 +366,7 @@ end
 --- Whether close has been called.
 function DB:closed() return self._c:closed() end
 
-local reserved = { since = true, path = true, codec = true }
+local reserved = { since = true, path = true, codec = true, readonly = true }
 
 local function read_file(path)
   if path:find("\0", 1, true) then
