@@ -324,6 +324,7 @@ static void notify(flume_db *db, int status, int64_t since) {
     if (w->next) w->next->prev = w->prev;
     free(w);
   }
+  poll_ref(db); /* a watch stopped during the notification */
 }
 
 FLUME_API int flume_db_on_since(flume_db *db, flume_since_cb cb, void *ctx,

@@ -97,6 +97,37 @@ describe("a read-only handle", function()
     r:close()
   end)
 
+  it("lets the loop end once its last live stream is stopped", function()
+    -- a watch stopped inside its own notification left the poll holding
+    -- the loop: flume.run() never returned
+    local w = flume.open(dir, { codec = "msgpack" })
+    w:append({ i = 1 })
+    w:close()
+    local script = tmp .. "/reader.lua"
+    write_file(script, [=[
+local flume = require "flume"
+local r = flume.open(arg[1], { readonly = true })
+local stop
+stop = r:stream({ gt = 0, live = true }, function(err, entries)
+  assert(err == nil)
+  if #entries > 0 then stop() end -- inside the poll's notification
+end)
+os.execute(arg[2] .. " &") -- a writer appends after the stream waits
+flume.run()
+r:close()
+print("returned")
+]=])
+    write_file(tmp .. "/writer.lua", WRITER)
+    local writer = H.lua_command(tmp .. "/writer.lua", dir, 2, 2, 1) ..
+      " >/dev/null 2>&1"
+    local p = io.popen("timeout 20 " .. H.lua_command(script, dir, writer) ..
+      " 2>&1")
+    local out = p:read("a")
+    local ok = p:close()
+    assert.is_true(ok, out) -- timeout's 124 when the loop never ends
+    assert.equal("returned\n", out)
+  end)
+
   it("refuses what it cannot read", function()
     H.raises(function() flume.open(dir, { readonly = true }) end,
       "^flume: ENOTFOUND: ")
