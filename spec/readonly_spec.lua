@@ -153,6 +153,39 @@ print("returned")
     assert.is_truthy(pid)
   end)
 
+  it("serves four reader processes at once, each every value once, in " ..
+     "order", function()
+    local w = flume.open(dir, { codec = "msgpack" })
+    w:append({ i = 1 })
+    w:close()
+    local script = tmp .. "/follower.lua"
+    write_file(script, [=[
+local flume = require "flume"
+local r = flume.open(arg[1], { readonly = true })
+local upto, n, last = tonumber(arg[2]), 0, -1
+for seq, v in r:stream({ live = true }) do
+  assert(seq == last + 1, ("seq %d after %d"):format(seq, last))
+  assert(v.i == seq + 1, ("seq %d holds %s"):format(seq, tostring(v.i)))
+  n, last = n + 1, seq
+  if seq == upto then break end
+end
+r:close()
+print(n, last)
+]=])
+    local readers = {}
+    for k = 1, 4 do
+      readers[k] = io.popen("timeout 60 " .. H.lua_command(script, dir,
+        4999) .. " 2>&1")
+    end
+    start_writer(tmp, dir, 2, 5000, 3)
+    for k = 1, 4 do
+      local out = readers[k]:read("a")
+      local ok = readers[k]:close()
+      assert.is_true(ok, "reader " .. k .. ": " .. out)
+      assert.equal("5000\t4999\n", out, "reader " .. k)
+    end
+  end)
+
   it("keeps serving across a writer killed with kill -9, and follows the " ..
      "next one", function()
     local w = flume.open(dir, { codec = "msgpack" })
