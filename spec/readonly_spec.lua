@@ -31,6 +31,13 @@ local function write_file(path, text)
   f:close()
 end
 
+-- A database holding {i = 1} at seq 0, its writer gone.
+local function make_db(dir)
+  local w = flume.open(dir, { codec = "msgpack" })
+  w:append({ i = 1 })
+  w:close()
+end
+
 -- Starts the writer in the background; returns its pid.
 local function start_writer(tmp, dir, from, to, batch)
   local script = tmp .. "/writer.lua"
@@ -100,9 +107,7 @@ describe("a read-only handle", function()
   it("lets the loop end once its last live stream is stopped", function()
     -- a watch stopped inside its own notification left the poll holding
     -- the loop: flume.run() never returned
-    local w = flume.open(dir, { codec = "msgpack" })
-    w:append({ i = 1 })
-    w:close()
+    make_db(dir)
     local script = tmp .. "/reader.lua"
     write_file(script, [=[
 local flume = require "flume"
@@ -141,9 +146,7 @@ print("returned")
 
   it("follows a writer in another process: every value once, in order",
      function()
-    local w = flume.open(dir, { codec = "msgpack" })
-    w:append({ i = 1 })
-    w:close()
+    make_db(dir)
     local r = flume.open(dir, { readonly = true })
     local pid = start_writer(tmp, dir, 2, 3000, 7)
     local got, last = follow(r, 0, 2999, 60)
@@ -155,9 +158,7 @@ print("returned")
 
   it("serves four reader processes at once, each every value once, in " ..
      "order", function()
-    local w = flume.open(dir, { codec = "msgpack" })
-    w:append({ i = 1 })
-    w:close()
+    make_db(dir)
     local script = tmp .. "/follower.lua"
     write_file(script, [=[
 local flume = require "flume"
@@ -188,9 +189,7 @@ print(n, last)
 
   it("keeps serving across a writer killed with kill -9, and follows the " ..
      "next one", function()
-    local w = flume.open(dir, { codec = "msgpack" })
-    w:append({ i = 1 })
-    w:close()
+    make_db(dir)
     local r = flume.open(dir, { readonly = true })
     local pid = start_writer(tmp, dir, 2, 200000, 50)
     -- let it write a while, then kill it mid-append
