@@ -164,16 +164,17 @@ static int ldb_view_get(lua_State *L) {
 }
 
 /* db:view_read(name, lo, lo_incl, hi, hi_incl, reverse, max, resume,
- *              keys, vals, upto) -> n, resume, done
+ *              keys, vals, since) -> n, resume, done, since
  * Fills keys[1..n] and vals[1..n] (seqs of an index view, accumulators of a
  * group view) with the next entries of the range after `resume` (a string
- * from the previous call, or nil to start); index entries past seq `upto`
- * (nil: none) are skipped. `done`: the range is read to its end. */
+ * from the previous call, or nil to start). `since`: nil on a read's first
+ * call, then what it returned (the read's since: see flume__view_read).
+ * `done`: the range is read to its end. */
 static int ldb_view_read(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
   flume_view *v = check_view(L, d, 2);
   lua_Integer max = luaL_checkinteger(L, 8);
-  lua_Integer upto = luaL_optinteger(L, 12, -1);
+  int64_t since = luaL_optinteger(L, 12, -1);
   luaL_checktype(L, 10, LUA_TTABLE);
   luaL_checktype(L, 11, LUA_TTABLE);
   flume__buf lo = FLUME__BUF_INIT, hi = FLUME__BUF_INIT;
@@ -192,11 +193,10 @@ static int ldb_view_read(lua_State *L) {
   char err[512] = "";
   size_t count = 0;
   int done = 1;
-  int rc = flume__view_readable(v, 1, err, sizeof err);
-  if (rc == 0 && max > 0)
-    rc = flume__view_read(v, &r, (size_t)max, upto, &resume,
-                          flume__view_collect, &c, &count, &done, err,
-                          sizeof err);
+  int rc = max > 0 ? flume__view_read(v, &r, (size_t)max, &since, &resume,
+                                      flume__view_collect, &c, &count, &done,
+                                      err, sizeof err)
+                   : flume__view_readable(v, 1, err, sizeof err);
   flume__buf_free(&lo);
   flume__buf_free(&hi);
   if (rc) {
@@ -206,8 +206,9 @@ static int ldb_view_read(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)count);
   lua_pushlstring(L, resume.data ? resume.data : "", resume.len);
   lua_pushboolean(L, done);
+  lua_pushinteger(L, since);
   flume__buf_free(&resume);
-  return 3;
+  return 4;
 }
 
 /* db:view_call(name, method, args) -> result

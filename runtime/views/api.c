@@ -242,8 +242,7 @@ struct flume_view_iter {
   flume__range range;     /* the range over them */
   flume__buf resume;      /* the last entry read */
   int64_t remaining;      /* entries the limit still allows; -1: none */
-  int64_t upto;           /* the since of the first chunk: later index
-                           * entries are not part of this read; -1 before */
+  int64_t since;          /* the read's since, set by its first chunk */
   int done;               /* the range is read */
   flume__buf bytes;       /* the chunk's keys and values */
   viter_entry ents[ITER_CHUNK]; /* the chunk's entries */
@@ -297,7 +296,7 @@ FLUME_API int flume_view_iter_open(flume_view *view,
   it->range.hi_len = it->hi.len;
   it->range.reverse = opts->reverse != 0;
   it->remaining = opts->limit < 0 ? -1 : opts->limit;
-  it->upto = -1;
+  it->since = -1;
   it->reader.view = view;
   flume__views_track(&it->reader);
   *out = it;
@@ -336,10 +335,9 @@ FLUME_API int flume_view_iter_next(flume_view_iter *it, const void **key,
     char err[512] = "";
     it->bytes.len = 0;
     it->count = it->pos = 0;
-    int rc = flume__view_read(v, &it->range, max, it->upto, &it->resume,
+    int rc = flume__view_read(v, &it->range, max, &it->since, &it->resume,
                               viter_take, it, &n, &it->done, err, sizeof err);
     if (rc) return fail(v->db, rc, it->err[0] ? it->err : err);
-    if (it->upto < 0) it->upto = v->committed;
     if (it->remaining > 0) it->remaining -= (int64_t)n;
   }
   viter_entry *e = &it->ents[it->pos++];

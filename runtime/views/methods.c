@@ -101,13 +101,11 @@ static int host_read(lua_State *H) {
   flume__collect_ctx c = {H, lua_gettop(H) - 1, lua_gettop(H), 0, ""};
   size_t count;
   int rc = 0, done = limit <= 0;
-  int64_t upto = -1;
-  while (rc == 0 && !done && c.n < limit) {
-    rc = flume__view_read(v, &r, (size_t)(limit - c.n), upto, &resume,
+  int64_t since = -1;
+  while (rc == 0 && !done && c.n < limit)
+    rc = flume__view_read(v, &r, (size_t)(limit - c.n), &since, &resume,
                           flume__view_collect, &c, &count, &done, err,
                           sizeof err);
-    upto = v->committed;
-  }
   flume__buf_free(&lo);
   flume__buf_free(&hi);
   flume__buf_free(&resume);

@@ -233,14 +233,13 @@ static int one_entry(void *p, const char *key, size_t key_len,
 }
 
 int flume__view_read(flume_view *v, const flume__range *r, size_t max,
-                     int64_t upto, flume__buf *resume,
+                     int64_t *since, flume__buf *resume,
                      flume__view_entry_fn fn, void *ctx, size_t *count,
                      int *done, char *err, size_t errlen) {
   *count = 0;
   *done = 1;
   int rc = flume__view_readable(v, 1, err, errlen);
   if (rc) return rc;
-  entry_ctx c = {v, v->kind == FLUME__VIEW_INDEX ? upto : -1, fn, ctx, 0};
   size_t suffix = v->kind == FLUME__VIEW_INDEX ? FLUME__KEY_SEQ_LEN : 0;
   const flume__store_ops *ops = flume__db_ops(v->db);
   flume__txn *txn;
@@ -248,7 +247,8 @@ int flume__view_read(flume_view *v, const flume__range *r, size_t max,
     return rc;
   size_t n = 0;
   /* The first chunk of a read decides its since; later ones keep it. */
-  if (upto < 0) rc = sync_since(v, ops, txn);
+  if (*since < 0 && (rc = sync_since(v, ops, txn)) == 0) *since = v->committed;
+  entry_ctx c = {v, v->kind == FLUME__VIEW_INDEX ? *since : -1, fn, ctx, 0};
   if (rc == 0)
     rc = range_in(ops, txn, v->table, suffix, r, max, resume, one_entry, &c,
                   &n);
@@ -273,16 +273,35 @@ int flume__view_get(flume_view *v, const char *key, size_t key_len,
   flume__buf resume = FLUME__BUF_INIT;
   size_t n;
   int rc, done;
-  /* Index entries committed after the first chunk are not part of it. */
-  int64_t upto = -1;
+  int64_t since = -1;
   *count = 0;
   do {
-    rc = flume__view_read(v, &r, GET_CHUNK, upto, &resume, fn, ctx, &n,
+    rc = flume__view_read(v, &r, GET_CHUNK, &since, &resume, fn, ctx, &n,
                           &done, err, errlen);
     *count += n;
-    upto = v->committed;
   } while (rc == 0 && !done);
   flume__buf_free(&resume);
+  return rc;
+}
+
+/* A reduce view's stored state; with sync, a read (see sync_since). */
+static int stored_state(flume_view *v, flume__buf *out, int sync) {
+  const flume__store_ops *ops = flume__db_ops(v->db);
+  flume__txn *txn;
+  flume__slice val;
+  int rc = ops->txn_begin(flume__db_store(v->db), FLUME__TXN_READ, &txn);
+  if (rc) return rc;
+  if (sync && (rc = sync_since(v, ops, txn))) {
+    ops->txn_abort(txn);
+    return rc;
+  }
+  rc = ops->get(txn, v->table,
+                (flume__slice){FLUME__REDUCE_STATE_KEY,
+                               sizeof FLUME__REDUCE_STATE_KEY - 1},
+                &val);
+  out->len = 0;
+  if (rc == 0) rc = flume__buf_append(out, val.data, val.size);
+  ops->txn_abort(txn);
   return rc;
 }
 
@@ -295,27 +314,11 @@ int flume__view_state(flume_view *v, flume__buf *out, char *err,
              v->name);
     return FLUME_EINVAL;
   }
-  return flume__view_stored_state(v, out);
+  return stored_state(v, out, 1);
 }
 
 int flume__view_stored_state(flume_view *v, flume__buf *out) {
-  const flume__store_ops *ops = flume__db_ops(v->db);
-  flume__txn *txn;
-  flume__slice val;
-  int rc = ops->txn_begin(flume__db_store(v->db), FLUME__TXN_READ, &txn);
-  if (rc) return rc;
-  if (v->ready && (rc = sync_since(v, ops, txn))) {
-    ops->txn_abort(txn);
-    return rc;
-  }
-  rc = ops->get(txn, v->table,
-                (flume__slice){FLUME__REDUCE_STATE_KEY,
-                               sizeof FLUME__REDUCE_STATE_KEY - 1},
-                &val);
-  out->len = 0;
-  if (rc == 0) rc = flume__buf_append(out, val.data, val.size);
-  ops->txn_abort(txn);
-  return rc;
+  return stored_state(v, out, 0);
 }
 
 int flume__view_push_state(flume_view *v, lua_State *L, char *err,

@@ -67,20 +67,19 @@ int flume__view_readable(flume_view *v, int keyed, char *err, size_t errlen);
 /*
  * Reads up to `max` entries of a group or index view in range r, after
  * `resume` (empty to start; on return, the last entry looked at), calling
- * fn for each, in one read transaction. With `upto` >= 0, index entries of
- * a later seq are skipped (so the chunks of one read see one since: pass
- * the view's since after the first chunk). *count says how many were
- * handed out, *done whether the range is read to its end.
+ * fn for each, in one read transaction. *count says how many were handed
+ * out, *done whether the range is read to its end.
  *
- * The first chunk (upto < 0) also brings the view's since up to the
- * checkpoint it saw: a checkpoint is in the store a loop turn before its
- * completion says so, and after it the view's since is that of the state
- * the chunk saw. A group view's later chunks may see later checkpoints
- * (its accumulators change in place); an index view's never do.
+ * *since is the read's since: -1 on its first chunk, which brings the
+ * view's since up to the checkpoint it saw (a checkpoint is in the store a
+ * loop turn before its completion says so) and sets *since to it; pass it
+ * back for the next chunks. Index entries of a later seq are skipped, so
+ * every chunk of an index read sees that one since; a group view's later
+ * chunks may see later checkpoints (its accumulators change in place).
  * Errors: flume__view_readable's, FLUME_ECORRUPT, the store's.
  */
 int flume__view_read(flume_view *v, const flume__range *r, size_t max,
-                     int64_t upto, flume__buf *resume,
+                     int64_t *since, flume__buf *resume,
                      flume__view_entry_fn fn, void *ctx, size_t *count,
                      int *done, char *err, size_t errlen);
 
@@ -95,7 +94,8 @@ int flume__view_get(flume_view *v, const char *key, size_t key_len,
 int flume__view_state(flume_view *v, flume__buf *out, char *err,
                       size_t errlen);
 
-/* The same without the checks, for the pipeline setting a view up. */
+/* The same without the checks and without touching the view's since, for
+ * the pipeline loading a view's state. */
 int flume__view_stored_state(flume_view *v, flume__buf *out);
 
 /* Pushes a reduce view's committed state onto L, decoded (a fresh copy each

@@ -150,13 +150,11 @@ local function read_iter(self, opts, target, hooks)
     return function()
       while i == n do
         if finished then return false end
-        n, resume, finished = c:view_read(name, lo, lo_incl, hi, hi_incl,
-          reverse, READ_CHUNK, resume, keys, vals, upto)
+        local first_chunk = upto == nil
+        n, resume, finished, upto = c:view_read(name, lo, lo_incl, hi,
+          hi_incl, reverse, READ_CHUNK, resume, keys, vals, upto)
         i = 0
-        if upto == nil then
-          upto = self.since
-          pass_since = upto
-        end
+        if first_chunk then pass_since = upto end
         if n > 0 and index then c:get_many(mp, vals, n, values) end
       end
       i = i + 1
