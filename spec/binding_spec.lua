@@ -26,9 +26,7 @@ end
 --- Runs a Lua child on the script text; returns its output and status.
 local function child(script, ...)
   local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(script)
-  f:close()
+  H.write(path, script)
   -- The bound only turns a hang into a failure; the script exits at once.
   local p = io.popen("timeout 120 " .. H.lua_command(path, ...) .. " 2>&1")
   local out = p:read("a")

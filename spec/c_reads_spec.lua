@@ -60,9 +60,7 @@ local function write_scripts(dir, set)
   local args = {}
   for _, name in ipairs(NAMES) do
     local path = dir .. "/" .. name .. ".lua"
-    local f = assert(io.open(path, "w"))
-    f:write(set[name])
-    f:close()
+    H.write(path, set[name])
     args[#args + 1] = H.q(name .. "=" .. path)
   end
   return table.concat(args, " ")

@@ -16,11 +16,7 @@ local AUTHOR = ROOT .. "/views-lua/examples/by_author.lua"
 
 local q = H.q
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write = H.write
 
 local function read(path)
   local f = io.open(path, "rb")

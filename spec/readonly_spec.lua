@@ -25,12 +25,6 @@ end
 db:close()
 ]]
 
-local function write_file(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
 -- A database holding {i = 1} at seq 0, its writer gone.
 local function make_db(dir)
   local w = flume.open(dir, { codec = "msgpack" })
@@ -41,7 +35,7 @@ end
 -- Starts the writer in the background; returns its pid.
 local function start_writer(tmp, dir, from, to, batch)
   local script = tmp .. "/writer.lua"
-  write_file(script, WRITER)
+  H.write(script, WRITER)
   local p = io.popen(H.lua_command(script, dir, from, to, batch) ..
     " >/dev/null 2>&1 & echo $!")
   local pid = tonumber(p:read("l"))
@@ -109,7 +103,7 @@ describe("a read-only handle", function()
     -- the loop: flume.run() never returned
     make_db(dir)
     local script = tmp .. "/reader.lua"
-    write_file(script, [=[
+    H.write(script, [=[
 local flume = require "flume"
 local r = flume.open(arg[1], { readonly = true })
 local stop
@@ -122,7 +116,7 @@ flume.run()
 r:close()
 print("returned")
 ]=])
-    write_file(tmp .. "/writer.lua", WRITER)
+    H.write(tmp .. "/writer.lua", WRITER)
     local writer = H.lua_command(tmp .. "/writer.lua", dir, 2, 2, 1) ..
       " >/dev/null 2>&1"
     local p = io.popen("timeout 20 " .. H.lua_command(script, dir, writer) ..
@@ -160,7 +154,7 @@ print("returned")
      "order", function()
     make_db(dir)
     local script = tmp .. "/follower.lua"
-    write_file(script, [=[
+    H.write(script, [=[
 local flume = require "flume"
 local r = flume.open(arg[1], { readonly = true })
 local upto, n, last = tonumber(arg[2]), 0, -1

@@ -9,6 +9,7 @@
 
 #include "check.h"
 #include "flume.h"
+#include "tmpdir.h"
 
 static uv_loop_t loop;
 
@@ -32,10 +33,9 @@ static void on_use(void *ctx, int status, flume_view *v) {
 
 int main(void) {
   CHECK_OK(uv_loop_init(&loop));
-  char dir[512];
-  const char *tmp = getenv("FLUME_TEST_TMP");
-  snprintf(dir, sizeof dir, "%s/readonly.%d", tmp ? tmp : "/tmp",
-           (int)getpid());
+  char root[512], dir[600];
+  temp_dir(root, sizeof root, "readonly");
+  snprintf(dir, sizeof dir, "%s/db", root);
   flume_db_options ro;
   flume_db_options_init(&ro);
   ro.readonly = 1;
@@ -75,9 +75,7 @@ int main(void) {
   /* the loop has nothing left: the poll closed with the handle */
   CHECK(uv_run(&loop, UV_RUN_NOWAIT) == 0);
 
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  CHECK(system(cmd) == 0);
+  remove_dir(root);
   CHECK_OK(uv_loop_close(&loop));
   printf("read-only handles from C: ok\n");
   return 0;

@@ -29,6 +29,7 @@
 #include "check.h"
 #include "crc32c.h"
 #include "store.h"
+#include "tmpdir.h"
 
 #ifdef FLUME_TEST_HOOKS
 extern long flume__test_memory_fail_after;
@@ -43,24 +44,10 @@ typedef struct env {
 
 /* Store lifetime. */
 
-static int rm_entry(const char *path, const struct stat *st, int flag,
-                    struct FTW *ftw) {
-  (void)st;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
-
 static void env_open(env *e, const flume__store_ops *ops) {
   memset(e, 0, sizeof *e);
   e->ops = ops;
-  if (ops != &flume__store_memory) {
-    const char *base = getenv("FLUME_TEST_TMP");
-    if (base == NULL || *base == '\0') base = "/tmp";
-    if (mkdir(base, 0755) != 0) CHECK(errno == EEXIST);
-    snprintf(e->dir, sizeof e->dir, "%s/store-XXXXXX", base);
-    CHECK(mkdtemp(e->dir) != NULL);
-  }
+  if (ops != &flume__store_memory) temp_dir(e->dir, sizeof e->dir, "store");
   flume__store_opts opts = {0};
   CHECK_OK(ops->open(e->dir[0] ? e->dir : NULL, &opts, &e->s));
 }
@@ -68,7 +55,7 @@ static void env_open(env *e, const flume__store_ops *ops) {
 static void env_close(env *e) {
   e->ops->close(e->s);
   e->s = NULL;
-  if (e->dir[0]) CHECK(nftw(e->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+  if (e->dir[0]) remove_dir(e->dir);
 }
 
 static flume__txn *begin(env *e, int flags) {
@@ -973,19 +960,6 @@ static void test_crc32c(void) {
       CHECK(crc32c_update(crc32c_update(0, buf + off, half), buf + off + half,
                           n - half) == soft);
     }
-}
-
-/* A fresh folder under the test's temporary folder. */
-static void temp_dir(char *dir, size_t n, const char *what) {
-  const char *base = getenv("FLUME_TEST_TMP");
-  if (base == NULL || *base == '\0') base = "/tmp";
-  if (mkdir(base, 0755) != 0) CHECK(errno == EEXIST);
-  snprintf(dir, n, "%s/%s-XXXXXX", base, what);
-  CHECK(mkdtemp(dir) != NULL);
-}
-
-static void remove_dir(const char *dir) {
-  CHECK(nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0);
 }
 
 /* An LMDB environment written directly, as another program (or an older

@@ -29,28 +29,10 @@
 
 #include "check.h"
 #include "store.h"
+#include "tmpdir.h"
 
 static const flume__store_ops *const lmdb = &flume__store_lmdb;
 static const flume__store_ops *const mem = &flume__store_memory;
-
-static int rm_entry(const char *path, const struct stat *st, int flag,
-                    struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  return remove(path);
-}
-
-static void remove_dir(const char *dir) {
-  CHECK(nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0);
-}
-
-/* A new empty folder under FLUME_TEST_TMP. */
-static void temp_dir(char *dir, size_t n, const char *what) {
-  const char *base = getenv("FLUME_TEST_TMP");
-  if (base == NULL || *base == '\0') base = "/tmp";
-  if (mkdir(base, 0755) != 0) CHECK(errno == EEXIST);
-  snprintf(dir, n, "%s/%s-XXXXXX", base, what);
-  CHECK(mkdtemp(dir) != NULL);
-}
 
 static int exists(const char *dir, const char *name) {
   char file[4200];

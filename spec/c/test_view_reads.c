@@ -9,6 +9,7 @@
 
 #include "check.h"
 #include "flume.h"
+#include "tmpdir.h"
 
 static uv_loop_t loop;
 
@@ -275,14 +276,11 @@ static void run(const char *path) {
 int main(void) {
   CHECK_OK(uv_loop_init(&loop));
   run(NULL);
-  char dir[512];
-  const char *tmp = getenv("FLUME_TEST_TMP");
-  snprintf(dir, sizeof dir, "%s/view_reads.%d", tmp ? tmp : "/tmp",
-           (int)getpid());
-  run(dir);
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  CHECK(system(cmd) == 0);
+  char dir[512], path[600];
+  temp_dir(dir, sizeof dir, "view-reads");
+  snprintf(path, sizeof path, "%s/db", dir);
+  run(path);
+  remove_dir(dir);
   CHECK_OK(uv_loop_close(&loop));
   printf("view reads from C: ok\n");
   return 0;

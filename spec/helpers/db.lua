@@ -62,6 +62,13 @@ function H.run_lua(script, ...)
   return out, ok and 0 or code
 end
 
+--- Writes text into the file at path (replacing it).
+function H.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
 --- A string quoted for the shell.
 function H.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
