@@ -5,10 +5,12 @@
 --
 -- Exit codes: 0 success, 1 error (one line `flume: ...` on stderr), 2 usage.
 --
--- Commands that only read (get, cat, status without --view, backup) go
--- through flume.tools, a read-only LMDB handle that takes no write lock, so
--- they work beside a process writing the database. The others open it with
--- flume.open, which one process at a time may do.
+-- Commands that only read (get, cat, status without --view, backup, verify
+-- without --view) open the database read-only (flume.open(dir, { readonly
+-- = true }), which takes no write lock), so they work beside a process
+-- writing it. The others open it for writing, which one process at a time
+-- may do. One process must not have a folder open twice at once (LMDB's
+-- rule): a command closes one handle before it opens the next.
 --
 -- JSON Lines go through flume.json, which round-trips every value the log
 -- holds exactly (int64 integers, floats with their type and sign, [] and
@@ -48,18 +50,28 @@ local parse_args, parse_json = Args.parse_args, Args.parse_json
 local progress, with_progress, catch_up, check_interrupt =
   Progress.progress, Progress.with_progress, Progress.catch_up,
   Progress.check_interrupt
-local CODECS, exists, need_db, open_ro, close_ro, open_db = Db.CODECS,
-  Db.exists, Db.need_db, Db.open_ro, Db.close_ro, Db.open_db
+local CODECS, exists, need_db, open_ro, close_db, open_db = Db.CODECS,
+  Db.exists, Db.need_db, Db.open_ro, Db.close_db, Db.open_db
 local decoder, view_specs, use, attach_views = Db.decoder, Db.view_specs,
   Db.use, Db.attach_views
+local view_records = Db.view_records
 
 local M = {}
 
 -- flume.tools -----------------------------------------------------------------
 
---- The read-only helpers, from the library that holds flume.core (which
+--- The process helpers, from the library that holds flume.core (which
 -- registers them in package.preload).
 local function load_tools() return require "flume.tools" end
+
+--- Reads up to `limit` log entries from `from` towards `to` (backwards when
+-- from > to) of a handle into seqs and vals, as the bytes stored: the
+-- command decodes them itself (marking empty arrays, which JSON tells
+-- apart from empty objects). A read-only handle sees the writer's last
+-- commit. Returns how many.
+local function read_raw(db, from, to, limit, seqs, vals)
+  return db._c:read(false, from, to, limit, seqs, vals)
+end
 
 -- Commands --------------------------------------------------------------------
 
@@ -88,15 +100,15 @@ If DIR already holds one, says so; with --codec, it must be that codec.
       usage("--codec must be msgpack or raw, not " .. codec)
     end
     if exists(ctx, dir) then
-      local env, meta = open_ro(ctx, dir)
-      local since = env:log()
-      close_ro(ctx, env)
-      if codec and codec ~= meta.codec then
+      local db = open_ro(ctx, dir)
+      local since, have = db.since, db.codec
+      close_db(ctx, db)
+      if codec and codec ~= have then
         fail_error("ECODEC", fmt("%s was written with codec '%s', not '%s'",
-          dir, meta.codec, codec))
+          dir, have, codec))
       end
       out(fmt("%s: already a flume database (codec %s, %d values)\n", dir,
-        meta.codec, since + 1))
+        have, since + 1))
       return
     end
     local path = ""
@@ -205,16 +217,16 @@ the last value. Works while another process writes the database.]],
     local dir = ctx.args[1]
     local seq = math.tointeger(tonumber(ctx.args[2]))
     if not seq then usage("SEQ must be an integer, not " .. ctx.args[2]) end
-    local env, meta = open_ro(ctx, dir)
-    local since = env:log()
+    local db = open_ro(ctx, dir)
+    local since = db.since
     if seq < 0 then seq = since + 1 + seq end
     local seqs, vals = {}, {}
-    if seq < 0 or env:read(seq, seq, false, 1, seqs, vals) == 0 then
+    if seq < 0 or read_raw(db, seq, seq, 1, seqs, vals) == 0 then
       fail_error("ENOTFOUND", fmt("no value at seq %s in %s (%s)",
         ctx.args[2], dir, since < 0 and "the log is empty" or
         fmt("it holds seqs 0 to %d", since)))
     end
-    out(to_json(decoder(meta.codec)(vals[1])), "\n")
+    out(to_json(decoder(db.codec)(vals[1])), "\n")
   end,
 })
 
@@ -243,8 +255,8 @@ order. Works while another process writes the database.
     local o, tools = ctx.opts, ctx.tools
     if o.live and o.reverse then usage("--live cannot be --reverse") end
     if o.limit and o.limit < 0 then usage("--limit cannot be negative") end
-    local env, meta = open_ro(ctx, ctx.args[1])
-    local decode = decoder(meta.codec)
+    local db = open_ro(ctx, ctx.args[1])
+    local decode = decoder(db.codec)
     -- Inclusive bounds; --gt at the largest seq and --lt at the smallest
     -- exclude everything (moving them by one would wrap around).
     local lo, hi = o.gte, o.lte
@@ -260,7 +272,7 @@ order. Works while another process writes the database.
     local remaining = o.limit or maxinteger
     local reverse = o.reverse and true or false
     local nxt = reverse and hi or lo
-    local since = env:log()
+    local since = db.since
     local p = progress(ctx, "reading")
     local total = math.max(0, math.min(hi, since) - math.max(lo, 0) + 1)
     if remaining < total then total = remaining end
@@ -269,7 +281,9 @@ order. Works while another process writes the database.
     local seqs, vals = {}, {}
     while remaining > 0 and lo <= hi do
       if reverse and nxt < lo or not reverse and nxt > hi then break end
-      local n = env:read(reverse and lo or nxt, reverse and nxt or hi, reverse,
+      -- (a read of a read-only handle looks for the writer's commits
+      -- first: a live cat follows them)
+      local n = read_raw(db, nxt, reverse and lo or hi,
         math.min(remaining, 256), seqs, vals)
       for i = 1, n do
         if o.values then
@@ -289,7 +303,7 @@ order. Works while another process writes the database.
         break
       else
         stdout:flush()
-        tools.sleep(0.1)
+        tools.sleep(0.05)
         if tools.interrupted() then break end
       end
     end
@@ -344,41 +358,43 @@ and works while another process writes the database.
   run = function(ctx)
     local dir = ctx.args[1]
     local specs, names = view_specs(ctx)
-    local env, meta = open_ro(ctx, dir, #names == 0)
-    local before = meta.views
-    close_ro(ctx, env)
+    local db = open_ro(ctx, dir, #names == 0)
+    local before = view_records(ctx, db)
+    close_db(ctx, db)
     local infos, errors = {}, {}
     if #names > 0 then
-      local db = open_db(ctx, dir)
+      local w = open_db(ctx, dir)
       local views = {}
       for _, name in ipairs(names) do
-        views[name] = use(ctx, db, name, specs[name])
+        views[name] = use(ctx, w, name, specs[name])
       end
       if not ctx.opts["no-wait"] then
         errors = catch_up(ctx, "catching up", views)
       end
       for name, v in pairs(views) do infos[name] = v:status() end
-      db:close()
+      close_db(ctx, w)
     end
-    env, meta = open_ro(ctx, dir, true)
-    local since, entries = env:log()
-    local tables, info = env:tables(), env:info()
-    close_ro(ctx, env)
+    db = open_ro(ctx, dir, true)
+    local tables, info = db:tables(), db:storage()
+    local since, entries = db.since, tables.log.entries
+    local records = view_records(ctx, db)
+    local codec = db.codec
+    close_db(ctx, db)
     local st = ctx.tools.stat(dir .. "/data.mdb")
     local report = {
-      path = dir, format = meta.format, codec = meta.codec, since = since,
+      path = dir, format = ctx.tools.format, codec = codec, since = since,
       entries = entries, size = st and st.size or 0, used = info.used,
-      log_size = tables.log and tables.log.bytes or 0, views = array {},
+      log_size = tables.log.bytes, views = array {},
     }
     local all = {}
-    for name in pairs(meta.views) do all[#all + 1] = name end
+    for name in pairs(records) do all[#all + 1] = name end
     for _, name in ipairs(names) do
-      if not meta.views[name] then all[#all + 1] = name end
+      if not records[name] then all[#all + 1] = name end
     end
     sort(all)
     for _, name in ipairs(all) do
       report.views[#report.views + 1] = view_report(name,
-        before[name] or meta.views[name], infos[name], errors[name], since,
+        before[name] or records[name], infos[name], errors[name], since,
         tables)
     end
     if ctx.opts.json then
@@ -529,15 +545,14 @@ rebuilds it from the log, with a progress bar.
 })
 
 --- Reads every entry of every table of dir, checking its checksum, in a
--- child process (a damaged page can crash LMDB): prints what is damaged
+-- child process (a damaged page can crash LMDB; core.verify, which opens
+-- the folder read-only there, beside any writer): prints what is damaged
 -- and fails if anything is.
 local function verify_storage(ctx, dir)
   need_db(ctx, dir)
-  local r = ctx.tools.verify(dir)
-  if r.error then fail(r.error) end
+  local r = core.verify(dir)
   for _, d in ipairs(r.damaged) do out("damaged: ", d, "\n") end
-  if r.crashed then out("damaged: ", r.crashed, "\n") end
-  local bad = #r.damaged + (r.crashed and 1 or 0)
+  local bad = #r.damaged
   if bad > 0 then
     fail_error("ECORRUPT", fmt("verify: %s has %d damaged %s%s", dir, bad,
       bad == 1 and "place" or "places", r.crashed and
@@ -568,10 +583,11 @@ database to itself: to verify one a writer has open, verify a backup.
     local dir = ctx.args[1]
     local checked = verify_storage(ctx, dir)
     if #ctx.args == 1 and #(ctx.opts.view or {}) == 0 then
-      local env, meta = open_ro(ctx, dir, true)
-      close_ro(ctx, env)
+      local db = open_ro(ctx, dir, true)
+      local records = view_records(ctx, db)
+      close_db(ctx, db)
       local have = {}
-      for n in pairs(meta.views) do have[#have + 1] = n end
+      for n in pairs(records) do have[#have + 1] = n end
       sort(have)
       out(fmt("storage: ok (%d entries in %d tables)\n", checked.entries,
         #checked.tables - 1))
@@ -656,7 +672,7 @@ open it as any database.
   run = function(ctx)
     local dir, dest = ctx.args[1], ctx.args[2]
     local tools = ctx.tools
-    local env = open_ro(ctx, dir)
+    local db = open_ro(ctx, dir, true) -- a copy needs no decoding
     local st = tools.stat(dest)
     if st and st.type ~= "dir" then fail(dest .. ": exists, not a folder") end
     if st and (tools.stat(dest .. "/data.mdb") or
@@ -669,14 +685,16 @@ open it as any database.
       if not ok then fail(err) end
       made = true
     end
-    local used = env:info().used
+    local used = db:storage().used
     local p = progress(ctx, "copying", "bytes")
-    local ok, err = pcall(env.copy, env, dest, not ctx.opts["no-compact"],
-      function(bytes)
+    local ok, err = pcall(db.backup, db, dest, {
+      compact = not ctx.opts["no-compact"],
+      progress = function(bytes)
         if tools.interrupted() then error("flume: interrupted", 0) end
         p:update(bytes, used)
-      end)
-    close_ro(ctx, env)
+      end,
+    })
+    close_db(ctx, db)
     if not ok then
       p:abort()
       os.remove(dest .. "/data.mdb")
@@ -687,9 +705,9 @@ open it as any database.
     local size = tools.stat(dest .. "/data.mdb").size
     p:update(size, size)
     p:finish()
-    local copy = open_ro(ctx, dest)
-    local since = copy:log()
-    close_ro(ctx, copy)
+    local copy = open_ro(ctx, dest, true)
+    local since = copy.since
+    close_db(ctx, copy)
     out(fmt("%s: backup of %s at since %d (%d values), %s\n", dest, dir,
       since, since + 1, human_size(size)))
   end,
@@ -775,12 +793,11 @@ end
 --- Runs the command line `args` (a list of strings, as `arg`); returns the
 -- exit code: 0 success, 1 error, 2 usage.
 function M.main(args)
-  local ctx = { dbs = {}, envs = {}, quiet = false }
+  local ctx = { dbs = {}, quiet = false }
   local ok, err = pcall(function()
     ctx.tools = load_tools()
     return run(ctx, args)
   end)
-  for _, env in ipairs(ctx.envs) do pcall(env.close, env) end
   for i = #ctx.dbs, 1, -1 do pcall(ctx.dbs[i].close, ctx.dbs[i]) end
   stdout:flush()
   if ok then return err end

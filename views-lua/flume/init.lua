@@ -477,4 +477,32 @@ function DB:views()
   return t
 end
 
+-- Looking after a database (runtime/admin.c): on read-only handles too.
+
+--- The storage: { page_size, map_size, used, readers, max_readers }.
+function DB:storage() check_self(self, "storage") return self._c:storage() end
+
+--- Every table's size from one snapshot: { log = s, meta = s, views =
+-- { name = s }, other = { name = s } }, each s { entries, bytes }.
+function DB:tables() check_self(self, "tables") return self._c:tables() end
+
+--- Copies the database into the folder `dest` (existing, holding no
+-- database) as it was at one moment, while writers go on. Options:
+-- `compact` (default true: free pages left out), `progress` (called with
+-- the bytes written so far).
+function DB:backup(dest, opts)
+  check_self(self, "backup")
+  opts = check_opts(opts, "backup") or {}
+  self._c:backup(dest, opts.compact ~= false, opts.progress)
+end
+
+--- Reads every stored entry and checks it, in a child process (a damaged
+-- page cannot take this one down): { entries, tables = { name... },
+-- damaged = { what... }, crashed = true | nil }.
+function DB:verify()
+  check_self(self, "verify")
+  if self.path == nil then raise("EINVAL", "a memory database has no file") end
+  return core.verify(self.path)
+end
+
 return M

@@ -1,5 +1,6 @@
---- How the command opens databases (read-only through flume.tools, or for
--- writing with flume.open) and attaches the views of its command line.
+--- How the command opens databases (read-only, beside any writer, or for
+-- writing: both with flume.open) and attaches the views of its command
+-- line.
 local flume = require "flume"
 local errors = require "flume.errors"
 local output = require "flume.cli.output"
@@ -30,46 +31,63 @@ end
 
 local CODECS = { msgpack = true, raw = true }
 
---- The folder's read-only handle, checked: format, and a codec we decode
--- unless any_codec.
-local function open_ro(ctx, dir, any_codec)
-  need_db(ctx, dir)
-  local env = ctx.tools.open(dir)
-  ctx.envs[#ctx.envs + 1] = env
-  local ok, meta = pcall(env.meta, env)
-  if not ok then
-    if errors.is(meta, "ECORRUPT") then
-      fail(dir .. ": not a flume database (no flume metadata in its LMDB " ..
-        "environment)")
-    end
-    error(meta, 0)
-  end
-  if meta.format ~= ctx.tools.format then
-    fail_error("EFORMAT", fmt("%s has format version %s; this flume reads %s",
-      dir, tostring(meta.format), ctx.tools.format))
-  end
-  if not any_codec and not CODECS[meta.codec] then
-    fail_error("ECODEC", fmt("%s uses the codec '%s', which the command " ..
-      "line cannot decode (it knows msgpack and raw)", dir,
-      tostring(meta.codec)))
-  end
-  return env, meta
+--- A codec for a name the command cannot decode, for reads that never
+-- decode (status, backup): the bytes as they are.
+local function opaque(name)
+  local same = function(v) return v end
+  return { name = name, encode = same, decode = same }
 end
 
-local function close_ro(ctx, env)
-  env:close()
-  for i, e in ipairs(ctx.envs) do
-    if e == env then table.remove(ctx.envs, i) break end
+--- The folder's read-only handle (flume.open's, which takes no lock: it
+-- works beside a writer in another process), with the codec the database
+-- was made with; unless any_codec, one the command decodes.
+local function open_ro(ctx, dir, any_codec)
+  need_db(ctx, dir)
+  -- A read-only open must name the codec: msgpack first, and the
+  -- database's own, which the refusal names, next.
+  local ok, db = pcall(flume.open, dir, { readonly = true })
+  if not ok and errors.is(db, "ECODEC") then
+    local codec = db:match("codec '([^']*)', not '[^']*'$")
+    if codec == "raw" then
+      db = flume.open(dir, { readonly = true, codec = "raw" })
+    elseif not any_codec then
+      fail_error("ECODEC", fmt("%s uses the codec '%s', which the command " ..
+        "line cannot decode (it knows msgpack and raw)", dir,
+        tostring(codec)))
+    else
+      db = flume.open(dir, { readonly = true, codec = opaque(codec) })
+    end
+  elseif not ok then
+    error(db, 0)
+  end
+  ctx.dbs[#ctx.dbs + 1] = db
+  return db
+end
+
+--- Closes a handle of ctx.dbs now (one process must not have a folder
+-- open twice: a read-only handle is closed before the next open).
+local function close_db(ctx, db)
+  db:close()
+  for i, d in ipairs(ctx.dbs) do
+    if d == db then table.remove(ctx.dbs, i) break end
   end
 end
 
 --- Opens the database for writing, with the codec it was made with.
 local function open_db(ctx, dir)
-  local env, meta = open_ro(ctx, dir)
-  close_ro(ctx, env) -- one process must not have an LMDB env open twice
-  local db = flume.open(dir, { codec = meta.codec })
+  local ro = open_ro(ctx, dir)
+  local codec = ro.codec
+  close_db(ctx, ro)
+  local db = flume.open(dir, { codec = codec })
   ctx.dbs[#ctx.dbs + 1] = db
-  return db, meta
+  return db
+end
+
+--- TEMPORARY, until the view catalogue (db:views()) lists them: the views
+-- the database has records of, { name = { kind, version, since, hash } }
+-- (flume.tools.view_records, marked there).
+local function view_records(ctx, db)
+  return ctx.tools.view_records(db._c)
 end
 
 local function decoder(codec)
@@ -122,7 +140,7 @@ end
 
 
 --- The views a maintenance command works on: all given, or only NAME.
-local function pick_views(ctx, dir, meta)
+local function pick_views(ctx, dir, records)
   local extra, only = {}, nil
   for i = 2, #ctx.args do
     local a = ctx.args[i]
@@ -133,7 +151,7 @@ local function pick_views(ctx, dir, meta)
   local specs, names = view_specs(ctx, extra)
   if only then
     if specs[only] then return { only }, specs end
-    if meta.views[only] then
+    if records[only] then
       usage(fmt("view '%s' needs its script: pass --view %s=SCRIPT", only,
         only))
     end
@@ -141,7 +159,7 @@ local function pick_views(ctx, dir, meta)
   end
   if #names == 0 then
     local have = {}
-    for n in pairs(meta.views) do have[#have + 1] = n end
+    for n in pairs(records) do have[#have + 1] = n end
     sort(have)
     usage("views are not stored with their scripts: pass --view " ..
       "NAME=SCRIPT for each" .. (#have > 0 and
@@ -154,9 +172,10 @@ end
 -- all the database records): returns db, their names in order,
 -- views[name], and specs[name] (each one's script).
 local function attach_views(ctx, dir)
-  local env, meta = open_ro(ctx, dir)
-  close_ro(ctx, env)
-  local names, specs = pick_views(ctx, dir, meta)
+  local ro = open_ro(ctx, dir)
+  local records = view_records(ctx, ro)
+  close_db(ctx, ro)
+  local names, specs = pick_views(ctx, dir, records)
   local db = open_db(ctx, dir)
   local views = {}
   for _, name in ipairs(names) do
@@ -165,8 +184,9 @@ local function attach_views(ctx, dir)
   return db, names, views, specs
 end
 
-M.CODECS, M.exists, M.need_db, M.open_ro, M.close_ro, M.open_db = CODECS,
-  exists, need_db, open_ro, close_ro, open_db
+M.CODECS, M.exists, M.need_db, M.open_ro, M.close_db, M.open_db = CODECS,
+  exists, need_db, open_ro, close_db, open_db
+M.view_records = view_records
 M.decoder, M.view_specs, M.use, M.attach_views = decoder, view_specs, use,
   attach_views
 
