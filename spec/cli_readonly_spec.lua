@@ -10,23 +10,24 @@ local cjson = require "cjson"
 local q = H.q
 local COUNT = H.root .. "/views-lua/examples/count_by_type.lua"
 
--- The writer: appends { i = seq + 1, type = ... } in batches until the
--- file arg[3] exists (or 400,000 values), with a view attached; says
--- "writing" once its first batch is in, and its last since at the end.
+-- The writer: appends { i = seq + 1, type = ... } in batches (the first
+-- of arg[4] values, the others of 50) until the file arg[3] exists (or
+-- 400,000 values), with a view attached; says "writing" once its first
+-- batch is in, and its last since at the end.
 local WRITER = [[
 local flume = require "flume"
 local db = flume.open(arg[1], { codec = "msgpack" })
 db:use("types", arg[2])
 local types = { "post", "like", "follow" }
-local n = db.since + 1
+local n, size = db.since + 1, tonumber(arg[4])
 while n < 400000 do
   local batch = {}
-  for j = 1, 50 do
+  for j = 1, size do
     batch[j] = { i = n + j, type = types[(n + j) % 3 + 1] }
   end
   db:append(batch, { batch = true })
   if n == 0 then print("writing") io.stdout:flush() end
-  n = n + 50
+  n, size = n + size, 50
   local stop = io.open(arg[3])
   if stop then stop:close() break end
 end
@@ -78,9 +79,14 @@ describe("the flume command beside a running writer", function()
     dir = tmp .. "/db"
     stop = tmp .. "/stop"
     H.write(tmp .. "/writer.lua", WRITER)
-    writer = io.popen(H.lua_command(tmp .. "/writer.lua", dir, COUNT, stop))
-    assert.equal("writing", writer:read("l"))
   end)
+
+  --- Starts the writer, its first batch of `first` values (default 50).
+  local function start_writer(first)
+    writer = io.popen(H.lua_command(tmp .. "/writer.lua", dir, COUNT, stop,
+      first or 50))
+    assert.equal("writing", writer:read("l"))
+  end
 
   --- Stops the writer; returns its last since.
   local function stop_writer()
@@ -113,6 +119,7 @@ describe("the flume command beside a running writer", function()
   end
 
   it("get reads any seq, and -1 the last one", function()
+    start_writer()
     wait_past(200)
     for _, seq in ipairs { 0, 49, 50, 123, 200 } do
       local out, err, code = flume(tmp, { "get", dir, tostring(seq) })
@@ -129,6 +136,7 @@ describe("the flume command beside a running writer", function()
   end)
 
   it("cat prints a consistent range, forwards and backwards", function()
+    start_writer()
     wait_past(500)
     local out, err, code = flume(tmp, { "cat", dir })
     assert.equal(0, code, err)
@@ -147,6 +155,7 @@ describe("the flume command beside a running writer", function()
   end)
 
   it("cat --live follows the writer's appends until Ctrl-C", function()
+    start_writer()
     local from = since_now()
     local outpath, pidpath = tmp .. "/live.out", tmp .. "/live.pid"
     local p = io.popen("echo $$ > " .. q(pidpath) .. "; exec " ..
@@ -169,7 +178,30 @@ describe("the flume command beside a running writer", function()
     assert.is_true(n >= 2000, "the live cat printed " .. n .. " values")
   end)
 
+  it("cat --live ends with 0 on Ctrl-C while it is busy printing", function()
+    -- a Ctrl-C that came while values were printed (not while it waited
+    -- for more) ended it with "flume: interrupted" and exit code 1
+    start_writer(100000)
+    local outpath, pidpath = tmp .. "/live.out", tmp .. "/live.pid"
+    local p = io.popen("echo $$ > " .. q(pidpath) .. "; exec " ..
+      H.flume_command({ "cat", dir, "--live", "--values" }) ..
+      " > " .. q(outpath) .. " 2>&1")
+    for _ = 1, 600 do -- a thousand of the 100,000 there: busy
+      local _, count = (read(outpath) or ""):gsub("\n", "")
+      if count >= 1000 then break end
+      os.execute("sleep 0.01")
+    end
+    os.execute("kill -INT $(cat " .. q(pidpath) .. ")")
+    local _, _, status = p:close()
+    local text = read(outpath)
+    assert.falsy(text:find("flume: interrupted"), text:sub(-200))
+    assert.equal(0, status)
+    local _, count = text:gsub("\n", "")
+    assert.is_true(count < 100000, "the Ctrl-C came too late to tell")
+  end)
+
   it("status shows the log, its tables and the view's record", function()
+    start_writer()
     wait_past(300)
     local out, err, code = flume(tmp, { "status", dir, "--json" })
     assert.equal(0, code, err)
@@ -191,6 +223,7 @@ describe("the flume command beside a running writer", function()
   end)
 
   it("backup copies one consistent snapshot", function()
+    start_writer()
     wait_past(300)
     local copy = tmp .. "/copy"
     local out, err, code = flume(tmp, { "backup", dir, copy })
@@ -211,6 +244,7 @@ describe("the flume command beside a running writer", function()
   end)
 
   it("verify reads and checks every stored entry", function()
+    start_writer()
     wait_past(300)
     local out, err, code = flume(tmp, { "verify", dir })
     assert.equal(0, code, err)

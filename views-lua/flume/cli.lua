@@ -296,9 +296,14 @@ order. Works while another process writes the database.
       if n > 0 then
         remaining, count = remaining - n, count + n
         nxt = reverse and seqs[n] - 1 or seqs[n] + 1
-        if o.live then stdout:flush()
-        else p:update(count, total) end
-        check_interrupt(ctx)
+        if o.live then
+          -- Ctrl-C is how a live cat ends, busy or idle: exit code 0
+          stdout:flush()
+          if tools.interrupted() then break end
+        else
+          p:update(count, total)
+          check_interrupt(ctx)
+        end
       elseif not o.live then
         break
       else
@@ -375,9 +380,13 @@ and works while another process writes the database.
       close_db(ctx, w)
     end
     db = open_ro(ctx, dir, true)
-    local tables, info = db:tables(), db:storage()
-    local since, entries = db.since, tables.log.entries
+    -- The records first: the log they are compared with is then as new
+    -- or newer (a view's since is never past it). The log's since and
+    -- size come from one snapshot, its seqs dense from 0.
     local records = view_records(ctx, db)
+    local tables, info = db:tables(), db:storage()
+    local entries = tables.log.entries
+    local since = entries - 1
     local codec = db.codec
     close_db(ctx, db)
     local st = ctx.tools.stat(dir .. "/data.mdb")
