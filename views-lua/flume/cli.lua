@@ -578,7 +578,8 @@ command("verify", {
 First reads every entry of the database (the log, every view's state, the
 metadata) and checks its checksum, in a child process so that a damaged
 page cannot crash the command; prints each damaged entry and exits with 1
-if there is any. Then recomputes the views given with --view (or only
+if there is any. This walk reads only: it works while another process
+writes the database. Then recomputes the views given with --view (or only
 NAME) from the log into a scratch database in memory and compares the
 result with their stored state, key by key. Prints where they differ;
 exits with 1 if any does. With views, it attaches them, so it needs the
