@@ -841,7 +841,19 @@ static int setup_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
   if ((rc = ops->log_last(txn, &log_last))) return rc;
   s->rebuilt = !s->had_record || s->found.version != v->version ||
                s->found.kind != v->kind || s->found.since > log_last;
-  if (!s->rebuilt) return 0;
+  /* The catalogue: the script this writer attached (format.h). */
+  flume__script sc = {(uint8_t)v->kind, (uint8_t)v->origin, v->version,
+                      v->hash, flume__db_session(job->db), v->chunk,
+                      strlen(v->chunk), v->script, v->script_len};
+  flume__buf entry = FLUME__BUF_INIT;
+  char skey[FLUME__NAMED_KEY_SIZE];
+  int skl = flume__meta_script_key(v->name, skey, sizeof skey);
+  rc = flume__script_pack(&sc, &entry);
+  if (rc == 0)
+    rc = ops->put(txn, meta, (flume__slice){skey, (size_t)skl},
+                  (flume__slice){entry.data, entry.len});
+  flume__buf_free(&entry);
+  if (rc || !s->rebuilt) return rc;
   flume__record r = {(uint8_t)v->kind, v->version, -1, v->hash};
   char packed[FLUME__RECORD_SIZE];
   flume__record_pack(&r, packed);
