@@ -235,7 +235,9 @@ local function ro_live_delay(count, where)
   assert(#times == total, ("the live stream saw %d values of %d"):format(
     #times, total))
   local delays = {}
-  for i = WARM + 1, total do delays[#delays + 1] = (times[i] - acked[i]) * 1e6 end
+  for i = WARM + 1, total do
+    delays[#delays + 1] = (times[i] - acked[i]) * 1e6
+  end
   table.sort(delays)
   local sum = 0
   for _, d in ipairs(delays) do sum = sum + d end
@@ -252,7 +254,8 @@ local function ro_follow(count)
     io.stdout:write("ready\n")
     io.stdout:flush()
   end)
-  local deadline = clock() + 120
+  -- the writer appends one every 1-2 ms: far past that it has failed
+  local deadline = clock() + 30 + count * 0.004
   while #times < count and clock() < deadline do flume.sleep(0.01) end
   db:close()
   assert(#times == count, ("saw %d values of %d"):format(#times, count))
@@ -269,7 +272,7 @@ local function ro_get(count, procs)
     kids[k] = child("ro_getter", dir, count, (k - 1) * count, go)
   end
   for k = 1, procs do
-    if kids[k]:read("l") ~= "ready" then failed = "reader " .. k end
+    if kids[k]:read("l") ~= "ready" then failed = failed or "reader " .. k end
   end
   -- all open: go (also after a failure, so that none waits forever)
   assert(io.open(go, "w")):close()

@@ -37,7 +37,8 @@ usage: bench/run [--json] [--n N | --quick] [--only row,row,...] [--no-peers]
   --n N       values in the data set (default 1000000)
   --quick     N = 20000 (what CI runs)
   --json      one JSON object per line instead of the table
-  --only      just these rows (the data set is always appended first)
+  --only      just these rows (the data set is always appended first;
+              ro_live_delay: both its rows)
   --no-peers  skip the JavaScript peers
 ]])
       os.exit(0)
