@@ -145,6 +145,9 @@ int flume__follow_sync(flume_view *v);
  * FLUME_ENOWRITER with v->note saying which, where the view and the log
  * are. */
 int flume__follow_check(flume_view *v);
+/* 1 when the view is behind the log's since (refreshed now): only then
+ * does a wait need a writer to bring it up. */
+int flume__follow_lags(flume_view *v);
 /* Looks at the views' checkpoints until their waiters are gone. */
 void flume__follow_watch(flume__views *vs);
 /* Closes the timer; done(vs) follows. */

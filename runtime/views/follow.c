@@ -10,9 +10,12 @@
  * runs (store.h's writer_alive tests it without taking it) and stores a
  * random session id in meta "writer" at open; the catalogue entry of a view
  * names the session that attached it (format.h). A read that would wait
- * fails at once with FLUME_ENOWRITER when there is no writer, or the
- * writer's session did not attach this view at this version; a waiting
- * read fails the same way when its writer goes away meanwhile.
+ * for a view behind the log fails at once with FLUME_ENOWRITER when there
+ * is no writer, or the writer's session did not attach this view at this
+ * version; a waiting read fails the same way when its writer goes away
+ * meanwhile while the view lags the log. A read waiting past the log's end
+ * (a live read waiting for new values) waits for a writer to come, as a
+ * live stream of the log does.
  *
  * One timer per handle looks, while reads wait, at the records of the views
  * they wait on (every FOLLOW_MS: one short read transaction each), and
@@ -191,6 +194,11 @@ int flume__follow_setup(flume__views *vs, flume_view *v, flume__use_cb cb,
   return 0;
 }
 
+int flume__follow_lags(flume_view *v) {
+  flume__db_refresh(v->db);
+  return v->committed < flume_db_since(v->db);
+}
+
 void flume__follow_watch(flume__views *vs) { follow_run(vs); }
 
 static void call_mounted(flume__views *vs, int status) {
@@ -207,7 +215,8 @@ static void look(flume__views *vs, flume_view *list, int check) {
     if (v->waiters == NULL) continue;
     int rc = flume__follow_sync(v);
     if (rc == 0) flume__gate_release(v);
-    if (rc == 0 && v->waiters && check) rc = flume__follow_check(v);
+    if (rc == 0 && v->waiters && check && flume__follow_lags(v))
+      rc = flume__follow_check(v);
     if (rc) flume__gate_fail(v, rc);
   }
   (void)vs;

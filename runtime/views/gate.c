@@ -101,7 +101,8 @@ int flume__view_wait(flume_view *v, int64_t target, double timeout,
     /* A writer's checkpoints bring it up, if a writer runs and has it
      * (follow.c); otherwise the read fails now rather than hang. */
     int rc = flume__follow_sync(v);
-    if (rc == 0 && !reached(v, target)) rc = flume__follow_check(v);
+    if (rc == 0 && !reached(v, target) && flume__follow_lags(v))
+      rc = flume__follow_check(v);
     if (rc) return rc;
   }
   int now = v->failed || reached(v, target);
