@@ -62,6 +62,10 @@ int64_t flume__index_seq_get(const void *entry, size_t len) {
   return (int64_t)seq;
 }
 
+int flume__meta_failed_key(const char *name, char *buf, size_t len) {
+  return named(FLUME__META_FAILED_PREFIX, name, buf, len);
+}
+
 int flume__meta_script_key(const char *name, char *buf, size_t len) {
   return named(FLUME__META_SCRIPT_PREFIX, name, buf, len);
 }

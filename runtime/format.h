@@ -18,6 +18,10 @@
  *  "meta"        "script:" name             the view's catalogue entry: the
  *                                           script it was attached with
  *                                           (below)
+ *  "meta"        "failed:" name             8 bytes: the session of the writer
+ *                                           whose copy of the view failed,
+ *                                           then its error message (gone
+ *                                           when it is set up or rebuilt)
  *  "meta"        "writer"                   8 bytes: the session of the last
  *                                           writer to open the database
  *  "v:" name     reduce: "s"                msgpack of the view's state
@@ -86,6 +90,7 @@
 #define FLUME__META_VIEW_PREFIX "view:"
 #define FLUME__META_SCRIPT_PREFIX "script:"
 #define FLUME__META_WRITER "writer"
+#define FLUME__META_FAILED_PREFIX "failed:"
 
 /* A view's table is this prefix and its name. */
 #define FLUME__VIEW_TABLE_PREFIX "v:"
@@ -155,6 +160,9 @@ typedef struct flume__script {
 int flume__script_pack(const flume__script *s, struct flume__buf *out);
 /* FLUME_ECORRUPT when v is not a catalogue entry. */
 int flume__script_unpack(flume__slice v, flume__script *s);
+
+/* Writes "failed:<name>" into buf; its length, or -1. */
+int flume__meta_failed_key(const char *name, char *buf, size_t len);
 
 /* Writes "script:<name>" into buf; its length, or -1. */
 int flume__meta_script_key(const char *name, char *buf, size_t len);

@@ -209,6 +209,46 @@ print(n, reads > 10)
     r:close()
   end)
 
+  it("fails a gated read at once when the writer's view failed, with " ..
+     "its error", function()
+    seed(10)
+    H.write(tmp .. "/bad.lua", [[return { version = 1, initial = 0,
+      reduce = function(t, v)
+        if v.i == 12 then error("twelve is bad") end
+        return t + 1
+      end }]])
+    H.write(tmp .. "/badwriter.lua", [=[
+local flume = require "flume"
+local db = flume.open(arg[1], { codec = "msgpack" })
+db:use("bad", arg[2])
+db:append({ { i = 11 }, { i = 12 }, { i = 13 } }, { batch = true })
+print(pcall(db.bad.get, db.bad))
+io.stdout:flush()
+flume.sleep(tonumber(arg[3]))
+db:close()
+]=])
+    local p = io.popen(H.lua_command(tmp .. "/badwriter.lua", dir,
+      tmp .. "/bad.lua", 5) .. " 2>&1")
+    local line = p:read("l") -- the writer saw its view fail
+    assert.matches("twelve is bad", line)
+    local r = flume.open(dir, { readonly = true })
+    local bad = r:view("bad")
+    H.raises(function() bad:get { timeout = 30 } end,
+      "^flume: EVIEW: in the writer, view 'bad' failed at seq 11: .*" ..
+      "twelve is bad")
+    local got
+    bad:get(function(e) got = e end)
+    while got == nil do flume.sleep(0.01) end
+    assert.matches("^flume: EVIEW: in the writer, view 'bad' failed", got)
+    local listed
+    for _, e in ipairs(r:views()) do
+      if e.name == "bad" then listed = e end
+    end
+    assert.matches("twelve is bad", listed.error)
+    r:close()
+    p:close()
+  end)
+
   it("keeps serving across its writer killed with kill -9, and follows " ..
      "the next writer, which mounts the stored views", function()
     seed(10)

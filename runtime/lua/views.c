@@ -122,6 +122,7 @@ static int catalogue_one(void *ctx, const flume__catalogue_entry *e) {
     lua_pushinteger(L, e->script.version);
     lua_setfield(L, -2, "script_version");
   }
+  if (e->error) set_str(L, "error", e->error, e->error_len);
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
   return 0;
 }
@@ -214,7 +215,7 @@ static int ldb_view_wait(lua_State *L) {
   if (rc == FLUME_EVIEW) {
     flume__view_info_t in;
     flume__view_info(v, &in);
-    lua_pushfstring(L, "flume: EVIEW: %s", in.error);
+    lua_pushfstring(L, "flume: EVIEW: %s", in.error ? in.error : in.note);
     return lua_error(L);
   }
   if (rc == FLUME_ENOWRITER) {

@@ -137,6 +137,12 @@ int flume__views_list(flume_db *db, flume__catalogue_fn fn, void *ctx) {
       rc = g;
       break;
     }
+    kl = flume__meta_failed_key(e.name, key, sizeof key);
+    if (ops->get(txn, meta, str_slice(key, (size_t)kl), &sv) == 0 &&
+        sv.size >= 8) {
+      e.error = (const char *)sv.data + 8;
+      e.error_len = sv.size - 8;
+    }
     e.mounted = flume__view_find(db, e.name) != NULL;
     if ((rc = fn(ctx, &e))) break;
   }
@@ -171,6 +177,9 @@ static int drop_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
   kl = flume__meta_script_key(d->name, key, sizeof key);
   if (rc == 0) rc = ops->del(txn, meta, str_slice(key, (size_t)kl));
   if (rc == 0) d->found = 1;
+  if (rc == FLUME_ENOTFOUND) rc = 0;
+  kl = flume__meta_failed_key(d->name, key, sizeof key);
+  if (rc == 0) rc = ops->del(txn, meta, str_slice(key, (size_t)kl));
   if (rc == FLUME_ENOTFOUND) rc = 0;
   flume__view_table_name(d->name, tname, sizeof tname);
   if (rc == 0) {

@@ -143,7 +143,7 @@ int flume__follow_record(flume_view *v, const flume__record *rec);
 int flume__follow_sync(flume_view *v);
 /* 0 when a running writer has the view attached at this version, else
  * FLUME_ENOWRITER with v->note saying which, where the view and the log
- * are. */
+ * are; FLUME_EVIEW when the writer's copy failed (v->note: its error). */
 int flume__follow_check(flume_view *v);
 /* 1 when the view is behind the log's since (refreshed now): only then
  * does a wait need a writer to bring it up. */

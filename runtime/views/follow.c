@@ -136,8 +136,21 @@ int flume__follow_check(flume_view *v) {
   if (rc == 0 && val.size == sizeof session) memcpy(&session, val.data, 8);
   if (rc == 0) rc = ops->get(txn, meta, (flume__slice){key, (size_t)kl}, &val);
   if (rc == 0) rc = flume__script_unpack(val, &sc);
+  /* The writer's copy failed: nothing will bring it up. */
+  char fkey[FLUME__NAMED_KEY_SIZE];
+  int fkl = flume__meta_failed_key(v->name, fkey, sizeof fkey);
+  flume__slice fv;
+  int failed = rc == 0 &&
+               ops->get(txn, meta, (flume__slice){fkey, (size_t)fkl}, &fv) ==
+                   0 &&
+               fv.size >= 8 && memcmp(fv.data, &session, 8) == 0;
+  if (failed)
+    snprintf(v->note, sizeof v->note, "in the writer, %.*s",
+             (int)(fv.size - 8 > 280 ? 280 : fv.size - 8),
+             (const char *)fv.data + 8);
   ops->txn_abort(txn);
   if (rc && rc != FLUME_ENOTFOUND) return rc;
+  if (failed) return FLUME_EVIEW;
   if (rc == 0 && sc.session == session && session != 0 &&
       sc.version == v->version && sc.kind == v->kind)
     return 0;

@@ -155,6 +155,9 @@ typedef struct flume__catalogue_entry {
   int attached;          /* a running writer has it attached, at the
                           * record's version */
   int mounted;           /* this handle has it mounted */
+  const char *error;     /* the error that stopped it in the writer that
+                          * last had it, or NULL */
+  size_t error_len;      /* its length */
 } flume__catalogue_entry;
 
 /* Nonzero stops the listing and is returned. */

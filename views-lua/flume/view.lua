@@ -52,6 +52,8 @@ local function explain_wait_error(view, err, target)
   elseif errors.is(err, "EVIEW") then
     local info = view_info(view)
     if info and info.error then return info.error end
+    -- a reader's view: its writer's copy failed
+    if info and info.note then return "flume: EVIEW: " .. info.note end
   elseif errors.is(err, "ETIMEDOUT") then
     local info = view_info(view)
     return string.format("%s waiting for view '%s' to reach seq %d (it is " ..
