@@ -438,8 +438,13 @@ typedef void (*flume_wait_cb)(void *ctx, int status);
  * (the gate of every Lua read). `cb` is called once, on a later loop turn,
  * even when the view is up to date already.
  * @param timeout seconds; negative for none.
+ * On a read-only handle the view is brought up by the writer process:
+ * with none running, or one without this view, a view behind the log is
+ * #FLUME_ENOWRITER at once (or later, to cb, if the writer goes away), and
+ * a view its writer failed is #FLUME_EVIEW; flume_db_errmsg() says why.
+ * @param timeout seconds; negative for none.
  * @return 0, or #FLUME_EINVAL (NULL view or cb), #FLUME_EVIEW (the view
- * has failed), #FLUME_ECLOSED, #FLUME_ENOMEM.
+ * has failed), #FLUME_ENOWRITER, #FLUME_ECLOSED, #FLUME_ENOMEM.
  */
 FLUME_API int flume_view_wait(flume_view *view, double timeout,
                               flume_wait_cb cb, void *ctx);
