@@ -11,6 +11,22 @@
 --   stream_scan  DIR          for seq, value in db:stream()
 --   index_read   DIR          a range read per author over the by_author
 --                             view (built by an earlier `rebuild` of DIR)
+--   ro_live_delay DIR COUNT process|writer
+--                             COUNT paced sync appends to a new DIR; the
+--                             delay from each append's return to a live
+--                             stream seeing it, in a reader process (a
+--                             read-only handle) or in the writer itself:
+--                             prints p50 and p99 in microseconds
+--   ro_get       DIR COUNT PROCS
+--                             PROCS reader processes (read-only handles)
+--                             at once, COUNT db:get at random seqs each:
+--                             prints the total gets per second
+-- and the children these two start (not rows):
+--   ro_follow    DIR COUNT    a live stream of COUNT values on a read-only
+--                             handle: prints each one's receipt time
+--   ro_getter    DIR COUNT FIRST GO
+--                             COUNT gets from the FIRST-th of the random
+--                             order, started when the file GO appears
 package.path = (arg[0]:match("^(.*)/") or ".") .. "/?.lua;" .. package.path
 local flume = require "flume"
 local data = require "data"
@@ -134,6 +150,171 @@ local function index_read()
   report(row, n, t1 - t0)
 end
 
+-- Reader processes ------------------------------------------------------------
+
+-- Both measurements below start their reader processes themselves, with this
+-- Lua and this script (lua.sh's paths are in the environment), bounded by
+-- `timeout` so that none outlives a failed run; every one is waited for.
+local function child(...)
+  local words = { "timeout", "300", arg[-1], arg[0], ... }
+  for i, w in ipairs(words) do
+    words[i] = "'" .. tostring(w):gsub("'", "'\\''") .. "'"
+  end
+  return assert(io.popen(table.concat(words, " ")))
+end
+
+--- Closes a child's pipe (waiting for it); raises if it failed.
+local function reap(p, what)
+  local ok, how, code = p:close()
+  if not ok then error(what .. " failed (" .. how .. " " .. code .. ")", 0) end
+end
+
+local function percentile(sorted, p)
+  return sorted[math.max(1, math.ceil(p * #sorted))]
+end
+
+-- A live stream's receipt times: times[i] is when value i-1 (seq i-1 of a
+-- log that started empty) reached the callback.
+local function follow_times(db, count, on_ready)
+  local times, last, stop = {}, -1, nil
+  stop = db:stream({ gte = 0, live = true }, function(err, entries)
+    assert(err == nil, err)
+    local t = clock()
+    for _, e in ipairs(entries) do
+      assert(e.seq == last + 1, ("seq %d after %d"):format(e.seq, last))
+      assert(e.value.seq == e.seq, "seq " .. e.seq .. " holds another value")
+      last = e.seq
+      times[#times + 1] = t
+    end
+    if #times >= count then stop() end
+  end)
+  if on_ready then on_ready() end
+  return times
+end
+
+-- The warm-up: appends not counted (the first polls, page faults).
+local WARM = 50
+
+local function ro_live_delay(count, where)
+  -- The reader process starts before the writer opens the folder: a child
+  -- forked from a process with LMDB open would inherit its descriptors.
+  local db = flume.open(dir)
+  db:close()
+  local total = WARM + count
+  local values = data.values(0, total)
+  local reader, times
+  if where == "process" then
+    reader = child("ro_follow", dir, total)
+    local line = reader:read("l")
+    if line ~= "ready" then
+      reap(reader, "the reader process")
+      error("the reader process did not start", 0)
+    end
+  end
+  db = flume.open(dir)
+  if where == "writer" then times = follow_times(db, total) end
+  -- Paced: one append every 1 to 2 ms (pseudo-random, so that the pace
+  -- does not lock onto the reader's poll), whatever the fsync took.
+  local acked, next_at = {}, clock() + 0.01
+  for i = 1, total do
+    local wait = next_at - clock()
+    if wait > 0.0005 then flume.sleep(wait) end
+    db:append(values[i])
+    acked[i] = clock()
+    next_at = math.max(next_at, clock()) + 0.001 + (data.mix(i) % 1000) / 1e6
+  end
+  if where == "process" then
+    times = {}
+    for line in reader:lines() do times[#times + 1] = tonumber(line) end
+    reap(reader, "the reader process")
+  else
+    local deadline = clock() + 60
+    while #times < total and clock() < deadline do flume.sleep(0.001) end
+  end
+  db:close()
+  assert(#times == total, ("the live stream saw %d values of %d"):format(
+    #times, total))
+  local delays = {}
+  for i = WARM + 1, total do
+    delays[#delays + 1] = (times[i] - acked[i]) * 1e6
+  end
+  table.sort(delays)
+  local sum = 0
+  for _, d in ipairs(delays) do sum = sum + d end
+  print(string.format("p50 %.0f", percentile(delays, 0.5)))
+  print(string.format("p99 %.0f", percentile(delays, 0.99)))
+  io.stderr:write(string.format("  ro_live_delay %s: %d samples, min %.0f, " ..
+    "mean %.0f, max %.0f us\n", where, #delays, delays[1], sum / #delays,
+    delays[#delays]))
+end
+
+local function ro_follow(count)
+  local db = flume.open(dir, { readonly = true })
+  local times = follow_times(db, count, function()
+    io.stdout:write("ready\n")
+    io.stdout:flush()
+  end)
+  -- the writer appends one every 1-2 ms: far past that it has failed
+  local deadline = clock() + 30 + count * 0.004
+  while #times < count and clock() < deadline do flume.sleep(0.01) end
+  db:close()
+  assert(#times == count, ("saw %d values of %d"):format(#times, count))
+  local out = {}
+  for i, t in ipairs(times) do out[i] = string.format("%.9f", t) end
+  io.stdout:write(table.concat(out, "\n"), "\n")
+end
+
+local function ro_get(count, procs)
+  local go = dir .. ".go"
+  os.remove(go)
+  local kids, failed = {}, nil
+  for k = 1, procs do
+    kids[k] = child("ro_getter", dir, count, (k - 1) * count, go)
+  end
+  for k = 1, procs do
+    if kids[k]:read("l") ~= "ready" then failed = failed or "reader " .. k end
+  end
+  -- all open: go (also after a failure, so that none waits forever)
+  assert(io.open(go, "w")):close()
+  local first, last, n = math.huge, -math.huge, 0
+  for k = 1, procs do
+    local out = kids[k]:read("a")
+    local ok = kids[k]:close()
+    local t0, t1, got = out:match("^start (%S+)\nend (%S+)\ngets (%d+)\n$")
+    if not ok or not t0 then
+      failed = failed or "reader " .. k
+    else
+      first = math.min(first, tonumber(t0))
+      last = math.max(last, tonumber(t1))
+      n = n + tonumber(got)
+    end
+  end
+  os.remove(go)
+  if failed then error(failed .. " failed", 0) end
+  report(row, n, last - first)
+end
+
+local function ro_getter(count, from, go)
+  local db = flume.open(dir, { readonly = true })
+  io.stdout:write("ready\n")
+  io.stdout:flush()
+  local function started()
+    local f = io.open(go)
+    if f then f:close() end
+    return f ~= nil
+  end
+  while not started() do flume.sleep(0.001) end
+  local n, random_seq = db.since + 1, data.random_seq
+  local t0 = clock()
+  for i = from, from + count - 1 do
+    local seq = random_seq(i, n)
+    if db:get(seq).seq ~= seq then error("wrong value at seq " .. seq) end
+  end
+  local t1 = clock()
+  db:close()
+  print(string.format("start %.9f\nend %.9f\ngets %d", t0, t1, count))
+end
+
 if row == "append_batch" then append_batch(assert(tonumber(arg[3])))
 elseif row == "append_async" then append_async(assert(tonumber(arg[3])))
 elseif row == "append_each" then append_each(assert(tonumber(arg[3])))
@@ -141,6 +322,13 @@ elseif row == "rebuild" then rebuild(table.move(arg, 3, #arg, 1, {}))
 elseif row == "get_random" then get_random(assert(tonumber(arg[3])))
 elseif row == "stream_scan" then stream_scan()
 elseif row == "index_read" then index_read()
+elseif row == "ro_live_delay" then
+  ro_live_delay(assert(tonumber(arg[3])), arg[4])
+elseif row == "ro_follow" then ro_follow(assert(tonumber(arg[3])))
+elseif row == "ro_get" then
+  ro_get(assert(tonumber(arg[3])), assert(tonumber(arg[4])))
+elseif row == "ro_getter" then
+  ro_getter(assert(tonumber(arg[3])), assert(tonumber(arg[4])), arg[5])
 else
   io.stderr:write("flume_bench: unknown row ", tostring(row), "\n")
   os.exit(2)

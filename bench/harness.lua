@@ -37,7 +37,8 @@ usage: bench/run [--json] [--n N | --quick] [--only row,row,...] [--no-peers]
   --n N       values in the data set (default 1000000)
   --quick     N = 20000 (what CI runs)
   --json      one JSON object per line instead of the table
-  --only      just these rows (the data set is always appended first)
+  --only      just these rows (the data set is always appended first;
+              ro_live_delay: both its rows)
   --no-peers  skip the JavaScript peers
 ]])
       os.exit(0)
@@ -53,6 +54,12 @@ local N = opts.n
 -- append_each: single sync appends, an fsync each: 10,000 at N >= 100,000,
 -- fewer for small N so that --quick stays quick on a slow disk
 local EACH = math.min(10000, N // 10)
+-- ro_live_delay: paced appends, one every 1-2 ms (a sample each): 1,000 in
+-- --quick, 5,000 from N = 100,000 up
+local SAMPLES = math.max(1000, math.min(5000, N // 20))
+-- ro_get_4proc: gets per reader process (at least 200,000, so that a
+-- process runs long beside its starting)
+local RO_GETS = math.max(N, 200000)
 local build, work = opts.build, opts.build .. "/work"
 local lua, cbin = build .. "/lua.sh", build .. "/c"
 
@@ -110,7 +117,11 @@ end
 
 local ROWS = { "append_batch", "append_async", "append_each", "rebuild_reduce",
   "rebuild_group", "rebuild_index", "rebuild_4", "get_random", "stream_scan",
-  "index_read", "rss_rebuild" }
+  "index_read", "rss_rebuild", "ro_live_delay_p50", "ro_live_delay_p99",
+  "ro_get_4proc" }
+
+-- Units where less is better (the ratio is flume / baseline all the same).
+local LOWER = { us = true, KiB = true }
 
 -- What issue 4 asks of each row at N = 1,000,000: a ratio to a baseline, a
 -- floor in values/s, or a ceiling in KiB.
@@ -131,8 +142,14 @@ local TARGETS = {
 local results = {} -- name -> { flume =, unit =, baselines = { {name, value} } }
 
 local function want(name)
-  return opts.only == nil or opts.only[name] or
-    (name == "rebuild_4" and opts.only.rss_rebuild)
+  local only = opts.only
+  if only == nil or only[name] then return true end
+  if name == "rebuild_4" then return only.rss_rebuild end
+  -- ro_live_delay measures both its rows
+  if name == "ro_live_delay" then
+    return only.ro_live_delay_p50 or only.ro_live_delay_p99
+  end
+  return only[name:match("^(ro_live_delay)_p%d+$") or ""]
 end
 
 local function record(name, value, unit)
@@ -150,8 +167,9 @@ end
 
 local function fmt(v)
   if v == nil then return "-" end
-  local s = string.format("%d", math.floor(v + 0.5))
-  return (s:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", ""))
+  local s = string.format("%d", math.floor(math.abs(v) + 0.5))
+  s = s:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")
+  return (v < 0 and "-" or "") .. s
 end
 
 local function progress(name)
@@ -281,6 +299,33 @@ if index_dir and want("index_read") then
   progress("index_read")
 end
 
+-- ro_live_delay: from an append's return in the writer to a live stream
+-- seeing it, in a reader process; the baseline is a live stream in the
+-- writer's own process
+if want("ro_live_delay") then
+  local f = run("flume ro_live_delay",
+    flume("ro_live_delay", fresh("live"), SAMPLES, "process"))
+  record("ro_live_delay_p50", f and f.p50, "us")
+  record("ro_live_delay_p99", f and f.p99, "us")
+  local w = run("flume ro_live_delay (writer)",
+    flume("ro_live_delay", fresh("live"), SAMPLES, "writer"))
+  baseline("ro_live_delay_p50", "writer", w and w.p50)
+  baseline("ro_live_delay_p99", "writer", w and w.p99)
+  fresh("live")
+  progress("ro_live_delay_p50")
+  progress("ro_live_delay_p99")
+end
+
+-- ro_get_4proc: four reader processes at once; the baseline is the same
+-- with one (a read-only handle, the same code)
+if have_seed and want("ro_get_4proc") then
+  local f = run("flume ro_get_4proc", flume("ro_get", seed, RO_GETS, 4))
+  record("ro_get_4proc", f and f.ro_get)
+  local b = run("flume ro_get, 1 process", flume("ro_get", seed, RO_GETS, 1))
+  baseline("ro_get_4proc", "1proc", b and b.ro_get)
+  progress("ro_get_4proc")
+end
+
 local notes = {}
 if peers then
   note("bench: the JavaScript peers")
@@ -303,11 +348,12 @@ sh("rm -rf " .. q(work))
 
 local function ratio(r, b) return r.flume and b[2] and b[2] > 0 and r.flume / b[2] end
 
---- Whether a row meets its targets: "met", "MISSED" or nil (no target, or
--- its baseline is missing).
-local function verdicts(name, r)
+--- Whether a row meets its targets (when judged): "met", "MISSED" or nil (no
+-- target, or its baseline is missing); and "lower is better" for its unit.
+local function verdicts(name, r, judge)
   local out = {}
-  for _, t in ipairs(TARGETS[name] or {}) do
+  if LOWER[r.unit] then out[1] = "lower is better" end
+  for _, t in ipairs(judge and TARGETS[name] or {}) do
     local ok, what
     if t.ratio then
       for _, b in ipairs(r.baselines) do
@@ -365,7 +411,7 @@ else
         print((string.format(line, i == 1 and name or "",
           i == 1 and fmt(r.flume) or "", fmt(b[2]), b[1],
           x and string.format("%.2f", x) or "-", i == 1 and r.unit or "",
-          i == 1 and judge and verdicts(name, r) or ""):gsub("%s+$", "")))
+          i == 1 and verdicts(name, r, judge) or ""):gsub("%s+$", "")))
       end
     elseif want(name) then
       print(string.format(line, name, "FAILED", "", "", "", "", ""))

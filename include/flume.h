@@ -104,7 +104,8 @@ extern "C" {
   X(EEXIST, -33017, "name is already in use")                                  \
   X(ESCRIPT, -33018, "bad view script")                                        \
   X(EBUSY, -33019, "busy")                                                     \
-  X(EREADONLY, -33020, "database is open read-only")
+  X(EREADONLY, -33020, "database is open read-only")                          \
+  X(ENOWRITER, -33021, "no writer is bringing the view up to the log")
 
 /** Error codes: `FLUME_EINVAL` and so on. */
 typedef enum {
@@ -158,9 +159,14 @@ typedef struct flume_db_options {
    * process or with none: no lock is taken and nothing is written. Reads
    * see what the writer has committed; flume_db_since() follows its
    * commits (checked at every read and every few milliseconds while a
-   * watch waits), so live reads follow the writer. Appends and views fail
-   * with #FLUME_EREADONLY. A missing database is #FLUME_ENOTFOUND; a
-   * memory database cannot be read-only (#FLUME_EINVAL). */
+   * watch waits), so live reads follow the writer. Views the writer
+   * attached are mounted with flume_view_use() (the script may be NULL:
+   * the one the database stores) and read what the writer checkpoints;
+   * a gated read waits for the writer's checkpoint, and fails with
+   * #FLUME_ENOWRITER when no running writer has the view attached.
+   * Appends, C views, rebuild and drop fail with #FLUME_EREADONLY. A
+   * missing database is #FLUME_ENOTFOUND; a memory database cannot be
+   * read-only (#FLUME_EINVAL). */
   int readonly;
 } flume_db_options;
 
@@ -318,17 +324,25 @@ typedef void (*flume_use_cb)(void *ctx, int status, flume_view *view);
 /**
  * Adds a view from Lua script text. Its state is kept in the database; a
  * different `version` than the stored one drops the state and rebuilds it
- * from the log.
+ * from the log. The database also keeps the script (its catalogue), so
+ * the view can be mounted again by name: pass a NULL script for the one
+ * stored.
+ *
+ * On a read-only handle the view must be one the database has, at the
+ * same version: it reads the writer's checkpoints and never indexes.
  *
  * @param name 1 to 63 bytes; a view of that name and version must not be in
  * use already (a failed view, or another version, is replaced).
+ * @param script Lua source, or NULL for the script the database stores.
  * @param cb called once the view's table is open and its checkpoint read.
  * @return 0, or #FLUME_ESCRIPT (the script does not load, has no integer
  * version or no usable functions), #FLUME_EENCODE (its `initial` state
- * cannot be stored), #FLUME_EEXIST, #FLUME_EINVAL (a NULL name or script,
- * a name not 1 to 63 bytes), #FLUME_ECLOSED (flume_db_close() has been
- * called), #FLUME_ENOMEM; after any of them flume_db_errmsg() says what
- * (and where, for a script).
+ * cannot be stored), #FLUME_EEXIST, #FLUME_EINVAL (a NULL name, a name not
+ * 1 to 63 bytes), #FLUME_ENOTFOUND (NULL script and none stored; or a
+ * read-only handle and no such view), #FLUME_ENOWRITER (read-only: the
+ * database has another version of it), #FLUME_ECLOSED (flume_db_close()
+ * has been called), #FLUME_ENOMEM; after any of them flume_db_errmsg()
+ * says what (and where, for a script).
  */
 FLUME_API int flume_view_use(flume_db *db, const char *name,
                              const char *script, size_t len, flume_use_cb cb,
@@ -424,8 +438,13 @@ typedef void (*flume_wait_cb)(void *ctx, int status);
  * (the gate of every Lua read). `cb` is called once, on a later loop turn,
  * even when the view is up to date already.
  * @param timeout seconds; negative for none.
+ * On a read-only handle the view is brought up by the writer process:
+ * with none running, or one without this view, a view behind the log is
+ * #FLUME_ENOWRITER at once (or later, to cb, if the writer goes away), and
+ * a view its writer failed is #FLUME_EVIEW; flume_db_errmsg() says why.
+ * @param timeout seconds; negative for none.
  * @return 0, or #FLUME_EINVAL (NULL view or cb), #FLUME_EVIEW (the view
- * has failed), #FLUME_ECLOSED, #FLUME_ENOMEM.
+ * has failed), #FLUME_ENOWRITER, #FLUME_ECLOSED, #FLUME_ENOMEM.
  */
 FLUME_API int flume_view_wait(flume_view *view, double timeout,
                               flume_wait_cb cb, void *ctx);
@@ -492,9 +511,51 @@ FLUME_API void flume_view_iter_close(flume_view_iter *it);
 /**
  * Drops every view's state and rebuilds it from the log, in slices;
  * gated reads wait for the rebuild.
- * @return 0, or #FLUME_ECLOSED, #FLUME_ENOMEM.
+ * @return 0, or #FLUME_ECLOSED, #FLUME_ENOMEM, #FLUME_EREADONLY.
  */
 FLUME_API int flume_db_rebuild(flume_db *db);
+
+/** Called once flume_db_drop() has committed (status 0) or failed. */
+typedef void (*flume_status_cb)(void *ctx, int status);
+
+/**
+ * Drops the view called `name` from the database: its checkpoint record,
+ * stored script and state are removed in one transaction. A view of that
+ * name in use on this handle is taken out of use at once (its reads fail
+ * with #FLUME_EVIEW). cb gets 0, #FLUME_ENOTFOUND (the database had no such
+ * view) or the store's error.
+ * @return 0, or #FLUME_EREADONLY, #FLUME_EINVAL (a bad name), #FLUME_EBUSY
+ * (a C view in use), #FLUME_ECLOSED, #FLUME_ENOMEM; flume_db_errmsg() says
+ * what.
+ */
+FLUME_API int flume_db_drop(flume_db *db, const char *name,
+                            flume_status_cb cb, void *ctx);
+
+/** One view a database has (flume_db_views()); valid during the call. */
+typedef struct flume_view_entry {
+  const char *name;      /**< its name */
+  const char *kind;      /**< "reduce", "group", "index", "c" */
+  int64_t version;       /**< version of the script that built its state */
+  int64_t since;         /**< the last seq its stored state includes */
+  uint64_t hash;         /**< hash of that script */
+  const char *script;    /**< the stored script (not NUL-ended), or NULL:
+                          * none stored (a C view) */
+  size_t script_len;     /**< its length */
+  int attached;          /**< a running writer has it attached */
+  int mounted;           /**< this handle has it in use */
+} flume_view_entry;
+
+/** Called by flume_db_views() for each view; nonzero stops the listing and
+ * is returned. */
+typedef int (*flume_view_entry_fn)(void *ctx, const flume_view_entry *e);
+
+/**
+ * Lists the views the database has (every view with a checkpoint record,
+ * and its stored script), by name, as of one read transaction.
+ * @return 0, fn's nonzero value, or the store's error.
+ */
+FLUME_API int flume_db_views(flume_db *db, flume_view_entry_fn fn,
+                             void *ctx);
 
 /**
  * With ready 0, views do not index (reads that wait, wait) until it is

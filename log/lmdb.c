@@ -5,7 +5,11 @@
  * The write transaction runs on the runtime's writer thread while read
  * transactions run on the loop thread; LMDB's MVCC makes that safe. What
  * LMDB does not do for us:
- *  - keep a second process from writing: flock() on `flume.lock`;
+ *  - keep a second process from writing: flock() on `flume.lock`, plus an
+ *    open-file-description write lock on it, which readers can test
+ *    without taking (writer_alive: F_OFD_GETLK; a flock cannot be tested
+ *    without taking it, and a reader holding it for a moment would make a
+ *    starting writer fail with ELOCKED);
  *  - grow the map: mdb_env_set_mapsize() needs every transaction of the
  *    process finished, so all transactions hold `txn_lock` shared and grow()
  *    takes it exclusively;
@@ -95,8 +99,36 @@ static int lock_folder(const char *path, int *fd_out) {
     close(fd);
     return e == EWOULDBLOCK ? FLUME_ELOCKED : -e;
   }
+#ifdef F_OFD_SETLK
+  /* The sign of a live writer for readers (writer_alive). */
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+  if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+    int e = errno;
+    close(fd);
+    return e == EAGAIN || e == EACCES ? FLUME_ELOCKED : -e;
+  }
+#endif
   *fd_out = fd;
   return 0;
+}
+
+/* Whether a process holds the folder's write lock: 1, 0, or -errno. */
+static int lmdb_writer_alive(flume__store *s) {
+  if (!s->readonly) return 1; /* this process is the writer */
+  char file[4200];
+  snprintf(file, sizeof file, "%s/flume.lock", s->path);
+  int fd = open(file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? 0 : -errno;
+  int alive;
+#ifdef F_OFD_GETLK
+  struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+  alive = fcntl(fd, F_OFD_GETLK, &fl) != 0 ? -errno : fl.l_type != F_UNLCK;
+#else
+  /* Taken for a moment: a writer starting right then gets ELOCKED. */
+  alive = flock(fd, LOCK_SH | LOCK_NB) != 0;
+#endif
+  close(fd);
+  return alive;
 }
 
 static size_t file_size(const char *path) {
@@ -687,6 +719,7 @@ const flume__store_ops flume__store_lmdb = {
     .grow = lmdb_grow,
     .stat = lmdb_stat,
     .txn_snapshot = lmdb_txn_snapshot,
+    .writer_alive = lmdb_writer_alive,
     .copy = lmdb_copy,
     .verify = lmdb_verify,
     .table_open = lmdb_table_open,

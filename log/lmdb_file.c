@@ -528,7 +528,8 @@ static uint64_t verify_free(MDB_txn *txn, uint64_t last, const char *path,
   char what[4400];
   if (mdb_cursor_open(txn, 0, &cur) != 0) return 0;
   fn(ctx, FLUME__VERIFY_TABLE, "(free pages)", 0);
-  for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+  int rc;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     n++;
     uint64_t count = 0;
@@ -546,6 +547,14 @@ static uint64_t verify_free(MDB_txn *txn, uint64_t last, const char *path,
                path, v.mv_size);
       fn(ctx, FLUME__VERIFY_DAMAGED, what, n);
     }
+  }
+  /* A walk that ends early is damage too: the next writer reads this list
+   * to reuse pages, and would fail on it. */
+  if (rc != MDB_NOTFOUND) {
+    snprintf(what, sizeof what,
+             "LMDB's list of free pages in %s/data.mdb is damaged (%s)",
+             path, mdb_strerror(rc));
+    fn(ctx, FLUME__VERIFY_DAMAGED, what, n);
   }
   mdb_cursor_close(cur);
   return n;

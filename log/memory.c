@@ -981,6 +981,12 @@ int flume__test_memory_check(flume__store *s) {
 }
 #endif
 
+/* A memory store has no other process: its writer is this one. */
+static int mem_writer_alive(flume__store *s) {
+  (void)s;
+  return 1;
+}
+
 static uint64_t mem_txn_snapshot(flume__txn *t) {
   (void)t;
   return 0; /* nothing else writes a memory store */
@@ -997,6 +1003,7 @@ const flume__store_ops flume__store_memory = {
     .grow = mem_grow,
     .stat = mem_stat,
     .txn_snapshot = mem_txn_snapshot,
+    .writer_alive = mem_writer_alive,
     .copy = mem_copy,
     .verify = mem_verify,
     .table_open = mem_table_open,

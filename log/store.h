@@ -167,6 +167,11 @@ typedef struct flume__store_ops {
    * readers, so "have I seen everything" must compare this id, not
    * stat's. The memory backend: 0. */
   uint64_t (*txn_snapshot)(flume__txn *t);
+  /* 1 while a process has the store open for writing (a writer store: this
+   * one), 0 when none has, or -errno. For a read-only store, whether the
+   * views it reads have a writer to bring them up (LMDB: a lock a reader
+   * can test without taking it). */
+  int (*writer_alive)(flume__store *s);
   /* Copies the store as of one read transaction (a consistent snapshot,
    * however long the copy takes and whoever writes meanwhile) into dest, an
    * existing folder holding no database, as a database the same backend

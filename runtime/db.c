@@ -10,6 +10,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "internal.h"
@@ -76,6 +77,8 @@ struct flume_db {
   char errmsg[FLUME__ERRMSG_SIZE]; /* flume_db_errmsg() */
   int readonly;                   /* opened read-only: another process
                                    * (or none) writes */
+  uint64_t session;               /* writer: this opening's random id,
+                                   * stored as meta "writer" */
   uint64_t seen_txn;              /* read-only: the store's last commit
                                    * this handle has looked at */
   uv_timer_t poll;                /* read-only: looks for new commits
@@ -139,6 +142,7 @@ void *flume__db_part(flume_db *db, const flume__part_ops *ops) {
 char *flume__db_errbuf(flume_db *db) { return db->errmsg; }
 
 int flume__db_readonly(const flume_db *db) { return db->readonly; }
+uint64_t flume__db_session(const flume_db *db) { return db->session; }
 
 FLUME_API const char *flume_db_errmsg(flume_db *db) {
   return db ? db->errmsg : "";
@@ -206,6 +210,15 @@ static int init_meta(flume_db *db, const char *codec, char found[64]) {
     ops->txn_abort(txn);
     return 0;
   }
+  /* This opening's id: a view's catalogue entry names the session that
+   * attached it, so a reader can tell a view the running writer keeps up
+   * from one a writer that is gone left behind. */
+  if (uv_random(NULL, NULL, &db->session, sizeof db->session, 0, NULL))
+    db->session = uv_hrtime() ^ ((uint64_t)getpid() << 32);
+  rc = ops->put(txn, meta,
+                (flume__slice){FLUME__META_WRITER, strlen(FLUME__META_WRITER)},
+                (flume__slice){&db->session, sizeof db->session});
+  if (rc) goto fail;
   return ops->txn_commit(txn);
 fail:
   ops->txn_abort(txn);

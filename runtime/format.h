@@ -15,6 +15,15 @@
  *  "meta"        "format"                   FLUME__FORMAT ("2")
  *  "meta"        "codec"                    the codec's name (< 64 bytes)
  *  "meta"        "view:" name               the view record (below)
+ *  "meta"        "script:" name             the view's catalogue entry: the
+ *                                           script it was attached with
+ *                                           (below)
+ *  "meta"        "failed:" name             8 bytes: the session of the writer
+ *                                           whose copy of the view failed,
+ *                                           then its error message (gone
+ *                                           when it is set up or rebuilt)
+ *  "meta"        "writer"                   8 bytes: the session of the last
+ *                                           writer to open the database
  *  "v:" name     reduce: "s"                msgpack of the view's state
  *                group: key                 msgpack of the key's accumulator
  *                index: key ‖ be64(seq)     empty
@@ -27,6 +36,25 @@
  *  1       8     version of the script that built the state (int64)
  *  9       8     since: the last seq the state includes, -1 none (int64)
  *  17      8     hash of the script that built the state (uint64)
+ *
+ * The catalogue entry, written by the writer whenever it sets a view up (in
+ * the transaction that reads or resets its record), so that a read-only
+ * handle or a later writer can mount the view by name without its file:
+ *
+ *  offset  size  field
+ *  0       1     entry format: 1
+ *  1       1     kind, as in the record
+ *  2       1     origin: 0 script text, 1 a Lua table (source: the text of
+ *                the chunk its functions were written in, when it could be
+ *                read; may be empty)
+ *  3       8     version (int64)
+ *  11      8     hash of the script, as in the record (uint64)
+ *  19      8     session of the writer that attached it (uint64): equal to
+ *                "writer" while that writer runs with the view attached
+ *  27      4     chunk name length c (uint32)
+ *  31      4     source length s (uint32)
+ *  35      c     chunk name ("@path/to/view.lua", "=name")
+ *  35+c    s     source
  *
  * Integers in the record are in host byte order (little-endian on every
  * platform flume builds for); the index entry's seq is big-endian so that
@@ -60,6 +88,9 @@
 #define FLUME__META_FORMAT "format"
 #define FLUME__META_CODEC "codec"
 #define FLUME__META_VIEW_PREFIX "view:"
+#define FLUME__META_SCRIPT_PREFIX "script:"
+#define FLUME__META_WRITER "writer"
+#define FLUME__META_FAILED_PREFIX "failed:"
 
 /* A view's table is this prefix and its name. */
 #define FLUME__VIEW_TABLE_PREFIX "v:"
@@ -68,8 +99,9 @@
 
 /* A view's name: 1 to 63 bytes (a view's names fit in 64-byte buffers). */
 #define FLUME__NAME_MAX 63
-/* "view:" or "v:" and a name, with its NUL. */
-#define FLUME__NAMED_KEY_SIZE (sizeof FLUME__META_VIEW_PREFIX + FLUME__NAME_MAX)
+/* "view:", "script:" or "v:" and a name, with its NUL. */
+#define FLUME__NAMED_KEY_SIZE                                                \
+  (sizeof FLUME__META_SCRIPT_PREFIX + FLUME__NAME_MAX)
 
 /* Longest key of the store, in bytes. */
 #define FLUME__STORE_KEY_MAX 511
@@ -104,6 +136,36 @@ void flume__record_pack(const flume__record *r,
 int flume__record_unpack(flume__slice v, flume__record *r);
 /* "reduce", "group", "index", "c", or "unknown". */
 const char *flume__record_kind_name(int kind);
+
+#define FLUME__SCRIPT_HEADER 35
+
+struct flume__buf;
+
+/* A catalogue entry, unpacked: chunk and source point into the bytes it
+ * was unpacked from. */
+typedef struct flume__script {
+  uint8_t kind;       /* FLUME__RECORD_* */
+  uint8_t origin;     /* 0 script text, 1 a Lua table */
+  int64_t version;    /* script version */
+  uint64_t hash;      /* script hash */
+  uint64_t session;   /* session of the writer that attached it */
+  const char *chunk;  /* chunk name */
+  size_t chunk_len;   /* its length */
+  const char *source; /* source text */
+  size_t source_len;  /* its length */
+} flume__script;
+
+/* Packs s into out (reset first). FLUME_EINVAL when a length does not fit
+ * 32 bits, FLUME_ENOMEM. */
+int flume__script_pack(const flume__script *s, struct flume__buf *out);
+/* FLUME_ECORRUPT when v is not a catalogue entry. */
+int flume__script_unpack(flume__slice v, flume__script *s);
+
+/* Writes "failed:<name>" into buf; its length, or -1. */
+int flume__meta_failed_key(const char *name, char *buf, size_t len);
+
+/* Writes "script:<name>" into buf; its length, or -1. */
+int flume__meta_script_key(const char *name, char *buf, size_t len);
 
 /* Writes "view:<name>" (the record's key in "meta") into buf; its length,
  * or -1 when the name does not fit. */

@@ -88,6 +88,9 @@ void *flume__db_part(flume_db *db, const flume__part_ops *ops);
 void flume__db_refresh(flume_db *db);
 /* 1 when the database was opened read-only (flume_db_options.readonly). */
 int flume__db_readonly(const flume_db *db);
+/* A writer's session: a random id of this opening, stored in meta
+ * "writer" (format.h). 0 for a read-only handle. */
+uint64_t flume__db_session(const flume_db *db);
 
 /* The buffer behind flume_db_errmsg() (FLUME__ERRMSG_SIZE bytes): the
  * message of the database's last failed call. */

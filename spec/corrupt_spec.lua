@@ -384,7 +384,7 @@ describe("a database file", function()
       ended_well(code, err, what .. ", verify")
       if code == 0 then
         -- a page no longer in use: everything must then read back right
-        assert.is_nil(check_open(dir, what))
+        assert.is_nil(check_open(dir, what), what)
       else
         assert.truthy((out .. err):find("damaged"), out .. err)
       end

@@ -87,8 +87,14 @@ describe("a read-only handle", function()
     assert.same({ 1, 2 }, seen)
     H.raises(function() r:append({ i = 3 }) end,
       "^flume: EREADONLY: database is open read%-only$")
+    -- it mounts the views a writer attached, and this database has none
     H.raises(function() r:use("v", "views-lua/examples/by_author.lua") end,
-      "^flume: EREADONLY: .*cannot attach views")
+      "^flume: ENOTFOUND: .*the database has no such view")
+    H.raises(function() r:view("v") end,
+      "^flume: ENOTFOUND: .*no stored script for a view named 'v'")
+    H.raises(function() r:drop("v") end,
+      "^flume: EREADONLY: .*cannot drop views")
+    H.raises(function() r:rebuild() end, "^flume: EREADONLY: ")
     -- a writer (in another process: LMDB forbids one process two handles
     -- on a folder) opens beside the reader, which took no lock
     local pid = start_writer(tmp, dir, 3, 3, 1)

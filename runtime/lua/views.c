@@ -31,24 +31,111 @@ static void use_done(void *ctx, int status, flume_view *v) {
   flume__lua_req_finish(ctx, status, flume__lua_push_status, NULL);
 }
 
-/* db:use(name, source|nil, chunkname, table|nil, cb) */
+/* db:use(name, source|nil, chunkname, table|nil, cb, kept|nil,
+ * kept_chunk|nil): kept is, for a table, the text of the chunk its
+ * functions were written in (the catalogue keeps it). */
 static int ldb_use(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
   const char *name = luaL_checkstring(L, 2);
-  size_t len = 0;
-  const char *src = luaL_optlstring(L, 3, NULL, &len);
-  const char *chunk = luaL_optstring(L, 4, "=view");
-  if (src == NULL) luaL_checktype(L, 5, LUA_TTABLE);
+  flume__view_def def = {0};
+  def.src = luaL_optlstring(L, 3, NULL, &def.len);
+  def.chunk = luaL_optstring(L, 4, "=view");
+  if (def.src == NULL) luaL_checktype(L, 5, LUA_TTABLE);
+  def.L = L;
+  def.idx = 5;
+  def.kept = luaL_optlstring(L, 7, NULL, &def.kept_len);
+  def.kept_chunk = luaL_optstring(L, 8, NULL);
   char err[512] = "";
   lreq *r = flume__lua_req_new(L, d->ctx, 6);
   if (r == NULL) return flume__lua_raise(L, FLUME_ENOMEM, NULL);
-  int rc = flume__views_use(d->db, name, src, len, chunk, L, 5, use_done, r,
-                            err, sizeof err);
+  int rc = flume__views_use(d->db, name, &def, use_done, r, err, sizeof err);
   if (rc) {
     flume__lua_req_drop(L, r);
     return flume__lua_raise(L, rc, err[0] ? err : NULL);
   }
   return 0;
+}
+
+/* db:mount(name, cb): the view as the database stores it. */
+static int ldb_mount(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  char err[1024] = "";
+  lreq *r = flume__lua_req_new(L, d->ctx, 3);
+  if (r == NULL) return flume__lua_raise(L, FLUME_ENOMEM, NULL);
+  int rc = flume__views_mount(d->db, name, use_done, r, err, sizeof err);
+  if (rc) {
+    flume__lua_req_drop(L, r);
+    return flume__lua_raise(L, rc, err[0] ? err : NULL);
+  }
+  return 0;
+}
+
+static void drop_done(void *ctx, int status) {
+  flume__lua_req_finish(ctx, status, flume__lua_push_status, NULL);
+}
+
+/* db:drop(name, cb) */
+static int ldb_drop(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  char err[512] = "";
+  lreq *r = flume__lua_req_new(L, d->ctx, 3);
+  if (r == NULL) return flume__lua_raise(L, FLUME_ENOMEM, NULL);
+  int rc = flume__views_drop(d->db, name, drop_done, r, err, sizeof err);
+  if (rc) {
+    flume__lua_req_drop(L, r);
+    return flume__lua_raise(L, rc, err[0] ? err : NULL);
+  }
+  return 0;
+}
+
+static void set_str(lua_State *L, const char *k, const char *s, size_t n) {
+  lua_pushlstring(L, s, n);
+  lua_setfield(L, -2, k);
+}
+
+static int catalogue_one(void *ctx, const flume__catalogue_entry *e) {
+  lua_State *L = ctx;
+  char hex[17];
+  lua_createtable(L, 0, 10);
+  lua_pushstring(L, e->name);
+  lua_setfield(L, -2, "name");
+  lua_pushstring(L, flume__record_kind_name(e->record.kind));
+  lua_setfield(L, -2, "kind");
+  lua_pushinteger(L, e->record.version);
+  lua_setfield(L, -2, "version");
+  lua_pushinteger(L, e->record.since);
+  lua_setfield(L, -2, "since");
+  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)e->record.hash);
+  lua_pushstring(L, hex);
+  lua_setfield(L, -2, "hash");
+  lua_pushboolean(L, e->attached);
+  lua_setfield(L, -2, "attached");
+  lua_pushboolean(L, e->mounted);
+  lua_setfield(L, -2, "mounted");
+  if (e->has_script) {
+    set_str(L, "script", e->script.source, e->script.source_len);
+    set_str(L, "chunkname", e->script.chunk, e->script.chunk_len);
+    lua_pushstring(L, e->script.origin ? "table" : "script");
+    lua_setfield(L, -2, "origin");
+    lua_pushinteger(L, e->script.version);
+    lua_setfield(L, -2, "script_version");
+  }
+  if (e->error) set_str(L, "error", e->error, e->error_len);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  return 0;
+}
+
+/* db:catalogue() -> the views the database has, by name: { {name, kind,
+ * version, since, hash, attached, mounted, script, chunkname, origin,
+ * script_version}, ... } */
+static int ldb_catalogue(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  lua_newtable(L);
+  int rc = flume__views_list(d->db, catalogue_one, L);
+  if (rc) return flume__lua_raise(L, rc, NULL);
+  return 1;
 }
 
 static int ldb_set_mapper(lua_State *L) {
@@ -96,6 +183,10 @@ static int ldb_view_info(lua_State *L) {
   lua_setfield(L, -2, "hash");
   lua_pushboolean(L, in.ready);
   lua_setfield(L, -2, "ready");
+  if (in.note) {
+    lua_pushstring(L, in.note);
+    lua_setfield(L, -2, "note");
+  }
   return 1;
 }
 
@@ -124,8 +215,13 @@ static int ldb_view_wait(lua_State *L) {
   if (rc == FLUME_EVIEW) {
     flume__view_info_t in;
     flume__view_info(v, &in);
-    lua_pushfstring(L, "flume: EVIEW: %s", in.error);
+    lua_pushfstring(L, "flume: EVIEW: %s", in.error ? in.error : in.note);
     return lua_error(L);
+  }
+  if (rc == FLUME_ENOWRITER) {
+    flume__view_info_t in;
+    flume__view_info(v, &in);
+    return flume__lua_raise(L, rc, in.note);
   }
   if (rc < 0) return flume__lua_raise(L, rc, NULL);
   lua_pushboolean(L, rc == FLUME__WAIT_REACHED);
@@ -264,6 +360,9 @@ static int ldb_set_paused(lua_State *L) {
 
 static const luaL_Reg view_methods[] = {
     {"use", ldb_use},
+    {"mount", ldb_mount},
+    {"drop", ldb_drop},
+    {"catalogue", ldb_catalogue},
     {"set_mapper", ldb_set_mapper},
     {"view_info", ldb_view_info},
     {"view_wait", ldb_view_wait},

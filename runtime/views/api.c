@@ -25,13 +25,15 @@ FLUME_API int flume_view_use(flume_db *db, const char *name,
     rc = FLUME_EINVAL;
     snprintf(local, sizeof local, "a view needs a name");
   } else if (script == NULL) {
-    rc = FLUME_EINVAL;
-    snprintf(local, sizeof local, "view '%s' needs a script", name);
+    /* The script the database stores for it (the catalogue). */
+    rc = flume__views_mount(db, name, (flume__use_cb)cb, ctx, local,
+                            sizeof local);
   } else {
     char chunk[80];
     snprintf(chunk, sizeof chunk, "=%s", name);
-    rc = flume__views_use(db, name, script, len, chunk, NULL, 0,
-                          (flume__use_cb)cb, ctx, local, sizeof local);
+    flume__view_def def = {.src = script, .len = len, .chunk = chunk};
+    rc = flume__views_use(db, name, &def, (flume__use_cb)cb, ctx, local,
+                          sizeof local);
   }
   if (rc && local[0] == '\0')
     snprintf(local, sizeof local, "%s", flume_strerror(rc));
@@ -97,6 +99,7 @@ FLUME_API int flume_view_call(flume_view *view, const char *method,
   }
   /* Gated: the log's since as it is now; ungated: only set up. Either way
    * the callback comes on a later loop turn, and close cancels it. */
+  if (wait) flume__db_refresh(view->db);
   int64_t target = wait ? flume_db_since(view->db) : -1;
   int rc = flume__view_wait(view, target, -1, 1, call_ready, r);
   if (rc) {
@@ -153,9 +156,13 @@ FLUME_API int flume_view_wait(flume_view *view, double timeout,
   wait_req *r = malloc(sizeof *r);
   if (r == NULL) return FLUME_ENOMEM;
   *r = (wait_req){cb, ctx};
+  flume__db_refresh(view->db); /* a reader: the log as the writer has it */
   int rc = flume__view_wait(view, flume_db_since(view->db), timeout, 1,
                             wait_over, r);
   if (rc) free(r);
+  if (rc == FLUME_ENOWRITER || (rc == FLUME_EVIEW && view->note[0]))
+    snprintf(flume__db_errbuf(view->db), FLUME__ERRMSG_SIZE, "%s",
+             view->note);
   return rc;
 }
 
@@ -367,4 +374,44 @@ FLUME_API int flume_db_rebuild(flume_db *db) {
 FLUME_API int flume_db_set_ready(flume_db *db, int ready) {
   if (db == NULL) return FLUME_EINVAL;
   return flume__views_set_paused(db, !ready);
+}
+
+FLUME_API int flume_db_drop(flume_db *db, const char *name,
+                            flume_status_cb cb, void *ctx) {
+  if (db == NULL) return FLUME_EINVAL;
+  char local[512] = "";
+  int rc = name == NULL ? FLUME_EINVAL
+                        : flume__views_drop(db, name, cb, ctx, local,
+                                            sizeof local);
+  if (rc && local[0] == '\0')
+    snprintf(local, sizeof local, "%s", flume_strerror(rc));
+  snprintf(flume__db_errbuf(db), FLUME__ERRMSG_SIZE, "%s", rc ? local : "");
+  return rc;
+}
+
+typedef struct views_ctx {
+  flume_view_entry_fn fn; /* the caller's */
+  void *ctx;
+} views_ctx;
+
+static int one_view(void *p, const flume__catalogue_entry *e) {
+  views_ctx *c = p;
+  flume_view_entry out = {
+      .name = e->name,
+      .kind = flume__record_kind_name(e->record.kind),
+      .version = e->record.version,
+      .since = e->record.since,
+      .hash = e->record.hash,
+      .script = e->has_script ? e->script.source : NULL,
+      .script_len = e->has_script ? e->script.source_len : 0,
+      .attached = e->attached,
+      .mounted = e->mounted};
+  return c->fn(c->ctx, &out);
+}
+
+FLUME_API int flume_db_views(flume_db *db, flume_view_entry_fn fn,
+                             void *ctx) {
+  if (db == NULL || fn == NULL) return FLUME_EINVAL;
+  views_ctx c = {fn, ctx};
+  return flume__views_list(db, one_view, &c);
 }

@@ -38,6 +38,13 @@ struct flume_view {
   double rate;             /* values per second while catching up */
   int64_t rate_since;      /* since at the last rate sample */
   double rate_at;          /* time of the last rate sample */
+  char *script;            /* what the catalogue keeps: the script text, or
+                            * a table view's chunk text (may be NULL) */
+  size_t script_len;       /* its length */
+  char *chunk;             /* its chunk name */
+  int origin;              /* 0 script text, 1 a Lua table */
+  char note[320];          /* read-only: why a gated read cannot wait
+                            * (FLUME_ENOWRITER), for the caller's message */
   const flume_view_vtable *vt; /* a C view's functions */
   void *vstate;            /* a C view's state */
   flume_view *next;        /* the db's list */
@@ -70,6 +77,14 @@ struct flume__views {
   int64_t kept_first;    /* seq of the first value a cut slice left, decoded
                           * and mapped in the registry's "flume.kept" */
   int kept_n;            /* how many (0: none kept) */
+  int readonly;          /* a read-only handle: the views follow a writer's
+                          * checkpoints (follow.c) instead of indexing */
+  uv_timer_t follow;     /* read-only: looks at the checkpoints of views
+                          * with waiters, and calls deferred use callbacks */
+  int follow_on;         /* the follow timer runs */
+  int follow_ticks;      /* its ticks, to check the writer now and then */
+  struct flume__mounted *mounted; /* read-only: use callbacks not yet
+                          * called */
   int closing;           /* the database's handles are closing */
   int stopping;          /* flume_db_close() was called: no new work */
   int handles;           /* handles still open while closing */
@@ -110,5 +125,32 @@ void flume__pipeline_checkpoint(flume__views *vs);
  * message in err). */
 int flume__pipeline_setup(flume__views *vs, flume_view *v, flume__use_cb cb,
                           void *ctx, char *err, size_t errlen);
+
+/* ---- following a writer (follow.c): views of a read-only handle ----- */
+
+/* Readies a read-only handle's views part (its timer). */
+void flume__follow_start(flume__views *vs);
+/* Sets up a view on a read-only handle: opens its table and reads its
+ * record, now; cb follows on a later loop turn. The database must have
+ * the view, at this version and kind: FLUME_ENOTFOUND or FLUME_ENOWRITER
+ * otherwise, with a message in err. */
+int flume__follow_setup(flume__views *vs, flume_view *v, flume__use_cb cb,
+                        void *ctx, char *err, size_t errlen);
+/* Takes a stored record into a read-only view: its since, or the error of
+ * a record of another version or kind (FLUME_ENOWRITER, v->note says). */
+int flume__follow_record(flume_view *v, const flume__record *rec);
+/* Reads the view's record (one read transaction) into it. */
+int flume__follow_sync(flume_view *v);
+/* 0 when a running writer has the view attached at this version, else
+ * FLUME_ENOWRITER with v->note saying which, where the view and the log
+ * are; FLUME_EVIEW when the writer's copy failed (v->note: its error). */
+int flume__follow_check(flume_view *v);
+/* 1 when the view is behind the log's since (refreshed now): only then
+ * does a wait need a writer to bring it up. */
+int flume__follow_lags(flume_view *v);
+/* Looks at the views' checkpoints until their waiters are gone. */
+void flume__follow_watch(flume__views *vs);
+/* Closes the timer; done(vs) follows. */
+void flume__follow_close(flume__views *vs, uv_close_cb done);
 
 #endif

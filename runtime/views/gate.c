@@ -97,6 +97,14 @@ int flume__view_wait(flume_view *v, int64_t target, double timeout,
                      int defer, flume__wait_cb cb, void *ctx) {
   flume__views *vs = v->vs;
   if (vs == NULL || vs->closing || vs->stopping) return FLUME_ECLOSED;
+  if (vs->readonly && v->ready && !v->failed) {
+    /* A writer's checkpoints bring it up, if a writer runs and has it
+     * (follow.c); otherwise the read fails now rather than hang. */
+    int rc = flume__follow_sync(v);
+    if (rc == 0 && !reached(v, target) && flume__follow_lags(v))
+      rc = flume__follow_check(v);
+    if (rc) return rc;
+  }
   int now = v->failed || reached(v, target);
   if (now && !defer) return v->failed ? FLUME_EVIEW : FLUME__WAIT_REACHED;
   flume__waiter *w = calloc(1, sizeof *w);
@@ -127,6 +135,7 @@ int flume__view_wait(flume_view *v, int64_t target, double timeout,
   while (*p && (*p)->target <= target) p = &(*p)->next;
   w->next = *p;
   *p = w;
+  if (vs->readonly) flume__follow_watch(vs);
   return 0;
 }
 

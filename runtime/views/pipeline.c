@@ -106,6 +106,62 @@ static void def_field(flume__views *vs, flume_view *v, const char *f) {
 
 static void host_reset(flume__views *vs, flume_view *v);
 
+/* ---- failures in the catalogue ----------------------------------------- */
+
+/* Deletes the view's "failed:" entry in txn, if any. */
+static int failed_clear(flume_db *db, flume__txn *txn, flume__table meta,
+                        const char *name) {
+  char key[FLUME__NAMED_KEY_SIZE];
+  int kl = flume__meta_failed_key(name, key, sizeof key);
+  int rc = flume__db_ops(db)->del(txn, meta, (flume__slice){key, (size_t)kl});
+  return rc == FLUME_ENOTFOUND ? 0 : rc;
+}
+
+/* Stores that the view failed (its "failed:" entry), so that a reader
+ * waiting for it hears why at once. */
+typedef struct fail_job {
+  flume__job base;                /* the writer's part */
+  char name[FLUME__NAME_MAX + 1]; /* the view */
+  size_t len;                     /* bytes of value */
+  char value[8 + 512];            /* session, then the message */
+} fail_job;
+
+static int fail_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
+  fail_job *f = (fail_job *)job;
+  const flume__store_ops *ops = flume__db_ops(job->db);
+  char key[FLUME__NAMED_KEY_SIZE];
+  flume__table meta;
+  (void)next_seq;
+  int kl = flume__meta_failed_key(f->name, key, sizeof key);
+  int rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta);
+  if (rc == 0)
+    rc = ops->put(txn, meta, (flume__slice){key, (size_t)kl},
+                  (flume__slice){f->value, f->len});
+  return rc;
+}
+
+static void fail_done(flume__job *job, int status) {
+  (void)status; /* only a reader's message is lost */
+  free(job);
+}
+
+static void fail_store(flume_view *v) {
+  flume__views *vs = v->vs;
+  if (vs == NULL || vs->readonly || vs->closing || vs->stopping) return;
+  fail_job *f = calloc(1, sizeof *f);
+  if (f == NULL) return;
+  uint64_t session = flume__db_session(v->db);
+  size_t n = strlen(v->error);
+  memcpy(f->value, &session, 8);
+  memcpy(f->value + 8, v->error, n);
+  f->len = 8 + n;
+  strcpy(f->name, v->name);
+  f->base.run = fail_run;
+  f->base.done = fail_done;
+  f->base.bytes = f->len;
+  if (flume__db_submit(v->db, &f->base)) free(f);
+}
+
 /* Stops a view. It keeps exactly its last checkpoint (the one committed or
  * in flight): what it did after it is dropped, for it may hold half of the
  * failing value (an index's first keys) or a state or accumulator that the
@@ -121,6 +177,7 @@ static void view_fail(flume_view *v, int64_t seq, const char *msg) {
   if (v->since > v->handed) v->since = v->handed;
   if (vs && v->kind == FLUME__VIEW_GROUP) host_reset(vs, v);
   flume__gate_fail(v, FLUME_EVIEW);
+  fail_store(v);
 }
 
 /* Sets the reduce state (or group overlays) back to a fresh start. */
@@ -178,6 +235,7 @@ static int ckpt_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
     char key[80];
     int kl = flume__meta_view_key(e->view->name, key, sizeof key);
     if (e->clear) rc = ops->table_clear(txn, e->table);
+    if (e->clear && rc == 0) rc = failed_clear(job->db, txn, meta, e->view->name);
     if (rc == 0) rc = ops_apply(ops, txn, e->table, &e->ops);
     if (rc == 0)
       rc = ops->put(txn, meta, (flume__slice){key, (size_t)kl},
@@ -841,7 +899,20 @@ static int setup_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
   if ((rc = ops->log_last(txn, &log_last))) return rc;
   s->rebuilt = !s->had_record || s->found.version != v->version ||
                s->found.kind != v->kind || s->found.since > log_last;
-  if (!s->rebuilt) return 0;
+  /* The catalogue: the script this writer attached (format.h). */
+  flume__script sc = {(uint8_t)v->kind, (uint8_t)v->origin, v->version,
+                      v->hash, flume__db_session(job->db), v->chunk,
+                      strlen(v->chunk), v->script, v->script_len};
+  flume__buf entry = FLUME__BUF_INIT;
+  char skey[FLUME__NAMED_KEY_SIZE];
+  int skl = flume__meta_script_key(v->name, skey, sizeof skey);
+  rc = flume__script_pack(&sc, &entry);
+  if (rc == 0)
+    rc = ops->put(txn, meta, (flume__slice){skey, (size_t)skl},
+                  (flume__slice){entry.data, entry.len});
+  flume__buf_free(&entry);
+  if (rc == 0) rc = failed_clear(job->db, txn, meta, v->name);
+  if (rc || !s->rebuilt) return rc;
   flume__record r = {(uint8_t)v->kind, v->version, -1, v->hash};
   char packed[FLUME__RECORD_SIZE];
   flume__record_pack(&r, packed);

@@ -199,6 +199,7 @@ static int sync_since(flume_view *v, const flume__store_ops *ops,
   if (rc == FLUME_ENOTFOUND) return 0;
   if (rc == 0) rc = flume__record_unpack(val, &rec);
   if (rc) return rc;
+  if (v->vs && v->vs->readonly) return flume__follow_record(v, &rec);
   if (!v->resetting && !v->failed && rec.kind == v->kind &&
       rec.version == v->version && rec.since > v->committed &&
       rec.since <= v->since)

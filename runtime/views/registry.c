@@ -25,17 +25,17 @@ static void views_free_list(flume__views *vs, flume_view *v) {
     flume__gate_fail(v, FLUME_ECLOSED);
     if (v->kind == FLUME__VIEW_C && v->vt->close) v->vt->close(v->vstate);
     flume__buf_free(&v->ops);
+    free(v->script);
+    free(v->chunk);
     free(v);
     v = next;
   }
   (void)vs;
 }
 
+/* The database's views, made with its first view. A read-only handle's
+ * follow a writer's checkpoints (follow.c) instead of indexing. */
 static flume__views *views_get(flume_db *db, int *rc) {
-  if (flume__db_readonly(db)) { /* views write their checkpoints */
-    *rc = FLUME_EREADONLY;
-    return NULL;
-  }
   flume__views *vs = flume__views_of(db);
   if (vs) return vs;
   vs = calloc(1, sizeof *vs);
@@ -44,6 +44,7 @@ static flume__views *views_get(flume_db *db, int *rc) {
     return NULL;
   }
   vs->db = db;
+  vs->readonly = flume__db_readonly(db);
   vs->msgpack = strcmp(flume_db_codec(db), "msgpack") == 0;
   if ((*rc = flume__host_new(&vs->host))) {
     free(vs);
@@ -56,6 +57,10 @@ static flume__views *views_get(flume_db *db, int *rc) {
     flume__host_free(vs->host);
     free(vs);
     return NULL;
+  }
+  if (vs->readonly) {
+    flume__follow_start(vs);
+    return vs;
   }
   if ((*rc = flume__pipeline_start(vs))) {
     flume__db_detach(db, &views_part);
@@ -78,9 +83,16 @@ flume__host *flume__views_host(flume_db *db) {
   return vs ? vs->host : NULL;
 }
 
+/* FLUME_EREADONLY for what only a writer's views do (they index and
+ * write their checkpoints). */
+static int writer_only(flume_db *db) {
+  return flume__db_readonly(db) ? FLUME_EREADONLY : 0;
+}
+
 int flume__views_set_mapper(flume_db *db, lua_State *L, int idx, char *err,
                             size_t errlen) {
-  int rc = 0;
+  int rc = writer_only(db);
+  if (rc) return rc;
   flume__views *vs = views_get(db, &rc);
   if (vs == NULL) return rc;
   rc = flume__host_set_mapper(vs->host, L, idx, err, errlen);
@@ -89,10 +101,35 @@ int flume__views_set_mapper(flume_db *db, lua_State *L, int idx, char *err,
   return rc;
 }
 
-int flume__views_use(flume_db *db, const char *name, const char *src,
-                     size_t len, const char *chunkname, lua_State *L,
-                     int idx, flume__use_cb cb, void *ctx, char *err,
-                     size_t errlen) {
+static char *dup_bytes(const char *p, size_t n) {
+  char *d = malloc(n + 1);
+  if (d) {
+    if (n) memcpy(d, p, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+static void view_drop_new(flume_view *v) {
+  free(v->script);
+  free(v->chunk);
+  free(v);
+}
+
+/* Keeps what the catalogue will store of the view's definition. */
+static int keep_script(flume_view *v, const flume__view_def *d) {
+  const char *s = d->src ? d->src : d->kept;
+  size_t n = d->src ? d->len : d->kept_len;
+  const char *c = d->src ? d->chunk : d->kept_chunk;
+  v->origin = d->src == NULL || d->origin == 1;
+  v->script = dup_bytes(s ? s : "", s ? n : 0);
+  v->script_len = s ? n : 0;
+  v->chunk = dup_bytes(c ? c : "", c ? strlen(c) : 0);
+  return v->script && v->chunk ? 0 : FLUME_ENOMEM;
+}
+
+static int use_def(flume_db *db, const char *name, const flume__view_def *d,
+                   flume__use_cb cb, void *ctx, char *err, size_t errlen) {
   int rc = 0;
   if (strlen(name) == 0 || strlen(name) > FLUME__NAME_MAX) {
     snprintf(err, errlen, "a view name must be 1 to %d bytes",
@@ -100,10 +137,6 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
     return FLUME_EINVAL;
   }
   flume__views *vs = views_get(db, &rc);
-  if (rc == FLUME_EREADONLY)
-    snprintf(err, errlen, "view '%s': a read-only handle cannot attach "
-             "views (they write their checkpoints); attach them in the "
-             "writer", name);
   if (vs == NULL) return rc;
   if (vs->closing || vs->stopping) return FLUME_ECLOSED;
   flume_view *v = calloc(1, sizeof *v);
@@ -112,24 +145,32 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
   v->vs = vs;
   strcpy(v->name, name);
   v->since = v->committed = v->handed = -1;
-  rc = flume__host_load(vs->host, name, src, len, chunkname, L, idx, &v->kind,
-                        &v->version, &v->hash, &v->host_ref, err, errlen);
-  if (rc) {
-    free(v);
+  if ((rc = keep_script(v, d))) {
+    view_drop_new(v);
     return rc;
   }
+  rc = flume__host_load(vs->host, name, d->src, d->len, d->chunk, d->L,
+                        d->idx, &v->kind, &v->version, &v->hash,
+                        &v->host_ref, err, errlen);
+  if (rc) {
+    view_drop_new(v);
+    return rc;
+  }
+  if (d->hash) v->hash = d->hash; /* mounted by name: as it was attached */
   flume_view *old = flume__view_find(db, name);
   if (old && !old->failed && old->version == v->version) {
     flume__host_unref(vs->host, v->host_ref);
-    free(v);
+    view_drop_new(v);
     snprintf(err, errlen, "a view named '%s' is in use with the same "
              "version %lld; bump the version to replace it", name,
              (long long)old->version);
     return FLUME_EEXIST;
   }
-  if ((rc = flume__pipeline_setup(vs, v, cb, ctx, err, errlen))) {
+  rc = vs->readonly ? flume__follow_setup(vs, v, cb, ctx, err, errlen)
+                    : flume__pipeline_setup(vs, v, cb, ctx, err, errlen);
+  if (rc) {
     flume__host_unref(vs->host, v->host_ref);
-    free(v);
+    view_drop_new(v);
     return rc;
   }
   if (old) {
@@ -151,10 +192,34 @@ int flume__views_use(flume_db *db, const char *name, const char *src,
   return 0;
 }
 
+int flume__views_use(flume_db *db, const char *name,
+                     const flume__view_def *def, flume__use_cb cb, void *ctx,
+                     char *err, size_t errlen) {
+  return use_def(db, name, def, cb, ctx, err, errlen);
+}
+
+void flume__views_forget(flume_view *v) {
+  flume__views *vs = v->vs;
+  for (flume_view **p = &vs->list; *p; p = &(*p)->next) {
+    if (*p == v) {
+      *p = v->next;
+      v->next = vs->dead;
+      vs->dead = v;
+      break;
+    }
+  }
+  v->epoch++;
+  v->failed = 1;
+  v->ops.len = 0;
+  snprintf(v->error, sizeof v->error, "view '%s' was dropped", v->name);
+  flume__gate_fail(v, FLUME_EVIEW);
+}
+
 int flume__views_use_c(flume_db *db, const char *name,
                        const flume_view_vtable *vt, void *state,
                        flume_view **out) {
-  int rc = 0;
+  int rc = writer_only(db);
+  if (rc) return rc;
   if (strlen(name) == 0 || strlen(name) > FLUME__NAME_MAX)
     return FLUME_EINVAL;
   flume__views *vs = views_get(db, &rc);
@@ -181,7 +246,8 @@ int flume__views_use_c(flume_db *db, const char *name,
 /* ---- ready, pause, close ---------------------------------------------------- */
 
 int flume__views_set_paused(flume_db *db, int paused) {
-  int rc = 0;
+  int rc = writer_only(db);
+  if (rc) return rc;
   flume__views *vs = views_get(db, &rc);
   if (vs == NULL) return rc;
   vs->paused = paused;
@@ -192,11 +258,11 @@ int flume__views_set_paused(flume_db *db, int paused) {
 static void views_before_close(void *part) {
   flume__views *vs = part;
   /* Store what the views did; it would be redone otherwise. */
-  flume__pipeline_checkpoint(vs);
+  if (!vs->readonly) flume__pipeline_checkpoint(vs);
   vs->stopping = 1;
 }
 
-static void idle_closed(uv_handle_t *h) {
+static void handle_closed(uv_handle_t *h) {
   flume__views *vs = h->data;
   if (vs->closed) vs->closed(vs->closed_ctx);
 }
@@ -206,7 +272,8 @@ static void views_close(void *part, void (*cb)(void *), void *ctx) {
   vs->closing = 1;
   vs->closed = cb;
   vs->closed_ctx = ctx;
-  uv_close((uv_handle_t *)&vs->idle, idle_closed);
+  if (vs->readonly) flume__follow_close(vs, handle_closed);
+  else uv_close((uv_handle_t *)&vs->idle, handle_closed);
 }
 
 void flume__views_track(flume__reader *r) {
@@ -241,6 +308,9 @@ static const flume__part_ops views_part = {views_before_close, views_close,
 /* ---- reading ---------------------------------------------------------------- */
 
 int flume__view_info(flume_view *v, flume__view_info_t *out) {
+  /* A read-only handle's view is where the writer's last checkpoint is. */
+  if (v->vs->readonly && v->ready && !v->failed) flume__follow_sync(v);
+  out->note = v->note[0] ? v->note : NULL;
   out->kind = v->kind;
   out->version = v->version;
   out->since = v->committed;
@@ -259,6 +329,8 @@ flume__table flume__view_table(flume_view *v) { return v->table; }
 int flume__view_host_ref(flume_view *v) { return v->host_ref; }
 
 int flume__views_rebuild(flume_db *db) {
+  int rc = writer_only(db);
+  if (rc) return rc;
   flume__views *vs = flume__views_of(db);
   return vs ? flume__pipeline_rebuild(vs) : 0;
 }

@@ -114,11 +114,72 @@ typedef void (*flume__use_cb)(void *ctx, int status, flume_view *v);
  * state if the version changed. Errors: FLUME_ESCRIPT, FLUME_EEXIST (same
  * name, same version, not failed), FLUME_EINVAL, FLUME_ECLOSED, with a
  * message in err. */
-int flume__views_use(flume_db *db, const char *name, const char *src,
-                     size_t len, const char *chunkname, lua_State *L,
-                     int idx, flume__use_cb cb, void *ctx, char *err,
-                     size_t errlen);
+/* A view's definition, as flume__views_use takes it. */
+typedef struct flume__view_def {
+  const char *src;        /* script text, or NULL: a table at L[idx] */
+  size_t len;             /* its length */
+  const char *chunk;      /* its chunk name ("@file.lua", "=name") */
+  lua_State *L;           /* the table's state, when src is NULL */
+  int idx;                /* the table's index there */
+  const char *kept;       /* a table: the text of the chunk its functions
+                           * were written in (the catalogue keeps it), or
+                           * NULL */
+  size_t kept_len;        /* its length */
+  const char *kept_chunk; /* its chunk name, or NULL */
+  int origin;             /* 1: text that was a table's (mounted by name) */
+  uint64_t hash;          /* nonzero: the hash it was attached with
+                           * (mounted by name), instead of its text's */
+} flume__view_def;
+
+int flume__views_use(flume_db *db, const char *name,
+                     const flume__view_def *def, flume__use_cb cb, void *ctx,
+                     char *err, size_t errlen);
 flume_view *flume__view_find(flume_db *db, const char *name);
+
+/* ---- the catalogue (catalogue.c) ------------------------------------- */
+
+/* Mounts the view as the database stores it (its script from the
+ * catalogue): flume__views_use with that script. Errors: its, and
+ * FLUME_ENOTFOUND (no stored script), FLUME_ESCRIPT (a table's view whose
+ * source was not stored), with a message in err. */
+int flume__views_mount(flume_db *db, const char *name, flume__use_cb cb,
+                       void *ctx, char *err, size_t errlen);
+
+/* One view the database has, for flume__views_list: valid during the
+ * call. */
+typedef struct flume__catalogue_entry {
+  char name[FLUME__NAME_MAX + 1]; /* its name */
+  flume__record record;  /* its checkpoint record */
+  int has_script;        /* the catalogue has its script */
+  flume__script script;  /* the script (when has_script) */
+  int attached;          /* a running writer has it attached, at the
+                          * record's version */
+  int mounted;           /* this handle has it mounted */
+  const char *error;     /* the error that stopped it in the writer that
+                          * last had it, or NULL */
+  size_t error_len;      /* its length */
+} flume__catalogue_entry;
+
+/* Nonzero stops the listing and is returned. */
+typedef int (*flume__catalogue_fn)(void *ctx,
+                                   const flume__catalogue_entry *e);
+
+/* Calls fn with each view the database has a record of, by name, in one
+ * read transaction. */
+int flume__views_list(flume_db *db, flume__catalogue_fn fn, void *ctx);
+
+typedef void (*flume__drop_cb)(void *ctx, int status);
+
+/* Drops the view: its record, script and state go in one transaction (a
+ * writer's job; cb follows, with FLUME_ENOTFOUND when the database had no
+ * such view). A view in use here is forgotten at once: its reads fail.
+ * Errors: FLUME_EREADONLY, FLUME_EINVAL, FLUME_EBUSY (a C view in use),
+ * FLUME_ECLOSED, with a message in err. */
+int flume__views_drop(flume_db *db, const char *name, flume__drop_cb cb,
+                      void *ctx, char *err, size_t errlen);
+/* Takes a view out of use (dropped): it indexes and checkpoints no more,
+ * its waiters and later reads fail. */
+void flume__views_forget(flume_view *v);
 int flume__views_set_mapper(flume_db *db, lua_State *L, int idx, char *err,
                             size_t errlen);
 int flume__views_set_paused(flume_db *db, int paused);
@@ -137,7 +198,9 @@ int flume__views_rebuild(flume_db *db);
  * the next loop turn. Otherwise cb is called once, later: with 0,
  * FLUME_ETIMEDOUT, FLUME_EVIEW (the view failed) or FLUME_ECLOSED (the
  * database is closing). Errors: FLUME_EVIEW (it has failed; with `defer`
- * 1 that goes to cb instead), FLUME_ECLOSED, FLUME_ENOMEM.
+ * 1 that goes to cb instead), FLUME_ECLOSED, FLUME_ENOMEM; on a read-only
+ * handle FLUME_ENOWRITER (no running writer brings the view up: the
+ * view's info has a note saying why), at once or later.
  */
 int flume__view_wait(flume_view *v, int64_t target, double timeout,
                      int defer, flume__wait_cb cb, void *ctx);
@@ -154,6 +217,8 @@ typedef struct flume__view_info_t {
   double rate;           /* values/s while catching up, else 0 */
   uint64_t hash;         /* script hash */
   int ready;             /* set up */
+  const char *note;      /* read-only: why a gated read cannot wait, as
+                          * last found (FLUME_ENOWRITER), or NULL */
 } flume__view_info_t;
 
 int flume__view_info(flume_view *v, flume__view_info_t *out);

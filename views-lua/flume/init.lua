@@ -30,7 +30,8 @@ local View = require "flume.view"
 
 local error, type = error, type
 local raise = errors.raise
-local await, batches = scheduler.await, scheduler.batches
+local await, batches, later = scheduler.await, scheduler.batches,
+  scheduler.later
 local check_opts, check_cb = options.check_opts, options.check_cb
 local opt_int, opt_limit = options.opt_int, options.opt_limit
 local maxinteger = math.maxinteger
@@ -387,11 +388,7 @@ local function read_file(path)
   return text
 end
 
---- Adds a view: `db:use(name, view [, cb])` where view is a script path
--- (ending in .lua), a script source string, or a table whose functions
--- capture no local variable. The view is mounted at db[name].
-function DB:use(name, view, cb)
-  check_self(self, "use")
+local function check_name(name)
   if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
     raise("EINVAL", "a view name must be an identifier, not " ..
       tostring(name))
@@ -399,10 +396,61 @@ function DB:use(name, view, cb)
   if DB[name] ~= nil or reserved[name] or name:sub(1, 1) == "_" then
     raise("EEXIST", "'" .. name .. "' is a database method")
   end
+end
+
+--- What the catalogue keeps of a view given as a table: the text of the
+-- chunk its functions were written in (a view module's file, or the string
+-- it was loaded from), so that it can be mounted by name when that chunk
+-- returns the view; nil when it cannot be read.
+local function table_source(view)
+  local f
+  for _, k in ipairs({ "map", "reduce", "filter" }) do
+    if type(view[k]) == "function" then f = view[k]; break end
+  end
+  if f == nil then
+    for _, v in pairs(view) do
+      if type(v) == "function" then f = v; break end
+    end
+  end
+  if f == nil then return nil end
+  local info = debug.getinfo(f, "S")
+  local source = info and info.source
+  if type(source) ~= "string" then return nil end
+  if source:sub(1, 1) == "@" then
+    local fh = io.open(source:sub(2), "rb")
+    if not fh then return nil end
+    local text = fh:read("a")
+    fh:close()
+    return text, source
+  elseif source:sub(1, 1) == "=" then
+    return nil
+  end
+  return source, "=(table view)"
+end
+
+local function mount_view(self, name)
+  local c = self._c
+  local info = c:view_info(name)
+  local obj = View.new(self, name, info.kind, c:view_methods(name))
+  rawset(self, name, obj)
+  if info.script_changed then
+    M.warn("view '" .. name .. "' script changed but its version (" ..
+      info.version .. ") did not: its state was built by the old " ..
+      "script; bump the version to rebuild it")
+  end
+  return obj
+end
+
+--- Adds a view: `db:use(name, view [, cb])` where view is a script path
+-- (ending in .lua), a script source string, or a table whose functions
+-- capture no local variable. The view is mounted at db[name].
+function DB:use(name, view, cb)
+  check_self(self, "use")
+  check_name(name)
   check_cb(cb, "use")
   local c = self._c
   if c:closed() then raise("ECLOSED") end
-  local src, chunk, tbl
+  local src, chunk, tbl, kept, kept_chunk
   if type(view) == "string" then
     if not view:find("\n") and view:match("%.lua$") then
       src, chunk = read_file(view), "@" .. view
@@ -411,30 +459,75 @@ function DB:use(name, view, cb)
     end
   elseif type(view) == "table" then
     tbl = view
+    kept, kept_chunk = table_source(view)
   else
     error("bad argument #2 to 'use' (script path, source or table expected)", 2)
   end
   local function mount()
-    local info = c:view_info(name)
-    local obj = View.new(self, name, info.kind, c:view_methods(name))
-    rawset(self, name, obj)
-    if info.script_changed then
-      M.warn("view '" .. name .. "' script changed but its version (" ..
-        info.version .. ") did not: its state was built by the old " ..
-        "script; bump the version to rebuild it")
-    end
-    return obj
+    return mount_view(self, name)
   end
   if cb then
     c:use(name, src, chunk, tbl, function(err)
       if err then return cb(err) end
       cb(nil, mount())
+    end, kept, kept_chunk)
+    return
+  end
+  local err = await(function(k)
+    c:use(name, src, chunk, tbl, k, kept, kept_chunk)
+  end)
+  if err then error(err, 0) end
+  return mount()
+end
+
+--- Mounts a view as the database stores it, by name, without its file:
+-- `db:view(name [, cb])`. On a writer the view is attached again (its
+-- indexing goes on); on a read-only handle it reads what the writer
+-- checkpoints. A view mounted already is returned as it is.
+function DB:view(name, cb)
+  check_self(self, "view")
+  check_name(name)
+  check_cb(cb, "view")
+  local c = self._c
+  if c:closed() then raise("ECLOSED") end
+  local have = rawget(self, name)
+  if have ~= nil then
+    if cb then return later(function() return have end, cb) end
+    return have
+  end
+  if cb then
+    c:mount(name, function(err)
+      if err then return cb(err) end
+      cb(nil, mount_view(self, name))
     end)
     return
   end
-  local err = await(function(k) c:use(name, src, chunk, tbl, k) end)
+  local err = await(function(k) c:mount(name, k) end)
   if err then error(err, 0) end
-  return mount()
+  return mount_view(self, name)
+end
+
+--- Drops a view: its record, stored script and state are removed in one
+-- transaction, and db[name] goes. Sync form returns once it is committed;
+-- async: cb(err). A database without that view: ENOTFOUND.
+function DB:drop(name, cb)
+  check_self(self, "drop")
+  check_name(name)
+  check_cb(cb, "drop")
+  local c = self._c
+  if c:closed() then raise("ECLOSED") end
+  -- Once the drop is queued the view is out of use here, whatever the
+  -- commit's outcome: its object goes at once.
+  if cb then
+    c:drop(name, cb)
+    rawset(self, name, nil)
+    return
+  end
+  local err = await(function(k)
+    c:drop(name, k)
+    rawset(self, name, nil)
+  end)
+  if err then error(err, 0) end
 end
 
 --- Destroys every view's state and rebuilds it from the log. Sync form:
@@ -468,13 +561,14 @@ function DB:set_ready()
   self._c:set_paused(false)
 end
 
---- The views of the database: { name = view }.
+--- The views the database has (its catalogue), by name: a list of
+-- { name, kind, version, since, hash, attached, mounted, script,
+-- chunkname, origin } (see the README's "The view catalogue").
 function DB:views()
-  local t = {}
-  for k, v in pairs(self) do
-    if View.is(v) then t[k] = v end
-  end
-  return t
+  check_self(self, "views")
+  local c = self._c
+  if c:closed() then raise("ECLOSED") end
+  return c:catalogue()
 end
 
 -- Looking after a database (runtime/admin.c): on read-only handles too.

@@ -46,9 +46,14 @@ View_mt.__tostring = function(view)
 end
 
 local function explain_wait_error(view, err, target)
-  if errors.is(err, "EVIEW") then
+  if errors.is(err, "ENOWRITER") then
+    local info = view_info(view)
+    if info and info.note then return err .. ": " .. info.note end
+  elseif errors.is(err, "EVIEW") then
     local info = view_info(view)
     if info and info.error then return info.error end
+    -- a reader's view: its writer's copy failed
+    if info and info.note then return "flume: EVIEW: " .. info.note end
   elseif errors.is(err, "ETIMEDOUT") then
     local info = view_info(view)
     return string.format("%s waiting for view '%s' to reach seq %d (it is " ..

@@ -1,0 +1,259 @@
+/*
+ * Following a writer: the views of a read-only handle. Such a handle never
+ * indexes; its views read what the writer process checkpoints. A view is
+ * set up from its stored record (no write job), its since is the record's
+ * since as last read, and a gated read waits until a checkpoint of the
+ * writer reaches the log's since at the time of the call.
+ *
+ * Waiting needs a writer that has the view attached: otherwise nothing
+ * would ever release the read. The writer holds the folder's lock while it
+ * runs (store.h's writer_alive tests it without taking it) and stores a
+ * random session id in meta "writer" at open; the catalogue entry of a view
+ * names the session that attached it (format.h). A read that would wait
+ * for a view behind the log fails at once with FLUME_ENOWRITER when there
+ * is no writer, or the writer's session did not attach this view at this
+ * version; a waiting read fails the same way when its writer goes away
+ * meanwhile while the view lags the log. A read waiting past the log's end
+ * (a live read waiting for new values) waits for a writer to come, as a
+ * live stream of the log does.
+ *
+ * One timer per handle looks, while reads wait, at the records of the views
+ * they wait on (every FOLLOW_MS: one short read transaction each), and
+ * at the writer every CHECK_EVERY ticks. It holds the loop only while
+ * something waits, so a program whose reads are done can end.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "views/engine.h"
+
+#define FOLLOW_MS 5     /* how often waiting views look at their record */
+#define CHECK_EVERY 20  /* ticks between looks at the writer (100 ms) */
+
+/* A use callback, called on a later loop turn (as a writer's use is). */
+typedef struct flume__mounted {
+  struct flume__mounted *next; /* the handle's list, oldest first */
+  flume_view *view;            /* the view set up */
+  flume__use_cb cb;            /* the caller's */
+  void *ctx;
+} flume__mounted;
+
+static void on_follow(uv_timer_t *t);
+
+void flume__follow_start(flume__views *vs) {
+  uv_timer_init(flume__db_loop(vs->db), &vs->follow);
+  vs->follow.data = vs;
+}
+
+static void follow_run(flume__views *vs) {
+  if (vs->follow_on || vs->closing) return;
+  vs->follow_on = 1;
+  uv_timer_start(&vs->follow, on_follow, 0, FOLLOW_MS);
+}
+
+static const char *kind_name(int kind) {
+  return flume__record_kind_name(kind);
+}
+
+int flume__follow_record(flume_view *v, const flume__record *rec) {
+  if (rec->kind != v->kind || rec->version != v->version) {
+    snprintf(v->note, sizeof v->note,
+             "view '%s': the database now has version %lld (%s) of it, "
+             "this handle mounted version %lld (%s); mount it again",
+             v->name, (long long)rec->version, kind_name(rec->kind),
+             (long long)v->version, kind_name(v->kind));
+    return FLUME_ENOWRITER;
+  }
+  /* The writer's rebuild takes it back to -1: follow it down too. */
+  v->committed = v->since = v->handed = rec->since;
+  return 0;
+}
+
+/* Reads the record of view `name` in txn: 0, FLUME_ENOTFOUND, or the
+ * store's error. */
+static int read_record(flume_db *db, flume__txn *txn, const char *name,
+                       flume__record *rec) {
+  const flume__store_ops *ops = flume__db_ops(db);
+  char key[FLUME__NAMED_KEY_SIZE];
+  flume__table meta;
+  flume__slice val;
+  int kl = flume__meta_view_key(name, key, sizeof key);
+  int rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta);
+  if (rc == 0) rc = ops->get(txn, meta, (flume__slice){key, (size_t)kl}, &val);
+  if (rc == 0) rc = flume__record_unpack(val, rec);
+  return rc;
+}
+
+static int dropped(flume_view *v) {
+  snprintf(v->note, sizeof v->note,
+           "view '%s' is no longer in the database (dropped)", v->name);
+  return FLUME_ENOWRITER;
+}
+
+int flume__follow_sync(flume_view *v) {
+  const flume__store_ops *ops = flume__db_ops(v->db);
+  flume__txn *txn;
+  flume__record rec;
+  int rc = ops->txn_begin(flume__db_store(v->db), FLUME__TXN_READ, &txn);
+  if (rc) return rc;
+  rc = read_record(v->db, txn, v->name, &rec);
+  ops->txn_abort(txn);
+  if (rc == FLUME_ENOTFOUND) return dropped(v);
+  return rc ? rc : flume__follow_record(v, &rec);
+}
+
+int flume__follow_check(flume_view *v) {
+  flume_db *db = v->db;
+  const flume__store_ops *ops = flume__db_ops(db);
+  flume__store *st = flume__db_store(db);
+  int alive = ops->writer_alive(st);
+  if (alive < 0) return alive;
+  flume__db_refresh(db);
+  long long at = (long long)v->committed, log = (long long)flume_db_since(db);
+  if (!alive) {
+    snprintf(v->note, sizeof v->note,
+             "view '%s' is at seq %lld and the log at %lld, and no writer "
+             "has the database open to bring it up: open it for writing "
+             "with the view attached, or read with wait = false",
+             v->name, at, log);
+    return FLUME_ENOWRITER;
+  }
+  flume__txn *txn;
+  flume__table meta;
+  flume__slice val;
+  flume__script sc;
+  uint64_t session = 0;
+  char key[FLUME__NAMED_KEY_SIZE];
+  int kl = flume__meta_script_key(v->name, key, sizeof key);
+  int rc = ops->txn_begin(st, FLUME__TXN_READ, &txn);
+  if (rc) return rc;
+  rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta);
+  if (rc == 0)
+    rc = ops->get(txn, meta,
+                  (flume__slice){FLUME__META_WRITER, strlen(FLUME__META_WRITER)},
+                  &val);
+  if (rc == 0 && val.size == sizeof session) memcpy(&session, val.data, 8);
+  if (rc == 0) rc = ops->get(txn, meta, (flume__slice){key, (size_t)kl}, &val);
+  if (rc == 0) rc = flume__script_unpack(val, &sc);
+  /* The writer's copy failed: nothing will bring it up. */
+  char fkey[FLUME__NAMED_KEY_SIZE];
+  int fkl = flume__meta_failed_key(v->name, fkey, sizeof fkey);
+  flume__slice fv;
+  int failed = rc == 0 &&
+               ops->get(txn, meta, (flume__slice){fkey, (size_t)fkl}, &fv) ==
+                   0 &&
+               fv.size >= 8 && memcmp(fv.data, &session, 8) == 0;
+  if (failed)
+    snprintf(v->note, sizeof v->note, "in the writer, %.*s",
+             (int)(fv.size - 8 > 280 ? 280 : fv.size - 8),
+             (const char *)fv.data + 8);
+  ops->txn_abort(txn);
+  if (rc && rc != FLUME_ENOTFOUND) return rc;
+  if (failed) return FLUME_EVIEW;
+  if (rc == 0 && sc.session == session && session != 0 &&
+      sc.version == v->version && sc.kind == v->kind)
+    return 0;
+  if (rc == 0 && sc.session == session && session != 0)
+    snprintf(v->note, sizeof v->note,
+             "view '%s' is at seq %lld and the log at %lld; the writer has "
+             "version %lld of it attached, this handle mounted version "
+             "%lld: mount it again",
+             v->name, at, log, (long long)sc.version, (long long)v->version);
+  else
+    snprintf(v->note, sizeof v->note,
+             "view '%s' is at seq %lld and the log at %lld, and the running "
+             "writer does not have it attached: attach it there (use), or "
+             "read with wait = false",
+             v->name, at, log);
+  return FLUME_ENOWRITER;
+}
+
+int flume__follow_setup(flume__views *vs, flume_view *v, flume__use_cb cb,
+                        void *ctx, char *err, size_t errlen) {
+  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
+  flume_db *db = vs->db;
+  const flume__store_ops *ops = flume__db_ops(db);
+  flume__mounted *m = calloc(1, sizeof *m);
+  if (m == NULL) return FLUME_ENOMEM;
+  char name[FLUME__NAMED_KEY_SIZE];
+  flume__record rec;
+  flume__txn *txn;
+  flume__view_table_name(v->name, name, sizeof name);
+  int rc = ops->txn_begin(flume__db_store(db), FLUME__TXN_READ, &txn);
+  if (rc == 0) {
+    rc = read_record(db, txn, v->name, &rec);
+    if (rc == 0) rc = ops->table_open(txn, name, 0, &v->table);
+    ops->txn_abort(txn);
+  }
+  if (rc == FLUME_ENOTFOUND)
+    snprintf(err, errlen, "view '%s': the database has no such view (a "
+             "read-only handle reads the views a writer attached)", v->name);
+  else if (rc == 0 && (rc = flume__follow_record(v, &rec)))
+    snprintf(err, errlen, "%s", v->note);
+  if (rc) {
+    free(m);
+    return rc;
+  }
+  v->built_hash = rec.hash;
+  v->ready = 1;
+  m->view = v;
+  m->cb = cb;
+  m->ctx = ctx;
+  flume__mounted **p = &vs->mounted;
+  while (*p) p = &(*p)->next;
+  *p = m;
+  follow_run(vs);
+  return 0;
+}
+
+int flume__follow_lags(flume_view *v) {
+  flume__db_refresh(v->db);
+  return v->committed < flume_db_since(v->db);
+}
+
+void flume__follow_watch(flume__views *vs) { follow_run(vs); }
+
+static void call_mounted(flume__views *vs, int status) {
+  while (vs->mounted) {
+    flume__mounted *m = vs->mounted;
+    vs->mounted = m->next;
+    if (m->cb) m->cb(m->ctx, status, m->view);
+    free(m);
+  }
+}
+
+static void look(flume__views *vs, flume_view *list, int check) {
+  for (flume_view *v = list; v; v = v->next) {
+    if (v->waiters == NULL) continue;
+    int rc = flume__follow_sync(v);
+    if (rc == 0) flume__gate_release(v);
+    if (rc == 0 && v->waiters && check && flume__follow_lags(v))
+      rc = flume__follow_check(v);
+    if (rc) flume__gate_fail(v, rc);
+  }
+  (void)vs;
+}
+
+static int waiting(flume_view *list) {
+  for (flume_view *v = list; v; v = v->next)
+    if (v->waiters) return 1;
+  return 0;
+}
+
+static void on_follow(uv_timer_t *t) {
+  flume__views *vs = t->data;
+  call_mounted(vs, 0);
+  int check = ++vs->follow_ticks % CHECK_EVERY == 0;
+  look(vs, vs->list, check);
+  look(vs, vs->dead, check);
+  if (!waiting(vs->list) && !waiting(vs->dead) && vs->mounted == NULL) {
+    uv_timer_stop(t);
+    vs->follow_on = 0;
+  }
+}
+
+void flume__follow_close(flume__views *vs, uv_close_cb done) {
+  call_mounted(vs, FLUME_ECLOSED);
+  uv_close((uv_handle_t *)&vs->follow, done);
+}
