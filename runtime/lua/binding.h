@@ -12,8 +12,7 @@
  *            reads, watches → req, loop
  *   views.c  the view methods of a database → req, codec, db
  *   admin.c  storage, tables, backup, verify (runtime/admin.c) → req, db
- *   tools.c  flume.tools, the command's process helpers (and, for
- *            now, the views' records) → req, db
+ *   tools.c  flume.tools, the command's process helpers → req
  *   core.c   the entry point: lists the parts above and registers them
  *
  * Per lua_State there is one context (a userdata anchored in the registry,

@@ -3,11 +3,10 @@
  * process helpers Lua lacks: isatty, the terminal's width, a SIGINT flag,
  * an interruptible sleep, stat and mkdir.
  *
- * The command reads databases through the module's read-only handles
- * (flume.open(dir, { readonly = true })) and looks after them through
- * their methods (storage, tables, backup, verify: runtime/admin.c). One
- * thing is still here, marked below: the views' records, until the
- * database lists its views itself.
+ * Nothing here touches a database: the command reads them through the
+ * module's read-only handles (flume.open(dir, { readonly = true })), lists
+ * their views with db:views() and looks after them with their methods
+ * (storage, tables, backup, verify: runtime/admin.c).
  *
  * It lives in the same library as flume.core and is reached through
  * package.preload: `require "flume.tools"` after `require "flume"`
@@ -23,65 +22,6 @@
 #include <unistd.h>
 
 #include "lua/binding.h"
-
-/* ---- TEMPORARY: the views' records -------------------------------------
- * `flume status` lists the views the database has records of (kind,
- * version, since, script hash). Until the view catalogue lists them
- * (db:views()), this reads the "view:" records of the metadata through the
- * handle's own store, in one read transaction. To be replaced by the
- * catalogue: nothing else here touches the store. */
-
-static void push_hex64(lua_State *L, uint64_t v) {
-  char hex[17];
-  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)v);
-  lua_pushstring(L, hex);
-}
-
-/* tools.view_records(db) -> { name = { kind, version, since, hash } }, db
- * being flume.core's handle (a flume.db's _c), read-only or not. */
-static int l_view_records(lua_State *L) {
-  flume_db *db = flume__lua_check_db(L, 1)->db;
-  const flume__store_ops *ops = flume__db_ops(db);
-  static const size_t plen = sizeof FLUME__META_VIEW_PREFIX - 1;
-  flume__txn *txn;
-  flume__table meta;
-  flume__cursor *cur;
-  flume__slice k = {NULL, 0}, v;
-  lua_settop(L, 1);
-  int rc = ops->txn_begin(flume__db_store(db), FLUME__TXN_READ, &txn);
-  if (rc) return flume__lua_raise(L, rc, NULL);
-  rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta);
-  if (rc == 0) rc = ops->cursor_open(txn, meta, &cur);
-  if (rc) {
-    ops->txn_abort(txn);
-    return flume__lua_raise(L, rc, NULL);
-  }
-  lua_newtable(L);
-  for (rc = ops->cursor_get(cur, FLUME__FIRST, &k, &v); rc == 0;
-       rc = ops->cursor_get(cur, FLUME__NEXT, &k, &v)) {
-    flume__record r;
-    if (k.size <= plen || memcmp(k.data, FLUME__META_VIEW_PREFIX, plen) != 0 ||
-        flume__record_unpack(v, &r) != 0)
-      continue;
-    lua_pushlstring(L, (const char *)k.data + plen, k.size - plen);
-    lua_createtable(L, 0, 4);
-    lua_pushstring(L, flume__record_kind_name(r.kind));
-    lua_setfield(L, -2, "kind");
-    lua_pushinteger(L, r.version);
-    lua_setfield(L, -2, "version");
-    lua_pushinteger(L, r.since);
-    lua_setfield(L, -2, "since");
-    push_hex64(L, r.hash);
-    lua_setfield(L, -2, "hash");
-    lua_settable(L, 2);
-  }
-  ops->cursor_close(cur);
-  ops->txn_abort(txn);
-  if (rc != FLUME_ENOTFOUND) return flume__lua_raise(L, rc, NULL);
-  return 1;
-}
-
-/* ---- END TEMPORARY ------------------------------------------------------ */
 
 /* ---- process helpers ---------------------------------------------------- */
 
@@ -171,8 +111,7 @@ static int l_mkdir(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg tools_funcs[] = {{"view_records", l_view_records},
-                                       {"trap_sigint", l_trap_sigint},
+static const luaL_Reg tools_funcs[] = {{"trap_sigint", l_trap_sigint},
                                        {"interrupted", l_interrupted},
                                        {"sleep", l_sleep},
                                        {"isatty", l_isatty},

@@ -364,7 +364,7 @@ and works while another process writes the database.
     local dir = ctx.args[1]
     local specs, names = view_specs(ctx)
     local db = open_ro(ctx, dir, #names == 0)
-    local before = view_records(ctx, db)
+    local before = view_records(db)
     close_db(ctx, db)
     local infos, errors = {}, {}
     if #names > 0 then
@@ -383,7 +383,7 @@ and works while another process writes the database.
     -- The records first: the log they are compared with is then as new
     -- or newer (a view's since is never past it). The log's since and
     -- size come from one snapshot, its seqs dense from 0.
-    local records = view_records(ctx, db)
+    local records = view_records(db)
     local tables, info = db:tables(), db:storage()
     local entries = tables.log.entries
     local since = entries - 1
@@ -594,7 +594,7 @@ database to itself: to verify one a writer has open, verify a backup.
     local checked = verify_storage(ctx, dir)
     if #ctx.args == 1 and #(ctx.opts.view or {}) == 0 then
       local db = open_ro(ctx, dir, true)
-      local records = view_records(ctx, db)
+      local records = view_records(db)
       close_db(ctx, db)
       local have = {}
       for n in pairs(records) do have[#have + 1] = n end

@@ -83,11 +83,12 @@ local function open_db(ctx, dir)
   return db
 end
 
---- TEMPORARY, until the view catalogue (db:views()) lists them: the views
--- the database has records of, { name = { kind, version, since, hash } }
--- (flume.tools.view_records, marked there).
-local function view_records(ctx, db)
-  return ctx.tools.view_records(db._c)
+--- The views the database has records of (its catalogue, db:views()), by
+-- name: { kind, version, since, hash, ... }.
+local function view_records(db)
+  local records = {}
+  for _, v in ipairs(db:views()) do records[v.name] = v end
+  return records
 end
 
 local function decoder(codec)
@@ -173,7 +174,7 @@ end
 -- views[name], and specs[name] (each one's script).
 local function attach_views(ctx, dir)
   local ro = open_ro(ctx, dir)
-  local records = view_records(ctx, ro)
+  local records = view_records(ro)
   close_db(ctx, ro)
   local names, specs = pick_views(ctx, dir, records)
   local db = open_db(ctx, dir)
