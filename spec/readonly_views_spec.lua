@@ -379,7 +379,10 @@ describe("the view catalogue", function()
     for i = 1, 30 do db:append({ i = i }) end
     db.sum:ready(); db.idx:ready()
     local sum = db.sum
+    assert.equal(1, db:tables().views.sum.entries) -- its state
     db:drop("sum")
+    -- in the same transaction: no record, no script, an empty table
+    assert.equal(0, db:tables().views.sum.entries)
     assert.is_nil(rawget(db, "sum"))
     H.raises(function() sum:get() end, "^flume: ENOTFOUND: .*no view " ..
       "named 'sum'")
@@ -394,7 +397,14 @@ describe("the view catalogue", function()
     db:close()
     db = flume.open(dir)
     assert.equal(1, #db:views())
+    assert.equal(0, db:tables().views.sum.entries)
+    assert.is_true(db:tables().views.idx.entries > 0)
     db:close()
+    -- a reader sees the same
+    local r = flume.open(dir, { readonly = true })
+    assert.equal("idx", r:views()[1].name)
+    H.raises(function() r:view("sum") end, "^flume: ENOTFOUND")
+    r:close()
   end)
 
   it("stores the chunk a view given as a table was written in", function()

@@ -54,6 +54,7 @@ local CODECS, exists, need_db, open_ro, close_db, open_db = Db.CODECS,
   Db.exists, Db.need_db, Db.open_ro, Db.close_db, Db.open_db
 local decoder, view_specs, use, attach_views = Db.decoder, Db.view_specs,
   Db.use, Db.attach_views
+local use_stored = Db.use_stored
 local view_records = Db.view_records
 
 local M = {}
@@ -337,7 +338,11 @@ local function view_report(name, rec, info, err, since, tables)
       "rebuilt", rec.version, info.version)
   end
   if not info and not rec then r.warnings[#r.warnings + 1] = "no record" end
-  r.error = err or (info and info.error and one_line(info.error)) or nil
+  -- the catalogue: where its script came from, and a writer running it
+  r.chunkname = rec and rec.chunkname or nil
+  r.writer = rec and rec.attached or false
+  r.error = err or (info and info.error and one_line(info.error)) or
+    (rec and rec.error and one_line(rec.error)) or nil
   return r
 end
 
@@ -346,12 +351,14 @@ command("status", {
   usage = "flume status DIR [--view NAME=SCRIPT]... [--json] [--no-wait]",
   help = [[
 Shows the log (since, entries, size on disk, codec, format version) and
-every view the database has a record of (kind, version, since, lag behind
-the log, size of its state, script hash). Views are not stored with their
-scripts: give a view's script with --view to attach it, which also checks
-it (a script changed without a version bump is a warning), lets it catch up
-with the log and shows its last error. Without --view, status only reads,
-and works while another process writes the database.
+every view the database has (kind, version, since, lag behind the log,
+size of its state, script hash, whether a running writer keeps it up, and
+the error that stopped it there). Views are stored with their scripts
+(`flume view DIR NAME --script` prints one). Without --view, status only
+reads, and works while another process writes the database. Give a view's
+script with --view to attach it, which also checks it (a script changed
+without a version bump is a warning), lets it catch up with the log and
+shows its last error.
 
   --view NAME=SCRIPT   attach this view script (repeatable); --view
                        SCRIPT.lua names the view after the file
@@ -420,12 +427,12 @@ and works while another process writes the database.
     end
     out(fmt("views     %d\n", #report.views))
     local rows = { { "name", "kind", "version", "since", "lag", "state",
-      "script hash" } }
+      "script hash", "writer" } }
     local unattached = 0
     for _, v in ipairs(report.views) do
       rows[#rows + 1] = { v.name, v.kind, tostring(v.version),
         tostring(v.since), tostring(v.lag), human_size(v.state_size),
-        v.hash }
+        v.hash, v.writer and "running" or "-" }
       if not v.attached then unattached = unattached + 1 end
     end
     print_table(rows, "  ")
@@ -467,41 +474,99 @@ local function method_names(v)
   return concat(names, ", ")
 end
 
+--- Opens DIR for writing; beside a running writer, fails saying why the
+-- command needs it to itself (`what`).
+local function open_writer(ctx, dir, what)
+  local ok, db = pcall(open_db, ctx, dir)
+  if ok then return db end
+  if type(db) == "string" and db:find("ELOCKED", 1, true) then
+    fail_error("ELOCKED", fmt("%s: %s is open for writing by another " ..
+      "process, %s", what, dir, "which must have the view attached for " ..
+      "it to be read beside it (or read a backup: flume backup)"))
+  end
+  error(db, 0)
+end
+
 command("view", {
-  summary = "attach a view script and call one of its methods",
-  usage = "flume view DIR NAME SCRIPT [METHOD [ARG...]]",
+  summary = "read a view as the database stores it, or call its methods",
+  usage = "flume view DIR NAME [METHOD [ARG...]] [--view NAME=SCRIPT] " ..
+    "[--script]",
   help = [[
-Attaches the view script SCRIPT to the database as NAME, lets it catch up
-with the log, and calls METHOD with the ARGs, printing the result as JSON
-(a source method's values, and read's entries, as JSON Lines). Each ARG is
-read as JSON if it parses, else taken as a string: `get post` and
-`get '"post"'` are the same; `get 42` passes a number.
+Mounts the view NAME as the database stores it (its script is kept with
+it), and calls METHOD with the ARGs, printing the result as JSON (a source
+method's values, and read's entries, as JSON Lines). Each ARG is read as
+JSON if it parses, else taken as a string: `get post` and `get '"post"'`
+are the same; `get 42` passes a number. Reads wait until the view has
+caught up with the log. While another process writes the database with
+the view attached, the view is read beside it (read-only, up to that
+writer's checkpoints); otherwise the command opens the database for
+writing and lets the view catch up itself.
 
 Methods: get [KEY] (a reduce view's state, or KEY's accumulator or indexed
 values), read [OPTIONS] (group and index views; OPTIONS a JSON object such
 as '{"gte": "a", "limit": 10, "reverse": true}'), status, and the script's
-own methods. Without METHOD: the view's whole content.]],
-  options = {},
-  args = { 3, maxinteger },
+own methods. Without METHOD: the view's whole content.
+
+  --script             print the view's stored script and exit
+  --view NAME=SCRIPT   attach this script instead of the stored one (a
+                       new version rebuilds the view); `flume view DIR
+                       NAME SCRIPT.lua [METHOD ...]` is the same]],
+  options = { ["--view"] = "list", ["--script"] = "flag" },
+  args = { 2, maxinteger },
   run = function(ctx)
-    local dir, name, script, method = table.unpack(ctx.args, 1, 4)
-    local db = open_db(ctx, dir)
-    local v = use(ctx, db, name, script)
-    local err = catch_up(ctx, "catching up", { [name] = v })[name]
-    if err then fail(err) end
+    local dir, name = ctx.args[1], ctx.args[2]
+    local specs = view_specs(ctx)
+    local script, first = specs[name], 3
+    local a3 = ctx.args[3]
+    if a3 and (a3:match("%.lua$") or a3:find("/", 1, true)) then
+      script, first = a3, 4
+    end
+    local method = ctx.args[first]
+    local ro = open_ro(ctx, dir)
+    local rec = view_records(ro)[name]
+    if ctx.opts.script then
+      if not rec then fail(fmt("no view named '%s' in %s", name, dir)) end
+      if not rec.script then
+        fail(fmt("view '%s' has no stored script (attached by an older " ..
+          "flume, or written in C)", name))
+      end
+      out(rec.script)
+      if rec.script:sub(-1) ~= "\n" then out("\n") end
+      return
+    end
+    local v
+    if not script and rec and rec.attached then
+      -- a running writer keeps it up: read beside it
+      v = use_stored(ctx, ro, name)
+    else
+      close_db(ctx, ro)
+      if not script and not rec then
+        fail(fmt("no view named '%s' in %s (attach one with --view " ..
+          "%s=SCRIPT)", name, dir, name))
+      end
+      if not script and not rec.script then
+        usage(fmt("view '%s' has no stored script: pass --view %s=SCRIPT",
+          name, name))
+      end
+      local db = open_writer(ctx, dir, "view '" .. name .. "'")
+      v = script and use(ctx, db, name, script) or use_stored(ctx, db, name)
+      local err = catch_up(ctx, "catching up", { [name] = v })[name]
+      if err then fail(err) end
+    end
     local args = {}
-    for i = 5, #ctx.args do
+    for i = first + 1, #ctx.args do
       local a = ctx.args[i]
       -- JSON, or else the word itself as a string
       local ok, value = pcall(parse_json, a)
       if not ok then
         if a:find("^%s*[%[{\"]") then
-          fail(fmt("argument %d: %s", i - 4, value))
+          fail(fmt("argument %d: %s", i - first, value))
         end
         value = a
       end
-      args[i - 4] = value
+      args[i - first] = value
     end
+    local nargs = #ctx.args - first
     if method == nil then
       dump_view(v)
     elseif method == "status" then
@@ -514,11 +579,11 @@ own methods. Without METHOD: the view's whole content.]],
       end
       dump_view(v, opts or {})
     elseif method == "get" then
-      local res = v:get(table.unpack(args, 1, #ctx.args - 4))
+      local res = v:get(table.unpack(args, 1, nargs))
       if v._kind == "index" then array(res) end
       out(to_json(res), "\n")
     elseif v._methods and v._methods[method] then
-      local res = v[method](v, table.unpack(args, 1, #ctx.args - 4))
+      local res = v[method](v, table.unpack(args, 1, nargs))
       if v._methods[method] == "source" then
         for x in res do out(to_json(x), "\n") end
       else
@@ -530,15 +595,39 @@ own methods. Without METHOD: the view's whole content.]],
     end
   end,
 })
+
+command("drop", {
+  summary = "remove a view: its record, stored script and state",
+  usage = "flume drop DIR NAME",
+  help = [[
+Removes the view NAME from the database: its checkpoint record, its stored
+script and its state go in one transaction. Opens the database for
+writing: stop the process writing it first.]],
+  options = {},
+  args = { 2, 2 },
+  run = function(ctx)
+    local dir, name = ctx.args[1], ctx.args[2]
+    local db = open_writer(ctx, dir, "drop")
+    local ok, err = pcall(db.drop, db, name)
+    if not ok then
+      if type(err) == "string" and err:find("ENOTFOUND", 1, true) then
+        fail(fmt("no view named '%s' in %s", name, dir))
+      end
+      error(err, 0)
+    end
+    out(fmt("dropped view '%s' from %s\n", name, dir))
+  end,
+})
 command("rebuild", {
   summary = "destroy views' state and rebuild it from the log",
-  usage = "flume rebuild DIR [NAME] --view NAME=SCRIPT...",
+  usage = "flume rebuild DIR [NAME] [--view NAME=SCRIPT]...",
   help = [[
-Destroys the state of the views given with --view (or only of NAME) and
-rebuilds it from the log, with a progress bar.
+Destroys the state of every view the database has (or only of NAME) and
+rebuilds it from the log with its stored script, with a progress bar.
 
-  --view NAME=SCRIPT   a view and its script (repeatable); a positional
-                       NAME=SCRIPT is the same]],
+  --view NAME=SCRIPT   a view and the script to use instead of the stored
+                       one (repeatable; then only the views given); a
+                       positional NAME=SCRIPT is the same]],
   options = { ["--view"] = "list" },
   args = { 1, maxinteger },
   run = function(ctx)
@@ -579,36 +668,44 @@ First reads every entry of the database (the log, every view's state, the
 metadata) and checks its checksum, in a child process so that a damaged
 page cannot crash the command; prints each damaged entry and exits with 1
 if there is any. This walk reads only: it works while another process
-writes the database. Then recomputes the views given with --view (or only
-NAME) from the log into a scratch database in memory and compares the
-result with their stored state, key by key. Prints where they differ;
-exits with 1 if any does. With views, it attaches them, so it needs the
-database to itself: to verify one a writer has open, verify a backup.
+writes the database. Then recomputes every view the database has (or
+only NAME, or those given with --view) from the log with its stored
+script, into a scratch database in memory, and compares the result with
+its stored state, key by key. Prints where they differ; exits with 1 if
+any does. The views are attached for this, so the recomputation needs
+the database to itself: beside a writer, only the walk is done (verify a
+backup to check the views of a database in use).
 
-  --view NAME=SCRIPT   a view and its script (repeatable); a positional
-                       NAME=SCRIPT is the same]],
+  --view NAME=SCRIPT   a view and the script to use instead of the stored
+                       one (repeatable; then only the views given); a
+                       positional NAME=SCRIPT is the same]],
   options = { ["--view"] = "list" },
   args = { 1, maxinteger },
   run = function(ctx)
     local dir = ctx.args[1]
     local checked = verify_storage(ctx, dir)
-    if #ctx.args == 1 and #(ctx.opts.view or {}) == 0 then
+    out(fmt("storage: ok (%d entries in %d tables)\n", checked.entries,
+      #checked.tables - 1))
+    local given = #ctx.args > 1 or #(ctx.opts.view or {}) > 0
+    if not given then
       local db = open_ro(ctx, dir, true)
       local records = view_records(db)
       close_db(ctx, db)
-      local have = {}
-      for n in pairs(records) do have[#have + 1] = n end
-      sort(have)
-      out(fmt("storage: ok (%d entries in %d tables)\n", checked.entries,
-        #checked.tables - 1))
-      if #have > 0 then
-        out(fmt("views not recomputed (%s): pass --view NAME=SCRIPT for " ..
-          "each\n", concat(have, ", ")))
-      end
-      return
+      if next(records) == nil then return end
     end
-    local db, names, stored, specs = attach_views(ctx, dir)
+    local ok, db, names, stored, specs = pcall(attach_views, ctx, dir)
+    if not ok then
+      if not given and type(db) == "string" and
+          db:find("ELOCKED", 1, true) then
+        -- beside a writer: the walk is what can be checked
+        out("views not recomputed: another process has the database " ..
+          "open for writing (verify a backup of it: flume backup)\n")
+        return
+      end
+      error(db, 0)
+    end
     local errors = catch_up(ctx, "catching up", stored)
+    local catalogue = view_records(db)
     -- the scratch copy of the log
     local scratch = flume.open(nil, { codec = db.codec })
     ctx.dbs[#ctx.dbs + 1] = scratch
@@ -629,7 +726,17 @@ database to itself: to verify one a writer has open, verify a backup.
     p:finish()
     local fresh = {}
     for _, name in ipairs(names) do
-      fresh[name] = use(ctx, scratch, name, specs[name])
+      if specs[name] then
+        fresh[name] = use(ctx, scratch, name, specs[name])
+      else
+        local src = catalogue[name].script
+        if not src:find("\n") then src = src .. "\n" end -- not a path
+        local okv, v = pcall(scratch.use, scratch, name, src)
+        if not okv then
+          fail(fmt("view '%s' (as stored): %s", name, one_line(v)))
+        end
+        fresh[name] = v
+      end
     end
     local fresh_errors = catch_up(ctx, "recomputing", fresh)
     local bad = 0

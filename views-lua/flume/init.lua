@@ -125,8 +125,21 @@ function M.open(path, opts)
   if opts.readonly ~= nil and type(opts.readonly) ~= "boolean" then
     raise("EINVAL", "readonly must be a boolean")
   end
-  local c = core.open(path, name, opts.sync ~= false, opts.map_size,
-    opts.readonly)
+  -- A reader without a codec takes the database's own (msgpack or raw; a
+  -- custom codec's functions must be given).
+  local adopt = opts.readonly and opts.codec == nil
+  local c = core.open(path, not adopt and name or nil, opts.sync ~= false,
+    opts.map_size, opts.readonly)
+  if adopt and c:codec() ~= name then
+    name = c:codec()
+    if name ~= "raw" then
+      c:close()
+      raise("ECODEC", path .. " was written with the custom codec '" ..
+        name .. "': pass it as { codec = { name = ..., encode = ..., " ..
+        "decode = ... } }")
+    end
+    mp = false
+  end
   -- A reader's views are the writer's: it sets up none of its own.
   if opts.mapper and not opts.readonly then c:set_mapper(opts.mapper) end
   if opts.ready == false and not opts.readonly then c:set_paused(true) end

@@ -43,14 +43,12 @@ end
 -- was made with; unless any_codec, one the command decodes.
 local function open_ro(ctx, dir, any_codec)
   need_db(ctx, dir)
-  -- A read-only open must name the codec: msgpack first, and the
-  -- database's own, which the refusal names, next.
+  -- A reader takes the database's codec (msgpack or raw); a custom one
+  -- is refused, naming it.
   local ok, db = pcall(flume.open, dir, { readonly = true })
   if not ok and errors.is(db, "ECODEC") then
-    local codec = db:match("codec '([^']*)', not '[^']*'$")
-    if codec == "raw" then
-      db = flume.open(dir, { readonly = true, codec = "raw" })
-    elseif not any_codec then
+    local codec = db:match("custom codec '([^']*)'")
+    if not any_codec then
       fail_error("ECODEC", fmt("%s uses the codec '%s', which the command " ..
         "line cannot decode (it knows msgpack and raw)", dir,
         tostring(codec)))
@@ -140,7 +138,18 @@ local function use(ctx, db, name, path)
 end
 
 
---- The views a maintenance command works on: all given, or only NAME.
+--- Mounts a view as the database stores it (its script from the
+-- catalogue).
+local function use_stored(ctx, db, name)
+  local ok, v = pcall(db.view, db, name)
+  if not ok then fail(fmt("view '%s' (as stored): %s", name, one_line(v))) end
+  return v
+end
+
+--- The views a maintenance command works on: those given as NAME=SCRIPT
+-- (or --view), else only NAME, else every view the database has; a view
+-- not given a script is mounted as stored. Returns the names in order and
+-- specs[name] (a script path, or nil: the stored script).
 local function pick_views(ctx, dir, records)
   local extra, only = {}, nil
   for i = 2, #ctx.args do
@@ -150,28 +159,36 @@ local function pick_views(ctx, dir, records)
     else only = a end
   end
   local specs, names = view_specs(ctx, extra)
+  local function stored(name)
+    local r = records[name]
+    if r and not r.script then
+      usage(fmt("view '%s' has no stored script (it was attached by an " ..
+        "older flume, or is written in C): pass --view %s=SCRIPT", name,
+        name))
+    end
+    return r ~= nil
+  end
   if only then
     if specs[only] then return { only }, specs end
-    if records[only] then
-      usage(fmt("view '%s' needs its script: pass --view %s=SCRIPT", only,
-        only))
-    end
+    if stored(only) then return { only }, specs end
     fail(fmt("no view named '%s' in %s", only, dir))
   end
   if #names == 0 then
-    local have = {}
-    for n in pairs(records) do have[#have + 1] = n end
-    sort(have)
-    usage("views are not stored with their scripts: pass --view " ..
-      "NAME=SCRIPT for each" .. (#have > 0 and
-      " (" .. dir .. " has: " .. concat(have, ", ") .. ")" or ""))
+    for n, r in pairs(records) do
+      if r.script then names[#names + 1] = n end
+    end
+    sort(names)
+    for n, r in pairs(records) do
+      if not r.script then stored(n) end
+    end
+    if #names == 0 then fail(fmt("%s has no views", dir)) end
   end
   return names, specs
 end
 
 --- Opens DIR for writing and attaches the views of the command line (or
--- all the database records): returns db, their names in order,
--- views[name], and specs[name] (each one's script).
+-- all the database has, as stored): returns db, their names in order,
+-- views[name], and specs[name] (each one's script path, or nil: stored).
 local function attach_views(ctx, dir)
   local ro = open_ro(ctx, dir)
   local records = view_records(ro)
@@ -180,7 +197,8 @@ local function attach_views(ctx, dir)
   local db = open_db(ctx, dir)
   local views = {}
   for _, name in ipairs(names) do
-    views[name] = use(ctx, db, name, specs[name])
+    views[name] = specs[name] and use(ctx, db, name, specs[name]) or
+      use_stored(ctx, db, name)
   end
   return db, names, views, specs
 end
@@ -190,5 +208,6 @@ M.CODECS, M.exists, M.need_db, M.open_ro, M.close_db, M.open_db = CODECS,
 M.view_records = view_records
 M.decoder, M.view_specs, M.use, M.attach_views = decoder, view_specs, use,
   attach_views
+M.use_stored = use_stored
 
 return M
