@@ -625,6 +625,10 @@ else
   if not judge then
     print("note: the targets (issue 12) are judged at N = 1,000,000 and up")
   end
+  if gen.wide_mean_size and results.rebuild_wide then
+    print(string.format("note: rebuild_wide's values: twenty fields, %.1f " ..
+      "bytes (MessagePack)", gen.wide_mean_size))
+  end
   for _, n in ipairs(notes) do print("note: " .. n) end
 end
 for _, n in ipairs(notes) do note("bench: %s", n) end
