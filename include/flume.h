@@ -438,8 +438,13 @@ typedef void (*flume_wait_cb)(void *ctx, int status);
  * (the gate of every Lua read). `cb` is called once, on a later loop turn,
  * even when the view is up to date already.
  * @param timeout seconds; negative for none.
+ * On a read-only handle the view is brought up by the writer process:
+ * with none running, or one without this view, a view behind the log is
+ * #FLUME_ENOWRITER at once (or later, to cb, if the writer goes away), and
+ * a view its writer failed is #FLUME_EVIEW; flume_db_errmsg() says why.
+ * @param timeout seconds; negative for none.
  * @return 0, or #FLUME_EINVAL (NULL view or cb), #FLUME_EVIEW (the view
- * has failed), #FLUME_ECLOSED, #FLUME_ENOMEM.
+ * has failed), #FLUME_ENOWRITER, #FLUME_ECLOSED, #FLUME_ENOMEM.
  */
 FLUME_API int flume_view_wait(flume_view *view, double timeout,
                               flume_wait_cb cb, void *ctx);
@@ -630,6 +635,122 @@ typedef void (*flume_close_cb)(void *ctx);
  * @return 0, or #FLUME_ECLOSED when it is already closing.
  */
 FLUME_API int flume_db_close(flume_db *db, flume_close_cb cb, void *ctx);
+
+/**
+ * @section admin Looking after a database
+ *
+ * What a command line or a monitor needs beyond reads: the storage's
+ * sizes, every table's size, a hot backup, and a check of every stored
+ * byte. They work on read-only handles too, so they run beside a writer in
+ * another process (`flume status`, `flume backup` and `flume verify` use
+ * them so). They run synchronously, on the loop thread: the loop does not
+ * turn meanwhile (a backup or a walk of a big file takes a while: run them
+ * from a process or a loop that can wait).
+ */
+
+/** What flume_db_storage() reports. Sizes a memory database does not have
+ * are 0. */
+typedef struct flume_storage_info {
+  uint64_t page_size;   /**< bytes per page */
+  uint64_t map_size;    /**< bytes the file may reach before the map grows */
+  uint64_t used;        /**< bytes in use, up to the last page written */
+  unsigned readers;     /**< reader slots used so far by every process
+                         *   (a high-water mark) */
+  unsigned max_readers; /**< reader slots there are */
+} flume_storage_info;
+
+/**
+ * The storage as a whole, now.
+ * @return 0, or #FLUME_EINVAL (NULL argument), #FLUME_ECLOSED.
+ */
+FLUME_API int flume_db_storage(flume_db *db, flume_storage_info *out);
+
+/** One table, as flume_db_tables() reports it. */
+typedef struct flume_table_info {
+  const char *kind;  /**< "log"; "meta" (the format, the codec, the views'
+                      *   records); "view" (a view's state); "other" (a
+                      *   table this version of flume does not know) */
+  const char *name;  /**< "log", "meta", the view's name, or the stored
+                      *   name of an "other" table */
+  uint64_t entries;  /**< entries in it */
+  uint64_t bytes;    /**< storage it takes: whole pages on disk, keys and
+                      *   values in memory */
+} flume_table_info;
+
+/** Called by flume_db_tables() with each table; the strings are borrowed
+ * for the call. Returns 0 to go on, anything else to stop the listing. */
+typedef int (*flume_table_fn)(void *ctx, const flume_table_info *table);
+
+/**
+ * Calls fn with every table of the database, from one read transaction (a
+ * consistent snapshot): the log first, then the others in byte order of
+ * their stored names.
+ * @return 0, fn's nonzero result, or #FLUME_EINVAL (NULL db or fn),
+ * #FLUME_ECLOSED, #FLUME_ECORRUPT (flume_db_errmsg() says where),
+ * #FLUME_EBUSY (no reader slot left), #FLUME_ENOMEM.
+ */
+FLUME_API int flume_db_tables(flume_db *db, flume_table_fn fn, void *ctx);
+
+/** Called by flume_db_backup() about every tenth of a second with the bytes
+ * written so far, on the calling thread. */
+typedef void (*flume_progress_fn)(void *ctx, uint64_t bytes);
+
+/**
+ * Copies the database into the folder `dest`, as it was at one moment (one
+ * read transaction), while the writer, in this process or another, goes on
+ * writing: a backup that opens as any database. Returns once the copy is
+ * on disk (fsynced). Read-only handles copy too. A failed copy leaves no
+ * database in dest.
+ * @param dest an existing folder that holds no database.
+ * @param compact 1: leave free pages out (a smaller file, a slower copy).
+ * @param progress NULL, or called as the copy goes.
+ * @return 0, or #FLUME_EINVAL (NULL or empty dest; a memory database),
+ * #FLUME_ECLOSED, `-EEXIST` (dest holds a database), `-ENOENT` (no folder
+ * dest), #FLUME_ENOSPC, or another system `-errno`; flume_db_errmsg() says
+ * what.
+ */
+FLUME_API int flume_db_backup(flume_db *db, const char *dest, int compact,
+                              flume_progress_fn progress, void *ctx);
+
+/** Called by flume_verify() as the walk goes: `damage` NULL when the walk
+ * enters the table `table` ("log", "meta", "v:NAME" for a view's state,
+ * "(free pages)" for the storage's own list), else what is damaged and
+ * where. Strings borrowed for the call. */
+typedef void (*flume_verify_fn)(void *ctx, const char *table,
+                                const char *damage);
+
+/** What flume_verify() found. */
+typedef struct flume_verify_result {
+  uint64_t entries;  /**< entries read and checked */
+  unsigned tables;   /**< tables walked, the storage's own list included */
+  unsigned damaged;  /**< damaged places reported to fn */
+  int crashed;       /**< 1: a damaged page crashed the walk (one of the
+                      *   damaged places): what follows it was not read */
+  char error[512];   /**< when the walk could not run or was stopped: what
+                      *   and where */
+} flume_verify_result;
+
+/**
+ * Reads every entry of every table of the database in folder `path` (the
+ * log, the metadata, every view's state), checking each entry's checksum,
+ * that the log's seqs run 0, 1, 2 ... with no gap, and the storage's own
+ * bookkeeping. Damage does not stop the walk: fn hears of each place.
+ *
+ * The walk runs in a child process (fork), which opens the folder
+ * read-only: a damaged page can crash LMDB, and that is a finding here
+ * (result->crashed), never the caller's end. So it takes a folder, not a
+ * handle: it works beside a writer, in this process or another, and beside
+ * any handles of this process. It waits for the child to end.
+ * @param fn NULL, or called with each table and each damaged place.
+ * @param[out] result what was found, also when the walk was stopped.
+ * @return 0 once the walk is over (then damage is in result, not an
+ * error), or an error that kept it from running or stopped it, with
+ * result->error saying what: #FLUME_EINVAL (NULL or empty path, NULL
+ * result), #FLUME_ENOTFOUND (no database in the folder), #FLUME_ECORRUPT,
+ * #FLUME_EFORMAT, #FLUME_ENOMEM, or a system `-errno` (pipe, fork).
+ */
+FLUME_API int flume_verify(const char *path, flume_verify_fn fn, void *ctx,
+                           flume_verify_result *result);
 
 #ifdef __cplusplus
 }

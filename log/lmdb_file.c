@@ -239,6 +239,32 @@ static int check_tree(const unsigned char *db, uint64_t last, const char *file,
   return FLUME_ECORRUPT;
 }
 
+/* Checks that a tree's root page, as the meta page names it, says it is
+ * that page and a branch or leaf: a root number with a flipped bit that
+ * still lies in the file would have LMDB read another page as the tree
+ * (and a writer reusing the free list's pages then asserts in LMDB). */
+static int check_root(int fd, uint64_t psize, const unsigned char *db,
+                      const char *file, int meta, const char *which) {
+  uint64_t root = rd64(db + 40), entries = rd64(db + 32);
+  uint16_t depth = rd16(db + 6);
+  unsigned char h[16];
+  if (root == NO_PAGE) return 0;
+  /* The header: pgno, pad, flags, lower (the end of its key offsets). A
+   * one-level tree is a leaf holding every entry, which tells a stale
+   * page (an old copy of a tree LMDB copied on write) from the root. */
+  if (pread(fd, h, sizeof h, (off_t)(root * psize)) == (ssize_t)sizeof h &&
+      rd64(h) == root && (rd16(h + 10) & 0x0cu) == 0 &&
+      (depth == 1 ? (rd16(h + 10) & 0x02u) != 0 &&
+                        rd16(h + 12) >= 16 &&
+                        (uint64_t)(rd16(h + 12) - 16) / 2 == entries
+                  : (rd16(h + 10) & 0x01u) != 0))
+    return 0;
+  set_detail("%s: meta page %d is damaged (its %s tree's root, page %llu, "
+             "is not the root of a tree)",
+             file, meta, which, (unsigned long long)root);
+  return FLUME_ECORRUPT;
+}
+
 /* Checks data.mdb before LMDB opens it: LMDB reads the meta pages with
  * pread, then maps the file and trusts them. *exists says whether there
  * is a file at all (none: a new database). */
@@ -329,7 +355,10 @@ static int check_file(const char *path, int *exists) {
     goto done;
   }
   if ((rc = check_tree(mm + OFF_DBS, last, file, cur, "free-page")) ||
-      (rc = check_tree(mm + OFF_DBS + DB_SIZE, last, file, cur, "main")))
+      (rc = check_tree(mm + OFF_DBS + DB_SIZE, last, file, cur, "main")) ||
+      (rc = check_root(fd, psize, mm + OFF_DBS, file, cur, "free-page")) ||
+      (rc = check_root(fd, psize, mm + OFF_DBS + DB_SIZE, file, cur,
+                       "main")))
     goto done;
   /* flume's main table has no flags; the free-page table is LMDB's own
    * (MDB_INTEGERKEY). Anything else would make LMDB misread the tree. */
@@ -360,6 +389,17 @@ static void on_assert(MDB_env *env, const char *msg) {
 static int flume_name(const MDB_val *k) {
   return (k->mv_size == 3 && memcmp(k->mv_data, "log", 3) == 0) ||
          (k->mv_size > 2 && memcmp(k->mv_data, "t:", 2) == 0);
+}
+
+static uint64_t verify_free(MDB_txn *txn, uint64_t last, const char *path,
+                            flume__verify_fn fn, void *ctx);
+
+/* Counts verify_free's findings of damage, keeping the first's text. */
+static void free_damage(void *ctx, flume__verify_kind kind, const char *what,
+                        uint64_t count) {
+  (void)count;
+  if (kind != FLUME__VERIFY_DAMAGED) return;
+  if (++*(int *)ctx == 1) set_detail("%s", what);
 }
 
 /* Checks that the environment is flume's: its main table holds only the
@@ -450,6 +490,20 @@ static int check_content(MDB_env *env, const char *path, int readonly) {
   if ((rc = mdb_dbi_open(txn, "t:meta", 0, &meta))) {
     rc = flume__lmdb_map_err(rc);
     goto fail;
+  }
+  if (!readonly) {
+    /* A writer reuses the pages LMDB's free list names: a damaged list
+     * (a flipped bit in a meta page's root of it) would have it dirty
+     * pages in use, and LMDB asserts. Refuse it here, with what is
+     * wrong. The list is short: a few entries of page numbers. */
+    MDB_envinfo info;
+    int bad = 0;
+    mdb_env_info(env, &info);
+    verify_free(txn, info.me_last_pgno, path, free_damage, &bad);
+    if (bad) {
+      rc = FLUME_ECORRUPT;
+      goto fail;
+    }
   }
   k = (MDB_val){6, "format"};
   rc = mdb_get(txn, meta, &k, &v);

@@ -12,7 +12,8 @@ local H = require "spec.helpers.db"
 local C = require "spec.helpers.crash"
 
 local SUM = [[return { version = 1, initial = 0,
-  reduce = function(t, v) return t + v.i end }]]
+  reduce = function(t, v) return t + v.i end,
+  methods = { double = { "async", function(t) return 2 * t end } } }]]
 local MOD = [[return { version = 1, map = function(v) return v.i % 5 end,
   reduce = function(n, v) return (n or 0) + 1 end }]]
 local IDX = [[return { version = 1,
@@ -170,6 +171,35 @@ print(n, reads > 10)
       assert.is_true(ok, "reader " .. k .. ": " .. out)
       assert.equal("3000\ttrue\n", out, "reader " .. k)
     end
+  end)
+
+  it("follows the writer with a live view read, and calls the view's " ..
+     "methods", function()
+    seed(10)
+    local r = flume.open(dir, { readonly = true })
+    local idx = r:view("idx")
+    r:view("sum"); r:view("mod")
+    local seqs, stop, err = {}, nil, nil
+    stop = idx:read({ live = true }, function(e, entries)
+      if e then err = e; return end
+      for _, entry in ipairs(entries) do seqs[#seqs + 1] = entry.seq end
+    end)
+    local pid = writer(400, 3, tmp, 1)
+    local t = os.time()
+    while #seqs < 400 // 7 and err == nil and os.time() - t < 30 do
+      flume.sleep(0.01)
+    end
+    stop()
+    assert.is_nil(err)
+    -- every multiple of 7 once (by key, then seq: sort to compare)
+    table.sort(seqs)
+    local want = {}
+    for i = 7, 400, 7 do want[#want + 1] = i - 1 end
+    assert.same(want, seqs)
+    assert.equal(2 * r.sum:get(), r.sum:double())
+    assert.equal(400 * 401, r.sum:double())
+    while C.alive(pid) do flume.sleep(0.05) end
+    r:close()
   end)
 
   it("fails a gated read at once when no writer brings the view up, and " ..
@@ -349,7 +379,10 @@ describe("the view catalogue", function()
     for i = 1, 30 do db:append({ i = i }) end
     db.sum:ready(); db.idx:ready()
     local sum = db.sum
+    assert.equal(1, db:tables().views.sum.entries) -- its state
     db:drop("sum")
+    -- in the same transaction: no record, no script, an empty table
+    assert.equal(0, db:tables().views.sum.entries)
     assert.is_nil(rawget(db, "sum"))
     H.raises(function() sum:get() end, "^flume: ENOTFOUND: .*no view " ..
       "named 'sum'")
@@ -364,7 +397,14 @@ describe("the view catalogue", function()
     db:close()
     db = flume.open(dir)
     assert.equal(1, #db:views())
+    assert.equal(0, db:tables().views.sum.entries)
+    assert.is_true(db:tables().views.idx.entries > 0)
     db:close()
+    -- a reader sees the same
+    local r = flume.open(dir, { readonly = true })
+    assert.equal("idx", r:views()[1].name)
+    H.raises(function() r:view("sum") end, "^flume: ENOTFOUND")
+    r:close()
   end)
 
   it("stores the chunk a view given as a table was written in", function()

@@ -11,7 +11,8 @@
  *   db.c     the database handle: open, the one close, appends, log
  *            reads, watches → req, loop
  *   views.c  the view methods of a database → req, codec, db
- *   tools.c  flume.tools, the command's helpers → req
+ *   admin.c  storage, tables, backup, verify (runtime/admin.c) → req, db
+ *   tools.c  flume.tools, the command's process helpers → req
  *   core.c   the entry point: lists the parts above and registers them
  *
  * Per lua_State there is one context (a userdata anchored in the registry,
@@ -136,6 +137,7 @@ void flume__lua_loop_register(lua_State *L, int module, int methods);
 void flume__lua_codec_register(lua_State *L, int module, int methods);
 void flume__lua_db_register(lua_State *L, int module, int methods);
 void flume__lua_views_register(lua_State *L, int module, int methods);
+void flume__lua_admin_register(lua_State *L, int module, int methods);
 /* core.errors: for each code the core knows, errors[NAME] = { code, name,
  * message } (errors.c). */
 void flume__lua_errors_register(lua_State *L, int module, int methods);

@@ -17,6 +17,7 @@ static const part_fn parts[] = {
     flume__lua_codec_register, /* encode, decode, key_encode (codec.c) */
     flume__lua_db_register,    /* open and the database handle (db.c) */
     flume__lua_views_register, /* the view methods (views.c) */
+    flume__lua_admin_register, /* storage, tables, backup, verify (admin.c) */
     flume__lua_errors_register, /* core.errors (errors.c) */
     NULL};
 

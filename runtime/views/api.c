@@ -99,6 +99,7 @@ FLUME_API int flume_view_call(flume_view *view, const char *method,
   }
   /* Gated: the log's since as it is now; ungated: only set up. Either way
    * the callback comes on a later loop turn, and close cancels it. */
+  if (wait) flume__db_refresh(view->db);
   int64_t target = wait ? flume_db_since(view->db) : -1;
   int rc = flume__view_wait(view, target, -1, 1, call_ready, r);
   if (rc) {
@@ -155,9 +156,13 @@ FLUME_API int flume_view_wait(flume_view *view, double timeout,
   wait_req *r = malloc(sizeof *r);
   if (r == NULL) return FLUME_ENOMEM;
   *r = (wait_req){cb, ctx};
+  flume__db_refresh(view->db); /* a reader: the log as the writer has it */
   int rc = flume__view_wait(view, flume_db_since(view->db), timeout, 1,
                             wait_over, r);
   if (rc) free(r);
+  if (rc == FLUME_ENOWRITER || (rc == FLUME_EVIEW && view->note[0]))
+    snprintf(flume__db_errbuf(view->db), FLUME__ERRMSG_SIZE, "%s",
+             view->note);
   return rc;
 }
 

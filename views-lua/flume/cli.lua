@@ -5,10 +5,12 @@
 --
 -- Exit codes: 0 success, 1 error (one line `flume: ...` on stderr), 2 usage.
 --
--- Commands that only read (get, cat, status without --view, backup) go
--- through flume.tools, a read-only LMDB handle that takes no write lock, so
--- they work beside a process writing the database. The others open it with
--- flume.open, which one process at a time may do.
+-- Commands that only read (get, cat, status without --view, backup, verify
+-- without --view) open the database read-only (flume.open(dir, { readonly
+-- = true }), which takes no write lock), so they work beside a process
+-- writing it. The others open it for writing, which one process at a time
+-- may do. One process must not have a folder open twice at once (LMDB's
+-- rule): a command closes one handle before it opens the next.
 --
 -- JSON Lines go through flume.json, which round-trips every value the log
 -- holds exactly (int64 integers, floats with their type and sign, [] and
@@ -48,18 +50,29 @@ local parse_args, parse_json = Args.parse_args, Args.parse_json
 local progress, with_progress, catch_up, check_interrupt =
   Progress.progress, Progress.with_progress, Progress.catch_up,
   Progress.check_interrupt
-local CODECS, exists, need_db, open_ro, close_ro, open_db = Db.CODECS,
-  Db.exists, Db.need_db, Db.open_ro, Db.close_ro, Db.open_db
+local CODECS, exists, need_db, open_ro, close_db, open_db = Db.CODECS,
+  Db.exists, Db.need_db, Db.open_ro, Db.close_db, Db.open_db
 local decoder, view_specs, use, attach_views = Db.decoder, Db.view_specs,
   Db.use, Db.attach_views
+local use_stored = Db.use_stored
+local view_records = Db.view_records
 
 local M = {}
 
 -- flume.tools -----------------------------------------------------------------
 
---- The read-only helpers, from the library that holds flume.core (which
+--- The process helpers, from the library that holds flume.core (which
 -- registers them in package.preload).
 local function load_tools() return require "flume.tools" end
+
+--- Reads up to `limit` log entries from `from` towards `to` (backwards when
+-- from > to) of a handle into seqs and vals, as the bytes stored: the
+-- command decodes them itself (marking empty arrays, which JSON tells
+-- apart from empty objects). A read-only handle sees the writer's last
+-- commit. Returns how many.
+local function read_raw(db, from, to, limit, seqs, vals)
+  return db._c:read(false, from, to, limit, seqs, vals)
+end
 
 -- Commands --------------------------------------------------------------------
 
@@ -88,15 +101,15 @@ If DIR already holds one, says so; with --codec, it must be that codec.
       usage("--codec must be msgpack or raw, not " .. codec)
     end
     if exists(ctx, dir) then
-      local env, meta = open_ro(ctx, dir)
-      local since = env:log()
-      close_ro(ctx, env)
-      if codec and codec ~= meta.codec then
+      local db = open_ro(ctx, dir)
+      local since, have = db.since, db.codec
+      close_db(ctx, db)
+      if codec and codec ~= have then
         fail_error("ECODEC", fmt("%s was written with codec '%s', not '%s'",
-          dir, meta.codec, codec))
+          dir, have, codec))
       end
       out(fmt("%s: already a flume database (codec %s, %d values)\n", dir,
-        meta.codec, since + 1))
+        have, since + 1))
       return
     end
     local path = ""
@@ -205,16 +218,16 @@ the last value. Works while another process writes the database.]],
     local dir = ctx.args[1]
     local seq = math.tointeger(tonumber(ctx.args[2]))
     if not seq then usage("SEQ must be an integer, not " .. ctx.args[2]) end
-    local env, meta = open_ro(ctx, dir)
-    local since = env:log()
+    local db = open_ro(ctx, dir)
+    local since = db.since
     if seq < 0 then seq = since + 1 + seq end
     local seqs, vals = {}, {}
-    if seq < 0 or env:read(seq, seq, false, 1, seqs, vals) == 0 then
+    if seq < 0 or read_raw(db, seq, seq, 1, seqs, vals) == 0 then
       fail_error("ENOTFOUND", fmt("no value at seq %s in %s (%s)",
         ctx.args[2], dir, since < 0 and "the log is empty" or
         fmt("it holds seqs 0 to %d", since)))
     end
-    out(to_json(decoder(meta.codec)(vals[1])), "\n")
+    out(to_json(decoder(db.codec)(vals[1])), "\n")
   end,
 })
 
@@ -243,8 +256,8 @@ order. Works while another process writes the database.
     local o, tools = ctx.opts, ctx.tools
     if o.live and o.reverse then usage("--live cannot be --reverse") end
     if o.limit and o.limit < 0 then usage("--limit cannot be negative") end
-    local env, meta = open_ro(ctx, ctx.args[1])
-    local decode = decoder(meta.codec)
+    local db = open_ro(ctx, ctx.args[1])
+    local decode = decoder(db.codec)
     -- Inclusive bounds; --gt at the largest seq and --lt at the smallest
     -- exclude everything (moving them by one would wrap around).
     local lo, hi = o.gte, o.lte
@@ -260,7 +273,7 @@ order. Works while another process writes the database.
     local remaining = o.limit or maxinteger
     local reverse = o.reverse and true or false
     local nxt = reverse and hi or lo
-    local since = env:log()
+    local since = db.since
     local p = progress(ctx, "reading")
     local total = math.max(0, math.min(hi, since) - math.max(lo, 0) + 1)
     if remaining < total then total = remaining end
@@ -269,7 +282,9 @@ order. Works while another process writes the database.
     local seqs, vals = {}, {}
     while remaining > 0 and lo <= hi do
       if reverse and nxt < lo or not reverse and nxt > hi then break end
-      local n = env:read(reverse and lo or nxt, reverse and nxt or hi, reverse,
+      -- (a read of a read-only handle looks for the writer's commits
+      -- first: a live cat follows them)
+      local n = read_raw(db, nxt, reverse and lo or hi,
         math.min(remaining, 256), seqs, vals)
       for i = 1, n do
         if o.values then
@@ -282,14 +297,19 @@ order. Works while another process writes the database.
       if n > 0 then
         remaining, count = remaining - n, count + n
         nxt = reverse and seqs[n] - 1 or seqs[n] + 1
-        if o.live then stdout:flush()
-        else p:update(count, total) end
-        check_interrupt(ctx)
+        if o.live then
+          -- Ctrl-C is how a live cat ends, busy or idle: exit code 0
+          stdout:flush()
+          if tools.interrupted() then break end
+        else
+          p:update(count, total)
+          check_interrupt(ctx)
+        end
       elseif not o.live then
         break
       else
         stdout:flush()
-        tools.sleep(0.1)
+        tools.sleep(0.05)
         if tools.interrupted() then break end
       end
     end
@@ -318,7 +338,11 @@ local function view_report(name, rec, info, err, since, tables)
       "rebuilt", rec.version, info.version)
   end
   if not info and not rec then r.warnings[#r.warnings + 1] = "no record" end
-  r.error = err or (info and info.error and one_line(info.error)) or nil
+  -- the catalogue: where its script came from, and a writer running it
+  r.chunkname = rec and rec.chunkname or nil
+  r.writer = rec and rec.attached or false
+  r.error = err or (info and info.error and one_line(info.error)) or
+    (rec and rec.error and one_line(rec.error)) or nil
   return r
 end
 
@@ -327,12 +351,14 @@ command("status", {
   usage = "flume status DIR [--view NAME=SCRIPT]... [--json] [--no-wait]",
   help = [[
 Shows the log (since, entries, size on disk, codec, format version) and
-every view the database has a record of (kind, version, since, lag behind
-the log, size of its state, script hash). Views are not stored with their
-scripts: give a view's script with --view to attach it, which also checks
-it (a script changed without a version bump is a warning), lets it catch up
-with the log and shows its last error. Without --view, status only reads,
-and works while another process writes the database.
+every view the database has (kind, version, since, lag behind the log,
+size of its state, script hash, whether a running writer keeps it up, and
+the error that stopped it there). Views are stored with their scripts
+(`flume view DIR NAME --script` prints one). Without --view, status only
+reads, and works while another process writes the database. Give a view's
+script with --view to attach it, which also checks it (a script changed
+without a version bump is a warning), lets it catch up with the log and
+shows its last error.
 
   --view NAME=SCRIPT   attach this view script (repeatable); --view
                        SCRIPT.lua names the view after the file
@@ -344,41 +370,47 @@ and works while another process writes the database.
   run = function(ctx)
     local dir = ctx.args[1]
     local specs, names = view_specs(ctx)
-    local env, meta = open_ro(ctx, dir, #names == 0)
-    local before = meta.views
-    close_ro(ctx, env)
+    local db = open_ro(ctx, dir, #names == 0)
+    local before = view_records(db)
+    close_db(ctx, db)
     local infos, errors = {}, {}
     if #names > 0 then
-      local db = open_db(ctx, dir)
+      local w = open_db(ctx, dir)
       local views = {}
       for _, name in ipairs(names) do
-        views[name] = use(ctx, db, name, specs[name])
+        views[name] = use(ctx, w, name, specs[name])
       end
       if not ctx.opts["no-wait"] then
         errors = catch_up(ctx, "catching up", views)
       end
       for name, v in pairs(views) do infos[name] = v:status() end
-      db:close()
+      close_db(ctx, w)
     end
-    env, meta = open_ro(ctx, dir, true)
-    local since, entries = env:log()
-    local tables, info = env:tables(), env:info()
-    close_ro(ctx, env)
+    db = open_ro(ctx, dir, true)
+    -- The records first: the log they are compared with is then as new
+    -- or newer (a view's since is never past it). The log's since and
+    -- size come from one snapshot, its seqs dense from 0.
+    local records = view_records(db)
+    local tables, info = db:tables(), db:storage()
+    local entries = tables.log.entries
+    local since = entries - 1
+    local codec = db.codec
+    close_db(ctx, db)
     local st = ctx.tools.stat(dir .. "/data.mdb")
     local report = {
-      path = dir, format = meta.format, codec = meta.codec, since = since,
+      path = dir, format = ctx.tools.format, codec = codec, since = since,
       entries = entries, size = st and st.size or 0, used = info.used,
-      log_size = tables.log and tables.log.bytes or 0, views = array {},
+      log_size = tables.log.bytes, views = array {},
     }
     local all = {}
-    for name in pairs(meta.views) do all[#all + 1] = name end
+    for name in pairs(records) do all[#all + 1] = name end
     for _, name in ipairs(names) do
-      if not meta.views[name] then all[#all + 1] = name end
+      if not records[name] then all[#all + 1] = name end
     end
     sort(all)
     for _, name in ipairs(all) do
       report.views[#report.views + 1] = view_report(name,
-        before[name] or meta.views[name], infos[name], errors[name], since,
+        before[name] or records[name], infos[name], errors[name], since,
         tables)
     end
     if ctx.opts.json then
@@ -395,12 +427,12 @@ and works while another process writes the database.
     end
     out(fmt("views     %d\n", #report.views))
     local rows = { { "name", "kind", "version", "since", "lag", "state",
-      "script hash" } }
+      "script hash", "writer" } }
     local unattached = 0
     for _, v in ipairs(report.views) do
       rows[#rows + 1] = { v.name, v.kind, tostring(v.version),
         tostring(v.since), tostring(v.lag), human_size(v.state_size),
-        v.hash }
+        v.hash, v.writer and "running" or "-" }
       if not v.attached then unattached = unattached + 1 end
     end
     print_table(rows, "  ")
@@ -442,41 +474,99 @@ local function method_names(v)
   return concat(names, ", ")
 end
 
+--- Opens DIR for writing; beside a running writer, fails saying why the
+-- command needs it to itself (`what`).
+local function open_writer(ctx, dir, what)
+  local ok, db = pcall(open_db, ctx, dir)
+  if ok then return db end
+  if type(db) == "string" and db:find("ELOCKED", 1, true) then
+    fail_error("ELOCKED", fmt("%s: %s is open for writing by another " ..
+      "process, %s", what, dir, "which must have the view attached for " ..
+      "it to be read beside it (or read a backup: flume backup)"))
+  end
+  error(db, 0)
+end
+
 command("view", {
-  summary = "attach a view script and call one of its methods",
-  usage = "flume view DIR NAME SCRIPT [METHOD [ARG...]]",
+  summary = "read a view as the database stores it, or call its methods",
+  usage = "flume view DIR NAME [METHOD [ARG...]] [--view NAME=SCRIPT] " ..
+    "[--script]",
   help = [[
-Attaches the view script SCRIPT to the database as NAME, lets it catch up
-with the log, and calls METHOD with the ARGs, printing the result as JSON
-(a source method's values, and read's entries, as JSON Lines). Each ARG is
-read as JSON if it parses, else taken as a string: `get post` and
-`get '"post"'` are the same; `get 42` passes a number.
+Mounts the view NAME as the database stores it (its script is kept with
+it), and calls METHOD with the ARGs, printing the result as JSON (a source
+method's values, and read's entries, as JSON Lines). Each ARG is read as
+JSON if it parses, else taken as a string: `get post` and `get '"post"'`
+are the same; `get 42` passes a number. Reads wait until the view has
+caught up with the log. While another process writes the database with
+the view attached, the view is read beside it (read-only, up to that
+writer's checkpoints); otherwise the command opens the database for
+writing and lets the view catch up itself.
 
 Methods: get [KEY] (a reduce view's state, or KEY's accumulator or indexed
 values), read [OPTIONS] (group and index views; OPTIONS a JSON object such
 as '{"gte": "a", "limit": 10, "reverse": true}'), status, and the script's
-own methods. Without METHOD: the view's whole content.]],
-  options = {},
-  args = { 3, maxinteger },
+own methods. Without METHOD: the view's whole content.
+
+  --script             print the view's stored script and exit
+  --view NAME=SCRIPT   attach this script instead of the stored one (a
+                       new version rebuilds the view); `flume view DIR
+                       NAME SCRIPT.lua [METHOD ...]` is the same]],
+  options = { ["--view"] = "list", ["--script"] = "flag" },
+  args = { 2, maxinteger },
   run = function(ctx)
-    local dir, name, script, method = table.unpack(ctx.args, 1, 4)
-    local db = open_db(ctx, dir)
-    local v = use(ctx, db, name, script)
-    local err = catch_up(ctx, "catching up", { [name] = v })[name]
-    if err then fail(err) end
+    local dir, name = ctx.args[1], ctx.args[2]
+    local specs = view_specs(ctx)
+    local script, first = specs[name], 3
+    local a3 = ctx.args[3]
+    if a3 and (a3:match("%.lua$") or a3:find("/", 1, true)) then
+      script, first = a3, 4
+    end
+    local method = ctx.args[first]
+    local ro = open_ro(ctx, dir)
+    local rec = view_records(ro)[name]
+    if ctx.opts.script then
+      if not rec then fail(fmt("no view named '%s' in %s", name, dir)) end
+      if not rec.script then
+        fail(fmt("view '%s' has no stored script (attached by an older " ..
+          "flume, or written in C)", name))
+      end
+      out(rec.script)
+      if rec.script:sub(-1) ~= "\n" then out("\n") end
+      return
+    end
+    local v
+    if not script and rec and rec.attached then
+      -- a running writer keeps it up: read beside it
+      v = use_stored(ctx, ro, name)
+    else
+      close_db(ctx, ro)
+      if not script and not rec then
+        fail(fmt("no view named '%s' in %s (attach one with --view " ..
+          "%s=SCRIPT)", name, dir, name))
+      end
+      if not script and not rec.script then
+        usage(fmt("view '%s' has no stored script: pass --view %s=SCRIPT",
+          name, name))
+      end
+      local db = open_writer(ctx, dir, "view '" .. name .. "'")
+      v = script and use(ctx, db, name, script) or use_stored(ctx, db, name)
+      local err = catch_up(ctx, "catching up", { [name] = v })[name]
+      if err then fail(err) end
+    end
     local args = {}
-    for i = 5, #ctx.args do
+    for i = first + 1, #ctx.args do
       local a = ctx.args[i]
       -- JSON, or else the word itself as a string
       local ok, value = pcall(parse_json, a)
       if not ok then
         if a:find("^%s*[%[{\"]") then
-          fail(fmt("argument %d: %s", i - 4, value))
+          fail(fmt("argument %d: %s", i - first, value))
         end
         value = a
       end
-      args[i - 4] = value
+      args[i - first] = value
     end
+    local nargs = #ctx.args - first
     if method == nil then
       dump_view(v)
     elseif method == "status" then
@@ -489,11 +579,11 @@ own methods. Without METHOD: the view's whole content.]],
       end
       dump_view(v, opts or {})
     elseif method == "get" then
-      local res = v:get(table.unpack(args, 1, #ctx.args - 4))
+      local res = v:get(table.unpack(args, 1, nargs))
       if v._kind == "index" then array(res) end
       out(to_json(res), "\n")
     elseif v._methods and v._methods[method] then
-      local res = v[method](v, table.unpack(args, 1, #ctx.args - 4))
+      local res = v[method](v, table.unpack(args, 1, nargs))
       if v._methods[method] == "source" then
         for x in res do out(to_json(x), "\n") end
       else
@@ -505,15 +595,39 @@ own methods. Without METHOD: the view's whole content.]],
     end
   end,
 })
+
+command("drop", {
+  summary = "remove a view: its record, stored script and state",
+  usage = "flume drop DIR NAME",
+  help = [[
+Removes the view NAME from the database: its checkpoint record, its stored
+script and its state go in one transaction. Opens the database for
+writing: stop the process writing it first.]],
+  options = {},
+  args = { 2, 2 },
+  run = function(ctx)
+    local dir, name = ctx.args[1], ctx.args[2]
+    local db = open_writer(ctx, dir, "drop")
+    local ok, err = pcall(db.drop, db, name)
+    if not ok then
+      if type(err) == "string" and err:find("ENOTFOUND", 1, true) then
+        fail(fmt("no view named '%s' in %s", name, dir))
+      end
+      error(err, 0)
+    end
+    out(fmt("dropped view '%s' from %s\n", name, dir))
+  end,
+})
 command("rebuild", {
   summary = "destroy views' state and rebuild it from the log",
-  usage = "flume rebuild DIR [NAME] --view NAME=SCRIPT...",
+  usage = "flume rebuild DIR [NAME] [--view NAME=SCRIPT]...",
   help = [[
-Destroys the state of the views given with --view (or only of NAME) and
-rebuilds it from the log, with a progress bar.
+Destroys the state of every view the database has (or only of NAME) and
+rebuilds it from the log with its stored script, with a progress bar.
 
-  --view NAME=SCRIPT   a view and its script (repeatable); a positional
-                       NAME=SCRIPT is the same]],
+  --view NAME=SCRIPT   a view and the script to use instead of the stored
+                       one (repeatable; then only the views given); a
+                       positional NAME=SCRIPT is the same]],
   options = { ["--view"] = "list" },
   args = { 1, maxinteger },
   run = function(ctx)
@@ -529,15 +643,14 @@ rebuilds it from the log, with a progress bar.
 })
 
 --- Reads every entry of every table of dir, checking its checksum, in a
--- child process (a damaged page can crash LMDB): prints what is damaged
+-- child process (a damaged page can crash LMDB; core.verify, which opens
+-- the folder read-only there, beside any writer): prints what is damaged
 -- and fails if anything is.
 local function verify_storage(ctx, dir)
   need_db(ctx, dir)
-  local r = ctx.tools.verify(dir)
-  if r.error then fail(r.error) end
+  local r = core.verify(dir)
   for _, d in ipairs(r.damaged) do out("damaged: ", d, "\n") end
-  if r.crashed then out("damaged: ", r.crashed, "\n") end
-  local bad = #r.damaged + (r.crashed and 1 or 0)
+  local bad = #r.damaged
   if bad > 0 then
     fail_error("ECORRUPT", fmt("verify: %s has %d damaged %s%s", dir, bad,
       bad == 1 and "place" or "places", r.crashed and
@@ -554,35 +667,45 @@ command("verify", {
 First reads every entry of the database (the log, every view's state, the
 metadata) and checks its checksum, in a child process so that a damaged
 page cannot crash the command; prints each damaged entry and exits with 1
-if there is any. Then recomputes the views given with --view (or only
-NAME) from the log into a scratch database in memory and compares the
-result with their stored state, key by key. Prints where they differ;
-exits with 1 if any does. With views, it attaches them, so it needs the
-database to itself: to verify one a writer has open, verify a backup.
+if there is any. This walk reads only: it works while another process
+writes the database. Then recomputes every view the database has (or
+only NAME, or those given with --view) from the log with its stored
+script, into a scratch database in memory, and compares the result with
+its stored state, key by key. Prints where they differ; exits with 1 if
+any does. The views are attached for this, so the recomputation needs
+the database to itself: beside a writer, only the walk is done (verify a
+backup to check the views of a database in use).
 
-  --view NAME=SCRIPT   a view and its script (repeatable); a positional
-                       NAME=SCRIPT is the same]],
+  --view NAME=SCRIPT   a view and the script to use instead of the stored
+                       one (repeatable; then only the views given); a
+                       positional NAME=SCRIPT is the same]],
   options = { ["--view"] = "list" },
   args = { 1, maxinteger },
   run = function(ctx)
     local dir = ctx.args[1]
     local checked = verify_storage(ctx, dir)
-    if #ctx.args == 1 and #(ctx.opts.view or {}) == 0 then
-      local env, meta = open_ro(ctx, dir, true)
-      close_ro(ctx, env)
-      local have = {}
-      for n in pairs(meta.views) do have[#have + 1] = n end
-      sort(have)
-      out(fmt("storage: ok (%d entries in %d tables)\n", checked.entries,
-        #checked.tables - 1))
-      if #have > 0 then
-        out(fmt("views not recomputed (%s): pass --view NAME=SCRIPT for " ..
-          "each\n", concat(have, ", ")))
-      end
-      return
+    out(fmt("storage: ok (%d entries in %d tables)\n", checked.entries,
+      #checked.tables - 1))
+    local given = #ctx.args > 1 or #(ctx.opts.view or {}) > 0
+    if not given then
+      local db = open_ro(ctx, dir, true)
+      local records = view_records(db)
+      close_db(ctx, db)
+      if next(records) == nil then return end
     end
-    local db, names, stored, specs = attach_views(ctx, dir)
+    local ok, db, names, stored, specs = pcall(attach_views, ctx, dir)
+    if not ok then
+      if not given and type(db) == "string" and
+          db:find("ELOCKED", 1, true) then
+        -- beside a writer: the walk is what can be checked
+        out("views not recomputed: another process has the database " ..
+          "open for writing (verify a backup of it: flume backup)\n")
+        return
+      end
+      error(db, 0)
+    end
     local errors = catch_up(ctx, "catching up", stored)
+    local catalogue = view_records(db)
     -- the scratch copy of the log
     local scratch = flume.open(nil, { codec = db.codec })
     ctx.dbs[#ctx.dbs + 1] = scratch
@@ -603,7 +726,17 @@ database to itself: to verify one a writer has open, verify a backup.
     p:finish()
     local fresh = {}
     for _, name in ipairs(names) do
-      fresh[name] = use(ctx, scratch, name, specs[name])
+      if specs[name] then
+        fresh[name] = use(ctx, scratch, name, specs[name])
+      else
+        local src = catalogue[name].script
+        if not src:find("\n") then src = src .. "\n" end -- not a path
+        local okv, v = pcall(scratch.use, scratch, name, src)
+        if not okv then
+          fail(fmt("view '%s' (as stored): %s", name, one_line(v)))
+        end
+        fresh[name] = v
+      end
     end
     local fresh_errors = catch_up(ctx, "recomputing", fresh)
     local bad = 0
@@ -656,7 +789,7 @@ open it as any database.
   run = function(ctx)
     local dir, dest = ctx.args[1], ctx.args[2]
     local tools = ctx.tools
-    local env = open_ro(ctx, dir)
+    local db = open_ro(ctx, dir, true) -- a copy needs no decoding
     local st = tools.stat(dest)
     if st and st.type ~= "dir" then fail(dest .. ": exists, not a folder") end
     if st and (tools.stat(dest .. "/data.mdb") or
@@ -669,14 +802,16 @@ open it as any database.
       if not ok then fail(err) end
       made = true
     end
-    local used = env:info().used
+    local used = db:storage().used
     local p = progress(ctx, "copying", "bytes")
-    local ok, err = pcall(env.copy, env, dest, not ctx.opts["no-compact"],
-      function(bytes)
+    local ok, err = pcall(db.backup, db, dest, {
+      compact = not ctx.opts["no-compact"],
+      progress = function(bytes)
         if tools.interrupted() then error("flume: interrupted", 0) end
         p:update(bytes, used)
-      end)
-    close_ro(ctx, env)
+      end,
+    })
+    close_db(ctx, db)
     if not ok then
       p:abort()
       os.remove(dest .. "/data.mdb")
@@ -687,9 +822,9 @@ open it as any database.
     local size = tools.stat(dest .. "/data.mdb").size
     p:update(size, size)
     p:finish()
-    local copy = open_ro(ctx, dest)
-    local since = copy:log()
-    close_ro(ctx, copy)
+    local copy = open_ro(ctx, dest, true)
+    local since = copy.since
+    close_db(ctx, copy)
     out(fmt("%s: backup of %s at since %d (%d values), %s\n", dest, dir,
       since, since + 1, human_size(size)))
   end,
@@ -775,12 +910,11 @@ end
 --- Runs the command line `args` (a list of strings, as `arg`); returns the
 -- exit code: 0 success, 1 error, 2 usage.
 function M.main(args)
-  local ctx = { dbs = {}, envs = {}, quiet = false }
+  local ctx = { dbs = {}, quiet = false }
   local ok, err = pcall(function()
     ctx.tools = load_tools()
     return run(ctx, args)
   end)
-  for _, env in ipairs(ctx.envs) do pcall(env.close, env) end
   for i = #ctx.dbs, 1, -1 do pcall(ctx.dbs[i].close, ctx.dbs[i]) end
   stdout:flush()
   if ok then return err end

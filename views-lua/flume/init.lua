@@ -125,8 +125,21 @@ function M.open(path, opts)
   if opts.readonly ~= nil and type(opts.readonly) ~= "boolean" then
     raise("EINVAL", "readonly must be a boolean")
   end
-  local c = core.open(path, name, opts.sync ~= false, opts.map_size,
-    opts.readonly)
+  -- A reader without a codec takes the database's own (msgpack or raw; a
+  -- custom codec's functions must be given).
+  local adopt = opts.readonly and opts.codec == nil
+  local c = core.open(path, not adopt and name or nil, opts.sync ~= false,
+    opts.map_size, opts.readonly)
+  if adopt and c:codec() ~= name then
+    name = c:codec()
+    if name ~= "raw" then
+      c:close()
+      raise("ECODEC", path .. " was written with the custom codec '" ..
+        name .. "': pass it as { codec = { name = ..., encode = ..., " ..
+        "decode = ... } }")
+    end
+    mp = false
+  end
   -- A reader's views are the writer's: it sets up none of its own.
   if opts.mapper and not opts.readonly then c:set_mapper(opts.mapper) end
   if opts.ready == false and not opts.readonly then c:set_paused(true) end
@@ -569,6 +582,34 @@ function DB:views()
   local c = self._c
   if c:closed() then raise("ECLOSED") end
   return c:catalogue()
+end
+
+-- Looking after a database (runtime/admin.c): on read-only handles too.
+
+--- The storage: { page_size, map_size, used, readers, max_readers }.
+function DB:storage() check_self(self, "storage") return self._c:storage() end
+
+--- Every table's size from one snapshot: { log = s, meta = s, views =
+-- { name = s }, other = { name = s } }, each s { entries, bytes }.
+function DB:tables() check_self(self, "tables") return self._c:tables() end
+
+--- Copies the database into the folder `dest` (existing, holding no
+-- database) as it was at one moment, while writers go on. Options:
+-- `compact` (default true: free pages left out), `progress` (called with
+-- the bytes written so far).
+function DB:backup(dest, opts)
+  check_self(self, "backup")
+  opts = check_opts(opts, "backup") or {}
+  self._c:backup(dest, opts.compact ~= false, opts.progress)
+end
+
+--- Reads every stored entry and checks it, in a child process (a damaged
+-- page cannot take this one down): { entries, tables = { name... },
+-- damaged = { what... }, crashed = true | nil }.
+function DB:verify()
+  check_self(self, "verify")
+  if self.path == nil then raise("EINVAL", "a memory database has no file") end
+  return core.verify(self.path)
 end
 
 return M

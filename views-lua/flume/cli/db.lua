@@ -1,5 +1,6 @@
---- How the command opens databases (read-only through flume.tools, or for
--- writing with flume.open) and attaches the views of its command line.
+--- How the command opens databases (read-only, beside any writer, or for
+-- writing: both with flume.open) and attaches the views of its command
+-- line.
 local flume = require "flume"
 local errors = require "flume.errors"
 local output = require "flume.cli.output"
@@ -30,46 +31,62 @@ end
 
 local CODECS = { msgpack = true, raw = true }
 
---- The folder's read-only handle, checked: format, and a codec we decode
--- unless any_codec.
-local function open_ro(ctx, dir, any_codec)
-  need_db(ctx, dir)
-  local env = ctx.tools.open(dir)
-  ctx.envs[#ctx.envs + 1] = env
-  local ok, meta = pcall(env.meta, env)
-  if not ok then
-    if errors.is(meta, "ECORRUPT") then
-      fail(dir .. ": not a flume database (no flume metadata in its LMDB " ..
-        "environment)")
-    end
-    error(meta, 0)
-  end
-  if meta.format ~= ctx.tools.format then
-    fail_error("EFORMAT", fmt("%s has format version %s; this flume reads %s",
-      dir, tostring(meta.format), ctx.tools.format))
-  end
-  if not any_codec and not CODECS[meta.codec] then
-    fail_error("ECODEC", fmt("%s uses the codec '%s', which the command " ..
-      "line cannot decode (it knows msgpack and raw)", dir,
-      tostring(meta.codec)))
-  end
-  return env, meta
+--- A codec for a name the command cannot decode, for reads that never
+-- decode (status, backup): the bytes as they are.
+local function opaque(name)
+  local same = function(v) return v end
+  return { name = name, encode = same, decode = same }
 end
 
-local function close_ro(ctx, env)
-  env:close()
-  for i, e in ipairs(ctx.envs) do
-    if e == env then table.remove(ctx.envs, i) break end
+--- The folder's read-only handle (flume.open's, which takes no lock: it
+-- works beside a writer in another process), with the codec the database
+-- was made with; unless any_codec, one the command decodes.
+local function open_ro(ctx, dir, any_codec)
+  need_db(ctx, dir)
+  -- A reader takes the database's codec (msgpack or raw); a custom one
+  -- is refused, naming it.
+  local ok, db = pcall(flume.open, dir, { readonly = true })
+  if not ok and errors.is(db, "ECODEC") then
+    local codec = db:match("custom codec '([^']*)'")
+    if not any_codec then
+      fail_error("ECODEC", fmt("%s uses the codec '%s', which the command " ..
+        "line cannot decode (it knows msgpack and raw)", dir,
+        tostring(codec)))
+    else
+      db = flume.open(dir, { readonly = true, codec = opaque(codec) })
+    end
+  elseif not ok then
+    error(db, 0)
+  end
+  ctx.dbs[#ctx.dbs + 1] = db
+  return db
+end
+
+--- Closes a handle of ctx.dbs now (one process must not have a folder
+-- open twice: a read-only handle is closed before the next open).
+local function close_db(ctx, db)
+  db:close()
+  for i, d in ipairs(ctx.dbs) do
+    if d == db then table.remove(ctx.dbs, i) break end
   end
 end
 
 --- Opens the database for writing, with the codec it was made with.
 local function open_db(ctx, dir)
-  local env, meta = open_ro(ctx, dir)
-  close_ro(ctx, env) -- one process must not have an LMDB env open twice
-  local db = flume.open(dir, { codec = meta.codec })
+  local ro = open_ro(ctx, dir)
+  local codec = ro.codec
+  close_db(ctx, ro)
+  local db = flume.open(dir, { codec = codec })
   ctx.dbs[#ctx.dbs + 1] = db
-  return db, meta
+  return db
+end
+
+--- The views the database has records of (its catalogue, db:views()), by
+-- name: { kind, version, since, hash, ... }.
+local function view_records(db)
+  local records = {}
+  for _, v in ipairs(db:views()) do records[v.name] = v end
+  return records
 end
 
 local function decoder(codec)
@@ -121,8 +138,19 @@ local function use(ctx, db, name, path)
 end
 
 
---- The views a maintenance command works on: all given, or only NAME.
-local function pick_views(ctx, dir, meta)
+--- Mounts a view as the database stores it (its script from the
+-- catalogue).
+local function use_stored(ctx, db, name)
+  local ok, v = pcall(db.view, db, name)
+  if not ok then fail(fmt("view '%s' (as stored): %s", name, one_line(v))) end
+  return v
+end
+
+--- The views a maintenance command works on: those given as NAME=SCRIPT
+-- (or --view), else only NAME, else every view the database has; a view
+-- not given a script is mounted as stored. Returns the names in order and
+-- specs[name] (a script path, or nil: the stored script).
+local function pick_views(ctx, dir, records)
   local extra, only = {}, nil
   for i = 2, #ctx.args do
     local a = ctx.args[i]
@@ -131,43 +159,55 @@ local function pick_views(ctx, dir, meta)
     else only = a end
   end
   local specs, names = view_specs(ctx, extra)
+  local function stored(name)
+    local r = records[name]
+    if r and not r.script then
+      usage(fmt("view '%s' has no stored script (it was attached by an " ..
+        "older flume, or is written in C): pass --view %s=SCRIPT", name,
+        name))
+    end
+    return r ~= nil
+  end
   if only then
     if specs[only] then return { only }, specs end
-    if meta.views[only] then
-      usage(fmt("view '%s' needs its script: pass --view %s=SCRIPT", only,
-        only))
-    end
+    if stored(only) then return { only }, specs end
     fail(fmt("no view named '%s' in %s", only, dir))
   end
   if #names == 0 then
-    local have = {}
-    for n in pairs(meta.views) do have[#have + 1] = n end
-    sort(have)
-    usage("views are not stored with their scripts: pass --view " ..
-      "NAME=SCRIPT for each" .. (#have > 0 and
-      " (" .. dir .. " has: " .. concat(have, ", ") .. ")" or ""))
+    for n, r in pairs(records) do
+      if r.script then names[#names + 1] = n end
+    end
+    sort(names)
+    for n, r in pairs(records) do
+      if not r.script then stored(n) end
+    end
+    if #names == 0 then fail(fmt("%s has no views", dir)) end
   end
   return names, specs
 end
 
 --- Opens DIR for writing and attaches the views of the command line (or
--- all the database records): returns db, their names in order,
--- views[name], and specs[name] (each one's script).
+-- all the database has, as stored): returns db, their names in order,
+-- views[name], and specs[name] (each one's script path, or nil: stored).
 local function attach_views(ctx, dir)
-  local env, meta = open_ro(ctx, dir)
-  close_ro(ctx, env)
-  local names, specs = pick_views(ctx, dir, meta)
+  local ro = open_ro(ctx, dir)
+  local records = view_records(ro)
+  close_db(ctx, ro)
+  local names, specs = pick_views(ctx, dir, records)
   local db = open_db(ctx, dir)
   local views = {}
   for _, name in ipairs(names) do
-    views[name] = use(ctx, db, name, specs[name])
+    views[name] = specs[name] and use(ctx, db, name, specs[name]) or
+      use_stored(ctx, db, name)
   end
   return db, names, views, specs
 end
 
-M.CODECS, M.exists, M.need_db, M.open_ro, M.close_ro, M.open_db = CODECS,
-  exists, need_db, open_ro, close_ro, open_db
+M.CODECS, M.exists, M.need_db, M.open_ro, M.close_db, M.open_db = CODECS,
+  exists, need_db, open_ro, close_db, open_db
+M.view_records = view_records
 M.decoder, M.view_specs, M.use, M.attach_views = decoder, view_specs, use,
   attach_views
+M.use_stored = use_stored
 
 return M
