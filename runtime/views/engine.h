@@ -79,10 +79,13 @@ struct flume__views {
   int kept_n;            /* how many (0: none kept) */
   int readonly;          /* a read-only handle: the views follow a writer's
                           * checkpoints (follow.c) instead of indexing */
-  uv_timer_t follow;     /* read-only: looks at the checkpoints of views
-                          * with waiters, and calls deferred use callbacks */
+  uv_timer_t follow;     /* read-only: calls use callbacks on the next loop
+                          * turn (follow.c) */
   int follow_on;         /* the follow timer runs */
-  int follow_ticks;      /* its ticks, to check the writer now and then */
+  uv_timer_t poll;       /* read-only: looks at the checkpoints of views
+                          * with waiters (gate.c) */
+  int poll_on;           /* the poll runs */
+  int poll_ticks;        /* its ticks, to check the writer now and then */
   struct flume__mounted *mounted; /* read-only: use callbacks not yet
                           * called */
   int closing;           /* the database's handles are closing */
@@ -106,6 +109,10 @@ void flume__gate_release(flume_view *v);
 void flume__gate_fail(flume_view *v, int status);
 /* Hands the waiters of a replaced view to the one replacing it. */
 void flume__gate_move(flume_view *from, flume_view *to);
+/* Read-only handles: readies the poll of the writer's checkpoints. */
+void flume__gate_start(flume__views *vs);
+/* Closes the poll; done follows. */
+void flume__gate_close(flume__views *vs, uv_close_cb done);
 
 /* ---- the pipeline (pipeline.c) ------------------------------------------- */
 
@@ -148,8 +155,6 @@ int flume__follow_check(flume_view *v);
 /* 1 when the view is behind the log's since (refreshed now): only then
  * does a wait need a writer to bring it up. */
 int flume__follow_lags(flume_view *v);
-/* Looks at the views' checkpoints until their waiters are gone. */
-void flume__follow_watch(flume__views *vs);
 /* Closes the timer; done(vs) follows. */
 void flume__follow_close(flume__views *vs, uv_close_cb done);
 

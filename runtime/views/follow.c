@@ -17,19 +17,15 @@
  * (a live read waiting for new values) waits for a writer to come, as a
  * live stream of the log does.
  *
- * One timer per handle looks, while reads wait, at the records of the views
- * they wait on (every FOLLOW_MS: one short read transaction each), and
- * at the writer every CHECK_EVERY ticks. It holds the loop only while
- * something waits, so a program whose reads are done can end.
+ * This file reads and judges (records, the writer, mounting); the gate
+ * (gate.c) waits, looking at the records of the views its reads wait on
+ * with what is here.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "views/engine.h"
-
-#define FOLLOW_MS 5     /* how often waiting views look at their record */
-#define CHECK_EVERY 20  /* ticks between looks at the writer (100 ms) */
 
 /* A use callback, called on a later loop turn (as a writer's use is). */
 typedef struct flume__mounted {
@@ -46,10 +42,11 @@ void flume__follow_start(flume__views *vs) {
   vs->follow.data = vs;
 }
 
+/* Calls the use callbacks on the next loop turn. */
 static void follow_run(flume__views *vs) {
   if (vs->follow_on || vs->closing) return;
   vs->follow_on = 1;
-  uv_timer_start(&vs->follow, on_follow, 0, FOLLOW_MS);
+  uv_timer_start(&vs->follow, on_follow, 0, 0);
 }
 
 static const char *kind_name(int kind) {
@@ -212,8 +209,6 @@ int flume__follow_lags(flume_view *v) {
   return v->committed < flume_db_since(v->db);
 }
 
-void flume__follow_watch(flume__views *vs) { follow_run(vs); }
-
 static void call_mounted(flume__views *vs, int status) {
   while (vs->mounted) {
     flume__mounted *m = vs->mounted;
@@ -223,34 +218,10 @@ static void call_mounted(flume__views *vs, int status) {
   }
 }
 
-static void look(flume__views *vs, flume_view *list, int check) {
-  for (flume_view *v = list; v; v = v->next) {
-    if (v->waiters == NULL) continue;
-    int rc = flume__follow_sync(v);
-    if (rc == 0) flume__gate_release(v);
-    if (rc == 0 && v->waiters && check && flume__follow_lags(v))
-      rc = flume__follow_check(v);
-    if (rc) flume__gate_fail(v, rc);
-  }
-  (void)vs;
-}
-
-static int waiting(flume_view *list) {
-  for (flume_view *v = list; v; v = v->next)
-    if (v->waiters) return 1;
-  return 0;
-}
-
 static void on_follow(uv_timer_t *t) {
   flume__views *vs = t->data;
+  vs->follow_on = 0;
   call_mounted(vs, 0);
-  int check = ++vs->follow_ticks % CHECK_EVERY == 0;
-  look(vs, vs->list, check);
-  look(vs, vs->dead, check);
-  if (!waiting(vs->list) && !waiting(vs->dead) && vs->mounted == NULL) {
-    uv_timer_stop(t);
-    vs->follow_on = 0;
-  }
 }
 
 void flume__follow_close(flume__views *vs, uv_close_cb done) {

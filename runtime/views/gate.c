@@ -3,10 +3,21 @@
  * set up and its committed since (what its stored state includes) reaches
  * a target; the waiters of a view are kept in order of target, so one pass
  * from the front releases all that may go on.
+ *
+ * On a read-only handle nothing in this process moves a view: the writer
+ * process's checkpoints do (follow.c). While reads wait, a timer looks at
+ * the records of the views they wait on (every POLL_MS: one short read
+ * transaction each), and at the writer every CHECK_EVERY ticks, failing
+ * the waits of a view behind the log that no running writer brings up. It
+ * holds the loop only while something waits, so a program whose reads are
+ * done can end.
  */
 #include <stdlib.h>
 
 #include "views/engine.h"
+
+#define POLL_MS 5      /* how often waiting views look at their record */
+#define CHECK_EVERY 20 /* ticks between looks at the writer (100 ms) */
 
 struct flume__waiter {
   flume__waiter *next;   /* the view's list, by target */
@@ -93,6 +104,51 @@ static void waiter_timeout(uv_timer_t *t) {
   waiter_finish(w, status);
 }
 
+/* ---- read-only handles: polling the writer's checkpoints ------------- */
+
+static void look(flume_view *list, int check) {
+  for (flume_view *v = list; v; v = v->next) {
+    if (v->waiters == NULL) continue;
+    int rc = flume__follow_sync(v);
+    if (rc == 0) flume__gate_release(v);
+    if (rc == 0 && v->waiters && check && flume__follow_lags(v))
+      rc = flume__follow_check(v);
+    if (rc) flume__gate_fail(v, rc);
+  }
+}
+
+static int waiting(const flume_view *list) {
+  for (; list; list = list->next)
+    if (list->waiters) return 1;
+  return 0;
+}
+
+static void on_poll(uv_timer_t *t) {
+  flume__views *vs = t->data;
+  int check = ++vs->poll_ticks % CHECK_EVERY == 0;
+  look(vs->list, check);
+  look(vs->dead, check);
+  if (!waiting(vs->list) && !waiting(vs->dead)) {
+    uv_timer_stop(t);
+    vs->poll_on = 0;
+  }
+}
+
+static void poll_run(flume__views *vs) {
+  if (vs->poll_on || vs->closing) return;
+  vs->poll_on = 1;
+  uv_timer_start(&vs->poll, on_poll, POLL_MS, POLL_MS);
+}
+
+void flume__gate_start(flume__views *vs) {
+  uv_timer_init(flume__db_loop(vs->db), &vs->poll);
+  vs->poll.data = vs;
+}
+
+void flume__gate_close(flume__views *vs, uv_close_cb done) {
+  uv_close((uv_handle_t *)&vs->poll, done);
+}
+
 int flume__view_wait(flume_view *v, int64_t target, double timeout,
                      int defer, flume__wait_cb cb, void *ctx) {
   flume__views *vs = v->vs;
@@ -135,7 +191,7 @@ int flume__view_wait(flume_view *v, int64_t target, double timeout,
   while (*p && (*p)->target <= target) p = &(*p)->next;
   w->next = *p;
   *p = w;
-  if (vs->readonly) flume__follow_watch(vs);
+  if (vs->readonly) poll_run(vs);
   return 0;
 }
 

@@ -60,6 +60,7 @@ static flume__views *views_get(flume_db *db, int *rc) {
   }
   if (vs->readonly) {
     flume__follow_start(vs);
+    flume__gate_start(vs);
     return vs;
   }
   if ((*rc = flume__pipeline_start(vs))) {
@@ -264,7 +265,7 @@ static void views_before_close(void *part) {
 
 static void handle_closed(uv_handle_t *h) {
   flume__views *vs = h->data;
-  if (vs->closed) vs->closed(vs->closed_ctx);
+  if (--vs->handles == 0 && vs->closed) vs->closed(vs->closed_ctx);
 }
 
 static void views_close(void *part, void (*cb)(void *), void *ctx) {
@@ -272,8 +273,14 @@ static void views_close(void *part, void (*cb)(void *), void *ctx) {
   vs->closing = 1;
   vs->closed = cb;
   vs->closed_ctx = ctx;
-  if (vs->readonly) flume__follow_close(vs, handle_closed);
-  else uv_close((uv_handle_t *)&vs->idle, handle_closed);
+  if (vs->readonly) {
+    vs->handles = 2;
+    flume__follow_close(vs, handle_closed);
+    flume__gate_close(vs, handle_closed);
+  } else {
+    vs->handles = 1;
+    uv_close((uv_handle_t *)&vs->idle, handle_closed);
+  }
 }
 
 void flume__views_track(flume__reader *r) {

@@ -129,25 +129,32 @@ If DIR already holds one, says so; with --codec, it must be that codec.
 
 command("append", {
   summary = "append JSON Lines from stdin; prints the last seq",
-  usage = "flume append DIR [--batch N]",
+  usage = "flume append DIR [--batch N | --atomic]",
   help = [[
-Reads one JSON value per line on stdin and appends them to the log, then
-prints the last seq. Blank lines are skipped. Every line is parsed before
-anything is appended: a bad line is reported with its number, and nothing of
-its batch is appended. Numbers without a fraction or exponent are int64
-integers (beyond that range: an error), the others floats; a null in an
-object leaves the field out. What `flume cat --values` prints comes back
-exactly, tags included ({"$float":"inf"}, {"$bytes":"ff"}, {"$map": ...}:
-see the README). A raw database takes JSON strings only.
+Reads one JSON value per line on stdin and appends them to the log as they
+come, in batches of N lines (10,000 unless --batch says), then prints the
+last seq. Blank lines are skipped. Each batch is all or nothing: every line
+of it is parsed before it is appended, and a bad line is reported with its
+number, what was appended before its batch (up to which seq), and nothing
+of its batch is. Memory stays bounded by a batch, whatever the input's
+size. Numbers without a fraction or exponent are int64 integers (beyond
+that range: an error), the others floats; a null in an object leaves the
+field out. What `flume cat --values` prints comes back exactly, tags
+included ({"$float":"inf"}, {"$bytes":"ff"}, {"$map": ...}: see the
+README). A raw database takes JSON strings only.
 
-  --batch N   append every N lines as they come (each batch all or
-              nothing, for endless or huge input); default: the whole
-              input is one batch]],
-  options = { ["--batch"] = "int" },
+  --batch N   lines per batch (default 10,000)
+  --atomic    the whole input is one batch: all of it or nothing (it is
+              held in memory until the end)]],
+  options = { ["--batch"] = "int", ["--atomic"] = "flag" },
   args = { 1, 1 },
   run = function(ctx)
     local dir, size = ctx.args[1], ctx.opts.batch
     if size ~= nil and size < 1 then usage("--batch must be at least 1") end
+    if size ~= nil and ctx.opts.atomic then
+      usage("--batch and --atomic exclude each other")
+    end
+    if not ctx.opts.atomic then size = size or 10000 end
     local db = open_db(ctx, dir)
     local raw = db.codec == "raw"
     local input = io.stdin
