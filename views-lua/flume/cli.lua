@@ -36,7 +36,7 @@ local Progress = require "flume.cli.progress"
 
 local core = flume.core
 local clock = core.hrtime
-local json_to_mp, mp_to_json = core.json_to_mp, core.mp_to_json
+local json_to_mp, mp_json_lines = core.json_to_mp, core.mp_json_lines
 local stderr, stdout = io.stderr, io.stdout
 local fmt, concat, sort = string.format, table.concat, table.sort
 local maxinteger = math.maxinteger
@@ -176,10 +176,11 @@ README). A raw database takes JSON strings only.
       end
       values, n, first = {}, 0, lineno + 1
     end
-    for line in input:lines("L") do
+    local byte, sub = string.byte, string.sub
+    for line in input:lines("l") do
       lineno = lineno + 1
-      bytes = bytes + #line
-      line = line:gsub("\r?\n$", "")
+      bytes = bytes + #line + 1
+      if byte(line, -1) == 13 then line = sub(line, 1, -2) end -- CRLF
       -- msgpack straight from JSON in C for the common values
       -- (runtime/json.c); flume.json for the rest, and for every error
       local fast = not raw and json_to_mp(line)
@@ -302,14 +303,23 @@ order. Works while another process writes the database.
       -- first: a live cat follows them)
       local n = read_raw(db, nxt, reverse and lo or hi,
         math.min(remaining, 256), seqs, vals)
-      for i = 1, n do
-        -- msgpack to JSON in C for the common values, flume.json for the
-        -- rest (runtime/json.c)
-        local j = mp and mp_to_json(vals[i]) or to_json(decode(vals[i]))
-        if o.values then
-          out(j, "\n")
-        else
-          out('{"seq":', seqs[i], ',"value":', j, "}\n")
+      -- msgpack to JSON in C for the common values, a chunk at a time;
+      -- flume.json for the rest (runtime/json.c)
+      local i = 1
+      while i <= n do
+        if mp then
+          local lines
+          lines, i = mp_json_lines(vals, seqs, i, n, o.values)
+          out(lines)
+        end
+        if i <= n then
+          local j = to_json(decode(vals[i]))
+          if o.values then
+            out(j, "\n")
+          else
+            out('{"seq":', seqs[i], ',"value":', j, "}\n")
+          end
+          i = i + 1
         end
       end
       if n > 0 then
