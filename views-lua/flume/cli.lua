@@ -36,7 +36,7 @@ local Progress = require "flume.cli.progress"
 
 local core = flume.core
 local clock = core.hrtime
-local json_to_mp, mp_json_lines = core.json_to_mp, core.mp_json_lines
+local json_to_mp = core.json_to_mp
 local stderr, stdout = io.stderr, io.stdout
 local fmt, concat, sort = string.format, table.concat, table.sort
 local maxinteger = math.maxinteger
@@ -301,30 +301,35 @@ order. Works while another process writes the database.
       if reverse and nxt < lo or not reverse and nxt > hi then break end
       -- (a read of a read-only handle looks for the writer's commits
       -- first: a live cat follows them)
-      local n = read_raw(db, nxt, reverse and lo or hi,
-        math.min(remaining, 256), seqs, vals)
-      -- msgpack to JSON in C for the common values, a chunk at a time;
-      -- flume.json for the rest (runtime/json.c)
-      local i = 1
-      while i <= n do
-        if mp then
-          local lines
-          lines, i = mp_json_lines(vals, seqs, i, n, o.values)
-          out(lines)
+      local n, last = 0, nil
+      if mp then
+        -- msgpack to JSON in C, a chunk at a time, up to a value that
+        -- flume.json must write (runtime/json.c)
+        local lines, stuck
+        lines, n, stuck, last = db._c:cat_json(nxt, reverse and lo or hi,
+          math.min(remaining, 2048), o.values)
+        out(lines)
+        if stuck then
+          remaining, count = remaining - n, count + n
+          n, nxt = 0, stuck
         end
-        if i <= n then
+      end
+      if n == 0 then
+        n = read_raw(db, nxt, reverse and lo or hi,
+          mp and 1 or math.min(remaining, 256), seqs, vals)
+        for i = 1, n do
           local j = to_json(decode(vals[i]))
           if o.values then
             out(j, "\n")
           else
             out('{"seq":', seqs[i], ',"value":', j, "}\n")
           end
-          i = i + 1
         end
+        last = seqs[n]
       end
       if n > 0 then
         remaining, count = remaining - n, count + n
-        nxt = reverse and seqs[n] - 1 or seqs[n] + 1
+        nxt = reverse and last - 1 or last + 1
         if o.live then
           -- Ctrl-C is how a live cat ends, busy or idle: exit code 0
           stdout:flush()
