@@ -117,7 +117,7 @@ function M.open(path, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #2 to 'open' (table or nil expected)", 2)
   end
-  opts = opts or {}
+  opts = check_opts(opts, "open") or {}
   local name, mp, encode, decode = check_codec(opts.codec)
   if opts.mapper ~= nil and type(opts.mapper) ~= "function" then
     raise("EINVAL", "mapper must be a function")
