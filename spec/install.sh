@@ -16,7 +16,7 @@ libdir=$(ls -d "$prefix"/lib*/ | head -n 1)
 fail() { echo "FAIL: $*"; exit 1; }
 
 for f in include/flume.h share/man/man1/flume.1 share/doc/flume/README.md \
-  share/doc/flume/CHANGELOG.md share/doc/flume/LICENSE \
+  share/doc/flume/CHANGELOG.md share/doc/flume/LICENSE share/doc/flume/lua.md \
   share/flume/examples/count_by_type.lua share/flume/examples/by_author.lua \
   share/flume/examples/total_amount.lua bin/flume; do
   [ -f "$prefix/$f" ] || fail "$f is not installed"
