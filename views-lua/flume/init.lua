@@ -40,6 +40,9 @@ local M = { version = core.version, core = core }
 
 -- The loop and coroutines: see flume/scheduler.lua.
 M.run, M.spawn, M.sleep = scheduler.run, scheduler.spawn, scheduler.sleep
+-- Another event loop driving flume's: poll M.fd(), call M.step() (see
+-- flume/luv.lua for luv).
+M.step, M.fd, M.timeout = scheduler.step, scheduler.fd, scheduler.timeout
 
 -- Codecs ---------------------------------------------------------------------
 
