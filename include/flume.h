@@ -753,6 +753,14 @@ FLUME_API int flume_verify(const char *path, flume_verify_fn fn, void *ctx,
                            flume_verify_result *result);
 
 /**
+ * Runs the loop until `*done` is nonzero (a callback sets it): the loop of
+ * a C program that has none of its own, in place of uv_run().
+ * @return 0, #FLUME_EINVAL (NULL argument), or #FLUME_ECANCELED when the
+ * loop ran out of work first (`*done` can then never be set).
+ */
+FLUME_API int flume_run_until(uv_loop_t *loop, const volatile int *done);
+
+/**
  * @name Values
  * The msgpack codec as a tree of plain values, so that a C program reads
  * and writes the values a Lua program sees without a msgpack library:

@@ -2,13 +2,21 @@
  * Known encodings (flume's: smallest integers, float64), round trips of
  * generated trees, and hostile bytes (random and mutated encodings, lying
  * counts, deep nesting): a clear FLUME_EDECODE, never a crash (this runs
- * under ASan and valgrind in CI). FLUME_SEED replays a run. */
+ * under ASan and valgrind in CI). FLUME_SEED replays a run. And
+ * flume_run_until, the loop of programs without one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
 #include "flume.h"
+
+static volatile int *timer_flag;
+
+static void on_timer(uv_timer_t *t) {
+  (void)t;
+  *timer_flag = 1;
+}
 
 static uint64_t state;
 static uint64_t rnd(void) {
@@ -206,6 +214,24 @@ int main(void) {
   }
   CHECK(refused > 0);
   free(pool);
+
+  /* flume_run_until: runs until the flag is set; an idle loop is
+   * ECANCELED, not a hang */
+  uv_loop_t loop;
+  uv_timer_t timer;
+  static volatile int done;
+  timer_flag = &done;
+  CHECK_OK(uv_loop_init(&loop));
+  uv_timer_init(&loop, &timer);
+  uv_timer_start(&timer, on_timer, 10, 0);
+  CHECK_OK(flume_run_until(&loop, &done));
+  CHECK(done == 1);
+  done = 0;
+  CHECK_ERR(flume_run_until(&loop, &done), FLUME_ECANCELED);
+  CHECK_ERR(flume_run_until(NULL, &done), FLUME_EINVAL);
+  uv_close((uv_handle_t *)&timer, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_OK(uv_loop_close(&loop));
   printf("values: %d trees round-trip, %d of %d mutations refused\n", cases,
          refused, cases * 8);
   return 0;
