@@ -68,3 +68,25 @@ if command -v groff >/dev/null; then
   [ -z "$warn" ] || fail "groff: $warn"
 fi
 echo "man page: $(echo $cmds | wc -w) commands"
+
+# bash completion: every command, and each command's options
+comp=$prefix/share/bash-completion/completions/flume
+[ -f "$comp" ] || fail "no bash completion installed"
+complete_words() { # WORDS...: what completing the last word offers
+  bash -c '. "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1));
+    _flume; echo "${COMPREPLY[*]}"' _ "$comp" "$@"
+}
+got=$(complete_words flume "")
+for c in $cmds; do
+  case " $got " in *" $c "*) ;; *) fail "completion lacks command $c" ;; esac
+  want=$(LUA_PATH_5_4="$prefix/share/lua/5.4/?.lua;$prefix/share/lua/5.4/?/init.lua;;" \
+    LUA_CPATH_5_4="$libdir/lua/5.4/?.so;;" lua5.4 "$prefix/bin/flume" "$c" \
+    --help | sed -n 's/^ *\(--[a-z][a-z-]*\).*/\1/p' | sort -u)
+  offered=$(complete_words flume "$c" x --)
+  for o in $want; do
+    case " $offered " in *" $o "*) ;;
+      *) fail "completion of '$c' lacks $o" ;; esac
+  done
+done
+[ "$(complete_words flume sta)" = status ] || fail "flume sta<TAB>"
+echo "bash completion: every command and option"
