@@ -4,7 +4,7 @@
 # writer). Installed as share/bash-completion/completions/flume.
 _flume() {
   local cur=${COMP_WORDS[COMP_CWORD]} cmd=${COMP_WORDS[1]}
-  local commands="init append get cat status view drop rebuild verify backup"
+  local commands="init append get cat status view drop rebuild verify backup shell"
   local common="--help --quiet --json"
   if [ "$COMP_CWORD" -eq 1 ]; then
     COMPREPLY=($(compgen -W "$commands --help" -- "$cur"))
@@ -22,6 +22,7 @@ _flume() {
     rebuild) opts="--view" ;;
     verify) opts="--view" ;;
     backup) opts="--no-compact" ;;
+    shell) opts="--readonly" ;;
   esac
   if [[ $cur == -* ]]; then
     COMPREPLY=($(compgen -W "$opts $common" -- "$cur"))

@@ -882,3 +882,68 @@ describe("the flume command for scripts", function()
     assert.equal(130, code, err)
   end)
 end)
+
+describe("flume shell", function()
+  local tmp, dir
+  before_each(function()
+    tmp = H.tmpdir()
+    dir = tmp .. "/db"
+    H.write(tmp .. "/types.lua", [[return { version = 1,
+      map = function(v) return v.type, 1 end,
+      reduce = function(a, n) return (a or 0) + n end }]])
+    os.execute(H.flume_command({ "init", dir }) .. " >/dev/null")
+    os.execute(H.flume_command({ "view", dir, "types", tmp .. "/types.lua" })
+      .. " >/dev/null")
+  end)
+  after_each(function() H.rm(tmp) end)
+
+  it("runs Lua lines with db open and the stored views mounted", function()
+    H.write(tmp .. "/in", 'db:append({ type = "post" })\n' ..
+      'db.types:get("post")\nx = 1 +\ndb:get(0)\nerror("boom")\n' ..
+      '1, "two", {3}\n.quit\ndb:get(0)\n')
+    local p = io.popen(H.flume_command({ "shell", dir }) .. " < " ..
+      H.q(tmp .. "/in") .. " 2>" .. H.q(tmp .. "/err"))
+    local out = p:read("a")
+    assert.is_true(p:close())
+    assert.equal('0\n1\n{"type":"post"}\n1\n"two"\n[3]\n', out)
+    local f = io.open(tmp .. "/err")
+    local err = f:read("a")
+    f:close()
+    assert.truthy(err:find("error: shell:1: unexpected symbol", 1, true), err)
+    assert.truthy(err:find("error: shell:1: boom", 1, true), err)
+  end)
+
+  it("is a prompt under a real terminal (tmux)", function()
+    local session = "flume-shell-" .. tostring(os.time()) .. math.random(1e6)
+    local function tmux(args)
+      local p = io.popen("tmux " .. args .. " 2>&1")
+      local o = p:read("a")
+      p:close()
+      return o
+    end
+    tmux("new-session -d -s " .. session .. " -x 120 -y 20 " ..
+      H.q(H.flume_command({ "shell", dir })))
+    local function screen_has(text)
+      for _ = 1, 300 do
+        local s = tmux("capture-pane -p -t " .. session)
+        if s:find(text, 1, true) then return s end
+        os.execute("sleep 0.02")
+      end
+      return tmux("capture-pane -p -t " .. session)
+    end
+    local s = screen_has("flume> ")
+    assert.truthy(s:find("flume shell on " .. dir, 1, true), s)
+    assert.truthy(s:find("views: types", 1, true), s)
+    tmux("send-keys -t " .. session .. " 'db:append({ type = \"like\" })' Enter")
+    tmux("send-keys -t " .. session .. " 'db.types:get(\"like\")' Enter")
+    s = screen_has("flume> \n")
+    s = screen_has('db.types:get("like")\n1\nflume>')
+    assert.truthy(s:find('db.types:get("like")\n1\nflume>', 1, true), s)
+    tmux("send-keys -t " .. session .. " C-d")
+    for _ = 1, 300 do
+      if not tmux("has-session -t " .. session):find("^$") then break end
+      os.execute("sleep 0.02")
+    end
+    tmux("kill-session -t " .. session) -- ended already, or ends now
+  end)
+end)

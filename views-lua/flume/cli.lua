@@ -937,6 +937,74 @@ open it as any database.
   end,
 })
 
+command("shell", {
+  summary = "a Lua prompt with the database open and its views mounted",
+  usage = "flume shell DIR [--readonly]",
+  help = [[
+A Lua 5.4 prompt with `db` open on DIR (for writing, or read-only beside a
+running writer with --readonly) and every view the database stores mounted
+(db.NAME), like `sqlite3 DIR`. Each line is run as Lua: an expression's
+values are printed as JSON (`db:get(0)`, `db.types:get("post")`), a
+statement is run (`db:append({ type = "post" })`). `flume` is the module.
+Ends at end of input (Ctrl-D) or with `.quit`; an error is printed and the
+prompt goes on.
+
+  --readonly   open read-only (beside a running writer)]],
+  options = { ["--readonly"] = "flag" },
+  args = { 1, 1 },
+  run = function(ctx)
+    local dir = ctx.args[1]
+    local db
+    if ctx.opts.readonly then
+      db = open_ro(ctx, dir)
+    else
+      db = open_writer(ctx, dir, "shell (or --readonly beside a writer)")
+    end
+    local mounted = {}
+    for _, v in ipairs(db:views()) do
+      if v.script and pcall(db.view, db, v.name) then
+        mounted[#mounted + 1] = v.name
+      end
+    end
+    local tty = ctx.tools.isatty(0)
+    local env = setmetatable({ db = db, flume = flume }, { __index = _G })
+    if tty then
+      out(fmt("flume shell on %s (%s, %d values); views: %s\n", dir,
+        ctx.opts.readonly and "read-only" or "writing", db.since + 1,
+        #mounted > 0 and concat(mounted, ", ") or "none"))
+      out("an expression prints its value as JSON; .quit or Ctrl-D ends\n")
+    end
+    local function show(...)
+      for i = 1, select("#", ...) do
+        local v = select(i, ...)
+        local ok, j = pcall(to_json, v)
+        out(ok and j or tostring(v), "\n")
+      end
+    end
+    while true do
+      if tty then out("flume> ") stdout:flush() end
+      local line = io.stdin:read("l")
+      if line == nil or line == ".quit" then break end
+      if line:find("%S") then
+        local chunk, err = load("return " .. line, "=shell", "t", env)
+        if not chunk then chunk, err = load(line, "=shell", "t", env) end
+        if not chunk then
+          stderr:write("error: ", tostring(err), "\n")
+        else
+          local res = table.pack(pcall(chunk))
+          if res[1] then
+            show(table.unpack(res, 2, res.n))
+          else
+            stderr:write("error: ", one_line(res[2]), "\n")
+          end
+        end
+        stdout:flush()
+      end
+    end
+    if tty then out("\n") end
+  end,
+})
+
 -- Main ------------------------------------------------------------------------
 
 local function main_help()
