@@ -16,7 +16,7 @@ _flume() {
     append) opts="--batch --atomic" ;;
     get) opts="" ;;
     cat) opts="--gt --gte --lt --lte --reverse --limit --live --values" ;;
-    status) opts="--view --no-wait --check --max-lag" ;;
+    status) opts="--view --no-wait --check --max-lag --watch --interval" ;;
     view) opts="--view --script" ;;
     drop) opts="" ;;
     rebuild) opts="--view" ;;

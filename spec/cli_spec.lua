@@ -947,3 +947,73 @@ describe("flume shell", function()
     tmux("kill-session -t " .. session) -- ended already, or ends now
   end)
 end)
+
+describe("flume status --watch", function()
+  it("refreshes lag and rate in place beside a writer, Ctrl-C ends it " ..
+     "with 130", function()
+    local tmp = H.tmpdir()
+    local dir = tmp .. "/db"
+    H.write(tmp .. "/types.lua", [[return { version = 1,
+      map = function(v) return v.type, 1 end,
+      reduce = function(a, n) return (a or 0) + n end }]])
+    H.write(tmp .. "/writer.lua", [=[
+local flume = require "flume"
+local db = flume.open(arg[1])
+db:use("types", arg[2])
+local stop = arg[3]
+repeat
+  local batch = {}
+  for i = 1, 50 do batch[i] = { type = "t" .. i % 3 } end
+  db:append(batch, { batch = true })
+  flume.sleep(0.02)
+  local f = io.open(stop)
+  if f then f:close() end
+until f
+db:close()
+]=])
+    local stop = tmp .. "/stop"
+    local writer = io.popen(H.lua_command(tmp .. "/writer.lua", dir,
+      tmp .. "/types.lua", stop) .. " 2>&1")
+    local session = "flume-watch-" .. os.time() .. math.random(1e6)
+    local function tmux(args)
+      local p = io.popen("tmux " .. args .. " 2>&1")
+      local o = p:read("a")
+      p:close()
+      return o
+    end
+    local code = tmp .. "/code"
+    -- the folder exists once the writer made it
+    for _ = 1, 300 do
+      if io.open(dir .. "/data.mdb") then break end
+      os.execute("sleep 0.02")
+    end
+    tmux("new-session -d -s " .. session .. " -x 120 -y 20 " ..
+      H.q(H.flume_command({ "status", dir, "--watch", "--interval", "0.2" }) ..
+        "; echo $? > " .. H.q(code)))
+    local screen
+    for _ = 1, 500 do
+      screen = tmux("capture-pane -p -t " .. session)
+      local rate = screen:match("types +group +%d+ +%d+ +(%d+) +running")
+      if rate and tonumber(rate) > 0 then break end
+      os.execute("sleep 0.02")
+    end
+    assert.truthy(screen:match("types +group +%d+ +%d+ +[1-9]%d* +running"),
+      screen)
+    -- in place: one header on the screen, however many refreshes
+    local _, headers = screen:gsub("name +kind +since", "")
+    assert.equal(1, headers, screen)
+    tmux("send-keys -t " .. session .. " C-c")
+    local got
+    for _ = 1, 300 do
+      local f = io.open(code)
+      if f then got = f:read("n"); f:close() break end
+      os.execute("sleep 0.02")
+    end
+    tmux("kill-session -t " .. session)
+    H.write(stop, "")
+    writer:read("a")
+    writer:close()
+    assert.equal(130, got)
+    H.rm(tmp)
+  end)
+end)

@@ -366,6 +366,47 @@ order. Works while another process writes the database.
   end,
 })
 
+--- `status --watch`: the log's since and each view's since, lag and rate,
+-- refreshed every interval on one read-only handle, until Ctrl-C.
+local function watch_status(ctx, dir)
+  local interval = tonumber(ctx.opts.interval or "1")
+  if not interval or interval < 0.05 then
+    usage("--interval takes seconds, at least 0.05")
+  end
+  local tools = ctx.tools
+  local db = open_ro(ctx, dir, true)
+  local tty = tools.isatty(1)
+  local prev, prev_at = {}, clock()
+  local frames = 0
+  while true do
+    local now = clock()
+    local since = db._c:since()
+    local rows = { { "name", "kind", "since", "lag", "rate/s", "writer" } }
+    for _, v in ipairs(db:views()) do
+      local rate = prev[v.name] and (v.since - prev[v.name]) /
+        math.max(now - prev_at, 1e-3) or 0
+      prev[v.name] = v.since
+      rows[#rows + 1] = { v.name, v.kind, tostring(v.since),
+        tostring(since - v.since), fmt("%.0f", rate),
+        v.error and "failed" or v.attached and "running" or "-" }
+    end
+    prev_at = now
+    if tty then out("\27[H\27[2J") end -- in place: home, clear
+    out(fmt("%s  since %d  %s\n", dir, since, os.date("%H:%M:%S")))
+    if #rows > 1 then print_table(rows, "  ") else out("  no views\n") end
+    stdout:flush()
+    frames = frames + 1
+    local slept = 0
+    while slept < interval do
+      tools.sleep(math.min(0.05, interval - slept))
+      slept = slept + 0.05
+      if tools.interrupted() then fail("interrupted") end
+    end
+    local limit = tonumber(os.getenv("FLUME_WATCH_FRAMES") or "")
+    if limit and frames >= limit then return end
+  end
+end
+
 --- What `status` reports about one view: from its record as stored
 -- before (rec), and if it was attached, from the runtime (info).
 local function view_report(name, rec, info, err, since, tables)
@@ -398,7 +439,7 @@ end
 command("status", {
   summary = "the log and every view: since, sizes, lag, warnings, errors",
   usage = "flume status DIR [--view NAME=SCRIPT]... [--json] [--no-wait] " ..
-    "[--check [--max-lag N]]",
+    "[--check [--max-lag N]] [--watch [SECONDS]]",
   help = [[
 Shows the log (since, entries, size on disk, codec, format version) and
 every view the database has (kind, version, since, lag behind the log,
@@ -416,12 +457,17 @@ shows its last error.
   --json               one JSON object instead of text
   --check              for monitoring: exit 1 (after the report) when a
                        view has failed, or lags more than --max-lag N
-                       values behind the log (default: any lag is fine)]],
+                       values behind the log (default: any lag is fine)
+  --watch              refresh the log's since and each view's since, lag
+                       and rate every second (--interval S), in place on a
+                       terminal, until Ctrl-C; beside a writer too]],
   options = { ["--view"] = "list", ["--json"] = "flag",
-    ["--no-wait"] = "flag", ["--check"] = "flag", ["--max-lag"] = "int" },
+    ["--no-wait"] = "flag", ["--check"] = "flag", ["--max-lag"] = "int",
+    ["--watch"] = "flag", ["--interval"] = "string" },
   args = { 1, 1 },
   run = function(ctx)
     local dir = ctx.args[1]
+    if ctx.opts.watch then return watch_status(ctx, dir) end
     local specs, names = view_specs(ctx)
     local db = open_ro(ctx, dir, #names == 0)
     local before = view_records(db)
