@@ -46,21 +46,27 @@ function Progress:draw(now, final)
     tail = speed
   end
   local line
+  local label = self.label
+  if self.view then label = label .. " " .. self.view end
   if self.total then
     local frac = self.total > 0 and math.min(self.done / self.total, 1) or 1
     if final then frac = 1 end
     local pct = fmt("%3d%%", math.floor(frac * 100))
-    local width = self.columns - #self.label - 48
+    -- the bar takes what the terminal's width leaves (10 to 30 columns)
+    local width = self.columns - #label - #pct - #tail - 6
     if width > 30 then width = 30 end
     if width < 10 then width = 10 end
     local full = math.floor(frac * width + 0.5)
-    line = fmt("%s [%s%s] %s  %s", self.label, ("#"):rep(full),
+    line = fmt("%s [%s%s] %s  %s", label, ("#"):rep(full),
       (" "):rep(width - full), pct, tail)
   else
     local n = self.unit == "bytes" and human_size(self.count) or
       fmt("%d values", self.count)
-    line = fmt("%s  %s  %s", self.label, n, tail)
+    line = fmt("%s  %s  %s", label, n, tail)
   end
+  -- never wider than the terminal: a wrapped line would not be redrawn in
+  -- place (\r returns to the start of the last row only)
+  if #line > self.columns - 1 then line = line:sub(1, self.columns - 1) end
   stderr:write("\r\27[K", line)
   if final then stderr:write("\n") end
   stderr:flush()
@@ -99,12 +105,16 @@ end
 -- are now). Also where an interrupt (Ctrl-C) is noticed while waiting.
 function M.with_progress(ctx, label, views, wait, from)
   local tools = ctx.tools
+  local slowest -- the view the bar follows: it names it
   local function lowest()
     local low, top = nil, -1
+    slowest = nil
     for _, v in ipairs(views) do
       local s = v:status()
       top = s.log_since
-      if not s.failed and (low == nil or s.since < low) then low = s.since end
+      if not s.failed and (low == nil or s.since < low) then
+        low, slowest = s.since, v._name
+      end
     end
     return low or top, top
   end
@@ -114,6 +124,7 @@ function M.with_progress(ctx, label, views, wait, from)
   local function tick()
     if tools.interrupted() then error("flume: interrupted", 0) end
     local low, top = lowest()
+    p.view = #views > 1 and slowest and "(" .. slowest .. ")" or slowest
     p:update(low - base, top - base)
     cancel = core.timer(0.1, tick)
   end
