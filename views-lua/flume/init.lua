@@ -143,11 +143,17 @@ function M.open(path, opts)
   -- A reader's views are the writer's: it sets up none of its own.
   if opts.mapper and not opts.readonly then c:set_mapper(opts.mapper) end
   if opts.ready == false and not opts.readonly then c:set_paused(true) end
-  return setmetatable({
+  local db = setmetatable({
     _c = c, _mp = mp, _encode = encode, _decode = decode,
     _mapper = opts.mapper, path = path, codec = name,
     readonly = opts.readonly or false,
   }, DB_mt)
+  -- Values that need no Lua after decoding: DB:get in one C call (the
+  -- same checks and errors), found without __index.
+  if decode == nil and opts.mapper == nil then
+    db.get = c:fast_get(db, DB.get, mp)
+  end
+  return db
 end
 
 --- Appends a value, or with `{ batch = true }` a list of values all or
