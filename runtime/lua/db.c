@@ -230,9 +230,10 @@ static int ldb_append(lua_State *L) {
 typedef struct read_ctx {
   lua_State *L;   /* where values go */
   int mp;         /* decode msgpack, or push the bytes */
-  int seqs;       /* stack index of the seqs table */
+  int seqs;       /* stack index of the seqs table; 0: none to fill */
   int vals;       /* stack index of the values table */
   lua_Integer n;  /* values pushed so far */
+  int64_t first;  /* the seq of the first */
   char err[256];  /* decode error */
 } read_ctx;
 
@@ -245,21 +246,27 @@ static int read_one(void *p, int64_t seq, const void *data, size_t len) {
   } else {
     lua_pushlstring(L, data, len);
   }
+  if (r->n == 0) r->first = seq;
   r->n++;
   lua_rawseti(L, r->vals, r->n);
-  lua_pushinteger(L, seq);
-  lua_rawseti(L, r->seqs, r->n);
+  if (r->seqs) {
+    lua_pushinteger(L, seq);
+    lua_rawseti(L, r->seqs, r->n);
+  }
   return 0;
 }
 
-/* db:read(mp, from, to, max, seqs, vals) -> n: fills seqs[1..n] and
- * vals[1..n] (a value may be nil) from one short read transaction. */
+/* db:read(mp, from, to, max, seqs, vals) -> n, first: fills seqs[1..n]
+ * and vals[1..n] (a value may be nil) from one short read transaction;
+ * first is the seq of vals[1] (the log is dense: the others follow it, one
+ * apart). seqs false: only vals are filled (a stream needs only first). */
 static int ldb_read(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
-  read_ctx r = {L, lua_toboolean(L, 2), 6, 7, 0, ""};
+  int seqs = lua_toboolean(L, 6) ? 6 : 0;
+  read_ctx r = {L, lua_toboolean(L, 2), seqs, 7, 0, 0, ""};
   int64_t from = luaL_checkinteger(L, 3), to = luaL_checkinteger(L, 4);
   lua_Integer max = luaL_checkinteger(L, 5);
-  luaL_checktype(L, 6, LUA_TTABLE);
+  if (seqs) luaL_checktype(L, 6, LUA_TTABLE);
   luaL_checktype(L, 7, LUA_TTABLE);
   size_t count;
   if (max <= 0) {
@@ -276,7 +283,8 @@ static int ldb_read(lua_State *L) {
   }
   if (rc) return flume__lua_raise(L, rc, NULL);
   lua_pushinteger(L, r.n);
-  return 1;
+  lua_pushinteger(L, r.first);
+  return 2;
 }
 
 static int get_one(void *p, int64_t seq, const void *data, size_t len) {
@@ -289,7 +297,7 @@ static int get_one(void *p, int64_t seq, const void *data, size_t len) {
 
 /* The value at the seq at 3 (mp at 2) of d; the stack is 3 high. */
 static int get_value(lua_State *L, ldb *d) {
-  read_ctx r = {L, lua_toboolean(L, 2), 0, 0, 0, ""};
+  read_ctx r = {L, lua_toboolean(L, 2), 0, 0, 0, 0, ""};
   lua_Integer seq = lua_tointeger(L, 3);
   size_t count = 0;
   int rc = FLUME_ENOTFOUND;
@@ -383,8 +391,8 @@ static int ldb_get_many(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_settop(L, 5);
-  lua_newtable(L); /* seqs again: read_one fills both */
-  read_ctx r = {L, lua_toboolean(L, 2), 6, 5, 0, ""};
+  /* no seqs table: the caller has them */
+  read_ctx r = {L, lua_toboolean(L, 2), 0, 5, 0, 0, ""};
   int rc = flume__db_read_seqs(d->db, seqs, (size_t)n, read_one, &r);
   free(seqs);
   if (rc) return flume__lua_raise(L, rc, r.err[0] ? r.err : NULL);
