@@ -665,6 +665,31 @@ int flume__mp_encode(lua_State *L, int idx, flume__buf *b, char *err,
 
 /* ---------------------------------------------------------------- decode */
 
+/*
+ * The map keys a state decoded last, by their bytes. Values of one log
+ * share their field names, and pushing a key from here (a compare of a
+ * few bytes in a small array that stays in the cache, and the string
+ * itself, recently used) skips what lua_pushlstring does for every key:
+ * hashing it byte by byte, then walking the string table's bucket (other
+ * strings' memory: cache misses) and comparing. Direct-mapped by a hash of
+ * the length and the first and last bytes; a slot's string is the
+ * userdata's user value of the same number (slot + 1), so the strings
+ * stay alive while cached. One per state (anchored in the registry):
+ * a state is used by one thread at a time.
+ */
+#define MP_KEYS 64     /* slots (a power of 2) */
+#define MP_KEY_MAX 24  /* longest key cached, in bytes */
+
+typedef struct mp_keys {
+  unsigned char len[MP_KEYS];               /* each slot's key length; 0:
+                                               empty (the empty key is not
+                                               cached) */
+  unsigned char key[MP_KEYS][MP_KEY_MAX];   /* each slot's key bytes */
+} mp_keys;
+
+/* The registry key of a state's mp_keys (its address is the key). */
+static const char mp_keys_reg = 'k';
+
 typedef struct mp_dec {
   lua_State *L;               /* where the values are pushed */
   const unsigned char *start; /* the input, for offsets in messages */
@@ -672,6 +697,8 @@ typedef struct mp_dec {
   char *err;                  /* the caller's message buffer */
   size_t errlen;              /* its size in bytes */
   int mark;                   /* give empty arrays FLUME__MP_ARRAY_MT */
+  mp_keys *keys;              /* the state's key cache, or NULL */
+  int keys_idx;               /* its stack index (the userdata) */
 } mp_dec;
 
 static MP_NOINLINE const unsigned char *dec_fail(mp_dec *d, const char *fmt,
@@ -729,6 +756,70 @@ static const unsigned char *dec_array(mp_dec *d, const unsigned char *p,
   return p;
 }
 
+/* The slot of the n-byte key at p (1 <= n <= MP_KEY_MAX). */
+static inline unsigned key_slot(const unsigned char *p, size_t n) {
+  uint32_t a, b;
+  if (n >= 4) {
+    memcpy(&a, p, 4);
+    memcpy(&b, p + n - 4, 4);
+  } else {
+    a = p[0] | (uint32_t)p[n - 1] << 8 | (uint32_t)p[n >> 1] << 16;
+    b = 0;
+  }
+  uint32_t h = (a ^ (b << 13 | b >> 19) ^ (uint32_t)n) * 0x9E3779B1u;
+  return h >> (32 - 6); /* 6 = log2(MP_KEYS) */
+}
+
+/* Whether the n bytes at p and at q are the same (n <= MP_KEY_MAX). */
+static inline int key_same(const unsigned char *p, const unsigned char *q,
+                           size_t n) {
+  while (n >= 8) {
+    uint64_t x, y;
+    memcpy(&x, p, 8);
+    memcpy(&y, q, 8);
+    if (x != y) return 0;
+    p += 8;
+    q += 8;
+    n -= 8;
+  }
+  while (n--)
+    if (*p++ != *q++) return 0;
+  return 1;
+}
+
+/*
+ * Pushes a map key that is a string (fixstr or str 8) of 1..MP_KEY_MAX
+ * bytes through the key cache; returns NULL for any other key (the caller
+ * decodes it as a value) or a truncated one.
+ */
+static inline const unsigned char *dec_key(mp_dec *d, const unsigned char *p) {
+  unsigned c = *p;
+  size_t n;
+  const unsigned char *s;
+  if (c >= 0xa0 && c <= 0xbf) {
+    n = c & 0x1f;
+    s = p + 1;
+  } else if (c == 0xd9 && d->end - p >= 2) {
+    n = p[1];
+    s = p + 2;
+  } else {
+    return NULL;
+  }
+  if (n == 0 || n > MP_KEY_MAX || n > (size_t)(d->end - s)) return NULL;
+  mp_keys *k = d->keys;
+  unsigned slot = key_slot(s, n);
+  if (k->len[slot] == n && key_same(k->key[slot], s, n)) {
+    lua_getiuservalue(d->L, d->keys_idx, (int)slot + 1);
+  } else {
+    lua_pushlstring(d->L, (const char *)s, n);
+    lua_pushvalue(d->L, -1);
+    lua_setiuservalue(d->L, d->keys_idx, (int)slot + 1);
+    memcpy(k->key[slot], s, n);
+    k->len[slot] = (unsigned char)n;
+  }
+  return s + n;
+}
+
 static const unsigned char *dec_map(mp_dec *d, const unsigned char *p,
                                     const unsigned char *at, uint32_t n,
                                     int depth) {
@@ -757,7 +848,9 @@ static const unsigned char *dec_map(mp_dec *d, const unsigned char *p,
                       "map key at offset %zu is an array or a map (keys must "
                       "be strings, numbers or booleans)",
                       (size_t)(p - d->start));
-    if (!(p = dec_value(d, p, depth + 1))) return NULL;
+    const unsigned char *q = d->keys ? dec_key(d, p) : NULL;
+    if (q) p = q;
+    else if (!(p = dec_value(d, p, depth + 1))) return NULL;
     if (MP_UNLIKELY(c == 0xca || c == 0xcb) && isnan(lua_tonumber(L, -1)))
       return dec_fail(d, "NaN map key at offset %zu", (size_t)(k - d->start));
     if (!(p = dec_value(d, p, depth + 1))) return NULL;
@@ -925,6 +1018,18 @@ str:
   return p + n;
 }
 
+/* Pushes the state's key cache (creating it the first time). */
+static mp_keys *key_cache(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &mp_keys_reg) == LUA_TUSERDATA)
+    return lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  mp_keys *k = lua_newuserdatauv(L, sizeof *k, MP_KEYS);
+  memset(k->len, 0, sizeof k->len);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &mp_keys_reg);
+  return k;
+}
+
 static int mp_decode(lua_State *L, const char *p, size_t n, char *err,
                      size_t errlen, int mark) {
   mp_dec d;
@@ -940,9 +1045,16 @@ static int mp_decode(lua_State *L, const char *p, size_t n, char *err,
     dec_fail(&d, "empty input");
     return FLUME_EDECODE;
   }
-  if (!lua_checkstack(L, 2)) {
+  if (!lua_checkstack(L, 3)) {
     dec_fail(&d, "Lua stack exhausted");
     return FLUME_EDECODE;
+  }
+  /* A map, or an array (of maps, maybe): keys to push, through the cache.
+   * It sits below the value while decoding. */
+  d.keys = NULL;
+  if ((*s >= 0x80 && *s <= 0x9f) || (*s >= 0xdc && *s <= 0xdf)) {
+    d.keys = key_cache(L);
+    d.keys_idx = lua_gettop(L);
   }
   q = dec_value(&d, s, 0);
   if (q && q != d.end) {
@@ -954,6 +1066,7 @@ static int mp_decode(lua_State *L, const char *p, size_t n, char *err,
     lua_settop(L, top);
     return FLUME_EDECODE;
   }
+  if (d.keys) lua_remove(L, d.keys_idx);
   return 0;
 }
 

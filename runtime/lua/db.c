@@ -15,6 +15,8 @@
 #include "lua/binding.h"
 #include "msgpack.h"
 
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+
 typedef struct lwatch {
   flume_watch *w;    /* NULL once stopped or closed */
   lreq req;          /* the Lua observer; keeps this userdata alive while
@@ -228,9 +230,10 @@ static int ldb_append(lua_State *L) {
 typedef struct read_ctx {
   lua_State *L;   /* where values go */
   int mp;         /* decode msgpack, or push the bytes */
-  int seqs;       /* stack index of the seqs table */
+  int seqs;       /* stack index of the seqs table; 0: none to fill */
   int vals;       /* stack index of the values table */
   lua_Integer n;  /* values pushed so far */
+  int64_t first;  /* the seq of the first */
   char err[256];  /* decode error */
 } read_ctx;
 
@@ -243,21 +246,27 @@ static int read_one(void *p, int64_t seq, const void *data, size_t len) {
   } else {
     lua_pushlstring(L, data, len);
   }
+  if (r->n == 0) r->first = seq;
   r->n++;
   lua_rawseti(L, r->vals, r->n);
-  lua_pushinteger(L, seq);
-  lua_rawseti(L, r->seqs, r->n);
+  if (r->seqs) {
+    lua_pushinteger(L, seq);
+    lua_rawseti(L, r->seqs, r->n);
+  }
   return 0;
 }
 
-/* db:read(mp, from, to, max, seqs, vals) -> n: fills seqs[1..n] and
- * vals[1..n] (a value may be nil) from one short read transaction. */
+/* db:read(mp, from, to, max, seqs, vals) -> n, first: fills seqs[1..n]
+ * and vals[1..n] (a value may be nil) from one short read transaction;
+ * first is the seq of vals[1] (the log is dense: the others follow it, one
+ * apart). seqs false: only vals are filled (a stream needs only first). */
 static int ldb_read(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
-  read_ctx r = {L, lua_toboolean(L, 2), 6, 7, 0, ""};
+  int seqs = lua_toboolean(L, 6) ? 6 : 0;
+  read_ctx r = {L, lua_toboolean(L, 2), seqs, 7, 0, 0, ""};
   int64_t from = luaL_checkinteger(L, 3), to = luaL_checkinteger(L, 4);
   lua_Integer max = luaL_checkinteger(L, 5);
-  luaL_checktype(L, 6, LUA_TTABLE);
+  if (seqs) luaL_checktype(L, 6, LUA_TTABLE);
   luaL_checktype(L, 7, LUA_TTABLE);
   size_t count;
   if (max <= 0) {
@@ -274,7 +283,8 @@ static int ldb_read(lua_State *L) {
   }
   if (rc) return flume__lua_raise(L, rc, NULL);
   lua_pushinteger(L, r.n);
-  return 1;
+  lua_pushinteger(L, r.first);
+  return 2;
 }
 
 static int get_one(void *p, int64_t seq, const void *data, size_t len) {
@@ -285,14 +295,12 @@ static int get_one(void *p, int64_t seq, const void *data, size_t len) {
   return 0;
 }
 
-/* db:get(mp, seq) -> value; raises ENOTFOUND for a seq not in the log. */
-static int ldb_get(lua_State *L) {
-  ldb *d = flume__lua_check_db(L, 1);
-  read_ctx r = {L, lua_toboolean(L, 2), 0, 0, 0, ""};
-  lua_Integer seq = luaL_checkinteger(L, 3);
+/* The value at the seq at 3 (mp at 2) of d; the stack is 3 high. */
+static int get_value(lua_State *L, ldb *d) {
+  read_ctx r = {L, lua_toboolean(L, 2), 0, 0, 0, 0, ""};
+  lua_Integer seq = lua_tointeger(L, 3);
   size_t count = 0;
   int rc = FLUME_ENOTFOUND;
-  lua_settop(L, 3);
   if (seq >= 0 && seq <= flume_db_since(d->db))
     rc = flume__db_read(d->db, seq, seq, 1, get_one, &r, &count);
   if (rc == 0 && count == 0) rc = FLUME_ENOTFOUND;
@@ -302,6 +310,66 @@ static int ldb_get(lua_State *L) {
     return flume__lua_raise(L, rc, lua_tostring(L, -1));
   }
   if (rc) return flume__lua_raise(L, rc, r.err[0] ? r.err : NULL);
+  return 1;
+}
+
+/* db:get(mp, seq) -> value; raises ENOTFOUND for a seq not in the log. */
+static int ldb_get(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  luaL_checkinteger(L, 3);
+  lua_settop(L, 3);
+  return get_value(L, d);
+}
+
+/*
+ * The get of a database table whose values need no Lua after decoding (no
+ * custom codec, no mapper): DB:get's checks and c:get in one C call, so a
+ * get pays no method lookup through __index, no check_self, no math.type
+ * and no finish_value. Upvalues: the ldb, the database table it is the
+ * get of, DB:get (for another database's table passed as self) and mp.
+ * Misuse raises what DB:get raises, at the same level.
+ */
+static int fast_get(lua_State *L) {
+  if (LIKELY(lua_rawequal(L, 1, lua_upvalueindex(2)) &&
+             lua_isinteger(L, 2))) {
+    ldb *d = lua_touserdata(L, lua_upvalueindex(1));
+    if (d->db == NULL) return flume__lua_raise(L, FLUME_ECLOSED, NULL);
+    lua_settop(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(4));
+    lua_insert(L, 2); /* db, mp, seq: as db:get(mp, seq) */
+    return get_value(L, d);
+  }
+  int type = lua_type(L, 2), isint = lua_isinteger(L, 2);
+  int same = lua_getmetatable(L, 1) &&
+             lua_getmetatable(L, lua_upvalueindex(2)) &&
+             lua_rawequal(L, -1, -2);
+  /* luaL_error puts the caller's place first, as error(msg, 2) in DB:get */
+  if (!same)
+    return luaL_error(L, "bad argument #1 to 'get' (flume.db expected; call "
+                         "it as db:get(...))");
+  if (!isint)
+    return luaL_error(L, "bad argument #1 to 'get' (integer seq expected, "
+                         "got %s)",
+                      type == LUA_TNUMBER ? "float"
+                      : type == LUA_TNONE ? "nil"
+                                          : lua_typename(L, type));
+  /* Another database's table: its own get. */
+  lua_settop(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(3));
+  lua_insert(L, 1);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+/* c:fast_get(db, get, mp) -> the get of the database table db (fast_get);
+ * get is DB:get, for misuse with another database. */
+static int ldb_fast_get(lua_State *L) {
+  flume__lua_check_db(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_pushboolean(L, lua_toboolean(L, 4));
+  lua_settop(L, 4);
+  lua_pushcclosure(L, fast_get, 4);
   return 1;
 }
 
@@ -323,8 +391,8 @@ static int ldb_get_many(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_settop(L, 5);
-  lua_newtable(L); /* seqs again: read_one fills both */
-  read_ctx r = {L, lua_toboolean(L, 2), 6, 5, 0, ""};
+  /* no seqs table: the caller has them */
+  read_ctx r = {L, lua_toboolean(L, 2), 0, 5, 0, 0, ""};
   int rc = flume__db_read_seqs(d->db, seqs, (size_t)n, read_one, &r);
   free(seqs);
   if (rc) return flume__lua_raise(L, rc, r.err[0] ? r.err : NULL);
@@ -392,7 +460,7 @@ static int ldb_fail_commits(lua_State *L) {
 
 static const luaL_Reg db_methods[] = {
     {"append", ldb_append},   {"get", ldb_get},
-    {"get_many", ldb_get_many},
+    {"get_many", ldb_get_many}, {"fast_get", ldb_fast_get},
     {"read", ldb_read},       {"since", ldb_since},
     {"codec", ldb_codec},     {"memory", ldb_memory},
     {"on_since", ldb_on_since}, {"close", ldb_close},

@@ -155,11 +155,17 @@ function M.open(path, opts)
   -- A reader's views are the writer's: it sets up none of its own.
   if opts.mapper and not opts.readonly then c:set_mapper(opts.mapper) end
   if opts.ready == false and not opts.readonly then c:set_paused(true) end
-  return setmetatable({
+  local db = setmetatable({
     _c = c, _mp = mp, _encode = encode, _decode = decode,
     _mapper = opts.mapper, path = path, codec = name,
     readonly = opts.readonly or false,
   }, DB_mt)
+  -- Values that need no Lua after decoding: DB:get in one C call (the
+  -- same checks and errors), found without __index.
+  if decode == nil and opts.mapper == nil then
+    db.get = c:fast_get(db, DB.get, mp)
+  end
+  return db
 end
 
 --- Appends a value, or with `{ batch = true }` a list of values all or
@@ -316,7 +322,9 @@ function DB:_stream(opts, hooks)
   -- Seqs start at 0: a lower bound below it means "from the start" (a
   -- live stream must never wait for a seq below 0, which is always reached).
   if lo < 0 then lo = 0 end
-  local seqs, vals, n, i = {}, {}, 0, 0
+  -- A chunk's values are vals[1..n], at seqs first, first + step, ... (the
+  -- log is dense); seq is the one of vals[i].
+  local vals, n, i, seq, step = {}, 0, 0, 0, reverse and -1 or 1
   local nxt = reverse and hi or lo
   local done = remaining <= 0 or lo > hi
   return function()
@@ -327,21 +335,20 @@ function DB:_stream(opts, hooks)
       return nil
     end
     if i < n then
-      i = i + 1
-      local seq = seqs[i]
+      i, seq = i + 1, seq + step
       if plain then return seq, vals[i] end
       return seq, finish_value(self, vals[i], seq)
     end
     while not done do
       if reverse and nxt < lo or not reverse and nxt > hi then break end
-      n = c:read(mp, nxt, reverse and lo or hi,
-        remaining < CHUNK and remaining or CHUNK, seqs, vals)
+      local first
+      n, first = c:read(mp, nxt, reverse and lo or hi,
+        remaining < CHUNK and remaining or CHUNK, false, vals)
       if n > 0 then
         remaining = remaining - n
         if remaining <= 0 then done = true end
-        nxt = reverse and seqs[n] - 1 or seqs[n] + 1
-        i = 1
-        local seq = seqs[1]
+        nxt = first + n * step
+        i, seq = 1, first
         if plain then return seq, vals[1] end
         return seq, finish_value(self, vals[1], seq)
       end
