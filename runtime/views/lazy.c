@@ -14,8 +14,12 @@
  * SCANS) instead of a failure.
  *
  * The value's bytes, the offsets of its keys and values and what has been
- * decoded live in a userdata (the holder) under a key no script can name
- * (a light userdata). Results stay those of a full decode:
+ * decoded live in a userdata (the holder), found through a table with
+ * weak keys (proxy -> holder) no script can reach: the proxy itself holds
+ * only fields, sized as the decoder sizes it, so that a proxy made whole
+ * before any field was read is laid out as the full decode's table (and
+ * pairs visits it in the same order). Results stay those of a full
+ * decode:
  *
  * - The bytes are checked whole when the proxy is made, accepting exactly
  *   what flume__mp_decode accepts (a refused value is handed to it for its
@@ -62,9 +66,9 @@
 /* As the decoder: most slots a table is created with. */
 #define PREALLOC_MAX (1u << 20)
 
-/* The key of the holder in a proxy, and of the metatable in the
- * registry: addresses no script can make. */
-static const char holder_key = 'h';
+/* The registry keys of the holders' table (proxy -> holder, weak keys)
+ * and of the proxies' metatable. */
+static const char holders_key = 'h';
 static const char mt_key = 'm';
 
 /* What a proxy needs to decode its fields; followed in the same block by
@@ -215,10 +219,18 @@ str:
 
 /* The holder of the proxy at idx, or NULL. */
 static holder *holder_of(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TTABLE) return NULL;
-  lua_rawgetp(L, idx, &holder_key);
+  if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
+    return NULL;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
+  int proxy = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  if (!proxy) return NULL;
+  idx = lua_absindex(L, idx);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &holders_key);
+  lua_pushvalue(L, idx);
+  lua_rawget(L, -2);
   holder *h = lua_touserdata(L, -1);
-  lua_pop(L, 1);
+  lua_pop(L, 2);
   return h;
 }
 
@@ -245,8 +257,11 @@ static void materialize(lua_State *L, int idx, holder *h) {
     lua_rawset(L, idx);
     done[i] = 1;
   }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &holders_key);
+  lua_pushvalue(L, idx);
   lua_pushnil(L);
-  lua_rawsetp(L, idx, &holder_key);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
   lua_pushnil(L);
   lua_setmetatable(L, idx);
 }
@@ -297,9 +312,15 @@ static int key_is(lua_State *L, holder *h, uint32_t i, int kt) {
   return eq;
 }
 
-/* __index(proxy, key): the field, decoded now and cached in the proxy. */
+/* __index(proxy, key): the field, decoded now and cached in the proxy.
+ * up[1]: the holders' table (only the runtime has the metatable, so
+ * arg 1 is a proxy, or one made whole since, when this runs). */
 static int lazy_index(lua_State *L) {
-  holder *h = holder_of(L, 1);
+  lua_settop(L, 2);
+  lua_pushvalue(L, 1);
+  lua_rawget(L, lua_upvalueindex(1));
+  holder *h = lua_touserdata(L, 3);
+  lua_settop(L, 2);
   int kt = lua_type(L, 2);
   if (h == NULL) return 0;
   uint32_t was = flume__host_charge_to(L, 0);
@@ -339,14 +360,27 @@ static int lazy_index(lua_State *L) {
   return 1;
 }
 
+/* (key, value) into a new table: Lua's own error for a key no table
+ * takes. */
+static int set_fresh(lua_State *L) {
+  lua_newtable(L);
+  lua_insert(L, 1);
+  lua_rawset(L, 1);
+  return 0;
+}
+
 /* __newindex(proxy, key, value): the proxy is made whole, then written.
- * The errors of a raw write are raised with the caller's position, as
- * the VM raises them on an ordinary table. */
+ * The error of a key no table takes (nil, NaN) is Lua's, raised with the
+ * caller's position, as the VM raises it on an ordinary table. */
 static int lazy_newindex(lua_State *L) {
-  if (lua_isnil(L, 2)) return luaL_error(L, "index is nil");
-  if (lua_type(L, 2) == LUA_TNUMBER && !lua_isinteger(L, 2) &&
-      isnan(lua_tonumber(L, 2)))
-    return luaL_error(L, "index is NaN");
+  if (lua_isnil(L, 2) || (lua_type(L, 2) == LUA_TNUMBER &&
+                          !lua_isinteger(L, 2) && isnan(lua_tonumber(L, 2)))) {
+    lua_pushcfunction(L, set_fresh);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+      return luaL_error(L, "%s", lua_tostring(L, -1));
+  }
   flume__lazy_materialize(L, 1);
   lua_settop(L, 3);
   lua_rawset(L, 1);
@@ -361,8 +395,16 @@ static int lazy_len(lua_State *L) {
 }
 
 void flume__lazy_init(lua_State *L) {
+  lua_createtable(L, 0, 0); /* the holders */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &holders_key);
   lua_createtable(L, 0, 3);
-  lua_pushcfunction(L, lazy_index);
+  lua_insert(L, -2);
+  lua_pushcclosure(L, lazy_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, lazy_newindex);
   lua_setfield(L, -2, "__newindex");
@@ -394,8 +436,7 @@ int flume__lazy_decode(lua_State *L, const char *p, size_t n, char *err,
     return flume__mp_decode(L, p, n, err, errlen);
   size_t size = sizeof(holder) + 4 * (2 * (size_t)pairs + 1) +
                 (size_t)pairs + n;
-  lua_createtable(L, 0,
-                  (int)(pairs < PREALLOC_MAX ? pairs + 1 : PREALLOC_MAX));
+  lua_createtable(L, 0, (int)(pairs < PREALLOC_MAX ? pairs : PREALLOC_MAX));
   holder *h = lua_newuserdatauv(L, size, 0);
   h->n = (uint32_t)pairs;
   h->len = (uint32_t)n;
@@ -408,7 +449,11 @@ int flume__lazy_decode(lua_State *L, const char *p, size_t n, char *err,
   }
   memset(h_done(h), 0, pairs);
   memcpy((unsigned char *)h_bytes(h), s, n);
-  lua_rawsetp(L, -2, &holder_key);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &holders_key);
+  lua_pushvalue(L, -3);
+  lua_pushvalue(L, -3);
+  lua_rawset(L, -3);
+  lua_pop(L, 2);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
   lua_setmetatable(L, -2);
   return 0;
