@@ -206,6 +206,25 @@ describe("the flume command", function()
         assert.truthy(err:find("line 4: bad JSON.*nothing from line 3 on " ..
           "was appended %(2 values before it were, up to seq 4%)"), err)
         assert.equal(5, #lines((flume({ "cat", dir }))))
+        -- --atomic: the whole input, or nothing of it
+        local many = {}
+        for i = 1, 25000 do many[i] = '{"i":' .. i .. '}' end
+        _, err, code = flume({ "append", dir, "--atomic" },
+          table.concat(many, "\n") .. "\nnot json\n")
+        assert.equal(1, code)
+        assert.truthy(err:find("line 25001: bad JSON.*nothing was appended"),
+          err)
+        assert.equal(5, #lines((flume({ "cat", dir }))))
+        -- by default, batches of 10,000: two went in
+        _, err, code = flume({ "append", dir },
+          table.concat(many, "\n") .. "\nnot json\n")
+        assert.equal(1, code)
+        assert.truthy(err:find("line 25001: bad JSON.*nothing from line " ..
+          "20001 on was appended %(20000 values before it were, up to seq " ..
+          "20004%)"), err)
+        assert.equal(20005, #lines((flume({ "cat", dir }))))
+        _, err, code = flume({ "append", dir, "--atomic", "--batch", "3" })
+        assert.equal(2, code)
       end)
 
     it("prints ranges of the log", function()

@@ -36,6 +36,7 @@ local Progress = require "flume.cli.progress"
 
 local core = flume.core
 local clock = core.hrtime
+local json_to_mp = core.json_to_mp
 local stderr, stdout = io.stderr, io.stdout
 local fmt, concat, sort = string.format, table.concat, table.sort
 local maxinteger = math.maxinteger
@@ -129,25 +130,32 @@ If DIR already holds one, says so; with --codec, it must be that codec.
 
 command("append", {
   summary = "append JSON Lines from stdin; prints the last seq",
-  usage = "flume append DIR [--batch N]",
+  usage = "flume append DIR [--batch N | --atomic]",
   help = [[
-Reads one JSON value per line on stdin and appends them to the log, then
-prints the last seq. Blank lines are skipped. Every line is parsed before
-anything is appended: a bad line is reported with its number, and nothing of
-its batch is appended. Numbers without a fraction or exponent are int64
-integers (beyond that range: an error), the others floats; a null in an
-object leaves the field out. What `flume cat --values` prints comes back
-exactly, tags included ({"$float":"inf"}, {"$bytes":"ff"}, {"$map": ...}:
-see the README). A raw database takes JSON strings only.
+Reads one JSON value per line on stdin and appends them to the log as they
+come, in batches of N lines (10,000 unless --batch says), then prints the
+last seq. Blank lines are skipped. Each batch is all or nothing: every line
+of it is parsed before it is appended, and a bad line is reported with its
+number, what was appended before its batch (up to which seq), and nothing
+of its batch is. Memory stays bounded by a batch, whatever the input's
+size. Numbers without a fraction or exponent are int64 integers (beyond
+that range: an error), the others floats; a null in an object leaves the
+field out. What `flume cat --values` prints comes back exactly, tags
+included ({"$float":"inf"}, {"$bytes":"ff"}, {"$map": ...}: see the
+README). A raw database takes JSON strings only.
 
-  --batch N   append every N lines as they come (each batch all or
-              nothing, for endless or huge input); default: the whole
-              input is one batch]],
-  options = { ["--batch"] = "int" },
+  --batch N   lines per batch (default 10,000)
+  --atomic    the whole input is one batch: all of it or nothing (it is
+              held in memory until the end)]],
+  options = { ["--batch"] = "int", ["--atomic"] = "flag" },
   args = { 1, 1 },
   run = function(ctx)
     local dir, size = ctx.args[1], ctx.opts.batch
     if size ~= nil and size < 1 then usage("--batch must be at least 1") end
+    if size ~= nil and ctx.opts.atomic then
+      usage("--batch and --atomic exclude each other")
+    end
+    if not ctx.opts.atomic then size = size or 10000 end
     local db = open_db(ctx, dir)
     local raw = db.codec == "raw"
     local input = io.stdin
@@ -168,11 +176,19 @@ see the README). A raw database takes JSON strings only.
       end
       values, n, first = {}, 0, lineno + 1
     end
-    for line in input:lines("L") do
+    local byte, sub = string.byte, string.sub
+    for line in input:lines("l") do
       lineno = lineno + 1
-      bytes = bytes + #line
-      line = line:gsub("\r?\n$", "")
-      if line:find("%S") then
+      bytes = bytes + #line + 1
+      if byte(line, -1) == 13 then line = sub(line, 1, -2) end -- CRLF
+      -- msgpack straight from JSON in C for the common values
+      -- (runtime/json.c); flume.json for the rest, and for every error
+      local fast = not raw and json_to_mp(line)
+      if fast then
+        n = n + 1
+        values[n] = fast
+        if size and n >= size then flush() end
+      elseif line:find("%S") then
         local ok, v = pcall(parse_json, line)
         if ok and raw and type(v) ~= "string" then
           ok, v = false, "a raw database stores strings, not " .. type(v) ..
@@ -258,6 +274,7 @@ order. Works while another process writes the database.
     if o.limit and o.limit < 0 then usage("--limit cannot be negative") end
     local db = open_ro(ctx, ctx.args[1])
     local decode = decoder(db.codec)
+    local mp = db.codec == "msgpack"
     -- Inclusive bounds; --gt at the largest seq and --lt at the smallest
     -- exclude everything (moving them by one would wrap around).
     local lo, hi = o.gte, o.lte
@@ -284,19 +301,35 @@ order. Works while another process writes the database.
       if reverse and nxt < lo or not reverse and nxt > hi then break end
       -- (a read of a read-only handle looks for the writer's commits
       -- first: a live cat follows them)
-      local n = read_raw(db, nxt, reverse and lo or hi,
-        math.min(remaining, 256), seqs, vals)
-      for i = 1, n do
-        if o.values then
-          out(to_json(decode(vals[i])), "\n")
-        else
-          out('{"seq":', seqs[i], ',"value":', to_json(decode(vals[i])),
-            "}\n")
+      local n, last = 0, nil
+      if mp then
+        -- msgpack to JSON in C, a chunk at a time, up to a value that
+        -- flume.json must write (runtime/json.c)
+        local lines, stuck
+        lines, n, stuck, last = db._c:cat_json(nxt, reverse and lo or hi,
+          math.min(remaining, 2048), o.values)
+        out(lines)
+        if stuck then
+          remaining, count = remaining - n, count + n
+          n, nxt = 0, stuck
         end
+      end
+      if n == 0 then
+        n = read_raw(db, nxt, reverse and lo or hi,
+          mp and 1 or math.min(remaining, 256), seqs, vals)
+        for i = 1, n do
+          local j = to_json(decode(vals[i]))
+          if o.values then
+            out(j, "\n")
+          else
+            out('{"seq":', seqs[i], ',"value":', j, "}\n")
+          end
+        end
+        last = seqs[n]
       end
       if n > 0 then
         remaining, count = remaining - n, count + n
-        nxt = reverse and seqs[n] - 1 or seqs[n] + 1
+        nxt = reverse and last - 1 or last + 1
         if o.live then
           -- Ctrl-C is how a live cat ends, busy or idle: exit code 0
           stdout:flush()
