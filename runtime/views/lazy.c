@@ -14,12 +14,9 @@
  * SCANS) instead of a failure.
  *
  * The value's bytes, the offsets of its keys and values and what has been
- * decoded live in a userdata (the holder), found through a table with
- * weak keys (proxy -> holder) no script can reach: the proxy itself holds
- * only fields, sized as the decoder sizes it, so that a proxy made whole
- * before any field was read is laid out as the full decode's table (and
- * pairs visits it in the same order). Results stay those of a full
- * decode:
+ * decoded live in a userdata (the holder), in the proxy under a key no
+ * script can name (a light userdata; a table of proxies to holders with
+ * weak keys cost some 5% more). Results stay those of a full decode:
  *
  * - The bytes are checked whole when the proxy is made, accepting exactly
  *   what flume__mp_decode accepts (a refused value is handed to it for its
@@ -63,12 +60,14 @@
 /* Maps of fewer pairs are decoded whole: the proxy costs more than it
  * saves. */
 #define LAZY_MIN_PAIRS 2
-/* As the decoder: most slots a table is created with. */
-#define PREALLOC_MAX (1u << 20)
+/* Slots a proxy is created with: room for the fields a view reads (a
+ * table of all of them, as the decoder makes, costs most of what lazy
+ * decoding saves on a wide value); it grows as Lua tables grow. */
+#define PRESIZE 4
 
-/* The registry keys of the holders' table (proxy -> holder, weak keys)
- * and of the proxies' metatable. */
-static const char holders_key = 'h';
+/* The key of the holder in a proxy, and of the metatable in the
+ * registry: addresses no script can make. */
+static const char holder_key = 'h';
 static const char mt_key = 'm';
 
 /* What a proxy needs to decode its fields; followed in the same block by
@@ -219,18 +218,10 @@ str:
 
 /* The holder of the proxy at idx, or NULL. */
 static holder *holder_of(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
-    return NULL;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
-  int proxy = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
-  if (!proxy) return NULL;
-  idx = lua_absindex(L, idx);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &holders_key);
-  lua_pushvalue(L, idx);
-  lua_rawget(L, -2);
+  if (lua_type(L, idx) != LUA_TTABLE) return NULL;
+  lua_rawgetp(L, idx, &holder_key);
   holder *h = lua_touserdata(L, -1);
-  lua_pop(L, 2);
+  lua_pop(L, 1);
   return h;
 }
 
@@ -257,11 +248,8 @@ static void materialize(lua_State *L, int idx, holder *h) {
     lua_rawset(L, idx);
     done[i] = 1;
   }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &holders_key);
-  lua_pushvalue(L, idx);
   lua_pushnil(L);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
+  lua_rawsetp(L, idx, &holder_key);
   lua_pushnil(L);
   lua_setmetatable(L, idx);
 }
@@ -275,8 +263,10 @@ void flume__lazy_materialize(lua_State *L, int idx) {
   flume__host_charge_to(L, was);
 }
 
-/* Whether key i of h equals the Lua key at index 2 of type kt. */
-static int key_is(lua_State *L, holder *h, uint32_t i, int kt) {
+/* Whether key i of h equals the Lua key at index 2 of type kt (the
+ * string ks[kl] when it is one). */
+static int key_is(lua_State *L, holder *h, uint32_t i, int kt,
+                  const char *ks, size_t kl) {
   const unsigned char *k = h_bytes(h) + h_off(h)[2 * i];
   unsigned c = *k;
   if (kt == LUA_TSTRING) {
@@ -296,8 +286,6 @@ static int key_is(lua_State *L, holder *h, uint32_t i, int kt) {
     } else {
       return 0;
     }
-    size_t kl;
-    const char *ks = lua_tolstring(L, 2, &kl);
     return kl == n && memcmp(ks, k + hl, n) == 0;
   }
   if (kt == LUA_TBOOLEAN)
@@ -312,15 +300,10 @@ static int key_is(lua_State *L, holder *h, uint32_t i, int kt) {
   return eq;
 }
 
-/* __index(proxy, key): the field, decoded now and cached in the proxy.
- * up[1]: the holders' table (only the runtime has the metatable, so
- * arg 1 is a proxy, or one made whole since, when this runs). */
+/* __index(proxy, key): the field, decoded now and cached in the proxy. */
 static int lazy_index(lua_State *L) {
   lua_settop(L, 2);
-  lua_pushvalue(L, 1);
-  lua_rawget(L, lua_upvalueindex(1));
-  holder *h = lua_touserdata(L, 3);
-  lua_settop(L, 2);
+  holder *h = holder_of(L, 1);
   int kt = lua_type(L, 2);
   if (h == NULL) return 0;
   uint32_t was = flume__host_charge_to(L, 0);
@@ -339,8 +322,10 @@ static int lazy_index(lua_State *L) {
   }
   unsigned char *done = h_done(h);
   uint32_t last = UINT32_MAX, matches = 0;
+  size_t kl = 0;
+  const char *ks = kt == LUA_TSTRING ? lua_tolstring(L, 2, &kl) : NULL;
   for (uint32_t i = 0; i < h->n; i++)
-    if (key_is(L, h, i, kt)) {
+    if (key_is(L, h, i, kt, ks, kl)) {
       last = i;
       matches++;
     }
@@ -354,7 +339,7 @@ static int lazy_index(lua_State *L) {
   lua_pushvalue(L, -2);
   lua_rawset(L, 1);
   for (uint32_t i = 0; i < h->n && matches > 1; i++)
-    if (key_is(L, h, i, kt)) done[i] = 1;
+    if (key_is(L, h, i, kt, ks, kl)) done[i] = 1;
   done[last] = 1;
   flume__host_charge_to(L, was);
   return 1;
@@ -395,16 +380,8 @@ static int lazy_len(lua_State *L) {
 }
 
 void flume__lazy_init(lua_State *L) {
-  lua_createtable(L, 0, 0); /* the holders */
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &holders_key);
   lua_createtable(L, 0, 3);
-  lua_insert(L, -2);
-  lua_pushcclosure(L, lazy_index, 1);
+  lua_pushcfunction(L, lazy_index);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, lazy_newindex);
   lua_setfield(L, -2, "__newindex");
@@ -436,7 +413,7 @@ int flume__lazy_decode(lua_State *L, const char *p, size_t n, char *err,
     return flume__mp_decode(L, p, n, err, errlen);
   size_t size = sizeof(holder) + 4 * (2 * (size_t)pairs + 1) +
                 (size_t)pairs + n;
-  lua_createtable(L, 0, (int)(pairs < PREALLOC_MAX ? pairs : PREALLOC_MAX));
+  lua_createtable(L, 0, (int)(pairs < PRESIZE ? pairs : PRESIZE) + 1);
   holder *h = lua_newuserdatauv(L, size, 0);
   h->n = (uint32_t)pairs;
   h->len = (uint32_t)n;
@@ -449,11 +426,7 @@ int flume__lazy_decode(lua_State *L, const char *p, size_t n, char *err,
   }
   memset(h_done(h), 0, pairs);
   memcpy((unsigned char *)h_bytes(h), s, n);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &holders_key);
-  lua_pushvalue(L, -3);
-  lua_pushvalue(L, -3);
-  lua_rawset(L, -3);
-  lua_pop(L, 2);
+  lua_rawsetp(L, -2, &holder_key);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
   lua_setmetatable(L, -2);
   return 0;
