@@ -486,16 +486,17 @@ static int index_key(flume__views *vs, flume_view *v, int idx, int64_t seq) {
 }
 
 /* Looks up a group accumulator: dirty, then in flight, then the store.
- * Pushes it (nil when absent). */
+ * ks: the stack index of k[kl] as a string. Pushes it (nil when
+ * absent). */
 static int group_lookup(flume__views *vs, flume_view *v, flume__txn *txn,
-                        const char *k, size_t kl, int dirty, int inflight,
-                        int deleted) {
+                        const char *k, size_t kl, int ks, int dirty,
+                        int inflight, int deleted) {
   lua_State *H = flume__host_state(vs->host);
-  lua_pushlstring(H, k, kl);
+  lua_pushvalue(H, ks);
   lua_rawget(H, dirty);
   if (lua_isnil(H, -1)) {
     lua_pop(H, 1);
-    lua_pushlstring(H, k, kl);
+    lua_pushvalue(H, ks);
     lua_rawget(H, inflight);
   }
   if (!lua_isnil(H, -1)) {
@@ -603,7 +604,10 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
         view_fail(v, seq, msg);
         break;
       }
-      if (group_lookup(vs, v, txn, kb.data, kb.len, dirty, inflight,
+      /* The key as a string once: looked up, then set. */
+      lua_pushlstring(H, kb.data, kb.len);
+      int ks = lua_gettop(H);
+      if (group_lookup(vs, v, txn, kb.data, kb.len, ks, dirty, inflight,
                        deleted)) {
         view_fail(v, seq, "its stored state cannot be read");
         break;
@@ -615,7 +619,7 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
       lua_pushvalue(H, key);
       lua_pushinteger(H, seq);
       if (call_view(vs, v, 4, 1, seq)) break;
-      lua_pushlstring(H, kb.data, kb.len);
+      lua_pushvalue(H, ks);
       if (lua_isnil(H, -2)) lua_pushvalue(H, deleted);
       else lua_pushvalue(H, -2);
       lua_rawset(H, dirty);
