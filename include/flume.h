@@ -76,7 +76,7 @@ extern "C" {
 #endif
 
 #define FLUME_VERSION_MAJOR 0
-#define FLUME_VERSION_MINOR 1
+#define FLUME_VERSION_MINOR 2
 #define FLUME_VERSION_PATCH 0
 
 /**
@@ -751,6 +751,85 @@ typedef struct flume_verify_result {
  */
 FLUME_API int flume_verify(const char *path, flume_verify_fn fn, void *ctx,
                            flume_verify_result *result);
+
+/**
+ * Runs the loop until `*done` is nonzero (a callback sets it): the loop of
+ * a C program that has none of its own, in place of uv_run().
+ * @return 0, #FLUME_EINVAL (NULL argument), or #FLUME_ECANCELED when the
+ * loop ran out of work first (`*done` can then never be set).
+ */
+FLUME_API int flume_run_until(uv_loop_t *loop, const volatile int *done);
+
+/**
+ * @name Values
+ * The msgpack codec as a tree of plain values, so that a C program reads
+ * and writes the values a Lua program sees without a msgpack library:
+ * flume_encode() turns a tree into the bytes flume_db_append() takes (on a
+ * msgpack database), flume_decode() turns a value's bytes (flume_db_get(),
+ * flume_iter_next(), flume_view_get()) into a tree.
+ * @{
+ */
+
+/** What a flume_value holds. */
+typedef enum flume_type {
+  FLUME_NIL,   /**< nil (msgpack nil) */
+  FLUME_BOOL,  /**< as.b: 0 or 1 */
+  FLUME_INT,   /**< as.i: a 64-bit integer */
+  FLUME_FLOAT, /**< as.f: a double */
+  FLUME_STR,   /**< as.str: bytes (a Lua string; not always UTF-8) */
+  FLUME_ARRAY, /**< as.array: a list, items[0..n) */
+  FLUME_MAP    /**< as.map: keys[i] -> vals[i], i in [0, n) */
+} flume_type;
+
+/** A value: a tree, built by the caller for flume_encode() or made by
+ * flume_decode(). */
+typedef struct flume_value {
+  flume_type type; /**< which member of `as` */
+  union {
+    int b;       /**< FLUME_BOOL */
+    int64_t i;   /**< FLUME_INT */
+    double f;    /**< FLUME_FLOAT */
+    struct {
+      const char *ptr; /**< the bytes (NUL-ended after len when decoded) */
+      size_t len;      /**< their length */
+    } str;             /**< FLUME_STR */
+    struct {
+      struct flume_value *items; /**< the elements */
+      size_t n;                  /**< how many */
+    } array;                     /**< FLUME_ARRAY */
+    struct {
+      struct flume_value *keys; /**< the keys */
+      struct flume_value *vals; /**< the values, keys[i] -> vals[i] */
+      size_t n;                 /**< how many */
+    } map;                      /**< FLUME_MAP */
+  } as; /**< the value */
+} flume_value;
+
+/** How deep trees may nest (as in the log: 100 tables). */
+#define FLUME_VALUE_MAX_DEPTH 100
+
+/**
+ * Encodes the tree `v` as msgpack, flume's codec (integers in their
+ * smallest form, floats as float64), into `*out` (free it with
+ * flume_free()).
+ * @return 0, or #FLUME_EINVAL (NULL argument, an unknown type, a NULL
+ * pointer with a nonzero length, nesting deeper than
+ * #FLUME_VALUE_MAX_DEPTH), #FLUME_ENOMEM.
+ */
+FLUME_API int flume_encode(const flume_value *v, void **out, size_t *len);
+
+/**
+ * Decodes one msgpack value (all of `data`) into a tree made in one
+ * allocation: free `*out` with flume_free() and the whole tree goes.
+ * Strings and binary become FLUME_STR, NUL-ended; an unsigned integer past
+ * INT64_MAX becomes a FLUME_FLOAT (as in Lua).
+ * @return 0, or #FLUME_EINVAL (NULL argument), #FLUME_EDECODE (not exactly
+ * one msgpack value, an extension type, or nesting deeper than
+ * #FLUME_VALUE_MAX_DEPTH), #FLUME_ENOMEM.
+ */
+FLUME_API int flume_decode(const void *data, size_t len, flume_value **out);
+
+/** @} */
 
 #ifdef __cplusplus
 }

@@ -177,10 +177,32 @@ static int l_hrtime(lua_State *L) {
   return 1;
 }
 
+/* ---- another event loop drives flume's ------------------------------ */
+
+/* core.backend_fd() -> the fd that becomes readable when flume's loop has
+ * something to do (libuv's epoll fd), for another loop to poll. */
+static int l_backend_fd(lua_State *L) {
+  lua_pushinteger(L, uv_backend_fd(&flume__lua_ctx(L)->loop));
+  return 1;
+}
+
+/* core.backend_timeout() -> seconds until flume's loop must run even with
+ * its fd quiet (its next timer), 0 when it has work now, or nil when it
+ * waits for its fd alone. */
+static int l_backend_timeout(lua_State *L) {
+  lctx *c = flume__lua_ctx(L);
+  uv_update_time(&c->loop);
+  int ms = uv_backend_timeout(&c->loop);
+  if (ms < 0) lua_pushnil(L);
+  else lua_pushnumber(L, ms / 1000.0);
+  return 1;
+}
+
 static const luaL_Reg loop_funcs[] = {
     {"run", l_run},     {"running", l_running},
     {"stop", l_stop},   {"set_dispatch", l_set_dispatch},
     {"timer", l_timer}, {"hrtime", l_hrtime},
+    {"backend_fd", l_backend_fd}, {"backend_timeout", l_backend_timeout},
     {NULL, NULL}};
 
 void flume__lua_loop_register(lua_State *L, int module, int methods) {

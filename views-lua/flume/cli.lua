@@ -79,6 +79,11 @@ end
 
 local commands, order = {}, {}
 
+--- What a command did: `obj` as one JSON object with --json, else `text`.
+local function report(ctx, obj, text)
+  if ctx.opts.json then out(to_json(obj), "\n") else out(text) end
+end
+
 local function command(name, def)
   def.name = name
   commands[name] = def
@@ -109,8 +114,9 @@ If DIR already holds one, says so; with --codec, it must be that codec.
         fail_error("ECODEC", fmt("%s was written with codec '%s', not '%s'",
           dir, have, codec))
       end
-      out(fmt("%s: already a flume database (codec %s, %d values)\n", dir,
-        have, since + 1))
+      report(ctx, { path = dir, created = false, codec = have,
+        values = since + 1 }, fmt("%s: already a flume database (codec " ..
+        "%s, %d values)\n", dir, have, since + 1))
       return
     end
     local path = ""
@@ -124,7 +130,8 @@ If DIR already holds one, says so; with --codec, it must be that codec.
     end
     local db = flume.open(dir, { codec = codec or "msgpack" })
     db:close()
-    out(fmt("%s: created (codec %s)\n", dir, codec or "msgpack"))
+    report(ctx, { path = dir, created = true, codec = codec or "msgpack",
+      values = 0 }, fmt("%s: created (codec %s)\n", dir, codec or "msgpack"))
   end,
 })
 
@@ -177,7 +184,15 @@ README). A raw database takes JSON strings only.
       values, n, first = {}, 0, lineno + 1
     end
     local byte, sub = string.byte, string.sub
-    for line in input:lines("l") do
+    while true do
+      -- (a Ctrl-C interrupts a read that waits: the read fails with EINTR,
+      -- and the command ends as interrupted, not with an internal error)
+      local line, rerr = input:read("l")
+      if line == nil then
+        if rerr == nil then break end
+        if ctx.tools.interrupted() then fail("interrupted") end
+        fail("cannot read the input: " .. tostring(rerr))
+      end
       lineno = lineno + 1
       bytes = bytes + #line + 1
       if byte(line, -1) == 13 then line = sub(line, 1, -2) end -- CRLF
@@ -218,7 +233,8 @@ README). A raw database takes JSON strings only.
     if total then p:update(bytes, total, appended)
     else p:update(appended, nil) end
     p:finish()
-    out(fmt("%d\n", last or db.since))
+    report(ctx, { last = last or db.since, appended = appended },
+      fmt("%d\n", last or db.since))
   end,
 })
 
@@ -350,6 +366,47 @@ order. Works while another process writes the database.
   end,
 })
 
+--- `status --watch`: the log's since and each view's since, lag and rate,
+-- refreshed every interval on one read-only handle, until Ctrl-C.
+local function watch_status(ctx, dir)
+  local interval = tonumber(ctx.opts.interval or "1")
+  if not interval or interval < 0.05 then
+    usage("--interval takes seconds, at least 0.05")
+  end
+  local tools = ctx.tools
+  local db = open_ro(ctx, dir, true)
+  local tty = tools.isatty(1)
+  local prev, prev_at = {}, clock()
+  local frames = 0
+  while true do
+    local now = clock()
+    local since = db._c:since()
+    local rows = { { "name", "kind", "since", "lag", "rate/s", "writer" } }
+    for _, v in ipairs(db:views()) do
+      local rate = prev[v.name] and (v.since - prev[v.name]) /
+        math.max(now - prev_at, 1e-3) or 0
+      prev[v.name] = v.since
+      rows[#rows + 1] = { v.name, v.kind, tostring(v.since),
+        tostring(since - v.since), fmt("%.0f", rate),
+        v.error and "failed" or v.attached and "running" or "-" }
+    end
+    prev_at = now
+    if tty then out("\27[H\27[2J") end -- in place: home, clear
+    out(fmt("%s  since %d  %s\n", dir, since, os.date("%H:%M:%S")))
+    if #rows > 1 then print_table(rows, "  ") else out("  no views\n") end
+    stdout:flush()
+    frames = frames + 1
+    local slept = 0
+    while slept < interval do
+      tools.sleep(math.min(0.05, interval - slept))
+      slept = slept + 0.05
+      if tools.interrupted() then fail("interrupted") end
+    end
+    local limit = tonumber(os.getenv("FLUME_WATCH_FRAMES") or "")
+    if limit and frames >= limit then return end
+  end
+end
+
 --- What `status` reports about one view: from its record as stored
 -- before (rec), and if it was attached, from the runtime (info).
 local function view_report(name, rec, info, err, since, tables)
@@ -381,7 +438,8 @@ end
 
 command("status", {
   summary = "the log and every view: since, sizes, lag, warnings, errors",
-  usage = "flume status DIR [--view NAME=SCRIPT]... [--json] [--no-wait]",
+  usage = "flume status DIR [--view NAME=SCRIPT]... [--json] [--no-wait] " ..
+    "[--check [--max-lag N]] [--watch [SECONDS]]",
   help = [[
 Shows the log (since, entries, size on disk, codec, format version) and
 every view the database has (kind, version, since, lag behind the log,
@@ -396,12 +454,20 @@ shows its last error.
   --view NAME=SCRIPT   attach this view script (repeatable); --view
                        SCRIPT.lua names the view after the file
   --no-wait            do not wait for attached views to catch up
-  --json               one JSON object instead of text]],
+  --json               one JSON object instead of text
+  --check              for monitoring: exit 1 (after the report) when a
+                       view has failed, or lags more than --max-lag N
+                       values behind the log (default: any lag is fine)
+  --watch              refresh the log's since and each view's since, lag
+                       and rate every second (--interval S), in place on a
+                       terminal, until Ctrl-C; beside a writer too]],
   options = { ["--view"] = "list", ["--json"] = "flag",
-    ["--no-wait"] = "flag" },
+    ["--no-wait"] = "flag", ["--check"] = "flag", ["--max-lag"] = "int",
+    ["--watch"] = "flag", ["--interval"] = "string" },
   args = { 1, 1 },
   run = function(ctx)
     local dir = ctx.args[1]
+    if ctx.opts.watch then return watch_status(ctx, dir) end
     local specs, names = view_specs(ctx)
     local db = open_ro(ctx, dir, #names == 0)
     local before = view_records(db)
@@ -446,9 +512,33 @@ shows its last error.
         before[name] or records[name], infos[name], errors[name], since,
         tables)
     end
+    -- --check: what is wrong, for a monitor's exit code
+    local max_lag = ctx.opts["max-lag"]
+    if max_lag ~= nil and not ctx.opts.check then
+      usage("--max-lag goes with --check")
+    end
+    if max_lag ~= nil and max_lag < 0 then
+      usage("--max-lag must be at least 0")
+    end
+    local problems = {}
+    for _, v in ipairs(report.views) do
+      if v.error then
+        problems[#problems + 1] = fmt("view '%s' failed: %s", v.name,
+          v.error)
+      elseif max_lag and v.lag > max_lag then
+        problems[#problems + 1] = fmt("view '%s' lags %d values behind " ..
+          "the log (more than %d)", v.name, v.lag, max_lag)
+      end
+    end
+    if ctx.opts.check then report.problems = array(problems) end
+    local function checked()
+      if ctx.opts.check and #problems > 0 then
+        fail("check: " .. concat(problems, "; "))
+      end
+    end
     if ctx.opts.json then
       out(to_json(report), "\n")
-      return
+      return checked()
     end
     out(fmt("database  %s\n", dir))
     out(fmt("log       since %d (%d entries), %s on disk (%s in use), " ..
@@ -456,7 +546,7 @@ shows its last error.
       human_size(report.used), report.codec, report.format))
     if #report.views == 0 then
       out("views     none\n")
-      return
+      return checked()
     end
     out(fmt("views     %d\n", #report.views))
     local rows = { { "name", "kind", "version", "since", "lag", "state",
@@ -480,6 +570,7 @@ shows its last error.
         "view)\n", unattached == #report.views and "all" or
         unattached .. " of " .. #report.views))
     end
+    checked()
   end,
 })
 
@@ -648,7 +739,8 @@ writing: stop the process writing it first.]],
       end
       error(err, 0)
     end
-    out(fmt("dropped view '%s' from %s\n", name, dir))
+    report(ctx, { path = dir, dropped = name },
+      fmt("dropped view '%s' from %s\n", name, dir))
   end,
 })
 command("rebuild", {
@@ -670,8 +762,10 @@ rebuilds it from the log with its stored script, with a progress bar.
     for i, name in ipairs(names) do list[i] = views[name] end
     local t0 = clock()
     with_progress(ctx, "rebuilding", list, function() db:rebuild() end, -1)
-    out(fmt("rebuilt %s from %d values in %.2f s\n", concat(names, ", "),
-      db.since + 1, clock() - t0))
+    local secs = clock() - t0
+    report(ctx, { path = dir, rebuilt = array(names), values = db.since + 1,
+      seconds = secs + 0.0 }, fmt("rebuilt %s from %d values in %.2f s\n",
+      concat(names, ", "), db.since + 1, secs))
   end,
 })
 
@@ -679,11 +773,19 @@ rebuilds it from the log with its stored script, with a progress bar.
 -- child process (a damaged page can crash LMDB; core.verify, which opens
 -- the folder read-only there, beside any writer): prints what is damaged
 -- and fails if anything is.
-local function verify_storage(ctx, dir)
+local function verify_storage(ctx, dir, result)
   need_db(ctx, dir)
   local r = core.verify(dir)
-  for _, d in ipairs(r.damaged) do out("damaged: ", d, "\n") end
   local bad = #r.damaged
+  if ctx.opts.json then
+    if bad > 0 then
+      result.storage = { ok = false, damaged = array(r.damaged),
+        crashed = r.crashed or false }
+      out(to_json(result), "\n")
+    end
+  else
+    for _, d in ipairs(r.damaged) do out("damaged: ", d, "\n") end
+  end
   if bad > 0 then
     fail_error("ECORRUPT", fmt("verify: %s has %d damaged %s%s", dir, bad,
       bad == 1 and "place" or "places", r.crashed and
@@ -716,7 +818,15 @@ backup to check the views of a database in use).
   args = { 1, maxinteger },
   run = function(ctx)
     local dir = ctx.args[1]
-    local checked = verify_storage(ctx, dir)
+    -- with --json, one object at the end: what the lines would say
+    local result = { path = dir, views = array {} }
+    local out = ctx.opts.json and function() end or out
+    local function finish()
+      if ctx.opts.json then Output.out(to_json(result), "\n") end
+    end
+    local checked = verify_storage(ctx, dir, result)
+    result.storage = { ok = true, entries = checked.entries,
+      tables = #checked.tables - 1 }
     out(fmt("storage: ok (%d entries in %d tables)\n", checked.entries,
       #checked.tables - 1))
     local given = #ctx.args > 1 or #(ctx.opts.view or {}) > 0
@@ -724,7 +834,7 @@ backup to check the views of a database in use).
       local db = open_ro(ctx, dir, true)
       local records = view_records(db)
       close_db(ctx, db)
-      if next(records) == nil then return end
+      if next(records) == nil then return finish() end
     end
     local ok, db, names, stored, specs = pcall(attach_views, ctx, dir)
     if not ok then
@@ -733,7 +843,9 @@ backup to check the views of a database in use).
         -- beside a writer: the walk is what can be checked
         out("views not recomputed: another process has the database " ..
           "open for writing (verify a backup of it: flume backup)\n")
-        return
+        result.views_skipped = "another process has the database open " ..
+          "for writing"
+        return finish()
       end
       error(db, 0)
     end
@@ -777,6 +889,8 @@ backup to check the views of a database in use).
       local e1, e2 = errors[name], fresh_errors[name]
       if e1 or e2 then
         bad = bad + 1
+        result.views[#result.views + 1] = { name = name, ok = false,
+          error = e1 or e2 }
         out(fmt("%s: failed: %s\n", name, e1 or e2))
       else
         local found, where, seen = Diff.compare(stored[name], fresh[name],
@@ -788,8 +902,12 @@ backup to check the views of a database in use).
             kind == "index" and (seen == 1 and "y" or "ies") or
             (seen == 1 and "" or "s"))
           out(fmt("%s: ok (%s%s, since %d)\n", name, kind, what, db.since))
+          result.views[#result.views + 1] = { name = name, ok = true,
+            kind = kind, entries = seen, since = db.since }
         else
           bad = bad + 1
+          result.views[#result.views + 1] = { name = name, ok = false,
+            kind = kind, differences = found, where = array(where) }
           out(fmt("%s: DIFFERS from the log in %d place%s:\n", name, found,
             found == 1 and "" or "s"))
           for _, w in ipairs(where) do out("  ", w, "\n") end
@@ -799,6 +917,7 @@ backup to check the views of a database in use).
         end
       end
     end
+    finish()
     if bad > 0 then
       fail(fmt("verify: %d of %d view%s of %s differ from the log", bad,
         #names, #names == 1 and "" or "s", dir))
@@ -858,8 +977,77 @@ open it as any database.
     local copy = open_ro(ctx, dest, true)
     local since = copy.since
     close_db(ctx, copy)
-    out(fmt("%s: backup of %s at since %d (%d values), %s\n", dest, dir,
-      since, since + 1, human_size(size)))
+    report(ctx, { path = dest, source = dir, since = since,
+      values = since + 1, bytes = size }, fmt("%s: backup of %s at since " ..
+      "%d (%d values), %s\n", dest, dir, since, since + 1, human_size(size)))
+  end,
+})
+
+command("shell", {
+  summary = "a Lua prompt with the database open and its views mounted",
+  usage = "flume shell DIR [--readonly]",
+  help = [[
+A Lua 5.4 prompt with `db` open on DIR (for writing, or read-only beside a
+running writer with --readonly) and every view the database stores mounted
+(db.NAME), like `sqlite3 DIR`. Each line is run as Lua: an expression's
+values are printed as JSON (`db:get(0)`, `db.types:get("post")`), a
+statement is run (`db:append({ type = "post" })`). `flume` is the module.
+Ends at end of input (Ctrl-D) or with `.quit`; an error is printed and the
+prompt goes on.
+
+  --readonly   open read-only (beside a running writer)]],
+  options = { ["--readonly"] = "flag" },
+  args = { 1, 1 },
+  run = function(ctx)
+    local dir = ctx.args[1]
+    local db
+    if ctx.opts.readonly then
+      db = open_ro(ctx, dir)
+    else
+      db = open_writer(ctx, dir, "shell (or --readonly beside a writer)")
+    end
+    local mounted = {}
+    for _, v in ipairs(db:views()) do
+      if v.script and pcall(db.view, db, v.name) then
+        mounted[#mounted + 1] = v.name
+      end
+    end
+    local tty = ctx.tools.isatty(0)
+    local env = setmetatable({ db = db, flume = flume }, { __index = _G })
+    if tty then
+      out(fmt("flume shell on %s (%s, %d values); views: %s\n", dir,
+        ctx.opts.readonly and "read-only" or "writing", db.since + 1,
+        #mounted > 0 and concat(mounted, ", ") or "none"))
+      out("an expression prints its value as JSON; .quit or Ctrl-D ends\n")
+    end
+    local function show(...)
+      for i = 1, select("#", ...) do
+        local v = select(i, ...)
+        local ok, j = pcall(to_json, v)
+        out(ok and j or tostring(v), "\n")
+      end
+    end
+    while true do
+      if tty then out("flume> ") stdout:flush() end
+      local line = io.stdin:read("l")
+      if line == nil or line == ".quit" then break end
+      if line:find("%S") then
+        local chunk, err = load("return " .. line, "=shell", "t", env)
+        if not chunk then chunk, err = load(line, "=shell", "t", env) end
+        if not chunk then
+          stderr:write("error: ", tostring(err), "\n")
+        else
+          local res = table.pack(pcall(chunk))
+          if res[1] then
+            show(table.unpack(res, 2, res.n))
+          else
+            stderr:write("error: ", one_line(res[2]), "\n")
+          end
+        end
+        stdout:flush()
+      end
+    end
+    if tty then out("\n") end
   end,
 })
 
@@ -881,7 +1069,8 @@ local function main_help()
     "progress bar)."
   lines[#lines + 1] = "Run `flume COMMAND --help` for its arguments and " ..
     "options."
-  lines[#lines + 1] = "Exit codes: 0 success, 1 error, 2 bad usage."
+  lines[#lines + 1] = "Exit codes: 0 success, 1 error, 2 bad usage, 130 " ..
+    "Ctrl-C."
   return concat(lines, "\n") .. "\n"
 end
 
@@ -941,7 +1130,7 @@ local function run(ctx, args)
 end
 
 --- Runs the command line `args` (a list of strings, as `arg`); returns the
--- exit code: 0 success, 1 error, 2 usage.
+-- exit code: 0 success, 1 error, 2 usage, 130 interrupted (Ctrl-C).
 function M.main(args)
   local ctx = { dbs = {}, quiet = false }
   local ok, err = pcall(function()
@@ -960,6 +1149,8 @@ function M.main(args)
     msg = "internal error: " .. one_line(err)
     if os.getenv("FLUME_DEBUG") then stderr:write(tostring(err), "\n") end
   end
+  -- Ctrl-C: the shell's code for a command ended by SIGINT
+  if msg == "interrupted" then code = 130 end
   if msg ~= "" then
     if code == 2 and ctx.command then
       msg = msg .. " (see flume " .. ctx.command.name .. " --help)"

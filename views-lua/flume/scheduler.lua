@@ -129,6 +129,25 @@ function M.run()
   until not more
 end
 
+--- One turn of the loop without waiting, for a program whose own event
+-- loop drives flume's (see M.fd): runs what is ready, raises what a
+-- callback raised; returns true while flume has work left.
+function M.step()
+  if core.running() then
+    raise("EBUSY", "cannot step the loop from inside a callback")
+  end
+  local more = core.run("nowait")
+  raise_pending()
+  return more
+end
+
+--- The fd another event loop polls for readability: when it is readable,
+-- or M.timeout() has passed, call M.step().
+function M.fd() return core.backend_fd() end
+
+--- Seconds until M.step() is due even with the fd quiet (nil: none).
+function M.timeout() return core.backend_timeout() end
+
 --- Runs `fn(...)` in a coroutine flume drives, in which sync-form calls
 -- yield instead of blocking. It runs at once until its first wait.
 function M.spawn(fn, ...)
