@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "views/host.h"
+#include "views/lazy.h"
 #include "views/pattern.h"
 
 /* What one view's calls have allocated and still hold, and its cap. */
@@ -278,6 +279,7 @@ static int sb_setmetatable(lua_State *L) {
   int t = lua_type(L, 2);
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+  flume__lazy_materialize(L, 1);
   if (t == LUA_TTABLE) {
     lua_pushliteral(L, "__gc");
     int gc = lua_rawget(L, 2) != LUA_TNIL;
@@ -293,10 +295,83 @@ static int sb_setmetatable(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg sandbox_funcs[] = {{"pcall", sb_pcall},
-                                         {"xpcall", sb_xpcall},
-                                         {"setmetatable", sb_setmetatable},
-                                         {NULL, NULL}};
+/*
+ * The raw functions, aware of lazy values (lazy.c): a proxy is made an
+ * ordinary table before a raw function looks at it, so that they see
+ * what a full decode would have given. Each is the base library's own
+ * (Lua 5.4) with that one step added, not a wrapper around it, so that
+ * its errors name the caller's position and the name it was called by,
+ * as before.
+ */
+static int sb_next(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  flume__lazy_materialize(L, 1);
+  lua_settop(L, 2);
+  if (lua_next(L, 1)) return 2;
+  lua_pushnil(L);
+  return 1;
+}
+
+static int sb_pairs(lua_State *L) {
+  luaL_checkany(L, 1);
+  flume__lazy_materialize(L, 1);
+  if (luaL_getmetafield(L, 1, "__pairs") == LUA_TNIL) {
+    lua_pushcfunction(L, sb_next);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+  } else {
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 3);
+  }
+  return 3;
+}
+
+static int sb_rawget(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checkany(L, 2);
+  flume__lazy_materialize(L, 1);
+  lua_settop(L, 2);
+  lua_rawget(L, 1);
+  return 1;
+}
+
+static int sb_rawset(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checkany(L, 2);
+  luaL_checkany(L, 3);
+  flume__lazy_materialize(L, 1);
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  return 1;
+}
+
+static int sb_rawlen(lua_State *L) {
+  int t = lua_type(L, 1);
+  luaL_argexpected(L, t == LUA_TTABLE || t == LUA_TSTRING, 1,
+                   "table or string");
+  flume__lazy_materialize(L, 1);
+  lua_pushinteger(L, (lua_Integer)lua_rawlen(L, 1));
+  return 1;
+}
+
+/* A proxy's metatable is the runtime's: a script sees none. */
+static int sb_getmetatable(lua_State *L) {
+  luaL_checkany(L, 1);
+  if (flume__lazy_is(L, 1) || !lua_getmetatable(L, 1)) {
+    lua_pushnil(L);
+    return 1;
+  }
+  luaL_getmetafield(L, 1, "__metatable");
+  return 1;
+}
+
+static const luaL_Reg sandbox_funcs[] = {
+    {"pcall", sb_pcall},       {"xpcall", sb_xpcall},
+    {"setmetatable", sb_setmetatable},
+    {"next", sb_next},         {"pairs", sb_pairs},
+    {"rawget", sb_rawget},     {"rawset", sb_rawset},
+    {"rawlen", sb_rawlen},     {"getmetatable", sb_getmetatable},
+    {NULL, NULL}};
 
 /* ---- work done inside C functions ------------------------------------ */
 
@@ -424,6 +499,12 @@ int flume__host_new(flume__host **out) {
   luaL_requiref(L, "utf8", luaopen_utf8, 1);
   lua_settop(L, 0);
   bound_libraries(L);
+  flume__lazy_init(L);
+  /* The sandbox's own functions are the state's globals too: an error
+   * raised in one called without a name (pcall(next)) finds it there. */
+  lua_pushglobaltable(L);
+  luaL_setfuncs(L, sandbox_funcs, 0);
+  lua_pop(L, 1);
   /* The allow-list, from which every view's environment is made. */
   lua_newtable(L);
   for (const char *const *n = basic_names; *n; n++) {
@@ -503,6 +584,13 @@ int flume__host_account_open(flume__host *h, int ref) {
 void flume__host_account_cap(flume__host *h, int ref, int64_t cap) {
   uint32_t acct = acct_of(h, ref);
   if (acct) h->accts[acct].cap = cap;
+}
+
+uint32_t flume__host_charge_to(lua_State *L, uint32_t acct) {
+  flume__host *h = host_of(L);
+  uint32_t was = h->current;
+  h->current = acct;
+  return was;
 }
 
 void flume__host_account_close(flume__host *h, int ref) {

@@ -11,6 +11,7 @@
 
 #include "keys.h"
 #include "msgpack.h"
+#include "views/lazy.h"
 #include "views/read.h"
 #include "views/engine.h"
 
@@ -20,6 +21,7 @@ static int host_get(lua_State *H) {
   luaL_checkany(H, 1);
   flume__buf key = FLUME__BUF_INIT;
   char err[256] = "";
+  flume__lazy_settle(H, 1); /* a value a view kept (lazy.c) */
   if (flume__key_encode(H, 1, &key, err, sizeof err)) {
     flume__buf_free(&key);
     return luaL_error(H, "%s", err);
@@ -55,6 +57,7 @@ static int opt_bound(lua_State *H, const char *name, flume__buf *b,
                      char *err, size_t errlen) {
   lua_getfield(H, 1, name);
   int set = !lua_isnil(H, -1);
+  flume__lazy_settle(H, -1);
   if (set && flume__key_encode(H, -1, b, err, errlen)) set = -1;
   lua_pop(H, 1);
   return set;
@@ -227,6 +230,7 @@ int flume__view_call(flume_view *v, const char *method, const char *args,
     }
   }
   out->len = 0;
+  flume__lazy_settle(H, -1);
   rc = flume__mp_encode(H, -1, out, err, errlen);
   lua_settop(H, top);
   return rc;

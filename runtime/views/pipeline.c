@@ -5,7 +5,10 @@
  * The indexer runs on the loop thread in slices (an idle callback): it reads
  * the next batch of the log after the lowest view since in one short read
  * transaction, decodes each value once into the view host, applies the
- * mapper, and feeds every view. Views turn what they did into operations
+ * mapper, and feeds every view. Without a mapper a value that is a map is
+ * decoded lazily (lazy.c): a view pays for the fields it reads; whatever
+ * a view hands back to be encoded (keys, accumulators, states) is
+ * settled first, so the encoders see ordinary tables. Views turn what they did into operations
  * on their table; a checkpoint job hands the operations and each view's new
  * since to the writer, which commits them in one transaction. One
  * checkpoint is in flight at a time; while it commits the indexer goes on
@@ -18,6 +21,7 @@
 #include "keys.h"
 #include "msgpack.h"
 #include "views/engine.h"
+#include "views/lazy.h"
 #include "views/read.h"
 
 #define SLICE_VALUES 2000            /* most log values per indexer slice */
@@ -300,6 +304,7 @@ static int group_flush(flume__views *vs, flume_view *v) {
       rc = op_add(&v->ops, OP_DEL, k, kl, NULL, 0);
     } else {
       val.len = 0;
+      flume__lazy_settle(H, -1);
       rc = flume__mp_encode(H, -1, &val, err, sizeof err);
       if (rc) {
         char msg[300];
@@ -330,6 +335,7 @@ static int reduce_flush(flume__views *vs, flume_view *v) {
   flume__buf val = FLUME__BUF_INIT;
   char err[256];
   host_field(vs, v, FLUME__HREC_STATE);
+  flume__lazy_settle(H, -1);
   int rc = flume__mp_encode(H, -1, &val, err, sizeof err);
   lua_pop(H, 1);
   if (rc) {
@@ -406,6 +412,7 @@ void flume__pipeline_checkpoint(flume__views *vs) {
 typedef struct batch_ctx {
   lua_State *H;     /* the host */
   int msgpack;      /* decode msgpack, or push strings */
+  int lazy;         /* maps as lazy proxies (no mapper) */
   int vals;         /* stack index of the values table */
   int64_t first;    /* seq of vals[1] */
   int n;            /* values read */
@@ -429,7 +436,10 @@ static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
     return 0;
   }
   if (b->msgpack) {
-    int rc = flume__mp_decode(b->H, data, len, b->err, sizeof b->err);
+    int rc = b->lazy ? flume__lazy_decode(b->H, data, len, b->err,
+                                          sizeof b->err)
+                     : flume__mp_decode(b->H, data, len, b->err,
+                                        sizeof b->err);
     if (rc) return rc;
   } else {
     lua_pushlstring(b->H, data, len);
@@ -476,16 +486,17 @@ static int index_key(flume__views *vs, flume_view *v, int idx, int64_t seq) {
 }
 
 /* Looks up a group accumulator: dirty, then in flight, then the store.
- * Pushes it (nil when absent). */
+ * ks: the stack index of k[kl] as a string. Pushes it (nil when
+ * absent). */
 static int group_lookup(flume__views *vs, flume_view *v, flume__txn *txn,
-                        const char *k, size_t kl, int dirty, int inflight,
-                        int deleted) {
+                        const char *k, size_t kl, int ks, int dirty,
+                        int inflight, int deleted) {
   lua_State *H = flume__host_state(vs->host);
-  lua_pushlstring(H, k, kl);
+  lua_pushvalue(H, ks);
   lua_rawget(H, dirty);
   if (lua_isnil(H, -1)) {
     lua_pop(H, 1);
-    lua_pushlstring(H, k, kl);
+    lua_pushvalue(H, ks);
     lua_rawget(H, inflight);
   }
   if (!lua_isnil(H, -1)) {
@@ -558,6 +569,7 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
       if (call_view(vs, v, 2, 1, seq)) break;
       int r = lua_gettop(H);
       if (lua_istable(H, r)) {
+        flume__lazy_settle(H, r);
         /* A table is a list of keys; a composite key (itself a list) goes
          * inside one: return { { author, day } }. */
         lua_Unsigned len = lua_rawlen(H, r);
@@ -579,6 +591,7 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
         v->since = seq; /* skipped, but seen: since moves on */
         continue;
       }
+      flume__lazy_settle(H, key);
       char err[256];
       kb.len = 0;
       if (flume__key_encode(H, key, &kb, err, sizeof err) ||
@@ -591,7 +604,10 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
         view_fail(v, seq, msg);
         break;
       }
-      if (group_lookup(vs, v, txn, kb.data, kb.len, dirty, inflight,
+      /* The key as a string once: looked up, then set. */
+      lua_pushlstring(H, kb.data, kb.len);
+      int ks = lua_gettop(H);
+      if (group_lookup(vs, v, txn, kb.data, kb.len, ks, dirty, inflight,
                        deleted)) {
         view_fail(v, seq, "its stored state cannot be read");
         break;
@@ -603,7 +619,7 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
       lua_pushvalue(H, key);
       lua_pushinteger(H, seq);
       if (call_view(vs, v, 4, 1, seq)) break;
-      lua_pushlstring(H, kb.data, kb.len);
+      lua_pushvalue(H, ks);
       if (lua_isnil(H, -2)) lua_pushvalue(H, deleted);
       else lua_pushvalue(H, -2);
       lua_rawset(H, dirty);
@@ -721,8 +737,11 @@ static int index_slice(flume__views *vs) {
   lua_State *H = flume__host_state(vs->host);
   int top = lua_gettop(H);
   if (vs->batch < SLICE_MIN) vs->batch = SLICE_VALUES;
-  batch_ctx b = {H, vs->msgpack, 0, from, 0, "", 0, 0, FLUME__BUF_INIT,
-                 NULL};
+  batch_ctx b = {.H = H,
+                 .msgpack = vs->msgpack,
+                 .lazy = vs->msgpack && !vs->has_mapper,
+                 .first = from,
+                 .bytes = FLUME__BUF_INIT};
   for (flume_view *v = vs->list; v; v = v->next) {
     if (!v->ready || v->failed || v->resetting) continue;
     if (v->kind == FLUME__VIEW_C) b.raw = 1;

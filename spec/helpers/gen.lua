@@ -88,9 +88,40 @@ function G.value(r)
     if r.chance(0.25) then v.k = { r.pick(STRINGS), r.int(0, 3) } end
     if r.chance(0.2) then v.x = { y = G.key(r) } end
     if r.chance(0.1) then v.w = G.odd(r) end
+    if r.chance(0.1) then G.widen(r, v) end
     return v
   end
   return G.skippable(r)
+end
+
+--- A field's value for wide values: scalars of every encoding, strings
+-- short and long, nested tables and lists.
+function G.field(r)
+  local c = r.int(1, 9)
+  if c == 1 then return r.int(-1000, 100000) end
+  if c == 2 then return r.pick({ 0.5, -1.25, 3.0, 1e10, -0.0, 2 ^ 53 }) end
+  if c == 3 then return r.chance(0.5) end
+  if c == 4 then return r.pick(STRINGS) end
+  if c == 5 then return string.rep("w", r.int(30, 300)) end
+  if c == 6 then return { r.int(0, 9), r.pick(STRINGS), { z = r.int(0, 3) } } end
+  if c == 7 then return { a = r.int(0, 9), b = { c = r.pick(STRINGS) } } end
+  if c == 8 then return G.key(r) end
+  return {}
+end
+
+--- Adds up to twenty fields f1..f20 to table v (values of ~20 fields, of
+-- which views read a few: lazy decoding, runtime/views/lazy.c); now and
+-- then integer keys 1..k too, and a boolean or float key.
+function G.widen(r, v)
+  for i = 1, 20 do
+    if r.chance(0.8) then v["f" .. i] = G.field(r) end
+  end
+  if r.chance(0.2) then
+    for i = 1, r.int(1, 4) do v[i] = G.field(r) end
+  end
+  if r.chance(0.1) then v[true] = G.field(r) end
+  if r.chance(0.1) then v[2.5] = G.field(r) end
+  return v
 end
 
 --- Odd data for a value's payload: deep nesting, long strings and lists,
@@ -161,6 +192,7 @@ local KEY_EXPRS = {
   "v.x and v.x.y", "v.m",
   "type(v.s) == 'string' and #v.s or nil",
   "type(v.s) == 'string' and v.s or nil",
+  "v.f3",
 }
 
 -- Expressions that are no key.

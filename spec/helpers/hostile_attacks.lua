@@ -126,6 +126,25 @@ local list = {
   { name = "long_string_compare", open = true, places = { "reduce" },
     code = "local a, b = string.rep('e', 1 << 26), string.rep('e', 1 << 26) " ..
       "for i = 1, 1e7 do local same = a == b end" },
+  -- the value a view receives is a lazy proxy (runtime/views/lazy.c):
+  -- its metatable is out of reach, a miss costs instructions, and
+  -- whatever a script does to it, the good views read theirs
+  { name = "proxy_metatable", places = { "map", "reduce" },
+    code = "if getmetatable(v) ~= nil then error('pwned: a metatable') end " ..
+      "setmetatable(v, { __index = function() return 'pwned' end }) " ..
+      "if v.type == 'pwned' or v.amount == 'pwned' then error('pwned') end" },
+  { name = "proxy_miss_loop", expect = "instruction limit exceeded",
+    places = { "map", "reduce" },
+    code = "local i = 0 while true do i = i + 1 local x = v['k' .. i % 64] " ..
+      "x = v[i] x = v[true] x = v[0 / 0 == 0 / 0] end" },
+  { name = "proxy_walk_loop", expect = "instruction limit exceeded",
+    places = { "map", "reduce" },
+    code = "while true do for k, x in pairs(v) do local y = rawget(v, k) " ..
+      "end local n = #v + rawlen(v) local k = next(v) end" },
+  { name = "proxy_keep", places = { "map", "reduce" },
+    code = "KEEP = KEEP or {} KEEP[#KEEP + 1] = v " ..
+      "KEEP[v] = { v, { v } } if #KEEP > 4 then " ..
+      "local w = KEEP[#KEEP - 3] w.amount = w.amount end" },
   { name = "error_nil", expect = "error object is a nil value",
     code = "error(nil)" },
   { name = "error_table", expect = "error object is a table value",

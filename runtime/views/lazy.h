@@ -1,0 +1,32 @@
+/* Decoding only what a view reads: lazy top-level maps in the view host.
+ * Private to runtime/views (pipeline.c, host.c). See lazy.c. */
+#ifndef FLUME_RUNTIME_VIEWS_LAZY_H
+#define FLUME_RUNTIME_VIEWS_LAZY_H
+
+#include <lua.h>
+#include <stddef.h>
+
+/* Makes the proxies' metatable of state L (once, at the host's start). */
+void flume__lazy_init(lua_State *L);
+
+/* Pushes the msgpack value p[0..n): a lazy proxy when it is a map, else
+ * what flume__mp_decode pushes. Accepts and refuses exactly the inputs
+ * flume__mp_decode does (a refused one is decoded by it for its message):
+ * FLUME_EDECODE with err[errlen] written and nothing pushed. */
+int flume__lazy_decode(lua_State *L, const char *p, size_t n, char *err,
+                       size_t errlen);
+
+/* Whether the value at idx is a proxy not yet made whole. */
+int flume__lazy_is(lua_State *L, int idx);
+
+/* Makes the proxy at idx an ordinary table (every field decoded, the
+ * proxy's marks gone), keeping what the view changed in it. Does nothing
+ * to anything else. */
+void flume__lazy_materialize(lua_State *L, int idx);
+
+/* Makes every proxy reachable from the value at idx (through keys and
+ * values of tables, to the encoders' depth) ordinary tables: before C
+ * code that walks a view's tables with lua_next (the encoders). */
+void flume__lazy_settle(lua_State *L, int idx);
+
+#endif
