@@ -68,6 +68,8 @@ struct flume_db {
   flume__job *group;              /* the group being committed */
   struct append_job *open_run;    /* the queue's tail while it is a job
                                    * that single appends may join */
+  struct append_job *spare_run;   /* a finished run kept with its buffers
+                                   * for the next one, or NULL */
   int busy;                       /* a group is in flight */
   int group_status;               /* its commit status, set by the writer */
   int64_t group_next;             /* next seq after it, set by the writer */
@@ -579,11 +581,29 @@ static void append_done(flume__job *job, int status) {
       i = k;
     }
     free(a->failed);
+    flume_db *db = job->db;
+    if (db->spare_run == NULL && !db->closing) {
+      /* Kept for the next run: its buffers are already grown. */
+      a->failed = NULL;
+      a->n = a->len_data = 0;
+      a->base.bytes = 0;
+      db->spare_run = a;
+      return;
+    }
     free(a->lens);
     free(a->data);
   } else if (a->cb) {
     a->cb(a->ctx, status, status ? -1 : a->last_seq);
   }
+  free(a);
+}
+
+static void free_spare(flume_db *db) {
+  append_job *a = db->spare_run;
+  db->spare_run = NULL;
+  if (a == NULL) return;
+  free(a->lens);
+  free(a->data);
   free(a);
 }
 
@@ -613,15 +633,14 @@ int flume__db_append_one(flume_db *db, const void *data, size_t len,
   if (db->closing) return FLUME_ECLOSED;
   if (db->readonly) return FLUME_EREADONLY;
   if (cb == NULL || (data == NULL && len)) return FLUME_EINVAL;
-  if (len > RUN_MAX_BYTES * 64) return FLUME_EINVAL; /* any size: a batch */
   /* Joins the queue's last job if it is an open run of the same caller:
    * single appends of one loop turn ride one job, no allocation each. */
   append_job *a = db->open_run;
   int fresh = 0;
   if (a == NULL || (flume__job *)a != db->queue_tail || a->run_cb != cb ||
       a->ctx != ctx || a->len_data + len > RUN_MAX_BYTES) {
-    a = calloc(1, sizeof *a);
-    if (a == NULL) return FLUME_ENOMEM;
+    if ((a = db->spare_run) != NULL) db->spare_run = NULL;
+    else if ((a = calloc(1, sizeof *a)) == NULL) return FLUME_ENOMEM;
     a->base.run = append_run;
     a->base.done = append_done;
     a->run_cb = cb;
@@ -900,6 +919,7 @@ FLUME_API void flume_iter_close(flume_iter *it) {
 /* ---- closing ----------------------------------------------------------- */
 
 static void finish_close(flume_db *db) {
+  free_spare(db);
   notify(db, FLUME_ECLOSED, db->since);
   for (int i = 0; i < db->nparts; i++) db->part_ops[i]->free(db->parts[i]);
   for (flume_iter *it = db->iters; it; it = it->link_next) it->db = NULL;
