@@ -2,7 +2,9 @@
 -- measurement per run, printed as "<row> <values per second>". Run by
 -- bench/harness.lua with the build's bench/build/lua.sh.
 --
---   append_batch DIR N        N values in batches of 1000, each durable
+--   append_batch DIR N [wide] N values in batches of 1000, each durable
+--                             (the wide values of data.wide_value with
+--                             `wide`: rebuild_wide's data set)
 --   append_async DIR N        N single appends with callbacks, then flume.run()
 --   append_each  DIR COUNT    COUNT single sync appends, each awaited
 --   rebuild      DIR VIEW...  the views added to a log with the loop paused,
@@ -39,11 +41,11 @@ local function report(name, n, secs)
   print(string.format("%s %.0f", name, n / secs))
 end
 
-local function append_batch(n)
+local function append_batch(n, wide)
   local db <close> = flume.open(dir)
   local secs = 0
   for first = 0, n - 1, 1000 do
-    local batch = data.values(first, math.min(1000, n - first))
+    local batch = data.values(first, math.min(1000, n - first), wide)
     local t0 = clock()
     db:append(batch, { batch = true })
     secs = secs + clock() - t0
@@ -315,7 +317,8 @@ local function ro_getter(count, from, go)
   print(string.format("start %.9f\nend %.9f\ngets %d", t0, t1, count))
 end
 
-if row == "append_batch" then append_batch(assert(tonumber(arg[3])))
+if row == "append_batch" then
+  append_batch(assert(tonumber(arg[3])), arg[4] == "wide")
 elseif row == "append_async" then append_async(assert(tonumber(arg[3])))
 elseif row == "append_each" then append_each(assert(tonumber(arg[3])))
 elseif row == "rebuild" then rebuild(table.move(arg, 3, #arg, 1, {}))

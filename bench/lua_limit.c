@@ -9,6 +9,12 @@
  * event loop.
  *
  *   lua_limit DIR VIEW.lua...     prints "lua_limit <values per second>"
+ *
+ * And the Lua limit of a scan (stream_scan's `lua` baseline): one read
+ * transaction and one LMDB cursor, each value decoded by flume's decoder
+ * and handed to a Lua `for` loop that counts them, nothing else.
+ *
+ *   lua_limit --scan DIR          prints "lua_scan <values per second>"
  */
 #include <lauxlib.h>
 #include <lmdb.h>
@@ -122,8 +128,66 @@ static void apply(lua_State *L, view *v, int val, int64_t seq) {
   lua_settop(L, top);
 }
 
+/* The scan's iterator: the next value of the cursor (its upvalue) as seq,
+ * decoded value; nothing at the end. */
+static int scan_next(lua_State *L) {
+  MDB_cursor *cur = lua_touserdata(L, lua_upvalueindex(1));
+  int started = lua_toboolean(L, 2); /* the control variable: a seq */
+  MDB_val k, v;
+  char err[128];
+  int rc = mdb_cursor_get(cur, &k, &v, started ? MDB_NEXT : MDB_FIRST);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc) return luaL_error(L, "mdb_cursor_get: %s", mdb_strerror(rc));
+  int64_t seq;
+  memcpy(&seq, k.mv_data, sizeof seq);
+  lua_pushinteger(L, (lua_Integer)seq);
+  if (flume__mp_decode(L, v.mv_data, v.mv_size, err, sizeof err))
+    return luaL_error(L, "seq %lld: %s", (long long)seq, err);
+  return 2;
+}
+
+/* The loop flume's stream_scan runs (bench/flume_bench.lua), over the
+ * iterator it is given. */
+static const char SCAN_LOOP[] = "local next_value = ...\n"
+                                "local n = 0\n"
+                                "for _, v in next_value do n = n + 1 end\n"
+                                "return n\n";
+
+static int scan(const char *dir) {
+  lua_State *L = luaL_newstate();
+  if (L == NULL) die("out of memory");
+  luaL_openlibs(L);
+  if (luaL_loadstring(L, SCAN_LOOP) != LUA_OK)
+    die("the scan loop: %s", lua_tostring(L, -1));
+  MDB_env *env = env_open(dir, (size_t)16 << 30);
+  MDB_txn *txn;
+  MDB_dbi log;
+  MDB_cursor *cur;
+  double t0 = now();
+  check_mdb(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), "begin");
+  check_mdb(mdb_dbi_open(txn, "log", MDB_INTEGERKEY, &log), "log");
+  check_mdb(mdb_cursor_open(txn, log, &cur), "mdb_cursor_open");
+  MDB_stat st;
+  check_mdb(mdb_stat(txn, log, &st), "mdb_stat");
+  lua_pushlightuserdata(L, cur);
+  lua_pushcclosure(L, scan_next, 1);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+    die("the scan failed: %s", lua_tostring(L, -1));
+  lua_Integer n = lua_tointeger(L, -1);
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  double t1 = now();
+  if ((size_t)n != st.ms_entries)
+    die("the scan saw %lld values of %zu", (long long)n, st.ms_entries);
+  mdb_env_close(env);
+  lua_close(L);
+  printf("lua_scan %.0f\n", t1 > t0 ? (double)n / (t1 - t0) : 0.0);
+  return 0;
+}
+
 int main(int argc, char **argv) {
-  if (argc < 3) die("usage: lua_limit DIR VIEW.lua...");
+  if (argc == 3 && strcmp(argv[1], "--scan") == 0) return scan(argv[2]);
+  if (argc < 3) die("usage: lua_limit DIR VIEW.lua... | lua_limit --scan DIR");
   int nviews = argc - 2;
   view *views = calloc((size_t)nviews, sizeof *views);
   lua_State *L = luaL_newstate();

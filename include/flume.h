@@ -76,7 +76,7 @@ extern "C" {
 #endif
 
 #define FLUME_VERSION_MAJOR 0
-#define FLUME_VERSION_MINOR 1
+#define FLUME_VERSION_MINOR 2
 #define FLUME_VERSION_PATCH 0
 
 /**

@@ -43,4 +43,4 @@ FLUME_API const char *flume_err_name(int err) {
   }
 }
 
-FLUME_API const char *flume_version(void) { return "0.1.0"; }
+FLUME_API const char *flume_version(void) { return "0.2.0"; }

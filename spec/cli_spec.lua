@@ -206,6 +206,25 @@ describe("the flume command", function()
         assert.truthy(err:find("line 4: bad JSON.*nothing from line 3 on " ..
           "was appended %(2 values before it were, up to seq 4%)"), err)
         assert.equal(5, #lines((flume({ "cat", dir }))))
+        -- --atomic: the whole input, or nothing of it
+        local many = {}
+        for i = 1, 25000 do many[i] = '{"i":' .. i .. '}' end
+        _, err, code = flume({ "append", dir, "--atomic" },
+          table.concat(many, "\n") .. "\nnot json\n")
+        assert.equal(1, code)
+        assert.truthy(err:find("line 25001: bad JSON.*nothing was appended"),
+          err)
+        assert.equal(5, #lines((flume({ "cat", dir }))))
+        -- by default, batches of 10,000: two went in
+        _, err, code = flume({ "append", dir },
+          table.concat(many, "\n") .. "\nnot json\n")
+        assert.equal(1, code)
+        assert.truthy(err:find("line 25001: bad JSON.*nothing from line " ..
+          "20001 on was appended %(20000 values before it were, up to seq " ..
+          "20004%)"), err)
+        assert.equal(20005, #lines((flume({ "cat", dir }))))
+        _, err, code = flume({ "append", dir, "--atomic", "--batch", "3" })
+        assert.equal(2, code)
       end)
 
     it("prints ranges of the log", function()
@@ -743,5 +762,123 @@ db:close()
         assert.equal("3999\n", out)
         assert.equal("", err)
       end)
+  end)
+end)
+
+describe("the flume command for scripts", function()
+  local tmp
+  before_each(function() tmp = H.tmpdir() end)
+  after_each(function() H.rm(tmp) end)
+
+  local function run(args, input)
+    local cmd = H.flume_command(args)
+    if input then
+      H.write(tmp .. "/in", input)
+      cmd = cmd .. " < " .. H.q(tmp .. "/in")
+    end
+    local p = io.popen(cmd .. " 2>" .. H.q(tmp .. "/err"))
+    local out = p:read("a")
+    local _, _, code = p:close()
+    local f = io.open(tmp .. "/err")
+    local err = f:read("a")
+    f:close()
+    return out, err, code
+  end
+
+  it("prints one JSON object with --json, on every command", function()
+    local cjson = require "cjson"
+    local dir = tmp .. "/db"
+    local function json(args, input)
+      local out, err, code = run(args, input)
+      assert.equal(0, code, err)
+      assert.is_nil(out:find("\n.", 1), "one line: " .. out)
+      return cjson.decode(out)
+    end
+    local r = json({ "init", dir, "--json" })
+    assert.same({ path = dir, created = true, codec = "msgpack", values = 0 },
+      r)
+    r = json({ "append", dir, "--json" }, '{"type":"post"}\n{"type":"x"}\n')
+    assert.same({ last = 1, appended = 2 }, r)
+    H.write(tmp .. "/types.lua", [[return { version = 1,
+      map = function(v) return v.type, 1 end,
+      reduce = function(a, n) return (a or 0) + n end }]])
+    json({ "view", dir, "types", tmp .. "/types.lua", "get", "post" })
+    r = json({ "status", dir, "--json" })
+    assert.equal(1, r.since)
+    r = json({ "verify", dir, "--json" })
+    assert.is_true(r.storage.ok)
+    assert.same({ { name = "types", ok = true, kind = "group", entries = 2,
+      since = 1 } }, r.views)
+    r = json({ "rebuild", dir, "--json" })
+    assert.same({ "types" }, r.rebuilt)
+    assert.equal(2, r.values)
+    r = json({ "backup", dir, tmp .. "/copy", "--json" })
+    assert.equal(1, r.since)
+    assert.equal(tmp .. "/copy", r.path)
+    r = json({ "drop", tmp .. "/copy", "types", "--json" })
+    assert.same({ path = tmp .. "/copy", dropped = "types" }, r)
+    r = json({ "init", dir, "--json" })
+    assert.is_false(r.created)
+    assert.equal(2, r.values)
+  end)
+
+  it("status --check fails for a failed view or one lagging too far",
+    function()
+      local dir = tmp .. "/db"
+      run({ "init", dir })
+      run({ "append", dir }, '{"n":1}\n{"n":2}\n')
+      H.write(tmp .. "/ok.lua", [[return { version = 1, initial = 0,
+        reduce = function(t, v) return t + v.n end }]])
+      run({ "view", dir, "ok", tmp .. "/ok.lua" })
+      local out, err, code = run({ "status", dir, "--check" })
+      assert.equal(0, code, err)
+      -- a lag: values the view has not seen (no writer keeps it up)
+      run({ "append", dir }, '{"n":3}\n{"n":4}\n{"n":5}\n')
+      _, err, code = run({ "status", dir, "--check", "--max-lag", "2" })
+      assert.equal(1, code)
+      assert.truthy(err:find("^flume: check: view 'ok' lags 3 values " ..
+        "behind the log %(more than 2%)\n$"), err)
+      _, err, code = run({ "status", dir, "--check", "--max-lag", "3" })
+      assert.equal(0, code, err)
+      -- a failed view: its error, stored by the writer it failed in
+      H.write(tmp .. "/bad.lua", [[return { version = 1, initial = 0,
+        reduce = function(t, v) error("bad " .. v.n) end }]])
+      run({ "view", dir, "bad", tmp .. "/bad.lua" })
+      out, err, code = run({ "status", dir, "--check", "--json" })
+      assert.equal(1, code)
+      assert.truthy(err:find("^flume: check: view 'bad' failed: "), err)
+      local st = require("cjson").decode(out)
+      assert.equal(1, #st.problems)
+      _, err, code = run({ "status", dir, "--max-lag", "1" })
+      assert.equal(2, code)
+    end)
+
+  it("exits 130 on Ctrl-C", function()
+    local dir = tmp .. "/db"
+    run({ "init", dir })
+    local lines = {}
+    for i = 1, 200000 do lines[i] = '{"i":' .. i .. '}' end
+    H.write(tmp .. "/big", table.concat(lines, "\n") .. "\n")
+    local pidpath = tmp .. "/pid"
+    -- a slow reader of its input keeps it busy; Ctrl-C ends it
+    local p = io.popen("{ while read -r l; do printf '%s\\n' \"$l\"; " ..
+      "sleep 0.0002; done < " .. H.q(tmp .. "/big") .. "; } | sh -c " ..
+      H.q("echo $$ > " .. H.q(pidpath) .. "; exec " ..
+        H.flume_command({ "append", dir, "--batch", "10" })) ..
+      " 2>" .. H.q(tmp .. "/err") .. "; echo $? > " .. H.q(tmp .. "/code"))
+    for _ = 1, 500 do
+      local f = io.open(pidpath)
+      if f then f:close() break end
+      os.execute("sleep 0.01")
+    end
+    os.execute("sleep 0.5; kill -INT $(cat " .. H.q(pidpath) .. ")")
+    p:close()
+    local f = io.open(tmp .. "/code")
+    local code = f and f:read("n")
+    if f then f:close() end
+    local e = io.open(tmp .. "/err")
+    local err = e and e:read("a") or ""
+    if e then e:close() end
+    assert.equal(130, code, err)
   end)
 end)

@@ -186,3 +186,38 @@ describe("errors the Lua side raises", function()
       core_format(err, "EISDIR"))
   end)
 end)
+
+describe("errors a program branches on", function()
+  it("carry their name and code: flume.errors.name, code, is", function()
+    local flume = require "flume"
+    local ok, err = pcall(flume.open, nil, { readonly = true })
+    assert.is_false(ok)
+    assert.equal("EINVAL", flume.errors.name(err))
+    assert.equal(flume.errors.list.EINVAL.code, flume.errors.code(err))
+    assert.is_true(flume.errors.is(err, "EINVAL"))
+    assert.is_false(flume.errors.is(err, "EIO"))
+    assert.is_nil(flume.errors.name("attempt to index a nil value"))
+    assert.is_nil(flume.errors.name({}))
+    assert.is_nil(flume.errors.code("flume: ENOSUCHTHING: x"))
+    -- every name the core knows, with its number and message
+    for name, e in pairs(flume.errors.list) do
+      assert.equal(name, e.name)
+      assert.equal(name, flume.errors.name("flume: " .. name .. ": " ..
+        e.message))
+    end
+  end)
+
+  it("ready(cb) gives the view's own error, not only the code's", function()
+    local flume = require "flume"
+    local db = flume.open(nil)
+    db:use("bad", [[return { version = 1, initial = 0,
+      reduce = function(t, v) error("no " .. v.n) end }]])
+    db:append({ n = 7 })
+    local got
+    db.bad:ready(function(err) got = err end)
+    while got == nil do flume.sleep(0.01) end
+    assert.equal("EVIEW", flume.errors.name(got))
+    assert.matches("view 'bad' failed at seq 0: .*no 7", got)
+    db:close()
+  end)
+end)

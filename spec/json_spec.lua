@@ -324,3 +324,118 @@ describe("flume cat --values | flume append", function()
     H.rm(dir)
   end)
 end)
+
+-- The command's C fast path (runtime/json.c: core.json_to_mp and
+-- core.mp_to_json) takes the common values and leaves the rest to
+-- flume.json: whatever it takes, it must convert to exactly what flume.json
+-- gives, on generated values and on hostile mutations of their bytes.
+describe("the JSON fast path", function()
+  local function lcg(seed)
+    local state = seed
+    return function(a, b)
+      state = (state * 6364136223846793005 + 1442695040888963407)
+      local x = (state >> 11) / (1 << 53)
+      if a == nil then return x end
+      if b == nil then a, b = 1, a end
+      return a + math.floor(x * (b - a + 1))
+    end
+  end
+
+  -- A plain value: what most logs hold (the fast path must take it).
+  local function plain(depth)
+    local r = rnd(depth > 3 and 5 or 7)
+    if r == 1 then return rnd(-100000, 100000) end
+    if r == 2 then return pick(INTS) end
+    if r == 3 then return (rnd() - 0.5) * 10 ^ rnd(-20, 20) end
+    if r == 4 then return pick { "post", "é", "a\"b\\c\n", "日本", "" } end
+    if r == 5 then return rnd(2) == 1 end
+    if r == 6 then
+      local t = {}
+      for i = 1, rnd(0, 4) do t[i] = plain(depth + 1) end
+      return #t == 0 and setmetatable(t, ARRAY) or t
+    end
+    local t = {}
+    for _ = 1, rnd(0, 5) do
+      t[pick { "type", "author", "n", "text", "a b", "é", "x\0y" }] =
+        plain(depth + 1)
+    end
+    return t
+  end
+
+  local function mutate(s)
+    local r, i = rnd(4), rnd(math.max(#s, 1))
+    if r == 1 then return s:sub(1, i - 1) end
+    if r == 2 then
+      return s:sub(1, i - 1) .. string.char(rnd(0, 255)) .. s:sub(i + 1)
+    end
+    if r == 3 then
+      return s:sub(1, i - 1) .. pick { "null", ",", "]", "}", '"', "\\",
+        "-", "e", ".", "$", "\xc0", "\x90", "\x80", "\xc0" } .. s:sub(i)
+    end
+    return s:sub(1, i - 1) .. s:sub(i + 2)
+  end
+
+  local function check_mp(bytes, what)
+    local c = core.mp_to_json(bytes)
+    if c == nil then return 0 end
+    local ok, v = pcall(core.decode, bytes, true)
+    assert(ok, what .. ": the fast path took bytes flume's decoder " ..
+      "refuses: " .. tostring(v))
+    local ok2, ref = pcall(json.encode, v)
+    assert(ok2, what .. ": the fast path wrote what flume.json cannot")
+    assert(c == ref, what .. ": fast " .. c .. " but flume.json " .. ref)
+    return 1
+  end
+
+  local function check_line(line, what)
+    local mp = core.json_to_mp(line)
+    if mp == nil then return 0 end
+    local ok, ref = pcall(json.decode, line)
+    assert(ok, what .. ": the fast path took a line flume.json refuses: " ..
+      ("%q"):format(line) .. ": " .. tostring(ref))
+    assert(same(core.decode(mp, true), ref), what .. ": " ..
+      ("%q"):format(line) .. " converts to another value")
+    return 1
+  end
+
+  it("agrees with flume.json on generated values and their mutations " ..
+     "(seed " .. SEED .. ")", function()
+    rnd = lcg(SEED)
+    local took_mp, took_line, total = 0, 0, 0
+    for i = 1, CASES do
+      local what = ("seed %d case %d"):format(SEED, i)
+      local v = i % 2 == 0 and gen(0) or plain(0)
+      local ok, bytes = pcall(core.encode, v)
+      if ok then
+        total = total + 1
+        took_mp = took_mp + check_mp(bytes, what)
+        local line = json.encode(core.decode(bytes, true))
+        took_line = took_line + check_line(line, what)
+        for k = 1, 3 do
+          check_line(mutate(line), what .. " line mutation " .. k)
+          check_mp(mutate(bytes), what .. " bytes mutation " .. k)
+        end
+      end
+    end
+    -- the fast path is taken: plain values are half of the cases
+    assert.is_true(took_mp > total / 3, took_mp .. " of " .. total)
+    assert.is_true(took_line > total / 3, took_line .. " of " .. total)
+  end)
+
+  it("leaves what it does not take to flume.json", function()
+    for _, line in ipairs { "null", "[1,null,3]", '{"a":null}',
+      '{"$float":"inf"}', '{"$map":[[1,2]]}', '{"$x":1}', "1e400",
+      "9223372036854775808", "01", '"\\ud800"', '{"a":1,"a":2}', "[1,]",
+      "tru", '"\1"', "1 2", "\xff", "" } do
+      assert.is_nil(core.json_to_mp(line), line)
+    end
+    for _, v in ipairs { 0 / 0, math.huge, "\xff", { [1] = 1, [3] = 3 },
+      { [10] = "x" }, { ["$map"] = 1 }, { 1, nil, 3 } } do
+      assert.is_nil(core.mp_to_json(core.encode(v)), json.encode(v))
+    end
+    assert.is_nil(core.mp_to_json("\xc0")) -- nil
+    assert.is_nil(core.mp_to_json("\x91")) -- cut short
+    assert.is_nil(core.mp_to_json("\x01\x02")) -- two values
+    assert.is_nil(core.mp_to_json("\xd4\x01\x02")) -- an extension
+  end)
+end)

@@ -9,6 +9,13 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 lua=${LUA_EXE:-lua5.4}
 rockspec=rockspec/flume-scm-1.rockspec
 luarocks --lua-version=5.4 lint "$src/$rockspec"
+# the release's rockspec: the same build, a real source
+release=$(ls "$src"/rockspec/flume-[0-9]*.rockspec)
+luarocks --lua-version=5.4 lint "$release"
+version=$(sed -n 's/^project(flume VERSION \([0-9.]*\).*/\1/p' "$src/CMakeLists.txt")
+case "$release" in */flume-$version-1.rockspec) ;;
+  *) echo "the release rockspec $release is not version $version"; exit 1 ;;
+esac
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir "$work/src"
@@ -55,3 +62,10 @@ last=$(printf '{"n":1}\n{"n":2}\n' | "$flume" append cli-db --quiet)
 got=$("$flume" get cli-db 1)
 [ "$got" = '{"n":2}' ] || { echo "flume get printed '$got'"; exit 1; }
 echo "the rock's flume command works"
+
+# A binary rock of what was installed (luarocks pack)
+(cd "$work" && luarocks --lua-version=5.4 pack --tree "$work/tree" flume \
+  scm-1 >/dev/null)
+ls "$work"/flume-scm-1.*.rock >/dev/null ||
+  { echo "luarocks pack made no rock"; exit 1; }
+echo "luarocks pack: $(cd "$work" && ls flume-scm-1.*.rock)"

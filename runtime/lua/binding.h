@@ -143,6 +143,7 @@ void flume__lua_admin_register(lua_State *L, int module, int methods);
 /* core.errors: for each code the core knows, errors[NAME] = { code, name,
  * message } (errors.c). */
 void flume__lua_errors_register(lua_State *L, int module, int methods);
+void flume__lua_json_register(lua_State *L, int module, int methods);
 
 /* flume.tools (tools.c), reached through package.preload. */
 int luaopen_flume_tools(lua_State *L);

@@ -19,6 +19,7 @@ static const part_fn parts[] = {
     flume__lua_views_register, /* the view methods (views.c) */
     flume__lua_admin_register, /* storage, tables, backup, verify (admin.c) */
     flume__lua_errors_register, /* core.errors (errors.c) */
+    flume__lua_json_register,  /* json_to_mp, mp_to_json (json.c) */
     NULL};
 
 __attribute__((visibility("default"))) int luaopen_flume_core(lua_State *L);

@@ -269,7 +269,7 @@ static void test_errors(void) {
   CHECK(strcmp(flume_err_name(UV_ENOENT), "ENOENT") == 0);
   CHECK(strcmp(flume_strerror(0), "success") == 0);
   CHECK(strcmp(flume_err_name(12345), "UNKNOWN") == 0);
-  CHECK(strcmp(flume_version(), "0.1.0") == 0);
+  CHECK(strcmp(flume_version(), "0.2.0") == 0);
 }
 
 int main(void) {

@@ -10,6 +10,12 @@
  *     decodes to an equal value (numbers by value, tables by content), so
  *     what the command writes reads back as what it read.
  *
+ * The command's C fast path (runtime/json.c) is checked against it on the
+ * same input: a line it converts to msgpack must be one json.decode takes,
+ * and decode to the same value (exactly: integers and floats apart, [] and
+ * {}); msgpack it writes as JSON (the line's, and the input's bytes taken
+ * as msgpack) must be what json.encode writes for flume's decoding of it.
+ *
  * FLUME_FUZZ_LUA_PATH, when set, is put before the source tree on the
  * module path (to try another json.lua).
  */
@@ -21,6 +27,9 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+
+#include "json.h"
+#include "msgpack.h"
 
 #ifndef FLUME_SOURCE_DIR
 #define FLUME_SOURCE_DIR "."
@@ -54,8 +63,53 @@ static const char check_src[] =
     "  end\n"
     "  return true\n"
     "end\n"
+    "debug.getregistry()['flume.array'] = json.array_mt\n"
+    "-- Exactly equal: integer and float apart, float bits, [] and {}.\n"
+    "local function exact(a, b)\n"
+    "  if type(a) ~= type(b) then return false end\n"
+    "  if type(a) == 'number' then\n"
+    "    if math.type(a) ~= math.type(b) then return false end\n"
+    "    return string.pack('<n', a) == string.pack('<n', b)\n"
+    "  end\n"
+    "  if type(a) ~= 'table' then return a == b end\n"
+    "  if next(a) == nil or next(b) == nil then\n"
+    "    return next(a) == nil and next(b) == nil and\n"
+    "      (getmetatable(a) == json.array_mt) ==\n"
+    "      (getmetatable(b) == json.array_mt)\n"
+    "  end\n"
+    "  for k, x in pairs(a) do\n"
+    "    if not exact(x, rawget(b, k)) then return false end\n"
+    "  end\n"
+    "  for k in pairs(b) do\n"
+    "    if rawget(a, k) == nil then return false end\n"
+    "  end\n"
+    "  return true\n"
+    "end\n"
+    "-- The fast path's writing of bytes as JSON, against json.encode.\n"
+    "local function check_to_json(bytes, from)\n"
+    "  local j = fast_to_json(bytes)\n"
+    "  if j == nil then return end\n"
+    "  local ok, v = pcall(mp_decode, bytes)\n"
+    "  if not ok then fail('the fast path wrote JSON of bytes flume cannot '\n"
+    "    .. 'decode: ' .. show(bytes) .. ' from ' .. show(from)) end\n"
+    "  local ok2, ref = pcall(json.encode, v)\n"
+    "  if not ok2 or ref ~= j then\n"
+    "    fail('the fast path wrote ' .. show(j) .. ', json.encode '\n"
+    "      .. show(ref) .. ' from ' .. show(from))\n"
+    "  end\n"
+    "end\n"
     "return function(line)\n"
+    "  check_to_json(line, line)\n"
+    "  local mp = fast_to_mp(line)\n"
     "  local ok, v = pcall(json.decode, line)\n"
+    "  if mp ~= nil then\n"
+    "    if not ok then fail('the fast path took a line json.decode '\n"
+    "      .. 'refuses: ' .. show(line)) end\n"
+    "    if not exact(mp_decode(mp), v) then\n"
+    "      fail('the fast path read another value from ' .. show(line))\n"
+    "    end\n"
+    "    check_to_json(mp, line)\n"
+    "  end\n"
     "  if not ok then\n"
     "    if type(v) ~= 'string' or not v:find('^flume: EINVAL: ') then\n"
     "      fail('decode raised something else than flume: EINVAL: '\n"
@@ -83,6 +137,37 @@ static const char check_src[] =
 
 static lua_State *L;
 static int check_ref; /* the check function, in the registry */
+
+/* The fast path's two directions and flume's decoder, for the check. */
+static int convert(lua_State *S, int (*fn)(const char *, size_t,
+                                            flume__buf *)) {
+  size_t n;
+  const char *s = luaL_checklstring(S, 1, &n);
+  flume__buf b = FLUME__BUF_INIT;
+  int rc = fn(s, n, &b);
+  if (rc == FLUME_ENOMEM) abort();
+  if (rc) lua_pushnil(S);
+  else lua_pushlstring(S, b.data ? b.data : "", b.len);
+  flume__buf_free(&b);
+  return 1;
+}
+
+static int l_fast_to_mp(lua_State *S) {
+  return convert(S, flume__json_to_mp);
+}
+
+static int l_fast_to_json(lua_State *S) {
+  return convert(S, flume__mp_to_json);
+}
+
+static int l_mp_decode(lua_State *S) {
+  size_t n;
+  const char *s = luaL_checklstring(S, 1, &n);
+  char err[256];
+  if (flume__mp_decode_marked(S, s, n, err, sizeof err))
+    return luaL_error(S, "%s", err);
+  return 1;
+}
 
 /*
  * The Lua code is what is fuzzed, but the interpreter is not instrumented:
@@ -115,6 +200,9 @@ static void setup(void) {
   lua_concat(L, 2);
   lua_setfield(L, -2, "path");
   lua_pop(L, 1);
+  lua_register(L, "fast_to_mp", l_fast_to_mp);
+  lua_register(L, "fast_to_json", l_fast_to_json);
+  lua_register(L, "mp_decode", l_mp_decode);
   if (luaL_loadstring(L, check_src) || lua_pcall(L, 0, 1, 0)) {
     fprintf(stderr, "fuzz_json: %s\n", lua_tostring(L, -1));
     abort();

@@ -36,6 +36,7 @@ local Progress = require "flume.cli.progress"
 
 local core = flume.core
 local clock = core.hrtime
+local json_to_mp = core.json_to_mp
 local stderr, stdout = io.stderr, io.stdout
 local fmt, concat, sort = string.format, table.concat, table.sort
 local maxinteger = math.maxinteger
@@ -78,6 +79,11 @@ end
 
 local commands, order = {}, {}
 
+--- What a command did: `obj` as one JSON object with --json, else `text`.
+local function report(ctx, obj, text)
+  if ctx.opts.json then out(to_json(obj), "\n") else out(text) end
+end
+
 local function command(name, def)
   def.name = name
   commands[name] = def
@@ -108,8 +114,9 @@ If DIR already holds one, says so; with --codec, it must be that codec.
         fail_error("ECODEC", fmt("%s was written with codec '%s', not '%s'",
           dir, have, codec))
       end
-      out(fmt("%s: already a flume database (codec %s, %d values)\n", dir,
-        have, since + 1))
+      report(ctx, { path = dir, created = false, codec = have,
+        values = since + 1 }, fmt("%s: already a flume database (codec " ..
+        "%s, %d values)\n", dir, have, since + 1))
       return
     end
     local path = ""
@@ -123,31 +130,39 @@ If DIR already holds one, says so; with --codec, it must be that codec.
     end
     local db = flume.open(dir, { codec = codec or "msgpack" })
     db:close()
-    out(fmt("%s: created (codec %s)\n", dir, codec or "msgpack"))
+    report(ctx, { path = dir, created = true, codec = codec or "msgpack",
+      values = 0 }, fmt("%s: created (codec %s)\n", dir, codec or "msgpack"))
   end,
 })
 
 command("append", {
   summary = "append JSON Lines from stdin; prints the last seq",
-  usage = "flume append DIR [--batch N]",
+  usage = "flume append DIR [--batch N | --atomic]",
   help = [[
-Reads one JSON value per line on stdin and appends them to the log, then
-prints the last seq. Blank lines are skipped. Every line is parsed before
-anything is appended: a bad line is reported with its number, and nothing of
-its batch is appended. Numbers without a fraction or exponent are int64
-integers (beyond that range: an error), the others floats; a null in an
-object leaves the field out. What `flume cat --values` prints comes back
-exactly, tags included ({"$float":"inf"}, {"$bytes":"ff"}, {"$map": ...}:
-see the README). A raw database takes JSON strings only.
+Reads one JSON value per line on stdin and appends them to the log as they
+come, in batches of N lines (10,000 unless --batch says), then prints the
+last seq. Blank lines are skipped. Each batch is all or nothing: every line
+of it is parsed before it is appended, and a bad line is reported with its
+number, what was appended before its batch (up to which seq), and nothing
+of its batch is. Memory stays bounded by a batch, whatever the input's
+size. Numbers without a fraction or exponent are int64 integers (beyond
+that range: an error), the others floats; a null in an object leaves the
+field out. What `flume cat --values` prints comes back exactly, tags
+included ({"$float":"inf"}, {"$bytes":"ff"}, {"$map": ...}: see the
+README). A raw database takes JSON strings only.
 
-  --batch N   append every N lines as they come (each batch all or
-              nothing, for endless or huge input); default: the whole
-              input is one batch]],
-  options = { ["--batch"] = "int" },
+  --batch N   lines per batch (default 10,000)
+  --atomic    the whole input is one batch: all of it or nothing (it is
+              held in memory until the end)]],
+  options = { ["--batch"] = "int", ["--atomic"] = "flag" },
   args = { 1, 1 },
   run = function(ctx)
     local dir, size = ctx.args[1], ctx.opts.batch
     if size ~= nil and size < 1 then usage("--batch must be at least 1") end
+    if size ~= nil and ctx.opts.atomic then
+      usage("--batch and --atomic exclude each other")
+    end
+    if not ctx.opts.atomic then size = size or 10000 end
     local db = open_db(ctx, dir)
     local raw = db.codec == "raw"
     local input = io.stdin
@@ -168,11 +183,27 @@ see the README). A raw database takes JSON strings only.
       end
       values, n, first = {}, 0, lineno + 1
     end
-    for line in input:lines("L") do
+    local byte, sub = string.byte, string.sub
+    while true do
+      -- (a Ctrl-C interrupts a read that waits: the read fails with EINTR,
+      -- and the command ends as interrupted, not with an internal error)
+      local line, rerr = input:read("l")
+      if line == nil then
+        if rerr == nil then break end
+        if ctx.tools.interrupted() then fail("interrupted") end
+        fail("cannot read the input: " .. tostring(rerr))
+      end
       lineno = lineno + 1
-      bytes = bytes + #line
-      line = line:gsub("\r?\n$", "")
-      if line:find("%S") then
+      bytes = bytes + #line + 1
+      if byte(line, -1) == 13 then line = sub(line, 1, -2) end -- CRLF
+      -- msgpack straight from JSON in C for the common values
+      -- (runtime/json.c); flume.json for the rest, and for every error
+      local fast = not raw and json_to_mp(line)
+      if fast then
+        n = n + 1
+        values[n] = fast
+        if size and n >= size then flush() end
+      elseif line:find("%S") then
         local ok, v = pcall(parse_json, line)
         if ok and raw and type(v) ~= "string" then
           ok, v = false, "a raw database stores strings, not " .. type(v) ..
@@ -202,7 +233,8 @@ see the README). A raw database takes JSON strings only.
     if total then p:update(bytes, total, appended)
     else p:update(appended, nil) end
     p:finish()
-    out(fmt("%d\n", last or db.since))
+    report(ctx, { last = last or db.since, appended = appended },
+      fmt("%d\n", last or db.since))
   end,
 })
 
@@ -258,6 +290,7 @@ order. Works while another process writes the database.
     if o.limit and o.limit < 0 then usage("--limit cannot be negative") end
     local db = open_ro(ctx, ctx.args[1])
     local decode = decoder(db.codec)
+    local mp = db.codec == "msgpack"
     -- Inclusive bounds; --gt at the largest seq and --lt at the smallest
     -- exclude everything (moving them by one would wrap around).
     local lo, hi = o.gte, o.lte
@@ -284,19 +317,35 @@ order. Works while another process writes the database.
       if reverse and nxt < lo or not reverse and nxt > hi then break end
       -- (a read of a read-only handle looks for the writer's commits
       -- first: a live cat follows them)
-      local n = read_raw(db, nxt, reverse and lo or hi,
-        math.min(remaining, 256), seqs, vals)
-      for i = 1, n do
-        if o.values then
-          out(to_json(decode(vals[i])), "\n")
-        else
-          out('{"seq":', seqs[i], ',"value":', to_json(decode(vals[i])),
-            "}\n")
+      local n, last = 0, nil
+      if mp then
+        -- msgpack to JSON in C, a chunk at a time, up to a value that
+        -- flume.json must write (runtime/json.c)
+        local lines, stuck
+        lines, n, stuck, last = db._c:cat_json(nxt, reverse and lo or hi,
+          math.min(remaining, 2048), o.values)
+        out(lines)
+        if stuck then
+          remaining, count = remaining - n, count + n
+          n, nxt = 0, stuck
         end
+      end
+      if n == 0 then
+        n = read_raw(db, nxt, reverse and lo or hi,
+          mp and 1 or math.min(remaining, 256), seqs, vals)
+        for i = 1, n do
+          local j = to_json(decode(vals[i]))
+          if o.values then
+            out(j, "\n")
+          else
+            out('{"seq":', seqs[i], ',"value":', j, "}\n")
+          end
+        end
+        last = seqs[n]
       end
       if n > 0 then
         remaining, count = remaining - n, count + n
-        nxt = reverse and seqs[n] - 1 or seqs[n] + 1
+        nxt = reverse and last - 1 or last + 1
         if o.live then
           -- Ctrl-C is how a live cat ends, busy or idle: exit code 0
           stdout:flush()
@@ -348,7 +397,8 @@ end
 
 command("status", {
   summary = "the log and every view: since, sizes, lag, warnings, errors",
-  usage = "flume status DIR [--view NAME=SCRIPT]... [--json] [--no-wait]",
+  usage = "flume status DIR [--view NAME=SCRIPT]... [--json] [--no-wait] " ..
+    "[--check [--max-lag N]]",
   help = [[
 Shows the log (since, entries, size on disk, codec, format version) and
 every view the database has (kind, version, since, lag behind the log,
@@ -363,9 +413,12 @@ shows its last error.
   --view NAME=SCRIPT   attach this view script (repeatable); --view
                        SCRIPT.lua names the view after the file
   --no-wait            do not wait for attached views to catch up
-  --json               one JSON object instead of text]],
+  --json               one JSON object instead of text
+  --check              for monitoring: exit 1 (after the report) when a
+                       view has failed, or lags more than --max-lag N
+                       values behind the log (default: any lag is fine)]],
   options = { ["--view"] = "list", ["--json"] = "flag",
-    ["--no-wait"] = "flag" },
+    ["--no-wait"] = "flag", ["--check"] = "flag", ["--max-lag"] = "int" },
   args = { 1, 1 },
   run = function(ctx)
     local dir = ctx.args[1]
@@ -413,9 +466,33 @@ shows its last error.
         before[name] or records[name], infos[name], errors[name], since,
         tables)
     end
+    -- --check: what is wrong, for a monitor's exit code
+    local max_lag = ctx.opts["max-lag"]
+    if max_lag ~= nil and not ctx.opts.check then
+      usage("--max-lag goes with --check")
+    end
+    if max_lag ~= nil and max_lag < 0 then
+      usage("--max-lag must be at least 0")
+    end
+    local problems = {}
+    for _, v in ipairs(report.views) do
+      if v.error then
+        problems[#problems + 1] = fmt("view '%s' failed: %s", v.name,
+          v.error)
+      elseif max_lag and v.lag > max_lag then
+        problems[#problems + 1] = fmt("view '%s' lags %d values behind " ..
+          "the log (more than %d)", v.name, v.lag, max_lag)
+      end
+    end
+    if ctx.opts.check then report.problems = array(problems) end
+    local function checked()
+      if ctx.opts.check and #problems > 0 then
+        fail("check: " .. concat(problems, "; "))
+      end
+    end
     if ctx.opts.json then
       out(to_json(report), "\n")
-      return
+      return checked()
     end
     out(fmt("database  %s\n", dir))
     out(fmt("log       since %d (%d entries), %s on disk (%s in use), " ..
@@ -423,7 +500,7 @@ shows its last error.
       human_size(report.used), report.codec, report.format))
     if #report.views == 0 then
       out("views     none\n")
-      return
+      return checked()
     end
     out(fmt("views     %d\n", #report.views))
     local rows = { { "name", "kind", "version", "since", "lag", "state",
@@ -447,6 +524,7 @@ shows its last error.
         "view)\n", unattached == #report.views and "all" or
         unattached .. " of " .. #report.views))
     end
+    checked()
   end,
 })
 
@@ -615,7 +693,8 @@ writing: stop the process writing it first.]],
       end
       error(err, 0)
     end
-    out(fmt("dropped view '%s' from %s\n", name, dir))
+    report(ctx, { path = dir, dropped = name },
+      fmt("dropped view '%s' from %s\n", name, dir))
   end,
 })
 command("rebuild", {
@@ -637,8 +716,10 @@ rebuilds it from the log with its stored script, with a progress bar.
     for i, name in ipairs(names) do list[i] = views[name] end
     local t0 = clock()
     with_progress(ctx, "rebuilding", list, function() db:rebuild() end, -1)
-    out(fmt("rebuilt %s from %d values in %.2f s\n", concat(names, ", "),
-      db.since + 1, clock() - t0))
+    local secs = clock() - t0
+    report(ctx, { path = dir, rebuilt = array(names), values = db.since + 1,
+      seconds = secs + 0.0 }, fmt("rebuilt %s from %d values in %.2f s\n",
+      concat(names, ", "), db.since + 1, secs))
   end,
 })
 
@@ -646,11 +727,19 @@ rebuilds it from the log with its stored script, with a progress bar.
 -- child process (a damaged page can crash LMDB; core.verify, which opens
 -- the folder read-only there, beside any writer): prints what is damaged
 -- and fails if anything is.
-local function verify_storage(ctx, dir)
+local function verify_storage(ctx, dir, result)
   need_db(ctx, dir)
   local r = core.verify(dir)
-  for _, d in ipairs(r.damaged) do out("damaged: ", d, "\n") end
   local bad = #r.damaged
+  if ctx.opts.json then
+    if bad > 0 then
+      result.storage = { ok = false, damaged = array(r.damaged),
+        crashed = r.crashed or false }
+      out(to_json(result), "\n")
+    end
+  else
+    for _, d in ipairs(r.damaged) do out("damaged: ", d, "\n") end
+  end
   if bad > 0 then
     fail_error("ECORRUPT", fmt("verify: %s has %d damaged %s%s", dir, bad,
       bad == 1 and "place" or "places", r.crashed and
@@ -683,7 +772,15 @@ backup to check the views of a database in use).
   args = { 1, maxinteger },
   run = function(ctx)
     local dir = ctx.args[1]
-    local checked = verify_storage(ctx, dir)
+    -- with --json, one object at the end: what the lines would say
+    local result = { path = dir, views = array {} }
+    local out = ctx.opts.json and function() end or out
+    local function finish()
+      if ctx.opts.json then Output.out(to_json(result), "\n") end
+    end
+    local checked = verify_storage(ctx, dir, result)
+    result.storage = { ok = true, entries = checked.entries,
+      tables = #checked.tables - 1 }
     out(fmt("storage: ok (%d entries in %d tables)\n", checked.entries,
       #checked.tables - 1))
     local given = #ctx.args > 1 or #(ctx.opts.view or {}) > 0
@@ -691,7 +788,7 @@ backup to check the views of a database in use).
       local db = open_ro(ctx, dir, true)
       local records = view_records(db)
       close_db(ctx, db)
-      if next(records) == nil then return end
+      if next(records) == nil then return finish() end
     end
     local ok, db, names, stored, specs = pcall(attach_views, ctx, dir)
     if not ok then
@@ -700,7 +797,9 @@ backup to check the views of a database in use).
         -- beside a writer: the walk is what can be checked
         out("views not recomputed: another process has the database " ..
           "open for writing (verify a backup of it: flume backup)\n")
-        return
+        result.views_skipped = "another process has the database open " ..
+          "for writing"
+        return finish()
       end
       error(db, 0)
     end
@@ -744,6 +843,8 @@ backup to check the views of a database in use).
       local e1, e2 = errors[name], fresh_errors[name]
       if e1 or e2 then
         bad = bad + 1
+        result.views[#result.views + 1] = { name = name, ok = false,
+          error = e1 or e2 }
         out(fmt("%s: failed: %s\n", name, e1 or e2))
       else
         local found, where, seen = Diff.compare(stored[name], fresh[name],
@@ -755,8 +856,12 @@ backup to check the views of a database in use).
             kind == "index" and (seen == 1 and "y" or "ies") or
             (seen == 1 and "" or "s"))
           out(fmt("%s: ok (%s%s, since %d)\n", name, kind, what, db.since))
+          result.views[#result.views + 1] = { name = name, ok = true,
+            kind = kind, entries = seen, since = db.since }
         else
           bad = bad + 1
+          result.views[#result.views + 1] = { name = name, ok = false,
+            kind = kind, differences = found, where = array(where) }
           out(fmt("%s: DIFFERS from the log in %d place%s:\n", name, found,
             found == 1 and "" or "s"))
           for _, w in ipairs(where) do out("  ", w, "\n") end
@@ -766,6 +871,7 @@ backup to check the views of a database in use).
         end
       end
     end
+    finish()
     if bad > 0 then
       fail(fmt("verify: %d of %d view%s of %s differ from the log", bad,
         #names, #names == 1 and "" or "s", dir))
@@ -825,8 +931,9 @@ open it as any database.
     local copy = open_ro(ctx, dest, true)
     local since = copy.since
     close_db(ctx, copy)
-    out(fmt("%s: backup of %s at since %d (%d values), %s\n", dest, dir,
-      since, since + 1, human_size(size)))
+    report(ctx, { path = dest, source = dir, since = since,
+      values = since + 1, bytes = size }, fmt("%s: backup of %s at since " ..
+      "%d (%d values), %s\n", dest, dir, since, since + 1, human_size(size)))
   end,
 })
 
@@ -848,7 +955,8 @@ local function main_help()
     "progress bar)."
   lines[#lines + 1] = "Run `flume COMMAND --help` for its arguments and " ..
     "options."
-  lines[#lines + 1] = "Exit codes: 0 success, 1 error, 2 bad usage."
+  lines[#lines + 1] = "Exit codes: 0 success, 1 error, 2 bad usage, 130 " ..
+    "Ctrl-C."
   return concat(lines, "\n") .. "\n"
 end
 
@@ -908,7 +1016,7 @@ local function run(ctx, args)
 end
 
 --- Runs the command line `args` (a list of strings, as `arg`); returns the
--- exit code: 0 success, 1 error, 2 usage.
+-- exit code: 0 success, 1 error, 2 usage, 130 interrupted (Ctrl-C).
 function M.main(args)
   local ctx = { dbs = {}, quiet = false }
   local ok, err = pcall(function()
@@ -927,6 +1035,8 @@ function M.main(args)
     msg = "internal error: " .. one_line(err)
     if os.getenv("FLUME_DEBUG") then stderr:write(tostring(err), "\n") end
   end
+  -- Ctrl-C: the shell's code for a command ended by SIGINT
+  if msg == "interrupted" then code = 130 end
   if msg ~= "" then
     if code == 2 and ctx.command then
       msg = msg .. " (see flume " .. ctx.command.name .. " --help)"

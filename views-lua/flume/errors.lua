@@ -32,6 +32,22 @@ function M.is(err, name)
     err:sub(1, #name + 9) == "flume: " .. name .. ": "
 end
 
+--- The name of a flume error ("ENOWRITER", "EVIEW", ...), or nil when
+-- `err` is not one.
+function M.name(err)
+  if type(err) ~= "string" then return nil end
+  local name = err:match("^flume: ([%u%d_]+): ")
+  if name and errors[name] then return name end
+  return nil
+end
+
+--- The number of a flume error (flume.h's FLUME_E*, a negative errno for
+-- a system error), or nil.
+function M.code(err)
+  local name = M.name(err)
+  return name and errors[name].code or nil
+end
+
 -- Codes by number; a system code whose name flume's own code has (EINVAL,
 -- EIO, ENOSPC, ...) is not in core.errors, which gives the name flume's.
 local by_code = {}

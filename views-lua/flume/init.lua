@@ -53,6 +53,15 @@ end
 --- The built-in MessagePack codec, usable on its own.
 M.msgpack = { name = "msgpack", encode = core.encode, decode = core.decode }
 
+--- Errors a program can branch on. Every error flume raises is a string
+-- `flume: NAME: message[: detail]`; `flume.errors.name(err)` gives NAME
+-- ("ENOWRITER", "ETIMEDOUT", ...) or nil for an error that is not
+-- flume's, `flume.errors.code(err)` its number (flume.h's FLUME_E*),
+-- `flume.errors.is(err, NAME)` tests it, and `flume.errors.list[NAME]` is
+-- { code, name, message } for every name.
+M.errors = { name = errors.name, code = errors.code, is = errors.is,
+  list = core.errors }
+
 local function check_codec(codec)
   if codec == nil or codec == "msgpack" then return "msgpack", true end
   if codec == "raw" then return "raw", false end
@@ -117,7 +126,7 @@ function M.open(path, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #2 to 'open' (table or nil expected)", 2)
   end
-  opts = opts or {}
+  opts = check_opts(opts, "open") or {}
   local name, mp, encode, decode = check_codec(opts.codec)
   if opts.mapper ~= nil and type(opts.mapper) ~= "function" then
     raise("EINVAL", "mapper must be a function")

@@ -257,7 +257,13 @@ function View:ready(cb)
   check_cb(cb, "ready")
   if cb then
     local c, target = self._db._c, self._db._c:since()
-    if c:view_wait(self._name, target, nil, function(err) cb(err) end) then
+    -- the view's own error (which view, at which seq, what), not only
+    -- the code's message; an error known now goes to cb too
+    local ok, reached = pcall(c.view_wait, c, self._name, target, nil,
+      function(err) cb(err and explain_wait_error(self, err, target)) end)
+    if not ok then
+      core.timer(0, function() cb(reached) end)
+    elseif reached then
       core.timer(0, function() cb(nil) end)
     end
     return

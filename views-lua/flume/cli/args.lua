@@ -11,6 +11,9 @@ local M = {}
 local COMMON = {
   ["--help"] = "flag", ["-h"] = "--help",
   ["--quiet"] = "flag", ["-q"] = "--quiet",
+  -- one JSON object of what the command did, for scripts (the commands
+  -- that print values print JSON anyway)
+  ["--json"] = "flag",
 }
 
 --- Splits args into options (by the command's spec) and positionals.
