@@ -18,6 +18,9 @@
 /* A group stops taking jobs once it holds this many bytes, so one commit's
  * dirty pages stay bounded however fast appends arrive. */
 #define GROUP_MAX_BYTES ((size_t)32 << 20)
+/* A job of coalesced single appends stops growing at this many bytes, so
+ * that groups can still be cut near their bound. */
+#define RUN_MAX_BYTES ((size_t)1 << 20)
 /* Entries (or bytes) one read transaction may cover: reads stay short. */
 #define ITER_CHUNK_ENTRIES 512
 #define ITER_CHUNK_BYTES ((size_t)1 << 20)
@@ -63,6 +66,10 @@ struct flume_db {
   flume__job *queue_head;         /* jobs waiting for the next group */
   flume__job *queue_tail;
   flume__job *group;              /* the group being committed */
+  struct append_job *open_run;    /* the queue's tail while it is a job
+                                   * that single appends may join */
+  struct append_job *spare_run;   /* a finished run kept with its buffers
+                                   * for the next one, or NULL */
   int busy;                       /* a group is in flight */
   int group_status;               /* its commit status, set by the writer */
   int64_t group_next;             /* next seq after it, set by the writer */
@@ -374,6 +381,7 @@ FLUME_API void flume_watch_stop(flume_watch *w) {
 /* ---- the writer -------------------------------------------------------- */
 
 static void kick(flume_db *db);
+static int run_fail_one(flume__job *job, int rc);
 
 /* Commits the group in one write transaction; on the writer. */
 static int run_group(flume_db *db) {
@@ -412,7 +420,8 @@ static int run_group(flume_db *db) {
       if ((rc = ops->grow(db->store))) return rc;
       continue;
     }
-    failed->status = rc; /* only this job fails; retry the rest */
+    /* Only this job (of a run, this value) fails; retry the rest. */
+    if (run_fail_one(failed, rc)) failed->status = rc;
   }
 }
 
@@ -448,6 +457,7 @@ static void take_group(flume_db *db) {
   flume__job *head = db->queue_head, *last = NULL, *j = head;
   while (j && (last == NULL || bytes + j->bytes <= GROUP_MAX_BYTES)) {
     bytes += j->bytes;
+    if (j == (flume__job *)db->open_run) db->open_run = NULL; /* closed */
     last = j;
     j = j->next;
   }
@@ -502,11 +512,21 @@ int flume__db_submit(flume_db *db, flume__job *job) {
 typedef struct append_job {
   flume__job base;     /* the writer's part */
   flume_append_cb cb;  /* the caller's callback, or NULL */
-  void *ctx;           /* its pointer */
+  void *ctx;           /* its pointer (a run's too) */
+  flume__append_run_cb run_cb; /* a run of single appends: called with
+                                * each stretch of its values, or NULL */
   int64_t last_seq;    /* the batch's last seq, once written */
   size_t n;            /* values in the batch */
-  size_t *lens;        /* their lengths, in the same allocation */
+  size_t *lens;        /* their lengths, in the same allocation (a run's
+                        * grow: lens and data are allocations of their own) */
   char *data;          /* their bytes, back to back, likewise */
+  size_t cap_n;        /* a run: room in lens */
+  size_t cap_data;     /* a run: room in data */
+  size_t len_data;     /* a run: bytes in data */
+  int *failed;         /* a run: each value's own failure, once one failed
+                        * (the others are retried without it), or NULL */
+  size_t fail_at;      /* the value append_run failed on */
+  int64_t first_seq;   /* a run: the seq of its first value, once written */
 } append_job;
 
 static int append_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
@@ -514,20 +534,134 @@ static int append_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
   const flume__store_ops *ops = job->db->ops;
   const char *p = a->data;
   int64_t seq = *next_seq;
+  a->first_seq = seq;
   for (size_t i = 0; i < a->n; i++) {
-    int rc = ops->log_append(txn, seq++, (flume__slice){p, a->lens[i]});
-    if (rc) return rc;
-    p += a->lens[i];
+    size_t len = a->lens[i];
+    if (a->failed && a->failed[i]) {
+      p += len; /* failed alone in an earlier attempt: not written */
+      continue;
+    }
+    int rc = ops->log_append(txn, seq++, (flume__slice){p, len});
+    if (rc) {
+      a->fail_at = i;
+      return rc;
+    }
+    p += len;
   }
   *next_seq = seq;
   a->last_seq = seq - 1;
   return 0;
 }
 
+/* A run whose value failed: that value alone fails and the group is
+ * retried, as if each value were a job of its own. Returns 0 if done so. */
+static int run_fail_one(flume__job *job, int rc) {
+  append_job *a = (append_job *)job;
+  if (job->run != append_run || a->run_cb == NULL || a->n < 2) return -1;
+  if (a->failed == NULL && (a->failed = calloc(a->n, sizeof(int))) == NULL)
+    return -1;
+  a->failed[a->fail_at] = rc;
+  return 0;
+}
+
 static void append_done(flume__job *job, int status) {
   append_job *a = (append_job *)job;
-  if (a->cb) a->cb(a->ctx, status, status ? -1 : a->last_seq);
+  if (a->run_cb) {
+    /* The values in stretches of one outcome: written ones have
+     * consecutive seqs. */
+    int64_t seq = a->first_seq;
+    for (size_t i = 0; i < a->n;) {
+      int st = status ? status : a->failed ? a->failed[i] : 0;
+      size_t k = i + 1;
+      while (k < a->n &&
+             (status ? status : a->failed ? a->failed[k] : 0) == st)
+        k++;
+      a->run_cb(a->ctx, st, st ? -1 : seq, k - i);
+      if (st == 0) seq += (int64_t)(k - i);
+      i = k;
+    }
+    free(a->failed);
+    flume_db *db = job->db;
+    if (db->spare_run == NULL && !db->closing) {
+      /* Kept for the next run: its buffers are already grown. */
+      a->failed = NULL;
+      a->n = a->len_data = 0;
+      a->base.bytes = 0;
+      db->spare_run = a;
+      return;
+    }
+    free(a->lens);
+    free(a->data);
+  } else if (a->cb) {
+    a->cb(a->ctx, status, status ? -1 : a->last_seq);
+  }
   free(a);
+}
+
+static void free_spare(flume_db *db) {
+  append_job *a = db->spare_run;
+  db->spare_run = NULL;
+  if (a == NULL) return;
+  free(a->lens);
+  free(a->data);
+  free(a);
+}
+
+/* Makes room in a run for one more value of len bytes. */
+static int run_reserve(append_job *a, size_t len) {
+  if (a->n == a->cap_n) {
+    size_t cap = a->cap_n ? a->cap_n * 2 : 64;
+    size_t *l = realloc(a->lens, cap * sizeof *l);
+    if (l == NULL) return FLUME_ENOMEM;
+    a->lens = l;
+    a->cap_n = cap;
+  }
+  if (a->cap_data - a->len_data < len) {
+    size_t need = a->len_data + len;
+    size_t cap = a->cap_data ? a->cap_data : 4096;
+    while (cap < need) cap *= 2;
+    char *d = realloc(a->data, cap);
+    if (d == NULL) return FLUME_ENOMEM;
+    a->data = d;
+    a->cap_data = cap;
+  }
+  return 0;
+}
+
+int flume__db_append_one(flume_db *db, const void *data, size_t len,
+                         flume__append_run_cb cb, void *ctx) {
+  if (db->closing) return FLUME_ECLOSED;
+  if (db->readonly) return FLUME_EREADONLY;
+  if (cb == NULL || (data == NULL && len)) return FLUME_EINVAL;
+  /* Joins the queue's last job if it is an open run of the same caller:
+   * single appends of one loop turn ride one job, no allocation each. */
+  append_job *a = db->open_run;
+  int fresh = 0;
+  if (a == NULL || (flume__job *)a != db->queue_tail || a->run_cb != cb ||
+      a->ctx != ctx || a->len_data + len > RUN_MAX_BYTES) {
+    if ((a = db->spare_run) != NULL) db->spare_run = NULL;
+    else if ((a = calloc(1, sizeof *a)) == NULL) return FLUME_ENOMEM;
+    a->base.run = append_run;
+    a->base.done = append_done;
+    a->run_cb = cb;
+    a->ctx = ctx;
+    fresh = 1;
+  }
+  if (run_reserve(a, len)) {
+    if (fresh) {
+      free(a->lens);
+      free(a->data);
+      free(a);
+    }
+    return FLUME_ENOMEM;
+  }
+  a->lens[a->n++] = len;
+  if (len) memcpy(a->data + a->len_data, data, len);
+  a->len_data += len;
+  a->base.bytes += len + 16;
+  if (!fresh) return 0;
+  db->open_run = a;
+  return flume__db_submit(db, &a->base); /* cannot fail: checked above */
 }
 
 FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
@@ -552,6 +686,8 @@ FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
   a->base.bytes = total + n * 16;
   a->cb = cb;
   a->ctx = ctx;
+  a->run_cb = NULL;
+  a->failed = NULL;
   a->n = n;
   a->lens = (size_t *)(a + 1);
   a->data = (char *)(a->lens + n);
@@ -783,6 +919,7 @@ FLUME_API void flume_iter_close(flume_iter *it) {
 /* ---- closing ----------------------------------------------------------- */
 
 static void finish_close(flume_db *db) {
+  free_spare(db);
   notify(db, FLUME_ECLOSED, db->since);
   for (int i = 0; i < db->nparts; i++) db->part_ops[i]->free(db->parts[i]);
   for (flume_iter *it = db->iters; it; it = it->link_next) it->db = NULL;

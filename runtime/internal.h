@@ -42,6 +42,16 @@ int flume__db_open(uv_loop_t *loop, const char *path,
 /* Queues a job for the writer. Fails with FLUME_ECLOSED once closing. */
 int flume__db_submit(flume_db *db, flume__job *job);
 
+/* Told of `n` single appends of one run that ended alike: status 0 and
+ * the seq of the first (the others follow it), or an error and -1. */
+typedef void (*flume__append_run_cb)(void *ctx, int status, int64_t first,
+                                     size_t n);
+/* Appends one value (copied). Consecutive calls with the same cb and ctx
+ * while the writer is busy join one job: cb hears of them in order, in
+ * stretches, with no allocation per value. */
+int flume__db_append_one(flume_db *db, const void *data, size_t len,
+                         flume__append_run_cb cb, void *ctx);
+
 /* Called with each log entry of a read, inside a read transaction: the
  * bytes are valid only during the call. Returns 0 to go on, anything else
  * to stop the read and have it return that. */

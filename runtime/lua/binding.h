@@ -51,6 +51,8 @@ static inline int flume__lua_can_call(const lctx *c) {
 typedef struct ldb {
   flume_db *db;      /* NULL once closing */
   lctx *ctx;         /* the state's context */
+  struct lappend *app; /* its single appends in flight (db.c); NULL once
+                          closing */
 } ldb;
 
 /* ---- requests (req.c) ----------------------------------------------------

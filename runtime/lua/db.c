@@ -9,6 +9,7 @@
  * closed at once and the database finishes closing on the loop (appends
  * already accepted are written first, and their callbacks called).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +42,107 @@ static const char *opt_cstring(lua_State *L, int idx, const char *what) {
   return s;
 }
 
+/* ---- single appends in flight -------------------------------------------
+ *
+ * A database's single appends keep their callbacks in one Lua table, in
+ * order: the writer completes them in order (a run of them at a time,
+ * runtime/db.c), so a completion is a range of that table, delivered in one
+ * protected call. No allocation, registry ref or pcall per append. */
+
+typedef struct lappend {
+  lctx *ctx;           /* the state's context */
+  int fifo_ref;        /* registry ref of the table of callbacks (a
+                          callback-less append leaves its slot nil) */
+  lua_Integer head;    /* the slot of the oldest append in flight */
+  lua_Integer tail;    /* the slot the next append takes */
+  flume__buf scratch;  /* the encoding of one value, reused */
+  lreq *close_req;     /* the close's callback, or NULL */
+} lappend;
+
+static lappend *app_new(lua_State *L, lctx *c) {
+  lappend *a = calloc(1, sizeof *a);
+  if (a == NULL) return NULL;
+  a->ctx = c;
+  a->head = a->tail = 1;
+  lua_newtable(L);
+  a->fifo_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return a;
+}
+
+/* The database finished closing: every append has been told. */
+static void app_closed(void *p) {
+  lappend *a = p;
+  lreq *r = a->close_req;
+  /* Without Lua to call, the state is closing and frees its registry. */
+  if (flume__lua_can_call(a->ctx))
+    luaL_unref(a->ctx->L, LUA_REGISTRYINDEX, a->fifo_ref);
+  flume__buf_free(&a->scratch);
+  free(a);
+  if (r) flume__lua_req_finish(r, 0, NULL, NULL);
+}
+
+/* What deliver hands out: a stretch of appends with one outcome. */
+typedef struct deliver_args {
+  lappend *a;          /* whose */
+  lua_Integer from;    /* the first slot */
+  size_t n;            /* how many slots */
+  size_t done;         /* slots handed out so far */
+  int status;          /* their outcome */
+  int64_t first;       /* the first's seq, when status is 0 */
+} deliver_args;
+
+/* Calls the stretch's callbacks through the dispatcher, cb(err, seq),
+ * each slot emptied before its call. Protected by the caller, which goes
+ * on after a slot whose call failed. */
+static int deliver(lua_State *L) {
+  deliver_args *d = lua_touserdata(L, 1);
+  lappend *a = d->a;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->fifo_ref);          /* 2 */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->ctx->dispatch_ref); /* 3 */
+  if (d->status) flume__lua_push_error(L, d->status, NULL); /* 4 */
+  else lua_pushnil(L);
+  while (d->done < d->n) {
+    lua_Integer k = d->from + (lua_Integer)d->done;
+    int64_t seq = d->first + (int64_t)d->done;
+    d->done++; /* before the call: one that fails is not called again */
+    if (lua_rawgeti(L, 2, k) == LUA_TNIL) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_pushnil(L);
+    lua_rawseti(L, 2, k);
+    lua_pushvalue(L, 3);
+    lua_insert(L, -2);
+    lua_pushvalue(L, 4);
+    if (d->status) lua_pushnil(L);
+    else lua_pushinteger(L, seq);
+    lua_call(L, 3, 0);
+  }
+  return 0;
+}
+
+/* A stretch of a run ended (runtime/db.c): its slots are the oldest. */
+static void run_done(void *p, int status, int64_t first, size_t n) {
+  lappend *a = p;
+  deliver_args d = {a, a->head, n, 0, status, first};
+  a->head += (lua_Integer)n;
+  if (flume__lua_can_call(a->ctx)) {
+    lua_State *L = a->ctx->L;
+    while (d.done < d.n) {
+      lua_pushcfunction(L, deliver);
+      lua_pushlightuserdata(L, &d);
+      if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        fprintf(stderr, "flume: dispatcher failed: %s\n",
+                lua_tostring(L, -1));
+        lua_pop(L, 1);
+      }
+    }
+  }
+  /* Emptied: the slots start again at 1, so the table keeps to its array
+   * part. */
+  if (a->head == a->tail) a->head = a->tail = 1;
+}
+
 /* core.open(path|nil, codec|nil, sync, map_size, readonly) -> db */
 static int l_open(lua_State *L) {
   lctx *c = flume__lua_ctx(L);
@@ -66,6 +168,7 @@ static int l_open(lua_State *L) {
   ldb *d = lua_newuserdatauv(L, sizeof *d, 0);
   d->db = NULL; /* created closed, so __gc is always safe */
   d->ctx = c;
+  d->app = NULL;
   luaL_setmetatable(L, DB_MT);
   char found[64];
   int rc = flume__db_open(&c->loop, path, &o, &d->db, found);
@@ -75,12 +178,15 @@ static int l_open(lua_State *L) {
     return flume__lua_raise(L, rc, lua_tostring(L, -1));
   }
   if (rc) return flume__lua_raise(L, rc, path ? path : "(memory)");
+  if ((d->app = app_new(L, c)) == NULL) {
+    flume_db_close(d->db, NULL, NULL);
+    d->db = NULL;
+    return flume__lua_raise(L, FLUME_ENOMEM, NULL);
+  }
   return 1;
 }
 
 /* ---- the one close ------------------------------------------------------- */
-
-static void db_closed(void *p) { flume__lua_req_finish(p, 0, NULL, NULL); }
 
 /* Closes d, calling the function at cb_idx (0: none) once it is closed.
  * Nothing if d is closed already. */
@@ -91,8 +197,11 @@ static int close_db(lua_State *L, ldb *d, int cb_idx) {
       (r = flume__lua_req_new(L, d->ctx, cb_idx)) == NULL)
     return flume__lua_raise(L, FLUME_ENOMEM, NULL);
   flume_db *db = d->db;
+  lappend *a = d->app;
   d->db = NULL;
-  flume_db_close(db, r ? db_closed : NULL, r);
+  d->app = NULL;
+  a->close_req = r;
+  flume_db_close(db, app_closed, a);
   return 0;
 }
 
@@ -172,8 +281,8 @@ static int ldb_append(lua_State *L) {
   int batch = lua_toboolean(L, 3);
   char err[320] = "";
   flume__buf b = FLUME__BUF_INIT;
-  flume_buf one, *vals = &one;
-  size_t n = 1;
+  flume_buf *vals = NULL;
+  size_t n;
   int rc;
   if (batch) {
     luaL_checktype(L, 4, LUA_TTABLE);
@@ -208,9 +317,30 @@ static int ldb_append(lua_State *L) {
     }
     free(ends);
   } else {
+    /* One value: encoded into the reused buffer, its callback into the
+     * table of those in flight; the runtime adds it to the open run. */
+    lappend *a = d->app;
     luaL_checkany(L, 4);
-    rc = encode_value(L, 4, mp, &b, err, sizeof err);
-    one = (flume_buf){b.data, b.len};
+    a->scratch.len = 0;
+    rc = encode_value(L, 4, mp, &a->scratch, err, sizeof err);
+    int has_cb = rc == 0 && !lua_isnoneornil(L, 5);
+    if (has_cb) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, a->fifo_ref);
+      lua_pushvalue(L, 5);
+      lua_rawseti(L, -2, a->tail);
+    }
+    if (rc == 0 && (rc = flume__db_append_one(d->db, a->scratch.data,
+                                              a->scratch.len, run_done, a))) {
+      err[0] = '\0';
+      if (has_cb) {
+        lua_pushnil(L);
+        lua_rawseti(L, -2, a->tail);
+      }
+    }
+    if (a->scratch.cap > ((size_t)1 << 20)) flume__buf_free(&a->scratch);
+    if (rc) return flume__lua_raise(L, rc, err[0] ? err : NULL);
+    a->tail++;
+    return 0;
   }
   if (rc == 0) {
     lreq *r = flume__lua_req_new(L, d->ctx, 5);
@@ -219,7 +349,7 @@ static int ldb_append(lua_State *L) {
       flume__lua_req_drop(L, r);
     err[0] = '\0';
   }
-  if (vals != &one) free(vals);
+  free(vals);
   flume__buf_free(&b);
   if (rc) return flume__lua_raise(L, rc, err[0] ? err : NULL);
   return 0;

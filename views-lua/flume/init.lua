@@ -173,6 +173,12 @@ end
 -- `cb(err, seq)`. With `encoded = true` the values are the bytes the
 -- database's codec gives (core.encode for msgpack), as `flume append` has.
 function DB:append(value, opts, cb)
+  -- The common async call, db:append(v, cb) with msgpack: straight to the
+  -- core (which raises ECLOSED itself), none of the checks below apply.
+  if cb == nil and type(opts) == "function" and
+    getmetatable(self) == DB_mt and self._mp == true then
+    return self._c:append(true, false, value, opts)
+  end
   check_self(self, "append")
   if type(opts) == "function" and cb == nil then opts, cb = nil, opts end
   check_opts(opts, "append")
