@@ -1,6 +1,8 @@
 /* JSON Lines <-> msgpack for the command line's common values (json.h). */
 #include "json.h"
 
+#include "mpwrite.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -70,53 +72,8 @@ static int put(jparse *j, const void *p, size_t n) {
   return flume__buf_append(j->out, p, n) ? jfail(j, FLUME_ENOMEM) : 0;
 }
 
-static int put_be(jparse *j, unsigned char tag, uint64_t v, int bytes) {
-  unsigned char w[9];
-  w[0] = tag;
-  for (int i = 0; i < bytes; i++)
-    w[1 + i] = (unsigned char)(v >> (8 * (bytes - 1 - i)));
-  return put(j, w, 1 + (size_t)bytes);
-}
-
-/* An integer in its smallest form, as flume's encoder writes it. */
-static int put_int(jparse *j, int64_t v) {
-  if (v >= 0) {
-    uint64_t u = (uint64_t)v;
-    if (u < 0x80) {
-      unsigned char c = (unsigned char)u;
-      return put(j, &c, 1);
-    }
-    if (u <= 0xff) return put_be(j, 0xcc, u, 1);
-    if (u <= 0xffff) return put_be(j, 0xcd, u, 2);
-    if (u <= 0xffffffff) return put_be(j, 0xce, u, 4);
-    return put_be(j, 0xcf, u, 8);
-  }
-  if (v >= -32) {
-    unsigned char c = (unsigned char)(uint64_t)v;
-    return put(j, &c, 1);
-  }
-  if (v >= INT8_MIN) return put_be(j, 0xd0, (uint64_t)v, 1);
-  if (v >= INT16_MIN) return put_be(j, 0xd1, (uint64_t)v, 2);
-  if (v >= INT32_MIN) return put_be(j, 0xd2, (uint64_t)v, 4);
-  return put_be(j, 0xd3, (uint64_t)v, 8);
-}
-
-static int put_str(jparse *j, const char *p, size_t n) {
-  int rc;
-  if (n < 32) {
-    unsigned char c = (unsigned char)(0xa0 | n);
-    rc = put(j, &c, 1);
-  } else if (n <= 0xff) {
-    rc = put_be(j, 0xd9, n, 1);
-  } else if (n <= 0xffff) {
-    rc = put_be(j, 0xda, n, 2);
-  } else if (n <= 0xffffffffu) {
-    rc = put_be(j, 0xdb, n, 4);
-  } else {
-    return jfail(j, FLUME__JSON_OTHER);
-  }
-  return rc ? rc : put(j, p, n);
-}
+/* The shared writers (mpwrite.h), failing the parse on an error. */
+static int mpw(jparse *j, int rc) { return rc ? jfail(j, rc) : 0; }
 
 /* Writes a map's or an array's header for n entries at `head`, where one
  * byte was left (moving what follows when it needs more). */
@@ -265,7 +222,7 @@ static int read_number(jparse *j) {
     }
     int64_t x = neg ? (u == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)u)
                     : (int64_t)u;
-    return put_int(j, x);
+    return mpw(j, flume__mpw_int(j->out, x));
   }
   char lit[64];
   size_t n = (size_t)(p - start);
@@ -274,9 +231,7 @@ static int read_number(jparse *j) {
   lit[n] = '\0';
   double d = strtod(lit, NULL);
   if (isinf(d)) return jfail(j, FLUME__JSON_OTHER);
-  uint64_t bits;
-  memcpy(&bits, &d, 8);
-  return put_be(j, 0xcb, bits, 8);
+  return mpw(j, flume__mpw_float(j->out, d));
 }
 
 static int read_value(jparse *j, int depth);
@@ -302,7 +257,8 @@ static int read_object(jparse *j, int depth) {
       if (klen[i] == j->str.len &&
           memcmp(j->out->data + koff[i], j->str.data, j->str.len) == 0)
         return jfail(j, FLUME__JSON_OTHER); /* a key twice */
-    if (put_str(j, j->str.data ? j->str.data : "", j->str.len)) return j->rc;
+    if (mpw(j, flume__mpw_str(j->out, j->str.data ? j->str.data : "", j->str.len)))
+      return j->rc;
     koff[n] = j->out->len - j->str.len;
     klen[n] = j->str.len;
     n++;
@@ -360,7 +316,8 @@ static int read_value(jparse *j, int depth) {
   switch (*j->s) {
   case '"':
     if (read_string(j)) return j->rc;
-    return put_str(j, j->str.data ? j->str.data : "", j->str.len);
+    return mpw(j, flume__mpw_str(j->out, j->str.data ? j->str.data : "",
+                                j->str.len));
   case '{':
     if (depth >= MAX_DEPTH) return jfail(j, FLUME__JSON_OTHER);
     return read_object(j, depth);

@@ -9,89 +9,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
 #include "flume.h"
+#include "mpwrite.h"
 
 /* ---- encoding ---------------------------------------------------------- */
-
-static int put(flume__buf *b, const void *p, size_t n) {
-  return flume__buf_append(b, p, n);
-}
-
-static int put_be(flume__buf *b, unsigned char tag, uint64_t v, int bytes) {
-  unsigned char w[9];
-  w[0] = tag;
-  for (int i = 0; i < bytes; i++)
-    w[1 + i] = (unsigned char)(v >> (8 * (bytes - 1 - i)));
-  return put(b, w, 1 + (size_t)bytes);
-}
-
-static int put_int(flume__buf *b, int64_t v) {
-  if (v >= 0) {
-    uint64_t u = (uint64_t)v;
-    if (u < 0x80) {
-      unsigned char c = (unsigned char)u;
-      return put(b, &c, 1);
-    }
-    if (u <= 0xff) return put_be(b, 0xcc, u, 1);
-    if (u <= 0xffff) return put_be(b, 0xcd, u, 2);
-    if (u <= 0xffffffff) return put_be(b, 0xce, u, 4);
-    return put_be(b, 0xcf, u, 8);
-  }
-  if (v >= -32) {
-    unsigned char c = (unsigned char)(uint64_t)v;
-    return put(b, &c, 1);
-  }
-  if (v >= INT8_MIN) return put_be(b, 0xd0, (uint64_t)v, 1);
-  if (v >= INT16_MIN) return put_be(b, 0xd1, (uint64_t)v, 2);
-  if (v >= INT32_MIN) return put_be(b, 0xd2, (uint64_t)v, 4);
-  return put_be(b, 0xd3, (uint64_t)v, 8);
-}
-
-/* A header of n entries: fix form below 16, else 16 or 32 bits. */
-static int put_count(flume__buf *b, size_t n, unsigned fix, unsigned c16) {
-  if (n < 16) {
-    unsigned char c = (unsigned char)(fix | n);
-    return put(b, &c, 1);
-  }
-  if (n <= 0xffff) return put_be(b, (unsigned char)c16, n, 2);
-  if (n <= 0xffffffffu) return put_be(b, (unsigned char)(c16 + 1), n, 4);
-  return FLUME_EINVAL;
-}
 
 static int encode(const flume_value *v, flume__buf *b, int depth) {
   int rc;
   switch (v->type) {
-  case FLUME_NIL: return put(b, "\xc0", 1);
-  case FLUME_BOOL: return put(b, v->as.b ? "\xc3" : "\xc2", 1);
-  case FLUME_INT: return put_int(b, v->as.i);
-  case FLUME_FLOAT: {
-    uint64_t bits;
-    memcpy(&bits, &v->as.f, 8);
-    return put_be(b, 0xcb, bits, 8);
-  }
-  case FLUME_STR: {
-    size_t n = v->as.str.len;
-    if (n && v->as.str.ptr == NULL) return FLUME_EINVAL;
-    if (n < 32) {
-      unsigned char c = (unsigned char)(0xa0 | n);
-      rc = put(b, &c, 1);
-    } else if (n <= 0xff) {
-      rc = put_be(b, 0xd9, n, 1);
-    } else if (n <= 0xffff) {
-      rc = put_be(b, 0xda, n, 2);
-    } else if (n <= 0xffffffffu) {
-      rc = put_be(b, 0xdb, n, 4);
-    } else {
-      return FLUME_EINVAL;
-    }
-    return rc ? rc : put(b, v->as.str.ptr, n);
-  }
+  case FLUME_NIL: return flume__mpw_be(b, 0xc0, 0, 0);
+  case FLUME_BOOL: return flume__mpw_be(b, v->as.b ? 0xc3 : 0xc2, 0, 0);
+  case FLUME_INT: return flume__mpw_int(b, v->as.i);
+  case FLUME_FLOAT: return flume__mpw_float(b, v->as.f);
+  case FLUME_STR:
+    if (v->as.str.len && v->as.str.ptr == NULL) return FLUME_EINVAL;
+    return flume__mpw_str(b, v->as.str.ptr, v->as.str.len);
   case FLUME_ARRAY: {
     size_t n = v->as.array.n;
     if (depth >= FLUME_VALUE_MAX_DEPTH || (n && v->as.array.items == NULL))
       return FLUME_EINVAL;
-    if ((rc = put_count(b, n, 0x90, 0xdc))) return rc;
+    if ((rc = flume__mpw_count(b, n, 0x90, 0xdc))) return rc;
     for (size_t i = 0; i < n; i++)
       if ((rc = encode(&v->as.array.items[i], b, depth + 1))) return rc;
     return 0;
@@ -101,7 +38,7 @@ static int encode(const flume_value *v, flume__buf *b, int depth) {
     if (depth >= FLUME_VALUE_MAX_DEPTH ||
         (n && (v->as.map.keys == NULL || v->as.map.vals == NULL)))
       return FLUME_EINVAL;
-    if ((rc = put_count(b, n, 0x80, 0xde))) return rc;
+    if ((rc = flume__mpw_count(b, n, 0x80, 0xde))) return rc;
     for (size_t i = 0; i < n; i++)
       if ((rc = encode(&v->as.map.keys[i], b, depth + 1)) ||
           (rc = encode(&v->as.map.vals[i], b, depth + 1)))

@@ -49,17 +49,13 @@ static void follow_run(flume__views *vs) {
   uv_timer_start(&vs->follow, on_follow, 0, 0);
 }
 
-static const char *kind_name(int kind) {
-  return flume__record_kind_name(kind);
-}
-
 int flume__follow_record(flume_view *v, const flume__record *rec) {
   if (rec->kind != v->kind || rec->version != v->version) {
     snprintf(v->note, sizeof v->note,
              "view '%s': the database now has version %lld (%s) of it, "
              "this handle mounted version %lld (%s); mount it again",
-             v->name, (long long)rec->version, kind_name(rec->kind),
-             (long long)v->version, kind_name(v->kind));
+             v->name, (long long)rec->version, flume__record_kind_name(rec->kind),
+             (long long)v->version, flume__record_kind_name(v->kind));
     return FLUME_ENOWRITER;
   }
   /* The writer's rebuild takes it back to -1: follow it down too. */

@@ -377,7 +377,6 @@ local function watch_status(ctx, dir)
   local db = open_ro(ctx, dir, true)
   local tty = tools.isatty(1)
   local prev, prev_at = {}, clock()
-  local frames = 0
   while true do
     local now = clock()
     local since = db._c:since()
@@ -395,15 +394,12 @@ local function watch_status(ctx, dir)
     out(fmt("%s  since %d  %s\n", dir, since, os.date("%H:%M:%S")))
     if #rows > 1 then print_table(rows, "  ") else out("  no views\n") end
     stdout:flush()
-    frames = frames + 1
     local slept = 0
     while slept < interval do
       tools.sleep(math.min(0.05, interval - slept))
       slept = slept + 0.05
       if tools.interrupted() then fail("interrupted") end
     end
-    local limit = tonumber(os.getenv("FLUME_WATCH_FRAMES") or "")
-    if limit and frames >= limit then return end
   end
 end
 
