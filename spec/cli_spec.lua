@@ -748,7 +748,7 @@ db:close()
       assert.truthy(out:find("19999\r?\n"), out)
       out, code = in_terminal({ "rebuild", dir, "types=" .. COUNT }, "")
       assert.equal(0, code, out)
-      assert.truthy(out:find("rebuilding %[#+%] 100%%"), out)
+      assert.truthy(out:find("rebuilding types %[#+%] 100%%"), out)
     end)
 
     it("stays quiet with --quiet and when stderr is not a terminal",

@@ -118,13 +118,18 @@ function M.with_progress(ctx, label, views, wait, from)
     end
     return low or top, top
   end
-  local base = from or lowest()
   local p = M.progress(ctx, label)
+  local function name()
+    p.view = #views > 1 and slowest and "(" .. slowest .. ")" or slowest
+  end
+  local now = lowest()
+  local base = from or now
+  name() -- named from the start: a short run ends before the first tick
   local cancel
   local function tick()
     if tools.interrupted() then error("flume: interrupted", 0) end
     local low, top = lowest()
-    p.view = #views > 1 and slowest and "(" .. slowest .. ")" or slowest
+    if slowest then name() end
     p:update(low - base, top - base)
     cancel = core.timer(0.1, tick)
   end
