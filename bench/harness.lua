@@ -472,13 +472,18 @@ end
 if index_dir and want("index_read") then
   local has_index = have_base and results.rebuild_index and
     #results.rebuild_index.baselines > 0
-  local f, l = best {
+  local f, l, li = best {
     function() return run("flume index_read", flume("index_read", index_dir)) end,
     function()
       return has_index and run("lmdb index_read", lmdb("index_read", base))
+    end,
+    function()
+      return has_index and run("lua limit, index", { cbin .. "/lua_limit",
+        "--index", base })
     end }
   record("index_read", f and f.index_read)
   baseline("index_read", "lmdb", l and l.index_read)
+  baseline("index_read", "lua", li and li.lua_index)
   progress("index_read")
 end
 
