@@ -70,6 +70,8 @@ struct flume_db {
                                    * that single appends may join */
   struct append_job *spare_run;   /* a finished run kept with its buffers
                                    * for the next one, or NULL */
+  flume__batch spare_batch;       /* a finished in-place batch's buffers,
+                                   * kept for the next (data NULL: none) */
   int busy;                       /* a group is in flight */
   int group_status;               /* its commit status, set by the writer */
   int64_t group_next;             /* next seq after it, set by the writer */
@@ -527,6 +529,8 @@ typedef struct append_job {
                         * (the others are retried without it), or NULL */
   size_t fail_at;      /* the value append_run failed on */
   int64_t first_seq;   /* a run: the seq of its first value, once written */
+  int in_place;        /* a batch of flume__db_batch_submit: lens and data
+                        * (of cap_n and cap_data) go back to the spare */
 } append_job;
 
 static int append_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
@@ -592,19 +596,88 @@ static void append_done(flume__job *job, int status) {
     }
     free(a->lens);
     free(a->data);
-  } else if (a->cb) {
-    a->cb(a->ctx, status, status ? -1 : a->last_seq);
+  } else {
+    if (a->cb) a->cb(a->ctx, status, status ? -1 : a->last_seq);
+    if (a->in_place) {
+      flume__batch b = {{a->data, 0, a->cap_data}, a->lens, 0, a->cap_n};
+      flume__db_batch_give(job->db, &b);
+    }
   }
   free(a);
 }
 
 static void free_spare(flume_db *db) {
+  flume__batch *b = &db->spare_batch;
+  flume__buf_free(&b->data);
+  free(b->ends);
+  b->ends = NULL;
+  b->n = b->cap_n = 0;
   append_job *a = db->spare_run;
   db->spare_run = NULL;
   if (a == NULL) return;
   free(a->lens);
   free(a->data);
   free(a);
+}
+
+/* ---- batches encoded in place ------------------------------------------ */
+
+/* Past this, a finished batch's buffers are freed rather than kept. */
+#define SPARE_BATCH_MAX ((size_t)64 << 20)
+
+void flume__db_batch_take(flume_db *db, flume__batch *b) {
+  *b = db->spare_batch;
+  b->data.len = 0;
+  b->n = 0;
+  db->spare_batch = (flume__batch){FLUME__BUF_INIT, NULL, 0, 0};
+}
+
+int flume__batch_end_value(flume__batch *b) {
+  if (b->n == b->cap_n) {
+    size_t cap = b->cap_n ? b->cap_n * 2 : 256;
+    size_t *e = realloc(b->ends, cap * sizeof *e);
+    if (e == NULL) return FLUME_ENOMEM;
+    b->ends = e;
+    b->cap_n = cap;
+  }
+  b->ends[b->n++] = b->data.len;
+  return 0;
+}
+
+void flume__db_batch_give(flume_db *db, flume__batch *b) {
+  flume__batch *spare = &db->spare_batch;
+  if (spare->data.data == NULL && spare->ends == NULL && !db->closing &&
+      b->data.cap <= SPARE_BATCH_MAX) {
+    *spare = *b;
+  } else {
+    flume__buf_free(&b->data);
+    free(b->ends);
+  }
+  *b = (flume__batch){FLUME__BUF_INIT, NULL, 0, 0};
+}
+
+int flume__db_batch_submit(flume_db *db, flume__batch *b, flume_append_cb cb,
+                           void *ctx) {
+  if (db->closing) return FLUME_ECLOSED;
+  if (db->readonly) return FLUME_EREADONLY;
+  if (b->n == 0) return FLUME_EINVAL;
+  append_job *a = calloc(1, sizeof *a);
+  if (a == NULL) return FLUME_ENOMEM;
+  /* The ends become lengths, in place. */
+  for (size_t i = b->n; i-- > 1;) b->ends[i] -= b->ends[i - 1];
+  a->base.run = append_run;
+  a->base.done = append_done;
+  a->base.bytes = b->data.len + b->n * 16;
+  a->cb = cb;
+  a->ctx = ctx;
+  a->n = b->n;
+  a->lens = b->ends;
+  a->data = b->data.data;
+  a->cap_n = b->cap_n;
+  a->cap_data = b->data.cap;
+  a->in_place = 1;
+  *b = (flume__batch){FLUME__BUF_INIT, NULL, 0, 0};
+  return flume__db_submit(db, &a->base); /* cannot fail: checked above */
 }
 
 /* Makes room in a run for one more value of len bytes. */

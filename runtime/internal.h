@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "buf.h"
 #include "flume.h"
 #include "format.h"
 #include "store.h"
@@ -51,6 +52,31 @@ typedef void (*flume__append_run_cb)(void *ctx, int status, int64_t first,
  * stretches, with no allocation per value. */
 int flume__db_append_one(flume_db *db, const void *data, size_t len,
                          flume__append_run_cb cb, void *ctx);
+
+/* A batch encoded in place (the Lua binding's batch appends), which spares
+ * the copy flume_db_append makes and, kept from one batch to the next, the
+ * allocation of its bytes: the values back to back in `data`, ends[i] the
+ * end of value i. */
+typedef struct flume__batch {
+  flume__buf data; /* the values' bytes */
+  size_t *ends;    /* where each ends in data */
+  size_t n;        /* values */
+  size_t cap_n;    /* room in ends */
+} flume__batch;
+/* Fills `b` with the buffers of a finished batch (kept grown) or empty
+ * ones; it holds no value. */
+void flume__db_batch_take(flume_db *db, flume__batch *b);
+/* Ends a value at data.len (the bytes written since the last end). Returns
+ * 0 or FLUME_ENOMEM. */
+int flume__batch_end_value(flume__batch *b);
+/* Appends b's values as one atomic batch, as flume_db_append does. On
+ * success the database owns b's buffers (b is emptied); on failure they
+ * stay the caller's, to give back. */
+int flume__db_batch_submit(flume_db *db, flume__batch *b, flume_append_cb cb,
+                           void *ctx);
+/* Gives b's buffers back to the database (kept for the next take, or
+ * freed); b is emptied. */
+void flume__db_batch_give(flume_db *db, flume__batch *b);
 
 /* Called with each log entry of a read, inside a read transaction: the
  * bytes are valid only during the call. Returns 0 to go on, anything else

@@ -56,6 +56,8 @@ typedef struct lappend {
   lua_Integer head;    /* the slot of the oldest append in flight */
   lua_Integer tail;    /* the slot the next append takes */
   flume__buf scratch;  /* the encoding of one value, reused */
+  flume__batch batch;  /* the batch being encoded; an encoding that raised
+                          leaves its buffers here, given back by the next */
   lreq *close_req;     /* the close's callback, or NULL */
 } lappend;
 
@@ -77,6 +79,8 @@ static void app_closed(void *p) {
   if (flume__lua_can_call(a->ctx))
     luaL_unref(a->ctx->L, LUA_REGISTRYINDEX, a->fifo_ref);
   flume__buf_free(&a->scratch);
+  flume__buf_free(&a->batch.data);
+  free(a->batch.ends);
   free(a);
   if (r) flume__lua_req_finish(r, 0, NULL, NULL);
 }
@@ -280,25 +284,21 @@ static int ldb_append(lua_State *L) {
   int mp = lua_toboolean(L, 2);
   int batch = lua_toboolean(L, 3);
   char err[320] = "";
-  flume__buf b = FLUME__BUF_INIT;
-  flume_buf *vals = NULL;
   size_t n;
   int rc;
   if (batch) {
+    /* Encoded in place into the buffers the last batch left (no copy, no
+     * allocation once grown), handed to the writer as they are. */
     luaL_checktype(L, 4, LUA_TTABLE);
     n = lua_rawlen(L, 4);
     if (n == 0) return luaL_argerror(L, 4, "an empty batch");
-    size_t *ends = malloc(n * sizeof *ends);
-    vals = malloc(n * sizeof *vals);
-    if (ends == NULL || vals == NULL) {
-      free(ends);
-      free(vals);
-      return flume__lua_raise(L, FLUME_ENOMEM, NULL);
-    }
+    flume__batch *bt = &d->app->batch;
+    if (bt->data.data || bt->ends) flume__db_batch_give(d->db, bt);
+    flume__db_batch_take(d->db, bt);
     rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
       lua_rawgeti(L, 4, (lua_Integer)i + 1);
-      rc = encode_value(L, lua_gettop(L), mp, &b, err, sizeof err);
+      rc = encode_value(L, lua_gettop(L), mp, &bt->data, err, sizeof err);
       lua_pop(L, 1);
       if (rc == FLUME_EENCODE) {
         char where[sizeof err];
@@ -307,15 +307,18 @@ static int ldb_append(lua_State *L) {
                  (int)(sizeof where - (size_t)k - 1), err);
         memcpy(err, where, sizeof err);
       }
-      ends[i] = b.len;
+      if (rc == 0) rc = flume__batch_end_value(bt);
     }
     if (rc == 0) {
-      for (size_t i = 0; i < n; i++) {
-        size_t start = i ? ends[i - 1] : 0;
-        vals[i] = (flume_buf){b.data + start, ends[i] - start};
-      }
+      lreq *r = flume__lua_req_new(L, d->ctx, 5);
+      if (r == NULL) rc = FLUME_ENOMEM;
+      else if ((rc = flume__db_batch_submit(d->db, bt, append_done, r)))
+        flume__lua_req_drop(L, r);
+      else return 0;
+      err[0] = '\0';
     }
-    free(ends);
+    flume__db_batch_give(d->db, bt);
+    return flume__lua_raise(L, rc, err[0] ? err : NULL);
   } else {
     /* One value: encoded into the reused buffer, its callback into the
      * table of those in flight; the runtime adds it to the open run. */
@@ -342,17 +345,6 @@ static int ldb_append(lua_State *L) {
     a->tail++;
     return 0;
   }
-  if (rc == 0) {
-    lreq *r = flume__lua_req_new(L, d->ctx, 5);
-    if (r == NULL) rc = FLUME_ENOMEM;
-    else if ((rc = flume_db_append(d->db, vals, n, append_done, r)))
-      flume__lua_req_drop(L, r);
-    err[0] = '\0';
-  }
-  free(vals);
-  flume__buf_free(&b);
-  if (rc) return flume__lua_raise(L, rc, err[0] ? err : NULL);
-  return 0;
 }
 
 /* ---- reads of the log ---------------------------------------------------- */
