@@ -224,8 +224,15 @@ typedef void (*flume_append_cb)(void *ctx, int status, int64_t last_seq);
  *
  * @param n at least 1.
  * @param cb called once the batch is durable or has failed; may be NULL.
+ * In a database whose codec is `"msgpack"` (the Lua module's default),
+ * each value must be exactly one msgpack value the views can decode (no
+ * ext types, no nil or NaN map keys, nesting at most 100 deep; see
+ * flume_encode()); otherwise nothing is appended and the call fails with
+ * #FLUME_EENCODE. Other codecs' values are opaque bytes.
+ *
  * @return 0, or #FLUME_EINVAL (n is 0; vals is NULL; a NULL base with a
- * nonzero len; lengths whose sum overflows size_t), #FLUME_ECLOSED,
+ * nonzero len; lengths whose sum overflows size_t), #FLUME_EENCODE (a value
+ * that is not msgpack in a msgpack database), #FLUME_ECLOSED,
  * #FLUME_ENOMEM.
  */
 FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,

@@ -50,6 +50,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "mpcheck.h"
 #include "msgpack.h"
 #include "views/host.h"
 
@@ -93,132 +94,12 @@ static uint32_t get32(const unsigned char *r) {
          r[3];
 }
 
-/* ---- checking, as the decoder does ------------------------------------ */
-
-static const unsigned char *check(const unsigned char *p,
-                                  const unsigned char *end, int depth);
-
-/* A map's pairs from p; off (when not NULL) gets the offsets from base. */
-static const unsigned char *check_pairs(const unsigned char *p,
-                                        const unsigned char *end, uint64_t n,
-                                        int depth, uint32_t *off,
-                                        const unsigned char *base) {
-  if (depth >= FLUME__MP_MAX_DEPTH || n > (uint64_t)(end - p) / 2)
-    return NULL;
-  for (uint64_t i = 0; i < n; i++) {
-    if (p == end) return NULL;
-    unsigned c = *p;
-    if (c == 0xc0 || (c >= 0x80 && c <= 0x9f) || (c >= 0xdc && c <= 0xdf))
-      return NULL;
-    if (off) off[2 * i] = (uint32_t)(p - base);
-    const unsigned char *k = p;
-    if (!(p = check(p, end, depth + 1))) return NULL;
-    if (c == 0xca) {
-      uint32_t u = get32(k + 1);
-      float f;
-      memcpy(&f, &u, 4);
-      if (isnan(f)) return NULL;
-    } else if (c == 0xcb) {
-      uint64_t u = (uint64_t)get32(k + 1) << 32 | get32(k + 5);
-      double f;
-      memcpy(&f, &u, 8);
-      if (isnan(f)) return NULL;
-    }
-    if (off) off[2 * i + 1] = (uint32_t)(p - base);
-    if (!(p = check(p, end, depth + 1))) return NULL;
-  }
-  if (off) off[2 * n] = (uint32_t)(p - base);
-  return p;
-}
-
-static const unsigned char *check_array(const unsigned char *p,
-                                        const unsigned char *end, uint64_t n,
-                                        int depth) {
-  if (depth >= FLUME__MP_MAX_DEPTH || n > (uint64_t)(end - p)) return NULL;
-  for (uint64_t i = 0; i < n; i++) {
-    if (p < end && *p == 0xc0) {
-      p++;
-      continue;
-    }
-    if (!(p = check(p, end, depth + 1))) return NULL;
-  }
-  return p;
-}
-
-/* The end of the value at p if flume__mp_decode would decode it, else
- * NULL. */
-static const unsigned char *check(const unsigned char *p,
-                                  const unsigned char *end, int depth) {
-  size_t left = (size_t)(end - p), n;
-  if (left == 0) return NULL;
-  unsigned c = *p;
-  if (c < 0x80 || c >= 0xe0) return p + 1;
-  if (c < 0x90) return check_pairs(p + 1, end, c & 0x0f, depth, NULL, NULL);
-  if (c < 0xa0) return check_array(p + 1, end, c & 0x0f, depth);
-  if (c < 0xc0) {
-    n = c & 0x1f;
-    p += 1;
-    goto str;
-  }
-  switch (c) {
-  case 0xc0:
-  case 0xc2:
-  case 0xc3:
-    return p + 1;
-  case 0xc4:
-  case 0xd9:
-    if (left < 2) return NULL;
-    n = p[1];
-    p += 2;
-    goto str;
-  case 0xc5:
-  case 0xda:
-    if (left < 3) return NULL;
-    n = get16(p + 1);
-    p += 3;
-    goto str;
-  case 0xc6:
-  case 0xdb:
-    if (left < 5) return NULL;
-    n = get32(p + 1);
-    p += 5;
-    goto str;
-  case 0xcc:
-  case 0xd0:
-    return left < 2 ? NULL : p + 2;
-  case 0xcd:
-  case 0xd1:
-    return left < 3 ? NULL : p + 3;
-  case 0xca:
-  case 0xce:
-  case 0xd2:
-    return left < 5 ? NULL : p + 5;
-  case 0xcb:
-  case 0xcf:
-  case 0xd3:
-    return left < 9 ? NULL : p + 9;
-  case 0xdc:
-    return left < 3 ? NULL : check_array(p + 3, end, get16(p + 1), depth);
-  case 0xdd:
-    return left < 5 ? NULL : check_array(p + 5, end, get32(p + 1), depth);
-  case 0xde:
-    return left < 3 ? NULL
-                    : check_pairs(p + 3, end, get16(p + 1), depth, NULL, NULL);
-  case 0xdf:
-    return left < 5 ? NULL
-                    : check_pairs(p + 5, end, get32(p + 1), depth, NULL, NULL);
-  default: /* ext types, 0xc1 */
-    return NULL;
-  }
-str:
-  return n > (size_t)(end - p) ? NULL : p + n;
-}
-
 /* ---- proxies ------------------------------------------------------------ */
 
 /* The holder of the proxy at idx, or NULL. */
 static holder *holder_of(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TTABLE) return NULL;
+  if (lua_type(L, idx) != LUA_TTABLE)
+    return NULL;
   lua_rawgetp(L, idx, &holder_key);
   holder *h = lua_touserdata(L, -1);
   lua_pop(L, 1);
@@ -242,7 +123,8 @@ static void materialize(lua_State *L, int idx, holder *h) {
   unsigned char *done = h_done(h);
   luaL_checkstack(L, 4, NULL);
   for (uint32_t i = 0; i < h->n; i++) {
-    if (done[i]) continue;
+    if (done[i])
+      continue;
     push_part(L, h, 2 * i, 2 * i + 1);
     push_part(L, h, 2 * i + 1, 2 * i + 2);
     lua_rawset(L, idx);
@@ -257,7 +139,8 @@ static void materialize(lua_State *L, int idx, holder *h) {
 void flume__lazy_materialize(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
   holder *h = holder_of(L, idx);
-  if (h == NULL) return;
+  if (h == NULL)
+    return;
   uint32_t was = flume__host_charge_to(L, 0);
   materialize(L, idx, h);
   flume__host_charge_to(L, was);
@@ -265,8 +148,8 @@ void flume__lazy_materialize(lua_State *L, int idx) {
 
 /* Whether key i of h equals the Lua key at index 2 of type kt (the
  * string ks[kl] when it is one). */
-static int key_is(lua_State *L, holder *h, uint32_t i, int kt,
-                  const char *ks, size_t kl) {
+static int key_is(lua_State *L, holder *h, uint32_t i, int kt, const char *ks,
+                  size_t kl) {
   const unsigned char *k = h_bytes(h) + h_off(h)[2 * i];
   unsigned c = *k;
   if (kt == LUA_TSTRING) {
@@ -305,7 +188,8 @@ static int lazy_index(lua_State *L) {
   lua_settop(L, 2);
   holder *h = holder_of(L, 1);
   int kt = lua_type(L, 2);
-  if (h == NULL) return 0;
+  if (h == NULL)
+    return 0;
   uint32_t was = flume__host_charge_to(L, 0);
   if (h->left == 0) {
     /* Many lookups: decode the rest once, not scan again and again. */
@@ -339,7 +223,8 @@ static int lazy_index(lua_State *L) {
   lua_pushvalue(L, -2);
   lua_rawset(L, 1);
   for (uint32_t i = 0; i < h->n && matches > 1; i++)
-    if (key_is(L, h, i, kt, ks, kl)) done[i] = 1;
+    if (key_is(L, h, i, kt, ks, kl))
+      done[i] = 1;
   done[last] = 1;
   flume__host_charge_to(L, was);
   return 1;
@@ -408,18 +293,18 @@ int flume__lazy_decode(lua_State *L, const char *p, size_t n, char *err,
   } else {
     return flume__mp_decode(L, p, n, err, errlen);
   }
-  if (pairs < LAZY_MIN_PAIRS || n > UINT32_MAX / 2 ||
-      pairs > (n - hl) / 2 || !lua_checkstack(L, 4))
+  if (pairs < LAZY_MIN_PAIRS || n > UINT32_MAX / 2 || pairs > (n - hl) / 2 ||
+      !lua_checkstack(L, 4))
     return flume__mp_decode(L, p, n, err, errlen);
-  size_t size = sizeof(holder) + 4 * (2 * (size_t)pairs + 1) +
-                (size_t)pairs + n;
+  size_t size =
+      sizeof(holder) + 4 * (2 * (size_t)pairs + 1) + (size_t)pairs + n;
   lua_createtable(L, 0, (int)(pairs < PRESIZE ? pairs : PRESIZE) + 1);
   holder *h = lua_newuserdatauv(L, size, 0);
   h->n = (uint32_t)pairs;
   h->len = (uint32_t)n;
   h->left = SCANS;
   const unsigned char *q =
-      check_pairs(s + hl, end, pairs, 0, h_off(h), s);
+      flume__mp_check_pairs(s + hl, end, pairs, 0, h_off(h), s);
   if (q != end) {
     lua_pop(L, 2);
     return flume__mp_decode(L, p, n, err, errlen); /* its message */
@@ -438,8 +323,10 @@ int flume__lazy_decode(lua_State *L, const char *p, size_t n, char *err,
  * tables walked already (absolute index). */
 static void settle(lua_State *L, int idx, int depth, int seen) {
   holder *h = holder_of(L, idx);
-  if (h) materialize(L, idx, h);
-  if (depth > FLUME__MP_MAX_DEPTH || !lua_checkstack(L, 6)) return;
+  if (h)
+    materialize(L, idx, h);
+  if (depth > FLUME__MP_MAX_DEPTH || !lua_checkstack(L, 6))
+    return;
   lua_pushvalue(L, idx);
   if (lua_rawget(L, seen) != LUA_TNIL) {
     lua_pop(L, 1);
@@ -452,7 +339,8 @@ static void settle(lua_State *L, int idx, int depth, int seen) {
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int top = lua_gettop(L);
-    if (lua_type(L, top) == LUA_TTABLE) settle(L, top, depth + 1, seen);
+    if (lua_type(L, top) == LUA_TTABLE)
+      settle(L, top, depth + 1, seen);
     if (lua_type(L, top - 1) == LUA_TTABLE)
       settle(L, top - 1, depth + 1, seen);
     lua_pop(L, 1);
@@ -460,7 +348,8 @@ static void settle(lua_State *L, int idx, int depth, int seen) {
 }
 
 void flume__lazy_settle(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TTABLE) return;
+  if (lua_type(L, idx) != LUA_TTABLE)
+    return;
   idx = lua_absindex(L, idx);
   lua_newtable(L);
   settle(L, idx, 0, lua_gettop(L));
