@@ -29,18 +29,18 @@
 #define FLUME__PARTS_MAX 4
 
 struct flume_watch {
-  flume_db *db;      /* the database it observes */
-  flume_since_cb cb; /* the observer */
-  void *ctx;         /* the observer's pointer */
-  flume_watch *next; /* list links */
+  flume_db *db;          /* the database it observes */
+  flume_since_cb cb;     /* the observer */
+  void *ctx;             /* the observer's pointer */
+  flume_watch *next;     /* list links */
   flume_watch *prev;
-  int dead; /* stopped during a notification; freed after it */
+  int dead;              /* stopped during a notification; freed after it */
 };
 
 typedef struct iter_entry {
-  int64_t seq; /* the entry's seq */
-  size_t off;  /* its bytes' offset in the iterator's chunk */
-  size_t len;  /* their length */
+  int64_t seq;  /* the entry's seq */
+  size_t off;   /* its bytes' offset in the iterator's chunk */
+  size_t len;   /* their length */
 } iter_entry;
 
 struct flume_iter {
@@ -59,48 +59,48 @@ struct flume_iter {
 };
 
 struct flume_db {
-  uv_loop_t *loop;             /* the caller's loop */
-  const flume__store_ops *ops; /* the backend */
-  flume__store *store;         /* its instance */
-  char codec[64];              /* the codec name recorded in the db */
-  int64_t since;               /* last acknowledged seq; -1: empty */
-  flume__job *queue_head;      /* jobs waiting for the next group */
+  uv_loop_t *loop;                /* the caller's loop */
+  const flume__store_ops *ops;    /* the backend */
+  flume__store *store;            /* its instance */
+  char codec[64];                 /* the codec name recorded in the db */
+  int64_t since;                  /* last acknowledged seq; -1: empty */
+  flume__job *queue_head;         /* jobs waiting for the next group */
   flume__job *queue_tail;
-  flume__job *group;            /* the group being committed */
-  struct append_job *open_run;  /* the queue's tail while it is a job
-                                 * that single appends may join */
-  struct append_job *spare_run; /* a finished run kept with its buffers
-                                 * for the next one, or NULL */
-  flume__batch spare_batch;     /* a finished in-place batch's buffers,
-                                 * kept for the next (data NULL: none) */
-  int busy;                     /* a group is in flight */
-  int group_status;             /* its commit status, set by the writer */
-  int64_t group_next;           /* next seq after it, set by the writer */
-  uv_work_t work;               /* the threadpool request for a group */
-  uv_idle_t kick;               /* runs inline stores' groups */
-  flume_watch *watches;         /* since observers */
-  int notifying;                /* inside notify(): defer frees */
-  flume_iter *iters;            /* open iterators */
+  flume__job *group;              /* the group being committed */
+  struct append_job *open_run;    /* the queue's tail while it is a job
+                                   * that single appends may join */
+  struct append_job *spare_run;   /* a finished run kept with its buffers
+                                   * for the next one, or NULL */
+  flume__batch spare_batch;       /* a finished in-place batch's buffers,
+                                   * kept for the next (data NULL: none) */
+  int busy;                       /* a group is in flight */
+  int group_status;               /* its commit status, set by the writer */
+  int64_t group_next;             /* next seq after it, set by the writer */
+  uv_work_t work;                 /* the threadpool request for a group */
+  uv_idle_t kick;                 /* runs inline stores' groups */
+  flume_watch *watches;           /* since observers */
+  int notifying;                  /* inside notify(): defer frees */
+  flume_iter *iters;              /* open iterators */
   const flume__part_ops *part_ops[FLUME__PARTS_MAX]; /* attached parts */
-  void *parts[FLUME__PARTS_MAX];   /* their state, in attach order */
-  int nparts;                      /* how many */
+  void *parts[FLUME__PARTS_MAX];  /* their state, in attach order */
+  int nparts;                     /* how many */
   char errmsg[FLUME__ERRMSG_SIZE]; /* flume_db_errmsg() */
-  int readonly;                    /* opened read-only: another process
-                                    * (or none) writes */
-  uint64_t session;                /* writer: this opening's random id,
-                                    * stored as meta "writer" */
-  uint64_t seen_txn;               /* read-only: the store's last commit
-                                    * this handle has looked at */
-  uv_timer_t poll;                 /* read-only: looks for new commits
-                                    * while a watch waits */
-  int handles;                     /* handles still closing */
-  int closing;                     /* flume_db_close() was called */
-  int close_started;               /* the handles are being closed */
-  flume_close_cb close_cb;         /* called once closed */
+  int readonly;                   /* opened read-only: another process
+                                   * (or none) writes */
+  uint64_t session;               /* writer: this opening's random id,
+                                   * stored as meta "writer" */
+  uint64_t seen_txn;              /* read-only: the store's last commit
+                                   * this handle has looked at */
+  uv_timer_t poll;                /* read-only: looks for new commits
+                                   * while a watch waits */
+  int handles;                    /* handles still closing */
+  int closing;                    /* flume_db_close() was called */
+  int close_started;              /* the handles are being closed */
+  flume_close_cb close_cb;        /* called once closed */
   void *close_ctx;
 #ifdef FLUME_TEST_HOOKS
-  int fail_err;   /* injected commit failure */
-  int fail_count; /* commits still to fail */
+  int fail_err;                   /* injected commit failure */
+  int fail_count;                 /* commits still to fail */
 #endif
 };
 
@@ -123,12 +123,9 @@ flume__store *flume__db_store(flume_db *db) { return db->store; }
 uv_loop_t *flume__db_loop(flume_db *db) { return db->loop; }
 
 int flume__db_attach(flume_db *db, const flume__part_ops *ops, void *part) {
-  if (db->closing)
-    return FLUME_ECLOSED;
-  if (flume__db_part(db, ops))
-    return FLUME_EEXIST;
-  if (db->nparts == FLUME__PARTS_MAX)
-    return FLUME_ENOMEM;
+  if (db->closing) return FLUME_ECLOSED;
+  if (flume__db_part(db, ops)) return FLUME_EEXIST;
+  if (db->nparts == FLUME__PARTS_MAX) return FLUME_ENOMEM;
   db->part_ops[db->nparts] = ops;
   db->parts[db->nparts++] = part;
   return 0;
@@ -136,8 +133,7 @@ int flume__db_attach(flume_db *db, const flume__part_ops *ops, void *part) {
 
 void flume__db_detach(flume_db *db, const flume__part_ops *ops) {
   for (int i = 0; i < db->nparts; i++) {
-    if (db->part_ops[i] != ops)
-      continue;
+    if (db->part_ops[i] != ops) continue;
     for (int j = i + 1; j < db->nparts; j++) {
       db->part_ops[j - 1] = db->part_ops[j];
       db->parts[j - 1] = db->parts[j];
@@ -149,8 +145,7 @@ void flume__db_detach(flume_db *db, const flume__part_ops *ops) {
 
 void *flume__db_part(flume_db *db, const flume__part_ops *ops) {
   for (int i = 0; i < db->nparts; i++)
-    if (db->part_ops[i] == ops)
-      return db->parts[i];
+    if (db->part_ops[i] == ops) return db->parts[i];
   return NULL;
 }
 
@@ -177,37 +172,27 @@ static int init_meta(flume_db *db, const char *codec, char found[64]) {
   flume__slice v;
   int rc = ops->txn_begin(
       db->store, db->readonly ? FLUME__TXN_READ : FLUME__TXN_WRITE, &txn);
-  if (rc)
-    return rc;
+  if (rc) return rc;
   rc = ops->table_open(txn, FLUME__META_TABLE, !db->readonly, &meta);
-  if (rc == FLUME_ENOTFOUND)
-    rc = FLUME_ECORRUPT; /* a log, no metadata */
-  if (rc)
-    goto fail;
-  rc = ops->get(txn, meta,
-                (flume__slice){FLUME__META_FORMAT, strlen(FLUME__META_FORMAT)},
-                &v);
+  if (rc == FLUME_ENOTFOUND) rc = FLUME_ECORRUPT; /* a log, no metadata */
+  if (rc) goto fail;
+  rc = ops->get(txn, meta, (flume__slice){FLUME__META_FORMAT, strlen(FLUME__META_FORMAT)}, &v);
   if (rc == FLUME_ENOTFOUND && db->readonly) {
     rc = FLUME_ECORRUPT; /* a reader creates nothing */
     goto fail;
   }
   if (rc == FLUME_ENOTFOUND) {
     int64_t last;
-    if ((rc = ops->log_last(txn, &last)))
-      goto fail;
+    if ((rc = ops->log_last(txn, &last))) goto fail;
     if (last != -1) {
       rc = FLUME_ECORRUPT; /* a log without metadata is not ours */
       goto fail;
     }
     const char *name = codec ? codec : "raw";
-    if ((rc = ops->put(
-             txn, meta,
-             (flume__slice){FLUME__META_FORMAT, strlen(FLUME__META_FORMAT)},
-             (flume__slice){FLUME__FORMAT, strlen(FLUME__FORMAT)})) ||
-        (rc = ops->put(
-             txn, meta,
-             (flume__slice){FLUME__META_CODEC, strlen(FLUME__META_CODEC)},
-             (flume__slice){name, strlen(name)})))
+    if ((rc = ops->put(txn, meta, (flume__slice){FLUME__META_FORMAT, strlen(FLUME__META_FORMAT)},
+                       (flume__slice){FLUME__FORMAT, strlen(FLUME__FORMAT)})) ||
+        (rc = ops->put(txn, meta, (flume__slice){FLUME__META_CODEC, strlen(FLUME__META_CODEC)},
+                       (flume__slice){name, strlen(name)})))
       goto fail;
     strcpy(db->codec, name);
   } else if (rc) {
@@ -218,24 +203,19 @@ static int init_meta(flume_db *db, const char *codec, char found[64]) {
       rc = FLUME_EFORMAT;
       goto fail;
     }
-    rc = ops->get(txn, meta,
-                  (flume__slice){FLUME__META_CODEC, strlen(FLUME__META_CODEC)},
-                  &v);
+    rc = ops->get(txn, meta, (flume__slice){FLUME__META_CODEC, strlen(FLUME__META_CODEC)}, &v);
     if (rc == FLUME_ENOTFOUND || (rc == 0 && v.size >= sizeof db->codec))
       rc = FLUME_ECORRUPT;
-    if (rc)
-      goto fail;
+    if (rc) goto fail;
     memcpy(db->codec, v.data, v.size);
     db->codec[v.size] = '\0';
     if (codec && strcmp(codec, db->codec) != 0) {
-      if (found)
-        strcpy(found, db->codec);
+      if (found) strcpy(found, db->codec);
       rc = FLUME_ECODEC;
       goto fail;
     }
   }
-  if ((rc = ops->log_last(txn, &db->since)))
-    goto fail;
+  if ((rc = ops->log_last(txn, &db->since))) goto fail;
   if (db->readonly) {
     ops->txn_abort(txn);
     return 0;
@@ -248,8 +228,7 @@ static int init_meta(flume_db *db, const char *codec, char found[64]) {
   rc = ops->put(txn, meta,
                 (flume__slice){FLUME__META_WRITER, strlen(FLUME__META_WRITER)},
                 (flume__slice){&db->session, sizeof db->session});
-  if (rc)
-    goto fail;
+  if (rc) goto fail;
   return ops->txn_commit(txn);
 fail:
   ops->txn_abort(txn);
@@ -268,22 +247,18 @@ static void notify(flume_db *db, int status, int64_t since);
  * happened. Watches hear of it. */
 void flume__db_refresh(flume_db *db) {
   flume__store_stat st;
-  if (!db->readonly || db->closing)
-    return;
-  if (db->ops->stat(db->store, &st) || st.txn_id == db->seen_txn)
-    return;
+  if (!db->readonly || db->closing) return;
+  if (db->ops->stat(db->store, &st) || st.txn_id == db->seen_txn) return;
   flume__txn *txn;
   int64_t last;
-  if (db->ops->txn_begin(db->store, FLUME__TXN_READ, &txn))
-    return;
+  if (db->ops->txn_begin(db->store, FLUME__TXN_READ, &txn)) return;
   /* What this snapshot holds is seen, not what stat said: a commit is in
    * stat a moment before new readers see it (store.h), and the next look
    * catches it. */
   uint64_t seen = db->ops->txn_snapshot(txn);
   int rc = db->ops->log_last(txn, &last);
   db->ops->txn_abort(txn);
-  if (rc)
-    return;
+  if (rc) return;
   db->seen_txn = seen;
   if (last > db->since) {
     db->since = last;
@@ -293,18 +268,14 @@ void flume__db_refresh(flume_db *db) {
 
 /* The poll keeps the loop alive only while somebody waits for commits. */
 static void poll_ref(flume_db *db) {
-  if (!db->readonly || db->closing)
-    return;
-  if (db->watches)
-    uv_ref((uv_handle_t *)&db->poll);
-  else
-    uv_unref((uv_handle_t *)&db->poll);
+  if (!db->readonly || db->closing) return;
+  if (db->watches) uv_ref((uv_handle_t *)&db->poll);
+  else uv_unref((uv_handle_t *)&db->poll);
 }
 
 static void on_poll(uv_timer_t *t) {
   flume_db *db = t->data;
-  if (db->watches)
-    flume__db_refresh(db);
+  if (db->watches) flume__db_refresh(db);
 }
 
 static void start_poll(flume_db *db) {
@@ -324,8 +295,7 @@ int flume__db_open(uv_loop_t *loop, const char *path,
                    const flume_db_options *opts, flume_db **out,
                    char found[64]) {
   flume_db_options defaults;
-  if (loop == NULL || out == NULL)
-    return FLUME_EINVAL;
+  if (loop == NULL || out == NULL) return FLUME_EINVAL;
   if (opts == NULL) {
     flume_db_options_init(&defaults);
     opts = &defaults;
@@ -334,19 +304,15 @@ int flume__db_open(uv_loop_t *loop, const char *path,
     return FLUME_EINVAL;
   /* An empty path names no folder; a map size past half the address space
    * is a negative number cast to size_t, not a size anyone can map. */
-  if (path && path[0] == '\0')
-    return FLUME_EINVAL;
-  if (opts->map_size > SIZE_MAX / 2)
-    return FLUME_EINVAL;
+  if (path && path[0] == '\0') return FLUME_EINVAL;
+  if (opts->map_size > SIZE_MAX / 2) return FLUME_EINVAL;
 
   flume_db *db = calloc(1, sizeof *db);
-  if (db == NULL)
-    return FLUME_ENOMEM;
+  if (db == NULL) return FLUME_ENOMEM;
   db->loop = loop;
   db->ops = path ? &flume__store_lmdb : &flume__store_memory;
   db->readonly = opts->readonly != 0;
-  flume__store_opts so = {.sync = opts->sync != 0,
-                          .map_size = opts->map_size,
+  flume__store_opts so = {.sync = opts->sync != 0, .map_size = opts->map_size,
                           .readonly = db->readonly};
   int rc = db->ops->open(path, &so, &db->store);
   if (rc) {
@@ -361,8 +327,7 @@ int flume__db_open(uv_loop_t *loop, const char *path,
   uv_idle_init(loop, &db->kick);
   db->kick.data = db;
   db->work.data = db;
-  if (db->readonly)
-    start_poll(db);
+  if (db->readonly) start_poll(db);
   *out = db;
   return 0;
 }
@@ -372,20 +337,14 @@ int flume__db_open(uv_loop_t *loop, const char *path,
 static void notify(flume_db *db, int status, int64_t since) {
   db->notifying++;
   for (flume_watch *w = db->watches; w; w = w->next)
-    if (!w->dead)
-      w->cb(w->ctx, status, since);
-  if (--db->notifying)
-    return;
+    if (!w->dead) w->cb(w->ctx, status, since);
+  if (--db->notifying) return;
   for (flume_watch *w = db->watches, *next; w; w = next) {
     next = w->next;
-    if (!w->dead && status == 0)
-      continue;
-    if (w->prev)
-      w->prev->next = w->next;
-    else
-      db->watches = w->next;
-    if (w->next)
-      w->next->prev = w->prev;
+    if (!w->dead && status == 0) continue;
+    if (w->prev) w->prev->next = w->next;
+    else db->watches = w->next;
+    if (w->next) w->next->prev = w->prev;
     free(w);
   }
   poll_ref(db); /* a watch stopped during the notification */
@@ -393,40 +352,31 @@ static void notify(flume_db *db, int status, int64_t since) {
 
 FLUME_API int flume_db_on_since(flume_db *db, flume_since_cb cb, void *ctx,
                                 flume_watch **out) {
-  if (db->closing)
-    return FLUME_ECLOSED;
-  if (cb == NULL)
-    return FLUME_EINVAL;
+  if (db->closing) return FLUME_ECLOSED;
+  if (cb == NULL) return FLUME_EINVAL;
   flume_watch *w = calloc(1, sizeof *w);
-  if (w == NULL)
-    return FLUME_ENOMEM;
+  if (w == NULL) return FLUME_ENOMEM;
   w->db = db;
   w->cb = cb;
   w->ctx = ctx;
   w->next = db->watches;
-  if (db->watches)
-    db->watches->prev = w;
+  if (db->watches) db->watches->prev = w;
   db->watches = w;
-  if (out)
-    *out = w;
+  if (out) *out = w;
   poll_ref(db);
   return 0;
 }
 
 FLUME_API void flume_watch_stop(flume_watch *w) {
-  if (w == NULL)
-    return;
+  if (w == NULL) return;
   flume_db *db = w->db;
   if (db->notifying) {
     w->dead = 1;
     return;
   }
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    db->watches = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
+  if (w->prev) w->prev->next = w->next;
+  else db->watches = w->next;
+  if (w->next) w->next->prev = w->prev;
   free(w);
   poll_ref(db);
 }
@@ -444,14 +394,11 @@ static int run_group(flume_db *db) {
     flume__job *failed = NULL;
     int64_t next = db->since + 1;
     int rc = ops->txn_begin(db->store, FLUME__TXN_WRITE, &txn);
-    if (rc)
-      return rc;
+    if (rc) return rc;
     for (flume__job *j = db->group; j && rc == 0; j = j->next) {
-      if (j->status)
-        continue; /* failed in an earlier attempt */
+      if (j->status) continue; /* failed in an earlier attempt */
       rc = j->run(j, txn, &next);
-      if (rc)
-        failed = j;
+      if (rc) failed = j;
     }
 #ifdef FLUME_TEST_HOOKS
     if (rc == 0 && db->fail_count > 0) {
@@ -466,22 +413,18 @@ static int run_group(flume_db *db) {
         db->group_next = next;
         return 0;
       }
-      if (rc != FLUME_EMAPFULL)
-        return rc;
+      if (rc != FLUME_EMAPFULL) return rc;
     } else {
       ops->txn_abort(txn);
     }
     if (rc == FLUME_EMAPFULL) {
       /* Doubling from the initial map reaches any disk long before this. */
-      if (++grown > 40)
-        return FLUME_ENOSPC;
-      if ((rc = ops->grow(db->store)))
-        return rc;
+      if (++grown > 40) return FLUME_ENOSPC;
+      if ((rc = ops->grow(db->store))) return rc;
       continue;
     }
     /* Only this job (of a run, this value) fails; retry the rest. */
-    if (run_fail_one(failed, rc))
-      failed->status = rc;
+    if (run_fail_one(failed, rc)) failed->status = rc;
   }
 }
 
@@ -517,16 +460,14 @@ static void take_group(flume_db *db) {
   flume__job *head = db->queue_head, *last = NULL, *j = head;
   while (j && (last == NULL || bytes + j->bytes <= GROUP_MAX_BYTES)) {
     bytes += j->bytes;
-    if (j == (flume__job *)db->open_run)
-      db->open_run = NULL; /* closed */
+    if (j == (flume__job *)db->open_run) db->open_run = NULL; /* closed */
     last = j;
     j = j->next;
   }
   last->next = NULL;
   db->group = head;
   db->queue_head = j;
-  if (j == NULL)
-    db->queue_tail = NULL;
+  if (j == NULL) db->queue_tail = NULL;
 }
 
 static void on_kick(uv_idle_t *h) {
@@ -540,11 +481,9 @@ static void on_kick(uv_idle_t *h) {
 static void start_close(flume_db *db);
 
 static void kick(flume_db *db) {
-  if (db->busy)
-    return;
+  if (db->busy) return;
   if (db->queue_head == NULL) {
-    if (db->closing && !db->close_started)
-      start_close(db);
+    if (db->closing && !db->close_started) start_close(db);
     return;
   }
   db->busy = 1;
@@ -559,17 +498,13 @@ static void kick(flume_db *db) {
 }
 
 int flume__db_submit(flume_db *db, flume__job *job) {
-  if (db->readonly)
-    return FLUME_EREADONLY;
-  if (db->closing)
-    return FLUME_ECLOSED;
+  if (db->readonly) return FLUME_EREADONLY;
+  if (db->closing) return FLUME_ECLOSED;
   job->next = NULL;
   job->db = db;
   job->status = 0;
-  if (db->queue_tail)
-    db->queue_tail->next = job;
-  else
-    db->queue_head = job;
+  if (db->queue_tail) db->queue_tail->next = job;
+  else db->queue_head = job;
   db->queue_tail = job;
   kick(db);
   return 0;
@@ -578,25 +513,25 @@ int flume__db_submit(flume_db *db, flume__job *job) {
 /* ---- appends ----------------------------------------------------------- */
 
 typedef struct append_job {
-  flume__job base;             /* the writer's part */
-  flume_append_cb cb;          /* the caller's callback, or NULL */
-  void *ctx;                   /* its pointer (a run's too) */
+  flume__job base;     /* the writer's part */
+  flume_append_cb cb;  /* the caller's callback, or NULL */
+  void *ctx;           /* its pointer (a run's too) */
   flume__append_run_cb run_cb; /* a run of single appends: called with
                                 * each stretch of its values, or NULL */
-  int64_t last_seq;            /* the batch's last seq, once written */
-  size_t n;                    /* values in the batch */
-  size_t *lens;                /* their lengths, in the same allocation (a run's
-                                * grow: lens and data are allocations of their own) */
-  char *data;                  /* their bytes, back to back, likewise */
-  size_t cap_n;                /* a run: room in lens */
-  size_t cap_data;             /* a run: room in data */
-  size_t len_data;             /* a run: bytes in data */
-  int *failed;       /* a run: each value's own failure, once one failed
-                      * (the others are retried without it), or NULL */
-  size_t fail_at;    /* the value append_run failed on */
-  int64_t first_seq; /* a run: the seq of its first value, once written */
-  int in_place;      /* a batch of flume__db_batch_submit: lens and data
-                      * (of cap_n and cap_data) go back to the spare */
+  int64_t last_seq;    /* the batch's last seq, once written */
+  size_t n;            /* values in the batch */
+  size_t *lens;        /* their lengths, in the same allocation (a run's
+                        * grow: lens and data are allocations of their own) */
+  char *data;          /* their bytes, back to back, likewise */
+  size_t cap_n;        /* a run: room in lens */
+  size_t cap_data;     /* a run: room in data */
+  size_t len_data;     /* a run: bytes in data */
+  int *failed;         /* a run: each value's own failure, once one failed
+                        * (the others are retried without it), or NULL */
+  size_t fail_at;      /* the value append_run failed on */
+  int64_t first_seq;   /* a run: the seq of its first value, once written */
+  int in_place;        /* a batch of flume__db_batch_submit: lens and data
+                        * (of cap_n and cap_data) go back to the spare */
 } append_job;
 
 static int append_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
@@ -627,8 +562,7 @@ static int append_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
  * retried, as if each value were a job of its own. Returns 0 if done so. */
 static int run_fail_one(flume__job *job, int rc) {
   append_job *a = (append_job *)job;
-  if (job->run != append_run || a->run_cb == NULL || a->n < 2)
-    return -1;
+  if (job->run != append_run || a->run_cb == NULL || a->n < 2) return -1;
   if (a->failed == NULL && (a->failed = calloc(a->n, sizeof(int))) == NULL)
     return -1;
   a->failed[a->fail_at] = rc;
@@ -644,11 +578,11 @@ static void append_done(flume__job *job, int status) {
     for (size_t i = 0; i < a->n;) {
       int st = status ? status : a->failed ? a->failed[i] : 0;
       size_t k = i + 1;
-      while (k < a->n && (status ? status : a->failed ? a->failed[k] : 0) == st)
+      while (k < a->n &&
+             (status ? status : a->failed ? a->failed[k] : 0) == st)
         k++;
       a->run_cb(a->ctx, st, st ? -1 : seq, k - i);
-      if (st == 0)
-        seq += (int64_t)(k - i);
+      if (st == 0) seq += (int64_t)(k - i);
       i = k;
     }
     free(a->failed);
@@ -664,8 +598,7 @@ static void append_done(flume__job *job, int status) {
     free(a->lens);
     free(a->data);
   } else {
-    if (a->cb)
-      a->cb(a->ctx, status, status ? -1 : a->last_seq);
+    if (a->cb) a->cb(a->ctx, status, status ? -1 : a->last_seq);
     if (a->in_place) {
       flume__batch b = {{a->data, 0, a->cap_data}, a->lens, 0, a->cap_n};
       flume__db_batch_give(job->db, &b);
@@ -682,8 +615,7 @@ static void free_spare(flume_db *db) {
   b->n = b->cap_n = 0;
   append_job *a = db->spare_run;
   db->spare_run = NULL;
-  if (a == NULL)
-    return;
+  if (a == NULL) return;
   free(a->lens);
   free(a->data);
   free(a);
@@ -705,8 +637,7 @@ int flume__batch_end_value(flume__batch *b) {
   if (b->n == b->cap_n) {
     size_t cap = b->cap_n ? b->cap_n * 2 : 256;
     size_t *e = realloc(b->ends, cap * sizeof *e);
-    if (e == NULL)
-      return FLUME_ENOMEM;
+    if (e == NULL) return FLUME_ENOMEM;
     b->ends = e;
     b->cap_n = cap;
   }
@@ -728,18 +659,13 @@ void flume__db_batch_give(flume_db *db, flume__batch *b) {
 
 int flume__db_batch_submit(flume_db *db, flume__batch *b, flume_append_cb cb,
                            void *ctx) {
-  if (db->closing)
-    return FLUME_ECLOSED;
-  if (db->readonly)
-    return FLUME_EREADONLY;
-  if (b->n == 0)
-    return FLUME_EINVAL;
+  if (db->closing) return FLUME_ECLOSED;
+  if (db->readonly) return FLUME_EREADONLY;
+  if (b->n == 0) return FLUME_EINVAL;
   append_job *a = calloc(1, sizeof *a);
-  if (a == NULL)
-    return FLUME_ENOMEM;
+  if (a == NULL) return FLUME_ENOMEM;
   /* The ends become lengths, in place. */
-  for (size_t i = b->n; i-- > 1;)
-    b->ends[i] -= b->ends[i - 1];
+  for (size_t i = b->n; i-- > 1;) b->ends[i] -= b->ends[i - 1];
   a->base.run = append_run;
   a->base.done = append_done;
   a->base.bytes = b->data.len + b->n * 16;
@@ -760,19 +686,16 @@ static int run_reserve(append_job *a, size_t len) {
   if (a->n == a->cap_n) {
     size_t cap = a->cap_n ? a->cap_n * 2 : 64;
     size_t *l = realloc(a->lens, cap * sizeof *l);
-    if (l == NULL)
-      return FLUME_ENOMEM;
+    if (l == NULL) return FLUME_ENOMEM;
     a->lens = l;
     a->cap_n = cap;
   }
   if (a->cap_data - a->len_data < len) {
     size_t need = a->len_data + len;
     size_t cap = a->cap_data ? a->cap_data : 4096;
-    while (cap < need)
-      cap *= 2;
+    while (cap < need) cap *= 2;
     char *d = realloc(a->data, cap);
-    if (d == NULL)
-      return FLUME_ENOMEM;
+    if (d == NULL) return FLUME_ENOMEM;
     a->data = d;
     a->cap_data = cap;
   }
@@ -781,22 +704,17 @@ static int run_reserve(append_job *a, size_t len) {
 
 int flume__db_append_one(flume_db *db, const void *data, size_t len,
                          flume__append_run_cb cb, void *ctx) {
-  if (db->closing)
-    return FLUME_ECLOSED;
-  if (db->readonly)
-    return FLUME_EREADONLY;
-  if (cb == NULL || (data == NULL && len))
-    return FLUME_EINVAL;
+  if (db->closing) return FLUME_ECLOSED;
+  if (db->readonly) return FLUME_EREADONLY;
+  if (cb == NULL || (data == NULL && len)) return FLUME_EINVAL;
   /* Joins the queue's last job if it is an open run of the same caller:
    * single appends of one loop turn ride one job, no allocation each. */
   append_job *a = db->open_run;
   int fresh = 0;
   if (a == NULL || (flume__job *)a != db->queue_tail || a->run_cb != cb ||
       a->ctx != ctx || a->len_data + len > RUN_MAX_BYTES) {
-    if ((a = db->spare_run) != NULL)
-      db->spare_run = NULL;
-    else if ((a = calloc(1, sizeof *a)) == NULL)
-      return FLUME_ENOMEM;
+    if ((a = db->spare_run) != NULL) db->spare_run = NULL;
+    else if ((a = calloc(1, sizeof *a)) == NULL) return FLUME_ENOMEM;
     a->base.run = append_run;
     a->base.done = append_done;
     a->run_cb = cb;
@@ -812,33 +730,26 @@ int flume__db_append_one(flume_db *db, const void *data, size_t len,
     return FLUME_ENOMEM;
   }
   a->lens[a->n++] = len;
-  if (len)
-    memcpy(a->data + a->len_data, data, len);
+  if (len) memcpy(a->data + a->len_data, data, len);
   a->len_data += len;
   a->base.bytes += len + 16;
-  if (!fresh)
-    return 0;
+  if (!fresh) return 0;
   db->open_run = a;
   return flume__db_submit(db, &a->base); /* cannot fail: checked above */
 }
 
 FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
                               flume_append_cb cb, void *ctx) {
-  if (db->closing)
-    return FLUME_ECLOSED;
-  if (db->readonly)
-    return FLUME_EREADONLY;
-  if (n == 0 || vals == NULL)
-    return FLUME_EINVAL;
+  if (db->closing) return FLUME_ECLOSED;
+  if (db->readonly) return FLUME_EREADONLY;
+  if (n == 0 || vals == NULL) return FLUME_EINVAL;
   /* The job holds the header, n lengths and the bytes in one block; lengths
    * that cannot all fit in the address space (their sum wraps) are no
    * buffers anyone holds. */
   size_t total = 0, room = SIZE_MAX - sizeof(append_job);
   for (size_t i = 0; i < n; i++) {
-    if (vals[i].base == NULL && vals[i].len)
-      return FLUME_EINVAL;
-    if (vals[i].len > room - total)
-      return FLUME_EINVAL;
+    if (vals[i].base == NULL && vals[i].len) return FLUME_EINVAL;
+    if (vals[i].len > room - total) return FLUME_EINVAL;
     total += vals[i].len;
   }
   /* A msgpack database takes only values its views can decode: bytes that
@@ -847,13 +758,10 @@ FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
    * values; they append through the paths below, unchecked.) */
   if (strcmp(db->codec, "msgpack") == 0)
     for (size_t i = 0; i < n; i++)
-      if (!flume__mp_valid(vals[i].base, vals[i].len))
-        return FLUME_EENCODE;
-  if (n > (room - total) / (sizeof(size_t) + 16))
-    return FLUME_EINVAL;
+      if (!flume__mp_valid(vals[i].base, vals[i].len)) return FLUME_EENCODE;
+  if (n > (room - total) / (sizeof(size_t) + 16)) return FLUME_EINVAL;
   append_job *a = malloc(sizeof *a + n * sizeof(size_t) + total);
-  if (a == NULL)
-    return FLUME_ENOMEM;
+  if (a == NULL) return FLUME_ENOMEM;
   a->base.run = append_run;
   a->base.done = append_done;
   a->base.bytes = total + n * 16;
@@ -868,8 +776,7 @@ FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
   char *p = a->data;
   for (size_t i = 0; i < n; i++) {
     a->lens[i] = vals[i].len;
-    if (vals[i].len)
-      memcpy(p, vals[i].base, vals[i].len);
+    if (vals[i].len) memcpy(p, vals[i].base, vals[i].len);
     p += vals[i].len;
   }
   return flume__db_submit(db, &a->base);
@@ -882,31 +789,25 @@ int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
   flume__db_refresh(db);
   const flume__store_ops *ops = db->ops;
   *count = 0;
-  if (db->closing)
-    return FLUME_ECLOSED;
+  if (db->closing) return FLUME_ECLOSED;
   int reverse = from > to;
   int64_t lo = reverse ? to : from, hi = reverse ? from : to;
   /* Readers see the log up to its since: what was acknowledged. */
-  if (hi > db->since)
-    hi = db->since;
-  if (lo < 0)
-    lo = 0;
-  if (max == 0 || lo > hi)
-    return 0;
+  if (hi > db->since) hi = db->since;
+  if (lo < 0) lo = 0;
+  if (max == 0 || lo > hi) return 0;
   int64_t start = reverse ? hi : lo;
 
   flume__txn *txn;
   flume__cursor *cur;
   int rc = ops->txn_begin(db->store, FLUME__TXN_READ, &txn);
-  if (rc)
-    return rc;
+  if (rc) return rc;
   if (max == 1 || lo == hi) {
     /* One entry (get): a point lookup, no cursor. */
     uint64_t key = (uint64_t)start;
     flume__slice v;
     rc = ops->get(txn, FLUME__TABLE_LOG, (flume__slice){&key, sizeof key}, &v);
-    if (rc == 0 && (rc = fn(ctx, start, v.data, v.size)) == 0)
-      *count = 1;
+    if (rc == 0 && (rc = fn(ctx, start, v.data, v.size)) == 0) *count = 1;
     ops->txn_abort(txn);
     return rc == FLUME_ENOTFOUND ? FLUME_ECORRUPT : rc;
   }
@@ -927,15 +828,12 @@ int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
       rc = FLUME_ECORRUPT; /* the log is dense: a gap is damage */
       break;
     }
-    if ((rc = fn(ctx, seq, v.data, v.size)))
-      break;
+    if ((rc = fn(ctx, seq, v.data, v.size))) break;
     ++*count;
-    if (*count == max || seq == (reverse ? lo : hi))
-      break;
+    if (*count == max || seq == (reverse ? lo : hi)) break;
     seq += reverse ? -1 : 1;
     rc = ops->cursor_get(cur, reverse ? FLUME__PREV : FLUME__NEXT, &k, &v);
-    if (rc == FLUME_ENOTFOUND)
-      rc = FLUME_ECORRUPT;
+    if (rc == FLUME_ENOTFOUND) rc = FLUME_ECORRUPT;
   }
   ops->cursor_close(cur);
   ops->txn_abort(txn);
@@ -947,8 +845,7 @@ int flume__db_read_seqs(flume_db *db, const int64_t *seqs, size_t n,
   flume__db_refresh(db);
   const flume__store_ops *ops = db->ops;
   flume__txn *txn = NULL;
-  if (db->closing)
-    return FLUME_ECLOSED;
+  if (db->closing) return FLUME_ECLOSED;
   int rc = ops->txn_begin(db->store, FLUME__TXN_READ, &txn);
   for (size_t i = 0; i < n && rc == 0; i++) {
     if (seqs[i] < 0 || seqs[i] > db->since) {
@@ -958,18 +855,16 @@ int flume__db_read_seqs(flume_db *db, const int64_t *seqs, size_t n,
     uint64_t key = (uint64_t)seqs[i];
     flume__slice v;
     rc = ops->get(txn, FLUME__TABLE_LOG, (flume__slice){&key, sizeof key}, &v);
-    if (rc == 0)
-      rc = fn(ctx, seqs[i], v.data, v.size);
+    if (rc == 0) rc = fn(ctx, seqs[i], v.data, v.size);
   }
-  if (txn)
-    ops->txn_abort(txn);
+  if (txn) ops->txn_abort(txn);
   return rc;
 }
 
 typedef struct many_ctx {
   flume_value_fn fn; /* the caller's */
   void *ctx;
-  size_t i; /* the index of the next seq */
+  size_t i;          /* the index of the next seq */
 } many_ctx;
 
 static int many_one(void *p, int64_t seq, const void *data, size_t len) {
@@ -981,43 +876,36 @@ FLUME_API int flume_db_get_many(flume_db *db, const int64_t *seqs, size_t n,
                                 flume_value_fn fn, void *ctx) {
   if (db == NULL || (n > 0 && (seqs == NULL || fn == NULL)))
     return FLUME_EINVAL;
-  if (n == 0)
-    return db->closing ? FLUME_ECLOSED : 0;
+  if (n == 0) return db->closing ? FLUME_ECLOSED : 0;
   many_ctx m = {fn, ctx, 0};
   return flume__db_read_seqs(db, seqs, n, many_one, &m);
 }
 
 typedef struct copy_ctx {
-  void *data; /* the copy */
-  size_t len; /* its length */
+  void *data;  /* the copy */
+  size_t len;  /* its length */
 } copy_ctx;
 
 static int copy_one(void *ctx, int64_t seq, const void *data, size_t len) {
   copy_ctx *c = ctx;
   (void)seq;
   c->data = malloc(len ? len : 1);
-  if (c->data == NULL)
-    return FLUME_ENOMEM;
-  if (len)
-    memcpy(c->data, data, len);
+  if (c->data == NULL) return FLUME_ENOMEM;
+  if (len) memcpy(c->data, data, len);
   c->len = len;
   return 0;
 }
 
 FLUME_API int flume_db_get(flume_db *db, int64_t seq, void **data,
                            size_t *len) {
-  if (db->closing)
-    return FLUME_ECLOSED;
-  if (data == NULL || len == NULL)
-    return FLUME_EINVAL;
+  if (db->closing) return FLUME_ECLOSED;
+  if (data == NULL || len == NULL) return FLUME_EINVAL;
   flume__db_refresh(db);
-  if (seq < 0 || seq > db->since)
-    return FLUME_ENOTFOUND;
+  if (seq < 0 || seq > db->since) return FLUME_ENOTFOUND;
   copy_ctx c = {NULL, 0};
   size_t n;
   int rc = flume__db_read(db, seq, seq, 1, copy_one, &c, &n);
-  if (rc == 0 && n == 0)
-    rc = FLUME_ENOTFOUND;
+  if (rc == 0 && n == 0) rc = FLUME_ENOTFOUND;
   if (rc) {
     free(c.data);
     return rc;
@@ -1032,17 +920,14 @@ FLUME_API int flume_db_get(flume_db *db, int64_t seq, void **data,
 FLUME_API int flume_iter_open(flume_db *db, const flume_iter_options *opts,
                               flume_iter **out) {
   flume_iter_options defaults;
-  if (db->closing)
-    return FLUME_ECLOSED;
-  if (out == NULL)
-    return FLUME_EINVAL;
+  if (db->closing) return FLUME_ECLOSED;
+  if (out == NULL) return FLUME_EINVAL;
   if (opts == NULL) {
     flume_iter_options_init(&defaults);
     opts = &defaults;
   }
   flume_iter *it = calloc(1, sizeof *it);
-  if (it == NULL)
-    return FLUME_ENOMEM;
+  if (it == NULL) return FLUME_ENOMEM;
   it->db = db;
   it->lo = opts->gte < 0 ? 0 : opts->gte;
   it->hi = opts->lte;
@@ -1051,21 +936,19 @@ FLUME_API int flume_iter_open(flume_db *db, const flume_iter_options *opts,
   /* A reverse iterator starts from what is in the log now. */
   it->next = it->reverse ? (it->hi < db->since ? it->hi : db->since) : it->lo;
   it->link_next = db->iters;
-  if (db->iters)
-    db->iters->link_prev = it;
+  if (db->iters) db->iters->link_prev = it;
   db->iters = it;
   *out = it;
   return 0;
 }
 
-static int iter_collect(void *ctx, int64_t seq, const void *data, size_t len) {
+static int iter_collect(void *ctx, int64_t seq, const void *data,
+                        size_t len) {
   flume_iter *it = ctx;
   size_t off = it->chunk.len;
   /* A full chunk ends here; an entry larger than a chunk gets its own. */
-  if (off + len > ITER_CHUNK_BYTES && it->count > 0)
-    return 1;
-  if (flume__buf_append(&it->chunk, data, len))
-    return FLUME_ENOMEM;
+  if (off + len > ITER_CHUNK_BYTES && it->count > 0) return 1;
+  if (flume__buf_append(&it->chunk, data, len)) return FLUME_ENOMEM;
   it->entries[it->count++] = (iter_entry){seq, off, len};
   return 0;
 }
@@ -1074,16 +957,13 @@ FLUME_API int flume_iter_next(flume_iter *it, int64_t *seq, const void **data,
                               size_t *len) {
   if (it->pos == it->count) {
     flume_db *db = it->db;
-    if (db == NULL || db->closing)
-      return FLUME_ECLOSED;
-    if (it->remaining == 0)
-      return FLUME_ENOTFOUND;
+    if (db == NULL || db->closing) return FLUME_ECLOSED;
+    if (it->remaining == 0) return FLUME_ENOTFOUND;
     if (it->reverse ? it->next < it->lo : it->next > it->hi)
       return FLUME_ENOTFOUND;
     if (it->entries == NULL) {
       it->entries = malloc(ITER_CHUNK_ENTRIES * sizeof *it->entries);
-      if (it->entries == NULL)
-        return FLUME_ENOMEM;
+      if (it->entries == NULL) return FLUME_ENOMEM;
     }
     it->chunk.len = 0;
     it->count = it->pos = 0;
@@ -1092,14 +972,11 @@ FLUME_API int flume_iter_next(flume_iter *it, int64_t *seq, const void **data,
       max = (size_t)it->remaining;
     int rc = flume__db_read(db, it->next, it->reverse ? it->lo : it->hi, max,
                             iter_collect, it, &n);
-    if (rc < 0)
-      return rc;
-    if (it->count == 0)
-      return FLUME_ENOTFOUND;
+    if (rc < 0) return rc;
+    if (it->count == 0) return FLUME_ENOTFOUND;
     int64_t last = it->entries[it->count - 1].seq;
     it->next = it->reverse ? last - 1 : last + 1;
-    if (it->remaining > 0)
-      it->remaining -= (int64_t)it->count;
+    if (it->remaining > 0) it->remaining -= (int64_t)it->count;
   }
   iter_entry *e = &it->entries[it->pos++];
   *seq = e->seq;
@@ -1109,16 +986,12 @@ FLUME_API int flume_iter_next(flume_iter *it, int64_t *seq, const void **data,
 }
 
 FLUME_API void flume_iter_close(flume_iter *it) {
-  if (it == NULL)
-    return;
+  if (it == NULL) return;
   flume_db *db = it->db;
   if (db) {
-    if (it->link_prev)
-      it->link_prev->link_next = it->link_next;
-    else
-      db->iters = it->link_next;
-    if (it->link_next)
-      it->link_next->link_prev = it->link_prev;
+    if (it->link_prev) it->link_prev->link_next = it->link_next;
+    else db->iters = it->link_next;
+    if (it->link_next) it->link_next->link_prev = it->link_prev;
   }
   flume__buf_free(&it->chunk);
   free(it->entries);
@@ -1130,22 +1003,18 @@ FLUME_API void flume_iter_close(flume_iter *it) {
 static void finish_close(flume_db *db) {
   free_spare(db);
   notify(db, FLUME_ECLOSED, db->since);
-  for (int i = 0; i < db->nparts; i++)
-    db->part_ops[i]->free(db->parts[i]);
-  for (flume_iter *it = db->iters; it; it = it->link_next)
-    it->db = NULL;
+  for (int i = 0; i < db->nparts; i++) db->part_ops[i]->free(db->parts[i]);
+  for (flume_iter *it = db->iters; it; it = it->link_next) it->db = NULL;
   db->ops->close(db->store);
   flume_close_cb cb = db->close_cb;
   void *ctx = db->close_ctx;
   free(db);
-  if (cb)
-    cb(ctx);
+  if (cb) cb(ctx);
 }
 
 static void handle_closed(void *p) {
   flume_db *db = p;
-  if (--db->handles == 0)
-    finish_close(db);
+  if (--db->handles == 0) finish_close(db);
 }
 
 static void on_closed(uv_handle_t *h) { handle_closed(h->data); }
@@ -1153,18 +1022,15 @@ static void on_closed(uv_handle_t *h) { handle_closed(h->data); }
 static void start_close(flume_db *db) {
   db->close_started = 1;
   db->handles = 1 + db->nparts + db->readonly;
-  if (db->readonly)
-    uv_close((uv_handle_t *)&db->poll, on_closed);
+  if (db->readonly) uv_close((uv_handle_t *)&db->poll, on_closed);
   for (int i = 0; i < db->nparts; i++)
     db->part_ops[i]->close(db->parts[i], handle_closed, db);
   uv_close((uv_handle_t *)&db->kick, on_closed);
 }
 
 FLUME_API int flume_db_close(flume_db *db, flume_close_cb cb, void *ctx) {
-  if (db->closing)
-    return FLUME_ECLOSED;
-  for (int i = 0; i < db->nparts; i++)
-    db->part_ops[i]->before(db->parts[i]);
+  if (db->closing) return FLUME_ECLOSED;
+  for (int i = 0; i < db->nparts; i++) db->part_ops[i]->before(db->parts[i]);
   db->closing = 1;
   db->close_cb = cb;
   db->close_ctx = ctx;

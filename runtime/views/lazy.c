@@ -98,8 +98,7 @@ static uint32_t get32(const unsigned char *r) {
 
 /* The holder of the proxy at idx, or NULL. */
 static holder *holder_of(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TTABLE)
-    return NULL;
+  if (lua_type(L, idx) != LUA_TTABLE) return NULL;
   lua_rawgetp(L, idx, &holder_key);
   holder *h = lua_touserdata(L, -1);
   lua_pop(L, 1);
@@ -123,8 +122,7 @@ static void materialize(lua_State *L, int idx, holder *h) {
   unsigned char *done = h_done(h);
   luaL_checkstack(L, 4, NULL);
   for (uint32_t i = 0; i < h->n; i++) {
-    if (done[i])
-      continue;
+    if (done[i]) continue;
     push_part(L, h, 2 * i, 2 * i + 1);
     push_part(L, h, 2 * i + 1, 2 * i + 2);
     lua_rawset(L, idx);
@@ -139,8 +137,7 @@ static void materialize(lua_State *L, int idx, holder *h) {
 void flume__lazy_materialize(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
   holder *h = holder_of(L, idx);
-  if (h == NULL)
-    return;
+  if (h == NULL) return;
   uint32_t was = flume__host_charge_to(L, 0);
   materialize(L, idx, h);
   flume__host_charge_to(L, was);
@@ -148,8 +145,8 @@ void flume__lazy_materialize(lua_State *L, int idx) {
 
 /* Whether key i of h equals the Lua key at index 2 of type kt (the
  * string ks[kl] when it is one). */
-static int key_is(lua_State *L, holder *h, uint32_t i, int kt, const char *ks,
-                  size_t kl) {
+static int key_is(lua_State *L, holder *h, uint32_t i, int kt,
+                  const char *ks, size_t kl) {
   const unsigned char *k = h_bytes(h) + h_off(h)[2 * i];
   unsigned c = *k;
   if (kt == LUA_TSTRING) {
@@ -188,8 +185,7 @@ static int lazy_index(lua_State *L) {
   lua_settop(L, 2);
   holder *h = holder_of(L, 1);
   int kt = lua_type(L, 2);
-  if (h == NULL)
-    return 0;
+  if (h == NULL) return 0;
   uint32_t was = flume__host_charge_to(L, 0);
   if (h->left == 0) {
     /* Many lookups: decode the rest once, not scan again and again. */
@@ -223,8 +219,7 @@ static int lazy_index(lua_State *L) {
   lua_pushvalue(L, -2);
   lua_rawset(L, 1);
   for (uint32_t i = 0; i < h->n && matches > 1; i++)
-    if (key_is(L, h, i, kt, ks, kl))
-      done[i] = 1;
+    if (key_is(L, h, i, kt, ks, kl)) done[i] = 1;
   done[last] = 1;
   flume__host_charge_to(L, was);
   return 1;
@@ -293,11 +288,11 @@ int flume__lazy_decode(lua_State *L, const char *p, size_t n, char *err,
   } else {
     return flume__mp_decode(L, p, n, err, errlen);
   }
-  if (pairs < LAZY_MIN_PAIRS || n > UINT32_MAX / 2 || pairs > (n - hl) / 2 ||
-      !lua_checkstack(L, 4))
+  if (pairs < LAZY_MIN_PAIRS || n > UINT32_MAX / 2 ||
+      pairs > (n - hl) / 2 || !lua_checkstack(L, 4))
     return flume__mp_decode(L, p, n, err, errlen);
-  size_t size =
-      sizeof(holder) + 4 * (2 * (size_t)pairs + 1) + (size_t)pairs + n;
+  size_t size = sizeof(holder) + 4 * (2 * (size_t)pairs + 1) +
+                (size_t)pairs + n;
   lua_createtable(L, 0, (int)(pairs < PRESIZE ? pairs : PRESIZE) + 1);
   holder *h = lua_newuserdatauv(L, size, 0);
   h->n = (uint32_t)pairs;
@@ -323,10 +318,8 @@ int flume__lazy_decode(lua_State *L, const char *p, size_t n, char *err,
  * tables walked already (absolute index). */
 static void settle(lua_State *L, int idx, int depth, int seen) {
   holder *h = holder_of(L, idx);
-  if (h)
-    materialize(L, idx, h);
-  if (depth > FLUME__MP_MAX_DEPTH || !lua_checkstack(L, 6))
-    return;
+  if (h) materialize(L, idx, h);
+  if (depth > FLUME__MP_MAX_DEPTH || !lua_checkstack(L, 6)) return;
   lua_pushvalue(L, idx);
   if (lua_rawget(L, seen) != LUA_TNIL) {
     lua_pop(L, 1);
@@ -339,8 +332,7 @@ static void settle(lua_State *L, int idx, int depth, int seen) {
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int top = lua_gettop(L);
-    if (lua_type(L, top) == LUA_TTABLE)
-      settle(L, top, depth + 1, seen);
+    if (lua_type(L, top) == LUA_TTABLE) settle(L, top, depth + 1, seen);
     if (lua_type(L, top - 1) == LUA_TTABLE)
       settle(L, top - 1, depth + 1, seen);
     lua_pop(L, 1);
@@ -348,8 +340,7 @@ static void settle(lua_State *L, int idx, int depth, int seen) {
 }
 
 void flume__lazy_settle(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TTABLE)
-    return;
+  if (lua_type(L, idx) != LUA_TTABLE) return;
   idx = lua_absindex(L, idx);
   lua_newtable(L);
   settle(L, idx, 0, lua_gettop(L));

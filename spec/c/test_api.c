@@ -10,11 +10,11 @@
 #include "flume.h"
 
 typedef struct acks {
-  int calls;        /* callbacks seen */
-  int status;       /* the last status */
-  int64_t seq;      /* the last seq */
-  int64_t since_at; /* the db's since when the last callback ran */
-  flume_db *db;     /* for since_at */
+  int calls;         /* callbacks seen */
+  int status;        /* the last status */
+  int64_t seq;       /* the last seq */
+  int64_t since_at;  /* the db's since when the last callback ran */
+  flume_db *db;      /* for since_at */
 } acks;
 
 static void on_append(void *ctx, int status, int64_t seq) {
@@ -169,9 +169,9 @@ static void test_iterators(const char *path) {
 }
 
 typedef struct seen {
-  int calls;    /* callbacks with status 0 */
-  int closed;   /* the final FLUME_ECLOSED callback */
-  int64_t last; /* the last since */
+  int calls;        /* callbacks with status 0 */
+  int closed;       /* the final FLUME_ECLOSED callback */
+  int64_t last;     /* the last since */
 } seen;
 
 static void on_since(void *ctx, int status, int64_t since) {
