@@ -559,7 +559,19 @@ static int sb_log(lua_State *L) {
   if (lua_gettop(L) == 1) return sb_print(L);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
-  lua_call(L, lua_gettop(L) - 1, 1);
+  int status = lua_pcall(L, lua_gettop(L) - 1, 1, 0);
+  if (status != LUA_OK) {
+    /* The limits are not ours to reword (as sb_pcall). Format's own
+     * errors name it '?' (called from C): they are log's, at the view's
+     * line. */
+    if (host_of(L)->exhausted)
+      return luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
+    if (status != LUA_ERRRUN || !lua_isstring(L, -1)) return lua_error(L);
+    luaL_where(L, 1);
+    luaL_gsub(L, lua_tostring(L, -2), " to '?'", " to 'log'");
+    lua_concat(L, 2);
+    return lua_error(L);
+  }
   return sb_print(L);
 }
 
