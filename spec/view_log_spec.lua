@@ -355,6 +355,29 @@ describe("flume.on_log and the default", function()
       "flume: view v at seq 1: got\t6\n", text)
   end)
 
+  it("goes to stderr from the command line, its output untouched",
+     function()
+    local dir = H.tmpdir()
+    local db = flume.open(dir .. "/db", { on_log = function() end })
+    db:use("sum", [[return { version = 1, initial = 0,
+      reduce = function(t, v, seq) print("adding", v) return t + v end }]])
+    db:append({ 1, 2 }, { batch = true })
+    assert.equal(3, db.sum:get())
+    db:close()
+    local err = dir .. "/err"
+    local p = io.popen(H.flume_command({ "rebuild", "--quiet", dir .. "/db" })
+      .. " 2>" .. H.q(err))
+    local out = p:read("a")
+    assert.is_true(p:close())
+    local f = assert(io.open(err))
+    local text = f:read("a")
+    f:close()
+    H.rm(dir)
+    assert.matches("^rebuilt sum from 2 values", out)
+    assert.equal("flume: view sum at seq 0: adding\t1\n" ..
+      "flume: view sum at seq 1: adding\t2\n", text)
+  end)
+
   it("is replaceable: a database without on_log calls flume.on_log",
      function()
     local saved = flume.on_log
