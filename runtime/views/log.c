@@ -13,9 +13,13 @@
  * pass in it, the rest are only counted. The count is reported as one
  * message when the window is over: at the view's next message, from a
  * timer at the window's end, or when the database closes, so every
- * message printed is either delivered or counted. A dropped message costs
- * a clock read and a counter; the host has formatted it already, so that
- * what a view computes never depends on the rate limit.
+ * message printed is either delivered or counted. Windows are measured in
+ * loop time (uv_now: no clock read, which costs as much as a print where
+ * the clock is not in the vDSO); the indexer's slices are a few ms, so it
+ * is seldom stale, and a single call that prints for seconds gets one
+ * window's worth. A dropped message costs a counter; the host has
+ * formatted it already, so that what a view computes never depends on
+ * the rate limit.
  *
  * The log queue is a part of the database (internal.h), made with its
  * views: it closes its handles with the database and delivers what is
@@ -28,7 +32,7 @@
 
 #include "views/views.h"
 
-#define WINDOW_NS 1000000000ull /* a rate window: one second */
+#define WINDOW_MS 1000 /* a rate window: one second of loop time */
 
 /* One queued message. */
 typedef struct vlog_msg {
@@ -43,7 +47,7 @@ typedef struct vlog_msg {
 /* A view's rate window. */
 typedef struct vlog_src {
   struct vlog_src *next; /* the queue's sources */
-  uint64_t start;        /* uv_hrtime when its window opened */
+  uint64_t start;        /* loop time (ms) when its window opened */
   unsigned count;        /* messages passed in it (0: no window open) */
   uint64_t dropped;      /* messages dropped in it */
   int mapper;            /* the mapper's window */
@@ -116,21 +120,20 @@ static void on_window(uv_timer_t *t);
 static void window_arm(flume__vlog *q, uint64_t now) {
   uint64_t next = UINT64_MAX;
   for (vlog_src *s = q->srcs; s; s = s->next)
-    if (s->dropped && s->start + WINDOW_NS < next) next = s->start + WINDOW_NS;
+    if (s->dropped && s->start + WINDOW_MS < next) next = s->start + WINDOW_MS;
   if (next == UINT64_MAX || q->closing) {
     if (q->window_on) uv_timer_stop(&q->window);
     q->window_on = 0;
     return;
   }
-  uint64_t ms = next > now ? (next - now + 999999) / 1000000 : 0;
   q->window_on = 1;
-  uv_timer_start(&q->window, on_window, ms, 0);
+  uv_timer_start(&q->window, on_window, next > now ? next - now : 0, 0);
 }
 
 /* Ends the windows that are over; with `all`, every window. */
 static void windows_end(flume__vlog *q, uint64_t now, int all) {
   for (vlog_src *s = q->srcs; s; s = s->next)
-    if (s->count && (all || now - s->start >= WINDOW_NS)) window_end(q, s);
+    if (s->count && (all || now - s->start >= WINDOW_MS)) window_end(q, s);
 }
 
 /* Hands every queued message over, oldest first. The queue is taken
@@ -165,7 +168,7 @@ static void on_deliver(uv_prepare_t *p) {
 
 static void on_window(uv_timer_t *t) {
   flume__vlog *q = t->data;
-  uint64_t now = uv_hrtime();
+  uint64_t now = uv_now(t->loop);
   q->window_on = 0;
   windows_end(q, now, 0);
   window_arm(q, now);
@@ -196,8 +199,8 @@ void flume__vlog_add(void *ctx, const char *view, int64_t seq,
   flume__vlog *q = ctx;
   vlog_src *s = source(q, view);
   if (s == NULL) return;
-  uint64_t now = uv_hrtime();
-  if (s->count && now - s->start >= WINDOW_NS) window_end(q, s);
+  uint64_t now = uv_now(q->window.loop);
+  if (s->count && now - s->start >= WINDOW_MS) window_end(q, s);
   if (s->count == 0) s->start = now;
   if (s->count < FLUME_LOG_RATE) {
     s->count++;
@@ -256,7 +259,7 @@ static void vlog_close(void *part, void (*done)(void *), void *ctx) {
  * the loop, from the last close callback), unfinished windows included. */
 static void vlog_free(void *part) {
   flume__vlog *q = part;
-  windows_end(q, uv_hrtime(), 1);
+  windows_end(q, 0, 1);
   deliver_all(q);
   while (q->srcs) {
     vlog_src *s = q->srcs;
