@@ -61,9 +61,10 @@ describe("print in a view", function()
     }, lines(got))
   end)
 
+  for _, backend in ipairs(H.backends) do
   it("gives a reduce view's messages in order, before a read that " ..
-     "waited for them returns", function()
-    local db, got = logged()
+     "waited for them returns (" .. backend .. ")", function()
+    local db, got, dir = logged(backend)
     db:use("sum", [[return { version = 1, initial = 0,
       reduce = function(t, v, seq) print(t, "+", v) return t + v end }]])
     db:append({ 1, 2, 3 }, { batch = true })
@@ -73,7 +74,9 @@ describe("print in a view", function()
       lines(got))
     db:close()
     assert.equal(3, #got)
+    if dir then H.rm(dir:match("(.*)/db$")) end
   end)
+  end
 
   it("turns each argument into text as tostring does, nil and several " ..
      "included", function()
