@@ -4,9 +4,11 @@
  * The host formats a message inside the view's call (host.c) and hands it
  * here; nothing of the embedder's runs then. Messages wait in a queue and
  * are handed to flume_db_options.on_log (or written to stderr) from a
- * prepare handle: on the loop thread, after the indexer's slice that
- * printed them and before the loop polls, so before a read released by
- * that slice's checkpoint resumes.
+ * prepare handle: on the loop thread, after the indexer's slice (an idle
+ * callback) that printed them, in the same turn of the loop. So a uv_run
+ * that ran the slice has delivered them by the time it returns, and a
+ * read released by the slice's checkpoint from the threadpool (LMDB)
+ * comes after them.
  *
  * The rate limit is per view (the mapper counts as one): a window opens
  * with a view's first message and lasts a second; FLUME_LOG_RATE messages
