@@ -89,6 +89,8 @@ struct flume_db {
                                    * (or none) writes */
   uint64_t session;               /* writer: this opening's random id,
                                    * stored as meta "writer" */
+  flume_log_cb on_log;            /* view scripts' messages, or NULL */
+  void *on_log_ctx;               /* its ctx */
   uint64_t seen_txn;              /* read-only: the store's last commit
                                    * this handle has looked at */
   uv_timer_t poll;                /* read-only: looks for new commits
@@ -153,6 +155,11 @@ char *flume__db_errbuf(flume_db *db) { return db->errmsg; }
 
 int flume__db_readonly(const flume_db *db) { return db->readonly; }
 uint64_t flume__db_session(const flume_db *db) { return db->session; }
+
+flume_log_cb flume__db_on_log(const flume_db *db, void **ctx) {
+  *ctx = db->on_log_ctx;
+  return db->on_log;
+}
 
 FLUME_API const char *flume_db_errmsg(flume_db *db) {
   return db ? db->errmsg : "";
@@ -312,6 +319,8 @@ int flume__db_open(uv_loop_t *loop, const char *path,
   db->loop = loop;
   db->ops = path ? &flume__store_lmdb : &flume__store_memory;
   db->readonly = opts->readonly != 0;
+  db->on_log = opts->on_log;
+  db->on_log_ctx = opts->on_log_ctx;
   flume__store_opts so = {.sync = opts->sync != 0, .map_size = opts->map_size,
                           .readonly = db->readonly};
   int rc = db->ops->open(path, &so, &db->store);

@@ -127,6 +127,9 @@ int flume__db_readonly(const flume_db *db);
 /* A writer's session: a random id of this opening, stored in meta
  * "writer" (format.h). 0 for a read-only handle. */
 uint64_t flume__db_session(const flume_db *db);
+/* Where view scripts' messages go (flume_db_options.on_log; NULL: the
+ * default, stderr), and its ctx in *ctx. */
+flume_log_cb flume__db_on_log(const flume_db *db, void **ctx);
 
 /* The buffer behind flume_db_errmsg() (FLUME__ERRMSG_SIZE bytes): the
  * message of the database's last failed call. */

@@ -59,6 +59,8 @@ typedef struct lappend {
   flume__batch batch;  /* the batch being encoded; an encoding that raised
                           leaves its buffers here, given back by the next */
   lreq *close_req;     /* the close's callback, or NULL */
+  lreq log;            /* on_log(view, seq, msg): what view scripts print
+                          (no callback: the runtime's stderr line) */
 } lappend;
 
 static lappend *app_new(lua_State *L, lctx *c) {
@@ -66,6 +68,7 @@ static lappend *app_new(lua_State *L, lctx *c) {
   if (a == NULL) return NULL;
   a->ctx = c;
   a->head = a->tail = 1;
+  flume__lua_req_init(&a->log, c, NULL);
   lua_newtable(L);
   a->fifo_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return a;
@@ -76,8 +79,9 @@ static void app_closed(void *p) {
   lappend *a = p;
   lreq *r = a->close_req;
   /* Without Lua to call, the state is closing and frees its registry. */
-  if (flume__lua_can_call(a->ctx))
-    luaL_unref(a->ctx->L, LUA_REGISTRYINDEX, a->fifo_ref);
+  lua_State *L = flume__lua_can_call(a->ctx) ? a->ctx->L : NULL;
+  if (L) luaL_unref(L, LUA_REGISTRYINDEX, a->fifo_ref);
+  flume__lua_req_drop(L, &a->log); /* the last message came before */
   flume__buf_free(&a->scratch);
   flume__buf_free(&a->batch.data);
   free(a->batch.ends);
@@ -147,7 +151,34 @@ static void run_done(void *p, int status, int64_t first, size_t n) {
   if (a->head == a->tail) a->head = a->tail = 1;
 }
 
-/* core.open(path|nil, codec|nil, sync, map_size, readonly) -> db */
+/* A view's message for on_log: (view or nil, seq or nil, msg). */
+typedef struct log_args {
+  const char *view; /* NULL: the mapper */
+  int64_t seq;      /* -1: none */
+  const char *msg;
+  size_t len;
+} log_args;
+
+static int push_log(lua_State *L, int status, const void *res) {
+  const log_args *m = res;
+  (void)status;
+  if (m->view) lua_pushstring(L, m->view);
+  else lua_pushnil(L);
+  if (m->seq >= 0) lua_pushinteger(L, m->seq);
+  else lua_pushnil(L);
+  lua_pushlstring(L, m->msg, m->len);
+  return 3;
+}
+
+static void log_cb(void *ctx, const char *view, int64_t seq, const char *msg,
+                   size_t len) {
+  lappend *a = ctx;
+  log_args m = {view, seq, msg, len};
+  flume__lua_req_notify(&a->log, 0, push_log, &m);
+}
+
+/* core.open(path|nil, codec|nil, sync, map_size, readonly, on_log|nil)
+ * -> db */
 static int l_open(lua_State *L) {
   lctx *c = flume__lua_ctx(L);
   const char *path = opt_cstring(L, 1, "the path");
@@ -168,25 +199,34 @@ static int l_open(lua_State *L) {
     o.map_size = (size_t)m;
   }
   o.readonly = lua_toboolean(L, 5);
+  if (!lua_isnoneornil(L, 6)) luaL_checktype(L, 6, LUA_TFUNCTION);
 
   ldb *d = lua_newuserdatauv(L, sizeof *d, 0);
   d->db = NULL; /* created closed, so __gc is always safe */
   d->ctx = c;
   d->app = NULL;
   luaL_setmetatable(L, DB_MT);
+  lappend *a = app_new(L, c);
+  if (a == NULL) return flume__lua_raise(L, FLUME_ENOMEM, NULL);
+  if (!lua_isnoneornil(L, 6)) {
+    flume__lua_req_hold(L, &a->log, 6, 0);
+    o.on_log = log_cb;
+    o.on_log_ctx = a;
+  }
   char found[64];
   int rc = flume__db_open(&c->loop, path, &o, &d->db, found);
-  if (rc == FLUME_ECODEC) {
-    lua_pushfstring(L, "%s was written with codec '%s', not '%s'", path,
-                    found, codec);
-    return flume__lua_raise(L, rc, lua_tostring(L, -1));
+  if (rc) {
+    luaL_unref(L, LUA_REGISTRYINDEX, a->fifo_ref);
+    flume__lua_req_drop(L, &a->log);
+    free(a);
+    if (rc == FLUME_ECODEC) {
+      lua_pushfstring(L, "%s was written with codec '%s', not '%s'", path,
+                      found, codec);
+      return flume__lua_raise(L, rc, lua_tostring(L, -1));
+    }
+    return flume__lua_raise(L, rc, path ? path : "(memory)");
   }
-  if (rc) return flume__lua_raise(L, rc, path ? path : "(memory)");
-  if ((d->app = app_new(L, c)) == NULL) {
-    flume_db_close(d->db, NULL, NULL);
-    d->db = NULL;
-    return flume__lua_raise(L, FLUME_ENOMEM, NULL);
-  }
+  d->app = a;
   return 1;
 }
 

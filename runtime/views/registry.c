@@ -58,6 +58,11 @@ static flume__views *views_get(flume_db *db, int *rc) {
     free(vs);
     return NULL;
   }
+  /* What view scripts print: without its queue (out of memory), views
+   * run and their messages are dropped. */
+  flume__vlog *log;
+  if (flume__vlog_open(db, &log) == 0)
+    flume__host_set_log(vs->host, flume__vlog_add, log);
   if (vs->readonly) {
     flume__follow_start(vs);
     flume__gate_start(vs);

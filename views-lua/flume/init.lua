@@ -53,6 +53,23 @@ function M.warn(msg)
   io.stderr:write("flume: warning: ", msg, "\n")
 end
 
+--- How flume reports what a view script prints (`print(...)` or
+-- `log(fmt, ...)` in a view, its mapper or its methods) for a database
+-- opened without an `on_log` option: one line on stderr, `flume: view
+-- NAME at seq N: message`. Replace it to route them elsewhere; it is
+-- called on the loop, later than the print, as on_log is.
+-- @param view the view's name, nil for the mapper.
+-- @param seq the seq being processed, nil when none (a script's top
+--   level, a method, a report of dropped messages).
+-- @param msg the message.
+function M.on_log(view, seq, msg)
+  io.stderr:write("flume: ", view and "view " .. view or "mapper",
+    seq and " at seq " .. seq or "", ": ", msg, "\n")
+end
+
+-- What a database opened without on_log calls: M.on_log as it is then.
+local function default_on_log(view, seq, msg) return M.on_log(view, seq, msg) end
+
 --- The built-in MessagePack codec, usable on its own.
 M.msgpack = { name = "msgpack", encode = core.encode, decode = core.decode }
 
@@ -119,7 +136,9 @@ end
 --   `sync` (default true: acknowledge only once fsynced), `mapper`
 --   (function(value, seq) applied to every value read), `readonly` (read
 --   an existing database beside its writer in another process, or with
---   none: no lock, no writes; live streams follow the writer's commits).
+--   none: no lock, no writes; live streams follow the writer's commits),
+--   `on_log` (function(view, seq, msg) receiving what view scripts print,
+--   rate-limited; default flume.on_log).
 function M.open(path, opts)
   if type(path) == "table" and opts == nil then path, opts = nil, path end
   if path ~= nil and type(path) ~= "string" then
@@ -137,11 +156,14 @@ function M.open(path, opts)
   if opts.readonly ~= nil and type(opts.readonly) ~= "boolean" then
     raise("EINVAL", "readonly must be a boolean")
   end
+  if opts.on_log ~= nil and type(opts.on_log) ~= "function" then
+    raise("EINVAL", "on_log must be a function(view, seq, msg)")
+  end
   -- A reader without a codec takes the database's own (msgpack or raw; a
   -- custom codec's functions must be given).
   local adopt = opts.readonly and opts.codec == nil
   local c = core.open(path, not adopt and name or nil, opts.sync ~= false,
-    opts.map_size, opts.readonly)
+    opts.map_size, opts.readonly, opts.on_log or default_on_log)
   if adopt and c:codec() ~= name then
     name = c:codec()
     if name ~= "raw" then
