@@ -677,8 +677,12 @@ typedef void (*flume_close_cb)(void *ctx);
  *
  * New calls on the handle fail with #FLUME_ECLOSED from now on. Appends
  * already accepted are still written and acknowledged (so nothing accepted
- * is dropped) before the store closes; watches get their last #FLUME_ECLOSED
- * callback; then `cb` fires and the handle is freed.
+ * is dropped); then the attached views index what the log holds, for up
+ * to two seconds (so that a clean exit leaves them caught up, and readers
+ * in other processes read them without a writer; what is left is indexed
+ * at the next open), and store their checkpoints; then the store closes,
+ * watches get their last #FLUME_ECLOSED callback, `cb` fires and the
+ * handle is freed.
  *
  * @return 0, or #FLUME_ECLOSED when it is already closing.
  */

@@ -98,6 +98,7 @@ struct flume_db {
   int handles;                    /* handles still closing */
   int closing;                    /* flume_db_close() was called */
   int close_started;              /* the handles are being closed */
+  int parts_stopped;              /* the parts' before hooks have run */
   flume_close_cb close_cb;        /* called once closed */
   void *close_ctx;
 #ifdef FLUME_TEST_HOOKS
@@ -489,10 +490,12 @@ static void on_kick(uv_idle_t *h) {
 
 static void start_close(flume_db *db);
 
+static void close_step(flume_db *db);
+
 static void kick(flume_db *db) {
   if (db->busy) return;
   if (db->queue_head == NULL) {
-    if (db->closing && !db->close_started) start_close(db);
+    if (db->closing && !db->close_started) close_step(db);
     return;
   }
   db->busy = 1;
@@ -508,7 +511,9 @@ static void kick(flume_db *db) {
 
 int flume__db_submit(flume_db *db, flume__job *job) {
   if (db->readonly) return FLUME_EREADONLY;
-  if (db->closing) return FLUME_ECLOSED;
+  /* Callers' appends are refused from flume_db_close() on (they check
+   * closing); the parts' own jobs (checkpoints) until the handles close. */
+  if (db->close_started) return FLUME_ECLOSED;
   job->next = NULL;
   job->db = db;
   job->status = 0;
@@ -798,7 +803,8 @@ int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
   flume__db_refresh(db);
   const flume__store_ops *ops = db->ops;
   *count = 0;
-  if (db->closing) return FLUME_ECLOSED;
+  /* Internal: the views read on while a close lets them catch up. */
+  if (db->close_started) return FLUME_ECLOSED;
   int reverse = from > to;
   int64_t lo = reverse ? to : from, hi = reverse ? from : to;
   /* Readers see the log up to its since: what was acknowledged. */
@@ -854,7 +860,7 @@ int flume__db_read_seqs(flume_db *db, const int64_t *seqs, size_t n,
   flume__db_refresh(db);
   const flume__store_ops *ops = db->ops;
   flume__txn *txn = NULL;
-  if (db->closing) return FLUME_ECLOSED;
+  if (db->close_started) return FLUME_ECLOSED;
   int rc = ops->txn_begin(db->store, FLUME__TXN_READ, &txn);
   for (size_t i = 0; i < n && rc == 0; i++) {
     if (seqs[i] < 0 || seqs[i] > db->since) {
@@ -1037,9 +1043,32 @@ static void start_close(flume_db *db) {
   uv_close((uv_handle_t *)&db->kick, on_closed);
 }
 
+/*
+ * A close, once every append is written: the parts drain (the views catch
+ * up with the log, for a while), then stop (their last checkpoints are
+ * written), then their handles and ours close.
+ */
+static void close_step(flume_db *db) {
+  if (!db->parts_stopped) {
+    for (int i = 0; i < db->nparts; i++)
+      if (db->part_ops[i]->drain && db->part_ops[i]->drain(db->parts[i]))
+        return; /* flume__db_close_kick comes back here */
+    db->parts_stopped = 1;
+    for (int i = 0; i < db->nparts; i++)
+      db->part_ops[i]->before(db->parts[i]);
+    if (db->busy || db->queue_head) return; /* their last jobs first */
+  }
+  start_close(db);
+}
+
+void flume__db_close_kick(flume_db *db) {
+  if (db->closing && !db->close_started) kick(db);
+}
+
+int flume__db_closing(const flume_db *db) { return db->closing; }
+
 FLUME_API int flume_db_close(flume_db *db, flume_close_cb cb, void *ctx) {
   if (db->closing) return FLUME_ECLOSED;
-  for (int i = 0; i < db->nparts; i++) db->part_ops[i]->before(db->parts[i]);
   db->closing = 1;
   db->close_cb = cb;
   db->close_ctx = ctx;

@@ -109,7 +109,17 @@ typedef struct flume__part_ops {
   void (*before)(void *part);
   void (*close)(void *part, void (*done)(void *ctx), void *ctx);
   void (*free)(void *part);
+  /* Optional, called once the close has written every append (and again
+   * after each flume__db_close_kick): nonzero while the part still has
+   * work to finish before it stops (views catching up with the log); it
+   * then calls flume__db_close_kick when it has moved on. */
+  int (*drain)(void *part);
 } flume__part_ops;
+
+/* Asks a closing database to look at its parts' drain again. */
+void flume__db_close_kick(flume_db *db);
+/* 1 once flume_db_close() was called. */
+int flume__db_closing(const flume_db *db);
 
 /* Attaches `part`, found again by its ops. Errors: FLUME_ENOMEM,
  * FLUME_ECLOSED (the database is closing), FLUME_EEXIST. */

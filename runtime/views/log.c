@@ -272,4 +272,4 @@ static void vlog_free(void *part) {
 }
 
 static const flume__part_ops vlog_part = {vlog_before, vlog_close,
-                                          vlog_free};
+                                          vlog_free, NULL};

@@ -863,6 +863,7 @@ static void on_idle(uv_idle_t *h) {
     uv_idle_stop(h);
     vs->idle_on = 0;
   }
+  flume__views_drained(vs);
 }
 
 void flume__pipeline_kick(flume__views *vs) {
@@ -996,7 +997,7 @@ static void setup_done(flume__job *job, int status) {
 
 int flume__pipeline_setup(flume__views *vs, flume_view *v, flume__use_cb cb,
                           void *ctx, char *err, size_t errlen) {
-  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping || vs->draining) return FLUME_ECLOSED;
   setup_job *s = calloc(1, sizeof *s);
   if (s == NULL) return FLUME_ENOMEM;
   /* The initial state, encoded once: every reset decodes a fresh copy, so
@@ -1030,7 +1031,7 @@ int flume__pipeline_setup(flume__views *vs, flume_view *v, flume__use_cb cb,
 
 int flume__pipeline_rebuild(flume__views *vs) {
   flume_db *db = vs->db;
-  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping || vs->draining) return FLUME_ECLOSED;
   for (flume_view *v = vs->list; v; v = v->next) {
     if (v->kind == FLUME__VIEW_C) {
       v->failed = 0;

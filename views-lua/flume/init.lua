@@ -403,8 +403,9 @@ function DB:on_since(fn)
   return function() w:stop() end
 end
 
---- Closes the database. Appends already accepted are written first. Safe to
--- call more than once. Sync form waits; async form calls `cb()`.
+--- Closes the database. Appends already accepted are written first, then
+-- the views catch up with the log (for up to two seconds). Safe to call
+-- more than once. Sync form waits; async form calls `cb()`.
 function DB:close(cb)
   check_self(self, "close")
   local c = self._c
