@@ -286,6 +286,8 @@ static void test_msgpack_checked(const char *path) {
   CHECK(flume_db_since(db) == 3);
   close_db(&loop, db);
 
+  CHECK(uv_loop_close(&loop) == 0);
+
   /* raw: any bytes */
   uv_loop_init(&loop);
   db = open_db(&loop, NULL);
