@@ -25,6 +25,7 @@ static void views_free_list(flume__views *vs, flume_view *v) {
     flume__gate_fail(v, FLUME_ECLOSED);
     if (v->kind == FLUME__VIEW_C && v->vt->close) v->vt->close(v->vstate);
     flume__buf_free(&v->ops);
+    flume__journal_reset(&v->journal);
     free(v->script);
     free(v->chunk);
     free(v);

@@ -139,6 +139,7 @@ local function read_iter(self, opts, target, hooks)
   if hi == nil and opts.lt ~= nil then hi, hi_incl = opts.lt, false end
   local reverse, live = opts.reverse and true or false, opts.live
   local remaining = opt_limit(opts)
+  local incremental, on_step = not M.full_reread, M.on_step
 
   -- One pass over the range, in chunks, each a short read transaction.
   -- An index entry's value comes from the log: a chunk's values are read
@@ -147,7 +148,7 @@ local function read_iter(self, opts, target, hooks)
     db._decode == nil and db._mapper == nil
   -- A pass sees the view at one since: its first chunk's (a read brings
   -- the view's since up to the state it saw); index entries committed
-  -- later are skipped by its other chunks, and come in the next pass.
+  -- later are skipped by its other chunks, and come in the next step.
   local low, high, pass_since, upto = -1, maxinteger, self.since, nil
   local function cursor()
     local keys, vals, values, n, i, resume, finished = {}, {}, {}, 0, 0,
@@ -167,9 +168,29 @@ local function read_iter(self, opts, target, hooks)
     end
   end
 
-  -- Live: after the first pass, each time the view commits more, the range
-  -- is read again and only what is new is delivered: index entries with a
-  -- newer seq, group keys whose accumulator changed.
+  -- A live read's step after the first pass, from the view's journal:
+  -- what the checkpoints after `pass_since` changed in the range, read in
+  -- one read transaction, in key order. Nil when the journal does not hold
+  -- it all (it overflowed, the view was rebuilt or replaced, or its
+  -- checkpoints are another process's): then the range is read again.
+  local function changes()
+    local keys, vals, values = {}, {}, {}
+    local n, since = c:view_changes(name, lo, lo_incl, hi, hi_incl,
+      index and remaining or -1, pass_since, keys, vals)
+    if not n then return nil, since end
+    if n > 0 and index then c:get_many(mp, vals, n, values) end
+    local i = 0
+    return function()
+      if i == n then return false end
+      i = i + 1
+      return true, keys[i], vals[i], values[i]
+    end, since
+  end
+
+  -- Live: after the first pass, each time the view commits more, only what
+  -- is new is delivered: index entries with a newer seq, group keys whose
+  -- accumulator is not the one last delivered (`seen`: a group's live read
+  -- keeps each key's packed accumulator, to tell).
   local cur, first = cursor(), true
   local seen = live and kind == "group" and {} or nil
   return function()
@@ -208,9 +229,18 @@ local function read_iter(self, opts, target, hooks)
           if errors.is(err, "ECLOSED") then return nil end
           error(explain_wait_error(self, err, target), 0)
         end
-        low, high = pass_since, self.since
-        pass_since, first, upto = high, false, high
-        cur = cursor()
+        local step, since
+        if incremental then step, since = changes() end
+        low, first = pass_since, false
+        if step then
+          high, cur = since, step
+        else
+          high = since or self.since
+          upto = high
+          cur = cursor()
+        end
+        if high > pass_since then pass_since = high end
+        if on_step then on_step(step and "journal" or "range", low, high) end
       end
     end
     return nil
@@ -363,6 +393,14 @@ function M.new(db, name, kind, methods)
   return setmetatable({ _db = db, _name = name, _kind = kind,
     _methods = methods }, View_mt)
 end
+
+--- For the bench and the specs: `full_reread = true` makes the live reads
+-- made from then on read their whole range again after each commit (the
+-- path a live read falls back on when the view's journal does not hold a
+-- step), and `on_step` (a function, or nil) is called by each live read
+-- made from then on after each step with ("journal" or "range", the since
+-- it delivered from, the since it delivered up to).
+M.full_reread, M.on_step = false, nil
 
 --- Whether `v` is a view object.
 function M.is(v) return getmetatable(v) == View_mt end
