@@ -146,10 +146,13 @@ local function read_iter(self, opts, target, hooks)
   -- together, in one read transaction.
   local index, mp, plain = kind == "index", db._mp,
     db._decode == nil and db._mapper == nil
-  -- A pass sees the view at one since: its first chunk's (a read brings
-  -- the view's since up to the state it saw); index entries committed
-  -- later are skipped by its other chunks, and come in the next step.
-  local low, high, pass_since, upto = -1, maxinteger, self.since, nil
+  -- A pass sees the view at one since, `high`: its first chunk's (a read
+  -- brings the view's since up to the state it saw); index entries
+  -- committed later are skipped by its other chunks, and come in the next
+  -- step. A live read delivers a step's entries from `low` to `high`, then
+  -- waits for the view to pass `pass_since`, the highest it has delivered.
+  local low, high, pass_since, upto = -1, -1, -1, nil
+  local first = true
   local function cursor()
     local keys, vals, values, n, i, resume, finished = {}, {}, {}, 0, 0,
       nil, false
@@ -160,7 +163,12 @@ local function read_iter(self, opts, target, hooks)
         n, resume, finished, upto = c:view_read(name, lo, lo_incl, hi,
           hi_incl, reverse, READ_CHUNK, resume, keys, vals, upto)
         i = 0
-        if first_chunk then pass_since = upto end
+        if first_chunk then
+          high = upto
+          if on_step and live then
+            on_step(first and "first" or "range", low, high)
+          end
+        end
         if n > 0 and index then c:get_many(mp, vals, n, values) end
       end
       i = i + 1
@@ -191,7 +199,7 @@ local function read_iter(self, opts, target, hooks)
   -- is new is delivered: index entries with a newer seq, group keys whose
   -- accumulator is not the one last delivered (`seen`: a group's live read
   -- keeps each key's packed accumulator, to tell).
-  local cur, first = cursor(), true
+  local cur = cursor()
   local seen = live and kind == "group" and {} or nil
   return function()
     -- A live read ends when its database closes, even if the consumer
@@ -221,6 +229,7 @@ local function read_iter(self, opts, target, hooks)
       else
         if hooks and hooks.flush and hooks.flush() then return nil end
         if c:closed() then return nil end
+        if high > pass_since then pass_since = high end
         local target = pass_since + 1
         local err = await(function(k)
           return c:view_wait(name, target, nil, k)
@@ -234,13 +243,10 @@ local function read_iter(self, opts, target, hooks)
         low, first = pass_since, false
         if step then
           high, cur = since, step
+          if on_step then on_step("journal", low, high) end
         else
-          high = since or self.since
-          upto = high
-          cur = cursor()
+          upto, cur = nil, cursor() -- its first chunk sets high
         end
-        if high > pass_since then pass_since = high end
-        if on_step then on_step(step and "journal" or "range", low, high) end
       end
     end
     return nil
@@ -398,8 +404,9 @@ end
 -- made from then on read their whole range again after each commit (the
 -- path a live read falls back on when the view's journal does not hold a
 -- step), and `on_step` (a function, or nil) is called by each live read
--- made from then on after each step with ("journal" or "range", the since
--- it delivered from, the since it delivered up to).
+-- made from then on before each step's entries with ("first" (the first
+-- pass), "journal" or "range", the since it delivers from, the since it
+-- delivers up to).
 M.full_reread, M.on_step = false, nil
 
 --- Whether `v` is a view object.
