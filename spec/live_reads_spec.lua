@@ -156,7 +156,8 @@ end
 function Case:step()
   local r = self.r
   local op = r.weighted({ { 5, "append" }, { 5, "batch" }, { 1, "big" },
-    { 1, "rebuild" }, { 1, "bump" }, { 1, "reader" } })
+    { 1, "rebuild" }, { 1, "bump" }, { 1, "reader" },
+    { flume.core.test_hooks and 1 or 0, "fail" } })
   self.ops[#self.ops + 1] = op
   if op == "append" then
     self:append_list({ value(r) })
@@ -184,8 +185,14 @@ function Case:step()
     end
   elseif op == "reader" then
     self:reader()
+  elseif op == "fail" then
+    -- the checkpoint of this append fails: nothing of it is stored, the
+    -- view indexes it again, and its journal forgets what it recorded
+    self:append_list({ value(r) })
+    self.db._c:fail_commits("EIO", 1)
   end
   self:settle()
+  if op == "fail" then self.db._c:fail_commits("EIO", 0) end
 end
 
 -- The model's view (its entries in key order) at since `upto`.
