@@ -26,6 +26,7 @@ local V = require "flume.view"
 local H = require "helpers.db"
 local M = require "helpers.model"
 local G = require "helpers.gen"
+local C = require "helpers.crash"
 
 local show, key_cmp, key_id = M.show, M.key_cmp, M.key_id
 local encode = flume.core.encode
@@ -260,6 +261,103 @@ end
 
 local journal_steps, range_steps = 0, 0
 
+-- A writer process: attaches the view by its stored script, appends the
+-- batches of a file (a Lua chunk returning a list of lists), a few ms
+-- apart, and waits for its view before it closes.
+local WRITER = [[
+local flume = require "flume"
+local dir, batches = arg[1], dofile(arg[2])
+local db = flume.open(dir)
+db:view("v")
+for _, list in ipairs(batches) do
+  db:append(list, { batch = true })
+  flume.sleep(0.002 * (#list % 4))
+end
+db.v:ready()
+db:close()
+]]
+
+-- Live reads on a read-only handle, in this process, while a writer
+-- process appends: the journal is the writer's, so every step reads the
+-- range again.
+local function run_reader_case(seed)
+  local r = G.rng(seed)
+  local kind = r.chance(0.5) and "group" or "index"
+  local tmp = H.tmpdir()
+  local dir = tmp .. "/db"
+  local case = setmetatable({ r = r, model = M.new(), readers = {},
+    views = {}, ops = {}, version = 1, kind = kind }, Case)
+  local ok, err = xpcall(function()
+    local w = flume.open(dir)
+    w:use("v", script(kind, 1))
+    local initial = {}
+    for i = 1, r.int(0, 30) do initial[i] = value(r) end
+    if #initial > 0 then w:append(initial, { batch = true }) end
+    w.v:ready()
+    w:close()
+    for _, v in ipairs(initial) do case.model:append(v) end
+    local batches = {}
+    for b = 1, r.int(5, 25) do
+      local list = {}
+      for i = 1, r.int(1, 8) do
+        list[i] = value(r)
+        case.model:append(list[i])
+      end
+      batches[b] = list
+    end
+    H.write(tmp .. "/batches.lua", "return " .. show(batches))
+    H.write(tmp .. "/writer.lua", WRITER)
+    case.db = flume.open(dir, { readonly = true })
+    case.db:view("v")
+    for _ = 1, r.int(1, 3) do case:reader() end
+    local p = io.popen(H.lua_command(tmp .. "/writer.lua", dir,
+      tmp .. "/batches.lua") .. " >" .. tmp .. "/writer.out 2>&1 & echo $!")
+    local pid = tonumber(p:read("l"))
+    p:close()
+    local since, waited = case.model:since(), 0
+    while C.alive(pid) do
+      flume.sleep(0.005)
+      waited = waited + 5
+      if waited > TIMEOUT * 1000 then case:fail("the writer hangs") end
+    end
+    if case.db.since ~= since then
+      local f = io.open(tmp .. "/writer.out")
+      case:fail("the writer process stopped at seq %d, not %d: %s",
+        case.db.since, since, f and f:read("a") or "")
+    end
+    waited = 0
+    while true do
+      local all = true
+      for _, rd in ipairs(case.readers) do
+        if rd.err then case:fail("a live read failed: %s", rd.err) end
+        if not rd.done and rd.top < since then all = false end
+      end
+      if all then break end
+      flume.sleep(0.001)
+      waited = waited + 1
+      if waited > TIMEOUT * 1000 then
+        case:fail("the live reads did not reach since %d", since)
+      end
+    end
+    for n, rd in ipairs(case.readers) do
+      case:check(rd, n)
+      for i = 2, #rd.steps do
+        if rd.steps[i].path ~= "range" then
+          case:fail("live read %d on a read-only handle: step %d came " ..
+            "from %s", n, i, rd.steps[i].path)
+        end
+      end
+    end
+  end, function(e) return tostring(e) .. "\n" .. debug.traceback() end)
+  if case.db then pcall(case.db.close, case.db) end
+  H.rm(tmp)
+  if not ok then
+    error(string.format("seed %d, a read-only handle (%s view): %s\n" ..
+      "replay: FLUME_SEED=%d busted spec/live_reads_spec.lua", seed, kind,
+      err, seed), 0)
+  end
+end
+
 local function run_case(seed, backend)
   local r = G.rng(seed)
   local case = setmetatable({ r = r, model = M.new(), readers = {},
@@ -324,6 +422,12 @@ describe("live reads of group and index views", function()
       if #failures > 0 then error(table.concat(failures, "\n\n"), 0) end
     end)
   end
+
+  it(string.format("deliver each step as the model says on a read-only " ..
+    "handle while a writer process appends (seeds %d..%d)", seeds[1],
+    seeds[math.min(#seeds, 4)]), function()
+    for i = 1, math.min(#seeds, 4) do run_reader_case(seeds[i]) end
+  end)
 
   it("took steps from the journal and by reading the range again", function()
     -- the cases above ran both paths (a check of the spec itself)
