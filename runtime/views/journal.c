@@ -39,6 +39,7 @@ void flume__journal_reset(flume__journal *j) {
 
 void flume__journal_add(flume__journal *j, int64_t from, int64_t to,
                         const flume__buf *ops) {
+  if (!j->on) return;
   if (!j->valid || j->last != from) restart(j, from);
   /* The keys' bytes: each kept with its length, the value dropped. */
   size_t len = 0, n = 0;

@@ -9,8 +9,9 @@
  * Records are contiguous: each starts where the one before ended, so the
  * journal holds every change in (base, last]. It is bounded
  * (FLUME__JOURNAL_MAX bytes a view): the oldest records go first, and a
- * checkpoint larger than the bound empties it. Only the process that runs
- * the views fills it; a read-only handle's views have an empty journal.
+ * checkpoint larger than the bound empties it. It is kept from the first
+ * live read of the view on (`on`), and only by the process that runs the
+ * views: a read-only handle's views have an empty journal.
  *
  * Loop thread only, like the rest of the pipeline.
  */
@@ -35,6 +36,9 @@ typedef struct flume__jrec {
 } flume__jrec;
 
 typedef struct flume__journal {
+  int on;             /* a live read has asked for it: records are kept
+                       * (until the view closes; a view never read live
+                       * keeps none) */
   flume__jrec *head;  /* the oldest record, or NULL */
   flume__jrec *tail;  /* the newest record, or NULL */
   int valid;          /* base and last mean something */
@@ -48,8 +52,8 @@ typedef struct flume__journal {
  * Records the checkpoint that takes the view from `from` to `to`, whose
  * changes are the pipeline's operations buffer `ops` (pipeline.c's layout:
  * per operation one byte, uint32 key length, uint32 value length, key,
- * value; the keys are what is kept). A record that does not start where
- * the journal ends starts it again. Out of memory, the journal is emptied
+ * value; the keys are what is kept), if it is on. A record that does not
+ * start where the journal ends starts it again. Out of memory, the journal is emptied
  * (a live read then reads its range again): never an error.
  */
 void flume__journal_add(flume__journal *j, int64_t from, int64_t to,
@@ -58,7 +62,7 @@ void flume__journal_add(flume__journal *j, int64_t from, int64_t to,
 /* Drops the records past `since` (checkpoints that were not stored). */
 void flume__journal_truncate(flume__journal *j, int64_t since);
 
-/* Empties it: it holds nothing until the next record. */
+/* Empties it: it holds nothing until the next record (`on` stays). */
 void flume__journal_reset(flume__journal *j);
 
 /* Sets its bound to `max` bytes (0: FLUME__JOURNAL_MAX), dropping the

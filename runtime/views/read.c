@@ -334,6 +334,9 @@ int flume__view_changes(flume_view *v, const flume__range *r, size_t max,
   if ((rc = sync_since(v, ops, txn))) goto done;
   *since = v->committed;
   if (*since <= after) goto done; /* nothing after it yet */
+  /* The first live read of the view turns its journal on: this step
+   * reads its range again, the next ones find their changes. */
+  v->journal.on = 1;
   if (!flume__journal_covers(&v->journal, after, *since)) {
     rc = FLUME__CHANGES_MISS;
     goto done;

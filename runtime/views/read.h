@@ -103,8 +103,9 @@ int flume__view_read(flume_view *v, const flume__range *r, size_t max,
  * from the view's journal (journal.h) and, for a group view, one lookup a
  * key, all in one read transaction. FLUME__CHANGES_MISS (with *since set
  * and nothing handed out) when the journal does not hold every change in
- * (after, *since]: it overflowed, the view was rebuilt or replaced, or its
- * checkpoints are another process's (a read-only handle). Errors:
+ * (after, *since]: it overflowed, the view was rebuilt or replaced, its
+ * checkpoints are another process's (a read-only handle), or this is the
+ * view's first live read (which turns its journal on). Errors:
  * flume__view_readable's, FLUME_ENOMEM, FLUME_ECORRUPT, the store's.
  */
 int flume__view_changes(flume_view *v, const flume__range *r, size_t max,
