@@ -24,7 +24,8 @@
 --                             at once, COUNT db:get at random seqs each:
 --                             prints the total gets per second
 --   live_read_delay DIR INDEXED COUNT journal|reread
---                             a new DIR of INDEXED values under the
+--                             a DIR of INDEXED values (or more: appended
+--                             up to INDEXED if fewer) under the
 --                             by_author index, a live read of its whole
 --                             range, then COUNT appends, each awaited
 --                             until the read delivers it: the delay from
@@ -265,11 +266,13 @@ local function live_read_delay(indexed, count, mode)
   local warm = 5
   local db = flume.open(dir, { sync = false })
   db:use("by_author", view_path("by_author"))
-  for first = 0, indexed - 1, 1000 do
+  -- a DIR of an earlier run (the other mode) is used as it is
+  for first = db.since + 1, indexed - 1, 1000 do
     db:append(data.values(first, math.min(1000, indexed - first)),
       { batch = true })
   end
   db.by_author:ready()
+  indexed = db.since + 1
   V.full_reread = mode == "reread"
   local it = db.by_author:read { live = true }
   V.full_reread = false

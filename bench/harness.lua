@@ -535,12 +535,15 @@ end
 -- with fewer samples, for each takes the time of a full read
 if want("live_read_delay") then
   for _, size in ipairs { { "10k", 10000, 100 }, { "400k", 400000, 10 } } do
+    -- one folder for both (the second read's range has the first one's
+    -- appends too: at most 1,005 values more)
     local name, samples = "live_read_delay_" .. size[1], math.min(1000, N)
-    local f = run("flume " .. name, flume("live_read_delay", fresh("lrd"),
-      size[2], samples, "journal"))
+    local dir = fresh("lrd")
+    local f = run("flume " .. name, flume("live_read_delay", dir, size[2],
+      samples, "journal"))
     record(name, f and f.p50, "us")
     local b = run("flume " .. name .. " (reread)", flume("live_read_delay",
-      fresh("lrd"), size[2], size[3], "reread"))
+      dir, size[2], size[3], "reread"))
     baseline(name, "reread", b and b.p50)
     fresh("lrd")
     progress(name)
