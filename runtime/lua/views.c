@@ -342,6 +342,14 @@ static int ldb_view_changes(lua_State *L) {
   return 2;
 }
 
+/* db:view_journal_on(name): a live read begins; the view keeps a journal
+ * of its checkpoints' changes from now on (see view_changes). */
+static int ldb_view_journal_on(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  flume__view_journal_on(check_view(L, d, 2));
+  return 0;
+}
+
 #ifdef FLUME_TEST_HOOKS
 /* db:view_journal_max(name, bytes): bounds the view's journal (a small
  * bound makes it overflow). */
@@ -417,6 +425,7 @@ static const luaL_Reg view_methods[] = {
     {"view_get", ldb_view_get},
     {"view_read", ldb_view_read},
     {"view_changes", ldb_view_changes},
+    {"view_journal_on", ldb_view_journal_on},
 #ifdef FLUME_TEST_HOOKS
     {"view_journal_max", ldb_view_journal_max},
 #endif

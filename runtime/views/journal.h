@@ -36,9 +36,8 @@ typedef struct flume__jrec {
 } flume__jrec;
 
 typedef struct flume__journal {
-  int on;             /* a live read has asked for it: records are kept
-                       * (until the view closes; a view never read live
-                       * keeps none) */
+  int on;             /* a live read began: records are kept (until the
+                       * view closes; a view never read live keeps none) */
   flume__jrec *head;  /* the oldest record, or NULL */
   flume__jrec *tail;  /* the newest record, or NULL */
   int valid;          /* base and last mean something */

@@ -334,8 +334,9 @@ int flume__view_changes(flume_view *v, const flume__range *r, size_t max,
   if ((rc = sync_since(v, ops, txn))) goto done;
   *since = v->committed;
   if (*since <= after) goto done; /* nothing after it yet */
-  /* The first live read of the view turns its journal on: this step
-   * reads its range again, the next ones find their changes. */
+  /* A live read that did not turn the journal on first (or on a view
+   * replaced since) does now: this step reads its range again, the next
+   * ones find their changes. */
   v->journal.on = 1;
   if (!flume__journal_covers(&v->journal, after, *since)) {
     rc = FLUME__CHANGES_MISS;
@@ -369,6 +370,8 @@ done:
     snprintf(err, errlen, "view '%s' has a damaged entry", v->name);
   return rc;
 }
+
+void flume__view_journal_on(flume_view *v) { v->journal.on = 1; }
 
 #ifdef FLUME_TEST_HOOKS
 void flume__view_journal_max(flume_view *v, size_t max) {

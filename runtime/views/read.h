@@ -104,14 +104,18 @@ int flume__view_read(flume_view *v, const flume__range *r, size_t max,
  * key, all in one read transaction. FLUME__CHANGES_MISS (with *since set
  * and nothing handed out) when the journal does not hold every change in
  * (after, *since]: it overflowed, the view was rebuilt or replaced, its
- * checkpoints are another process's (a read-only handle), or this is the
- * view's first live read (which turns its journal on). Errors:
+ * checkpoints are another process's (a read-only handle), or it was not
+ * on yet (flume__view_journal_on; this call turns it on). Errors:
  * flume__view_readable's, FLUME_ENOMEM, FLUME_ECORRUPT, the store's.
  */
 int flume__view_changes(flume_view *v, const flume__range *r, size_t max,
                         int64_t after, int64_t *since,
                         flume__view_entry_fn fn, void *ctx, size_t *count,
                         char *err, size_t errlen);
+
+/* Turns the view's journal on (journal.h), for a live read about to
+ * begin: its steps find their changes from the next checkpoint on. */
+void flume__view_journal_on(flume_view *v);
 
 /* Bounds the view's journal to `max` bytes (a small bound overflows it).
  * In the test builds only (defined under the hooks' macro). */

@@ -140,6 +140,9 @@ local function read_iter(self, opts, target, hooks)
   local reverse, live = opts.reverse and true or false, opts.live
   local remaining = opt_limit(opts)
   local incremental, on_step = not M.full_reread, M.on_step
+  -- From now on the view keeps a journal of what its checkpoints change,
+  -- for this read's steps after its first pass.
+  if live and incremental then c:view_journal_on(name) end
 
   -- One pass over the range, in chunks, each a short read transaction.
   -- An index entry's value comes from the log: a chunk's values are read
