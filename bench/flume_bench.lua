@@ -23,6 +23,17 @@
 --                             PROCS reader processes (read-only handles)
 --                             at once, COUNT db:get at random seqs each:
 --                             prints the total gets per second
+--   live_read_delay DIR INDEXED COUNT journal|reread
+--                             a DIR of INDEXED values (or more: appended
+--                             up to INDEXED if fewer) under the
+--                             by_author index, a live read of its whole
+--                             range, then COUNT appends, each awaited
+--                             until the read delivers it: the delay from
+--                             the append's return to the delivery, the
+--                             read taking each commit's changes from the
+--                             view's journal or reading its range again
+--                             (flume.view's full_reread): prints p50 and
+--                             p99 in microseconds
 -- and the children these two start (not rows):
 --   ro_follow    DIR COUNT    a live stream of COUNT values on a read-only
 --                             handle: prints each one's receipt time
@@ -250,6 +261,56 @@ local function ro_live_delay(count, where)
     delays[#delays]))
 end
 
+local function live_read_delay(indexed, count, mode)
+  local V = require "flume.view"
+  local warm = 5
+  local db = flume.open(dir, { sync = false })
+  db:use("by_author", view_path("by_author"))
+  -- a DIR of an earlier run (the other mode) is used as it is
+  for first = db.since + 1, indexed - 1, 1000 do
+    db:append(data.values(first, math.min(1000, indexed - first)),
+      { batch = true })
+  end
+  db.by_author:ready()
+  indexed = db.since + 1
+  V.full_reread = mode == "reread"
+  local it = db.by_author:read { live = true }
+  V.full_reread = false
+  local times, failed = {}, nil
+  flume.spawn(function()
+    local ok, err = pcall(function()
+      for _, seq, v in it do
+        if seq >= indexed then
+          assert(v.seq == seq, "seq " .. seq .. " holds another value")
+          times[seq] = clock()
+        end
+      end
+    end)
+    if not ok then failed = err end
+  end)
+  local values = data.values(indexed, warm + count)
+  local delays = {}
+  for i = 1, warm + count do
+    local seq = indexed + i - 1
+    db:append(values[i])
+    local acked = clock()
+    local deadline = acked + 60
+    while not times[seq] and not failed and clock() < deadline do
+      flume.sleep(0.0002)
+    end
+    assert(not failed, failed)
+    assert(times[seq], "the live read did not deliver seq " .. seq)
+    if i > warm then delays[#delays + 1] = (times[seq] - acked) * 1e6 end
+  end
+  db:close()
+  table.sort(delays)
+  print(string.format("p50 %.0f", percentile(delays, 0.5)))
+  print(string.format("p99 %.0f", percentile(delays, 0.99)))
+  io.stderr:write(string.format("  live_read_delay %d %s: %d samples, " ..
+    "min %.0f, max %.0f us\n", indexed, mode, #delays, delays[1],
+    delays[#delays]))
+end
+
 local function ro_follow(count)
   local db = flume.open(dir, { readonly = true })
   local times = follow_times(db, count, function()
@@ -327,6 +388,8 @@ elseif row == "stream_scan" then stream_scan()
 elseif row == "index_read" then index_read()
 elseif row == "ro_live_delay" then
   ro_live_delay(assert(tonumber(arg[3])), arg[4])
+elseif row == "live_read_delay" then
+  live_read_delay(assert(tonumber(arg[3])), assert(tonumber(arg[4])), arg[5])
 elseif row == "ro_follow" then ro_follow(assert(tonumber(arg[3])))
 elseif row == "ro_get" then
   ro_get(assert(tonumber(arg[3])), assert(tonumber(arg[4])))

@@ -47,7 +47,8 @@ usage: bench/run [--json] [--n N | --quick] [--only row,row,...] [--repeat K]
   --quick     N = 20000 (what CI runs)
   --json      one JSON object per line instead of the table
   --only      just these rows (the data set is always appended first;
-              ro_live_delay: both its rows; cli_append: with its _rss)
+              ro_live_delay, live_read_delay: both their rows;
+              cli_append: with its _rss)
   --repeat K  measure the append, rebuild and read rows and their
               baselines K times each, in turns, and keep each one's best
               (a shared machine's noise only ever slows a measurement)
@@ -164,7 +165,8 @@ end
 local ROWS = { "append_batch", "append_async", "append_each", "rebuild_reduce",
   "rebuild_group", "rebuild_index", "rebuild_4", "rebuild_wide", "get_random",
   "stream_scan", "index_read", "rss_rebuild", "cli_append", "cli_append_rss",
-  "cli_cat", "ro_live_delay_p50", "ro_live_delay_p99", "ro_get_4proc" }
+  "cli_cat", "ro_live_delay_p50", "ro_live_delay_p99", "ro_get_4proc",
+  "live_read_delay_10k", "live_read_delay_400k" }
 
 -- Units where less is better (the ratio is flume / baseline all the same).
 local LOWER = { us = true, KiB = true }
@@ -201,8 +203,12 @@ local function want(name)
   if name == "ro_live_delay" then
     return only.ro_live_delay_p50 or only.ro_live_delay_p99
   end
+  if name == "live_read_delay" then
+    return only.live_read_delay_10k or only.live_read_delay_400k
+  end
   if name == "cli_append" then return only.cli_append or only.cli_append_rss end
-  return only[name:match("^(ro_live_delay)_p%d+$") or ""]
+  return only[name:match("^(ro_live_delay)_p%d+$") or
+    name:match("^(live_read_delay)_%d+k$") or ""]
 end
 
 local function record(name, value, unit)
@@ -628,6 +634,28 @@ if want("ro_live_delay") then
   fresh("live")
   progress("ro_live_delay_p50")
   progress("ro_live_delay_p99")
+end
+
+-- live_read_delay_10k, _400k: from an append's return to a live read of
+-- an index view delivering it, over 10,000 and 400,000 indexed values (p50;
+-- p99 on stderr); the baseline is the same read made to read its whole
+-- range again after each commit (the path the view's journal spares it),
+-- with fewer samples, for each takes the time of a full read
+if want("live_read_delay") then
+  for _, size in ipairs { { "10k", 10000, 100 }, { "400k", 400000, 10 } } do
+    -- one folder for both (the second read's range has the first one's
+    -- appends too: at most 1,005 values more)
+    local name, samples = "live_read_delay_" .. size[1], math.min(1000, N)
+    local dir = fresh("lrd")
+    local f = run("flume " .. name, flume("live_read_delay", dir, size[2],
+      samples, "journal"))
+    record(name, f and f.p50, "us")
+    local b = run("flume " .. name .. " (reread)", flume("live_read_delay",
+      dir, size[2], size[3], "reread"))
+    baseline(name, "reread", b and b.p50)
+    fresh("lrd")
+    progress(name)
+  end
 end
 
 -- ro_get_4proc: four reader processes at once; the baseline is the same

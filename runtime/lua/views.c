@@ -307,6 +307,62 @@ static int ldb_view_read(lua_State *L) {
   return 4;
 }
 
+/* db:view_changes(name, lo, lo_incl, hi, hi_incl, max, after, keys, vals)
+ *   -> n, since    or    false, since
+ * A live read's step (flume__view_changes): fills keys[1..n] and
+ * vals[1..n] with the entries in range that the view's checkpoints after
+ * `after` changed, read at `since`; max < 0: no limit. false when the
+ * view's journal does not hold them all: read the range again. */
+static int ldb_view_changes(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  flume_view *v = check_view(L, d, 2);
+  lua_Integer max = luaL_checkinteger(L, 7);
+  int64_t after = luaL_checkinteger(L, 8);
+  luaL_checktype(L, 9, LUA_TTABLE);
+  luaL_checktype(L, 10, LUA_TTABLE);
+  flume__buf lo = FLUME__BUF_INIT, hi = FLUME__BUF_INIT;
+  if (!lua_isnil(L, 3)) flume__lua_check_key(L, 3, &lo);
+  if (!lua_isnil(L, 5)) flume__lua_check_key(L, 5, &hi);
+  flume__range r = {lo.len ? lo.data : NULL, lo.len, lua_toboolean(L, 4),
+                    hi.len ? hi.data : NULL, hi.len, lua_toboolean(L, 6), 0};
+  lua_settop(L, 10);
+  flume__collect_ctx c = {L, 9, 10, 0, ""};
+  char err[512] = "";
+  size_t count = 0;
+  int64_t since = after;
+  int rc = flume__view_changes(v, &r, max < 0 ? SIZE_MAX : (size_t)max,
+                               after, &since, flume__view_collect, &c,
+                               &count, err, sizeof err);
+  flume__buf_free(&lo);
+  flume__buf_free(&hi);
+  if (rc == FLUME__CHANGES_MISS) lua_pushboolean(L, 0);
+  else if (rc) return flume__lua_raise(L, rc, c.err[0] ? c.err : err);
+  else lua_pushinteger(L, (lua_Integer)count);
+  lua_pushinteger(L, since);
+  return 2;
+}
+
+/* db:view_journal_on(name): a live read begins; the view keeps a journal
+ * of its checkpoints' changes from now on (see view_changes). */
+static int ldb_view_journal_on(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  flume__view_journal_on(check_view(L, d, 2));
+  return 0;
+}
+
+#ifdef FLUME_TEST_HOOKS
+/* db:view_journal_max(name, bytes): bounds the view's journal (a small
+ * bound makes it overflow). */
+static int ldb_view_journal_max(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  flume_view *v = check_view(L, d, 2);
+  lua_Integer max = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, max > 0, 3, "a bound of bytes > 0");
+  flume__view_journal_max(v, (size_t)max);
+  return 0;
+}
+#endif
+
 /* db:view_call(name, method, args) -> result
  * args is a msgpack-encoded list; the method runs in the view host (a Lua
  * view) or the view's C code, and its result comes back decoded. */
@@ -368,6 +424,11 @@ static const luaL_Reg view_methods[] = {
     {"view_wait", ldb_view_wait},
     {"view_get", ldb_view_get},
     {"view_read", ldb_view_read},
+    {"view_changes", ldb_view_changes},
+    {"view_journal_on", ldb_view_journal_on},
+#ifdef FLUME_TEST_HOOKS
+    {"view_journal_max", ldb_view_journal_max},
+#endif
     {"view_call", ldb_view_call},
     {"view_methods", ldb_view_methods},
     {"rebuild", ldb_rebuild},

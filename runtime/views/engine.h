@@ -6,6 +6,7 @@
 #ifndef FLUME_RUNTIME_VIEWS_ENGINE_H
 #define FLUME_RUNTIME_VIEWS_ENGINE_H
 
+#include "views/journal.h"
 #include "views/views.h"
 
 typedef struct flume__waiter flume__waiter;
@@ -29,6 +30,8 @@ struct flume_view {
   flume__table table;      /* its state's table */
   int host_ref;            /* its record in the host state's registry */
   flume__buf ops;          /* changes not yet handed to a checkpoint */
+  flume__journal journal;  /* what its recent checkpoints changed, for
+                            * live reads (journal.h) */
   int state_dirty;         /* reduce: state changed since last checkpoint */
   double state_saved_at;   /* reduce: when the state was last checkpointed */
   int failed;              /* a script error stopped it */

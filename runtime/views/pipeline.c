@@ -387,6 +387,9 @@ void flume__pipeline_checkpoint(flume__views *vs) {
     flume__record r = {(uint8_t)v->kind, v->version, since, v->built_hash};
     flume__record_pack(&r, e->meta);
     bytes += v->ops.len;
+    /* Recorded now, before the commit: a read can see the commit in the
+     * store before its completion runs. */
+    flume__journal_add(&v->journal, v->handed, since, &e->ops);
     v->ops = (flume__buf)FLUME__BUF_INIT;
     v->handed = since;
   }
@@ -965,6 +968,7 @@ static int load_state(flume__views *vs, flume_view *v) {
 }
 
 static void reset_to_committed(flume__views *vs, flume_view *v) {
+  flume__journal_truncate(&v->journal, v->committed);
   v->since = v->handed = v->committed;
   v->ops.len = 0;
   v->epoch++;
@@ -1052,6 +1056,7 @@ int flume__pipeline_rebuild(flume__views *vs) {
     v->since = v->committed = v->handed = -1;
     v->ops.len = 0;
     v->state_dirty = 0;
+    flume__journal_reset(&v->journal);
     host_reset(vs, v);
     ckpt_entry *e = &c->e[0];
     e->view = v;

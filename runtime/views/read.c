@@ -22,6 +22,7 @@
  * other.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "keys.h"
@@ -262,6 +263,121 @@ int flume__view_read(flume_view *v, const flume__range *r, size_t max,
     snprintf(err, errlen, "view '%s' has a damaged entry", v->name);
   return rc;
 }
+
+/* ---- a live read's step (the journal) --------------------------------- */
+
+typedef struct change {
+  const char *entry; /* in a journal record: key part, then the suffix */
+  size_t len;        /* the whole entry's length */
+} change;
+
+static int change_cmp(const void *a, const void *b) {
+  const change *x = a, *y = b;
+  return cmp(x->entry, x->len, y->entry, y->len);
+}
+
+/* The journal's entries in range that records after `after` (up to upto)
+ * hold, sorted (an entry's order is the table's) and without repeats. */
+static int gather(flume_view *v, const flume__range *r, size_t suffix,
+                  int64_t after, int64_t upto, change **out, size_t *n) {
+  size_t cap = 0;
+  *out = NULL;
+  *n = 0;
+  for (flume__jrec *rec = v->journal.head; rec; rec = rec->next) {
+    if (rec->to <= after || rec->from >= upto) continue;
+    const char *p = rec->data;
+    for (size_t i = 0; i < rec->n; i++) {
+      uint32_t len;
+      memcpy(&len, p, 4);
+      const char *e = p + 4;
+      p += 4 + len;
+      if (len < suffix) return FLUME_ECORRUPT;
+      if (place(r, e, len - suffix) != 0) continue;
+      if (suffix) {
+        int64_t seq = flume__index_seq_get(e, len);
+        if (seq <= after || seq > upto) continue;
+      }
+      if (*n == cap) {
+        size_t c = cap ? cap * 2 : 64;
+        change *m = realloc(*out, c * sizeof *m);
+        if (m == NULL) return FLUME_ENOMEM;
+        *out = m;
+        cap = c;
+      }
+      (*out)[(*n)++] = (change){e, len};
+    }
+  }
+  if (*n > 1) qsort(*out, *n, sizeof **out, change_cmp);
+  size_t k = 0; /* a group key set by several checkpoints comes once */
+  for (size_t i = 0; i < *n; i++)
+    if (k == 0 || change_cmp(&(*out)[k - 1], &(*out)[i]) != 0)
+      (*out)[k++] = (*out)[i];
+  *n = k;
+  return 0;
+}
+
+int flume__view_changes(flume_view *v, const flume__range *r, size_t max,
+                        int64_t after, int64_t *since,
+                        flume__view_entry_fn fn, void *ctx, size_t *count,
+                        char *err, size_t errlen) {
+  *count = 0;
+  int rc = flume__view_readable(v, 1, err, errlen);
+  if (rc) return rc;
+  if (r->reverse) return FLUME_EINVAL; /* a live read goes forward */
+  size_t suffix = v->kind == FLUME__VIEW_INDEX ? FLUME__KEY_SEQ_LEN : 0;
+  const flume__store_ops *ops = flume__db_ops(v->db);
+  flume__txn *txn;
+  if ((rc = ops->txn_begin(flume__db_store(v->db), FLUME__TXN_READ, &txn)))
+    return rc;
+  change *ch = NULL;
+  size_t n = 0;
+  if ((rc = sync_since(v, ops, txn))) goto done;
+  *since = v->committed;
+  if (*since <= after) goto done; /* nothing after it yet */
+  /* A live read that did not turn the journal on first (or on a view
+   * replaced since) does now: this step reads its range again, the next
+   * ones find their changes. */
+  v->journal.on = 1;
+  if (!flume__journal_covers(&v->journal, after, *since)) {
+    rc = FLUME__CHANGES_MISS;
+    goto done;
+  }
+  if ((rc = gather(v, r, suffix, after, *since, &ch, &n))) goto done;
+  for (size_t i = 0; i < n && *count < max; i++) {
+    flume__view_entry e = {ch[i].entry, ch[i].len - suffix, -1, NULL, 0};
+    if (suffix) {
+      /* An index entry is all there is to it: no need of the store. */
+      e.seq = flume__index_seq_get(ch[i].entry, ch[i].len);
+    } else {
+      flume__slice val;
+      rc = ops->get(txn, v->table, (flume__slice){ch[i].entry, ch[i].len},
+                    &val);
+      if (rc == FLUME_ENOTFOUND) { /* deleted: nothing to deliver */
+        rc = 0;
+        continue;
+      }
+      if (rc) break;
+      e.val = val.data;
+      e.val_len = val.size;
+    }
+    if ((rc = fn(ctx, &e))) break;
+    ++*count;
+  }
+done:
+  free(ch);
+  ops->txn_abort(txn);
+  if (rc == FLUME_ECORRUPT && err[0] == '\0')
+    snprintf(err, errlen, "view '%s' has a damaged entry", v->name);
+  return rc;
+}
+
+void flume__view_journal_on(flume_view *v) { v->journal.on = 1; }
+
+#ifdef FLUME_TEST_HOOKS
+void flume__view_journal_max(flume_view *v, size_t max) {
+  flume__journal_bound(&v->journal, max);
+}
+#endif
 
 /* Entries one read of a key's seqs takes before it renews its read
  * transaction, so a key with a million seqs does not pin old pages. */

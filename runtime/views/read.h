@@ -83,6 +83,44 @@ int flume__view_read(flume_view *v, const flume__range *r, size_t max,
                      flume__view_entry_fn fn, void *ctx, size_t *count,
                      int *done, char *err, size_t errlen);
 
+/* flume__view_changes' answer when the view's journal does not hold every
+ * change the step asks for: read the range again instead. */
+#define FLUME__CHANGES_MISS 1
+
+/*
+ * A live read's step: the entries in range r (forward) that the view's
+ * checkpoints after `after` changed, as the view's committed state has
+ * them now, in key order (an index view's: then in seq order), at most
+ * `max` handed out. *since receives the step's since: the view's since as
+ * the read sees it (see flume__view_read), which the entries are read at.
+ * An index view hands out its entries with a seq in (after, *since]; a
+ * group view every key its checkpoints since `after` set (and perhaps some
+ * of the checkpoint `after` falls in) with its accumulator now, a key they
+ * deleted not at all: a superset of the keys whose accumulator is not what
+ * it was at `after`, for the caller to compare with what it delivered.
+ *
+ * The work is proportional to what changed, not to the range: it comes
+ * from the view's journal (journal.h) and, for a group view, one lookup a
+ * key, all in one read transaction. FLUME__CHANGES_MISS (with *since set
+ * and nothing handed out) when the journal does not hold every change in
+ * (after, *since]: it overflowed, the view was rebuilt or replaced, its
+ * checkpoints are another process's (a read-only handle), or it was not
+ * on yet (flume__view_journal_on; this call turns it on). Errors:
+ * flume__view_readable's, FLUME_ENOMEM, FLUME_ECORRUPT, the store's.
+ */
+int flume__view_changes(flume_view *v, const flume__range *r, size_t max,
+                        int64_t after, int64_t *since,
+                        flume__view_entry_fn fn, void *ctx, size_t *count,
+                        char *err, size_t errlen);
+
+/* Turns the view's journal on (journal.h), for a live read about to
+ * begin: its steps find their changes from the next checkpoint on. */
+void flume__view_journal_on(flume_view *v);
+
+/* Bounds the view's journal to `max` bytes (a small bound overflows it).
+ * In the test builds only (defined under the hooks' macro). */
+void flume__view_journal_max(flume_view *v, size_t max);
+
 /* Every entry of one key: at most one for a group view, its seqs in order
  * for an index view. Errors: as flume__view_read. */
 int flume__view_get(flume_view *v, const char *key, size_t key_len,

@@ -25,6 +25,7 @@ static void views_free_list(flume__views *vs, flume_view *v) {
     flume__gate_fail(v, FLUME_ECLOSED);
     if (v->kind == FLUME__VIEW_C && v->vt->close) v->vt->close(v->vstate);
     flume__buf_free(&v->ops);
+    flume__journal_reset(&v->journal);
     free(v->script);
     free(v->chunk);
     free(v);
@@ -188,6 +189,10 @@ static int use_def(flume_db *db, const char *name, const flume__view_def *d,
       }
     }
     flume__gate_move(old, v);
+    /* Its live reads go on with the new one: so does its journal's
+     * recording (from the new one's first checkpoint). */
+    v->journal.on = old->journal.on;
+    flume__journal_reset(&old->journal);
     old->epoch++;
     flume__host_release(vs->host, old->host_ref); /* its memory, now */
     old->next = vs->dead;
@@ -209,6 +214,7 @@ void flume__views_forget(flume_view *v) {
   for (flume_view **p = &vs->list; *p; p = &(*p)->next) {
     if (*p == v) {
       *p = v->next;
+      flume__journal_reset(&v->journal);
       v->next = vs->dead;
       vs->dead = v;
       break;

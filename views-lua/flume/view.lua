@@ -139,16 +139,23 @@ local function read_iter(self, opts, target, hooks)
   if hi == nil and opts.lt ~= nil then hi, hi_incl = opts.lt, false end
   local reverse, live = opts.reverse and true or false, opts.live
   local remaining = opt_limit(opts)
+  local incremental, on_step = not M.full_reread, M.on_step
+  -- From now on the view keeps a journal of what its checkpoints change,
+  -- for this read's steps after its first pass.
+  if live and incremental then c:view_journal_on(name) end
 
   -- One pass over the range, in chunks, each a short read transaction.
   -- An index entry's value comes from the log: a chunk's values are read
   -- together, in one read transaction.
   local index, mp, plain = kind == "index", db._mp,
     db._decode == nil and db._mapper == nil
-  -- A pass sees the view at one since: its first chunk's (a read brings
-  -- the view's since up to the state it saw); index entries committed
-  -- later are skipped by its other chunks, and come in the next pass.
-  local low, high, pass_since, upto = -1, maxinteger, self.since, nil
+  -- A pass sees the view at one since, `high`: its first chunk's (a read
+  -- brings the view's since up to the state it saw); index entries
+  -- committed later are skipped by its other chunks, and come in the next
+  -- step. A live read delivers a step's entries from `low` to `high`, then
+  -- waits for the view to pass `pass_since`, the highest it has delivered.
+  local low, high, pass_since, upto = -1, -1, -1, nil
+  local first = true
   local function cursor()
     local keys, vals, values, n, i, resume, finished = {}, {}, {}, 0, 0,
       nil, false
@@ -159,7 +166,12 @@ local function read_iter(self, opts, target, hooks)
         n, resume, finished, upto = c:view_read(name, lo, lo_incl, hi,
           hi_incl, reverse, READ_CHUNK, resume, keys, vals, upto)
         i = 0
-        if first_chunk then pass_since = upto end
+        if first_chunk then
+          high = upto
+          if on_step and live then
+            on_step(first and "first" or "range", low, high)
+          end
+        end
         if n > 0 and index then c:get_many(mp, vals, n, values) end
       end
       i = i + 1
@@ -167,10 +179,30 @@ local function read_iter(self, opts, target, hooks)
     end
   end
 
-  -- Live: after the first pass, each time the view commits more, the range
-  -- is read again and only what is new is delivered: index entries with a
-  -- newer seq, group keys whose accumulator changed.
-  local cur, first = cursor(), true
+  -- A live read's step after the first pass, from the view's journal:
+  -- what the checkpoints after `pass_since` changed in the range, read in
+  -- one read transaction, in key order. Nil when the journal does not hold
+  -- it all (it overflowed, the view was rebuilt or replaced, or its
+  -- checkpoints are another process's): then the range is read again.
+  local function changes()
+    local keys, vals, values = {}, {}, {}
+    local n, since = c:view_changes(name, lo, lo_incl, hi, hi_incl,
+      index and remaining or -1, pass_since, keys, vals)
+    if not n then return nil, since end
+    if n > 0 and index then c:get_many(mp, vals, n, values) end
+    local i = 0
+    return function()
+      if i == n then return false end
+      i = i + 1
+      return true, keys[i], vals[i], values[i]
+    end, since
+  end
+
+  -- Live: after the first pass, each time the view commits more, only what
+  -- is new is delivered: index entries with a newer seq, group keys whose
+  -- accumulator is not the one last delivered (`seen`: a group's live read
+  -- keeps each key's packed accumulator, to tell).
+  local cur = cursor()
   local seen = live and kind == "group" and {} or nil
   return function()
     -- A live read ends when its database closes, even if the consumer
@@ -200,6 +232,7 @@ local function read_iter(self, opts, target, hooks)
       else
         if hooks and hooks.flush and hooks.flush() then return nil end
         if c:closed() then return nil end
+        if high > pass_since then pass_since = high end
         local target = pass_since + 1
         local err = await(function(k)
           return c:view_wait(name, target, nil, k)
@@ -208,9 +241,15 @@ local function read_iter(self, opts, target, hooks)
           if errors.is(err, "ECLOSED") then return nil end
           error(explain_wait_error(self, err, target), 0)
         end
-        low, high = pass_since, self.since
-        pass_since, first, upto = high, false, high
-        cur = cursor()
+        local step, since
+        if incremental then step, since = changes() end
+        low, first = pass_since, false
+        if step then
+          high, cur = since, step
+          if on_step then on_step("journal", low, high) end
+        else
+          upto, cur = nil, cursor() -- its first chunk sets high
+        end
       end
     end
     return nil
@@ -363,6 +402,15 @@ function M.new(db, name, kind, methods)
   return setmetatable({ _db = db, _name = name, _kind = kind,
     _methods = methods }, View_mt)
 end
+
+--- For the bench and the specs: `full_reread = true` makes the live reads
+-- made from then on read their whole range again after each commit (the
+-- path a live read falls back on when the view's journal does not hold a
+-- step), and `on_step` (a function, or nil) is called by each live read
+-- made from then on before each step's entries with ("first" (the first
+-- pass), "journal" or "range", the since it delivers from, the since it
+-- delivers up to).
+M.full_reread, M.on_step = false, nil
 
 --- Whether `v` is a view object.
 function M.is(v) return getmetatable(v) == View_mt end
