@@ -105,7 +105,8 @@ extern "C" {
   X(ESCRIPT, -33018, "bad view script")                                        \
   X(EBUSY, -33019, "busy")                                                     \
   X(EREADONLY, -33020, "database is open read-only")                          \
-  X(ENOWRITER, -33021, "no writer is bringing the view up to the log")
+  X(ENOWRITER, -33021, "no writer is bringing the view up to the log")     \
+  X(ENOTSUP, -33022, "not supported by this build")
 
 /** Error codes: `FLUME_EINVAL` and so on. */
 typedef enum {
@@ -168,6 +169,36 @@ typedef struct flume_db_options {
    * missing database is #FLUME_ENOTFOUND; a memory database cannot be
    * read-only (#FLUME_EINVAL). */
   int readonly;
+  /** A remote log: NATS server URLs, comma-separated
+   * ("nats://127.0.0.1:4222,nats://10.0.0.2:4222"), or NULL (default) for
+   * a local one. The log then lives on a replicated NATS JetStream stream
+   * shared by every node that opens it, and this folder caches it: values
+   * are stored here only from the stream, in stream order, so every node
+   * has the same value at the same seq and the same views. An append's
+   * callback fires once its values are in the stream **and** stored here
+   * (read-your-writes on this node). What the stream's acknowledgement
+   * means: a quorum of the stream's servers holds the values, with
+   * nats-server 2.9 in memory, not yet fsynced (the server syncs its
+   * files about every 2 minutes), whatever `sync` says; `sync` governs
+   * this folder's cache only. Needs a build with libnats
+   * (#FLUME_ENOTSUP otherwise), a folder (not memory) and not
+   * `readonly` (#FLUME_EINVAL). */
+  const char *remote_urls;
+  /** The stream's name (1 to 63 of `A-Z a-z 0-9 _ -`); created, with
+   * `remote_replicas` copies, if missing. Never delete a stream and create
+   * another of the same name: a name is one history. */
+  const char *remote_stream;
+  /** This node's id (1 to 63 of `A-Z a-z 0-9 _ -`), stored in the folder
+   * on first open; NULL takes the stored one, or a random one. Two
+   * processes with the same node id are refused (#FLUME_ELOCKED). */
+  const char *remote_node;
+  /** How long an append may wait for the stream (and open for the
+   * servers), in milliseconds; 0 for the default, 30000. An append that
+   * gets no quorum in time fails with #FLUME_ETIMEDOUT; what the stream
+   * holds stays. */
+  int64_t remote_timeout_ms;
+  /** Copies of a stream this open creates; 0 for the default, 3. */
+  int remote_replicas;
 } flume_db_options;
 
 /** Fills `opts` with the defaults. */

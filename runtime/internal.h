@@ -34,10 +34,34 @@ struct flume__job {
 };
 
 /* flume_db_open(), and on FLUME_ECODEC the codec the database has in
- * found[64]. */
+ * found[64]; on other failures of a remote log, what went wrong in why
+ * (FLUME__ERRMSG_SIZE bytes; may be NULL). */
 int flume__db_open(uv_loop_t *loop, const char *path,
                    const flume_db_options *opts, flume_db **out,
-                   char found[64]);
+                   char found[64], char *why);
+
+/* Routes this handle's appends to fn instead of the writer queue (a
+ * remote log's outbox). fn takes an append job (flume__append_values says
+ * what it holds) and later completes it on the loop thread: with
+ * flume__append_resolve() and then job->done(job, 0), or job->done(job,
+ * error). Returns 0 or an error (the job is then freed). Runs of single
+ * appends hold at most run_max bytes, counting a u32 length per value. */
+typedef int (*flume__route_fn)(void *ctx, flume__job *job);
+void flume__db_route_appends(flume_db *db, flume__route_fn fn, void *ctx,
+                             size_t run_max);
+/* The route took this job off its queue: no single append joins it now. */
+void flume__db_run_taken(flume_db *db, flume__job *job);
+/* An append job's values: n lengths, and their bytes back to back. */
+void flume__append_values(flume__job *job, size_t *n, const size_t **lens,
+                          const char **data);
+/* Gives a routed append job its seqs: the first value's, the others
+ * following it. */
+void flume__append_resolve(flume__job *job, int64_t first_seq);
+
+/* Opens the remote log that opts name (runtime/remote/): connects, checks
+ * the stream, routes appends and starts the tail. Errors go in why. */
+int flume__remote_open(flume_db *db, const flume_db_options *opts,
+                       char *why);
 
 /* Queues a job for the writer. Fails with FLUME_ECLOSED once closing. */
 int flume__db_submit(flume_db *db, flume__job *job);

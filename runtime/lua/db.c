@@ -143,7 +143,8 @@ static void run_done(void *p, int status, int64_t first, size_t n) {
   if (a->head == a->tail) a->head = a->tail = 1;
 }
 
-/* core.open(path|nil, codec|nil, sync, map_size, readonly) -> db */
+/* core.open(path|nil, codec|nil, sync, map_size, readonly, remote_urls,
+ * remote_stream, remote_node, remote_timeout_ms, remote_replicas) -> db */
 static int l_open(lua_State *L) {
   lctx *c = flume__lua_ctx(L);
   const char *path = opt_cstring(L, 1, "the path");
@@ -164,19 +165,27 @@ static int l_open(lua_State *L) {
     o.map_size = (size_t)m;
   }
   o.readonly = lua_toboolean(L, 5);
+  /* A remote log: urls, stream, node, timeout (ms), replicas. */
+  o.remote_urls = opt_cstring(L, 6, "remote.urls");
+  o.remote_stream = opt_cstring(L, 7, "remote.stream");
+  o.remote_node = opt_cstring(L, 8, "remote.node");
+  o.remote_timeout_ms = (int64_t)luaL_optinteger(L, 9, 0);
+  o.remote_replicas = (int)luaL_optinteger(L, 10, 0);
 
   ldb *d = lua_newuserdatauv(L, sizeof *d, 0);
   d->db = NULL; /* created closed, so __gc is always safe */
   d->ctx = c;
   d->app = NULL;
   luaL_setmetatable(L, DB_MT);
-  char found[64];
-  int rc = flume__db_open(&c->loop, path, &o, &d->db, found);
+  char found[64], why[FLUME__ERRMSG_SIZE];
+  why[0] = '\0';
+  int rc = flume__db_open(&c->loop, path, &o, &d->db, found, why);
   if (rc == FLUME_ECODEC) {
     lua_pushfstring(L, "%s was written with codec '%s', not '%s'", path,
                     found, codec);
     return flume__lua_raise(L, rc, lua_tostring(L, -1));
   }
+  if (rc && why[0]) return flume__lua_raise(L, rc, why);
   if (rc) return flume__lua_raise(L, rc, path ? path : "(memory)");
   if ((d->app = app_new(L, c)) == NULL) {
     flume_db_close(d->db, NULL, NULL);

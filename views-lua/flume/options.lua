@@ -22,7 +22,9 @@ end
 --- The options each call takes: anything else is a mistake (a typo such
 -- as `snyc` would otherwise be ignored without a word).
 local KNOWN = {
-  open = { "codec", "sync", "map_size", "mapper", "ready", "readonly" },
+  open = { "codec", "sync", "map_size", "mapper", "ready", "readonly",
+    "remote" },
+  remote = { "urls", "stream", "node", "timeout", "replicas" },
   append = { "batch", "encoded" },
   stream = { "gt", "gte", "lt", "lte", "reverse", "limit", "live" },
   backup = { "compact", "progress" },

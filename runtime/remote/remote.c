@@ -1,0 +1,545 @@
+/*
+ * A remote log: opening and closing (remote.h says what the pieces are).
+ *
+ * Opening runs synchronously, like flume_db_open(): it connects, finds or
+ * creates the stream and refuses one that could lose or rewrite history
+ * (deletes, purges, limits), finds or writes the genesis, checks that this
+ * folder caches that stream with the same codec, and subscribes the tail.
+ * Only then does it start its loop handle, so a failure leaves nothing to
+ * close.
+ */
+#include "remote.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef FLUME_REMOTE
+
+#define DEFAULT_TIMEOUT_MS 30000
+#define DEFAULT_REPLICAS 3
+/* Duplicate window of a stream this node creates (ns): the chain of
+ * expected sequences gives exactly-once past it. */
+#define DUPLICATES_NS (120 * (int64_t)1000000000)
+
+void flume__remote_seterr(flume__remote *r, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(flume__db_errbuf(r->db), FLUME__ERRMSG_SIZE, fmt, ap);
+  va_end(ap);
+}
+
+int flume__remote_status(natsStatus s, jsErrCode jerr, char *why,
+                         size_t len) {
+  const char *last = nats_GetLastError(NULL);
+  snprintf(why, len, "%s%s%s (JetStream error %d)", natsStatus_GetText(s),
+           last && *last ? ": " : "", last && *last ? last : "", (int)jerr);
+  switch (s) {
+  case NATS_TIMEOUT:
+  case NATS_NO_SERVER:
+  case NATS_NO_RESPONDERS:
+  case NATS_NOT_YET_CONNECTED:
+  case NATS_CONNECTION_DISCONNECTED:
+    return FLUME_ETIMEDOUT;
+  case NATS_NO_MEMORY:
+    return FLUME_ENOMEM;
+  default:
+    return FLUME_EIO;
+  }
+}
+
+static int valid_name(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > REMOTE_NAME_MAX) return 0;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+          (*s >= '0' && *s <= '9') || *s == '_' || *s == '-'))
+      return 0;
+  return 1;
+}
+
+static void random_hex(char *out, size_t bytes) {
+  unsigned char b[32];
+  if (bytes > sizeof b) bytes = sizeof b;
+  if (uv_random(NULL, NULL, b, bytes, 0, NULL)) {
+    uint64_t x = uv_hrtime() ^ ((uint64_t)getpid() << 32);
+    for (size_t i = 0; i < bytes; i++) b[i] = (unsigned char)(x >> (i % 8 * 8)) ^ (unsigned char)i;
+  }
+  for (size_t i = 0; i < bytes; i++) sprintf(out + 2 * i, "%02x", b[i]);
+  out[2 * bytes] = '\0';
+}
+
+/* ---- the folder's side: meta "remote.*" --------------------------------- */
+
+/* Reads meta key into out (NUL-terminated, at most cap-1 bytes): 0,
+ * FLUME_ENOTFOUND, or an error. */
+static int meta_read(flume_db *db, const char *key, char *out, size_t cap) {
+  const flume__store_ops *ops = flume__db_ops(db);
+  flume__txn *txn;
+  flume__table meta;
+  flume__slice v;
+  int rc = ops->txn_begin(flume__db_store(db), FLUME__TXN_READ, &txn);
+  if (rc) return rc;
+  if ((rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta)) == 0 &&
+      (rc = ops->get(txn, meta, (flume__slice){key, strlen(key)}, &v)) == 0) {
+    if (v.size >= cap) rc = FLUME_ECORRUPT;
+    else {
+      memcpy(out, v.data, v.size);
+      out[v.size] = '\0';
+    }
+  }
+  ops->txn_abort(txn);
+  return rc;
+}
+
+/* Writes the folder's remote identity in one transaction. */
+static int meta_write(flume_db *db, const char *stream, const char *uuid,
+                      const char *node) {
+  const flume__store_ops *ops = flume__db_ops(db);
+  flume__txn *txn;
+  flume__table meta;
+  int rc = ops->txn_begin(flume__db_store(db), FLUME__TXN_WRITE, &txn);
+  if (rc) return rc;
+  const char *kv[3][2] = {{FLUME__META_REMOTE_STREAM, stream},
+                          {FLUME__META_REMOTE_UUID, uuid},
+                          {FLUME__META_REMOTE_NODE, node}};
+  if ((rc = ops->table_open(txn, FLUME__META_TABLE, 1, &meta))) goto fail;
+  for (int i = 0; i < 3; i++)
+    if ((rc = ops->put(txn, meta, (flume__slice){kv[i][0], strlen(kv[i][0])},
+                       (flume__slice){kv[i][1], strlen(kv[i][1])})))
+      goto fail;
+  return ops->txn_commit(txn);
+fail:
+  ops->txn_abort(txn);
+  return rc;
+}
+
+/* ---- the stream --------------------------------------------------------- */
+
+/* Finds the stream or creates it; refuses one that may lose history. */
+static int check_stream(flume__remote *r, int replicas, char *why,
+                        size_t len) {
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetStreamInfo(&si, r->js, r->stream, NULL, &jerr);
+  if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+    jsStreamConfig sc;
+    const char *subjects[] = {r->subj_all};
+    jsStreamConfig_Init(&sc);
+    sc.Name = r->stream;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = replicas;
+    sc.Discard = js_DiscardNew;
+    sc.DenyDelete = true;
+    sc.DenyPurge = true;
+    sc.Duplicates = DUPLICATES_NS;
+    jerr = 0;
+    s = js_AddStream(&si, r->js, &sc, NULL, &jerr);
+    if (s != NATS_OK && jerr == JSStreamNameExistErr) {
+      /* Another node created it first. */
+      jerr = 0;
+      s = js_GetStreamInfo(&si, r->js, r->stream, NULL, &jerr);
+    }
+  }
+  if (s != NATS_OK) {
+    int rc = flume__remote_status(s, jerr, why, len);
+    char detail[256];
+    snprintf(detail, sizeof detail, "%s", why);
+    snprintf(why, len, "stream %s: %s", r->stream, detail);
+    return rc;
+  }
+  jsStreamConfig *c = si->Config;
+  const char *bad = NULL;
+  if (!c->DenyDelete) bad = "allows deleting messages";
+  else if (!c->DenyPurge) bad = "allows purging";
+  else if (c->MaxMsgs > 0 || c->MaxBytes > 0 || c->MaxAge > 0 ||
+           c->MaxMsgsPerSubject > 0)
+    bad = "has limits (MaxMsgs, MaxBytes, MaxAge or MaxMsgsPerSubject)";
+  else if (c->Retention != js_LimitsPolicy)
+    bad = "is not a limits-retention stream";
+  else if (c->AllowRollup)
+    bad = "allows rollups";
+  else if (c->SubjectsLen != 1 || strcmp(c->Subjects[0], r->subj_all) != 0)
+    bad = "does not hold exactly the subjects flume.<stream>.>";
+  if (bad)
+    snprintf(why, len,
+             "stream %s %s: a flume log must never lose or rewrite a "
+             "message (use a new stream name)",
+             r->stream, bad);
+  jsStreamInfo_Destroy(si);
+  return bad ? FLUME_EINVAL : 0;
+}
+
+/* Parses the genesis's codec and uuid. */
+static int parse_genesis(const char *data, int n, char codec[64],
+                         char uuid[65]) {
+  char buf[512];
+  if (n <= 0 || n >= (int)sizeof buf) return FLUME_ECORRUPT;
+  memcpy(buf, data, (size_t)n);
+  buf[n] = '\0';
+  char format[16];
+  if (sscanf(buf, FLUME__REMOTE_GENESIS "\nformat %15s\ncodec %63s\nuuid %64s",
+             format, codec, uuid) != 3)
+    return FLUME_ECORRUPT;
+  if (strcmp(format, FLUME__FORMAT) != 0) return FLUME_EFORMAT;
+  return 0;
+}
+
+/* Reads the genesis, writing it first (expecting no message on the meta
+ * subject, so exactly one node's wins) when there is none. */
+static int genesis(flume__remote *r, char codec[64], char uuid[65],
+                   char *why, size_t len) {
+  for (int tries = 0; tries < 3; tries++) {
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetLastMsg(&m, r->js, r->stream, r->subj_meta, NULL,
+                                 &jerr);
+    if (s == NATS_OK) {
+      int rc = parse_genesis(natsMsg_GetData(m), natsMsg_GetDataLength(m),
+                             codec, uuid);
+      natsMsg_Destroy(m);
+      if (rc)
+        snprintf(why, len, "stream %s: its genesis message is not flume's",
+                 r->stream);
+      return rc;
+    }
+    if (s != NATS_NOT_FOUND && jerr != JSNoMessageFoundErr) {
+      return flume__remote_status(s, jerr, why, len);
+    }
+    char body[256], id[33];
+    random_hex(id, 16);
+    snprintf(body, sizeof body,
+             FLUME__REMOTE_GENESIS "\nformat %s\ncodec %s\nuuid %s\n",
+             FLUME__FORMAT, flume_db_codec(r->db), id);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.ExpectNoMessage = true;
+    po.MaxWait = r->timeout_ms;
+    jerr = 0;
+    s = js_Publish(NULL, r->js, r->subj_meta, body, (int)strlen(body), &po,
+                   &jerr);
+    if (s != NATS_OK && jerr != JSStreamWrongLastSequenceErr)
+      return flume__remote_status(s, jerr, why, len);
+    /* Written, or another node's won: read what is there. */
+  }
+  snprintf(why, len, "stream %s: cannot read its genesis message",
+           r->stream);
+  return FLUME_EIO;
+}
+
+/* This node's last envelope on its subject: the chain's start. */
+static int read_last(flume__remote *r, char *why, size_t len) {
+  natsMsg *m = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetLastMsg(&m, r->js, r->stream, r->subj_log, NULL,
+                               &jerr);
+  if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
+    r->last = 0;
+  } else if (s != NATS_OK) {
+    return flume__remote_status(s, jerr, why, len);
+  } else {
+    r->last = natsMsg_GetSequence(m);
+    natsMsg_Destroy(m);
+  }
+  r->last_at_open = r->last;
+  r->last_known = 1;
+  return 0;
+}
+
+/* ---- closing: a part of the database ----------------------------------- */
+
+static void part_before(void *p) {
+  flume__remote *r = p;
+  r->closing = 1;
+  r->stop = 1;
+  /* Appends not yet published are not written. */
+  flume__outbox_fail_all(r, FLUME_ECLOSED);
+}
+
+/* Threadpool: waits out the publisher's last try, stops the consumer (no
+ * delivery runs after its completion callback) and drops the connection. */
+static void stop_work(uv_work_t *w) {
+  flume__remote *r = w->data;
+  uv_mutex_lock(&r->lock);
+  r->stopping = 1;
+  uv_cond_broadcast(&r->room);
+  uv_mutex_unlock(&r->lock);
+  if (r->sub) {
+    int before;
+    uv_mutex_lock(&r->lock);
+    before = r->subs_done;
+    uv_mutex_unlock(&r->lock);
+    if (natsSubscription_Unsubscribe(r->sub) == NATS_OK) {
+      uv_mutex_lock(&r->lock);
+      uint64_t until = uv_hrtime() + (uint64_t)5e9;
+      while (r->subs_done == before && uv_hrtime() < until)
+        uv_cond_timedwait(&r->sub_done, &r->lock, (uint64_t)1e8);
+      uv_mutex_unlock(&r->lock);
+    }
+  }
+  natsConnection_Close(r->nc);
+}
+
+static void free_remote(flume__remote *r) {
+  if (r->sub) natsSubscription_Destroy(r->sub);
+  jsCtx_Destroy(r->js);
+  natsConnection_Destroy(r->nc);
+  for (tail_msg *t = r->in_head, *next; t; t = next) {
+    next = t->next;
+    natsMsg_Destroy(t->msg);
+    free(t);
+  }
+  uv_cond_destroy(&r->room);
+  uv_cond_destroy(&r->sub_done);
+  uv_mutex_destroy(&r->lock);
+  free(r);
+}
+
+static void on_async_closed(uv_handle_t *h) {
+  flume__remote *r = h->data;
+  void (*done)(void *) = r->close_done;
+  void *ctx = r->close_ctx;
+  r->close_done = NULL;
+  done(ctx);
+}
+
+static void stop_after(uv_work_t *w, int status) {
+  (void)status;
+  flume__remote *r = w->data;
+  /* Stored envelopes were told; the rest are not written here. */
+  flume__outbox_fail_all(r, FLUME_ECLOSED);
+  uv_close((uv_handle_t *)&r->async, on_async_closed);
+}
+
+static void close_when_idle(flume__remote *r);
+
+static void part_close(void *p, void (*done)(void *ctx), void *ctx) {
+  flume__remote *r = p;
+  r->close_done = done;
+  r->close_ctx = ctx;
+  close_when_idle(r);
+}
+
+/* The publisher and a resubscription run on the threadpool and own r's
+ * parts: closing waits for them (outbox.c and tail.c call this back). */
+static void close_when_idle(flume__remote *r) {
+  if (r->close_done == NULL || r->flight || r->resubscribing) return;
+  if (r->stop_work.data) return; /* started */
+  r->stop_work.data = r;
+  uv_queue_work(r->loop, &r->stop_work, stop_work, stop_after);
+}
+
+void flume__remote_idle(flume__remote *r) { close_when_idle(r); }
+
+static void part_free(void *p) { free_remote(p); }
+
+static const flume__part_ops remote_part = {part_before, part_close,
+                                            part_free};
+
+/* ---- opening ------------------------------------------------------------- */
+
+static int dial(flume__remote *r, const char *urls, char *why,
+                   size_t len) {
+  natsOptions *o = NULL;
+  natsStatus s;
+  char *list = strdup(urls);
+  const char *servers[16];
+  int n = 0;
+  if (list == NULL) return FLUME_ENOMEM;
+  for (char *save = NULL, *t = strtok_r(list, ", ", &save); t && n < 16;
+       t = strtok_r(NULL, ", ", &save))
+    servers[n++] = t;
+  if (n == 0) {
+    free(list);
+    snprintf(why, len, "remote_urls names no server");
+    return FLUME_EINVAL;
+  }
+  if ((s = natsOptions_Create(&o)) != NATS_OK ||
+      (s = natsOptions_SetServers(o, servers, n)) != NATS_OK ||
+      (s = natsOptions_SetTimeout(o, r->timeout_ms)) != NATS_OK ||
+      (s = natsOptions_SetSendAsap(o, true)) != NATS_OK ||
+      (s = natsOptions_SetAllowReconnect(o, true)) != NATS_OK ||
+      (s = natsOptions_SetMaxReconnect(o, -1)) != NATS_OK ||
+      (s = natsOptions_SetReconnectWait(o, 100)) != NATS_OK ||
+      (s = natsOptions_SetNoRandomize(o, true)) != NATS_OK) {
+    natsOptions_Destroy(o);
+    free(list);
+    return flume__remote_status(s, 0, why, len);
+  }
+  s = natsConnection_Connect(&r->nc, o);
+  natsOptions_Destroy(o);
+  if (s != NATS_OK) {
+    int rc = flume__remote_status(s, 0, why, len);
+    char detail[256];
+    snprintf(detail, sizeof detail, "%s", why);
+    snprintf(why, len, "cannot reach the NATS servers %s: %s", urls, detail);
+    free(list);
+    return rc == FLUME_EIO ? FLUME_ETIMEDOUT : rc;
+  }
+  free(list);
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = r->timeout_ms;
+  if ((s = natsConnection_JetStream(&r->js, r->nc, &jo)) != NATS_OK)
+    return flume__remote_status(s, 0, why, len);
+  int64_t mp = natsConnection_GetMaxPayload(r->nc);
+  r->max_payload = mp > 0 ? (size_t)mp : (size_t)1 << 20;
+  return 0;
+}
+
+int flume__remote_open(flume_db *db, const flume_db_options *opts,
+                       char *why_out) {
+  char local_why[FLUME__ERRMSG_SIZE];
+  char *why = why_out ? why_out : local_why;
+  size_t len = FLUME__ERRMSG_SIZE;
+  why[0] = '\0';
+  const char *stream = opts->remote_stream;
+  if (stream == NULL || !valid_name(stream)) {
+    snprintf(why, len, "remote_stream must be 1 to %d of A-Z a-z 0-9 _ -",
+             REMOTE_NAME_MAX);
+    return FLUME_EINVAL;
+  }
+  if (opts->remote_node && !valid_name(opts->remote_node)) {
+    snprintf(why, len, "remote_node must be 1 to %d of A-Z a-z 0-9 _ -",
+             REMOTE_NAME_MAX);
+    return FLUME_EINVAL;
+  }
+  if (opts->remote_timeout_ms < 0 || opts->remote_replicas < 0) {
+    snprintf(why, len, "remote_timeout_ms and remote_replicas must be >= 0");
+    return FLUME_EINVAL;
+  }
+  flume__remote *r = calloc(1, sizeof *r);
+  if (r == NULL) return FLUME_ENOMEM;
+  r->db = db;
+  r->loop = flume__db_loop(db);
+  r->timeout_ms =
+      opts->remote_timeout_ms ? opts->remote_timeout_ms : DEFAULT_TIMEOUT_MS;
+  snprintf(r->stream, sizeof r->stream, "%s", stream);
+  snprintf(r->subj_meta, sizeof r->subj_meta, "flume.%s.meta", stream);
+  snprintf(r->subj_logs, sizeof r->subj_logs, "flume.%s.log.", stream);
+  snprintf(r->subj_all, sizeof r->subj_all, "flume.%s.>", stream);
+  random_hex(r->boot, 8);
+  uv_mutex_init(&r->lock);
+  uv_cond_init(&r->room);
+  uv_cond_init(&r->sub_done);
+
+  /* The folder's identity: which stream it caches, as which node. */
+  char have_stream[REMOTE_NAME_MAX + 1], have_uuid[65],
+      have_node[REMOTE_NAME_MAX + 1];
+  int rc = meta_read(db, FLUME__META_REMOTE_STREAM, have_stream,
+                     sizeof have_stream);
+  int fresh = rc == FLUME_ENOTFOUND;
+  if (rc && !fresh) goto fail;
+  if (!fresh) {
+    if ((rc = meta_read(db, FLUME__META_REMOTE_UUID, have_uuid,
+                        sizeof have_uuid)) ||
+        (rc = meta_read(db, FLUME__META_REMOTE_NODE, have_node,
+                        sizeof have_node))) {
+      if (rc == FLUME_ENOTFOUND) rc = FLUME_ECORRUPT;
+      goto fail;
+    }
+    if (strcmp(have_stream, stream) != 0) {
+      snprintf(why, len, "this folder caches the stream %s, not %s",
+               have_stream, stream);
+      rc = FLUME_EINVAL;
+      goto fail;
+    }
+    if (opts->remote_node && strcmp(opts->remote_node, have_node) != 0) {
+      snprintf(why, len, "this folder is node %s, not %s", have_node,
+               opts->remote_node);
+      rc = FLUME_EINVAL;
+      goto fail;
+    }
+    snprintf(r->node, sizeof r->node, "%s", have_node);
+  } else {
+    if (flume_db_since(db) != -1) {
+      snprintf(why, len,
+               "this folder holds a local log: a remote log is cached in a "
+               "new folder");
+      rc = FLUME_EINVAL;
+      goto fail;
+    }
+    if (opts->remote_node) snprintf(r->node, sizeof r->node, "%s",
+                                    opts->remote_node);
+    else random_hex(r->node, 8);
+  }
+  snprintf(r->subj_log, sizeof r->subj_log, "flume.%s.log.%s", stream,
+           r->node);
+
+  if ((rc = dial(r, opts->remote_urls, why, len))) goto fail;
+  if ((rc = check_stream(r,
+                         opts->remote_replicas ? opts->remote_replicas
+                                               : DEFAULT_REPLICAS,
+                         why, len)))
+    goto fail;
+  char codec[64], uuid[65];
+  if ((rc = genesis(r, codec, uuid, why, len))) goto fail;
+  if (strcmp(codec, flume_db_codec(db)) != 0) {
+    snprintf(why, len, "stream %s holds values of codec '%s', not '%s'",
+             stream, codec, flume_db_codec(db));
+    rc = FLUME_ECODEC;
+    goto fail;
+  }
+  if (!fresh && strcmp(uuid, have_uuid) != 0) {
+    snprintf(why, len,
+             "this folder caches another stream that was named %s (uuid %s, "
+             "the stream's is %s)",
+             stream, have_uuid, uuid);
+    rc = FLUME_EINVAL;
+    goto fail;
+  }
+  if (fresh && (rc = meta_write(db, stream, uuid, r->node))) goto fail;
+  if ((rc = read_last(r, why, len))) goto fail;
+  {
+    flume__txn *txn;
+    const flume__store_ops *ops = flume__db_ops(db);
+    if ((rc = ops->txn_begin(flume__db_store(db), FLUME__TXN_READ, &txn)))
+      goto fail;
+    rc = flume__tail_stored_seq(db, txn, &r->stored);
+    ops->txn_abort(txn);
+    if (rc) goto fail;
+  }
+  if ((rc = flume__db_attach(db, &remote_part, r))) goto fail;
+  if ((rc = flume__tail_subscribe(r, r->stored + 1, why, len))) {
+    flume__db_detach(db, &remote_part);
+    goto fail;
+  }
+  size_t bound = r->max_payload - REMOTE_HEADER_ROOM;
+  flume__db_route_appends(db, flume__outbox_route, r, bound);
+  uv_async_init(r->loop, &r->async, flume__tail_on_async);
+  r->async.data = r;
+  /* Like the writer's idle handle, it keeps no loop alive by itself. */
+  uv_unref((uv_handle_t *)&r->async);
+  uv_mutex_lock(&r->lock);
+  r->async_ready = 1;
+  uv_mutex_unlock(&r->lock);
+  uv_async_send(&r->async); /* what was delivered meanwhile */
+  return 0;
+fail:
+  if (r->sub) {
+    natsSubscription_Unsubscribe(r->sub);
+    natsSubscription_Destroy(r->sub);
+    r->sub = NULL;
+  }
+  if (r->nc) natsConnection_Close(r->nc);
+  free_remote(r);
+  return rc;
+}
+
+#else /* no libnats */
+
+int flume__remote_open(flume_db *db, const flume_db_options *opts,
+                       char *why) {
+  (void)db;
+  (void)opts;
+  if (why)
+    snprintf(why, FLUME__ERRMSG_SIZE,
+             "remote logs need a flume built with libnats (libnats-dev)");
+  return FLUME_ENOTSUP;
+}
+
+#endif
