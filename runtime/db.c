@@ -676,6 +676,8 @@ static int route(flume_db *db, flume__job *job) {
   return rc;
 }
 
+int flume__db_routed(const flume_db *db) { return db->route != NULL; }
+
 void flume__db_run_taken(flume_db *db, flume__job *job) {
   if ((flume__job *)db->open_run == job) db->open_run = NULL;
 }

@@ -49,6 +49,9 @@ int flume__db_open(uv_loop_t *loop, const char *path,
 typedef int (*flume__route_fn)(void *ctx, flume__job *job);
 void flume__db_route_appends(flume_db *db, flume__route_fn fn, void *ctx,
                              size_t run_max);
+/* 1 when appends are routed (a remote log): their failures leave their
+ * detail in flume_db_errmsg(). */
+int flume__db_routed(const flume_db *db);
 /* The route took this job off its queue: no single append joins it now. */
 void flume__db_run_taken(flume_db *db, flume__job *job);
 /* An append job's values: n lengths, and their bytes back to back. */

@@ -57,7 +57,17 @@ typedef struct lappend {
   lua_Integer tail;    /* the slot the next append takes */
   flume__buf scratch;  /* the encoding of one value, reused */
   lreq *close_req;     /* the close's callback, or NULL */
+  flume_db *db;        /* the database, for a remote log's error detail */
 } lappend;
+
+/* A remote log's appends fail with a detail (no quorum, which process
+ * holds the node id); a local one's codes say it all. */
+static const char *append_detail(flume_db *db, int status) {
+  if (db == NULL || status == FLUME_ECLOSED || !flume__db_routed(db))
+    return NULL;
+  const char *m = flume_db_errmsg(db);
+  return m[0] ? m : NULL;
+}
 
 static lappend *app_new(lua_State *L, lctx *c) {
   lappend *a = calloc(1, sizeof *a);
@@ -99,7 +109,8 @@ static int deliver(lua_State *L) {
   lappend *a = d->a;
   lua_rawgeti(L, LUA_REGISTRYINDEX, a->fifo_ref);          /* 2 */
   lua_rawgeti(L, LUA_REGISTRYINDEX, a->ctx->dispatch_ref); /* 3 */
-  if (d->status) flume__lua_push_error(L, d->status, NULL); /* 4 */
+  if (d->status) /* 4 */
+    flume__lua_push_error(L, d->status, append_detail(a->db, d->status));
   else lua_pushnil(L);
   while (d->done < d->n) {
     lua_Integer k = d->from + (lua_Integer)d->done;
@@ -187,7 +198,8 @@ static int l_open(lua_State *L) {
   }
   if (rc && why[0]) return flume__lua_raise(L, rc, why);
   if (rc) return flume__lua_raise(L, rc, path ? path : "(memory)");
-  if ((d->app = app_new(L, c)) == NULL) {
+  if ((d->app = app_new(L, c)) != NULL) d->app->db = d->db;
+  if (d->app == NULL) {
     flume_db_close(d->db, NULL, NULL);
     d->db = NULL;
     return flume__lua_raise(L, FLUME_ENOMEM, NULL);
@@ -261,6 +273,26 @@ static int push_seq(lua_State *L, int status, const void *res) {
 
 static void append_done(void *p, int status, int64_t seq) {
   flume__lua_req_finish(p, status, push_seq, &seq);
+}
+
+/* A batch on a remote log: its failure carries the database's detail. */
+typedef struct remote_batch {
+  lreq *r;       /* the request */
+  flume_db *db;  /* the database */
+} remote_batch;
+
+static int push_seq_detail(lua_State *L, int status, const void *res) {
+  const remote_batch *b = res;
+  flume__lua_push_error(L, status, append_detail(b->db, status));
+  lua_pushnil(L);
+  return 2;
+}
+
+static void remote_batch_done(void *p, int status, int64_t seq) {
+  remote_batch b = *(remote_batch *)p;
+  free(p);
+  if (status) flume__lua_req_finish(b.r, status, push_seq_detail, &b);
+  else flume__lua_req_finish(b.r, status, push_seq, &seq);
 }
 
 /* Encodes the value at idx with the db's mode: msgpack, or a string as is. */
@@ -347,20 +379,32 @@ static int ldb_append(lua_State *L) {
       }
     }
     if (a->scratch.cap > ((size_t)1 << 20)) flume__buf_free(&a->scratch);
-    if (rc) return flume__lua_raise(L, rc, err[0] ? err : NULL);
+    if (rc)
+    return flume__lua_raise(L, rc, err[0] ? err : append_detail(d->db, rc));
     a->tail++;
     return 0;
   }
   if (rc == 0) {
     lreq *r = flume__lua_req_new(L, d->ctx, 5);
-    if (r == NULL) rc = FLUME_ENOMEM;
-    else if ((rc = flume_db_append(d->db, vals, n, append_done, r)))
+    remote_batch *rb = NULL;
+    if (r && flume__db_routed(d->db) &&
+        (rb = malloc(sizeof *rb)) != NULL)
+      *rb = (remote_batch){r, d->db};
+    if (r == NULL || (flume__db_routed(d->db) && rb == NULL)) {
+      rc = FLUME_ENOMEM;
+      if (r) flume__lua_req_drop(L, r);
+    } else if ((rc = rb ? flume_db_append(d->db, vals, n, remote_batch_done,
+                                          rb)
+                        : flume_db_append(d->db, vals, n, append_done, r))) {
+      free(rb);
       flume__lua_req_drop(L, r);
+    }
     err[0] = '\0';
   }
   free(vals);
   flume__buf_free(&b);
-  if (rc) return flume__lua_raise(L, rc, err[0] ? err : NULL);
+  if (rc)
+    return flume__lua_raise(L, rc, err[0] ? err : append_detail(d->db, rc));
   return 0;
 }
 
