@@ -334,7 +334,9 @@ int flume__db_open(uv_loop_t *loop, const char *path,
   /* A remote log routes this handle's appends through its outbox; it
    * attaches itself as a part, so close reaches it like any other. It
    * starts its handles only once nothing else can fail. */
-  if (opts->remote_urls && (rc = flume__remote_open(db, opts, why))) {
+  if ((opts->remote_urls ? (rc = flume__remote_open(db, opts, why))
+                         : !db->readonly &&
+                               (rc = flume__remote_check_local(db, why)))) {
     db->ops->close(db->store);
     free(db);
     return rc;

@@ -65,6 +65,9 @@ void flume__append_resolve(flume__job *job, int64_t first_seq);
  * the stream, routes appends and starts the tail. Errors go in why. */
 int flume__remote_open(flume_db *db, const flume_db_options *opts,
                        char *why);
+/* Refuses to open a folder that caches a remote log as a local writer's
+ * (its values must come from the stream only): FLUME_EINVAL, with why. */
+int flume__remote_check_local(flume_db *db, char *why);
 
 /* Queues a job for the writer. Fails with FLUME_ECLOSED once closing. */
 int flume__db_submit(flume_db *db, flume__job *job);

@@ -192,6 +192,19 @@ describe("a remote log", function()
     a2:close()
   end)
 
+  it("refuses to open a node's folder as a local log", function()
+    local stream = N.stream("local")
+    local db = flume.open(tmp .. "/loc", remote(server, stream, "A"))
+    assert.equal(0, db:append({ i = 1 }))
+    db:close()
+    H.raises(function() flume.open(tmp .. "/loc", { codec = "msgpack" }) end,
+      "EINVAL.*caches the remote stream " .. stream)
+    -- Reading it is fine: it is a cache of the stream.
+    local r = flume.open(tmp .. "/loc", { readonly = true })
+    assert.same({ i = 1 }, r:get(0))
+    r:close()
+  end)
+
   it("refuses a folder that caches another stream", function()
     local s1, s2 = N.stream("one"), N.stream("two")
     local db = flume.open(tmp .. "/other", remote(server, s1, "A"))

@@ -9,12 +9,50 @@
  * close.
  */
 #include "remote.h"
+#include "../internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* ---- the folder's side: meta "remote.*" --------------------------------- */
+
+/* Reads meta key into out (NUL-terminated, at most cap-1 bytes): 0,
+ * FLUME_ENOTFOUND, or an error. */
+static int meta_read(flume_db *db, const char *key, char *out, size_t cap) {
+  const flume__store_ops *ops = flume__db_ops(db);
+  flume__txn *txn;
+  flume__table meta;
+  flume__slice v;
+  int rc = ops->txn_begin(flume__db_store(db), FLUME__TXN_READ, &txn);
+  if (rc) return rc;
+  if ((rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta)) == 0 &&
+      (rc = ops->get(txn, meta, (flume__slice){key, strlen(key)}, &v)) == 0) {
+    if (v.size >= cap) rc = FLUME_ECORRUPT;
+    else {
+      memcpy(out, v.data, v.size);
+      out[v.size] = '\0';
+    }
+  }
+  ops->txn_abort(txn);
+  return rc;
+}
+
+
+int flume__remote_check_local(flume_db *db, char *why) {
+  char stream[128];
+  int rc = meta_read(db, FLUME__META_REMOTE_STREAM, stream, sizeof stream);
+  if (rc == FLUME_ENOTFOUND) return 0;
+  if (rc) return rc;
+  if (why)
+    snprintf(why, FLUME__ERRMSG_SIZE,
+             "this folder caches the remote stream %s: open it with its "
+             "remote options (or read-only)",
+             stream);
+  return FLUME_EINVAL;
+}
 
 #ifdef FLUME_REMOTE
 
@@ -69,29 +107,6 @@ static void random_hex(char *out, size_t bytes) {
   }
   for (size_t i = 0; i < bytes; i++) sprintf(out + 2 * i, "%02x", b[i]);
   out[2 * bytes] = '\0';
-}
-
-/* ---- the folder's side: meta "remote.*" --------------------------------- */
-
-/* Reads meta key into out (NUL-terminated, at most cap-1 bytes): 0,
- * FLUME_ENOTFOUND, or an error. */
-static int meta_read(flume_db *db, const char *key, char *out, size_t cap) {
-  const flume__store_ops *ops = flume__db_ops(db);
-  flume__txn *txn;
-  flume__table meta;
-  flume__slice v;
-  int rc = ops->txn_begin(flume__db_store(db), FLUME__TXN_READ, &txn);
-  if (rc) return rc;
-  if ((rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta)) == 0 &&
-      (rc = ops->get(txn, meta, (flume__slice){key, strlen(key)}, &v)) == 0) {
-    if (v.size >= cap) rc = FLUME_ECORRUPT;
-    else {
-      memcpy(out, v.data, v.size);
-      out[v.size] = '\0';
-    }
-  }
-  ops->txn_abort(txn);
-  return rc;
 }
 
 /* Writes the folder's remote identity in one transaction. */
