@@ -220,6 +220,12 @@ FLUME_API void flume_db_options_init(flume_db_options *opts);
  * number cast to size_t gives), #FLUME_ELOCKED (another process, or this one,
  * has the folder open for writing), #FLUME_ECODEC, #FLUME_ECORRUPT,
  * #FLUME_EFORMAT, #FLUME_ENOMEM, or a system `-errno` (such as `-EACCES`).
+ * With `remote_urls`: #FLUME_ENOTSUP (a build without libnats),
+ * #FLUME_ETIMEDOUT (no server answered within `remote_timeout_ms`),
+ * #FLUME_EIO, and #FLUME_EINVAL (a bad stream or node name; a stream that
+ * allows deletes, purges or has limits; a folder that caches another
+ * stream, or a local log). A folder that caches a remote log opened
+ * without `remote_urls` for writing is #FLUME_EINVAL.
  */
 FLUME_API int flume_db_open(uv_loop_t *loop, const char *path,
                             const flume_db_options *opts, flume_db **out);
@@ -241,7 +247,12 @@ FLUME_API int64_t flume_db_since(const flume_db *db);
  * Called once an append is durable, or has failed.
  * @param ctx the pointer given to flume_db_append().
  * @param status 0, or #FLUME_ENOSPC, #FLUME_EIO, #FLUME_ENOMEM, #FLUME_ECLOSED
- * (the database was closed before the append could be written).
+ * (the database was closed before the append could be written). A remote
+ * log adds #FLUME_ETIMEDOUT (no quorum within `remote_timeout_ms`),
+ * #FLUME_ELOCKED (another process appends with this node id),
+ * #FLUME_EINVAL (a batch larger than the server's largest message) and
+ * #FLUME_ECORRUPT (the stream holds a message flume cannot read, or one
+ * never arrives); flume_db_errmsg() says more.
  * @param last_seq on success, the seq of the last value of the batch.
  */
 typedef void (*flume_append_cb)(void *ctx, int status, int64_t last_seq);
