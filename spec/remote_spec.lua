@@ -169,6 +169,61 @@ describe("a remote log", function()
     a:close()
   end)
 
+  it("keeps what a node killed with SIGKILL had acknowledged", function()
+    local stream = N.stream("kill")
+    local seed = os.time() % 100000
+    print(("\nseed %d"):format(seed))
+    local acks = tmp .. "/acks.k"
+    local p = io.popen(H.lua_command("spec/helpers/remote_child.lua",
+      tmp .. "/k", server.url, stream, "K", 1000000, seed, acks) ..
+      " >" .. tmp .. "/child.k 2>&1 & echo $!")
+    local pid = tonumber(p:read("l"))
+    p:close()
+    local ok, err = pcall(N.wait, 60, "300 acknowledged appends", function()
+      local n = 0
+      local f = io.open(acks)
+      if f then
+        for _ in f:lines() do n = n + 1 end
+        f:close()
+      end
+      return n >= 300 or not N.alive(pid)
+    end)
+    os.execute("kill -9 " .. pid)
+    N.wait(10, "the killed node to exit",
+      function() return not N.alive(pid) end)
+    assert(ok, err)
+    -- Its folder, reopened by a new process (this one), stores the rest of
+    -- the stream: every acknowledged value at its seq, nothing twice.
+    local db
+    N.wait(10, "the killed node's lock", function()
+      local opened, d = pcall(flume.open, tmp .. "/k",
+        remote(server, stream, "K"))
+      if opened then db = d end
+      return opened
+    end)
+    -- Its own append returns once stored here, after all that came
+    -- before it in the stream: then the folder holds the whole stream.
+    -- The node's chain goes on under the new process: no ELOCKED.
+    local at = db:append({ node = "K", i = -1 })
+    local log, seen = values(db), {}
+    assert.equal(#log - 1, at)
+    for _, e in ipairs(log) do
+      assert.is_nil(seen[e.v.i], e.v.i .. " stored twice")
+      seen[e.v.i] = e.seq
+    end
+    local f = io.open(acks)
+    for line in f:lines() do
+      local b, i, k, seq = line:match("^(b?) ?(%d+) ?(%d*) (%d+)$")
+      if seq then -- a whole line
+        i, seq = tonumber(i), tonumber(seq)
+        k = b == "b" and tonumber(k) or 1
+        assert.equal(seq - k + 1, seen[i])
+      end
+    end
+    f:close()
+    db:close()
+  end)
+
   it("refuses a stream that allows deleting messages", function()
     local stream = N.stream("deletes")
     local rc = os.execute(H.q(tool) .. " " .. H.q(server.url) ..

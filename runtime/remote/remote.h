@@ -54,7 +54,7 @@ typedef struct remote_env {
   /* Set by the publishing thread: */
   int status;              /* 0, or why it was not acknowledged */
   uint64_t acked;          /* its stream seq, once acknowledged */
-  char why[256];           /* the error's detail */
+  char why[512];           /* the error's detail */
 } remote_env;
 
 /* A delivered message, queued for the writer. */
