@@ -398,7 +398,8 @@ static int dial(flume__remote *r, const char *urls, char *why,
   free(list);
   jsOptions jo;
   jsOptions_Init(&jo);
-  jo.Wait = r->timeout_ms;
+  /* One request's wait: open tries again within remote_timeout. */
+  jo.Wait = r->timeout_ms < 5000 ? r->timeout_ms : 5000;
   if ((s = natsConnection_JetStream(&r->js, r->nc, &jo)) != NATS_OK)
     return flume__remote_status(s, 0, why, len);
   int64_t mp = natsConnection_GetMaxPayload(r->nc);
@@ -443,6 +444,7 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
   uv_cond_init(&r->sub_done);
 
   /* The folder's identity: which stream it caches, as which node. */
+  const char *step = NULL; /* what open was doing, for errors */
   char have_stream[REMOTE_NAME_MAX + 1], have_uuid[65],
       have_node[REMOTE_NAME_MAX + 1];
   int rc = meta_read(db, FLUME__META_REMOTE_STREAM, have_stream,
@@ -485,14 +487,26 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
   snprintf(r->subj_log, sizeof r->subj_log, "flume.%s.log.%s", stream,
            r->node);
 
+  step = "connecting";
   if ((rc = dial(r, opts->remote_urls, why, len))) goto fail;
-  if ((rc = check_stream(r,
-                         opts->remote_replicas ? opts->remote_replicas
-                                               : DEFAULT_REPLICAS,
-                         why, len)))
-    goto fail;
+  /* A cluster in flux (an election, a server catching up) answers late
+   * or not at all for a while: each step is tried again until the
+   * timeout. */
+  uint64_t deadline = uv_hrtime() + (uint64_t)r->timeout_ms * 1000000;
+#define RETRY(call)                                                          \
+  while ((rc = (call)) == FLUME_ETIMEDOUT && uv_hrtime() < deadline)        \
+    uv_sleep(100)
+  step = "reading the stream's configuration";
+  RETRY(check_stream(r,
+                     opts->remote_replicas ? opts->remote_replicas
+                                           : DEFAULT_REPLICAS,
+                     why, len));
+  if (rc) goto fail;
   char codec[64], uuid[65];
-  if ((rc = genesis(r, codec, uuid, why, len))) goto fail;
+  step = "reading the stream's genesis message";
+  RETRY(genesis(r, codec, uuid, why, len));
+  if (rc) goto fail;
+  step = NULL;
   if (strcmp(codec, flume_db_codec(db)) != 0) {
     snprintf(why, len, "stream %s holds values of codec '%s', not '%s'",
              stream, codec, flume_db_codec(db));
@@ -508,7 +522,10 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
     goto fail;
   }
   if (fresh && (rc = meta_write(db, stream, uuid, r->node))) goto fail;
-  if ((rc = read_last(r, why, len))) goto fail;
+  step = "reading this node's last message";
+  RETRY(read_last(r, why, len));
+  if (rc) goto fail;
+  step = NULL;
   {
     flume__txn *txn;
     const flume__store_ops *ops = flume__db_ops(db);
@@ -519,7 +536,10 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
     if (rc) goto fail;
   }
   if ((rc = flume__db_attach(db, &remote_part, r))) goto fail;
-  if ((rc = flume__tail_subscribe(r, r->stored + 1, why, len))) {
+  step = "subscribing to the stream";
+  RETRY(flume__tail_subscribe(r, r->stored + 1, why, len));
+#undef RETRY
+  if (rc) {
     flume__db_detach(db, &remote_part);
     goto fail;
   }
@@ -535,6 +555,12 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
   uv_async_send(&r->async); /* what was delivered meanwhile */
   return 0;
 fail:
+  if (step && why[0] && strncmp(why, "stream ", 7) != 0 &&
+      strncmp(why, "cannot reach", 12) != 0) {
+    char detail[FLUME__ERRMSG_SIZE];
+    snprintf(detail, sizeof detail, "%s", why);
+    snprintf(why, len, "stream %s, %s: %.400s", stream, step, detail);
+  }
   if (r->sub) {
     natsSubscription_Unsubscribe(r->sub);
     natsSubscription_Destroy(r->sub);

@@ -2,6 +2,8 @@
  * A tool of the remote specs: makes a JetStream stream flume must refuse.
  *
  *   tool_nats URL allow-delete STREAM SUBJECT   a stream that allows deletes
+ *   tool_nats URL leader STREAM                  prints the stream leader's
+ *                                                server name
  *
  * Exits 0 when done, 1 on failure, 2 when built without libnats.
  */
@@ -12,8 +14,10 @@
 #include <nats/nats.h>
 
 int main(int argc, char **argv) {
-  if (argc != 5 || strcmp(argv[2], "allow-delete") != 0) {
-    fprintf(stderr, "usage: tool_nats URL allow-delete STREAM SUBJECT\n");
+  int leader = argc == 4 && strcmp(argv[2], "leader") == 0;
+  if (!leader && (argc != 5 || strcmp(argv[2], "allow-delete") != 0)) {
+    fprintf(stderr, "usage: tool_nats URL allow-delete STREAM SUBJECT\n"
+                    "       tool_nats URL leader STREAM\n");
     return 1;
   }
   natsConnection *nc = NULL;
@@ -22,7 +26,13 @@ int main(int argc, char **argv) {
   jsErrCode jerr = 0;
   natsStatus s = natsConnection_ConnectTo(&nc, argv[1]);
   if (s == NATS_OK) s = natsConnection_JetStream(&js, nc, NULL);
-  if (s == NATS_OK) {
+  if (s == NATS_OK && leader) {
+    s = js_GetStreamInfo(&si, js, argv[3], NULL, &jerr);
+    if (s == NATS_OK && si->Cluster && si->Cluster->Leader)
+      printf("%s\n", si->Cluster->Leader);
+    else if (s == NATS_OK)
+      s = NATS_NOT_FOUND;
+  } else if (s == NATS_OK) {
     jsStreamConfig sc;
     const char *subjects[] = {argv[4]};
     jsStreamConfig_Init(&sc);

@@ -61,22 +61,30 @@ function N.wait(seconds, what, pred)
 end
 
 --- Starts a JetStream server in a fresh folder; returns { pid, url, dir,
--- port }. `port` reuses a port (a restart).
-function N.start(dir, port)
+-- port }. `port` reuses a port (a restart); `cluster` = { name, port,
+-- routes } makes it one of a cluster.
+function N.start(dir, port, cluster)
   dir = dir or H.tmpdir()
   assert(os.execute("mkdir -p " .. H.q(dir)))
   local log = dir .. "/server.log"
-  os.remove(log)
+  local extra = ""
+  if cluster then
+    extra = string.format(
+      " -n %s --cluster_name flume_test --cluster nats://127.0.0.1:%d" ..
+      " --routes %s", cluster.name, cluster.port,
+      table.concat(cluster.routes, ","))
+  end
   local cmd = string.format(
-    "%s -js -a 127.0.0.1 -p %d -sd %s -l %s >/dev/null 2>&1 & echo $!",
-    H.q(N.binary()), port or -1, H.q(dir .. "/store"), H.q(log))
+    "%s -js -a 127.0.0.1 -p %d -sd %s -l %s%s >/dev/null 2>&1 & echo $!",
+    H.q(N.binary()), port or -1, H.q(dir .. "/store"), H.q(log), extra)
+  local before = #read(log)
   local p = io.popen(cmd)
   local pid = tonumber(p:read("l"))
   p:close()
   assert(pid, "nats-server did not start")
-  local s = { pid = pid, dir = dir }
+  local s = { pid = pid, dir = dir, cluster = cluster }
   local ok, err = pcall(N.wait, 15, "nats-server to listen", function()
-    local text = read(log)
+    local text = read(log):sub(before + 1)
     local found = text:match("Listening for client connections on " ..
       "127%.0%.0%.1:(%d+)")
     if found and text:find("Server is ready", 1, true) then
@@ -91,6 +99,61 @@ function N.start(dir, port)
   end
   s.url = "nats://127.0.0.1:" .. s.port
   return s
+end
+
+--- Starts a server stopped with N.stop again, on its ports and store.
+function N.restart(s)
+  local again = N.start(s.dir, s.port, s.cluster)
+  s.pid = again.pid
+end
+
+--- A TCP port nobody on this machine listens on or uses now (picked at
+-- random; a port the system picks cannot be known before a cluster's
+-- servers start, and each names the others').
+function N.free_port()
+  local used = {}
+  for _, f in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
+    local h = io.open(f)
+    if h then
+      for line in h:lines() do
+        local port = line:match("^%s*%d+: %x+:(%x+) ")
+        if port then used[tonumber(port, 16)] = true end
+      end
+      h:close()
+    end
+  end
+  N.taken = N.taken or {}
+  for _ = 1, 1000 do
+    local port = math.random(20000, 60999)
+    if not used[port] and not N.taken[port] then
+      N.taken[port] = true
+      return port
+    end
+  end
+  error("no free port")
+end
+
+--- Three JetStream servers in one cluster, in folders under dir; returns
+-- the list, each with `name` ("s1".."s3").
+function N.cluster(dir)
+  local routes, ports, servers = {}, {}, {}
+  for i = 1, 3 do
+    ports[i] = N.free_port()
+    routes[i] = "nats://127.0.0.1:" .. ports[i]
+  end
+  for i = 1, 3 do
+    local others = {}
+    for j = 1, 3 do if j ~= i then others[#others + 1] = routes[j] end end
+    local ok, s = pcall(N.start, dir .. "/s" .. i, N.free_port(),
+      { name = "s" .. i, port = ports[i], routes = others })
+    if not ok then
+      for _, started in ipairs(servers) do N.stop(started) end
+      error(s)
+    end
+    s.name = "s" .. i
+    servers[i] = s
+  end
+  return servers
 end
 
 --- Kills a server this spec started (SIGKILL) and waits until it is gone.

@@ -1,17 +1,28 @@
 -- A flume process appending to a remote log, for remote_spec.lua:
---   remote_child.lua DIR URL STREAM NODE COUNT SEED ACKS
+--   remote_child.lua DIR URLS STREAM NODE COUNT SEED ACKS [REPLICAS]
 -- appends COUNT values { node, i } in random batches of 1 to 20 (a third
 -- of them `batch = true`, the others single async appends), and writes a
 -- line per acknowledged append to ACKS: "i seq" (a single value) or
 -- "b i k last" (a batch of k values from i). Writes ACKS.done at the end
--- (or ACKS.err with the error).
+-- (or ACKS.err with the error). COUNT 0: only follows the stream (with a
+-- reduce, a group and an index view) until killed.
 local flume = require "flume"
 
-local dir, url, stream, node, count, seed, acks = ...
+local dir, url, stream, node, count, seed, acks, replicas = ...
 count, seed = tonumber(count), tonumber(seed)
+replicas = tonumber(replicas) or 1
 
 local db = flume.open(dir, { codec = "msgpack", remote = { urls = url,
-  stream = stream, node = node, timeout = 20, replicas = 1 } })
+  stream = stream, node = node, timeout = 30, replicas = replicas } })
+if count == 0 then
+  db:use("sum", { version = 1, initial = 0,
+    reduce = function(acc, v) return acc + v.i end })
+  db:use("per_node", { version = 1,
+    map = function(v) return v.node, 1 end,
+    reduce = function(acc, n) return (acc or 0) + n end })
+  db:use("by_node", { version = 1, map = function(v) return v.node end })
+  while true do flume.sleep(1) end
+end
 local out = assert(io.open(acks, "w"))
 out:setvbuf("line")
 math.randomseed(seed)
