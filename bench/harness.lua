@@ -629,7 +629,7 @@ else
   print()
   -- the targets are for N = 1,000,000: judged only from there up
   local judge = N >= 1000000
-  local line = "%-15s %12s %12s %-14s %7s  %-9s %s"
+  local line = "%-19s %12s %12s %-14s %7s  %-9s %s"
   print((string.format(line, "name", "flume", "baseline", "of", "ratio", "unit",
     judge and "target" or ""):gsub("%s+$", "")))
   for _, name in ipairs(ROWS) do

@@ -153,5 +153,9 @@ uv_loop_t *flume__db_loop(flume_db *db);
  * no header depends on the hooks' macro, so the files without hooks are
  * compiled once for both builds (CMakeLists.txt). */
 FLUME_API void flume__test_fail_commits(flume_db *db, int err, int count);
+/* Test-only: a remote log's tail drops its nth next delivery (a lost
+ * message: the one after it is past a gap). Returns how many times the
+ * tail has subscribed again so far, or -1 when db is not remote. */
+FLUME_API int flume__test_remote_withhold(flume_db *db, int nth);
 
 #endif

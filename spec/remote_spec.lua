@@ -226,6 +226,24 @@ describe("a remote log", function()
     db:close()
   end)
 
+  it("never skips a lost delivery: it follows the stream again", function()
+    local stream = N.stream("gap")
+    local a = flume.open(tmp .. "/ga", remote(server, stream, "A"))
+    local b = flume.open(tmp .. "/gb", remote(server, stream, "B"))
+    assert.equal(0, a:append({ i = 0 }))
+    caught_up(b, 1)
+    -- B loses the delivery of A's second envelope from now.
+    local before = b._c:remote_withhold(2)
+    for i = 1, 5 do assert.equal(i, a:append({ i = i })) end
+    caught_up(b, 6)
+    for seq = 0, 5 do assert.same({ i = seq }, b:get(seq)) end
+    assert.is_true(b._c:remote_withhold(0) > before)
+    -- B's own appends go on after it.
+    assert.equal(6, b:append({ i = 6 }))
+    a:close()
+    b:close()
+  end)
+
   it("refuses a stream that allows deleting messages", function()
     local stream = N.stream("deletes")
     local rc = os.execute(H.q(tool) .. " " .. H.q(server.url) ..

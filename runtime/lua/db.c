@@ -639,6 +639,16 @@ static int ldb_fail_commits(lua_State *L) {
   flume__test_fail_commits(d->db, codes[which], (int)luaL_optinteger(L, 3, 1));
   return 0;
 }
+
+#ifdef FLUME_REMOTE
+/* db:remote_withhold(nth) -> times the tail subscribed again */
+static int ldb_remote_withhold(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  lua_pushinteger(L, flume__test_remote_withhold(
+                         d->db, (int)luaL_checkinteger(L, 2)));
+  return 1;
+}
+#endif
 #endif
 
 static const luaL_Reg db_methods[] = {
@@ -650,6 +660,9 @@ static const luaL_Reg db_methods[] = {
     {"closed", ldb_closed},
 #ifdef FLUME_TEST_HOOKS
     {"fail_commits", ldb_fail_commits},
+#ifdef FLUME_REMOTE
+    {"remote_withhold", ldb_remote_withhold},
+#endif
 #endif
     {NULL, NULL}};
 

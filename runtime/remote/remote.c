@@ -281,6 +281,7 @@ static void stop_work(uv_work_t *w) {
   flume__remote *r = w->data;
   uv_mutex_lock(&r->lock);
   r->stopping = 1;
+  r->async_ready = 0;
   uv_cond_broadcast(&r->room);
   uv_mutex_unlock(&r->lock);
   if (r->sub) {
@@ -354,6 +355,10 @@ static void part_free(void *p) { free_remote(p); }
 
 static const flume__part_ops remote_part = {part_before, part_close,
                                             part_free};
+
+flume__remote *flume__remote_of(flume_db *db) {
+  return flume__db_part(db, &remote_part);
+}
 
 /* ---- opening ------------------------------------------------------------- */
 

@@ -122,6 +122,9 @@ typedef struct flume__remote {
   int gap_tries;             /* restarts at the same seq without progress */
   uint64_t gap_at;           /* that seq */
   int ingesting;             /* ingest jobs in the writer queue */
+  int withhold;              /* tests: drop the n-th next delivery (under
+                              * lock), 0 none */
+  int resubscribed;          /* times the tail subscribed again */
 
   /* Closing. */
   int closing;               /* the database is closing */
@@ -136,6 +139,9 @@ void flume__remote_seterr(flume__remote *r, const char *fmt, ...);
  * why, `len` bytes). */
 int flume__remote_status(natsStatus s, jsErrCode jerr, char *why,
                          size_t len);
+
+/* The remote log of db, or NULL. */
+flume__remote *flume__remote_of(flume_db *db);
 
 /* Closing waits for the publisher and a resubscription: they call this
  * when they end. */

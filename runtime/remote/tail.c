@@ -240,6 +240,13 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   t->bytes = (size_t)natsMsg_GetDataLength(msg);
   jsMsgMetaData_Destroy(md);
   uv_mutex_lock(&r->lock);
+  if (r->withhold > 0 && --r->withhold == 0) {
+    /* A test's lost delivery: the next one is past a gap. */
+    uv_mutex_unlock(&r->lock);
+    natsMsg_Destroy(msg);
+    free(t);
+    return;
+  }
   while (r->held > REMOTE_TAIL_MAX_BYTES && !r->stopping)
     uv_cond_wait(&r->room, &r->lock);
   if (r->stopping) {
@@ -252,9 +259,10 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   if (r->in_tail) r->in_tail->next = t;
   else r->in_head = t;
   r->in_tail = t;
-  int wake = r->async_ready;
+  /* Under the lock: once closing has cleared async_ready, no send can
+   * reach the handle it closes. */
+  if (r->async_ready) uv_async_send(&r->async);
   uv_mutex_unlock(&r->lock);
-  if (wake) uv_async_send(&r->async);
 }
 
 static void on_complete(void *closure) {
@@ -342,9 +350,21 @@ static void resub_after(uv_work_t *w, int status) {
 static void resubscribe(flume__remote *r) {
   if (r->resubscribing) return;
   r->resubscribing = 1;
+  r->resubscribed++;
   r->resub.data = r;
   r->resub_from = r->stored + 1;
   uv_queue_work(r->loop, &r->resub, resub_work, resub_after);
 }
+
+#ifdef FLUME_TEST_HOOKS
+FLUME_API int flume__test_remote_withhold(flume_db *db, int nth) {
+  flume__remote *r = flume__remote_of(db);
+  if (r == NULL) return -1;
+  uv_mutex_lock(&r->lock);
+  r->withhold = nth;
+  uv_mutex_unlock(&r->lock);
+  return r->resubscribed;
+}
+#endif
 
 #endif
