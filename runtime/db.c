@@ -514,9 +514,15 @@ static void kick(flume_db *db) {
   }
 }
 
+static int append_run(flume__job *job, flume__txn *txn, int64_t *next_seq);
+static int route(flume_db *db, flume__job *job);
+
 int flume__db_submit(flume_db *db, flume__job *job) {
   if (db->readonly) return FLUME_EREADONLY;
   if (db->closing) return FLUME_ECLOSED;
+  /* A remote log's appends go to its route, whichever door they came
+   * through; the writer stores only what the stream delivers. */
+  if (db->route && job->run == append_run) return route(db, job);
   job->next = NULL;
   job->db = db;
   job->status = 0;
@@ -657,9 +663,9 @@ void flume__db_route_appends(flume_db *db, flume__route_fn fn, void *ctx,
   db->run_max = run_max < RUN_MAX_BYTES ? run_max : RUN_MAX_BYTES;
 }
 
-/* Hands a new append job to the route; a run may no longer be joined once
- * another job went after it, so that one caller's values keep their
- * order. */
+/* Hands a new append job to the route (from flume__db_submit); a run may
+ * no longer be joined once another job went after it, so that one
+ * caller's values keep their order. On failure the job is freed. */
 static int route(flume_db *db, flume__job *job) {
   job->next = NULL;
   job->db = db;
@@ -736,8 +742,8 @@ int flume__db_append_one(flume_db *db, const void *data, size_t len,
   a->base.bytes += len + 16;
   if (!fresh) return 0;
   db->open_run = a;
-  if (db->route) return route(db, &a->base);
-  return flume__db_submit(db, &a->base); /* cannot fail: checked above */
+  /* Cannot fail unless routed (route() then frees the job). */
+  return flume__db_submit(db, &a->base);
 }
 
 FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
@@ -773,7 +779,6 @@ FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
     if (vals[i].len) memcpy(p, vals[i].base, vals[i].len);
     p += vals[i].len;
   }
-  if (db->route) return route(db, &a->base);
   return flume__db_submit(db, &a->base);
 }
 
