@@ -188,9 +188,12 @@ typedef struct flume_db_options {
    * `remote_replicas` copies, if missing. Never delete a stream and create
    * another of the same name: a name is one history. */
   const char *remote_stream;
-  /** This node's id (1 to 63 of `A-Z a-z 0-9 _ -`), stored in the folder
-   * on first open; NULL takes the stored one, or a random one. Two
-   * processes with the same node id are refused (#FLUME_ELOCKED). */
+  /** This node's id (1 to 63 of `A-Z a-z 0-9 _ -`), stored in the folder;
+   * NULL takes the stored one, or a random one. Another id than the
+   * stored one renames the folder's node: how a copy of a node's folder
+   * (a backup) starts a new node. Two processes with the same node id
+   * (a copy opened under the old id) are refused at their first
+   * conflicting append (#FLUME_ELOCKED). */
   const char *remote_node;
   /** How long an append may wait for the stream (and open for the
    * servers), in milliseconds; 0 for the default, 30000. An append that

@@ -244,6 +244,29 @@ describe("a remote log", function()
     b:close()
   end)
 
+  it("starts a new node from a backup of another, with a new node id",
+    function()
+    local stream = N.stream("backup")
+    local a = flume.open(tmp .. "/ba", remote(server, stream, "A"))
+    for i = 0, 4 do a:append({ i = i }) end
+    assert(os.execute("mkdir -p " .. H.q(tmp .. "/bcopy")))
+    a:backup(tmp .. "/bcopy")
+    for i = 5, 9 do a:append({ i = i }) end
+    -- The copy under a new id stores the rest of the stream and appends.
+    local c = flume.open(tmp .. "/bcopy", remote(server, stream, "C"))
+    assert.equal(10, c:append({ i = 10 }))
+    for seq = 0, 10 do assert.same({ i = seq }, c:get(seq)) end
+    c:close()
+    -- A copy that keeps A's id is a second process of node A.
+    assert(os.execute("mkdir -p " .. H.q(tmp .. "/bcopy2")))
+    a:backup(tmp .. "/bcopy2")
+    local a2 = flume.open(tmp .. "/bcopy2", remote(server, stream))
+    assert.equal(11, a:append({ i = 11 }))
+    H.raises(function() a2:append({ i = 12 }) end, "ELOCKED.*node A")
+    a2:close()
+    a:close()
+  end)
+
   it("refuses a stream that allows deleting messages", function()
     local stream = N.stream("deletes")
     local rc = os.execute(H.q(tool) .. " " .. H.q(server.url) ..

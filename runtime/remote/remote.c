@@ -454,7 +454,7 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
       have_node[REMOTE_NAME_MAX + 1];
   int rc = meta_read(db, FLUME__META_REMOTE_STREAM, have_stream,
                      sizeof have_stream);
-  int fresh = rc == FLUME_ENOTFOUND;
+  int fresh = rc == FLUME_ENOTFOUND, renamed = 0;
   if (rc && !fresh) goto fail;
   if (!fresh) {
     if ((rc = meta_read(db, FLUME__META_REMOTE_UUID, have_uuid,
@@ -470,13 +470,12 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
       rc = FLUME_EINVAL;
       goto fail;
     }
-    if (opts->remote_node && strcmp(opts->remote_node, have_node) != 0) {
-      snprintf(why, len, "this folder is node %s, not %s", have_node,
-               opts->remote_node);
-      rc = FLUME_EINVAL;
-      goto fail;
-    }
-    snprintf(r->node, sizeof r->node, "%s", have_node);
+    /* A new node id for a copy of a node's folder (a backup starting a
+     * new node): the cache is the same stream's, whichever node holds it.
+     * A copy opened under the old id is caught by the chain (ELOCKED). */
+    renamed = opts->remote_node && strcmp(opts->remote_node, have_node) != 0;
+    snprintf(r->node, sizeof r->node, "%s",
+             renamed ? opts->remote_node : have_node);
   } else {
     if (flume_db_since(db) != -1) {
       snprintf(why, len,
@@ -526,7 +525,8 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
     rc = FLUME_EINVAL;
     goto fail;
   }
-  if (fresh && (rc = meta_write(db, stream, uuid, r->node))) goto fail;
+  if ((fresh || renamed) && (rc = meta_write(db, stream, uuid, r->node)))
+    goto fail;
   step = "reading this node's last message";
   RETRY(read_last(r, why, len));
   if (rc) goto fail;
