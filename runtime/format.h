@@ -29,6 +29,8 @@
  *  "meta"        "remote.uuid"              the stream's uuid, from its
  *                                           genesis message (below)
  *  "meta"        "remote.node"              this folder's node id
+ *  "meta"        "remote.urls"              the server URLs it was last
+ *                                           opened with
  *  "meta"        "remote.seq"               8 bytes (uint64): the stream seq
  *                                           of the last message stored here,
  *                                           written in the transaction that
@@ -113,6 +115,7 @@
 #define FLUME__META_REMOTE_UUID "remote.uuid"
 #define FLUME__META_REMOTE_NODE "remote.node"
 #define FLUME__META_REMOTE_SEQ "remote.seq"
+#define FLUME__META_REMOTE_URLS "remote.urls"
 /* The first line of a genesis message, and its version. */
 #define FLUME__REMOTE_GENESIS "flume-remote 1"
 

@@ -267,6 +267,42 @@ describe("a remote log", function()
     a:close()
   end)
 
+  it("has `flume remote init` and `flume remote status`", function()
+    local stream = N.stream("cli")
+    local function flume_cli(args)
+      local p = io.popen(H.flume_command(args) .. " 2>&1")
+      local out = p:read("a")
+      local ok = p:close()
+      return out, ok
+    end
+    local out, ok = flume_cli { "remote", "init", "--urls", server.url,
+      "--stream", stream, "--replicas", "1" }
+    assert(ok, out)
+    assert.truthy(out:find("stream " .. stream .. ": 1 replicas, 1 messages",
+      1, true), out)
+    local a = flume.open(tmp .. "/sa", remote(server, stream, "A"))
+    for i = 1, 3 do a:append({ i = i }) end
+    a:close()
+    out, ok = flume_cli { "remote", "status", tmp .. "/sa", "--json" }
+    assert(ok, out)
+    local st = require("flume.json").decode(out)
+    assert.equal(stream, st.stream)
+    assert.equal("A", st.node)
+    assert.equal(4, st.last) -- the genesis and three envelopes
+    assert.equal(4, st.stored)
+    assert.equal(0, st.lag)
+    assert.equal(2, st.since)
+    out, ok = flume_cli { "remote", "status", tmp .. "/sa" }
+    assert(ok, out)
+    assert.truthy(out:find("node A of stream " .. stream, 1, true), out)
+    -- A local log is not a node.
+    local l = flume.open(tmp .. "/slocal")
+    l:close()
+    out, ok = flume_cli { "remote", "status", tmp .. "/slocal" }
+    assert.falsy(ok)
+    assert.truthy(out:find("local log", 1, true), out)
+  end)
+
   it("refuses a stream that allows deleting messages", function()
     local stream = N.stream("deletes")
     local rc = os.execute(H.q(tool) .. " " .. H.q(server.url) ..

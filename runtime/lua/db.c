@@ -207,6 +207,80 @@ static int l_open(lua_State *L) {
   return 1;
 }
 
+/* core.remote_stat(urls, stream, timeout_ms, create, replicas, codec) ->
+ * { messages, last_seq, bytes, replicas, deny_delete, deny_purge, leader,
+ *   peers = { { name, current, offline, lag, active_ms } } }
+ * Blocks on the network: for the command line, not for a running loop. */
+static int l_remote_stat(lua_State *L) {
+  const char *urls = luaL_checkstring(L, 1);
+  const char *stream = luaL_checkstring(L, 2);
+  int64_t timeout = (int64_t)luaL_optinteger(L, 3, 0);
+  int create = lua_toboolean(L, 4);
+  int replicas = (int)luaL_optinteger(L, 5, 0);
+  const char *codec = luaL_optstring(L, 6, "msgpack");
+  flume__remote_info info;
+  char why[FLUME__ERRMSG_SIZE];
+  int rc = flume__remote_stat(urls, stream, timeout, create, replicas, codec,
+                              &info, why);
+  if (rc) return flume__lua_raise(L, rc, why[0] ? why : NULL);
+  lua_createtable(L, 0, 8);
+  lua_pushinteger(L, (lua_Integer)info.messages);
+  lua_setfield(L, -2, "messages");
+  lua_pushinteger(L, (lua_Integer)info.last_seq);
+  lua_setfield(L, -2, "last_seq");
+  lua_pushinteger(L, (lua_Integer)info.bytes);
+  lua_setfield(L, -2, "bytes");
+  lua_pushinteger(L, info.replicas);
+  lua_setfield(L, -2, "replicas");
+  lua_pushboolean(L, info.deny_delete);
+  lua_setfield(L, -2, "deny_delete");
+  lua_pushboolean(L, info.deny_purge);
+  lua_setfield(L, -2, "deny_purge");
+  lua_pushstring(L, info.leader);
+  lua_setfield(L, -2, "leader");
+  lua_createtable(L, info.npeers, 0);
+  for (int i = 0; i < info.npeers; i++) {
+    flume__remote_peer *p = &info.peers[i];
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, p->name);
+    lua_setfield(L, -2, "name");
+    lua_pushboolean(L, p->current);
+    lua_setfield(L, -2, "current");
+    lua_pushboolean(L, p->offline);
+    lua_setfield(L, -2, "offline");
+    lua_pushinteger(L, (lua_Integer)p->lag);
+    lua_setfield(L, -2, "lag");
+    lua_pushinteger(L, (lua_Integer)p->active_ms);
+    lua_setfield(L, -2, "active_ms");
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "peers");
+  return 1;
+}
+
+/* db:remote_meta() -> { stream, node, uuid, urls, stored } or nil (a local
+ * log) */
+static int ldb_remote_meta(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  char stream[64], node[64], uuid[65], urls[512];
+  uint64_t seq;
+  int rc = flume__remote_meta(d->db, stream, node, uuid, urls, &seq);
+  if (rc == FLUME_ENOTFOUND) return 0;
+  if (rc) return flume__lua_raise(L, rc, NULL);
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, stream);
+  lua_setfield(L, -2, "stream");
+  lua_pushstring(L, node);
+  lua_setfield(L, -2, "node");
+  lua_pushstring(L, uuid);
+  lua_setfield(L, -2, "uuid");
+  lua_pushstring(L, urls);
+  lua_setfield(L, -2, "urls");
+  lua_pushinteger(L, (lua_Integer)seq);
+  lua_setfield(L, -2, "stored");
+  return 1;
+}
+
 /* ---- the one close ------------------------------------------------------- */
 
 /* Closes d, calling the function at cb_idx (0: none) once it is closed.
@@ -657,7 +731,7 @@ static const luaL_Reg db_methods[] = {
     {"read", ldb_read},       {"since", ldb_since},
     {"codec", ldb_codec},     {"memory", ldb_memory},
     {"on_since", ldb_on_since}, {"close", ldb_close},
-    {"closed", ldb_closed},
+    {"closed", ldb_closed},   {"remote_meta", ldb_remote_meta},
 #ifdef FLUME_TEST_HOOKS
     {"fail_commits", ldb_fail_commits},
 #ifdef FLUME_REMOTE
@@ -689,4 +763,6 @@ void flume__lua_db_register(lua_State *L, int module, int methods) {
 
   lua_pushcfunction(L, l_open);
   lua_setfield(L, module, "open");
+  lua_pushcfunction(L, l_remote_stat);
+  lua_setfield(L, module, "remote_stat");
 }

@@ -41,6 +41,32 @@ static int meta_read(flume_db *db, const char *key, char *out, size_t cap) {
 }
 
 
+int flume__remote_meta(flume_db *db, char stream[64], char node[64],
+                       char uuid[65], char urls[512], uint64_t *seq) {
+  int rc = meta_read(db, FLUME__META_REMOTE_STREAM, stream, 64);
+  if (rc == 0) rc = meta_read(db, FLUME__META_REMOTE_NODE, node, 64);
+  if (rc == 0) rc = meta_read(db, FLUME__META_REMOTE_UUID, uuid, 65);
+  if (rc == 0 && meta_read(db, FLUME__META_REMOTE_URLS, urls, 512))
+    urls[0] = '\0';
+  if (rc) return rc;
+  const flume__store_ops *ops = flume__db_ops(db);
+  flume__txn *txn;
+  flume__table meta;
+  flume__slice v;
+  *seq = 0;
+  if ((rc = ops->txn_begin(flume__db_store(db), FLUME__TXN_READ, &txn)))
+    return rc;
+  if ((rc = ops->table_open(txn, FLUME__META_TABLE, 0, &meta)) == 0 &&
+      (rc = ops->get(txn, meta,
+                     (flume__slice){FLUME__META_REMOTE_SEQ,
+                                    strlen(FLUME__META_REMOTE_SEQ)},
+                     &v)) == 0 &&
+      v.size == sizeof *seq)
+    memcpy(seq, v.data, sizeof *seq);
+  ops->txn_abort(txn);
+  return rc == FLUME_ENOTFOUND ? 0 : rc;
+}
+
 int flume__remote_check_local(flume_db *db, char *why) {
   char stream[128];
   int rc = meta_read(db, FLUME__META_REMOTE_STREAM, stream, sizeof stream);
@@ -111,17 +137,18 @@ static void random_hex(char *out, size_t bytes) {
 
 /* Writes the folder's remote identity in one transaction. */
 static int meta_write(flume_db *db, const char *stream, const char *uuid,
-                      const char *node) {
+                      const char *node, const char *urls) {
   const flume__store_ops *ops = flume__db_ops(db);
   flume__txn *txn;
   flume__table meta;
   int rc = ops->txn_begin(flume__db_store(db), FLUME__TXN_WRITE, &txn);
   if (rc) return rc;
-  const char *kv[3][2] = {{FLUME__META_REMOTE_STREAM, stream},
+  const char *kv[4][2] = {{FLUME__META_REMOTE_STREAM, stream},
                           {FLUME__META_REMOTE_UUID, uuid},
-                          {FLUME__META_REMOTE_NODE, node}};
+                          {FLUME__META_REMOTE_NODE, node},
+                          {FLUME__META_REMOTE_URLS, urls}};
   if ((rc = ops->table_open(txn, FLUME__META_TABLE, 1, &meta))) goto fail;
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 4; i++)
     if ((rc = ops->put(txn, meta, (flume__slice){kv[i][0], strlen(kv[i][0])},
                        (flume__slice){kv[i][1], strlen(kv[i][1])})))
       goto fail;
@@ -206,8 +233,8 @@ static int parse_genesis(const char *data, int n, char codec[64],
 
 /* Reads the genesis, writing it first (expecting no message on the meta
  * subject, so exactly one node's wins) when there is none. */
-static int genesis(flume__remote *r, char codec[64], char uuid[65],
-                   char *why, size_t len) {
+static int genesis(flume__remote *r, const char *codec_new, char codec[64],
+                   char uuid[65], char *why, size_t len) {
   for (int tries = 0; tries < 3; tries++) {
     natsMsg *m = NULL;
     jsErrCode jerr = 0;
@@ -229,7 +256,7 @@ static int genesis(flume__remote *r, char codec[64], char uuid[65],
     random_hex(id, 16);
     snprintf(body, sizeof body,
              FLUME__REMOTE_GENESIS "\nformat %s\ncodec %s\nuuid %s\n",
-             FLUME__FORMAT, flume_db_codec(r->db), id);
+             FLUME__FORMAT, codec_new, id);
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.ExpectNoMessage = true;
@@ -412,6 +439,93 @@ static int dial(flume__remote *r, const char *urls, char *why,
   return 0;
 }
 
+static flume__remote *remote_new(const char *stream, int64_t timeout_ms) {
+  flume__remote *r = calloc(1, sizeof *r);
+  if (r == NULL) return NULL;
+  r->timeout_ms = timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS;
+  snprintf(r->stream, sizeof r->stream, "%s", stream);
+  snprintf(r->subj_meta, sizeof r->subj_meta, "flume.%s.meta", stream);
+  snprintf(r->subj_logs, sizeof r->subj_logs, "flume.%s.log.", stream);
+  snprintf(r->subj_all, sizeof r->subj_all, "flume.%s.>", stream);
+  random_hex(r->boot, 8);
+  uv_mutex_init(&r->lock);
+  uv_cond_init(&r->room);
+  uv_cond_init(&r->sub_done);
+  return r;
+}
+
+/* Retries a step while the cluster does not answer, until `deadline`. */
+#define RETRY_UNTIL(deadline, call)                                          \
+  while ((rc = (call)) == FLUME_ETIMEDOUT && uv_hrtime() < (deadline))      \
+    uv_sleep(100)
+
+int flume__remote_stat(const char *urls, const char *stream,
+                       int64_t timeout_ms, int create, int replicas,
+                       const char *codec, flume__remote_info *out,
+                       char *why) {
+  size_t len = FLUME__ERRMSG_SIZE;
+  memset(out, 0, sizeof *out);
+  why[0] = '\0';
+  if (urls == NULL || stream == NULL || !valid_name(stream)) {
+    snprintf(why, len, "a stream name is 1 to %d of A-Z a-z 0-9 _ -",
+             REMOTE_NAME_MAX);
+    return FLUME_EINVAL;
+  }
+  flume__remote *r = remote_new(stream, timeout_ms);
+  if (r == NULL) return FLUME_ENOMEM;
+  uint64_t deadline = uv_hrtime() + (uint64_t)r->timeout_ms * 1000000;
+  int rc = dial(r, urls, why, len);
+  char got_codec[64], uuid[65];
+  if (rc == 0 && create) {
+    RETRY_UNTIL(deadline, check_stream(r, replicas ? replicas
+                                                   : DEFAULT_REPLICAS,
+                                       why, len));
+    if (rc == 0)
+      RETRY_UNTIL(deadline, genesis(r, codec ? codec : "msgpack", got_codec,
+                                    uuid, why, len));
+  }
+  jsStreamInfo *si = NULL;
+  while (rc == 0) {
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetStreamInfo(&si, r->js, r->stream, NULL, &jerr);
+    if (st == NATS_OK) break;
+    if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+      snprintf(why, len, "no stream %s on %s", stream, urls);
+      rc = FLUME_ENOTFOUND;
+      break;
+    }
+    rc = flume__remote_status(st, jerr, why, len);
+    if (rc != FLUME_ETIMEDOUT || uv_hrtime() >= deadline) break;
+    rc = 0;
+    uv_sleep(100);
+  }
+  if (rc == 0) {
+    out->messages = si->State.Msgs;
+    out->last_seq = si->State.LastSeq;
+    out->bytes = si->State.Bytes;
+    out->replicas = (int)si->Config->Replicas;
+    out->deny_delete = si->Config->DenyDelete;
+    out->deny_purge = si->Config->DenyPurge;
+    jsClusterInfo *c = si->Cluster;
+    if (c && c->Leader)
+      snprintf(out->leader, sizeof out->leader, "%s", c->Leader);
+    for (int i = 0; c && i < c->ReplicasLen && i < FLUME__REMOTE_PEERS_MAX;
+         i++) {
+      jsPeerInfo *p = c->Replicas[i];
+      flume__remote_peer *q = &out->peers[out->npeers++];
+      snprintf(q->name, sizeof q->name, "%s", p->Name ? p->Name : "?");
+      q->current = p->Current;
+      q->offline = p->Offline;
+      q->lag = p->Lag;
+      q->active_ms = p->Active / 1000000;
+    }
+    jsStreamInfo_Destroy(si);
+  }
+  if (r->nc) natsConnection_Close(r->nc);
+  free_remote(r);
+  return rc;
+}
+
 int flume__remote_open(flume_db *db, const flume_db_options *opts,
                        char *why_out) {
   char local_why[FLUME__ERRMSG_SIZE];
@@ -433,20 +547,10 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
     snprintf(why, len, "remote_timeout_ms and remote_replicas must be >= 0");
     return FLUME_EINVAL;
   }
-  flume__remote *r = calloc(1, sizeof *r);
+  flume__remote *r = remote_new(stream, opts->remote_timeout_ms);
   if (r == NULL) return FLUME_ENOMEM;
   r->db = db;
   r->loop = flume__db_loop(db);
-  r->timeout_ms =
-      opts->remote_timeout_ms ? opts->remote_timeout_ms : DEFAULT_TIMEOUT_MS;
-  snprintf(r->stream, sizeof r->stream, "%s", stream);
-  snprintf(r->subj_meta, sizeof r->subj_meta, "flume.%s.meta", stream);
-  snprintf(r->subj_logs, sizeof r->subj_logs, "flume.%s.log.", stream);
-  snprintf(r->subj_all, sizeof r->subj_all, "flume.%s.>", stream);
-  random_hex(r->boot, 8);
-  uv_mutex_init(&r->lock);
-  uv_cond_init(&r->room);
-  uv_cond_init(&r->sub_done);
 
   /* The folder's identity: which stream it caches, as which node. */
   const char *step = NULL; /* what open was doing, for errors */
@@ -508,7 +612,7 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
   if (rc) goto fail;
   char codec[64], uuid[65];
   step = "reading the stream's genesis message";
-  RETRY(genesis(r, codec, uuid, why, len));
+  RETRY(genesis(r, flume_db_codec(db), codec, uuid, why, len));
   if (rc) goto fail;
   step = NULL;
   if (strcmp(codec, flume_db_codec(db)) != 0) {
@@ -525,7 +629,9 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
     rc = FLUME_EINVAL;
     goto fail;
   }
-  if ((fresh || renamed) && (rc = meta_write(db, stream, uuid, r->node)))
+  /* The URLs too, for `flume remote status` (written at every open: the
+   * servers may move). */
+  if ((rc = meta_write(db, stream, uuid, r->node, opts->remote_urls)))
     goto fail;
   step = "reading this node's last message";
   RETRY(read_last(r, why, len));
@@ -577,6 +683,18 @@ fail:
 }
 
 #else /* no libnats */
+
+int flume__remote_stat(const char *urls, const char *stream,
+                       int64_t timeout_ms, int create, int replicas,
+                       const char *codec, flume__remote_info *out,
+                       char *why) {
+  (void)urls, (void)stream, (void)timeout_ms, (void)create, (void)replicas,
+      (void)codec;
+  memset(out, 0, sizeof *out);
+  snprintf(why, FLUME__ERRMSG_SIZE,
+           "remote logs need a flume built with libnats (libnats-dev)");
+  return FLUME_ENOTSUP;
+}
 
 int flume__remote_open(flume_db *db, const flume_db_options *opts,
                        char *why) {
