@@ -6,12 +6,13 @@
 -- bench/run builds everything first and then runs this with plain Lua 5.4:
 --
 --   lua5.4 harness.lua --build DIR [--peers ok|<why not>] [--json]
---                      [--n N | --quick] [--only row,row]
+--                      [--n N | --quick] [--only row,row] [--repeat K]
 local here = arg[0]:match("^(.*)/") or "."
 
 -- Options ---------------------------------------------------------------------
 
-local opts = { n = 1000000, json = false, peers = "not asked for" }
+local opts = { n = 1000000, json = false, peers = "not asked for",
+  repeats = 1 }
 do
   local i = 1
   local function value()
@@ -28,6 +29,11 @@ do
       if not opts.n or opts.n < 1000 then
         error("bench: --n needs an integer of at least 1000", 0)
       end
+    elseif a == "--repeat" then
+      opts.repeats = math.tointeger(tonumber(value()))
+      if not opts.repeats or opts.repeats < 1 or opts.repeats > 20 then
+        error("bench: --repeat needs an integer from 1 to 20", 0)
+      end
     elseif a == "--build" then opts.build = value()
     elseif a == "--peers" then opts.peers = value()
     elseif a == "--only" then
@@ -35,12 +41,16 @@ do
       for name in value():gmatch("[^,]+") do opts.only[name] = true end
     elseif a == "--help" or a == "-h" then
       io.stdout:write([[
-usage: bench/run [--json] [--n N | --quick] [--only row,row,...] [--no-peers]
+usage: bench/run [--json] [--n N | --quick] [--only row,row,...] [--repeat K]
+                 [--no-peers]
   --n N       values in the data set (default 1000000)
   --quick     N = 20000 (what CI runs)
   --json      one JSON object per line instead of the table
   --only      just these rows (the data set is always appended first;
               ro_live_delay: both its rows; cli_append: with its _rss)
+  --repeat K  measure the append, rebuild and read rows and their
+              baselines K times each, in turns, and keep each one's best
+              (a shared machine's noise only ever slows a measurement)
   --no-peers  skip the JavaScript peers
 ]])
       os.exit(0)
@@ -89,6 +99,37 @@ local function run(what, words)
     return nil
   end
   return out, text
+end
+
+--- Runs each measurement of `measures` (functions returning what `run`
+-- returns) opts.repeats times, in turns (one of each, then again), and
+-- returns each one's best: the highest of every rate it printed, the
+-- lowest peak of memory. A measurement that failed once is nil.
+local function best(measures)
+  local results, failed = {}, {}
+  for _ = 1, opts.repeats do
+    for i, m in ipairs(measures) do
+      if not failed[i] then
+        local r = m()
+        if not r then -- failed, or not measured here (false)
+          failed[i], results[i] = true, r
+        elseif results[i] == nil then
+          results[i] = r
+        else
+          for k, v in pairs(r) do
+            local old = results[i][k]
+            if type(v) == "number" and type(old) == "number" then
+              -- rates: the highest; a peak of memory: the lowest
+              if k:find("rss") then v = math.min(v, old)
+              else v = math.max(v, old) end
+              results[i][k] = v
+            end
+          end
+        end
+      end
+    end
+  end
+  return table.unpack(results, 1, #measures)
 end
 
 local function sh(cmd)
@@ -266,23 +307,48 @@ if not gen then os.exit(1) end
 local seed, base = work .. "/seed", work .. "/lmdb"
 local sq_dir = work .. "/sqlite"
 local lmdb_batch
+
+--- A measurement that fills folder `dir` (fn(dir) runs it), for best:
+-- its first run fills `dir` itself, the others (--repeat) a scratch
+-- folder, removed after.
+local function filling(dir, fn)
+  local runs = 0
+  return function()
+    runs = runs + 1
+    if runs == 1 then return fn(dir) end
+    local scratch = fresh("again")
+    local r = fn(scratch)
+    fresh("again")
+    return r
+  end
+end
+
 do
-  local f = run("flume append_batch", flume("append_batch", seed, N))
+  local f, l, s = best {
+    filling(seed, function(d)
+      return run("flume append_batch", flume("append_batch", d, N))
+    end),
+    filling(base, function(d)
+      return run("lmdb append_batch", lmdb("append_batch", d, data_bin))
+    end),
+    want_sqlite and filling(sq_dir, function(d)
+      return run("sqlite append_batch", sqlite("append_batch", d, data_json))
+    end) or function() return false end }
   record("append_batch", f and f.append_batch)
-  local l = run("lmdb append_batch", lmdb("append_batch", base, data_bin))
   lmdb_batch = l and l.append_batch
   baseline("append_batch", "lmdb", lmdb_batch)
   if want_sqlite then
-    local s = run("sqlite append_batch",
-      sqlite("append_batch", sq_dir, data_json))
     baseline("append_batch", "sqlite", s and s.append_batch)
     want_sqlite = s ~= nil
   end
   if want_luasql and want("append_batch") then
-    local s = run("sqlite_lua append_batch",
-      sqlite_lua("append_batch", fresh("sqlite_lua"), N))
-    fresh("sqlite_lua")
-    baseline("append_batch", "sqlite_lua", s and s.append_batch)
+    local sl = best { function()
+      local r = run("sqlite_lua append_batch",
+        sqlite_lua("append_batch", fresh("sqlite_lua"), N))
+      fresh("sqlite_lua")
+      return r
+    end }
+    baseline("append_batch", "sqlite_lua", sl and sl.append_batch)
   end
   want_luasql = want_luasql and want_sqlite
   progress("append_batch")
@@ -292,57 +358,81 @@ local have_base = lmdb_batch ~= nil
 
 --- The sqlite and sqlite_lua baselines of a read row (on sq_dir).
 local function sqlite_rows(name, ...)
+  local args = table.pack(...)
   if want_sqlite and (name ~= "stream_scan" or have.cjson) then
-    local s = run("sqlite " .. name, sqlite(name, sq_dir, ...))
+    local s = best { function()
+      return run("sqlite " .. name, sqlite(name, sq_dir, table.unpack(args, 1, args.n)))
+    end }
     baseline(name, "sqlite", s and s[name])
   end
   if want_luasql then
-    local s = run("sqlite_lua " .. name, sqlite_lua(name, sq_dir, ...))
+    local s = best { function()
+      return run("sqlite_lua " .. name, sqlite_lua(name, sq_dir,
+        table.unpack(args, 1, args.n)))
+    end }
     baseline(name, "sqlite_lua", s and s[name])
   end
 end
 
 if want("append_async") then
-  local f = run("flume append_async", flume("append_async", fresh("async"), N))
-  fresh("async")
+  local f = best { function()
+    local r = run("flume append_async", flume("append_async", fresh("async"), N))
+    fresh("async")
+    return r
+  end }
   record("append_async", f and f.append_async)
   baseline("append_async", "lmdb", lmdb_batch)
   progress("append_async")
 end
 
 if want("append_each") then
-  local f = run("flume append_each", flume("append_each", fresh("each"), EACH))
+  local f, l = best {
+    function()
+      local r = run("flume append_each", flume("append_each", fresh("each"), EACH))
+      fresh("each")
+      return r
+    end,
+    function()
+      local r = run("lmdb append_each",
+        lmdb("append_each", fresh("lmdb_each"), data_bin, EACH))
+      fresh("lmdb_each")
+      return r
+    end }
   record("append_each", f and f.append_each)
-  local l = run("lmdb append_each",
-    lmdb("append_each", fresh("lmdb_each"), data_bin, EACH))
   baseline("append_each", "lmdb", l and l.append_each)
-  fresh("each")
-  fresh("lmdb_each")
   progress("append_each")
 end
 
-local function rebuild(name, views, keep)
-  local dir = copy(seed, keep or "view")
-  local words = flume("rebuild", dir, table.unpack(views))
-  if name == "rebuild_4" then
-    table.insert(words, 1, cbin .. "/rss_peak")
+-- A rebuild row: flume's rebuild of a copy of the data set, beside
+-- `baseline` (a function running its baseline once, or nil), best of
+-- opts.repeats each; returns the baseline's result.
+local function rebuild(name, views, keep, baseline_run)
+  local function once()
+    local dir = copy(seed, keep or "view")
+    local words = flume("rebuild", dir, table.unpack(views))
+    if name == "rebuild_4" then
+      table.insert(words, 1, cbin .. "/rss_peak")
+    end
+    local f = run("flume " .. name, words)
+    if not keep then fresh("view") end
+    return f
   end
-  local f = run("flume " .. name, words)
-  if not keep then fresh("view") end
+  local f, l = best { once, baseline_run or function() return false end }
   record(name, f and f.rebuild)
   if f and f.rss_peak then record("rss_rebuild", f.rss_peak, "KiB") end
+  return l or nil
 end
 
 if have_seed and want("rebuild_reduce") then
-  rebuild("rebuild_reduce", { "types" })
-  local l = have_base and run("lua limit, reduce", lua_limit(base, "types"))
+  local l = rebuild("rebuild_reduce", { "types" }, nil, have_base and
+    function() return run("lua limit, reduce", lua_limit(base, "types")) end)
   baseline("rebuild_reduce", "lua", l and l.lua_limit)
   progress("rebuild_reduce")
 end
 
 if have_seed and want("rebuild_group") then
-  rebuild("rebuild_group", { "authors" })
-  local l = have_base and run("lua limit, group", lua_limit(base, "authors"))
+  local l = rebuild("rebuild_group", { "authors" }, nil, have_base and
+    function() return run("lua limit, group", lua_limit(base, "authors")) end)
   baseline("rebuild_group", "lua", l and l.lua_limit)
   sqlite_rows("rebuild_group")
   progress("rebuild_group")
@@ -350,17 +440,18 @@ end
 
 local index_dir
 if have_seed and (want("rebuild_index") or want("index_read")) then
-  rebuild("rebuild_index", { "by_author" }, "index")
+  local l = rebuild("rebuild_index", { "by_author" }, "index", have_base and
+    function() return run("lmdb index_put", lmdb("index_put", base, data_bin)) end)
   index_dir = work .. "/index"
-  local l = have_base and run("lmdb index_put", lmdb("index_put", base, data_bin))
   baseline("rebuild_index", "lmdb", l and l.index_put)
   progress("rebuild_index")
 end
 
 if have_seed and want("rebuild_4") then
   local four = { "types", "authors", "by_author", "amount" }
-  rebuild("rebuild_4", four)
-  local l = have_base and run("lua limit, 4 views", lua_limit(base, table.unpack(four)))
+  local l = rebuild("rebuild_4", four, nil, have_base and function()
+    return run("lua limit, 4 views", lua_limit(base, table.unpack(four)))
+  end)
   baseline("rebuild_4", "lua", l and l.lua_limit)
   progress("rebuild_4")
   progress("rss_rebuild")
@@ -385,33 +476,50 @@ if want("rebuild_wide") then
 end
 
 if have_seed and want("get_random") then
-  local f = run("flume get_random", flume("get_random", seed, N))
+  local f, l = best {
+    function() return run("flume get_random", flume("get_random", seed, N)) end,
+    function()
+      return have_base and run("lmdb get_random", lmdb("get_random", base, N))
+    end }
   record("get_random", f and f.get_random)
-  local l = have_base and run("lmdb get_random", lmdb("get_random", base, N))
   baseline("get_random", "lmdb", l and l.get_random)
   sqlite_rows("get_random", N)
   progress("get_random")
 end
 
 if have_seed and want("stream_scan") then
-  local f = run("flume stream_scan", flume("stream_scan", seed))
+  local f, l, ls = best {
+    function() return run("flume stream_scan", flume("stream_scan", seed)) end,
+    function()
+      return have_base and run("lmdb stream_scan", lmdb("stream_scan", base))
+    end,
+    function()
+      return have_base and run("lua limit, scan", { cbin .. "/lua_limit",
+        "--scan", base })
+    end }
   record("stream_scan", f and f.stream_scan)
-  local l = have_base and run("lmdb stream_scan", lmdb("stream_scan", base))
   baseline("stream_scan", "lmdb", l and l.stream_scan)
-  l = have_base and run("lua limit, scan", { cbin .. "/lua_limit", "--scan",
-    base })
+  l = ls
   baseline("stream_scan", "lua", l and l.lua_scan)
   sqlite_rows("stream_scan")
   progress("stream_scan")
 end
 
 if index_dir and want("index_read") then
-  local f = run("flume index_read", flume("index_read", index_dir))
+  local has_index = have_base and results.rebuild_index and
+    #results.rebuild_index.baselines > 0
+  local f, l, li = best {
+    function() return run("flume index_read", flume("index_read", index_dir)) end,
+    function()
+      return has_index and run("lmdb index_read", lmdb("index_read", base))
+    end,
+    function()
+      return has_index and run("lua limit, index", { cbin .. "/lua_limit",
+        "--index", base })
+    end }
   record("index_read", f and f.index_read)
-  local l = have_base and results.rebuild_index and
-    #results.rebuild_index.baselines > 0 and
-    run("lmdb index_read", lmdb("index_read", base))
   baseline("index_read", "lmdb", l and l.index_read)
+  baseline("index_read", "lua", li and li.lua_index)
   progress("index_read")
 end
 

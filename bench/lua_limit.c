@@ -15,6 +15,14 @@
  * and handed to a Lua `for` loop that counts them, nothing else.
  *
  *   lua_limit --scan DIR          prints "lua_scan <values per second>"
+ *
+ * And the Lua limit of an index read (index_read's `lua` baseline): one
+ * read transaction, one cursor over the raw LMDB baseline's index table
+ * (built by `lmdb_bench index_put`) in key order, each entry's value got
+ * from the log and decoded by flume's decoder, and key (a Lua string),
+ * seq and value handed to a Lua `for` loop that counts them.
+ *
+ *   lua_limit --index DIR         prints "lua_index <values per second>"
  */
 #include <lauxlib.h>
 #include <lmdb.h>
@@ -146,6 +154,74 @@ static int scan_next(lua_State *L) {
   return 2;
 }
 
+/* The index read's iterator: the next index entry of the cursor (upvalue
+ * 1) as key, seq, value (looked up in the log, upvalue 2's table, through
+ * the transaction of upvalue 3); nothing at the end. */
+static int index_next(lua_State *L) {
+  MDB_cursor *cur = lua_touserdata(L, lua_upvalueindex(1));
+  MDB_dbi *log = lua_touserdata(L, lua_upvalueindex(2));
+  MDB_txn *txn = lua_touserdata(L, lua_upvalueindex(3));
+  int started = !lua_isnil(L, 2); /* the control variable: a key */
+  MDB_val k, v;
+  char err[128];
+  int rc = mdb_cursor_get(cur, &k, &v, started ? MDB_NEXT : MDB_FIRST);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc) return luaL_error(L, "mdb_cursor_get: %s", mdb_strerror(rc));
+  if (k.mv_size < 10) return luaL_error(L, "a short index key");
+  const unsigned char *s = (const unsigned char *)k.mv_data;
+  uint64_t seq = 0;
+  for (int b = 0; b < 8; b++) seq = seq << 8 | s[k.mv_size - 8 + b];
+  lua_pushlstring(L, (const char *)s + 1, k.mv_size - 10);
+  lua_pushinteger(L, (lua_Integer)seq);
+  MDB_val lk = {sizeof seq, &seq}, lv;
+  rc = mdb_get(txn, *log, &lk, &lv);
+  if (rc) return luaL_error(L, "mdb_get: %s", mdb_strerror(rc));
+  if (flume__mp_decode(L, lv.mv_data, lv.mv_size, err, sizeof err))
+    return luaL_error(L, "seq %lld: %s", (long long)seq, err);
+  return 3;
+}
+
+static const char INDEX_LOOP[] = "local next_entry = ...\n"
+                                 "local n = 0\n"
+                                 "for _, _, v in next_entry do n = n + 1 end\n"
+                                 "return n\n";
+
+static int index_read(const char *dir) {
+  lua_State *L = luaL_newstate();
+  if (L == NULL) die("out of memory");
+  luaL_openlibs(L);
+  if (luaL_loadstring(L, INDEX_LOOP) != LUA_OK)
+    die("the index loop: %s", lua_tostring(L, -1));
+  MDB_env *env = env_open(dir, (size_t)16 << 30);
+  MDB_txn *txn;
+  MDB_dbi log, idx;
+  MDB_cursor *cur;
+  double t0 = now();
+  check_mdb(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), "begin");
+  check_mdb(mdb_dbi_open(txn, "log", MDB_INTEGERKEY, &log), "log");
+  check_mdb(mdb_dbi_open(txn, "index", 0, &idx), "index");
+  check_mdb(mdb_cursor_open(txn, idx, &cur), "mdb_cursor_open");
+  MDB_stat st;
+  check_mdb(mdb_stat(txn, idx, &st), "mdb_stat");
+  lua_pushlightuserdata(L, cur);
+  lua_pushlightuserdata(L, &log);
+  lua_pushlightuserdata(L, txn);
+  lua_pushcclosure(L, index_next, 3);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+    die("the index read failed: %s", lua_tostring(L, -1));
+  lua_Integer n = lua_tointeger(L, -1);
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  double t1 = now();
+  if (n == 0 || (size_t)n != st.ms_entries)
+    die("the index read saw %lld entries of %zu", (long long)n,
+        st.ms_entries);
+  mdb_env_close(env);
+  lua_close(L);
+  printf("lua_index %.0f\n", t1 > t0 ? (double)n / (t1 - t0) : 0.0);
+  return 0;
+}
+
 /* The loop flume's stream_scan runs (bench/flume_bench.lua), over the
  * iterator it is given. */
 static const char SCAN_LOOP[] = "local next_value = ...\n"
@@ -187,7 +263,11 @@ static int scan(const char *dir) {
 
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "--scan") == 0) return scan(argv[2]);
-  if (argc < 3) die("usage: lua_limit DIR VIEW.lua... | lua_limit --scan DIR");
+  if (argc == 3 && strcmp(argv[1], "--index") == 0)
+    return index_read(argv[2]);
+  if (argc < 3)
+    die("usage: lua_limit DIR VIEW.lua... | lua_limit --scan DIR | "
+        "lua_limit --index DIR");
   int nviews = argc - 2;
   view *views = calloc((size_t)nviews, sizeof *views);
   lua_State *L = luaL_newstate();

@@ -143,6 +143,40 @@ typedef struct flume_buf {
   size_t len;       /**< length in bytes */
 } flume_buf;
 
+/**
+ * Receives what a view script prints (`print(...)` or `log(fmt, ...)` in
+ * the view sandbox), for debugging views. Called on the loop thread, from
+ * inside `uv_run()`, never from inside a view's call nor from inside the
+ * flume call that ran the view: messages are queued while views run and
+ * handed over on a later turn of the loop (at the latest while the
+ * database closes, before flume_db_close()'s callback).
+ *
+ * Rate-limited per view: at most #FLUME_LOG_RATE messages in each second
+ * of a view's printing; the rest are counted and reported as one message
+ * `(N messages dropped)` (seq -1) once that second is over, or when the
+ * database closes. A message longer than #FLUME_LOG_MAX bytes is cut at a
+ * character boundary and ends in ` ... (cut: N bytes in all)`.
+ *
+ * Logging never changes what a view computes: a message is formatted
+ * whether or not the rate limit then drops it. A read-only handle runs no
+ * map or reduce, so only its view methods and scripts' top levels log.
+ *
+ * @param ctx `on_log_ctx`.
+ * @param view the view's name; NULL for the database's mapper.
+ * @param seq the seq being processed when it printed; -1 when none (a
+ * script's top level, a method, a drop report).
+ * @param msg the message, NUL-terminated (it may contain NULs too).
+ * @param len its length in bytes.
+ * `view` and `msg` are valid only until the callback returns.
+ */
+typedef void (*flume_log_cb)(void *ctx, const char *view, int64_t seq,
+                             const char *msg, size_t len);
+
+/** Most messages a view may log in one second (see #flume_log_cb). */
+#define FLUME_LOG_RATE 100
+/** Longest message a view may log, in bytes, before it is cut. */
+#define FLUME_LOG_MAX 1024
+
 /** Options for flume_db_open(). Initialise with flume_db_options_init(). */
 typedef struct flume_db_options {
   /** The codec name recorded in the database. NULL accepts whatever the
@@ -202,6 +236,13 @@ typedef struct flume_db_options {
   int64_t remote_timeout_ms;
   /** Copies of a stream this open creates; 0 for the default, 3. */
   int remote_replicas;
+  /** Where view scripts' messages go (#flume_log_cb). NULL (default):
+   * each is one line on stderr, `flume: view NAME at seq N: message`
+   * (`flume: view NAME: message` without a seq, `flume: mapper ...` for
+   * the mapper). */
+  flume_log_cb on_log;
+  /** Passed to on_log. */
+  void *on_log_ctx;
 } flume_db_options;
 
 /** Fills `opts` with the defaults. */
@@ -269,8 +310,15 @@ typedef void (*flume_append_cb)(void *ctx, int status, int64_t last_seq);
  *
  * @param n at least 1.
  * @param cb called once the batch is durable or has failed; may be NULL.
+ * In a database whose codec is `"msgpack"` (the Lua module's default),
+ * each value must be exactly one msgpack value the views can decode (no
+ * ext types, no nil or NaN map keys, nesting at most 100 deep; see
+ * flume_encode()); otherwise nothing is appended and the call fails with
+ * #FLUME_EENCODE. Other codecs' values are opaque bytes.
+ *
  * @return 0, or #FLUME_EINVAL (n is 0; vals is NULL; a NULL base with a
- * nonzero len; lengths whose sum overflows size_t), #FLUME_ECLOSED,
+ * nonzero len; lengths whose sum overflows size_t), #FLUME_EENCODE (a value
+ * that is not msgpack in a msgpack database), #FLUME_ECLOSED,
  * #FLUME_ENOMEM.
  */
 FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
@@ -674,8 +722,12 @@ typedef void (*flume_close_cb)(void *ctx);
  *
  * New calls on the handle fail with #FLUME_ECLOSED from now on. Appends
  * already accepted are still written and acknowledged (so nothing accepted
- * is dropped) before the store closes; watches get their last #FLUME_ECLOSED
- * callback; then `cb` fires and the handle is freed.
+ * is dropped); then the attached views index what the log holds, for up
+ * to two seconds (so that a clean exit leaves them caught up, and readers
+ * in other processes read them without a writer; what is left is indexed
+ * at the next open), and store their checkpoints; then the store closes,
+ * watches get their last #FLUME_ECLOSED callback, `cb` fires and the
+ * handle is freed.
  *
  * @return 0, or #FLUME_ECLOSED when it is already closing.
  */

@@ -14,6 +14,7 @@
 
 #include "buf.h"
 #include "internal.h"
+#include "mpcheck.h"
 
 /* A group stops taking jobs once it holds this many bytes, so one commit's
  * dirty pages stay bounded however fast appends arrive. */
@@ -70,6 +71,8 @@ struct flume_db {
                                    * that single appends may join */
   struct append_job *spare_run;   /* a finished run kept with its buffers
                                    * for the next one, or NULL */
+  flume__batch spare_batch;       /* a finished in-place batch's buffers,
+                                   * kept for the next (data NULL: none) */
   int busy;                       /* a group is in flight */
   int group_status;               /* its commit status, set by the writer */
   int64_t group_next;             /* next seq after it, set by the writer */
@@ -92,6 +95,8 @@ struct flume_db {
                                    * (or none) writes */
   uint64_t session;               /* writer: this opening's random id,
                                    * stored as meta "writer" */
+  flume_log_cb on_log;            /* view scripts' messages, or NULL */
+  void *on_log_ctx;               /* its ctx */
   uint64_t seen_txn;              /* read-only: the store's last commit
                                    * this handle has looked at */
   uv_timer_t poll;                /* read-only: looks for new commits
@@ -99,6 +104,7 @@ struct flume_db {
   int handles;                    /* handles still closing */
   int closing;                    /* flume_db_close() was called */
   int close_started;              /* the handles are being closed */
+  int parts_stopped;              /* the parts' before hooks have run */
   flume_close_cb close_cb;        /* called once closed */
   void *close_ctx;
 #ifdef FLUME_TEST_HOOKS
@@ -156,6 +162,11 @@ char *flume__db_errbuf(flume_db *db) { return db->errmsg; }
 
 int flume__db_readonly(const flume_db *db) { return db->readonly; }
 uint64_t flume__db_session(const flume_db *db) { return db->session; }
+
+flume_log_cb flume__db_on_log(const flume_db *db, void **ctx) {
+  *ctx = db->on_log_ctx;
+  return db->on_log;
+}
 
 FLUME_API const char *flume_db_errmsg(flume_db *db) {
   return db ? db->errmsg : "";
@@ -318,6 +329,8 @@ int flume__db_open(uv_loop_t *loop, const char *path,
   db->loop = loop;
   db->ops = path ? &flume__store_lmdb : &flume__store_memory;
   db->readonly = opts->readonly != 0;
+  db->on_log = opts->on_log;
+  db->on_log_ctx = opts->on_log_ctx;
   flume__store_opts so = {.sync = opts->sync != 0, .map_size = opts->map_size,
                           .readonly = db->readonly};
   int rc = db->ops->open(path, &so, &db->store);
@@ -497,10 +510,12 @@ static void on_kick(uv_idle_t *h) {
 
 static void start_close(flume_db *db);
 
+static void close_step(flume_db *db);
+
 static void kick(flume_db *db) {
   if (db->busy) return;
   if (db->queue_head == NULL) {
-    if (db->closing && !db->close_started) start_close(db);
+    if (db->closing && !db->close_started) close_step(db);
     return;
   }
   db->busy = 1;
@@ -519,7 +534,9 @@ static int route(flume_db *db, flume__job *job);
 
 int flume__db_submit(flume_db *db, flume__job *job) {
   if (db->readonly) return FLUME_EREADONLY;
-  if (db->closing) return FLUME_ECLOSED;
+  /* Callers' appends are refused from flume_db_close() on (they check
+   * closing); the parts' own jobs (checkpoints) until the handles close. */
+  if (db->close_started) return FLUME_ECLOSED;
   /* A remote log's appends go to its route, whichever door they came
    * through; the writer stores only what the stream delivers. */
   if (db->route && job->run == append_run) return route(db, job);
@@ -553,6 +570,8 @@ typedef struct append_job {
                         * (the others are retried without it), or NULL */
   size_t fail_at;      /* the value append_run failed on */
   int64_t first_seq;   /* a run: the seq of its first value, once written */
+  int in_place;        /* a batch of flume__db_batch_submit: lens and data
+                        * (of cap_n and cap_data) go back to the spare */
 } append_job;
 
 static int append_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
@@ -618,19 +637,88 @@ static void append_done(flume__job *job, int status) {
     }
     free(a->lens);
     free(a->data);
-  } else if (a->cb) {
-    a->cb(a->ctx, status, status ? -1 : a->last_seq);
+  } else {
+    if (a->cb) a->cb(a->ctx, status, status ? -1 : a->last_seq);
+    if (a->in_place) {
+      flume__batch b = {{a->data, 0, a->cap_data}, a->lens, 0, a->cap_n};
+      flume__db_batch_give(job->db, &b);
+    }
   }
   free(a);
 }
 
 static void free_spare(flume_db *db) {
+  flume__batch *b = &db->spare_batch;
+  flume__buf_free(&b->data);
+  free(b->ends);
+  b->ends = NULL;
+  b->n = b->cap_n = 0;
   append_job *a = db->spare_run;
   db->spare_run = NULL;
   if (a == NULL) return;
   free(a->lens);
   free(a->data);
   free(a);
+}
+
+/* ---- batches encoded in place ------------------------------------------ */
+
+/* Past this, a finished batch's buffers are freed rather than kept. */
+#define SPARE_BATCH_MAX ((size_t)64 << 20)
+
+void flume__db_batch_take(flume_db *db, flume__batch *b) {
+  *b = db->spare_batch;
+  b->data.len = 0;
+  b->n = 0;
+  db->spare_batch = (flume__batch){FLUME__BUF_INIT, NULL, 0, 0};
+}
+
+int flume__batch_end_value(flume__batch *b) {
+  if (b->n == b->cap_n) {
+    size_t cap = b->cap_n ? b->cap_n * 2 : 256;
+    size_t *e = realloc(b->ends, cap * sizeof *e);
+    if (e == NULL) return FLUME_ENOMEM;
+    b->ends = e;
+    b->cap_n = cap;
+  }
+  b->ends[b->n++] = b->data.len;
+  return 0;
+}
+
+void flume__db_batch_give(flume_db *db, flume__batch *b) {
+  flume__batch *spare = &db->spare_batch;
+  if (spare->data.data == NULL && spare->ends == NULL && !db->closing &&
+      b->data.cap <= SPARE_BATCH_MAX) {
+    *spare = *b;
+  } else {
+    flume__buf_free(&b->data);
+    free(b->ends);
+  }
+  *b = (flume__batch){FLUME__BUF_INIT, NULL, 0, 0};
+}
+
+int flume__db_batch_submit(flume_db *db, flume__batch *b, flume_append_cb cb,
+                           void *ctx) {
+  if (db->closing) return FLUME_ECLOSED;
+  if (db->readonly) return FLUME_EREADONLY;
+  if (b->n == 0) return FLUME_EINVAL;
+  append_job *a = calloc(1, sizeof *a);
+  if (a == NULL) return FLUME_ENOMEM;
+  /* The ends become lengths, in place. */
+  for (size_t i = b->n; i-- > 1;) b->ends[i] -= b->ends[i - 1];
+  a->base.run = append_run;
+  a->base.done = append_done;
+  a->base.bytes = b->data.len + b->n * 16;
+  a->cb = cb;
+  a->ctx = ctx;
+  a->n = b->n;
+  a->lens = b->ends;
+  a->data = b->data.data;
+  a->cap_n = b->cap_n;
+  a->cap_data = b->data.cap;
+  a->in_place = 1;
+  *b = (flume__batch){FLUME__BUF_INIT, NULL, 0, 0};
+  return flume__db_submit(db, &a->base); /* cannot fail: checked above */
 }
 
 /* Makes room in a run for one more value of len bytes. */
@@ -675,7 +763,12 @@ static int route(flume_db *db, flume__job *job) {
   if (rc) {
     if ((flume__job *)db->open_run == job) db->open_run = NULL;
     append_job *a = (append_job *)job;
-    if (a->run_cb) {
+    if (a->in_place) {
+      /* The caller emptied its batch into the job: the buffers go back
+       * to the database's spare. */
+      flume__batch b = {{a->data, 0, a->cap_data}, a->lens, 0, a->cap_n};
+      flume__db_batch_give(db, &b);
+    } else if (a->run_cb) {
       free(a->lens);
       free(a->data);
     }
@@ -760,6 +853,13 @@ FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
     if (vals[i].len > room - total) return FLUME_EINVAL;
     total += vals[i].len;
   }
+  /* A msgpack database takes only values its views can decode: bytes that
+   * are not exactly one of them would fail every view at that seq, in a
+   * log that never forgets. (The Lua module's encoders write only such
+   * values; they append through the paths below, unchecked.) */
+  if (strcmp(db->codec, "msgpack") == 0)
+    for (size_t i = 0; i < n; i++)
+      if (!flume__mp_valid(vals[i].base, vals[i].len)) return FLUME_EENCODE;
   if (n > (room - total) / (sizeof(size_t) + 16)) return FLUME_EINVAL;
   append_job *a = malloc(sizeof *a + n * sizeof(size_t) + total);
   if (a == NULL) return FLUME_ENOMEM;
@@ -770,6 +870,7 @@ FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
   a->ctx = ctx;
   a->run_cb = NULL;
   a->failed = NULL;
+  a->in_place = 0;
   a->n = n;
   a->lens = (size_t *)(a + 1);
   a->data = (char *)(a->lens + n);
@@ -789,7 +890,8 @@ int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
   flume__db_refresh(db);
   const flume__store_ops *ops = db->ops;
   *count = 0;
-  if (db->closing) return FLUME_ECLOSED;
+  /* Internal: the views read on while a close lets them catch up. */
+  if (db->close_started) return FLUME_ECLOSED;
   int reverse = from > to;
   int64_t lo = reverse ? to : from, hi = reverse ? from : to;
   /* Readers see the log up to its since: what was acknowledged. */
@@ -845,7 +947,7 @@ int flume__db_read_seqs(flume_db *db, const int64_t *seqs, size_t n,
   flume__db_refresh(db);
   const flume__store_ops *ops = db->ops;
   flume__txn *txn = NULL;
-  if (db->closing) return FLUME_ECLOSED;
+  if (db->close_started) return FLUME_ECLOSED;
   int rc = ops->txn_begin(db->store, FLUME__TXN_READ, &txn);
   for (size_t i = 0; i < n && rc == 0; i++) {
     if (seqs[i] < 0 || seqs[i] > db->since) {
@@ -1028,9 +1130,32 @@ static void start_close(flume_db *db) {
   uv_close((uv_handle_t *)&db->kick, on_closed);
 }
 
+/*
+ * A close, once every append is written: the parts drain (the views catch
+ * up with the log, for a while), then stop (their last checkpoints are
+ * written), then their handles and ours close.
+ */
+static void close_step(flume_db *db) {
+  if (!db->parts_stopped) {
+    for (int i = 0; i < db->nparts; i++)
+      if (db->part_ops[i]->drain && db->part_ops[i]->drain(db->parts[i]))
+        return; /* flume__db_close_kick comes back here */
+    db->parts_stopped = 1;
+    for (int i = 0; i < db->nparts; i++)
+      db->part_ops[i]->before(db->parts[i]);
+    if (db->busy || db->queue_head) return; /* their last jobs first */
+  }
+  start_close(db);
+}
+
+void flume__db_close_kick(flume_db *db) {
+  if (db->closing && !db->close_started) kick(db);
+}
+
+int flume__db_closing(const flume_db *db) { return db->closing; }
+
 FLUME_API int flume_db_close(flume_db *db, flume_close_cb cb, void *ctx) {
   if (db->closing) return FLUME_ECLOSED;
-  for (int i = 0; i < db->nparts; i++) db->part_ops[i]->before(db->parts[i]);
   db->closing = 1;
   db->close_cb = cb;
   db->close_ctx = ctx;

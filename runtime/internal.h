@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "buf.h"
 #include "flume.h"
 #include "format.h"
 #include "store.h"
@@ -116,6 +117,31 @@ typedef void (*flume__append_run_cb)(void *ctx, int status, int64_t first,
 int flume__db_append_one(flume_db *db, const void *data, size_t len,
                          flume__append_run_cb cb, void *ctx);
 
+/* A batch encoded in place (the Lua binding's batch appends), which spares
+ * the copy flume_db_append makes and, kept from one batch to the next, the
+ * allocation of its bytes: the values back to back in `data`, ends[i] the
+ * end of value i. */
+typedef struct flume__batch {
+  flume__buf data; /* the values' bytes */
+  size_t *ends;    /* where each ends in data */
+  size_t n;        /* values */
+  size_t cap_n;    /* room in ends */
+} flume__batch;
+/* Fills `b` with the buffers of a finished batch (kept grown) or empty
+ * ones; it holds no value. */
+void flume__db_batch_take(flume_db *db, flume__batch *b);
+/* Ends a value at data.len (the bytes written since the last end). Returns
+ * 0 or FLUME_ENOMEM. */
+int flume__batch_end_value(flume__batch *b);
+/* Appends b's values as one atomic batch, as flume_db_append does. On
+ * success the database owns b's buffers (b is emptied); on failure they
+ * stay the caller's, to give back. */
+int flume__db_batch_submit(flume_db *db, flume__batch *b, flume_append_cb cb,
+                           void *ctx);
+/* Gives b's buffers back to the database (kept for the next take, or
+ * freed); b is emptied. */
+void flume__db_batch_give(flume_db *db, flume__batch *b);
+
 /* Called with each log entry of a read, inside a read transaction: the
  * bytes are valid only during the call. Returns 0 to go on, anything else
  * to stop the read and have it return that. */
@@ -147,7 +173,17 @@ typedef struct flume__part_ops {
   void (*before)(void *part);
   void (*close)(void *part, void (*done)(void *ctx), void *ctx);
   void (*free)(void *part);
+  /* Optional, called once the close has written every append (and again
+   * after each flume__db_close_kick): nonzero while the part still has
+   * work to finish before it stops (views catching up with the log); it
+   * then calls flume__db_close_kick when it has moved on. */
+  int (*drain)(void *part);
 } flume__part_ops;
+
+/* Asks a closing database to look at its parts' drain again. */
+void flume__db_close_kick(flume_db *db);
+/* 1 once flume_db_close() was called. */
+int flume__db_closing(const flume_db *db);
 
 /* Attaches `part`, found again by its ops. Errors: FLUME_ENOMEM,
  * FLUME_ECLOSED (the database is closing), FLUME_EEXIST. */
@@ -165,6 +201,9 @@ int flume__db_readonly(const flume_db *db);
 /* A writer's session: a random id of this opening, stored in meta
  * "writer" (format.h). 0 for a read-only handle. */
 uint64_t flume__db_session(const flume_db *db);
+/* Where view scripts' messages go (flume_db_options.on_log; NULL: the
+ * default, stderr), and its ctx in *ctx. */
+flume_log_cb flume__db_on_log(const flume_db *db, void **ctx);
 
 /* The buffer behind flume_db_errmsg() (FLUME__ERRMSG_SIZE bytes): the
  * message of the database's last failed call. */

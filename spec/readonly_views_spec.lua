@@ -202,6 +202,32 @@ print(n, reads > 10)
     r:close()
   end)
 
+  it("finds the views caught up after a clean close of their writer, so " ..
+     "gated reads need no writer", function()
+    -- the writer closes at once after its appends, without waiting for
+    -- its views: the close lets them index what the log holds
+    local w = flume.open(dir, { codec = "msgpack" })
+    for _, name in ipairs { "sum", "mod", "idx" } do
+      w:use(name, tmp .. "/" .. name .. ".lua")
+    end
+    for i = 1, 20 do w:append({ i = i }) end
+    local vals = {}
+    for i = 21, 3000 do vals[#vals + 1] = { i = i } end
+    w:append(vals, { batch = true })
+    w:close()
+    local r = flume.open(dir, { readonly = true })
+    local sum = r:view("sum")
+    r:view("mod"); r:view("idx")
+    for _, name in ipairs { "sum", "mod", "idx" } do
+      local st = r[name]:status()
+      assert.equal(2999, st.log_since)
+      assert.equal(2999, st.since, name .. " was left behind")
+    end
+    assert.equal(3000 * 3001 // 2, sum:get { timeout = 5 })
+    assert.is_nil(checks.check(r, true))
+    r:close()
+  end)
+
   it("fails a gated read at once when no writer brings the view up, and " ..
      "serves it ungated", function()
     seed(10)

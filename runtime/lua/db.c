@@ -56,8 +56,12 @@ typedef struct lappend {
   lua_Integer head;    /* the slot of the oldest append in flight */
   lua_Integer tail;    /* the slot the next append takes */
   flume__buf scratch;  /* the encoding of one value, reused */
+  flume__batch batch;  /* the batch being encoded; an encoding that raised
+                          leaves its buffers here, given back by the next */
   lreq *close_req;     /* the close's callback, or NULL */
   flume_db *db;        /* the database, for a remote log's error detail */
+  lreq log;            /* on_log(view, seq, msg): what view scripts print
+                          (no callback: the runtime's stderr line) */
 } lappend;
 
 /* A remote log's appends fail with a detail (no quorum, which process
@@ -74,6 +78,7 @@ static lappend *app_new(lua_State *L, lctx *c) {
   if (a == NULL) return NULL;
   a->ctx = c;
   a->head = a->tail = 1;
+  flume__lua_req_init(&a->log, c, NULL);
   lua_newtable(L);
   a->fifo_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return a;
@@ -84,9 +89,12 @@ static void app_closed(void *p) {
   lappend *a = p;
   lreq *r = a->close_req;
   /* Without Lua to call, the state is closing and frees its registry. */
-  if (flume__lua_can_call(a->ctx))
-    luaL_unref(a->ctx->L, LUA_REGISTRYINDEX, a->fifo_ref);
+  lua_State *L = flume__lua_can_call(a->ctx) ? a->ctx->L : NULL;
+  if (L) luaL_unref(L, LUA_REGISTRYINDEX, a->fifo_ref);
+  flume__lua_req_drop(L, &a->log); /* the last message came before */
   flume__buf_free(&a->scratch);
+  flume__buf_free(&a->batch.data);
+  free(a->batch.ends);
   free(a);
   if (r) flume__lua_req_finish(r, 0, NULL, NULL);
 }
@@ -154,8 +162,35 @@ static void run_done(void *p, int status, int64_t first, size_t n) {
   if (a->head == a->tail) a->head = a->tail = 1;
 }
 
-/* core.open(path|nil, codec|nil, sync, map_size, readonly, remote_urls,
- * remote_stream, remote_node, remote_timeout_ms, remote_replicas) -> db */
+/* A view's message for on_log: (view or nil, seq or nil, msg). */
+typedef struct log_args {
+  const char *view; /* NULL: the mapper */
+  int64_t seq;      /* -1: none */
+  const char *msg;
+  size_t len;
+} log_args;
+
+static int push_log(lua_State *L, int status, const void *res) {
+  const log_args *m = res;
+  (void)status;
+  if (m->view) lua_pushstring(L, m->view);
+  else lua_pushnil(L);
+  if (m->seq >= 0) lua_pushinteger(L, m->seq);
+  else lua_pushnil(L);
+  lua_pushlstring(L, m->msg, m->len);
+  return 3;
+}
+
+static void log_cb(void *ctx, const char *view, int64_t seq, const char *msg,
+                   size_t len) {
+  lappend *a = ctx;
+  log_args m = {view, seq, msg, len};
+  flume__lua_req_notify(&a->log, 0, push_log, &m);
+}
+
+/* core.open(path|nil, codec|nil, sync, map_size, readonly, on_log|nil,
+ * remote_urls, remote_stream, remote_node, remote_timeout_ms,
+ * remote_replicas) -> db */
 static int l_open(lua_State *L) {
   lctx *c = flume__lua_ctx(L);
   const char *path = opt_cstring(L, 1, "the path");
@@ -176,34 +211,43 @@ static int l_open(lua_State *L) {
     o.map_size = (size_t)m;
   }
   o.readonly = lua_toboolean(L, 5);
+  if (!lua_isnoneornil(L, 6)) luaL_checktype(L, 6, LUA_TFUNCTION);
   /* A remote log: urls, stream, node, timeout (ms), replicas. */
-  o.remote_urls = opt_cstring(L, 6, "remote.urls");
-  o.remote_stream = opt_cstring(L, 7, "remote.stream");
-  o.remote_node = opt_cstring(L, 8, "remote.node");
-  o.remote_timeout_ms = (int64_t)luaL_optinteger(L, 9, 0);
-  o.remote_replicas = (int)luaL_optinteger(L, 10, 0);
+  o.remote_urls = opt_cstring(L, 7, "remote.urls");
+  o.remote_stream = opt_cstring(L, 8, "remote.stream");
+  o.remote_node = opt_cstring(L, 9, "remote.node");
+  o.remote_timeout_ms = (int64_t)luaL_optinteger(L, 10, 0);
+  o.remote_replicas = (int)luaL_optinteger(L, 11, 0);
 
   ldb *d = lua_newuserdatauv(L, sizeof *d, 0);
   d->db = NULL; /* created closed, so __gc is always safe */
   d->ctx = c;
   d->app = NULL;
   luaL_setmetatable(L, DB_MT);
+  lappend *a = app_new(L, c);
+  if (a == NULL) return flume__lua_raise(L, FLUME_ENOMEM, NULL);
+  if (!lua_isnoneornil(L, 6)) {
+    flume__lua_req_hold(L, &a->log, 6, 0);
+    o.on_log = log_cb;
+    o.on_log_ctx = a;
+  }
   char found[64], why[FLUME__ERRMSG_SIZE];
   why[0] = '\0';
   int rc = flume__db_open(&c->loop, path, &o, &d->db, found, why);
-  if (rc == FLUME_ECODEC) {
-    lua_pushfstring(L, "%s was written with codec '%s', not '%s'", path,
-                    found, codec);
-    return flume__lua_raise(L, rc, lua_tostring(L, -1));
+  if (rc) {
+    luaL_unref(L, LUA_REGISTRYINDEX, a->fifo_ref);
+    flume__lua_req_drop(L, &a->log);
+    free(a);
+    if (rc == FLUME_ECODEC) {
+      lua_pushfstring(L, "%s was written with codec '%s', not '%s'", path,
+                      found, codec);
+      return flume__lua_raise(L, rc, lua_tostring(L, -1));
+    }
+    if (why[0]) return flume__lua_raise(L, rc, why);
+    return flume__lua_raise(L, rc, path ? path : "(memory)");
   }
-  if (rc && why[0]) return flume__lua_raise(L, rc, why);
-  if (rc) return flume__lua_raise(L, rc, path ? path : "(memory)");
-  if ((d->app = app_new(L, c)) != NULL) d->app->db = d->db;
-  if (d->app == NULL) {
-    flume_db_close(d->db, NULL, NULL);
-    d->db = NULL;
-    return flume__lua_raise(L, FLUME_ENOMEM, NULL);
-  }
+  a->db = d->db;
+  d->app = a;
   return 1;
 }
 
@@ -395,25 +439,21 @@ static int ldb_append(lua_State *L) {
   int mp = lua_toboolean(L, 2);
   int batch = lua_toboolean(L, 3);
   char err[320] = "";
-  flume__buf b = FLUME__BUF_INIT;
-  flume_buf *vals = NULL;
   size_t n;
   int rc;
   if (batch) {
+    /* Encoded in place into the buffers the last batch left (no copy, no
+     * allocation once grown), handed to the writer as they are. */
     luaL_checktype(L, 4, LUA_TTABLE);
     n = lua_rawlen(L, 4);
     if (n == 0) return luaL_argerror(L, 4, "an empty batch");
-    size_t *ends = malloc(n * sizeof *ends);
-    vals = malloc(n * sizeof *vals);
-    if (ends == NULL || vals == NULL) {
-      free(ends);
-      free(vals);
-      return flume__lua_raise(L, FLUME_ENOMEM, NULL);
-    }
+    flume__batch *bt = &d->app->batch;
+    if (bt->data.data || bt->ends) flume__db_batch_give(d->db, bt);
+    flume__db_batch_take(d->db, bt);
     rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
       lua_rawgeti(L, 4, (lua_Integer)i + 1);
-      rc = encode_value(L, lua_gettop(L), mp, &b, err, sizeof err);
+      rc = encode_value(L, lua_gettop(L), mp, &bt->data, err, sizeof err);
       lua_pop(L, 1);
       if (rc == FLUME_EENCODE) {
         char where[sizeof err];
@@ -422,15 +462,30 @@ static int ldb_append(lua_State *L) {
                  (int)(sizeof where - (size_t)k - 1), err);
         memcpy(err, where, sizeof err);
       }
-      ends[i] = b.len;
+      if (rc == 0) rc = flume__batch_end_value(bt);
     }
     if (rc == 0) {
-      for (size_t i = 0; i < n; i++) {
-        size_t start = i ? ends[i - 1] : 0;
-        vals[i] = (flume_buf){b.data + start, ends[i] - start};
+      lreq *r = flume__lua_req_new(L, d->ctx, 5);
+      /* A remote log's batch fails with its detail (remote_batch). */
+      remote_batch *rb = NULL;
+      if (r && flume__db_routed(d->db) && (rb = malloc(sizeof *rb)) != NULL)
+        *rb = (remote_batch){r, d->db};
+      if (r == NULL || (flume__db_routed(d->db) && rb == NULL)) {
+        rc = FLUME_ENOMEM;
+        if (r) flume__lua_req_drop(L, r);
+      } else if ((rc = rb ? flume__db_batch_submit(d->db, bt,
+                                                   remote_batch_done, rb)
+                          : flume__db_batch_submit(d->db, bt, append_done,
+                                                   r))) {
+        free(rb);
+        flume__lua_req_drop(L, r);
+      } else {
+        return 0;
       }
+      err[0] = '\0';
     }
-    free(ends);
+    flume__db_batch_give(d->db, bt);
+    return flume__lua_raise(L, rc, err[0] ? err : append_detail(d->db, rc));
   } else {
     /* One value: encoded into the reused buffer, its callback into the
      * table of those in flight; the runtime adds it to the open run. */
@@ -458,28 +513,6 @@ static int ldb_append(lua_State *L) {
     a->tail++;
     return 0;
   }
-  if (rc == 0) {
-    lreq *r = flume__lua_req_new(L, d->ctx, 5);
-    remote_batch *rb = NULL;
-    if (r && flume__db_routed(d->db) &&
-        (rb = malloc(sizeof *rb)) != NULL)
-      *rb = (remote_batch){r, d->db};
-    if (r == NULL || (flume__db_routed(d->db) && rb == NULL)) {
-      rc = FLUME_ENOMEM;
-      if (r) flume__lua_req_drop(L, r);
-    } else if ((rc = rb ? flume_db_append(d->db, vals, n, remote_batch_done,
-                                          rb)
-                        : flume_db_append(d->db, vals, n, append_done, r))) {
-      free(rb);
-      flume__lua_req_drop(L, r);
-    }
-    err[0] = '\0';
-  }
-  free(vals);
-  flume__buf_free(&b);
-  if (rc)
-    return flume__lua_raise(L, rc, err[0] ? err : append_detail(d->db, rc));
-  return 0;
 }
 
 /* ---- reads of the log ---------------------------------------------------- */

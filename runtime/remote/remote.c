@@ -380,8 +380,8 @@ void flume__remote_idle(flume__remote *r) { close_when_idle(r); }
 
 static void part_free(void *p) { free_remote(p); }
 
-static const flume__part_ops remote_part = {part_before, part_close,
-                                            part_free};
+static const flume__part_ops remote_part = {
+    .before = part_before, .close = part_close, .free = part_free};
 
 flume__remote *flume__remote_of(flume_db *db) {
   return flume__db_part(db, &remote_part);

@@ -89,7 +89,9 @@ struct flume__views {
   struct flume__mounted *mounted; /* read-only: use callbacks not yet
                           * called */
   int closing;           /* the database's handles are closing */
-  int stopping;          /* flume_db_close() was called: no new work */
+  int stopping;          /* the close stopped the views: no new work */
+  int draining;          /* the close lets the views catch up first */
+  uint64_t drain_until;  /* until then (uv_hrtime) */
   int handles;           /* handles still open while closing */
   flume__reader *readers; /* C iterators open on its views */
   void (*closed)(void *ctx); /* called when they are */
@@ -124,6 +126,8 @@ int flume__pipeline_start(flume__views *vs);
 int flume__pipeline_rebuild(flume__views *vs);
 /* Starts indexer slices, unless paused or closing. */
 void flume__pipeline_kick(flume__views *vs);
+/* After an indexer slice: a close waiting for the views looks again. */
+void flume__views_drained(flume__views *vs);
 /* Hands everything done since the last checkpoint to the writer. */
 void flume__pipeline_checkpoint(flume__views *vs);
 /* Queues the job that opens a new view's table and reads its record,

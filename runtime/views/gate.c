@@ -152,7 +152,8 @@ void flume__gate_close(flume__views *vs, uv_close_cb done) {
 int flume__view_wait(flume_view *v, int64_t target, double timeout,
                      int defer, flume__wait_cb cb, void *ctx) {
   flume__views *vs = v->vs;
-  if (vs == NULL || vs->closing || vs->stopping) return FLUME_ECLOSED;
+  if (vs == NULL || vs->closing || vs->stopping || vs->draining)
+    return FLUME_ECLOSED;
   if (vs->readonly && v->ready && !v->failed) {
     /* A writer's checkpoints bring it up, if a writer runs and has it
      * (follow.c); otherwise the read fails now rather than hang. */

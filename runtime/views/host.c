@@ -6,6 +6,13 @@
  * view is a pure function of the log. Every call runs under an
  * instruction limit and the view's memory cap (its account). Loading a
  * view's definition into the host is load.c's.
+ *
+ * The one way out of the sandbox is print and log: a message tagged with
+ * the view's name and the seq of the call in progress, handed to the
+ * host's log function (log.c's queue), which delivers it later, outside
+ * any call. A message is formatted whether or not it is then dropped by
+ * the rate limit, so what a view computes (and whether it fails) never
+ * depends on timing.
  */
 #include <lauxlib.h>
 #include <lualib.h>
@@ -20,6 +27,7 @@
 typedef struct host_account {
   int64_t used; /* bytes of live blocks allocated during its calls */
   int64_t cap;  /* what it may hold */
+  char *name;   /* its view's name (for its messages), or NULL */
 } host_account;
 
 struct flume__host {
@@ -34,6 +42,11 @@ struct flume__host {
   uint32_t acct_cap;      /* room in accts */
   uint32_t *ref_acct;     /* account id by view record ref */
   int nref;               /* room in ref_acct */
+  flume__host_log_fn log; /* where print and log send messages, or NULL */
+  void *log_ctx;          /* its ctx */
+  const char *log_view;   /* view of the call in progress (NULL: none, or
+                           * the mapper) */
+  int64_t log_seq;        /* seq of the call in progress, or -1 */
 };
 
 /*
@@ -192,7 +205,7 @@ static uint32_t acct_new(flume__host *h, int64_t cap) {
     h->accts = a;
     h->acct_cap = n;
   }
-  h->accts[h->nacct] = (host_account){0, cap};
+  h->accts[h->nacct] = (host_account){0, cap, NULL};
   return h->nacct++;
 }
 
@@ -211,10 +224,14 @@ static int acct_bind(flume__host *h, int ref, uint32_t id) {
 }
 
 /* lua_pcall under the instruction limit, charging what it allocates to
- * account `acct`. */
+ * account `acct`; what it prints is tagged with acct's view and `seq`. */
 static int host_call(flume__host *h, uint32_t acct, int nargs,
-                     int nresults) {
+                     int nresults, int64_t seq) {
   lua_State *L = h->L;
+  const char *was_view = h->log_view;
+  int64_t was_seq = h->log_seq;
+  h->log_view = h->accts[acct].name;
+  h->log_seq = seq;
   /* Setting the hook resets its count: each call gets the whole budget. */
   h->exhausted = 0;
   h->refused = 0;
@@ -225,6 +242,8 @@ static int host_call(flume__host *h, uint32_t acct, int nargs,
   lua_sethook(L, NULL, 0, 0);
   h->current = 0;
   h->exhausted = 0;
+  h->log_view = was_view;
+  h->log_seq = was_seq;
   const char *msg = rc != LUA_OK ? lua_tostring(L, -1) : NULL;
   if (h->refused && msg && strcmp(msg, "not enough memory") == 0) {
     /* Over its cap: say so, and return what the failed call left behind
@@ -254,11 +273,26 @@ static int host_call(flume__host *h, uint32_t acct, int nargs,
 }
 
 int flume__host_pcall(flume__host *h, int nargs, int nresults) {
-  return host_call(h, 0, nargs, nresults);
+  return host_call(h, 0, nargs, nresults, -1);
+}
+
+int flume__host_pcall_at(flume__host *h, int nargs, int nresults,
+                         int64_t seq) {
+  return host_call(h, 0, nargs, nresults, seq);
 }
 
 int flume__host_call(flume__host *h, int ref, int nargs, int nresults) {
-  return host_call(h, acct_of(h, ref), nargs, nresults);
+  return host_call(h, acct_of(h, ref), nargs, nresults, -1);
+}
+
+int flume__host_call_at(flume__host *h, int ref, int nargs, int nresults,
+                        int64_t seq) {
+  return host_call(h, acct_of(h, ref), nargs, nresults, seq);
+}
+
+void flume__host_set_log(flume__host *h, flume__host_log_fn fn, void *ctx) {
+  h->log = fn;
+  h->log_ctx = ctx;
 }
 
 void flume__host_release(flume__host *h, int ref) {
@@ -467,6 +501,80 @@ static void bound_libraries(lua_State *L) {
   lua_pop(L, 2);
 }
 
+/* ---- print and log ---------------------------------------------------- */
+
+/* Appends s[0..n) to the message in b (FLUME_LOG_MAX bytes), as much as
+ * fits; *total counts every byte, kept or not. */
+static void msg_add(char *b, size_t *len, size_t *total, const char *s,
+                    size_t n) {
+  size_t room = FLUME_LOG_MAX - *len, take = n < room ? n : room;
+  memcpy(b + *len, s, take);
+  *len += take;
+  *total += n;
+}
+
+/* Sends the message b[0..len) (of `total` bytes before it was cut) to the
+ * host's log function: a cut message is cut at a UTF-8 character
+ * boundary and says so. */
+static void msg_send(lua_State *L, char *b, size_t len, size_t total) {
+  flume__host *h = host_of(L);
+  charge_bytes(L, (double)len);
+  if (total > len) {
+    /* A sequence begun in the last 3 bytes and not complete goes. */
+    for (size_t back = 1; back <= 3 && back <= len; back++) {
+      unsigned char c = (unsigned char)b[len - back];
+      if ((c & 0xC0) == 0x80) continue; /* a continuation byte */
+      size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+      if (need > back) len -= back;
+      break;
+    }
+    len += (size_t)snprintf(b + len, 64, " ... (cut: %zu bytes in all)",
+                            total);
+  }
+  if (h->log) h->log(h->log_ctx, h->log_view, h->log_seq, b, len);
+}
+
+/* print(...): as Lua's, each argument through tostring (so a __tostring
+ * that fails is the view's error, as in Lua), separated by tabs. */
+static int sb_print(lua_State *L) {
+  char b[FLUME_LOG_MAX + 64];
+  size_t len = 0, total = 0;
+  int n = lua_gettop(L);
+  for (int i = 1; i <= n; i++) {
+    size_t l;
+    const char *s = luaL_tolstring(L, i, &l);
+    if (i > 1) msg_add(b, &len, &total, "\t", 1);
+    msg_add(b, &len, &total, s, l);
+    lua_pop(L, 1);
+  }
+  msg_send(L, b, len, total);
+  return 0;
+}
+
+/* log(fmt, ...): string.format(fmt, ...) (the sandbox's, up[1]); with one
+ * argument, that argument as print gives it (log("100%") is no format
+ * error). */
+static int sb_log(lua_State *L) {
+  luaL_checkany(L, 1);
+  if (lua_gettop(L) == 1) return sb_print(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  int status = lua_pcall(L, lua_gettop(L) - 1, 1, 0);
+  if (status != LUA_OK) {
+    /* The limits are not ours to reword (as sb_pcall). Format's own
+     * errors name it '?' (called from C): they are log's, at the view's
+     * line. */
+    if (host_of(L)->exhausted)
+      return luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
+    if (status != LUA_ERRRUN || !lua_isstring(L, -1)) return lua_error(L);
+    luaL_where(L, 1);
+    luaL_gsub(L, lua_tostring(L, -2), " to '?'", " to 'log'");
+    lua_concat(L, 2);
+    return lua_error(L);
+  }
+  return sb_print(L);
+}
+
 /* Replaces the table at the top with a shallow copy of it. */
 static void copy_table(lua_State *L) {
   lua_newtable(L);
@@ -485,6 +593,7 @@ int flume__host_new(flume__host **out) {
   h->acct_cap = 16;
   h->accts = calloc(h->acct_cap, sizeof *h->accts);
   h->nacct = 1; /* the runtime's own */
+  h->log_seq = -1;
   h->L = h->accts ? lua_newstate(host_alloc, h) : NULL;
   if (h->L == NULL) {
     free(h->accts);
@@ -516,6 +625,13 @@ int flume__host_new(flume__host **out) {
     lua_setfield(L, -2, *n);
   }
   luaL_setfuncs(L, sandbox_funcs, 0);
+  lua_pushcfunction(L, sb_print);
+  lua_setfield(L, -2, "print");
+  lua_getglobal(L, "string");
+  lua_getfield(L, -1, "format"); /* the charged one (bound_libraries) */
+  lua_remove(L, -2);
+  lua_pushcclosure(L, sb_log, 1);
+  lua_setfield(L, -2, "log");
   /* Methods on strings (s:upper()) go through the one string metatable of
    * the state: its __index becomes a copy of the string library that no
    * script can reach, and getmetatable("") gives only `false`, so no view
@@ -545,6 +661,7 @@ int flume__host_new(flume__host **out) {
 void flume__host_free(flume__host *h) {
   if (h == NULL) return;
   lua_close(h->L);
+  for (uint32_t i = 0; i < h->nacct; i++) free(h->accts[i].name);
   free(h->accts);
   free(h->ref_acct);
   free(h);
@@ -575,9 +692,12 @@ void flume__host_push_env(flume__host *h) {
   lua_setfield(L, -2, "_G");
 }
 
-int flume__host_account_open(flume__host *h, int ref) {
+int flume__host_account_open(flume__host *h, int ref, const char *name) {
   uint32_t acct = acct_new(h, FLUME__VIEW_MEMORY);
   if (acct == 0 || acct_bind(h, ref, acct)) return FLUME_ENOMEM;
+  size_t n = strlen(name);
+  if ((h->accts[acct].name = malloc(n + 1)) == NULL) return FLUME_ENOMEM;
+  memcpy(h->accts[acct].name, name, n + 1);
   return 0;
 }
 

@@ -8,8 +8,9 @@
 /* Pushes a fresh environment for a view: copies of the allow-list. */
 void flume__host_push_env(flume__host *h);
 /* Opens the memory account of the view record `ref` (capped at
- * FLUME__VIEW_MEMORY): its calls are charged to it. FLUME_ENOMEM. */
-int flume__host_account_open(flume__host *h, int ref);
+ * FLUME__VIEW_MEMORY) of the view `name`: its calls are charged to it,
+ * and what they print is tagged with the name. FLUME_ENOMEM. */
+int flume__host_account_open(flume__host *h, int ref, const char *name);
 /* Sets the cap of ref's account (the script's `memory`). */
 void flume__host_account_cap(flume__host *h, int ref, int64_t cap);
 /* Charges ref's calls to the runtime again (a load that failed). */

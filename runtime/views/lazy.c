@@ -50,6 +50,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "mpcheck.h"
 #include "msgpack.h"
 #include "views/host.h"
 
@@ -91,127 +92,6 @@ static uint32_t get16(const unsigned char *r) {
 static uint32_t get32(const unsigned char *r) {
   return (uint32_t)r[0] << 24 | (uint32_t)r[1] << 16 | (uint32_t)r[2] << 8 |
          r[3];
-}
-
-/* ---- checking, as the decoder does ------------------------------------ */
-
-static const unsigned char *check(const unsigned char *p,
-                                  const unsigned char *end, int depth);
-
-/* A map's pairs from p; off (when not NULL) gets the offsets from base. */
-static const unsigned char *check_pairs(const unsigned char *p,
-                                        const unsigned char *end, uint64_t n,
-                                        int depth, uint32_t *off,
-                                        const unsigned char *base) {
-  if (depth >= FLUME__MP_MAX_DEPTH || n > (uint64_t)(end - p) / 2)
-    return NULL;
-  for (uint64_t i = 0; i < n; i++) {
-    if (p == end) return NULL;
-    unsigned c = *p;
-    if (c == 0xc0 || (c >= 0x80 && c <= 0x9f) || (c >= 0xdc && c <= 0xdf))
-      return NULL;
-    if (off) off[2 * i] = (uint32_t)(p - base);
-    const unsigned char *k = p;
-    if (!(p = check(p, end, depth + 1))) return NULL;
-    if (c == 0xca) {
-      uint32_t u = get32(k + 1);
-      float f;
-      memcpy(&f, &u, 4);
-      if (isnan(f)) return NULL;
-    } else if (c == 0xcb) {
-      uint64_t u = (uint64_t)get32(k + 1) << 32 | get32(k + 5);
-      double f;
-      memcpy(&f, &u, 8);
-      if (isnan(f)) return NULL;
-    }
-    if (off) off[2 * i + 1] = (uint32_t)(p - base);
-    if (!(p = check(p, end, depth + 1))) return NULL;
-  }
-  if (off) off[2 * n] = (uint32_t)(p - base);
-  return p;
-}
-
-static const unsigned char *check_array(const unsigned char *p,
-                                        const unsigned char *end, uint64_t n,
-                                        int depth) {
-  if (depth >= FLUME__MP_MAX_DEPTH || n > (uint64_t)(end - p)) return NULL;
-  for (uint64_t i = 0; i < n; i++) {
-    if (p < end && *p == 0xc0) {
-      p++;
-      continue;
-    }
-    if (!(p = check(p, end, depth + 1))) return NULL;
-  }
-  return p;
-}
-
-/* The end of the value at p if flume__mp_decode would decode it, else
- * NULL. */
-static const unsigned char *check(const unsigned char *p,
-                                  const unsigned char *end, int depth) {
-  size_t left = (size_t)(end - p), n;
-  if (left == 0) return NULL;
-  unsigned c = *p;
-  if (c < 0x80 || c >= 0xe0) return p + 1;
-  if (c < 0x90) return check_pairs(p + 1, end, c & 0x0f, depth, NULL, NULL);
-  if (c < 0xa0) return check_array(p + 1, end, c & 0x0f, depth);
-  if (c < 0xc0) {
-    n = c & 0x1f;
-    p += 1;
-    goto str;
-  }
-  switch (c) {
-  case 0xc0:
-  case 0xc2:
-  case 0xc3:
-    return p + 1;
-  case 0xc4:
-  case 0xd9:
-    if (left < 2) return NULL;
-    n = p[1];
-    p += 2;
-    goto str;
-  case 0xc5:
-  case 0xda:
-    if (left < 3) return NULL;
-    n = get16(p + 1);
-    p += 3;
-    goto str;
-  case 0xc6:
-  case 0xdb:
-    if (left < 5) return NULL;
-    n = get32(p + 1);
-    p += 5;
-    goto str;
-  case 0xcc:
-  case 0xd0:
-    return left < 2 ? NULL : p + 2;
-  case 0xcd:
-  case 0xd1:
-    return left < 3 ? NULL : p + 3;
-  case 0xca:
-  case 0xce:
-  case 0xd2:
-    return left < 5 ? NULL : p + 5;
-  case 0xcb:
-  case 0xcf:
-  case 0xd3:
-    return left < 9 ? NULL : p + 9;
-  case 0xdc:
-    return left < 3 ? NULL : check_array(p + 3, end, get16(p + 1), depth);
-  case 0xdd:
-    return left < 5 ? NULL : check_array(p + 5, end, get32(p + 1), depth);
-  case 0xde:
-    return left < 3 ? NULL
-                    : check_pairs(p + 3, end, get16(p + 1), depth, NULL, NULL);
-  case 0xdf:
-    return left < 5 ? NULL
-                    : check_pairs(p + 5, end, get32(p + 1), depth, NULL, NULL);
-  default: /* ext types, 0xc1 */
-    return NULL;
-  }
-str:
-  return n > (size_t)(end - p) ? NULL : p + n;
 }
 
 /* ---- proxies ------------------------------------------------------------ */
@@ -419,7 +299,7 @@ int flume__lazy_decode(lua_State *L, const char *p, size_t n, char *err,
   h->len = (uint32_t)n;
   h->left = SCANS;
   const unsigned char *q =
-      check_pairs(s + hl, end, pairs, 0, h_off(h), s);
+      flume__mp_check_pairs(s + hl, end, pairs, 0, h_off(h), s);
   if (q != end) {
     lua_pop(L, 2);
     return flume__mp_decode(L, p, n, err, errlen); /* its message */

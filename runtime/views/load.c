@@ -402,7 +402,7 @@ int flume__host_load(flume__host *h, const char *name, const char *src,
   lua_createtable(L, 0, 8);
   lua_pushvalue(L, -1);
   int r = luaL_ref(L, LUA_REGISTRYINDEX);
-  if (flume__host_account_open(h, r)) {
+  if (flume__host_account_open(h, r, name)) {
     snprintf(err, errlen, "view '%s': out of memory", name);
     luaL_unref(L, LUA_REGISTRYINDEX, r);
     lua_settop(L, top);

@@ -452,7 +452,8 @@ static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
  * results; on error fails the view and returns nonzero. */
 static int call_view(flume__views *vs, flume_view *v, int nargs, int nres,
                      int64_t seq) {
-  if (flume__host_call(vs->host, v->host_ref, nargs, nres) != LUA_OK) {
+  if (flume__host_call_at(vs->host, v->host_ref, nargs, nres, seq) !=
+      LUA_OK) {
     lua_State *H = flume__host_state(vs->host);
     view_fail(v, seq, lua_tostring(H, -1) ? lua_tostring(H, -1)
                                           : "(error object is not a string)");
@@ -797,7 +798,7 @@ static int index_slice(flume__views *vs) {
       lua_pushvalue(H, -1);
       lua_rawgeti(H, b.vals, i);
       lua_pushinteger(H, b.first + i - 1);
-      if (flume__host_pcall(vs->host, 2, 1) != LUA_OK) {
+      if (flume__host_pcall_at(vs->host, 2, 1, b.first + i - 1) != LUA_OK) {
         char msg[300];
         snprintf(msg, sizeof msg, "the mapper failed: %s",
                  lua_tostring(H, -1));
@@ -862,6 +863,7 @@ static void on_idle(uv_idle_t *h) {
     uv_idle_stop(h);
     vs->idle_on = 0;
   }
+  flume__views_drained(vs);
 }
 
 void flume__pipeline_kick(flume__views *vs) {
@@ -995,7 +997,7 @@ static void setup_done(flume__job *job, int status) {
 
 int flume__pipeline_setup(flume__views *vs, flume_view *v, flume__use_cb cb,
                           void *ctx, char *err, size_t errlen) {
-  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping || vs->draining) return FLUME_ECLOSED;
   setup_job *s = calloc(1, sizeof *s);
   if (s == NULL) return FLUME_ENOMEM;
   /* The initial state, encoded once: every reset decodes a fresh copy, so
@@ -1029,7 +1031,7 @@ int flume__pipeline_setup(flume__views *vs, flume_view *v, flume__use_cb cb,
 
 int flume__pipeline_rebuild(flume__views *vs) {
   flume_db *db = vs->db;
-  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping || vs->draining) return FLUME_ECLOSED;
   for (flume_view *v = vs->list; v; v = v->next) {
     if (v->kind == FLUME__VIEW_C) {
       v->failed = 0;

@@ -58,6 +58,11 @@ static flume__views *views_get(flume_db *db, int *rc) {
     free(vs);
     return NULL;
   }
+  /* What view scripts print: without its queue (out of memory), views
+   * run and their messages are dropped. */
+  flume__vlog *log;
+  if (flume__vlog_open(db, &log) == 0)
+    flume__host_set_log(vs->host, flume__vlog_add, log);
   if (vs->readonly) {
     flume__follow_start(vs);
     flume__gate_start(vs);
@@ -139,7 +144,7 @@ static int use_def(flume_db *db, const char *name, const flume__view_def *d,
   }
   flume__views *vs = views_get(db, &rc);
   if (vs == NULL) return rc;
-  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping || vs->draining) return FLUME_ECLOSED;
   flume_view *v = calloc(1, sizeof *v);
   if (v == NULL) return FLUME_ENOMEM;
   v->db = db;
@@ -225,7 +230,7 @@ int flume__views_use_c(flume_db *db, const char *name,
     return FLUME_EINVAL;
   flume__views *vs = views_get(db, &rc);
   if (vs == NULL) return rc;
-  if (vs->closing || vs->stopping) return FLUME_ECLOSED;
+  if (vs->closing || vs->stopping || vs->draining) return FLUME_ECLOSED;
   if (flume__view_find(db, name)) return FLUME_EEXIST;
   flume_view *v = calloc(1, sizeof *v);
   if (v == NULL) return FLUME_ENOMEM;
@@ -254,6 +259,41 @@ int flume__views_set_paused(flume_db *db, int paused) {
   vs->paused = paused;
   if (!paused) flume__pipeline_kick(vs);
   return 0;
+}
+
+/* How long a close lets the views catch up with the log: what they have
+ * not indexed by then is indexed at the next open. */
+#define DRAIN_NS ((uint64_t)2000000000)
+
+/* Whether a view the indexer feeds is behind the log. */
+static int behind(flume__views *vs) {
+  int64_t log_since = flume_db_since(vs->db);
+  for (flume_view *v = vs->list; v; v = v->next)
+    if (v->kind != FLUME__VIEW_C && v->ready && !v->failed &&
+        !v->resetting && v->since < log_since)
+      return 1;
+  return 0;
+}
+
+/* A close lets the views index what the log holds (for up to DRAIN_NS),
+ * so that a clean exit leaves them caught up: readers in other processes
+ * then read them without a writer. The indexer kicks the close again
+ * after each slice (flume__views_drained). */
+static int views_drain(void *part) {
+  flume__views *vs = part;
+  if (vs->readonly || vs->paused) return 0;
+  uint64_t now = uv_hrtime();
+  if (!vs->draining) {
+    vs->draining = 1;
+    vs->drain_until = now + DRAIN_NS;
+  }
+  if (now >= vs->drain_until || !behind(vs)) return 0;
+  flume__pipeline_kick(vs);
+  return vs->idle_on; /* no slice coming: nothing more it can do */
+}
+
+void flume__views_drained(flume__views *vs) {
+  if (vs->draining) flume__db_close_kick(vs->db);
 }
 
 static void views_before_close(void *part) {
@@ -310,7 +350,7 @@ static void views_free(void *part) {
 }
 
 static const flume__part_ops views_part = {views_before_close, views_close,
-                                           views_free};
+                                           views_free, views_drain};
 
 /* ---- reading ---------------------------------------------------------------- */
 

@@ -102,6 +102,37 @@ void flume__host_release(flume__host *h, int ref);
 /* Drops a loaded view. */
 void flume__host_unref(flume__host *h, int ref);
 
+/* Where the sandbox's print and log send a message: the view's name (NULL
+ * for the mapper), the seq being processed (-1: none), the text (at most
+ * FLUME_LOG_MAX bytes and a cut marker). */
+typedef void (*flume__host_log_fn)(void *ctx, const char *view, int64_t seq,
+                                   const char *msg, size_t len);
+/* Sends the sandbox's messages to fn(ctx, ...); with fn NULL (the
+ * default) they are formatted and dropped. */
+void flume__host_set_log(flume__host *h, flume__host_log_fn fn, void *ctx);
+/* flume__host_call, for the value at `seq`: what the call prints is
+ * tagged with it. */
+int flume__host_call_at(flume__host *h, int ref, int nargs, int nresults,
+                        int64_t seq);
+/* flume__host_pcall (the mapper), for the value at `seq`. */
+int flume__host_pcall_at(flume__host *h, int nargs, int nresults,
+                         int64_t seq);
+
+/* ---- view logs (log.c) ------------------------------------------------ */
+
+/* A database's queue of what view scripts print. */
+typedef struct flume__vlog flume__vlog;
+
+/* The database's log queue: made and attached as a part (closed and
+ * freed with the database) the first time. Errors: FLUME_ENOMEM,
+ * FLUME_ECLOSED. */
+int flume__vlog_open(flume_db *db, flume__vlog **out);
+/* Takes a message a view printed (view NULL: the mapper; seq -1: none),
+ * through the view's rate limit, to be delivered on the loop: a
+ * flume__host_log_fn whose ctx is the queue. The message is copied. */
+void flume__vlog_add(void *ctx, const char *view, int64_t seq,
+                     const char *msg, size_t len);
+
 /* ---- the registry and the indexer (views.c) ------------------------------ */
 
 typedef struct flume__views flume__views;

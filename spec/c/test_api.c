@@ -35,10 +35,14 @@ static const char *fresh_dir(const char *name) {
   return dir;
 }
 
-/* Opens a database on the backend (path NULL for memory). */
+/* Opens a database on the backend (path NULL for memory), codec "raw":
+ * the values here are opaque bytes. */
 static flume_db *open_db(uv_loop_t *loop, const char *path) {
   flume_db *db;
-  CHECK_OK(flume_db_open(loop, path, NULL, &db));
+  flume_db_options o;
+  flume_db_options_init(&o);
+  o.codec = "raw";
+  CHECK_OK(flume_db_open(loop, path, &o, &db));
   return db;
 }
 
@@ -234,6 +238,65 @@ static void test_close_with_appends_in_flight(const char *path) {
   CHECK(uv_loop_close(&loop) == 0);
 }
 
+/* A msgpack database takes only values its views can decode; a raw one
+ * takes any bytes. */
+static void test_msgpack_checked(const char *path) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  flume_db_options o;
+  flume_db_options_init(&o);
+  o.codec = "msgpack";
+  flume_db *db;
+  CHECK_OK(flume_db_open(&loop, path, &o, &db));
+  static const struct {
+    const char *bytes;
+    size_t len;
+  } bad[] = {
+      {"hello", 5},                /* text: 'h' is a fixint, then more bytes */
+      {"\xa5hell", 5},             /* a string cut short */
+      {"\x01\x02", 2},             /* two values */
+      {"\xc1", 1},                 /* never used */
+      {"\xd4\x01\x00", 3},         /* an ext type */
+      {"\x81\xc0\x01", 3},         /* a nil map key */
+      {"\x81\x81\x01\x01\x01", 5}, /* a map as a map key */
+      {"", 0},                     /* nothing */
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    flume_buf b = {bad[i].bytes, bad[i].len};
+    CHECK_ERR(flume_db_append(db, &b, 1, NULL, NULL), FLUME_EENCODE);
+  }
+  /* One bad value in a batch: nothing of it */
+  flume_buf batch[3] = {{"\x01", 1}, {"\xa2hi", 3}, {"\x92\x01", 2}};
+  CHECK_ERR(flume_db_append(db, batch, 3, NULL, NULL), FLUME_EENCODE);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(flume_db_since(db) == -1);
+  /* nesting: 100 arrays deep decodes, 101 do not */
+  char deep[102];
+  memset(deep, 0x91, sizeof deep);
+  deep[100] = 0x01; /* 100 arrays around a 1 */
+  flume_buf d = {deep, 101};
+  CHECK_OK(flume_db_append(db, &d, 1, NULL, NULL));
+  memset(deep, 0x91, sizeof deep);
+  deep[101] = 0x01;
+  d.len = 102;
+  CHECK_ERR(flume_db_append(db, &d, 1, NULL, NULL), FLUME_EENCODE);
+  batch[2] = (flume_buf){"\x92\x01\xc0", 3};
+  CHECK_OK(flume_db_append(db, batch, 3, NULL, NULL));
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(flume_db_since(db) == 3);
+  close_db(&loop, db);
+
+  /* raw: any bytes */
+  uv_loop_init(&loop);
+  db = open_db(&loop, NULL);
+  flume_buf any = {"\xc1hello", 6};
+  CHECK_OK(flume_db_append(db, &any, 1, NULL, NULL));
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(flume_db_since(db) == 0);
+  close_db(&loop, db);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
 static void test_folder_rules(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -245,7 +308,7 @@ static void test_folder_rules(void) {
   CHECK_OK(flume_db_open(&loop, dir, &o, &db));
   CHECK(strcmp(flume_db_codec(db), "msgpack") == 0);
   CHECK_ERR(flume_db_open(&loop, dir, &o, &other), FLUME_ELOCKED);
-  append_str(&loop, db, "kept", 0);
+  append_str(&loop, db, "\xa4kept", 0); /* the msgpack string "kept" */
   close_db(&loop, db);
 
   o.codec = "raw";
@@ -294,6 +357,7 @@ int main(void) {
     test_close_with_appends_in_flight(b ? lmdb_dirs[3] : NULL);
   }
   test_folder_rules();
+  test_msgpack_checked(NULL);
 
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   CHECK(system(cmd) == 0);

@@ -34,6 +34,15 @@ local Diff = require "flume.cli.diff"
 local Output = require "flume.cli.output"
 local Progress = require "flume.cli.progress"
 
+-- What views print goes to stderr (flume.on_log's line), as it comes:
+-- whoever prints in a view is debugging it. A progress bar on the line is
+-- cleared first; its next tick draws it again below.
+local print_log = flume.on_log
+flume.on_log = function(view, seq, msg)
+  Progress.clear_line()
+  print_log(view, seq, msg)
+end
+
 local core = flume.core
 local clock = core.hrtime
 local json_to_mp = core.json_to_mp

@@ -53,6 +53,23 @@ function M.warn(msg)
   io.stderr:write("flume: warning: ", msg, "\n")
 end
 
+--- How flume reports what a view script prints (`print(...)` or
+-- `log(fmt, ...)` in a view, its mapper or its methods) for a database
+-- opened without an `on_log` option: one line on stderr, `flume: view
+-- NAME at seq N: message`. Replace it to route them elsewhere; it is
+-- called on the loop, later than the print, as on_log is.
+-- @param view the view's name, nil for the mapper.
+-- @param seq the seq being processed, nil when none (a script's top
+--   level, a method, a report of dropped messages).
+-- @param msg the message.
+function M.on_log(view, seq, msg)
+  io.stderr:write("flume: ", view and "view " .. view or "mapper",
+    seq and " at seq " .. seq or "", ": ", msg, "\n")
+end
+
+-- What a database opened without on_log calls: M.on_log as it is then.
+local function default_on_log(view, seq, msg) return M.on_log(view, seq, msg) end
+
 --- The built-in MessagePack codec, usable on its own.
 M.msgpack = { name = "msgpack", encode = core.encode, decode = core.decode }
 
@@ -165,6 +182,8 @@ end
 --   `remote` (the log on a NATS JetStream stream shared by several nodes:
 --   { urls = "nats://host:4222" or a list, stream = name, node = id,
 --   timeout = seconds (30), replicas = n (3, for a stream it creates) }).
+--   `on_log` (function(view, seq, msg) receiving what view scripts print,
+--   rate-limited; default flume.on_log).
 function M.open(path, opts)
   if type(path) == "table" and opts == nil then path, opts = nil, path end
   if path ~= nil and type(path) ~= "string" then
@@ -182,13 +201,16 @@ function M.open(path, opts)
   if opts.readonly ~= nil and type(opts.readonly) ~= "boolean" then
     raise("EINVAL", "readonly must be a boolean")
   end
+  if opts.on_log ~= nil and type(opts.on_log) ~= "function" then
+    raise("EINVAL", "on_log must be a function(view, seq, msg)")
+  end
   local remote = check_remote(opts.remote)
   -- A reader without a codec takes the database's own (msgpack or raw; a
   -- custom codec's functions must be given).
   local adopt = opts.readonly and opts.codec == nil
   local c = core.open(path, not adopt and name or nil, opts.sync ~= false,
-    opts.map_size, opts.readonly, remote.urls, remote.stream, remote.node,
-    remote.timeout_ms, remote.replicas)
+    opts.map_size, opts.readonly, opts.on_log or default_on_log, remote.urls,
+    remote.stream, remote.node, remote.timeout_ms, remote.replicas)
   if adopt and c:codec() ~= name then
     name = c:codec()
     if name ~= "raw" then
@@ -428,8 +450,9 @@ function DB:on_since(fn)
   return function() w:stop() end
 end
 
---- Closes the database. Appends already accepted are written first. Safe to
--- call more than once. Sync form waits; async form calls `cb()`.
+--- Closes the database. Appends already accepted are written first, then
+-- the views catch up with the log (for up to two seconds). Safe to call
+-- more than once. Sync form waits; async form calls `cb()`.
 function DB:close(cb)
   check_self(self, "close")
   local c = self._c

@@ -71,6 +71,17 @@ function Progress:draw(now, final)
   if final then stderr:write("\n") end
   stderr:flush()
   self.shown, self.last = true, now
+  M.on_line = not final and self or nil
+end
+
+--- Clears the line of a bar drawn and not finished (its next tick draws
+-- it again), so that a line written on stderr (a view's message) is not
+-- written over it.
+function M.clear_line()
+  if M.on_line then
+    stderr:write("\r\27[K")
+    M.on_line = nil
+  end
 end
 
 --- Reports `done` of `total` (nil: unknown), `count` values (or bytes) so
@@ -96,6 +107,7 @@ end
 --- Ends the bar where it is (on an error).
 function Progress:abort()
   if self.shown then stderr:write("\n") end
+  if M.on_line == self then M.on_line = nil end
 end
 
 -- Waiting for views -----------------------------------------------------------
