@@ -166,7 +166,8 @@ local ROWS = { "append_batch", "append_async", "append_each", "rebuild_reduce",
   "rebuild_group", "rebuild_index", "rebuild_4", "rebuild_wide", "get_random",
   "stream_scan", "index_read", "rss_rebuild", "cli_append", "cli_append_rss",
   "cli_cat", "ro_live_delay_p50", "ro_live_delay_p99", "ro_get_4proc",
-  "live_read_delay_10k", "live_read_delay_400k" }
+  "live_read_delay_10k", "live_read_delay_400k", "remote_append_async",
+  "remote_replay" }
 
 -- Units where less is better (the ratio is flume / baseline all the same).
 local LOWER = { us = true, KiB = true }
@@ -668,6 +669,30 @@ if have_seed and want("ro_get_4proc") then
   progress("ro_get_4proc")
 end
 
+-- The remote log's rows (bench/remote.lua starts its own three-server
+-- cluster): beside the local append_async of this run and the prototype's
+-- figures in JETSTREAM.md (86 k values/s for envelopes of 128 values,
+-- 761 k values/s replay).
+if want("remote_append_async") or want("remote_replay") then
+  local dir = fresh("remote")
+  sh("mkdir -p " .. q(dir))
+  local r = run("flume remote", { lua, here .. "/remote.lua", dir, N })
+  if r and r.skipped then
+    notes[#notes + 1] = "remote rows skipped: nats-server or libnats missing"
+  elseif r then
+    record("remote_append_async", r.remote_append_async)
+    if results.append_async then
+      baseline("remote_append_async", "local", results.append_async.flume)
+    end
+    baseline("remote_append_async", "prototype", 86000)
+    record("remote_replay", r.remote_replay)
+    baseline("remote_replay", "prototype", 761000)
+  end
+  fresh("remote")
+  progress("remote_append_async")
+  progress("remote_replay")
+end
+
 if peers then
   note("bench: the JavaScript peers")
   local dir = fresh("peers")
@@ -740,7 +765,7 @@ else
   print()
   -- the targets are for N = 1,000,000: judged only from there up
   local judge = N >= 1000000
-  local line = "%-15s %12s %12s %-14s %7s  %-9s %s"
+  local line = "%-19s %12s %12s %-14s %7s  %-9s %s"
   print((string.format(line, "name", "flume", "baseline", "of", "ratio", "unit",
     judge and "target" or ""):gsub("%s+$", "")))
   for _, name in ipairs(ROWS) do

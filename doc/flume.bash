@@ -4,7 +4,7 @@
 # writer). Installed as share/bash-completion/completions/flume.
 _flume() {
   local cur=${COMP_WORDS[COMP_CWORD]} cmd=${COMP_WORDS[1]}
-  local commands="init append get cat status view drop rebuild verify backup shell"
+  local commands="init append get cat status view drop rebuild verify backup shell remote"
   local common="--help --quiet --json"
   if [ "$COMP_CWORD" -eq 1 ]; then
     COMPREPLY=($(compgen -W "$commands --help" -- "$cur"))
@@ -23,6 +23,7 @@ _flume() {
     verify) opts="--view" ;;
     backup) opts="--no-compact" ;;
     shell) opts="--readonly" ;;
+    remote) opts="--urls --stream --replicas --codec --timeout" ;;
   esac
   if [[ $cur == -* ]]; then
     COMPREPLY=($(compgen -W "$opts $common" -- "$cur"))
@@ -30,6 +31,11 @@ _flume() {
   fi
   if [ "${COMP_WORDS[COMP_CWORD-1]}" = "--codec" ]; then
     COMPREPLY=($(compgen -W "msgpack raw" -- "$cur"))
+    return
+  fi
+  # remote's first word: its subcommand
+  if [ "$cmd" = remote ] && [ "$COMP_CWORD" -eq 2 ]; then
+    COMPREPLY=($(compgen -W "status init" -- "$cur"))
     return
   fi
   # the second word after the command: a view of the database DIR

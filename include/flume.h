@@ -105,7 +105,8 @@ extern "C" {
   X(ESCRIPT, -33018, "bad view script")                                        \
   X(EBUSY, -33019, "busy")                                                     \
   X(EREADONLY, -33020, "database is open read-only")                          \
-  X(ENOWRITER, -33021, "no writer is bringing the view up to the log")
+  X(ENOWRITER, -33021, "no writer is bringing the view up to the log")     \
+  X(ENOTSUP, -33022, "not supported by this build")
 
 /** Error codes: `FLUME_EINVAL` and so on. */
 typedef enum {
@@ -202,6 +203,39 @@ typedef struct flume_db_options {
    * missing database is #FLUME_ENOTFOUND; a memory database cannot be
    * read-only (#FLUME_EINVAL). */
   int readonly;
+  /** A remote log: NATS server URLs, comma-separated
+   * ("nats://127.0.0.1:4222,nats://10.0.0.2:4222"), or NULL (default) for
+   * a local one. The log then lives on a replicated NATS JetStream stream
+   * shared by every node that opens it, and this folder caches it: values
+   * are stored here only from the stream, in stream order, so every node
+   * has the same value at the same seq and the same views. An append's
+   * callback fires once its values are in the stream **and** stored here
+   * (read-your-writes on this node). What the stream's acknowledgement
+   * means: a quorum of the stream's servers holds the values, with
+   * nats-server 2.9 in memory, not yet fsynced (the server syncs its
+   * files about every 2 minutes), whatever `sync` says; `sync` governs
+   * this folder's cache only. Needs a build with libnats
+   * (#FLUME_ENOTSUP otherwise), a folder (not memory) and not
+   * `readonly` (#FLUME_EINVAL). */
+  const char *remote_urls;
+  /** The stream's name (1 to 63 of `A-Z a-z 0-9 _ -`); created, with
+   * `remote_replicas` copies, if missing. Never delete a stream and create
+   * another of the same name: a name is one history. */
+  const char *remote_stream;
+  /** This node's id (1 to 63 of `A-Z a-z 0-9 _ -`), stored in the folder;
+   * NULL takes the stored one, or a random one. Another id than the
+   * stored one renames the folder's node: how a copy of a node's folder
+   * (a backup) starts a new node. Two processes with the same node id
+   * (a copy opened under the old id) are refused at their first
+   * conflicting append (#FLUME_ELOCKED). */
+  const char *remote_node;
+  /** How long an append may wait for the stream (and open for the
+   * servers), in milliseconds; 0 for the default, 30000. An append that
+   * gets no quorum in time fails with #FLUME_ETIMEDOUT; what the stream
+   * holds stays. */
+  int64_t remote_timeout_ms;
+  /** Copies of a stream this open creates; 0 for the default, 3. */
+  int remote_replicas;
   /** Where view scripts' messages go (#flume_log_cb). NULL (default):
    * each is one line on stderr, `flume: view NAME at seq N: message`
    * (`flume: view NAME: message` without a seq, `flume: mapper ...` for
@@ -230,6 +264,12 @@ FLUME_API void flume_db_options_init(flume_db_options *opts);
  * number cast to size_t gives), #FLUME_ELOCKED (another process, or this one,
  * has the folder open for writing), #FLUME_ECODEC, #FLUME_ECORRUPT,
  * #FLUME_EFORMAT, #FLUME_ENOMEM, or a system `-errno` (such as `-EACCES`).
+ * With `remote_urls`: #FLUME_ENOTSUP (a build without libnats),
+ * #FLUME_ETIMEDOUT (no server answered within `remote_timeout_ms`),
+ * #FLUME_EIO, and #FLUME_EINVAL (a bad stream or node name; a stream that
+ * allows deletes, purges or has limits; a folder that caches another
+ * stream, or a local log). A folder that caches a remote log opened
+ * without `remote_urls` for writing is #FLUME_EINVAL.
  */
 FLUME_API int flume_db_open(uv_loop_t *loop, const char *path,
                             const flume_db_options *opts, flume_db **out);
@@ -251,7 +291,12 @@ FLUME_API int64_t flume_db_since(const flume_db *db);
  * Called once an append is durable, or has failed.
  * @param ctx the pointer given to flume_db_append().
  * @param status 0, or #FLUME_ENOSPC, #FLUME_EIO, #FLUME_ENOMEM, #FLUME_ECLOSED
- * (the database was closed before the append could be written).
+ * (the database was closed before the append could be written). A remote
+ * log adds #FLUME_ETIMEDOUT (no quorum within `remote_timeout_ms`),
+ * #FLUME_ELOCKED (another process appends with this node id),
+ * #FLUME_EINVAL (a batch larger than the server's largest message) and
+ * #FLUME_ECORRUPT (the stream holds a message flume cannot read, or one
+ * never arrives); flume_db_errmsg() says more.
  * @param last_seq on success, the seq of the last value of the batch.
  */
 typedef void (*flume_append_cb)(void *ctx, int status, int64_t last_seq);

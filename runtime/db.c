@@ -84,6 +84,12 @@ struct flume_db {
   const flume__part_ops *part_ops[FLUME__PARTS_MAX]; /* attached parts */
   void *parts[FLUME__PARTS_MAX];  /* their state, in attach order */
   int nparts;                     /* how many */
+  flume__route_fn route;          /* where appends go instead of the
+                                   * writer queue (a remote log), or NULL */
+  void *route_ctx;                /* its pointer */
+  size_t run_max;                 /* bytes a run of single appends may
+                                   * hold (with the route's per-value
+                                   * overhead, when routed) */
   char errmsg[FLUME__ERRMSG_SIZE]; /* flume_db_errmsg() */
   int readonly;                   /* opened read-only: another process
                                    * (or none) writes */
@@ -296,12 +302,12 @@ static void start_poll(flume_db *db) {
 
 FLUME_API int flume_db_open(uv_loop_t *loop, const char *path,
                             const flume_db_options *opts, flume_db **out) {
-  return flume__db_open(loop, path, opts, out, NULL);
+  return flume__db_open(loop, path, opts, out, NULL, NULL);
 }
 
 int flume__db_open(uv_loop_t *loop, const char *path,
                    const flume_db_options *opts, flume_db **out,
-                   char found[64]) {
+                   char found[64], char *why) {
   flume_db_options defaults;
   if (loop == NULL || out == NULL) return FLUME_EINVAL;
   if (opts == NULL) {
@@ -314,6 +320,9 @@ int flume__db_open(uv_loop_t *loop, const char *path,
    * is a negative number cast to size_t, not a size anyone can map. */
   if (path && path[0] == '\0') return FLUME_EINVAL;
   if (opts->map_size > SIZE_MAX / 2) return FLUME_EINVAL;
+  /* A remote log is cached in a folder by its one writer. */
+  if (opts->remote_urls && (path == NULL || opts->readonly))
+    return FLUME_EINVAL;
 
   flume_db *db = calloc(1, sizeof *db);
   if (db == NULL) return FLUME_ENOMEM;
@@ -330,6 +339,17 @@ int flume__db_open(uv_loop_t *loop, const char *path,
     return rc;
   }
   if ((rc = init_meta(db, opts->codec, found))) {
+    db->ops->close(db->store);
+    free(db);
+    return rc;
+  }
+  db->run_max = RUN_MAX_BYTES;
+  /* A remote log routes this handle's appends through its outbox; it
+   * attaches itself as a part, so close reaches it like any other. It
+   * starts its handles only once nothing else can fail. */
+  if ((opts->remote_urls ? (rc = flume__remote_open(db, opts, why))
+                         : !db->readonly &&
+                               (rc = flume__remote_check_local(db, why)))) {
     db->ops->close(db->store);
     free(db);
     return rc;
@@ -509,11 +529,17 @@ static void kick(flume_db *db) {
   }
 }
 
+static int append_run(flume__job *job, flume__txn *txn, int64_t *next_seq);
+static int route(flume_db *db, flume__job *job);
+
 int flume__db_submit(flume_db *db, flume__job *job) {
   if (db->readonly) return FLUME_EREADONLY;
   /* Callers' appends are refused from flume_db_close() on (they check
    * closing); the parts' own jobs (checkpoints) until the handles close. */
   if (db->close_started) return FLUME_ECLOSED;
+  /* A remote log's appends go to its route, whichever door they came
+   * through; the writer stores only what the stream delivers. */
+  if (db->route && job->run == append_run) return route(db, job);
   job->next = NULL;
   job->db = db;
   job->status = 0;
@@ -716,6 +742,61 @@ static int run_reserve(append_job *a, size_t len) {
   return 0;
 }
 
+/* ---- routed appends (a remote log) -------------------------------------- */
+
+void flume__db_route_appends(flume_db *db, flume__route_fn fn, void *ctx,
+                             size_t run_max) {
+  db->route = fn;
+  db->route_ctx = ctx;
+  db->run_max = run_max < RUN_MAX_BYTES ? run_max : RUN_MAX_BYTES;
+}
+
+/* Hands a new append job to the route (from flume__db_submit); a run may
+ * no longer be joined once another job went after it, so that one
+ * caller's values keep their order. On failure the job is freed. */
+static int route(flume_db *db, flume__job *job) {
+  job->next = NULL;
+  job->db = db;
+  job->status = 0;
+  if ((flume__job *)db->open_run != job) db->open_run = NULL;
+  int rc = db->route(db->route_ctx, job);
+  if (rc) {
+    if ((flume__job *)db->open_run == job) db->open_run = NULL;
+    append_job *a = (append_job *)job;
+    if (a->in_place) {
+      /* The caller emptied its batch into the job: the buffers go back
+       * to the database's spare. */
+      flume__batch b = {{a->data, 0, a->cap_data}, a->lens, 0, a->cap_n};
+      flume__db_batch_give(db, &b);
+    } else if (a->run_cb) {
+      free(a->lens);
+      free(a->data);
+    }
+    free(a);
+  }
+  return rc;
+}
+
+int flume__db_routed(const flume_db *db) { return db->route != NULL; }
+
+void flume__db_run_taken(flume_db *db, flume__job *job) {
+  if ((flume__job *)db->open_run == job) db->open_run = NULL;
+}
+
+void flume__append_values(flume__job *job, size_t *n, const size_t **lens,
+                          const char **data) {
+  append_job *a = (append_job *)job;
+  *n = a->n;
+  *lens = a->lens;
+  *data = a->data;
+}
+
+void flume__append_resolve(flume__job *job, int64_t first_seq) {
+  append_job *a = (append_job *)job;
+  a->first_seq = first_seq;
+  a->last_seq = first_seq + (int64_t)a->n - 1;
+}
+
 int flume__db_append_one(flume_db *db, const void *data, size_t len,
                          flume__append_run_cb cb, void *ctx) {
   if (db->closing) return FLUME_ECLOSED;
@@ -725,8 +806,13 @@ int flume__db_append_one(flume_db *db, const void *data, size_t len,
    * single appends of one loop turn ride one job, no allocation each. */
   append_job *a = db->open_run;
   int fresh = 0;
-  if (a == NULL || (flume__job *)a != db->queue_tail || a->run_cb != cb ||
-      a->ctx != ctx || a->len_data + len > RUN_MAX_BYTES) {
+  /* Routed runs count their values' framing too (a remote envelope's u32
+   * lengths), so a run always fits the route's bound. */
+  size_t over = db->route ? sizeof(uint32_t) * (a ? a->n + 1 : 1) : 0;
+  if (a == NULL ||
+      (!db->route && (flume__job *)a != db->queue_tail) ||
+      a->run_cb != cb || a->ctx != ctx ||
+      a->len_data + len + over > db->run_max) {
     if ((a = db->spare_run) != NULL) db->spare_run = NULL;
     else if ((a = calloc(1, sizeof *a)) == NULL) return FLUME_ENOMEM;
     a->base.run = append_run;
@@ -749,7 +835,8 @@ int flume__db_append_one(flume_db *db, const void *data, size_t len,
   a->base.bytes += len + 16;
   if (!fresh) return 0;
   db->open_run = a;
-  return flume__db_submit(db, &a->base); /* cannot fail: checked above */
+  /* Cannot fail unless routed (route() then frees the job). */
+  return flume__db_submit(db, &a->base);
 }
 
 FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,

@@ -24,6 +24,17 @@
  *                                           when it is set up or rebuilt)
  *  "meta"        "writer"                   8 bytes: the session of the last
  *                                           writer to open the database
+ *  "meta"        "remote.stream"            a remote log's stream name: the
+ *                                           folder caches that stream only
+ *  "meta"        "remote.uuid"              the stream's uuid, from its
+ *                                           genesis message (below)
+ *  "meta"        "remote.node"              this folder's node id
+ *  "meta"        "remote.urls"              the server URLs it was last
+ *                                           opened with
+ *  "meta"        "remote.seq"               8 bytes (uint64): the stream seq
+ *                                           of the last message stored here,
+ *                                           written in the transaction that
+ *                                           stores its values
  *  "v:" name     reduce: "s"                msgpack of the view's state
  *                group: key                 msgpack of the key's accumulator
  *                index: key ‖ be64(seq)     empty
@@ -70,6 +81,15 @@
  * limited: a bound longer than any stored key still has its place in the
  * order (runtime/views/read.c). A view's name is 1 to FLUME__NAME_MAX bytes.
  *
+ * A remote log (runtime/remote/) is a NATS JetStream stream with the
+ * subjects "flume.<stream>.meta" and "flume.<stream>.log.<node>". Its first
+ * message, the genesis, is on the meta subject: text lines
+ * "flume-remote 1\nformat <FLUME__FORMAT>\ncodec <name>\nuuid <32 hex>\n".
+ * Every message on a log subject is an envelope: the values of one group
+ * of appends back to back, each a u32 length (little-endian) then its
+ * bytes; its header Nats-Msg-Id is "<node>-<boot, 16 hex>-<envelope
+ * count>".
+ *
  * Versions: format "1" had no seals; this runtime refuses it (EFORMAT).
  */
 #ifndef FLUME_RUNTIME_FORMAT_H
@@ -91,6 +111,13 @@
 #define FLUME__META_SCRIPT_PREFIX "script:"
 #define FLUME__META_WRITER "writer"
 #define FLUME__META_FAILED_PREFIX "failed:"
+#define FLUME__META_REMOTE_STREAM "remote.stream"
+#define FLUME__META_REMOTE_UUID "remote.uuid"
+#define FLUME__META_REMOTE_NODE "remote.node"
+#define FLUME__META_REMOTE_SEQ "remote.seq"
+#define FLUME__META_REMOTE_URLS "remote.urls"
+/* The first line of a genesis message, and its version. */
+#define FLUME__REMOTE_GENESIS "flume-remote 1"
 
 /* A view's table is this prefix and its name. */
 #define FLUME__VIEW_TABLE_PREFIX "v:"

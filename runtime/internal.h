@@ -35,10 +35,74 @@ struct flume__job {
 };
 
 /* flume_db_open(), and on FLUME_ECODEC the codec the database has in
- * found[64]. */
+ * found[64]; on other failures of a remote log, what went wrong in why
+ * (FLUME__ERRMSG_SIZE bytes; may be NULL). */
 int flume__db_open(uv_loop_t *loop, const char *path,
                    const flume_db_options *opts, flume_db **out,
-                   char found[64]);
+                   char found[64], char *why);
+
+/* Routes this handle's appends to fn instead of the writer queue (a
+ * remote log's outbox). fn takes an append job (flume__append_values says
+ * what it holds) and later completes it on the loop thread: with
+ * flume__append_resolve() and then job->done(job, 0), or job->done(job,
+ * error). Returns 0 or an error (the job is then freed). Runs of single
+ * appends hold at most run_max bytes, counting a u32 length per value. */
+typedef int (*flume__route_fn)(void *ctx, flume__job *job);
+void flume__db_route_appends(flume_db *db, flume__route_fn fn, void *ctx,
+                             size_t run_max);
+/* 1 when appends are routed (a remote log): their failures leave their
+ * detail in flume_db_errmsg(). */
+int flume__db_routed(const flume_db *db);
+/* The route took this job off its queue: no single append joins it now. */
+void flume__db_run_taken(flume_db *db, flume__job *job);
+/* An append job's values: n lengths, and their bytes back to back. */
+void flume__append_values(flume__job *job, size_t *n, const size_t **lens,
+                          const char **data);
+/* Gives a routed append job its seqs: the first value's, the others
+ * following it. */
+void flume__append_resolve(flume__job *job, int64_t first_seq);
+
+/* Opens the remote log that opts name (runtime/remote/): connects, checks
+ * the stream, routes appends and starts the tail. Errors go in why. */
+int flume__remote_open(flume_db *db, const flume_db_options *opts,
+                       char *why);
+/* A remote stream's state, as `flume remote status` shows it. */
+#define FLUME__REMOTE_PEERS_MAX 8
+typedef struct flume__remote_peer {
+  char name[64];     /* server name */
+  int current;       /* caught up with the leader */
+  int offline;       /* not reachable */
+  uint64_t lag;      /* messages behind the leader */
+  int64_t active_ms; /* since it was last heard of, ms */
+} flume__remote_peer;
+typedef struct flume__remote_info {
+  uint64_t messages;           /* messages in the stream */
+  uint64_t last_seq;           /* its last stream seq */
+  uint64_t bytes;              /* its size */
+  int replicas;                /* copies it is configured with */
+  int deny_delete, deny_purge; /* what it refuses */
+  char leader[64];             /* its leader server ("" on one server) */
+  int npeers;                  /* followers in peers */
+  flume__remote_peer peers[FLUME__REMOTE_PEERS_MAX];
+} flume__remote_info;
+/* Connects to urls and reads the stream's state (blocking); with create,
+ * first makes the stream (replicas, 0: 3) and its genesis (codec) unless
+ * there. Errors: FLUME_ENOTFOUND (no such stream), FLUME_ETIMEDOUT,
+ * FLUME_EIO, FLUME_EINVAL (a refused stream), FLUME_ENOTSUP; why
+ * (FLUME__ERRMSG_SIZE bytes) says more. */
+int flume__remote_stat(const char *urls, const char *stream,
+                       int64_t timeout_ms, int create, int replicas,
+                       const char *codec, flume__remote_info *out,
+                       char *why);
+/* A folder's remote identity from its meta (any handle): stream, node,
+ * uuid, the URLs it was last opened with ("" if none) and the stream seq
+ * it stored last. FLUME_ENOTFOUND for a local log. */
+int flume__remote_meta(flume_db *db, char stream[64], char node[64],
+                       char uuid[65], char urls[512], uint64_t *seq);
+
+/* Refuses to open a folder that caches a remote log as a local writer's
+ * (its values must come from the stream only): FLUME_EINVAL, with why. */
+int flume__remote_check_local(flume_db *db, char *why);
 
 /* Queues a job for the writer. Fails with FLUME_ECLOSED once closing. */
 int flume__db_submit(flume_db *db, flume__job *job);
@@ -162,5 +226,9 @@ uv_loop_t *flume__db_loop(flume_db *db);
  * no header depends on the hooks' macro, so the files without hooks are
  * compiled once for both builds (CMakeLists.txt). */
 FLUME_API void flume__test_fail_commits(flume_db *db, int err, int count);
+/* Test-only: a remote log's tail drops its nth next delivery (a lost
+ * message: the one after it is past a gap). Returns how many times the
+ * tail has subscribed again so far, or -1 when db is not remote. */
+FLUME_API int flume__test_remote_withhold(flume_db *db, int nth);
 
 #endif

@@ -37,6 +37,13 @@ __attribute__((visibility("default"))) int luaopen_flume_core(lua_State *L) {
   lua_pushboolean(L, 1);
   lua_setfield(L, module, "test_hooks");
 #endif
+  /* Whether this build has remote logs (libnats). */
+#ifdef FLUME_REMOTE
+  lua_pushboolean(L, 1);
+#else
+  lua_pushboolean(L, 0);
+#endif
+  lua_setfield(L, module, "remote");
 
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_flume_tools);

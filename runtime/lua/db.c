@@ -59,9 +59,19 @@ typedef struct lappend {
   flume__batch batch;  /* the batch being encoded; an encoding that raised
                           leaves its buffers here, given back by the next */
   lreq *close_req;     /* the close's callback, or NULL */
+  flume_db *db;        /* the database, for a remote log's error detail */
   lreq log;            /* on_log(view, seq, msg): what view scripts print
                           (no callback: the runtime's stderr line) */
 } lappend;
+
+/* A remote log's appends fail with a detail (no quorum, which process
+ * holds the node id); a local one's codes say it all. */
+static const char *append_detail(flume_db *db, int status) {
+  if (db == NULL || status == FLUME_ECLOSED || !flume__db_routed(db))
+    return NULL;
+  const char *m = flume_db_errmsg(db);
+  return m[0] ? m : NULL;
+}
 
 static lappend *app_new(lua_State *L, lctx *c) {
   lappend *a = calloc(1, sizeof *a);
@@ -107,7 +117,8 @@ static int deliver(lua_State *L) {
   lappend *a = d->a;
   lua_rawgeti(L, LUA_REGISTRYINDEX, a->fifo_ref);          /* 2 */
   lua_rawgeti(L, LUA_REGISTRYINDEX, a->ctx->dispatch_ref); /* 3 */
-  if (d->status) flume__lua_push_error(L, d->status, NULL); /* 4 */
+  if (d->status) /* 4 */
+    flume__lua_push_error(L, d->status, append_detail(a->db, d->status));
   else lua_pushnil(L);
   while (d->done < d->n) {
     lua_Integer k = d->from + (lua_Integer)d->done;
@@ -177,8 +188,9 @@ static void log_cb(void *ctx, const char *view, int64_t seq, const char *msg,
   flume__lua_req_notify(&a->log, 0, push_log, &m);
 }
 
-/* core.open(path|nil, codec|nil, sync, map_size, readonly, on_log|nil)
- * -> db */
+/* core.open(path|nil, codec|nil, sync, map_size, readonly, on_log|nil,
+ * remote_urls, remote_stream, remote_node, remote_timeout_ms,
+ * remote_replicas) -> db */
 static int l_open(lua_State *L) {
   lctx *c = flume__lua_ctx(L);
   const char *path = opt_cstring(L, 1, "the path");
@@ -200,6 +212,12 @@ static int l_open(lua_State *L) {
   }
   o.readonly = lua_toboolean(L, 5);
   if (!lua_isnoneornil(L, 6)) luaL_checktype(L, 6, LUA_TFUNCTION);
+  /* A remote log: urls, stream, node, timeout (ms), replicas. */
+  o.remote_urls = opt_cstring(L, 7, "remote.urls");
+  o.remote_stream = opt_cstring(L, 8, "remote.stream");
+  o.remote_node = opt_cstring(L, 9, "remote.node");
+  o.remote_timeout_ms = (int64_t)luaL_optinteger(L, 10, 0);
+  o.remote_replicas = (int)luaL_optinteger(L, 11, 0);
 
   ldb *d = lua_newuserdatauv(L, sizeof *d, 0);
   d->db = NULL; /* created closed, so __gc is always safe */
@@ -213,8 +231,9 @@ static int l_open(lua_State *L) {
     o.on_log = log_cb;
     o.on_log_ctx = a;
   }
-  char found[64];
-  int rc = flume__db_open(&c->loop, path, &o, &d->db, found);
+  char found[64], why[FLUME__ERRMSG_SIZE];
+  why[0] = '\0';
+  int rc = flume__db_open(&c->loop, path, &o, &d->db, found, why);
   if (rc) {
     luaL_unref(L, LUA_REGISTRYINDEX, a->fifo_ref);
     flume__lua_req_drop(L, &a->log);
@@ -224,9 +243,85 @@ static int l_open(lua_State *L) {
                       found, codec);
       return flume__lua_raise(L, rc, lua_tostring(L, -1));
     }
+    if (why[0]) return flume__lua_raise(L, rc, why);
     return flume__lua_raise(L, rc, path ? path : "(memory)");
   }
+  a->db = d->db;
   d->app = a;
+  return 1;
+}
+
+/* core.remote_stat(urls, stream, timeout_ms, create, replicas, codec) ->
+ * { messages, last_seq, bytes, replicas, deny_delete, deny_purge, leader,
+ *   peers = { { name, current, offline, lag, active_ms } } }
+ * Blocks on the network: for the command line, not for a running loop. */
+static int l_remote_stat(lua_State *L) {
+  const char *urls = luaL_checkstring(L, 1);
+  const char *stream = luaL_checkstring(L, 2);
+  int64_t timeout = (int64_t)luaL_optinteger(L, 3, 0);
+  int create = lua_toboolean(L, 4);
+  int replicas = (int)luaL_optinteger(L, 5, 0);
+  const char *codec = luaL_optstring(L, 6, "msgpack");
+  flume__remote_info info;
+  char why[FLUME__ERRMSG_SIZE];
+  int rc = flume__remote_stat(urls, stream, timeout, create, replicas, codec,
+                              &info, why);
+  if (rc) return flume__lua_raise(L, rc, why[0] ? why : NULL);
+  lua_createtable(L, 0, 8);
+  lua_pushinteger(L, (lua_Integer)info.messages);
+  lua_setfield(L, -2, "messages");
+  lua_pushinteger(L, (lua_Integer)info.last_seq);
+  lua_setfield(L, -2, "last_seq");
+  lua_pushinteger(L, (lua_Integer)info.bytes);
+  lua_setfield(L, -2, "bytes");
+  lua_pushinteger(L, info.replicas);
+  lua_setfield(L, -2, "replicas");
+  lua_pushboolean(L, info.deny_delete);
+  lua_setfield(L, -2, "deny_delete");
+  lua_pushboolean(L, info.deny_purge);
+  lua_setfield(L, -2, "deny_purge");
+  lua_pushstring(L, info.leader);
+  lua_setfield(L, -2, "leader");
+  lua_createtable(L, info.npeers, 0);
+  for (int i = 0; i < info.npeers; i++) {
+    flume__remote_peer *p = &info.peers[i];
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, p->name);
+    lua_setfield(L, -2, "name");
+    lua_pushboolean(L, p->current);
+    lua_setfield(L, -2, "current");
+    lua_pushboolean(L, p->offline);
+    lua_setfield(L, -2, "offline");
+    lua_pushinteger(L, (lua_Integer)p->lag);
+    lua_setfield(L, -2, "lag");
+    lua_pushinteger(L, (lua_Integer)p->active_ms);
+    lua_setfield(L, -2, "active_ms");
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "peers");
+  return 1;
+}
+
+/* db:remote_meta() -> { stream, node, uuid, urls, stored } or nil (a local
+ * log) */
+static int ldb_remote_meta(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  char stream[64], node[64], uuid[65], urls[512];
+  uint64_t seq;
+  int rc = flume__remote_meta(d->db, stream, node, uuid, urls, &seq);
+  if (rc == FLUME_ENOTFOUND) return 0;
+  if (rc) return flume__lua_raise(L, rc, NULL);
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, stream);
+  lua_setfield(L, -2, "stream");
+  lua_pushstring(L, node);
+  lua_setfield(L, -2, "node");
+  lua_pushstring(L, uuid);
+  lua_setfield(L, -2, "uuid");
+  lua_pushstring(L, urls);
+  lua_setfield(L, -2, "urls");
+  lua_pushinteger(L, (lua_Integer)seq);
+  lua_setfield(L, -2, "stored");
   return 1;
 }
 
@@ -298,6 +393,26 @@ static void append_done(void *p, int status, int64_t seq) {
   flume__lua_req_finish(p, status, push_seq, &seq);
 }
 
+/* A batch on a remote log: its failure carries the database's detail. */
+typedef struct remote_batch {
+  lreq *r;       /* the request */
+  flume_db *db;  /* the database */
+} remote_batch;
+
+static int push_seq_detail(lua_State *L, int status, const void *res) {
+  const remote_batch *b = res;
+  flume__lua_push_error(L, status, append_detail(b->db, status));
+  lua_pushnil(L);
+  return 2;
+}
+
+static void remote_batch_done(void *p, int status, int64_t seq) {
+  remote_batch b = *(remote_batch *)p;
+  free(p);
+  if (status) flume__lua_req_finish(b.r, status, push_seq_detail, &b);
+  else flume__lua_req_finish(b.r, status, push_seq, &seq);
+}
+
 /* Encodes the value at idx with the db's mode: msgpack, or a string as is. */
 static int encode_value(lua_State *L, int idx, int mp, flume__buf *b,
                         char *err, size_t errlen) {
@@ -351,14 +466,26 @@ static int ldb_append(lua_State *L) {
     }
     if (rc == 0) {
       lreq *r = flume__lua_req_new(L, d->ctx, 5);
-      if (r == NULL) rc = FLUME_ENOMEM;
-      else if ((rc = flume__db_batch_submit(d->db, bt, append_done, r)))
+      /* A remote log's batch fails with its detail (remote_batch). */
+      remote_batch *rb = NULL;
+      if (r && flume__db_routed(d->db) && (rb = malloc(sizeof *rb)) != NULL)
+        *rb = (remote_batch){r, d->db};
+      if (r == NULL || (flume__db_routed(d->db) && rb == NULL)) {
+        rc = FLUME_ENOMEM;
+        if (r) flume__lua_req_drop(L, r);
+      } else if ((rc = rb ? flume__db_batch_submit(d->db, bt,
+                                                   remote_batch_done, rb)
+                          : flume__db_batch_submit(d->db, bt, append_done,
+                                                   r))) {
+        free(rb);
         flume__lua_req_drop(L, r);
-      else return 0;
+      } else {
+        return 0;
+      }
       err[0] = '\0';
     }
     flume__db_batch_give(d->db, bt);
-    return flume__lua_raise(L, rc, err[0] ? err : NULL);
+    return flume__lua_raise(L, rc, err[0] ? err : append_detail(d->db, rc));
   } else {
     /* One value: encoded into the reused buffer, its callback into the
      * table of those in flight; the runtime adds it to the open run. */
@@ -381,7 +508,8 @@ static int ldb_append(lua_State *L) {
       }
     }
     if (a->scratch.cap > ((size_t)1 << 20)) flume__buf_free(&a->scratch);
-    if (rc) return flume__lua_raise(L, rc, err[0] ? err : NULL);
+    if (rc)
+    return flume__lua_raise(L, rc, err[0] ? err : append_detail(d->db, rc));
     a->tail++;
     return 0;
   }
@@ -618,6 +746,16 @@ static int ldb_fail_commits(lua_State *L) {
   flume__test_fail_commits(d->db, codes[which], (int)luaL_optinteger(L, 3, 1));
   return 0;
 }
+
+#ifdef FLUME_REMOTE
+/* db:remote_withhold(nth) -> times the tail subscribed again */
+static int ldb_remote_withhold(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  lua_pushinteger(L, flume__test_remote_withhold(
+                         d->db, (int)luaL_checkinteger(L, 2)));
+  return 1;
+}
+#endif
 #endif
 
 static const luaL_Reg db_methods[] = {
@@ -626,9 +764,12 @@ static const luaL_Reg db_methods[] = {
     {"read", ldb_read},       {"since", ldb_since},
     {"codec", ldb_codec},     {"memory", ldb_memory},
     {"on_since", ldb_on_since}, {"close", ldb_close},
-    {"closed", ldb_closed},
+    {"closed", ldb_closed},   {"remote_meta", ldb_remote_meta},
 #ifdef FLUME_TEST_HOOKS
     {"fail_commits", ldb_fail_commits},
+#ifdef FLUME_REMOTE
+    {"remote_withhold", ldb_remote_withhold},
+#endif
 #endif
     {NULL, NULL}};
 
@@ -655,4 +796,6 @@ void flume__lua_db_register(lua_State *L, int module, int methods) {
 
   lua_pushcfunction(L, l_open);
   lua_setfield(L, module, "open");
+  lua_pushcfunction(L, l_remote_stat);
+  lua_setfield(L, module, "remote_stat");
 }

@@ -988,6 +988,89 @@ open it as any database.
   end,
 })
 
+command("remote", {
+  summary = "a remote log: make its stream, or show where a node is",
+  usage = "flume remote status DIR [--urls URLS] [--timeout S]\n" ..
+    "       flume remote init --urls URLS --stream NAME [--replicas N] " ..
+    "[--codec msgpack|raw]",
+  help = [[
+status DIR: the stream that the node folder DIR caches (asked of the
+servers it was last opened with, or --urls): its last seq, leader and each
+replica's state, and this node's position in it and lag. Reads DIR beside
+its writer.
+
+init: makes the stream NAME on the servers URLS (comma-separated) with N
+copies (default 3), denying deletes and purges, and its genesis message,
+unless it is there; a stream that allows deletes, purges or limits is
+refused. Never delete a stream and make another of the same name.
+
+  --urls URLS     nats://host:port,... (status: default the stored ones)
+  --stream NAME   init: the stream (A-Z a-z 0-9 _ -)
+  --replicas N    init: copies of the stream (default 3)
+  --codec NAME    init: the values' codec, msgpack (default) or raw
+  --timeout S     seconds to wait for the servers (default 10)]],
+  options = { ["--urls"] = "string", ["--stream"] = "string",
+    ["--replicas"] = "int", ["--codec"] = "string", ["--timeout"] = "int",
+    ["--json"] = "flag" },
+  args = { 1, 2 },
+  run = function(ctx)
+    local core = require "flume.core"
+    if not core.remote then
+      fail_error("ENOTSUP", "this flume was built without libnats")
+    end
+    local sub, o = ctx.args[1], ctx.opts
+    local timeout = (o.timeout or 10) * 1000
+    if sub == "init" then
+      if not o.urls or not o.stream then
+        usage("remote init needs --urls and --stream")
+      end
+      if o.codec ~= nil and not CODECS[o.codec] then
+        usage("--codec must be msgpack or raw, not " .. o.codec)
+      end
+      local st = core.remote_stat(o.urls, o.stream, timeout, true,
+        o.replicas, o.codec or "msgpack")
+      report(ctx, { stream = o.stream, replicas = st.replicas,
+        messages = st.messages, leader = st.leader },
+        fmt("stream %s: %d replicas, %d messages, leader %s\n", o.stream,
+          st.replicas, st.messages, st.leader ~= "" and st.leader or "-"))
+      return
+    end
+    if sub ~= "status" or not ctx.args[2] then
+      usage("remote status DIR | remote init --urls URLS --stream NAME")
+    end
+    local dir = ctx.args[2]
+    local db = open_ro(ctx, dir)
+    local m, since = db._c:remote_meta(), db.since
+    close_db(ctx, db)
+    if not m then fail(fmt("%s holds a local log, not a remote one", dir)) end
+    local urls = o.urls or m.urls
+    if urls == "" then usage("--urls: no URLs are stored in " .. dir) end
+    local st = core.remote_stat(urls, m.stream, timeout)
+    local lag = math.max(0, st.last_seq - m.stored)
+    report(ctx, { path = dir, stream = m.stream, node = m.node,
+      since = since, stored = m.stored, last = st.last_seq, lag = lag,
+      messages = st.messages, replicas = st.replicas, leader = st.leader,
+      peers = array(st.peers) },
+      (function()
+        local lines = {
+          fmt("%s: node %s of stream %s (%d replicas, leader %s)", dir,
+            m.node, m.stream, st.replicas,
+            st.leader ~= "" and st.leader or "-"),
+          fmt("  stream: last seq %d, %d messages", st.last_seq,
+            st.messages),
+          fmt("  this node: stored up to stream seq %d (log since %d), " ..
+            "%d behind", m.stored, since, lag),
+        }
+        for _, p in ipairs(st.peers) do
+          lines[#lines + 1] = fmt("  replica %s: %s, %d behind, seen %d ms " ..
+            "ago", p.name, p.offline and "offline" or p.current and
+            "current" or "catching up", p.lag, p.active_ms)
+        end
+        return table.concat(lines, "\n") .. "\n"
+      end)())
+  end,
+})
+
 command("shell", {
   summary = "a Lua prompt with the database open and its views mounted",
   usage = "flume shell DIR [--readonly]",

@@ -130,6 +130,48 @@ local function check_self(db, name)
   end
 end
 
+--- Checks `remote` of open's options: { urls = "nats://..." or a list,
+-- stream = name, node = id, timeout = seconds, replicas = n }. Returns
+-- what core.open takes (empty for a local log).
+local function check_remote(remote)
+  if remote == nil then return {} end
+  if type(remote) ~= "table" then
+    raise("EINVAL", "remote must be a table { urls = ..., stream = ... }")
+  end
+  check_opts(remote, "remote")
+  local urls = remote.urls
+  if type(urls) == "table" then
+    for i, u in ipairs(urls) do
+      if type(u) ~= "string" then
+        raise("EINVAL", "remote.urls[" .. i .. "] must be a string")
+      end
+    end
+    urls = table.concat(urls, ",")
+  end
+  if type(urls) ~= "string" or urls == "" then
+    raise("EINVAL", "remote.urls must be a URL or a list of URLs")
+  end
+  if type(remote.stream) ~= "string" then
+    raise("EINVAL", "remote.stream must be a string")
+  end
+  if remote.node ~= nil and type(remote.node) ~= "string" then
+    raise("EINVAL", "remote.node must be a string")
+  end
+  local timeout_ms
+  if remote.timeout ~= nil then
+    if type(remote.timeout) ~= "number" or remote.timeout <= 0 then
+      raise("EINVAL", "remote.timeout must be a positive number (seconds)")
+    end
+    timeout_ms = math.max(1, math.floor(remote.timeout * 1000))
+  end
+  if remote.replicas ~= nil and (math.type(remote.replicas) ~= "integer"
+      or remote.replicas < 1) then
+    raise("EINVAL", "remote.replicas must be a positive integer")
+  end
+  return { urls = urls, stream = remote.stream, node = remote.node,
+    timeout_ms = timeout_ms, replicas = remote.replicas }
+end
+
 --- Opens (creating if missing) a database.
 -- @param path a folder for a durable LMDB database, or nil for memory.
 -- @param opts `codec` ("msgpack", "raw", or {name=, encode=, decode=}),
@@ -137,6 +179,9 @@ end
 --   (function(value, seq) applied to every value read), `readonly` (read
 --   an existing database beside its writer in another process, or with
 --   none: no lock, no writes; live streams follow the writer's commits),
+--   `remote` (the log on a NATS JetStream stream shared by several nodes:
+--   { urls = "nats://host:4222" or a list, stream = name, node = id,
+--   timeout = seconds (30), replicas = n (3, for a stream it creates) }).
 --   `on_log` (function(view, seq, msg) receiving what view scripts print,
 --   rate-limited; default flume.on_log).
 function M.open(path, opts)
@@ -159,11 +204,13 @@ function M.open(path, opts)
   if opts.on_log ~= nil and type(opts.on_log) ~= "function" then
     raise("EINVAL", "on_log must be a function(view, seq, msg)")
   end
+  local remote = check_remote(opts.remote)
   -- A reader without a codec takes the database's own (msgpack or raw; a
   -- custom codec's functions must be given).
   local adopt = opts.readonly and opts.codec == nil
   local c = core.open(path, not adopt and name or nil, opts.sync ~= false,
-    opts.map_size, opts.readonly, opts.on_log or default_on_log)
+    opts.map_size, opts.readonly, opts.on_log or default_on_log, remote.urls,
+    remote.stream, remote.node, remote.timeout_ms, remote.replicas)
   if adopt and c:codec() ~= name then
     name = c:codec()
     if name ~= "raw" then

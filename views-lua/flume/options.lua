@@ -23,7 +23,8 @@ end
 -- as `snyc` would otherwise be ignored without a word).
 local KNOWN = {
   open = { "codec", "sync", "map_size", "mapper", "ready", "readonly",
-    "on_log" },
+    "remote", "on_log" },
+  remote = { "urls", "stream", "node", "timeout", "replicas" },
   append = { "batch", "encoded" },
   stream = { "gt", "gte", "lt", "lte", "reverse", "limit", "live" },
   backup = { "compact", "progress" },
