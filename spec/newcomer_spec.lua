@@ -38,5 +38,39 @@ for _, backend in ipairs(H.backends) do
         assert.is_nil(db.sum)
         assert.equal(0, #db:views())
       end)
+
+    describe("db:get", function()
+      it("refuses a callback or options: it has no async form", function()
+        local db = ctx.db
+        db:append(1)
+        local called = false
+        assert.equal("EINVAL", ename(db.get, db, 0, function()
+          called = true
+        end))
+        assert.equal("EINVAL", ename(db.get, db, 0, { wait = false }))
+        assert.equal("EINVAL", ename(db.get, db, 0, nil))
+        flume.sleep(0)
+        assert.is_false(called)
+      end)
+
+      it("says EINVAL for NaN, a string and a negative seq", function()
+        local db = ctx.db
+        db:append(1)
+        for _, seq in ipairs({ 0 / 0, "0", -1, 0.0, math.mininteger }) do
+          assert.equal("EINVAL", ename(db.get, db, seq))
+        end
+        assert.equal("ENOTFOUND", ename(db.get, db, 1))
+        assert.equal(1, db:get(0))
+      end)
+
+      it("does the same through the slow path (a mapper)", function()
+        local db = H.open("memory", { mapper = function(v) return v end })
+        db:append(1)
+        assert.equal("EINVAL", ename(db.get, db, 0, function() end))
+        assert.equal("EINVAL", ename(db.get, db, 0 / 0))
+        assert.equal("EINVAL", ename(db.get, db, -1))
+        db:close()
+      end)
+    end)
   end)
 end

@@ -28,7 +28,7 @@ local scheduler = require "flume.scheduler"
 local options = require "flume.options"
 local View = require "flume.view"
 
-local error, type = error, type
+local error, type, select = error, type, select
 local raise = errors.raise
 local await, batches, later = scheduler.await, scheduler.batches,
   scheduler.later
@@ -264,12 +264,20 @@ local function finish_value(db, v, seq)
   return v
 end
 
---- The value at `seq`; raises `flume: ENOTFOUND` if there is none.
-function DB:get(seq)
+--- The value at `seq`; raises `flume: ENOTFOUND` if there is none. The
+-- log never waits, so there is no async form: any other argument, and a
+-- seq that is not an integer >= 0, is EINVAL.
+function DB:get(seq, ...)
   check_self(self, "get")
-  if math.type(seq) ~= "integer" then
-    error("bad argument #1 to 'get' (integer seq expected, got " ..
-      (math.type(seq) or type(seq)) .. ")", 2)
+  if select("#", ...) > 0 then
+    raise("EINVAL", "db:get takes only a seq, db:get(seq): a value of the " ..
+      "log is there or not, it never waits, so there is no callback or " ..
+      "options")
+  end
+  if math.type(seq) ~= "integer" or seq < 0 then
+    raise("EINVAL", "db:get's seq must be an integer >= 0, not " ..
+      (math.type(seq) and tostring(seq) or seq == nil and "nil" or
+        "a " .. type(seq)))
   end
   return finish_value(self, self._c:get(self._mp, seq), seq)
 end
