@@ -15,6 +15,14 @@ local function ename(f, ...)
   return flume.errors.name(err), err
 end
 
+describe("flume.open", function()
+  it("says why an in-memory database cannot be read-only", function()
+    local name, err = ename(flume.open, nil, { readonly = true })
+    assert.equal("EINVAL", name)
+    assert.matches("in%-memory database cannot be read%-only", err)
+  end)
+end)
+
 for _, backend in ipairs(H.backends) do
   describe("newcomer on " .. backend, function()
     local ctx = H.fresh(backend, { ready = false })
@@ -38,6 +46,31 @@ for _, backend in ipairs(H.backends) do
         assert.is_nil(db.sum)
         assert.equal(0, #db:views())
       end)
+
+    describe("db:append", function()
+      it("refuses nil, in both forms, and appends nothing", function()
+        local db = ctx.db
+        assert.equal("EINVAL", ename(db.append, db, nil))
+        assert.equal("EINVAL", ename(db.append, db, nil, function() end))
+        assert.equal("EINVAL", ename(db.append, db, nil, {}, function() end))
+        assert.equal(-1, db.since)
+      end)
+
+      it("refuses a batch with a hole, a map or nothing in it", function()
+        local db = ctx.db
+        for _, batch in ipairs({ { 1, nil, 3 }, { n = 2, 1, 2 },
+          { [2] = 1 }, { a = 1 }, {}, "abc" }) do
+          local name, err = ename(db.append, db, batch, { batch = true })
+          assert.equal("EINVAL", name)
+          assert.matches("batch", err)
+          assert.not_matches("init.lua", err)
+        end
+        assert.matches("a batch is a list of values",
+          select(2, ename(db.append, db, { a = 1 }, { batch = true })))
+        assert.equal(-1, db.since)
+        assert.equal(1, db:append({ 1, 2 }, { batch = true }))
+      end)
+    end)
 
     describe("db:get", function()
       it("refuses a callback or options: it has no async form", function()

@@ -156,6 +156,10 @@ function M.open(path, opts)
   if opts.readonly ~= nil and type(opts.readonly) ~= "boolean" then
     raise("EINVAL", "readonly must be a boolean")
   end
+  if opts.readonly and path == nil then
+    raise("EINVAL", "an in-memory database cannot be read-only: it is " ..
+      "this handle's alone, no other process writes it (open a folder)")
+  end
   if opts.on_log ~= nil and type(opts.on_log) ~= "function" then
     raise("EINVAL", "on_log must be a function(view, seq, msg)")
   end
@@ -190,6 +194,41 @@ function M.open(path, opts)
   return db
 end
 
+--- Checks what DB:append is given: a value, or with batch a list of one
+-- or more values (keys 1..n, no hole); nil is no value (a view would meet
+-- it at its seq forever).
+local function check_values(value, batch)
+  if not batch then
+    if value == nil then
+      raise("EINVAL", "cannot append nil: a value of the log is not nil")
+    end
+    return
+  end
+  if type(value) ~= "table" then
+    raise("EINVAL", "with batch = true the value is a list of values, " ..
+      "not a " .. type(value))
+  end
+  local n, count = #value, 0
+  for k in pairs(value) do
+    if math.type(k) == "integer" and k > n then
+      raise("EINVAL", "a batch is a list of values: it has a nil before " ..
+        "item " .. k .. ", and nil is not a value")
+    elseif math.type(k) ~= "integer" or k < 1 then
+      raise("EINVAL", "a batch is a list of values, not a table with the " ..
+        "key " .. (type(k) == "string" and "'" .. k .. "'" or tostring(k)))
+    end
+    count = count + 1
+  end
+  if count ~= n then
+    raise("EINVAL", "a batch is a list of values: it has a nil among its " ..
+      n .. " items, and nil is not a value")
+  end
+  if n == 0 then
+    raise("EINVAL", "an empty batch: a batch is a list of one or more " ..
+      "values")
+  end
+end
+
 --- Appends a value, or with `{ batch = true }` a list of values all or
 -- nothing. Sync form: returns the (last) seq once durable. Async form:
 -- `cb(err, seq)`. With `encoded = true` the values are the bytes the
@@ -197,7 +236,7 @@ end
 function DB:append(value, opts, cb)
   -- The common async call, db:append(v, cb) with msgpack: straight to the
   -- core (which raises ECLOSED itself), none of the checks below apply.
-  if cb == nil and type(opts) == "function" and
+  if cb == nil and type(opts) == "function" and value ~= nil and
     getmetatable(self) == DB_mt and self._mp == true then
     return self._c:append(true, false, value, opts)
   end
@@ -206,6 +245,7 @@ function DB:append(value, opts, cb)
   check_opts(opts, "append")
   check_cb(cb, "append")
   local batch = opts ~= nil and opts.batch or false
+  check_values(value, batch)
   local c, mp = self._c, self._mp
   -- encoded: the values are bytes the codec gave already (`flume append`)
   -- (checked, so that no bytes the codec cannot read reach the log)
@@ -222,10 +262,6 @@ function DB:append(value, opts, cb)
     mp = false
   end
   if c:closed() then raise("ECLOSED") end
-  if batch and type(value) ~= "table" then
-    error("bad argument #1 to 'append' (a list of values expected with " ..
-      "batch = true)", 2)
-  end
   local encode = self._encode
   if encode and not encoded then
     if batch then
