@@ -72,6 +72,38 @@ for _, backend in ipairs(H.backends) do
       end)
     end)
 
+    describe("async forms", function()
+      --- Calls start(cb) and checks that it returns, that cb is not called
+      --- inside it, and that it is called once, later, with an error named
+      --- `want`.
+      local function passes(want, start)
+        local got = {}
+        start(function(err) got[#got + 1] = err end)
+        assert.equal(0, #got)
+        flume.sleep(0.05)
+        assert.equal(1, #got)
+        assert.equal(want, flume.errors.name(got[1]))
+      end
+
+      it("pass runtime errors to the callback, later", function()
+        local db = ctx.db
+        passes("ENOTFOUND", function(cb) db:view("nosuch", cb) end)
+        passes("ENOTFOUND", function(cb) db:drop("nosuch", cb) end)
+        passes("ESCRIPT", function(cb) db:use("bad", "return 1", cb) end)
+        passes("ENOENT", function(cb)
+          db:use("nofile", "/nonexistent/flume/view.lua", cb)
+        end)
+      end)
+
+      it("still raise misuse", function()
+        local db = ctx.db
+        assert.equal("EINVAL", ename(db.view, db, "not a name", function() end))
+        assert.equal("EINVAL", ename(db.append, db, nil, function() end))
+        assert.equal("EINVAL", ename(db.stream, db, { gt = 0.5 },
+          function() end))
+      end)
+    end)
+
     describe("db:get", function()
       it("refuses a callback or options: it has no async form", function()
         local db = ctx.db
@@ -107,3 +139,40 @@ for _, backend in ipairs(H.backends) do
     end)
   end)
 end
+
+describe("async forms on a read-only handle", function()
+  local dir, w, ro
+  before_each(function()
+    dir = H.tmpdir()
+    w = flume.open(dir .. "/db")
+    w:use("v", "return { version = 1, map = function(v) return v end }")
+    w:append(1)
+    w:close()
+    ro = flume.open(dir .. "/db", { readonly = true })
+  end)
+  after_each(function()
+    ro:close()
+    H.rm(dir)
+  end)
+
+  it("pass EREADONLY and ENOTFOUND to the callback, later", function()
+    for _, start in ipairs({
+      function(cb) ro:append(1, cb) end,
+      function(cb) ro:append({ 1, 2 }, { batch = true }, cb) end,
+      function(cb) ro:drop("v", cb) end,
+      function(cb) ro:rebuild(cb) end,
+    }) do
+      local got = {}
+      start(function(err) got[#got + 1] = err end)
+      assert.equal(0, #got)
+      flume.sleep(0.02)
+      assert.equal(1, #got)
+      assert.equal("EREADONLY", flume.errors.name(got[1]))
+    end
+    local got = {}
+    ro:view("nosuch", function(err) got[#got + 1] = err end)
+    assert.equal(0, #got)
+    flume.sleep(0.02)
+    assert.equal("ENOTFOUND", flume.errors.name(got[1]))
+  end)
+end)

@@ -29,7 +29,7 @@ local options = require "flume.options"
 local View = require "flume.view"
 
 local error, type, select = error, type, select
-local raise = errors.raise
+local raise, to_cb = errors.raise, errors.to_cb
 local await, batches, later = scheduler.await, scheduler.batches,
   scheduler.later
 local check_opts, check_cb = options.check_opts, options.check_cb
@@ -237,7 +237,8 @@ function DB:append(value, opts, cb)
   -- The common async call, db:append(v, cb) with msgpack: straight to the
   -- core (which raises ECLOSED itself), none of the checks below apply.
   if cb == nil and type(opts) == "function" and value ~= nil and
-    getmetatable(self) == DB_mt and self._mp == true then
+    getmetatable(self) == DB_mt and self._mp == true and
+    self.readonly == false then
     return self._c:append(true, false, value, opts)
   end
   check_self(self, "append")
@@ -278,7 +279,7 @@ function DB:append(value, opts, cb)
     if type(cb) ~= "function" then
       error("bad argument #3 to 'append' (function expected)", 2)
     end
-    c:append(mp, batch, value, cb)
+    to_cb(cb, c.append, c, mp, batch, value, cb)
     return
   end
   local err, seq = await(function(k) c:append(mp, batch, value, k) end)
@@ -554,29 +555,36 @@ function DB:use(name, view, cb)
   check_cb(cb, "use")
   local c = self._c
   if c:closed() then raise("ECLOSED") end
-  local src, chunk, tbl, kept, kept_chunk
-  if type(view) == "string" then
-    if not view:find("\n") and view:match("%.lua$") then
-      src, chunk = read_file(view), "@" .. view
-    else
-      src, chunk = view, "=" .. name
-    end
-  elseif type(view) == "table" then
-    tbl = view
-    kept, kept_chunk = table_source(view)
-  else
+  if type(view) ~= "string" and type(view) ~= "table" then
     error("bad argument #2 to 'use' (script path, source or table expected)", 2)
+  end
+  local src, chunk, tbl, kept, kept_chunk
+  local function load()
+    if type(view) == "string" then
+      if not view:find("\n") and view:match("%.lua$") then
+        src, chunk = read_file(view), "@" .. view
+      else
+        src, chunk = view, "=" .. name
+      end
+    else
+      tbl = view
+      kept, kept_chunk = table_source(view)
+    end
   end
   local function mount()
     return mount_view(self, name)
   end
   if cb then
-    c:use(name, src, chunk, tbl, function(err)
-      if err then return cb(err) end
-      cb(nil, mount())
-    end, kept, kept_chunk)
+    to_cb(cb, function()
+      load()
+      c:use(name, src, chunk, tbl, function(err)
+        if err then return cb(err) end
+        cb(nil, mount())
+      end, kept, kept_chunk)
+    end)
     return
   end
+  load()
   local err = await(function(k)
     c:use(name, src, chunk, tbl, k, kept, kept_chunk)
   end)
@@ -600,7 +608,7 @@ function DB:view(name, cb)
     return have
   end
   if cb then
-    c:mount(name, function(err)
+    to_cb(cb, c.mount, c, name, function(err)
       if err then return cb(err) end
       cb(nil, mount_view(self, name))
     end)
@@ -623,8 +631,10 @@ function DB:drop(name, cb)
   -- Once the drop is queued the view is out of use here, whatever the
   -- commit's outcome: its object goes at once.
   if cb then
-    c:drop(name, cb)
-    rawset(self, name, nil)
+    to_cb(cb, function()
+      c:drop(name, cb)
+      rawset(self, name, nil)
+    end)
     return
   end
   local err = await(function(k)
@@ -640,7 +650,13 @@ function DB:rebuild(cb)
   check_self(self, "rebuild")
   check_cb(cb, "rebuild")
   local c = self._c
-  c:rebuild()
+  if cb then
+    local started = false
+    to_cb(cb, function() c:rebuild(); started = true end)
+    if not started then return end
+  else
+    c:rebuild()
+  end
   local views = {}
   for k, v in pairs(self) do
     if View.is(v) then views[#views + 1] = v end

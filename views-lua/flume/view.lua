@@ -350,7 +350,9 @@ function View:_call(method, kind, ...)
       local ok, res = pcall(c.view_call, c, name, method, packed)
       if ok then cb(nil, res) else cb(res) end
     end
-    if c:view_wait(name, target, nil, run) then core.timer(0, run) end
+    errors.to_cb(cb, function()
+      if c:view_wait(name, target, nil, run) then core.timer(0, run) end
+    end)
     return
   end
   gate(self)
