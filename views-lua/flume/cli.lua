@@ -528,8 +528,11 @@ shows its last error.
     local problems = {}
     for _, v in ipairs(report.views) do
       if v.error then
-        problems[#problems + 1] = fmt("view '%s' failed: %s", v.name,
-          v.error)
+        -- the stored error names its view already ("view 'x' failed at
+        -- seq N: ..."): said once
+        local named = "view '" .. v.name .. "' "
+        problems[#problems + 1] = v.error:sub(1, #named) == named and
+          v.error or fmt("view '%s' failed: %s", v.name, v.error)
       elseif max_lag and v.lag > max_lag then
         problems[#problems + 1] = fmt("view '%s' lags %d values behind " ..
           "the log (more than %d)", v.name, v.lag, max_lag)

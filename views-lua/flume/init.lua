@@ -365,8 +365,10 @@ local CHUNK = 256
 -- values appended later; waits for them like a sync call).
 --
 -- Async form `stream(opts, cb)`: `cb(err, entries)` with the list of
--- `{ seq = s, value = v }`; live: first what is there, then each batch of
--- new values, until the database closes or the returned function is called.
+-- `{ seq = s, value = v }` (once; an empty list for an empty range); live:
+-- first what is there (nothing when the range is empty), then each batch
+-- of new values, until the database closes or the returned function is
+-- called.
 function DB:stream(opts, cb)
   check_self(self, "stream")
   if type(opts) == "function" and cb == nil then opts, cb = nil, opts end
