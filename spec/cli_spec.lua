@@ -332,7 +332,7 @@ db:close()
         local text = wait_for(4)
         os.execute("kill -INT $(cat " .. q(pidpath) .. ")")
         local _, _, status = p:close()
-        assert.equal(0, status)
+        assert.equal(130, status)
         local s = {}
         for i, l in ipairs(lines(text)) do s[i] = l.seq end
         assert.same({ 1, 2, 3, 4 }, s)
@@ -941,12 +941,51 @@ describe("flume shell", function()
     s = screen_has("flume> \n")
     s = screen_has('db.types:get("like")\n1\nflume>')
     assert.truthy(s:find('db.types:get("like")\n1\nflume>', 1, true), s)
+    -- Ctrl-C cancels the line being typed; the prompt goes on
+    tmux("send-keys -t " .. session .. " 'db:get(' C-c")
+    tmux("send-keys -t " .. session .. " '40 + 2' Enter")
+    s = screen_has("\n42\nflume>")
+    assert.truthy(s:find("\n42\nflume>", 1, true), s)
     tmux("send-keys -t " .. session .. " C-d")
     for _ = 1, 300 do
       if not tmux("has-session -t " .. session):find("^$") then break end
       os.execute("sleep 0.02")
     end
     tmux("kill-session -t " .. session) -- ended already, or ends now
+  end)
+end)
+
+describe("flume shell with input that is not a terminal", function()
+  it("ends with 130 on Ctrl-C", function()
+    local tmp = H.tmpdir()
+    local dir = tmp .. "/db"
+    os.execute(H.flume_command({ "init", dir }) .. " >/dev/null")
+    local pidpath, codepath = tmp .. "/pid", tmp .. "/code"
+    -- its input stays open (sleep) and says nothing: it waits at its read
+    local feedpid = tmp .. "/feedpid"
+    local shell = "sh -c " .. H.q("echo $$ > " .. H.q(pidpath) .. "; exec " ..
+      H.flume_command({ "shell", dir })) .. " 2>/dev/null; echo $? > " ..
+      H.q(codepath)
+    local p = io.popen("( sh -c " .. H.q("echo $$ > " .. H.q(feedpid) ..
+      "; exec sleep 30") .. " | sh -c " .. H.q(shell) .. " ) 2>/dev/null")
+    for _ = 1, 500 do
+      local f = io.open(pidpath)
+      if f then f:close() break end
+      os.execute("sleep 0.01")
+    end
+    os.execute("sleep 0.3; kill -INT $(cat " .. H.q(pidpath) .. ")")
+    local code
+    for _ = 1, 500 do
+      local f = io.open(codepath)
+      code = f and f:read("n")
+      if f then f:close() end
+      if code then break end
+      os.execute("sleep 0.01")
+    end
+    os.execute("kill $(cat " .. H.q(feedpid) .. ") 2>/dev/null")
+    p:close()
+    H.rm(tmp)
+    assert.equal(130, code)
   end)
 end)
 

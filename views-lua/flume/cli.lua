@@ -356,9 +356,11 @@ order. Works while another process writes the database.
         remaining, count = remaining - n, count + n
         nxt = reverse and last - 1 or last + 1
         if o.live then
-          -- Ctrl-C is how a live cat ends, busy or idle: exit code 0
+          -- Ctrl-C is how a live cat ends, busy or idle: 130 as for any
+          -- command (--help says so), without a message (the lines
+          -- printed are whole)
           stdout:flush()
-          if tools.interrupted() then break end
+          if tools.interrupted() then fail("", 130) end
         else
           p:update(count, total)
           check_interrupt(ctx)
@@ -368,7 +370,7 @@ order. Works while another process writes the database.
       else
         stdout:flush()
         tools.sleep(0.05)
-        if tools.interrupted() then break end
+        if tools.interrupted() then fail("", 130) end
       end
     end
     if not o.live then p:finish() end
@@ -1000,8 +1002,10 @@ running writer with --readonly) and every view the database stores mounted
 (db.NAME), like `sqlite3 DIR`. Each line is run as Lua: an expression's
 values are printed as JSON (`db:get(0)`, `db.types:get("post")`), a
 statement is run (`db:append({ type = "post" })`). `flume` is the module.
-Ends at end of input (Ctrl-D) or with `.quit`; an error is printed and the
-prompt goes on.
+Ends at end of input (Ctrl-D) or with `.quit` (exit code 0); an error is
+printed and the prompt goes on. On a terminal, Ctrl-C cancels the line
+being typed and the prompt goes on; with input that is not a terminal (a
+script), Ctrl-C ends it with 130 as any command.
 
   --readonly   open read-only (beside a running writer)]],
   options = { ["--readonly"] = "flag" },
@@ -1035,11 +1039,22 @@ prompt goes on.
         out(ok and j or tostring(v), "\n")
       end
     end
+    -- Ctrl-C: on a terminal it cancels the line (SIGINT cuts the read
+    -- short) and is trapped again for the next one; else it ends the shell
+    local function interrupted()
+      if not ctx.tools.interrupted() then return false end
+      if not tty then fail("interrupted") end
+      ctx.tools.trap_sigint()
+      return true
+    end
     while true do
       if tty then out("flume> ") stdout:flush() end
       local line = io.stdin:read("l")
-      if line == nil or line == ".quit" then break end
-      if line:find("%S") then
+      if interrupted() then
+        out("\n")
+      elseif line == nil or line == ".quit" then
+        break
+      elseif line:find("%S") then
         local chunk, err = load("return " .. line, "=shell", "t", env)
         if not chunk then chunk, err = load(line, "=shell", "t", env) end
         if not chunk then
@@ -1053,6 +1068,7 @@ prompt goes on.
           end
         end
         stdout:flush()
+        interrupted() -- one that came while the line ran
       end
     end
     if tty then out("\n") end
