@@ -231,7 +231,7 @@ describe("the flume command beside a running writer", function()
     assert.is_true(st.since >= 300, out)
     assert.equal(st.since + 1, st.entries)
     assert.equal("msgpack", st.codec)
-    assert.equal("2", st.format)
+    assert.equal(2, st.format)
     assert.is_true(st.size > 0 and st.used > 0 and st.log_size > 0, out)
     assert.equal(1, #st.views)
     local v = st.views[1]
@@ -281,5 +281,19 @@ describe("the flume command beside a running writer", function()
     -- the writer was not disturbed: its whole log is there, in order
     out = flume(tmp, { "cat", dir })
     assert.same({ last + 1, last }, { check_cat(out, 0) })
+  end)
+
+  it("drop and shell say what to do instead, each its own", function()
+    start_writer()
+    local _, err, code = flume(tmp, { "drop", dir, "v" })
+    assert.equal(1, code)
+    assert.truthy(err:find("^flume: ELOCKED: .*drop: .*stop that writer"),
+      err)
+    assert.falsy(err:find("attached", 1, true), err)
+    _, err, code = flume(tmp, { "shell", dir })
+    assert.equal(1, code)
+    assert.truthy(err:find("^flume: ELOCKED: .*shell: .*try flume shell " ..
+      "%-%-readonly"), err)
+    assert.falsy(err:find("attached", 1, true), err)
   end)
 end)

@@ -438,7 +438,7 @@ return {
       assert.equal(14, st.since)
       assert.equal(15, st.entries)
       assert.equal("msgpack", st.codec)
-      assert.equal("2", st.format)
+      assert.equal(2, st.format)
       assert.is_true(st.size > 0)
       assert.equal(2, #st.views)
       local types = st.views[2]
@@ -820,6 +820,27 @@ describe("the flume command for scripts", function()
     r = json({ "init", dir, "--json" })
     assert.is_false(r.created)
     assert.equal(2, r.values)
+  end)
+
+  it("lists --json in every command's help, with what it changes",
+    function()
+      for _, name in ipairs({ "init", "append", "get", "cat", "status",
+        "view", "rebuild", "verify", "backup", "drop", "shell" }) do
+        local out, err, code = run({ name, "--help" })
+        assert.equal(0, code, err)
+        local line = out:match("\n  %-%-json +([^\n]+)")
+        assert.truthy(line, name .. " --help: " .. out)
+      end
+    end)
+
+  it("status --help shows --watch as the parser takes it", function()
+    local out = run({ "status", "--help" })
+    assert.truthy(out:find("[--watch [--interval S]]", 1, true), out)
+    local dir = tmp .. "/db"
+    run({ "init", dir })
+    local _, err, code = run({ "status", dir, "--watch", "2" })
+    assert.equal(2, code) -- SECONDS is not an argument of --watch
+    assert.truthy(err:find("too many arguments", 1, true), err)
   end)
 
   it("status --check fails for a failed view or one lagging too far",

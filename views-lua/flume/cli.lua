@@ -446,7 +446,7 @@ end
 command("status", {
   summary = "the log and every view: since, sizes, lag, warnings, errors",
   usage = "flume status DIR [--view NAME=SCRIPT]... [--json] [--no-wait] " ..
-    "[--check [--max-lag N]] [--watch [SECONDS]]",
+    "[--check [--max-lag N]] [--watch [--interval S]]",
   help = [[
 Shows the log (since, entries, size on disk, codec, format version) and
 every view the database has (kind, version, since, lag behind the log,
@@ -461,7 +461,6 @@ shows its last error.
   --view NAME=SCRIPT   attach this view script (repeatable); --view
                        SCRIPT.lua names the view after the file
   --no-wait            do not wait for attached views to catch up
-  --json               one JSON object instead of text
   --check              for monitoring: exit 1 (after the report) when a
                        view has failed, or lags more than --max-lag N
                        values behind the log (default: any lag is fine)
@@ -504,7 +503,9 @@ shows its last error.
     close_db(ctx, db)
     local st = ctx.tools.stat(dir .. "/data.mdb")
     local report = {
-      path = dir, format = ctx.tools.format, codec = codec, since = since,
+      path = dir, codec = codec, since = since,
+      -- the stored format version is the text "2": a number in JSON
+      format = math.tointeger(tonumber(ctx.tools.format)) or ctx.tools.format,
       entries = entries, size = st and st.size or 0, used = info.used,
       log_size = tables.log.bytes, views = array {},
     }
@@ -608,15 +609,14 @@ local function method_names(v)
   return concat(names, ", ")
 end
 
---- Opens DIR for writing; beside a running writer, fails saying why the
--- command needs it to itself (`what`).
-local function open_writer(ctx, dir, what)
+--- Opens DIR for writing; beside a running writer, fails saying which
+-- command (`what`) needs it to itself and what to do instead (`hint`).
+local function open_writer(ctx, dir, what, hint)
   local ok, db = pcall(open_db, ctx, dir)
   if ok then return db end
   if type(db) == "string" and db:find("ELOCKED", 1, true) then
     fail_error("ELOCKED", fmt("%s: %s is open for writing by another " ..
-      "process, %s", what, dir, "which must have the view attached for " ..
-      "it to be read beside it (or read a backup: flume backup)"))
+      "process, %s", what, dir, hint))
   end
   error(db, 0)
 end
@@ -682,7 +682,9 @@ own methods. Without METHOD: the view's whole content.
         usage(fmt("view '%s' has no stored script: pass --view %s=SCRIPT",
           name, name))
       end
-      local db = open_writer(ctx, dir, "view '" .. name .. "'")
+      local db = open_writer(ctx, dir, "view '" .. name .. "'",
+        "which must have the view attached for it to be read beside it " ..
+        "(or read a backup: flume backup)")
       v = script and use(ctx, db, name, script) or use_stored(ctx, db, name)
       local err = catch_up(ctx, "catching up", { [name] = v })[name]
       if err then fail(err) end
@@ -741,7 +743,9 @@ writing: stop the process writing it first.]],
   args = { 2, 2 },
   run = function(ctx)
     local dir, name = ctx.args[1], ctx.args[2]
-    local db = open_writer(ctx, dir, "drop")
+    local db = open_writer(ctx, dir, "drop", "and dropping a view " ..
+      "needs the write lock: stop that writer first (or drop it from the " ..
+      "writer's code: db:drop(name))")
     local ok, err = pcall(db.drop, db, name)
     if not ok then
       if type(err) == "string" and err:find("ENOTFOUND", 1, true) then
@@ -1016,7 +1020,8 @@ script), Ctrl-C ends it with 130 as any command.
     if ctx.opts.readonly then
       db = open_ro(ctx, dir)
     else
-      db = open_writer(ctx, dir, "shell (or --readonly beside a writer)")
+      db = open_writer(ctx, dir, "shell", "which has the write lock: " ..
+        "try flume shell --readonly " .. dir .. " to read beside it")
     end
     local mounted = {}
     for _, v in ipairs(db:views()) do
@@ -1098,9 +1103,21 @@ local function main_help()
   return concat(lines, "\n") .. "\n"
 end
 
+--- What --json changes for each command (every command takes it): the
+-- commands that print values print JSON already.
+local JSON_SAYS = {
+  get = "changes nothing: the value is printed as JSON anyway",
+  cat = "changes nothing: the lines are JSON anyway",
+  view = "changes nothing: what it prints is JSON anyway",
+  shell = "changes nothing: expressions print as JSON anyway",
+}
+
 local function command_help(def)
-  return fmt("usage: %s\n\n%s\n\n  --quiet, -q    no progress bar\n" ..
-    "  --help, -h     this help\n", def.usage, def.help)
+  return fmt("usage: %s\n\n%s\n\n  --json         %s\n" ..
+    "  --quiet, -q    no progress bar\n  --help, -h     this help\n" ..
+    "An error is one line `flume: ...` on stderr, with --json too.\n",
+    def.usage, def.help, JSON_SAYS[def.name] or
+    "what it did as one JSON object on stdout, not text")
 end
 
 local function run(ctx, args)
