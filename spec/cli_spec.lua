@@ -186,6 +186,15 @@ describe("the flume command", function()
       assert.equal('"just a string"\n', (flume({ "get", dir, "-2" })))
     end)
 
+    it("skips a UTF-8 byte order mark before the first line", function()
+      local dir = database()
+      local out, err, code = flume({ "append", dir },
+        '\239\187\191{"a":1}\n{"b":2}\n')
+      assert.equal(0, code, err)
+      assert.equal("1\n", out)
+      assert.equal('{"a":1}\n', (flume({ "get", dir, "0" })))
+    end)
+
     it("reports a bad line by number and appends nothing of its batch",
       function()
         local dir = database(3)

@@ -205,6 +205,11 @@ README). A raw database takes JSON strings only.
       lineno = lineno + 1
       bytes = bytes + #line + 1
       if byte(line, -1) == 13 then line = sub(line, 1, -2) end -- CRLF
+      -- a UTF-8 byte order mark (as some editors write) before the first
+      -- line: skipped, as JSON Lines readers do
+      if lineno == 1 and sub(line, 1, 3) == "\239\187\191" then
+        line = sub(line, 4)
+      end
       -- msgpack straight from JSON in C for the common values
       -- (runtime/json.c); flume.json for the rest, and for every error
       local fast = not raw and json_to_mp(line)
