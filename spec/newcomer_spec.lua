@@ -47,6 +47,14 @@ for _, backend in ipairs(H.backends) do
         assert.equal(0, #db:views())
       end)
 
+    it("says ENOTFOUND for the since of a view object that was dropped",
+      function()
+        local db = ctx.db
+        local v = db:use("sum", SUM)
+        db:drop("sum")
+        assert.equal("ENOTFOUND", ename(function() return v.since end))
+      end)
+
     describe("db:append", function()
       it("refuses nil, in both forms, and appends nothing", function()
         local db = ctx.db

@@ -31,7 +31,13 @@ local function view_info(view)
 end
 
 View_mt.__index = function(view, k)
-  if k == "since" then return view_info(view).since end
+  if k == "since" then
+    local info = view_info(view)
+    if info == nil then
+      raise("ENOTFOUND", "view '" .. view._name .. "' was dropped")
+    end
+    return info.since
+  end
   local m = View[k]
   if m then return m end
   local kind = view._methods[k]
