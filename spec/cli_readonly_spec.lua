@@ -171,16 +171,18 @@ describe("the flume command beside a running writer", function()
     end
     os.execute("kill -INT $(cat " .. q(pidpath) .. ")")
     local _, _, status = p:close()
-    assert.equal(0, status)
+    assert.equal(130, status)
     text = read(outpath)
     text = text:sub(1, #text - #(text:match("[^\n]*$"))) -- whole lines
     local n = check_cat(text, from + 1)
     assert.is_true(n >= 2000, "the live cat printed " .. n .. " values")
   end)
 
-  it("cat --live ends with 0 on Ctrl-C while it is busy printing", function()
+  it("cat --live ends with 130 on Ctrl-C while it is busy printing", function()
     -- a Ctrl-C that came while values were printed (not while it waited
-    -- for more) ended it with "flume: interrupted" and exit code 1
+    -- for more) ended it with "flume: interrupted" and exit code 1; it
+    -- ends as one that comes while it waits: 130 (as `flume --help` says
+    -- of Ctrl-C), no message
     start_writer(100000)
     local outpath, pidpath = tmp .. "/live.out", tmp .. "/live.pid"
     local errpath, statuspath = tmp .. "/live.err", tmp .. "/live.status"
@@ -215,7 +217,7 @@ describe("the flume command beside a running writer", function()
     local text = read(outpath)
     local errs = read(errpath) or ""
     assert.falsy(errs:find("flume: interrupted"), errs)
-    assert.equal("0", (read(statuspath) or ""):match("%d+"))
+    assert.equal("130", (read(statuspath) or ""):match("%d+"))
     local _, count = text:gsub("\n", "")
     assert.is_true(count < 100000, "the Ctrl-C came too late to tell")
   end)
@@ -229,7 +231,7 @@ describe("the flume command beside a running writer", function()
     assert.is_true(st.since >= 300, out)
     assert.equal(st.since + 1, st.entries)
     assert.equal("msgpack", st.codec)
-    assert.equal("2", st.format)
+    assert.equal(2, st.format)
     assert.is_true(st.size > 0 and st.used > 0 and st.log_size > 0, out)
     assert.equal(1, #st.views)
     local v = st.views[1]
@@ -279,5 +281,19 @@ describe("the flume command beside a running writer", function()
     -- the writer was not disturbed: its whole log is there, in order
     out = flume(tmp, { "cat", dir })
     assert.same({ last + 1, last }, { check_cat(out, 0) })
+  end)
+
+  it("drop and shell say what to do instead, each its own", function()
+    start_writer()
+    local _, err, code = flume(tmp, { "drop", dir, "v" })
+    assert.equal(1, code)
+    assert.truthy(err:find("^flume: ELOCKED: .*drop: .*stop that writer"),
+      err)
+    assert.falsy(err:find("attached", 1, true), err)
+    _, err, code = flume(tmp, { "shell", dir })
+    assert.equal(1, code)
+    assert.truthy(err:find("^flume: ELOCKED: .*shell: .*try flume shell " ..
+      "%-%-readonly"), err)
+    assert.falsy(err:find("attached", 1, true), err)
   end)
 end)

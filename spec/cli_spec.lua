@@ -186,6 +186,15 @@ describe("the flume command", function()
       assert.equal('"just a string"\n', (flume({ "get", dir, "-2" })))
     end)
 
+    it("skips a UTF-8 byte order mark before the first line", function()
+      local dir = database()
+      local out, err, code = flume({ "append", dir },
+        '\239\187\191{"a":1}\n{"b":2}\n')
+      assert.equal(0, code, err)
+      assert.equal("1\n", out)
+      assert.equal('{"a":1}\n', (flume({ "get", dir, "0" })))
+    end)
+
     it("reports a bad line by number and appends nothing of its batch",
       function()
         local dir = database(3)
@@ -332,7 +341,7 @@ db:close()
         local text = wait_for(4)
         os.execute("kill -INT $(cat " .. q(pidpath) .. ")")
         local _, _, status = p:close()
-        assert.equal(0, status)
+        assert.equal(130, status)
         local s = {}
         for i, l in ipairs(lines(text)) do s[i] = l.seq end
         assert.same({ 1, 2, 3, 4 }, s)
@@ -438,7 +447,7 @@ return {
       assert.equal(14, st.since)
       assert.equal(15, st.entries)
       assert.equal("msgpack", st.codec)
-      assert.equal("2", st.format)
+      assert.equal(2, st.format)
       assert.is_true(st.size > 0)
       assert.equal(2, #st.views)
       local types = st.views[2]
@@ -822,6 +831,27 @@ describe("the flume command for scripts", function()
     assert.equal(2, r.values)
   end)
 
+  it("lists --json in every command's help, with what it changes",
+    function()
+      for _, name in ipairs({ "init", "append", "get", "cat", "status",
+        "view", "rebuild", "verify", "backup", "drop", "shell" }) do
+        local out, err, code = run({ name, "--help" })
+        assert.equal(0, code, err)
+        local line = out:match("\n  %-%-json +([^\n]+)")
+        assert.truthy(line, name .. " --help: " .. out)
+      end
+    end)
+
+  it("status --help shows --watch as the parser takes it", function()
+    local out = run({ "status", "--help" })
+    assert.truthy(out:find("[--watch [--interval S]]", 1, true), out)
+    local dir = tmp .. "/db"
+    run({ "init", dir })
+    local _, err, code = run({ "status", dir, "--watch", "2" })
+    assert.equal(2, code) -- SECONDS is not an argument of --watch
+    assert.truthy(err:find("too many arguments", 1, true), err)
+  end)
+
   it("status --check fails for a failed view or one lagging too far",
     function()
       local dir = tmp .. "/db"
@@ -846,7 +876,9 @@ describe("the flume command for scripts", function()
       run({ "view", dir, "bad", tmp .. "/bad.lua" })
       out, err, code = run({ "status", dir, "--check", "--json" })
       assert.equal(1, code)
-      assert.truthy(err:find("^flume: check: view 'bad' failed: "), err)
+      assert.truthy(err:find("^flume: check: view 'bad' failed at seq 0: "),
+        err)
+      assert.falsy(err:find("failed.*failed"), err)
       local st = require("cjson").decode(out)
       assert.equal(1, #st.problems)
       _, err, code = run({ "status", dir, "--max-lag", "1" })
@@ -939,12 +971,51 @@ describe("flume shell", function()
     s = screen_has("flume> \n")
     s = screen_has('db.types:get("like")\n1\nflume>')
     assert.truthy(s:find('db.types:get("like")\n1\nflume>', 1, true), s)
+    -- Ctrl-C cancels the line being typed; the prompt goes on
+    tmux("send-keys -t " .. session .. " 'db:get(' C-c")
+    tmux("send-keys -t " .. session .. " '40 + 2' Enter")
+    s = screen_has("\n42\nflume>")
+    assert.truthy(s:find("\n42\nflume>", 1, true), s)
     tmux("send-keys -t " .. session .. " C-d")
     for _ = 1, 300 do
       if not tmux("has-session -t " .. session):find("^$") then break end
       os.execute("sleep 0.02")
     end
     tmux("kill-session -t " .. session) -- ended already, or ends now
+  end)
+end)
+
+describe("flume shell with input that is not a terminal", function()
+  it("ends with 130 on Ctrl-C", function()
+    local tmp = H.tmpdir()
+    local dir = tmp .. "/db"
+    os.execute(H.flume_command({ "init", dir }) .. " >/dev/null")
+    local pidpath, codepath = tmp .. "/pid", tmp .. "/code"
+    -- its input stays open (sleep) and says nothing: it waits at its read
+    local feedpid = tmp .. "/feedpid"
+    local shell = "sh -c " .. H.q("echo $$ > " .. H.q(pidpath) .. "; exec " ..
+      H.flume_command({ "shell", dir })) .. " 2>/dev/null; echo $? > " ..
+      H.q(codepath)
+    local p = io.popen("( sh -c " .. H.q("echo $$ > " .. H.q(feedpid) ..
+      "; exec sleep 30") .. " | sh -c " .. H.q(shell) .. " ) 2>/dev/null")
+    for _ = 1, 500 do
+      local f = io.open(pidpath)
+      if f then f:close() break end
+      os.execute("sleep 0.01")
+    end
+    os.execute("sleep 0.3; kill -INT $(cat " .. H.q(pidpath) .. ")")
+    local code
+    for _ = 1, 500 do
+      local f = io.open(codepath)
+      code = f and f:read("n")
+      if f then f:close() end
+      if code then break end
+      os.execute("sleep 0.01")
+    end
+    os.execute("kill $(cat " .. H.q(feedpid) .. ") 2>/dev/null")
+    p:close()
+    H.rm(tmp)
+    assert.equal(130, code)
   end)
 end)
 

@@ -19,6 +19,9 @@ LD_LIBRARY_PATH="$libdir" ./hello > out.txt
 cat out.txt
 grep -q '^appended at seq 0$' out.txt
 grep -q '^0: hello, log$' out.txt
+# a Lua program opens what hello.c wrote (same codec) and reads its value
+"$build/lua.sh" -e 'local db = require("flume").open("hello-db")
+  assert(db:get(0) == "hello, log", "hello-db from Lua") db:close()'
 cc -Wall -Wextra -Werror views.c $(pkg-config --cflags --libs flume) -o views
 LD_LIBRARY_PATH="$libdir" ./views > views.txt
 cat views.txt

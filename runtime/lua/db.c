@@ -620,16 +620,15 @@ static int ldb_get(lua_State *L) {
  * Misuse raises what DB:get raises, at the same level.
  */
 static int fast_get(lua_State *L) {
-  if (LIKELY(lua_rawequal(L, 1, lua_upvalueindex(2)) &&
-             lua_isinteger(L, 2))) {
+  if (LIKELY(lua_gettop(L) == 2 && lua_rawequal(L, 1, lua_upvalueindex(2)) &&
+             lua_isinteger(L, 2) && lua_tointeger(L, 2) >= 0)) {
     ldb *d = lua_touserdata(L, lua_upvalueindex(1));
     if (d->db == NULL) return flume__lua_raise(L, FLUME_ECLOSED, NULL);
-    lua_settop(L, 2);
     lua_pushvalue(L, lua_upvalueindex(4));
     lua_insert(L, 2); /* db, mp, seq: as db:get(mp, seq) */
     return get_value(L, d);
   }
-  int type = lua_type(L, 2), isint = lua_isinteger(L, 2);
+  int top = lua_gettop(L);
   int same = lua_getmetatable(L, 1) &&
              lua_getmetatable(L, lua_upvalueindex(2)) &&
              lua_rawequal(L, -1, -2);
@@ -637,17 +636,12 @@ static int fast_get(lua_State *L) {
   if (!same)
     return luaL_error(L, "bad argument #1 to 'get' (flume.db expected; call "
                          "it as db:get(...))");
-  if (!isint)
-    return luaL_error(L, "bad argument #1 to 'get' (integer seq expected, "
-                         "got %s)",
-                      type == LUA_TNUMBER ? "float"
-                      : type == LUA_TNONE ? "nil"
-                                          : lua_typename(L, type));
-  /* Another database's table: its own get. */
-  lua_settop(L, 2);
+  /* Anything else (a seq that is no seq, more arguments, another
+   * database's table): DB:get, which checks it as the slow path does. */
+  lua_settop(L, top);
   lua_pushvalue(L, lua_upvalueindex(3));
   lua_insert(L, 1);
-  lua_call(L, 2, 1);
+  lua_call(L, top, 1);
   return 1;
 }
 

@@ -205,6 +205,11 @@ README). A raw database takes JSON strings only.
       lineno = lineno + 1
       bytes = bytes + #line + 1
       if byte(line, -1) == 13 then line = sub(line, 1, -2) end -- CRLF
+      -- a UTF-8 byte order mark (as some editors write) before the first
+      -- line: skipped, as JSON Lines readers do
+      if lineno == 1 and sub(line, 1, 3) == "\239\187\191" then
+        line = sub(line, 4)
+      end
       -- msgpack straight from JSON in C for the common values
       -- (runtime/json.c); flume.json for the rest, and for every error
       local fast = not raw and json_to_mp(line)
@@ -356,9 +361,11 @@ order. Works while another process writes the database.
         remaining, count = remaining - n, count + n
         nxt = reverse and last - 1 or last + 1
         if o.live then
-          -- Ctrl-C is how a live cat ends, busy or idle: exit code 0
+          -- Ctrl-C is how a live cat ends, busy or idle: 130 as for any
+          -- command (--help says so), without a message (the lines
+          -- printed are whole)
           stdout:flush()
-          if tools.interrupted() then break end
+          if tools.interrupted() then fail("", 130) end
         else
           p:update(count, total)
           check_interrupt(ctx)
@@ -368,7 +375,7 @@ order. Works while another process writes the database.
       else
         stdout:flush()
         tools.sleep(0.05)
-        if tools.interrupted() then break end
+        if tools.interrupted() then fail("", 130) end
       end
     end
     if not o.live then p:finish() end
@@ -444,7 +451,7 @@ end
 command("status", {
   summary = "the log and every view: since, sizes, lag, warnings, errors",
   usage = "flume status DIR [--view NAME=SCRIPT]... [--json] [--no-wait] " ..
-    "[--check [--max-lag N]] [--watch [SECONDS]]",
+    "[--check [--max-lag N]] [--watch [--interval S]]",
   help = [[
 Shows the log (since, entries, size on disk, codec, format version) and
 every view the database has (kind, version, since, lag behind the log,
@@ -459,7 +466,6 @@ shows its last error.
   --view NAME=SCRIPT   attach this view script (repeatable); --view
                        SCRIPT.lua names the view after the file
   --no-wait            do not wait for attached views to catch up
-  --json               one JSON object instead of text
   --check              for monitoring: exit 1 (after the report) when a
                        view has failed, or lags more than --max-lag N
                        values behind the log (default: any lag is fine)
@@ -502,7 +508,9 @@ shows its last error.
     close_db(ctx, db)
     local st = ctx.tools.stat(dir .. "/data.mdb")
     local report = {
-      path = dir, format = ctx.tools.format, codec = codec, since = since,
+      path = dir, codec = codec, since = since,
+      -- the stored format version is the text "2": a number in JSON
+      format = math.tointeger(tonumber(ctx.tools.format)) or ctx.tools.format,
       entries = entries, size = st and st.size or 0, used = info.used,
       log_size = tables.log.bytes, views = array {},
     }
@@ -528,8 +536,11 @@ shows its last error.
     local problems = {}
     for _, v in ipairs(report.views) do
       if v.error then
-        problems[#problems + 1] = fmt("view '%s' failed: %s", v.name,
-          v.error)
+        -- the stored error names its view already ("view 'x' failed at
+        -- seq N: ..."): said once
+        local named = "view '" .. v.name .. "' "
+        problems[#problems + 1] = v.error:sub(1, #named) == named and
+          v.error or fmt("view '%s' failed: %s", v.name, v.error)
       elseif max_lag and v.lag > max_lag then
         problems[#problems + 1] = fmt("view '%s' lags %d values behind " ..
           "the log (more than %d)", v.name, v.lag, max_lag)
@@ -603,15 +614,14 @@ local function method_names(v)
   return concat(names, ", ")
 end
 
---- Opens DIR for writing; beside a running writer, fails saying why the
--- command needs it to itself (`what`).
-local function open_writer(ctx, dir, what)
+--- Opens DIR for writing; beside a running writer, fails saying which
+-- command (`what`) needs it to itself and what to do instead (`hint`).
+local function open_writer(ctx, dir, what, hint)
   local ok, db = pcall(open_db, ctx, dir)
   if ok then return db end
   if type(db) == "string" and db:find("ELOCKED", 1, true) then
     fail_error("ELOCKED", fmt("%s: %s is open for writing by another " ..
-      "process, %s", what, dir, "which must have the view attached for " ..
-      "it to be read beside it (or read a backup: flume backup)"))
+      "process, %s", what, dir, hint))
   end
   error(db, 0)
 end
@@ -677,7 +687,9 @@ own methods. Without METHOD: the view's whole content.
         usage(fmt("view '%s' has no stored script: pass --view %s=SCRIPT",
           name, name))
       end
-      local db = open_writer(ctx, dir, "view '" .. name .. "'")
+      local db = open_writer(ctx, dir, "view '" .. name .. "'",
+        "which must have the view attached for it to be read beside it " ..
+        "(or read a backup: flume backup)")
       v = script and use(ctx, db, name, script) or use_stored(ctx, db, name)
       local err = catch_up(ctx, "catching up", { [name] = v })[name]
       if err then fail(err) end
@@ -736,7 +748,9 @@ writing: stop the process writing it first.]],
   args = { 2, 2 },
   run = function(ctx)
     local dir, name = ctx.args[1], ctx.args[2]
-    local db = open_writer(ctx, dir, "drop")
+    local db = open_writer(ctx, dir, "drop", "and dropping a view " ..
+      "needs the write lock: stop that writer first (or drop it from the " ..
+      "writer's code: db:drop(name))")
     local ok, err = pcall(db.drop, db, name)
     if not ok then
       if type(err) == "string" and err:find("ENOTFOUND", 1, true) then
@@ -1080,8 +1094,10 @@ running writer with --readonly) and every view the database stores mounted
 (db.NAME), like `sqlite3 DIR`. Each line is run as Lua: an expression's
 values are printed as JSON (`db:get(0)`, `db.types:get("post")`), a
 statement is run (`db:append({ type = "post" })`). `flume` is the module.
-Ends at end of input (Ctrl-D) or with `.quit`; an error is printed and the
-prompt goes on.
+Ends at end of input (Ctrl-D) or with `.quit` (exit code 0); an error is
+printed and the prompt goes on. On a terminal, Ctrl-C cancels the line
+being typed and the prompt goes on; with input that is not a terminal (a
+script), Ctrl-C ends it with 130 as any command.
 
   --readonly   open read-only (beside a running writer)]],
   options = { ["--readonly"] = "flag" },
@@ -1092,7 +1108,8 @@ prompt goes on.
     if ctx.opts.readonly then
       db = open_ro(ctx, dir)
     else
-      db = open_writer(ctx, dir, "shell (or --readonly beside a writer)")
+      db = open_writer(ctx, dir, "shell", "which has the write lock: " ..
+        "try flume shell --readonly " .. dir .. " to read beside it")
     end
     local mounted = {}
     for _, v in ipairs(db:views()) do
@@ -1115,11 +1132,22 @@ prompt goes on.
         out(ok and j or tostring(v), "\n")
       end
     end
+    -- Ctrl-C: on a terminal it cancels the line (SIGINT cuts the read
+    -- short) and is trapped again for the next one; else it ends the shell
+    local function interrupted()
+      if not ctx.tools.interrupted() then return false end
+      if not tty then fail("interrupted") end
+      ctx.tools.trap_sigint()
+      return true
+    end
     while true do
       if tty then out("flume> ") stdout:flush() end
       local line = io.stdin:read("l")
-      if line == nil or line == ".quit" then break end
-      if line:find("%S") then
+      if interrupted() then
+        out("\n")
+      elseif line == nil or line == ".quit" then
+        break
+      elseif line:find("%S") then
         local chunk, err = load("return " .. line, "=shell", "t", env)
         if not chunk then chunk, err = load(line, "=shell", "t", env) end
         if not chunk then
@@ -1133,6 +1161,7 @@ prompt goes on.
           end
         end
         stdout:flush()
+        interrupted() -- one that came while the line ran
       end
     end
     if tty then out("\n") end
@@ -1162,9 +1191,21 @@ local function main_help()
   return concat(lines, "\n") .. "\n"
 end
 
+--- What --json changes for each command (every command takes it): the
+-- commands that print values print JSON already.
+local JSON_SAYS = {
+  get = "changes nothing: the value is printed as JSON anyway",
+  cat = "changes nothing: the lines are JSON anyway",
+  view = "changes nothing: what it prints is JSON anyway",
+  shell = "changes nothing: expressions print as JSON anyway",
+}
+
 local function command_help(def)
-  return fmt("usage: %s\n\n%s\n\n  --quiet, -q    no progress bar\n" ..
-    "  --help, -h     this help\n", def.usage, def.help)
+  return fmt("usage: %s\n\n%s\n\n  --json         %s\n" ..
+    "  --quiet, -q    no progress bar\n  --help, -h     this help\n" ..
+    "An error is one line `flume: ...` on stderr, with --json too.\n",
+    def.usage, def.help, JSON_SAYS[def.name] or
+    "what it did as one JSON object on stdout, not text")
 end
 
 local function run(ctx, args)

@@ -48,6 +48,22 @@ function M.code(err)
   return name and errors[name].code or nil
 end
 
+-- The errors that are misuse (bad arguments, values that cannot be
+-- encoded, use after close): raised in both forms of a call.
+local misuse = { EINVAL = true, EENCODE = true, ECLOSED = true }
+
+--- Starts the async form of a call: runs `fn(...)`, and if it raises an
+-- error that is not misuse (a flume error other than EINVAL, EENCODE and
+-- ECLOSED), passes it to `cb(err)` on the next turn of the loop, never
+-- from inside the call; misuse and Lua errors are raised.
+function M.to_cb(cb, fn, ...)
+  local ok, err = pcall(fn, ...)
+  if ok then return end
+  local name = M.name(err)
+  if name == nil or misuse[name] then error(err, 0) end
+  core.timer(0, function() cb(err) end)
+end
+
 -- Codes by number; a system code whose name flume's own code has (EINVAL,
 -- EIO, ENOSPC, ...) is not in core.errors, which gives the name flume's.
 local by_code = {}

@@ -28,8 +28,8 @@ local scheduler = require "flume.scheduler"
 local options = require "flume.options"
 local View = require "flume.view"
 
-local error, type = error, type
-local raise = errors.raise
+local error, type, select = error, type, select
+local raise, to_cb = errors.raise, errors.to_cb
 local await, batches, later = scheduler.await, scheduler.batches,
   scheduler.later
 local check_opts, check_cb = options.check_opts, options.check_cb
@@ -201,6 +201,10 @@ function M.open(path, opts)
   if opts.readonly ~= nil and type(opts.readonly) ~= "boolean" then
     raise("EINVAL", "readonly must be a boolean")
   end
+  if opts.readonly and path == nil then
+    raise("EINVAL", "an in-memory database cannot be read-only: it is " ..
+      "this handle's alone, no other process writes it (open a folder)")
+  end
   if opts.on_log ~= nil and type(opts.on_log) ~= "function" then
     raise("EINVAL", "on_log must be a function(view, seq, msg)")
   end
@@ -237,6 +241,41 @@ function M.open(path, opts)
   return db
 end
 
+--- Checks what DB:append is given: a value, or with batch a list of one
+-- or more values (keys 1..n, no hole); nil is no value (a view would meet
+-- it at its seq forever).
+local function check_values(value, batch)
+  if not batch then
+    if value == nil then
+      raise("EINVAL", "cannot append nil: a value of the log is not nil")
+    end
+    return
+  end
+  if type(value) ~= "table" then
+    raise("EINVAL", "with batch = true the value is a list of values, " ..
+      "not a " .. type(value))
+  end
+  local n, count = #value, 0
+  for k in pairs(value) do
+    if math.type(k) == "integer" and k > n then
+      raise("EINVAL", "a batch is a list of values: it has a nil before " ..
+        "item " .. k .. ", and nil is not a value")
+    elseif math.type(k) ~= "integer" or k < 1 then
+      raise("EINVAL", "a batch is a list of values, not a table with the " ..
+        "key " .. (type(k) == "string" and "'" .. k .. "'" or tostring(k)))
+    end
+    count = count + 1
+  end
+  if count ~= n then
+    raise("EINVAL", "a batch is a list of values: it has a nil among its " ..
+      n .. " items, and nil is not a value")
+  end
+  if n == 0 then
+    raise("EINVAL", "an empty batch: a batch is a list of one or more " ..
+      "values")
+  end
+end
+
 --- Appends a value, or with `{ batch = true }` a list of values all or
 -- nothing. Sync form: returns the (last) seq once durable. Async form:
 -- `cb(err, seq)`. With `encoded = true` the values are the bytes the
@@ -244,8 +283,9 @@ end
 function DB:append(value, opts, cb)
   -- The common async call, db:append(v, cb) with msgpack: straight to the
   -- core (which raises ECLOSED itself), none of the checks below apply.
-  if cb == nil and type(opts) == "function" and
-    getmetatable(self) == DB_mt and self._mp == true then
+  if cb == nil and type(opts) == "function" and value ~= nil and
+    getmetatable(self) == DB_mt and self._mp == true and
+    self.readonly == false then
     return self._c:append(true, false, value, opts)
   end
   check_self(self, "append")
@@ -253,6 +293,7 @@ function DB:append(value, opts, cb)
   check_opts(opts, "append")
   check_cb(cb, "append")
   local batch = opts ~= nil and opts.batch or false
+  check_values(value, batch)
   local c, mp = self._c, self._mp
   -- encoded: the values are bytes the codec gave already (`flume append`)
   -- (checked, so that no bytes the codec cannot read reach the log)
@@ -269,10 +310,6 @@ function DB:append(value, opts, cb)
     mp = false
   end
   if c:closed() then raise("ECLOSED") end
-  if batch and type(value) ~= "table" then
-    error("bad argument #1 to 'append' (a list of values expected with " ..
-      "batch = true)", 2)
-  end
   local encode = self._encode
   if encode and not encoded then
     if batch then
@@ -289,7 +326,7 @@ function DB:append(value, opts, cb)
     if type(cb) ~= "function" then
       error("bad argument #3 to 'append' (function expected)", 2)
     end
-    c:append(mp, batch, value, cb)
+    to_cb(cb, c.append, c, mp, batch, value, cb)
     return
   end
   local err, seq = await(function(k) c:append(mp, batch, value, k) end)
@@ -311,12 +348,20 @@ local function finish_value(db, v, seq)
   return v
 end
 
---- The value at `seq`; raises `flume: ENOTFOUND` if there is none.
-function DB:get(seq)
+--- The value at `seq`; raises `flume: ENOTFOUND` if there is none. The
+-- log never waits, so there is no async form: any other argument, and a
+-- seq that is not an integer >= 0, is EINVAL.
+function DB:get(seq, ...)
   check_self(self, "get")
-  if math.type(seq) ~= "integer" then
-    error("bad argument #1 to 'get' (integer seq expected, got " ..
-      (math.type(seq) or type(seq)) .. ")", 2)
+  if select("#", ...) > 0 then
+    raise("EINVAL", "db:get takes only a seq, db:get(seq): a value of the " ..
+      "log is there or not, it never waits, so there is no callback or " ..
+      "options")
+  end
+  if math.type(seq) ~= "integer" or seq < 0 then
+    raise("EINVAL", "db:get's seq must be an integer >= 0, not " ..
+      (math.type(seq) and tostring(seq) or seq == nil and "nil" or
+        "a " .. type(seq)))
   end
   return finish_value(self, self._c:get(self._mp, seq), seq)
 end
@@ -367,8 +412,10 @@ local CHUNK = 256
 -- values appended later; waits for them like a sync call).
 --
 -- Async form `stream(opts, cb)`: `cb(err, entries)` with the list of
--- `{ seq = s, value = v }`; live: first what is there, then each batch of
--- new values, until the database closes or the returned function is called.
+-- `{ seq = s, value = v }` (once; an empty list for an empty range); live:
+-- first what is there (nothing when the range is empty), then each batch
+-- of new values, until the database closes or the returned function is
+-- called.
 function DB:stream(opts, cb)
   check_self(self, "stream")
   if type(opts) == "function" and cb == nil then opts, cb = nil, opts end
@@ -558,29 +605,36 @@ function DB:use(name, view, cb)
   check_cb(cb, "use")
   local c = self._c
   if c:closed() then raise("ECLOSED") end
-  local src, chunk, tbl, kept, kept_chunk
-  if type(view) == "string" then
-    if not view:find("\n") and view:match("%.lua$") then
-      src, chunk = read_file(view), "@" .. view
-    else
-      src, chunk = view, "=" .. name
-    end
-  elseif type(view) == "table" then
-    tbl = view
-    kept, kept_chunk = table_source(view)
-  else
+  if type(view) ~= "string" and type(view) ~= "table" then
     error("bad argument #2 to 'use' (script path, source or table expected)", 2)
+  end
+  local src, chunk, tbl, kept, kept_chunk
+  local function load()
+    if type(view) == "string" then
+      if not view:find("\n") and view:match("%.lua$") then
+        src, chunk = read_file(view), "@" .. view
+      else
+        src, chunk = view, "=" .. name
+      end
+    else
+      tbl = view
+      kept, kept_chunk = table_source(view)
+    end
   end
   local function mount()
     return mount_view(self, name)
   end
   if cb then
-    c:use(name, src, chunk, tbl, function(err)
-      if err then return cb(err) end
-      cb(nil, mount())
-    end, kept, kept_chunk)
+    to_cb(cb, function()
+      load()
+      c:use(name, src, chunk, tbl, function(err)
+        if err then return cb(err) end
+        cb(nil, mount())
+      end, kept, kept_chunk)
+    end)
     return
   end
+  load()
   local err = await(function(k)
     c:use(name, src, chunk, tbl, k, kept, kept_chunk)
   end)
@@ -604,7 +658,7 @@ function DB:view(name, cb)
     return have
   end
   if cb then
-    c:mount(name, function(err)
+    to_cb(cb, c.mount, c, name, function(err)
       if err then return cb(err) end
       cb(nil, mount_view(self, name))
     end)
@@ -627,8 +681,10 @@ function DB:drop(name, cb)
   -- Once the drop is queued the view is out of use here, whatever the
   -- commit's outcome: its object goes at once.
   if cb then
-    c:drop(name, cb)
-    rawset(self, name, nil)
+    to_cb(cb, function()
+      c:drop(name, cb)
+      rawset(self, name, nil)
+    end)
     return
   end
   local err = await(function(k)
@@ -644,7 +700,13 @@ function DB:rebuild(cb)
   check_self(self, "rebuild")
   check_cb(cb, "rebuild")
   local c = self._c
-  c:rebuild()
+  if cb then
+    local started = false
+    to_cb(cb, function() c:rebuild(); started = true end)
+    if not started then return end
+  else
+    c:rebuild()
+  end
   local views = {}
   for k, v in pairs(self) do
     if View.is(v) then views[#views + 1] = v end

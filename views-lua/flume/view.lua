@@ -31,7 +31,13 @@ local function view_info(view)
 end
 
 View_mt.__index = function(view, k)
-  if k == "since" then return view_info(view).since end
+  if k == "since" then
+    local info = view_info(view)
+    if info == nil then
+      raise("ENOTFOUND", "view '" .. view._name .. "' was dropped")
+    end
+    return info.since
+  end
   local m = View[k]
   if m then return m end
   local kind = view._methods[k]
@@ -320,7 +326,9 @@ end
 --- Observes the view's progress: `fn(status)` (see View:status) every
 -- `interval` seconds (default 0.25) while the view is behind the log, once
 -- more when it has caught up, and again whenever the log grows. For
--- progress bars over long rebuilds. Returns a function that stops it. An
+-- progress bars over long rebuilds. Returns a function that stops it. When
+-- the view is dropped (or its database closes) it ends: fn is not called
+-- again. An
 -- interval under a millisecond (0 included) is one millisecond: a timer of
 -- 0 armed again in its own callback would run again in the same turn of
 -- the loop, forever, and the indexer would never run.
@@ -336,13 +344,19 @@ function View:on_progress(fn, interval)
       "seconds >= 0, not " .. tostring(interval))
   end
   if interval < 0.001 then interval = 0.001 end
-  local stopped, polling = false, false
+  local stopped, polling, stop_since = false, false, nil
   local function poll()
     if stopped or c:closed() then
       polling = false
       return
     end
     local s = view_info(self)
+    if s == nil then
+      -- the view was dropped: the subscription ends, fn hears no more
+      stopped, polling = true, false
+      if stop_since then stop_since() end
+      return
+    end
     fn(s)
     if s.failed or s.since >= s.log_since then
       polling = false
@@ -356,7 +370,7 @@ function View:on_progress(fn, interval)
       core.timer(0, poll)
     end
   end
-  local stop_since = self._db:on_since(start)
+  stop_since = self._db:on_since(start)
   start()
   return function()
     stopped = true
@@ -381,7 +395,9 @@ function View:_call(method, kind, ...)
       local ok, res = pcall(c.view_call, c, name, method, packed)
       if ok then cb(nil, res) else cb(res) end
     end
-    if c:view_wait(name, target, nil, run) then core.timer(0, run) end
+    errors.to_cb(cb, function()
+      if c:view_wait(name, target, nil, run) then core.timer(0, run) end
+    end)
     return
   end
   gate(self)
