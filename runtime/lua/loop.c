@@ -8,6 +8,7 @@
  * __gc started (their closes) without calling Lua, cancels the timers that
  * would only keep the loop alive, and closes the loop.
  */
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,13 +188,25 @@ static int l_backend_fd(lua_State *L) {
 }
 
 /* core.backend_timeout() -> seconds until flume's loop must run even with
- * its fd quiet (its next timer), 0 when it has work now, or nil when it
- * waits for its fd alone. */
+ * its fd quiet (its next timer), 0 when it has work now, math.huge when
+ * it waits for its fd alone, or nil when it has nothing to do at all.
+ *
+ * Nothing to do is not "now": libuv's uv_backend_timeout says 0 for a
+ * loop that is not alive, and uv_run returns from such a loop at once,
+ * without polling. A driver that took that 0 as "step now" stepped in a
+ * loop that never waited; one that re-armed a 0 ms luv timer from that
+ * timer's own callback never left libuv's timer phase (libuv 1.44 runs a
+ * timer due now again in the same pass): uv.run() hung, luv's own timers
+ * and sockets starved. nil tells it to wait for the next flume call. */
 static int l_backend_timeout(lua_State *L) {
   lctx *c = flume__lua_ctx(L);
+  if (!uv_loop_alive(&c->loop)) {
+    lua_pushnil(L);
+    return 1;
+  }
   uv_update_time(&c->loop);
   int ms = uv_backend_timeout(&c->loop);
-  if (ms < 0) lua_pushnil(L);
+  if (ms < 0) lua_pushnumber(L, HUGE_VAL);
   else lua_pushnumber(L, ms / 1000.0);
   return 1;
 }
