@@ -1,8 +1,11 @@
--- flume inside a luv program: luv's uv.run() drives flume too (through
--- flume.fd/step, flume.luv), beside a luv timer and a TCP echo server and
--- client on 127.0.0.1, all at once; flume's async calls and its sync forms
--- in flume.spawn coroutines both work, and uv.run() ends once everything
--- is stopped.
+-- flume inside a luv program: luv's uv.run() drives flume too, beside a
+-- luv timer and a TCP echo server and client on 127.0.0.1, all at once;
+-- flume's async calls and its sync forms in flume.spawn coroutines both
+-- work, a sync call in a luv callback raises EBUSY, and uv.run() ends once
+-- everything is stopped. Both ways of flume.luv: the bridge (flume's own
+-- loop, stepped through flume.fd/step/timeout) in this process, and the
+-- shared loop (flume's handles on luv's loop) in a child, since sharing
+-- is for the rest of a process's life.
 local flume = require "flume"
 local H = require "spec.helpers.db"
 
@@ -15,7 +18,7 @@ describe("flume in a luv program", function()
     local db = flume.open(tmp .. "/db")
     db:use("count", [[return { version = 1, initial = 0,
       reduce = function(n) return n + 1 end }]])
-    local detach = require("flume.luv").attach(uv)
+    local detach = require("flume.luv").bridge(uv)
 
     -- a TCP echo server and a client sending 50 lines
     local server = uv.new_tcp()
@@ -100,7 +103,7 @@ describe("flume in a luv program", function()
       -- idle handle, not through its fd, so only asking flume before luv
       -- waits finds them
       local db = flume.open(nil)
-      require("flume.luv").attach(uv) -- never detached
+      require("flume.luv").bridge(uv) -- never detached
       local acked, fired = 0, 0
       local timer = uv.new_timer()
       timer:start(1, 1, function()
@@ -116,6 +119,52 @@ describe("flume in a luv program", function()
       assert.equal(20, db.since + 1)
       db:close()
     end)
+
+  it("raises EBUSY for a sync call inside a luv callback", function()
+    assert(ok_luv, "lua-luv is needed (apt-get install lua-luv)")
+    local db = flume.open(nil)
+    db:append({ x = 1 })
+    local detach = require("flume.luv").bridge(uv)
+    local err, appended
+    local t = uv.new_timer()
+    t:start(1, 0, function()
+      t:close()
+      local ok, e = pcall(function() return db:append({ x = 2 }) end)
+      err = not ok and tostring(e) or "returned"
+      -- the async form is fine there
+      db:append({ x = 3 }, function(e2, seq) appended = e2 or seq end)
+    end)
+    uv.run()
+    detach()
+    assert.matches("EBUSY", err)
+    assert.equal(1, appended)
+    db:close()
+  end)
+
+  it("shares luv's own loop when nothing of flume's is open yet", function()
+    assert(ok_luv, "lua-luv is needed (apt-get install lua-luv)")
+    local tmp = H.tmpdir()
+    -- in a child: a shared loop is shared until the process ends
+    -- (timeout bounds a hang: the child has a 30 s deadline of its own)
+    local p = io.popen("timeout 120 " ..
+      H.lua_command("spec/helpers/luv_child.lua", tmp) .. " 2>&1")
+    local out = p:read("a")
+    local ok, _, code = p:close()
+    code = ok and 0 or code
+    H.rm(tmp)
+    assert.equal(0, code, out)
+    assert.matches("^ok\tshared\t100\t", out)
+  end)
+
+  it("refuses to share luv's loop once a database is open", function()
+    assert(ok_luv, "lua-luv is needed (apt-get install lua-luv)")
+    local db = flume.open(nil)
+    local ok, e = pcall(require("flume.luv").share, uv)
+    db:close()
+    assert.is_false(ok)
+    assert.matches("EBUSY: busy: flume's loop has handles already", e)
+    assert.is_false(require("flume.core").shared())
+  end)
 
   it("says when flume has nothing to do: flume.timeout() is nil", function()
     -- a 0 here made a driving loop step in a circle that never waited

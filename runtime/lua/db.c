@@ -74,10 +74,12 @@ static void app_closed(void *p) {
   lappend *a = p;
   lreq *r = a->close_req;
   /* Without Lua to call, the state is closing and frees its registry. */
-  if (flume__lua_can_call(a->ctx))
-    luaL_unref(a->ctx->L, LUA_REGISTRYINDEX, a->fifo_ref);
+  lctx *c = a->ctx;
+  if (flume__lua_can_call(c))
+    luaL_unref(flume__lua_thread(c), LUA_REGISTRYINDEX, a->fifo_ref);
   flume__buf_free(&a->scratch);
   free(a);
+  c->live--;
   if (r) flume__lua_req_finish(r, 0, NULL, NULL);
 }
 
@@ -127,7 +129,7 @@ static void run_done(void *p, int status, int64_t first, size_t n) {
   deliver_args d = {a, a->head, n, 0, status, first};
   a->head += (lua_Integer)n;
   if (flume__lua_can_call(a->ctx)) {
-    lua_State *L = a->ctx->L;
+    lua_State *L = flume__lua_thread(a->ctx);
     while (d.done < d.n) {
       lua_pushcfunction(L, deliver);
       lua_pushlightuserdata(L, &d);
@@ -171,7 +173,7 @@ static int l_open(lua_State *L) {
   d->app = NULL;
   luaL_setmetatable(L, DB_MT);
   char found[64];
-  int rc = flume__db_open(&c->loop, path, &o, &d->db, found);
+  int rc = flume__db_open(c->loop, path, &o, &d->db, found);
   if (rc == FLUME_ECODEC) {
     lua_pushfstring(L, "%s was written with codec '%s', not '%s'", path,
                     found, codec);
@@ -183,6 +185,7 @@ static int l_open(lua_State *L) {
     d->db = NULL;
     return flume__lua_raise(L, FLUME_ENOMEM, NULL);
   }
+  c->live++; /* until app_closed */
   return 1;
 }
 
