@@ -37,6 +37,8 @@ function M.share(uv)
   core.share_loop(uv)
 end
 
+local parked = {} -- handles of bridges detached outside uv.run()
+
 local function bridge(uv)
   local poll = uv.new_poll(flume.fd())
   local timer = uv.new_timer()
@@ -77,8 +79,18 @@ local function bridge(uv)
     if stopped then return end
     stopped = true
     core.foreign(nil)
+    local inside = uv.loop_mode() ~= nil
     for _, h in ipairs { poll, timer, prepare, check } do
-      if not h:is_closing() then h:close() end
+      if inside then
+        h:close()
+      else
+        -- A handle closed outside uv.run() whose close never finishes
+        -- (no uv.run() after it) crashes luv 1.44 at lua_close; stopped
+        -- and kept, luv closes it then like any other.
+        h:stop()
+        h:unref()
+        parked[#parked + 1] = h
+      end
     end
   end
 end
