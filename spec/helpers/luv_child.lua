@@ -2,8 +2,8 @@
 -- for luv_spec: a luv timer appending with the async form, a TCP echo
 -- server and client, flume.spawn with sync forms, a sync call inside a luv
 -- callback (EBUSY), all on one uv.run() that ends by itself. Prints "ok"
--- and a summary; a database left open is closed by lua_close, on luv's
--- loop, before luv closes that loop.
+-- and a summary; a database left open and a pending flume.sleep are
+-- closed by lua_close, on luv's loop, before luv closes that loop.
 local dir = assert(arg[1], "usage: luv_child.lua DIR")
 local uv = require "luv"
 local flume = require "flume"
@@ -100,4 +100,6 @@ assert(got >= 20)
 -- a sync form at top level runs the shared loop
 assert(db.count:get() == 120, tostring(db.count:get()))
 db:close()
+-- left for lua_close to cancel, on luv's loop, before luv closes it
+flume.sleep(3600, function() end)
 print("ok", mode, acked, got)
