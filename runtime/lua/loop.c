@@ -253,8 +253,8 @@ static int l_backend_timeout(lua_State *L) {
  * both with no bridge between two loops. What that takes:
  *
  * - The same libuv. A loop is one library's data: luv built with a libuv
- *   of its own (LuaRocks' default bundles one, Neovim links its own)
- *   would run flume's handles with another copy's code and thread pool.
+ *   of its own (the luv rock bundles one by default) would run flume's
+ *   handles with another copy's code and thread pool.
  *   The loop's work-queue wake-up (wq_async's callback) lies in the copy
  *   that made the loop; it must be the libuv flume calls.
  * - luv's loop: luv.h's public luv_ctx_t, kept in the registry under
