@@ -1,25 +1,24 @@
--- flume inside a luv program: luv's uv.run() drives flume too (through
--- flume.fd/step, flume.luv), beside a luv timer and a TCP echo server and
--- client on 127.0.0.1, all at once; flume's async calls and its sync forms
--- in flume.spawn coroutines both work, and uv.run() ends once everything
--- is stopped.
+-- flume inside a luv program: luv's uv.run() drives flume too, beside a
+-- luv timer and a TCP echo server and client on 127.0.0.1, all at once;
+-- flume's async calls and its sync forms in flume.spawn coroutines both
+-- work, a sync call in a luv callback raises EBUSY, and uv.run() ends once
+-- everything is stopped. Both ways of flume.luv: the bridge (flume's own
+-- loop, stepped through flume.fd/step/timeout) in this process, and the
+-- shared loop (flume's handles on luv's loop) in a child, since sharing
+-- is for the rest of a process's life.
 local flume = require "flume"
 local H = require "spec.helpers.db"
 
 local ok_luv, uv = pcall(require, "luv")
 
 describe("flume in a luv program", function()
-  -- Known defect (2026-12-03): since the merges of the read, wide and write
-  -- helpers this case can hang in uv.run() (it passed before them); it
-  -- runs only with FLUME_LUV_SPEC=1 until that is found.
-  local run_it = os.getenv("FLUME_LUV_SPEC") == "1" and it or pending
-  run_it("runs on uv.run() beside timers and a TCP echo server", function()
+  it("runs on uv.run() beside timers and a TCP echo server", function()
     assert(ok_luv, "lua-luv is needed (apt-get install lua-luv)")
     local tmp = H.tmpdir()
     local db = flume.open(tmp .. "/db")
     db:use("count", [[return { version = 1, initial = 0,
       reduce = function(n) return n + 1 end }]])
-    local detach = require("flume.luv").attach(uv)
+    local detach = require("flume.luv").bridge(uv)
 
     -- a TCP echo server and a client sending 50 lines
     local server = uv.new_tcp()
@@ -95,6 +94,89 @@ describe("flume in a luv program", function()
     assert.equal(120, db.count:get())
     db:close()
     H.rm(tmp)
+  end)
+
+  it("ends uv.run() by itself once neither luv nor flume has work left",
+    function()
+      assert(ok_luv, "lua-luv is needed (apt-get install lua-luv)")
+      -- an in-memory database: its appends wake flume's loop through an
+      -- idle handle, not through its fd, so only asking flume before luv
+      -- waits finds them
+      local db = flume.open(nil)
+      require("flume.luv").bridge(uv) -- never detached
+      local acked, fired = 0, 0
+      local timer = uv.new_timer()
+      timer:start(1, 1, function()
+        fired = fired + 1
+        db:append({ n = fired }, function(err)
+          assert(not err, err)
+          acked = acked + 1
+        end)
+        if fired == 20 then timer:close() end
+      end)
+      uv.run()
+      assert.equal(20, acked)
+      assert.equal(20, db.since + 1)
+      db:close()
+    end)
+
+  it("raises EBUSY for a sync call inside a luv callback", function()
+    assert(ok_luv, "lua-luv is needed (apt-get install lua-luv)")
+    local db = flume.open(nil)
+    db:append({ x = 1 })
+    local detach = require("flume.luv").bridge(uv)
+    local err, appended
+    local t = uv.new_timer()
+    t:start(1, 0, function()
+      t:close()
+      local ok, e = pcall(function() return db:append({ x = 2 }) end)
+      err = not ok and tostring(e) or "returned"
+      -- the async form is fine there
+      db:append({ x = 3 }, function(e2, seq) appended = e2 or seq end)
+    end)
+    uv.run()
+    detach()
+    assert.matches("EBUSY", err)
+    assert.equal(1, appended)
+    db:close()
+  end)
+
+  it("shares luv's own loop when nothing of flume's is open yet", function()
+    assert(ok_luv, "lua-luv is needed (apt-get install lua-luv)")
+    local tmp = H.tmpdir()
+    -- in a child: a shared loop is shared until the process ends
+    -- (timeout bounds a hang: the child has a 30 s deadline of its own)
+    local p = io.popen("timeout 120 " ..
+      H.lua_command("spec/helpers/luv_child.lua", tmp) .. " 2>&1")
+    local out = p:read("a")
+    local ok, _, code = p:close()
+    code = ok and 0 or code
+    H.rm(tmp)
+    assert.equal(0, code, out)
+    assert.matches("^ok\tshared\t100\t", out)
+  end)
+
+  it("refuses to share luv's loop once a database is open", function()
+    assert(ok_luv, "lua-luv is needed (apt-get install lua-luv)")
+    local db = flume.open(nil)
+    local ok, e = pcall(require("flume.luv").share, uv)
+    db:close()
+    assert.is_false(ok)
+    assert.matches("EBUSY: busy: flume's loop has handles already", e)
+    assert.is_false(require("flume.core").shared())
+  end)
+
+  it("says when flume has nothing to do: flume.timeout() is nil", function()
+    -- a 0 here made a driving loop step in a circle that never waited
+    local db = flume.open(nil)
+    flume.run()
+    assert.is_nil(flume.timeout())
+    db:append({ x = 1 }, function() end)
+    local t = flume.timeout()
+    assert.is_true(t ~= nil and t >= 0, tostring(t))
+    flume.run()
+    assert.is_nil(flume.timeout())
+    db:close()
   end)
 
   it("is stepped by any loop through flume.fd, flume.timeout, flume.step",

@@ -36,16 +36,38 @@
 struct ltimer;
 
 typedef struct lctx {
-  uv_loop_t loop;    /* the loop every database of this state uses */
-  lua_State *L;      /* the thread running the loop; NULL when not running */
+  uv_loop_t *loop;   /* the loop every database of this state uses: &own,
+                        or luv's once shared (core.share_loop) */
+  uv_loop_t own;     /* flume's own loop; closed once the loop is shared */
+  lua_State *L;      /* the thread running the loop from core.run; NULL when
+                        core.run is not running it */
+  lua_State *main;   /* the state's main thread: where callbacks run when
+                        luv's uv.run() runs the shared loop */
+  int shared;        /* the loop is luv's (and luv runs it too) */
+  int foreign_ref;  /* registry ref of a function whose result is not nil
+                        while luv's uv.run() runs (uv.loop_mode), once
+                        shared or bridged; else LUA_NOREF */
+  int live;          /* databases not yet closed, and core.timer handles
+                        not yet closed: what the shared loop must finish at
+                        lua_close before luv closes it */
   int dispatch_ref;  /* registry ref of the Lua dispatcher */
   int closing;       /* lua_close is under way: call no Lua */
   struct ltimer *timers; /* pending core.timer()s, to cancel at lua_close */
 } lctx;
 
+/* The thread a completion calls its callback on: the one running the loop
+ * under core.run, the main thread when luv's uv.run() runs the shared loop
+ * (a completion there means luv is running it), NULL when Lua may not be
+ * called (lua_close is under way). */
+static inline lua_State *flume__lua_thread(const lctx *c) {
+  if (c->closing) return NULL;
+  if (c->L != NULL) return c->L;
+  return c->shared ? c->main : NULL;
+}
+
 /* Whether Lua may be called now: the loop is being run from Lua. */
 static inline int flume__lua_can_call(const lctx *c) {
-  return !c->closing && c->L != NULL;
+  return flume__lua_thread(c) != NULL;
 }
 
 typedef struct ldb {

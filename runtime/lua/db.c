@@ -89,13 +89,15 @@ static void app_closed(void *p) {
   lappend *a = p;
   lreq *r = a->close_req;
   /* Without Lua to call, the state is closing and frees its registry. */
-  lua_State *L = flume__lua_can_call(a->ctx) ? a->ctx->L : NULL;
+  lctx *c = a->ctx;
+  lua_State *L = flume__lua_can_call(c) ? flume__lua_thread(c) : NULL;
   if (L) luaL_unref(L, LUA_REGISTRYINDEX, a->fifo_ref);
   flume__lua_req_drop(L, &a->log); /* the last message came before */
   flume__buf_free(&a->scratch);
   flume__buf_free(&a->batch.data);
   free(a->batch.ends);
   free(a);
+  c->live--;
   if (r) flume__lua_req_finish(r, 0, NULL, NULL);
 }
 
@@ -146,7 +148,7 @@ static void run_done(void *p, int status, int64_t first, size_t n) {
   deliver_args d = {a, a->head, n, 0, status, first};
   a->head += (lua_Integer)n;
   if (flume__lua_can_call(a->ctx)) {
-    lua_State *L = a->ctx->L;
+    lua_State *L = flume__lua_thread(a->ctx);
     while (d.done < d.n) {
       lua_pushcfunction(L, deliver);
       lua_pushlightuserdata(L, &d);
@@ -233,7 +235,7 @@ static int l_open(lua_State *L) {
   }
   char found[64], why[FLUME__ERRMSG_SIZE];
   why[0] = '\0';
-  int rc = flume__db_open(&c->loop, path, &o, &d->db, found, why);
+  int rc = flume__db_open(c->loop, path, &o, &d->db, found, why);
   if (rc) {
     luaL_unref(L, LUA_REGISTRYINDEX, a->fifo_ref);
     flume__lua_req_drop(L, &a->log);
@@ -248,6 +250,7 @@ static int l_open(lua_State *L) {
   }
   a->db = d->db;
   d->app = a;
+  c->live++; /* until app_closed */
   return 1;
 }
 

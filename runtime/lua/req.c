@@ -134,15 +134,15 @@ void flume__lua_req_notify(lreq *r, int status, flume__lua_push_fn push,
                            const void *res) {
   lctx *c = r->ctx;
   if (!r->done && r->cb_ref != LUA_NOREF && flume__lua_can_call(c))
-    dispatch(c->L, c, r->cb_ref, status, push, res);
+    dispatch(flume__lua_thread(c), c, r->cb_ref, status, push, res);
 }
 
 void flume__lua_req_finish(lreq *r, int status, flume__lua_push_fn push,
                            const void *res) {
   lctx *c = r->ctx;
-  /* Completions come from the loop, which runs under core.run (c->L set)
-   * or the context's __gc (closing). */
-  req_end(flume__lua_can_call(c) ? c->L : NULL, r, 1, status, push, res);
+  /* Completions come from the loop, which runs under core.run (c->L set),
+   * luv's uv.run() (a shared loop), or lua_close (closing). */
+  req_end(flume__lua_thread(c), r, 1, status, push, res);
 }
 
 void flume__lua_req_drop(lua_State *L, lreq *r) {
