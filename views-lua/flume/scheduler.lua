@@ -181,10 +181,10 @@ local CB_FAILED = {} -- raised through an iteration when its callback raised
 -- iterator calls before it waits, delivers them); `cb(err)` once on an
 -- error. Returns a function that stops it (`cb` is not called again).
 function M.batches(make_iter, pack, live, cb, hooks)
-  local stopped, batch, failed = false, {}, nil
+  local stopped, batch, failed, first = false, {}, nil, true
   local function deliver()
     local b = batch
-    batch = {}
+    batch, first = {}, false
     local ok, e = pcall(cb, nil, b)
     if not ok then
       failed = e
@@ -194,7 +194,9 @@ function M.batches(make_iter, pack, live, cb, hooks)
   end
   hooks.flush = live and function()
     if stopped then return true end
-    if #batch > 0 then return deliver() end
+    -- the first delivery comes even when empty: the range is read, what
+    -- comes next is new
+    if #batch > 0 or first then return deliver() end
   end or nil
   core.timer(0, function()
     if stopped then return end
