@@ -300,14 +300,9 @@ static void start_poll(flume_db *db) {
   poll_ref(db);
 }
 
-FLUME_API int flume_db_open(uv_loop_t *loop, const char *path,
-                            const flume_db_options *opts, flume_db **out) {
-  return flume__db_open(loop, path, opts, out, NULL, NULL);
-}
-
 int flume__db_open(uv_loop_t *loop, const char *path,
                    const flume_db_options *opts, flume_db **out,
-                   char found[64], char *why) {
+                   char found[64], char *why, flume__db_attach_fn attach) {
   flume_db_options defaults;
   if (loop == NULL || out == NULL) return FLUME_EINVAL;
   if (opts == NULL) {
@@ -344,12 +339,10 @@ int flume__db_open(uv_loop_t *loop, const char *path,
     return rc;
   }
   db->run_max = RUN_MAX_BYTES;
-  /* A remote log routes this handle's appends through its outbox; it
-   * attaches itself as a part, so close reaches it like any other. It
-   * starts its handles only once nothing else can fail. */
-  if ((opts->remote_urls ? (rc = flume__remote_open(db, opts, why))
-                         : !db->readonly &&
-                               (rc = flume__remote_check_local(db, why)))) {
+  /* What opening adds (a remote log routes this handle's appends through
+   * its outbox; it attaches itself as a part, so close reaches it like any
+   * other); it starts its handles only once nothing else can fail. */
+  if (attach && (rc = attach(db, opts, why))) {
     db->ops->close(db->store);
     free(db);
     return rc;

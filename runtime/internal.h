@@ -34,12 +34,22 @@ struct flume__job {
   int status;           /* this job's own failure, set by the writer */
 };
 
-/* flume_db_open(), and on FLUME_ECODEC the codec the database has in
- * found[64]; on other failures of a remote log, what went wrong in why
- * (FLUME__ERRMSG_SIZE bytes; may be NULL). */
+/* What opening adds to a database once its store and metadata are read
+ * and before its handles start (open.c: the remote log); nonzero fails
+ * the open, with why. */
+typedef int (*flume__db_attach_fn)(flume_db *db, const flume_db_options *opts,
+                                   char *why);
+/* The local part of flume_db_open(), then `attach` (may be NULL); on
+ * FLUME_ECODEC the codec the database has in found[64]. */
 int flume__db_open(uv_loop_t *loop, const char *path,
                    const flume_db_options *opts, flume_db **out,
-                   char found[64], char *why);
+                   char found[64], char *why, flume__db_attach_fn attach);
+/* flume_db_open() (open.c), and on FLUME_ECODEC the codec the database
+ * has in found[64]; on other failures of a remote log, what went wrong in
+ * why (FLUME__ERRMSG_SIZE bytes; may be NULL). */
+int flume__open(uv_loop_t *loop, const char *path,
+                const flume_db_options *opts, flume_db **out, char found[64],
+                char *why);
 
 /* Routes this handle's appends to fn instead of the writer queue (a
  * remote log's outbox). fn takes an append job (flume__append_values says

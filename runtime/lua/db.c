@@ -235,7 +235,7 @@ static int l_open(lua_State *L) {
   }
   char found[64], why[FLUME__ERRMSG_SIZE];
   why[0] = '\0';
-  int rc = flume__db_open(c->loop, path, &o, &d->db, found, why);
+  int rc = flume__open(c->loop, path, &o, &d->db, found, why);
   if (rc) {
     luaL_unref(L, LUA_REGISTRYINDEX, a->fifo_ref);
     flume__lua_req_drop(L, &a->log);

@@ -2,7 +2,7 @@
  * A remote log: the log on a replicated NATS JetStream stream, this folder
  * a cache of it (../shared design: JETSTREAM.md; stored names: format.h).
  *
- * Provides, to db.c, flume__remote_open() (internal.h). Uses db.c's append
+ * Provides, to open.c, flume__remote_open() (internal.h). Uses db.c's append
  * route, its writer queue (ingest jobs ride group commit beside
  * checkpoints) and its part hooks for close; libnats for the network.
  *

@@ -129,8 +129,6 @@ int flume__pipeline_start(flume__views *vs);
 int flume__pipeline_rebuild(flume__views *vs);
 /* Starts indexer slices, unless paused or closing. */
 void flume__pipeline_kick(flume__views *vs);
-/* After an indexer slice: a close waiting for the views looks again. */
-void flume__views_drained(flume__views *vs);
 /* Hands everything done since the last checkpoint to the writer. */
 void flume__pipeline_checkpoint(flume__views *vs);
 /* Queues the job that opens a new view's table and reads its record,

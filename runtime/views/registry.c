@@ -284,7 +284,7 @@ static int behind(flume__views *vs) {
 /* A close lets the views index what the log holds (for up to DRAIN_NS),
  * so that a clean exit leaves them caught up: readers in other processes
  * then read them without a writer. The indexer kicks the close again
- * after each slice (flume__views_drained). */
+ * after each slice (pipeline.c, on_idle). */
 static int views_drain(void *part) {
   flume__views *vs = part;
   if (vs->readonly || vs->paused) return 0;
@@ -296,10 +296,6 @@ static int views_drain(void *part) {
   if (now >= vs->drain_until || !behind(vs)) return 0;
   flume__pipeline_kick(vs);
   return vs->idle_on; /* no slice coming: nothing more it can do */
-}
-
-void flume__views_drained(flume__views *vs) {
-  if (vs->draining) flume__db_close_kick(vs->db);
 }
 
 static void views_before_close(void *part) {
