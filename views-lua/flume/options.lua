@@ -28,9 +28,9 @@ local KNOWN = {
   append = { "batch", "encoded" },
   stream = { "gt", "gte", "lt", "lte", "reverse", "limit", "live" },
   backup = { "compact", "progress" },
-  get = { "wait", "timeout" },
+  get = { "wait", "timeout", "after" },
   read = { "gt", "gte", "lt", "lte", "reverse", "limit", "live", "wait",
-    "timeout" },
+    "timeout", "after" },
 }
 for name, list in pairs(KNOWN) do
   local set = {}

@@ -69,11 +69,26 @@ local function explain_wait_error(view, err, target)
 end
 
 --- The log since a gated read waits for (since-gating: as it is at the
--- moment of the call), or -1 with `wait = false`.
+-- moment of the call, or `after` when that is further: a seq returned by
+-- an append elsewhere, another process's or another node's), or -1 with
+-- `wait = false`.
 local function gate_target(view, opts)
   check_timeout(opts and opts.timeout)
-  if opts ~= nil and opts.wait == false then return -1 end
-  return view._db._c:since()
+  local after = opts and opts.after
+  if after ~= nil and (math.type(after) ~= "integer" or after < -1) then
+    raise("EINVAL", "after must be a seq (an integer >= -1), not " ..
+      tostring(after))
+  end
+  if opts ~= nil and opts.wait == false then
+    if after ~= nil then
+      raise("EINVAL", "after (wait for a seq) and wait = false (do not " ..
+        "wait) contradict each other")
+    end
+    return -1
+  end
+  local since = view._db._c:since()
+  if after ~= nil and after > since then return after end
+  return since
 end
 
 --- Waits until the view has reached `target` (see gate_target). opts:
