@@ -188,6 +188,14 @@ describe("a remote log on a three-server cluster", function()
       end
       assert.equal(count, n)
     end
+    -- read-your-writes across nodes: a read on another node with `after`
+    -- the seq an append returned on A waits until that node has ingested
+    -- and indexed it
+    local again = dbs.A:append({ node = "marker", i = 0 })
+    for _, node in ipairs { "B", "C", "D" } do
+      assert.equal(2, dbs[node].per_node:get("marker",
+        { after = again, timeout = 60 }))
+    end
     for _, db in pairs(dbs) do db:close() end
   end)
 end)
