@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "views/charge.h"
 #include "views/host.h"
 #include "views/lazy.h"
 #include "views/pattern.h"
@@ -31,11 +32,11 @@ typedef struct host_account {
 } host_account;
 
 struct flume__host {
+  flume__charge charge;   /* first: lazy.c switches it (charge.h) */
   lua_State *L;           /* the sandboxed state */
   int base_ref;           /* registry ref of the allow-listed globals */
   int exhausted;          /* the call in progress ran out of instructions */
   size_t work;            /* work left to the call in progress in C */
-  uint32_t current;       /* account of the call in progress, 0 outside */
   int refused;            /* an allocation of the call was refused */
   host_account *accts;    /* accounts by id; 0 is the runtime's own */
   uint32_t nacct;         /* accounts in use (ids are never reused) */
@@ -88,7 +89,7 @@ static void charge_alloc(flume__host *h, size_t bytes) {
 static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   flume__host *h = ud;
   char *block = ptr ? (char *)ptr - HDR : NULL;
-  uint32_t owner = 0, cur = h->current;
+  uint32_t owner = 0, cur = h->charge.current;
   if (block) memcpy(&owner, block, sizeof owner);
   else osize = 0; /* for a new block, osize is its type */
   if (nsize == 0) {
@@ -236,11 +237,11 @@ static int host_call(flume__host *h, uint32_t acct, int nargs,
   h->exhausted = 0;
   h->refused = 0;
   h->work = WORK_LIMIT;
-  h->current = acct;
+  h->charge.current = acct;
   lua_sethook(L, limit_hook, LUA_MASKCOUNT, FLUME__INSTRUCTION_LIMIT);
   int rc = lua_pcall(L, nargs, nresults, 0);
   lua_sethook(L, NULL, 0, 0);
-  h->current = 0;
+  h->charge.current = 0;
   h->exhausted = 0;
   h->log_view = was_view;
   h->log_seq = was_seq;
@@ -704,13 +705,6 @@ int flume__host_account_open(flume__host *h, int ref, const char *name) {
 void flume__host_account_cap(flume__host *h, int ref, int64_t cap) {
   uint32_t acct = acct_of(h, ref);
   if (acct) h->accts[acct].cap = cap;
-}
-
-uint32_t flume__host_charge_to(lua_State *L, uint32_t acct) {
-  flume__host *h = host_of(L);
-  uint32_t was = h->current;
-  h->current = acct;
-  return was;
 }
 
 void flume__host_account_close(flume__host *h, int ref) {

@@ -15,10 +15,5 @@ int flume__host_account_open(flume__host *h, int ref, const char *name);
 void flume__host_account_cap(flume__host *h, int ref, int64_t cap);
 /* Charges ref's calls to the runtime again (a load that failed). */
 void flume__host_account_close(flume__host *h, int ref);
-/* Charges what the host state L allocates from now on to account `acct`
- * (0: the runtime's) and returns the account it replaces, to be passed
- * back: lazy.c decodes a value's fields inside a view's call as the
- * runtime's work. */
-uint32_t flume__host_charge_to(lua_State *L, uint32_t acct);
 
 #endif

@@ -52,7 +52,7 @@
 
 #include "mpcheck.h"
 #include "msgpack.h"
-#include "views/host.h"
+#include "views/charge.h"
 
 /* Fields an __index may look up before the proxy is made whole: each
  * lookup scans the keys, so a script reading many fields (or missing
@@ -138,9 +138,9 @@ void flume__lazy_materialize(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
   holder *h = holder_of(L, idx);
   if (h == NULL) return;
-  uint32_t was = flume__host_charge_to(L, 0);
+  uint32_t was = flume__charge_to(L, 0);
   materialize(L, idx, h);
-  flume__host_charge_to(L, was);
+  flume__charge_to(L, was);
 }
 
 /* Whether key i of h equals the Lua key at index 2 of type kt (the
@@ -186,18 +186,18 @@ static int lazy_index(lua_State *L) {
   holder *h = holder_of(L, 1);
   int kt = lua_type(L, 2);
   if (h == NULL) return 0;
-  uint32_t was = flume__host_charge_to(L, 0);
+  uint32_t was = flume__charge_to(L, 0);
   if (h->left == 0) {
     /* Many lookups: decode the rest once, not scan again and again. */
     materialize(L, 1, h);
-    flume__host_charge_to(L, was);
+    flume__charge_to(L, was);
     lua_settop(L, 2);
     lua_rawget(L, 1);
     return 1;
   }
   h->left--;
   if (kt != LUA_TSTRING && kt != LUA_TNUMBER && kt != LUA_TBOOLEAN) {
-    flume__host_charge_to(L, was);
+    flume__charge_to(L, was);
     return 0; /* no msgpack key decodes to one */
   }
   unsigned char *done = h_done(h);
@@ -211,7 +211,7 @@ static int lazy_index(lua_State *L) {
     }
   if (last == UINT32_MAX || done[last]) {
     /* Absent, or decoded and removed by the script since. */
-    flume__host_charge_to(L, was);
+    flume__charge_to(L, was);
     return 0;
   }
   push_part(L, h, 2 * last + 1, 2 * last + 2);
@@ -221,7 +221,7 @@ static int lazy_index(lua_State *L) {
   for (uint32_t i = 0; i < h->n && matches > 1; i++)
     if (key_is(L, h, i, kt, ks, kl)) done[i] = 1;
   done[last] = 1;
-  flume__host_charge_to(L, was);
+  flume__charge_to(L, was);
   return 1;
 }
 
