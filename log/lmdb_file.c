@@ -265,10 +265,9 @@ static int check_root(int fd, uint64_t psize, const unsigned char *db,
   return FLUME_ECORRUPT;
 }
 
-/* Checks data.mdb before LMDB opens it: LMDB reads the meta pages with
- * pread, then maps the file and trusts them. *exists says whether there
- * is a file at all (none: a new database). */
-static int check_file(const char *path, int *exists) {
+/* One look at data.mdb (check_file): *txnid gets the id of the commit
+ * whose meta page it checked (0 if it got no further). */
+static int check_file_once(const char *path, int *exists, uint64_t *txnid) {
   char file[4200];
   snprintf(file, sizeof file, "%s/data.mdb", path);
   *exists = 0;
@@ -335,6 +334,7 @@ static int check_file(const char *path, int *exists) {
     goto done;
   }
   int cur = t1 > t0;
+  *txnid = cur ? t1 : t0;
   const unsigned char *mm = m[cur];
   uint64_t last = rd64(mm + OFF_LAST_PG);
   if (last < 1 || last > (UINT64_C(1) << 48) || rd64(mm + OFF_ADDRESS) != 0 ||
@@ -371,6 +371,25 @@ static int check_file(const char *path, int *exists) {
 done:
   close(fd);
   return rc;
+}
+
+/* Checks data.mdb before LMDB opens it: LMDB reads the meta pages with
+ * pread, then maps the file and trusts them. *exists says whether there
+ * is a file at all (none: a new database).
+ *
+ * A reader opens beside a running writer, whose commits go on between our
+ * reads of the meta pages and of the roots they name: a root read after
+ * two more commits may be a page LMDB has reused since. So what looks
+ * damaged is looked at again while the writer has moved on (another
+ * commit id); it is damage when the same commit fails twice. */
+static int check_file(const char *path, int *exists) {
+  uint64_t seen = UINT64_MAX;
+  for (int tries = 0;; tries++) {
+    uint64_t txnid = 0;
+    int rc = check_file_once(path, exists, &txnid);
+    if (rc != FLUME_ECORRUPT || txnid == seen || tries == 50) return rc;
+    seen = txnid;
+  }
 }
 
 /* ---- opening: the one path, read-only or not --------------------------- */
