@@ -3,20 +3,11 @@
 -- folders (the rest of it: cli_spec.lua).
 local H = require "helpers.db"
 local cjson = require "cjson"
-local C = require "helpers.cli"
 
-local ROOT, BIN, COUNT, TOTAL, AUTHOR = C.ROOT, C.BIN, C.COUNT, C.TOTAL,
-  C.AUTHOR
-local read, command, flume, lines, jsonl, events, views_part, database =
-  C.read, C.command, C.flume, C.lines, C.jsonl, C.events, C.views_part,
-  C.database
 local q, write = H.q, H.write
 
 local tmp -- a fresh folder per test
-local function fresh_tmp()
-  tmp = H.tmpdir()
-  C.set_tmp(tmp)
-end
+local function fresh_tmp() tmp = H.tmpdir() end
 
 describe("the flume command for scripts", function()
   before_each(fresh_tmp)
