@@ -543,6 +543,18 @@ FLUME_API int flume_view_wait(flume_view *view, double timeout,
                               flume_wait_cb cb, void *ctx);
 
 /**
+ * flume_view_wait(), and then until the view has indexed seq `after` too,
+ * even one the log has not reached yet: a seq an append returned in
+ * another process (the writer beside a read-only handle) or on another
+ * node of a remote log (Lua: a read's `after = seq`).
+ * @param after a seq, or -1 (then the same as flume_view_wait()).
+ * @return as flume_view_wait(); #FLUME_EINVAL also for `after` below -1.
+ */
+FLUME_API int flume_view_wait_after(flume_view *view, int64_t after,
+                                    double timeout, flume_wait_cb cb,
+                                    void *ctx);
+
+/**
  * Reads what a Lua view's `get` gives: a reduce view's state (key
  * ignored), a group view's accumulator for `key`, an index view's seqs for
  * `key` (a msgpack array, in order). The result is msgpack in `*data`

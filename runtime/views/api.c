@@ -152,13 +152,20 @@ static void wait_over(void *p, int status) {
 
 FLUME_API int flume_view_wait(flume_view *view, double timeout,
                               flume_wait_cb cb, void *ctx) {
-  if (view == NULL || cb == NULL) return FLUME_EINVAL;
+  return flume_view_wait_after(view, -1, timeout, cb, ctx);
+}
+
+FLUME_API int flume_view_wait_after(flume_view *view, int64_t after,
+                                    double timeout, flume_wait_cb cb,
+                                    void *ctx) {
+  if (view == NULL || cb == NULL || after < -1) return FLUME_EINVAL;
   wait_req *r = malloc(sizeof *r);
   if (r == NULL) return FLUME_ENOMEM;
   *r = (wait_req){cb, ctx};
   flume__db_refresh(view->db); /* a reader: the log as the writer has it */
-  int rc = flume__view_wait(view, flume_db_since(view->db), timeout, 1,
-                            wait_over, r);
+  int64_t target = flume_db_since(view->db);
+  if (after > target) target = after;
+  int rc = flume__view_wait(view, target, timeout, 1, wait_over, r);
   if (rc) free(r);
   if (rc == FLUME_ENOWRITER || (rc == FLUME_EVIEW && view->note[0]))
     snprintf(flume__db_errbuf(view->db), FLUME__ERRMSG_SIZE, "%s",

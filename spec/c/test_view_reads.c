@@ -257,6 +257,22 @@ static void run(const char *path) {
   CHECK(len == 3 && memcmp(data, "\xcd\x03\x0c", 3) == 0); /* 780 */
   flume_free(data);
 
+  /* after = a seq the log has not reached: the wait runs out; asked again,
+   * it ends once that seq is appended and indexed (0 + ... + 40 = 820) */
+  waited w = {0, 0};
+  CHECK_ERR(flume_view_wait_after(r, -2, 1, on_wait, &w), FLUME_EINVAL);
+  CHECK_OK(flume_view_wait_after(r, 40, 0.05, on_wait, &w));
+  while (w.calls == 0) uv_run(&loop, UV_RUN_ONCE);
+  CHECK(w.status == FLUME_ETIMEDOUT);
+  w.calls = 0;
+  CHECK_OK(flume_view_wait_after(r, 40, 10, on_wait, &w));
+  append_values(db, 40, 41);
+  while (w.calls == 0) uv_run(&loop, UV_RUN_ONCE);
+  CHECK_OK(w.status);
+  CHECK_OK(flume_view_get(r, NULL, 0, &data, &len));
+  CHECK(len == 3 && memcmp(data, "\xcd\x03\x34", 3) == 0); /* 820 */
+  flume_free(data);
+
   /* An iterator open when the database closes: ECLOSED, then closed. */
   o.limit = -1;
   CHECK_OK(flume_view_iter_open(ix, &o, &it));
