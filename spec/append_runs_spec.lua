@@ -100,6 +100,60 @@ for _, backend in ipairs(H.backends) do
       assert.equal(n - 1, db.since)
     end)
 
+    it("go on past a callback that waits, which resumes after", function()
+      -- A run's callbacks share one coroutine until one of them waits (a
+      -- sync call); the rest must neither wait for it nor run twice.
+      local db, n, order = ctx.db, 300, {}
+      local waits = { [3] = true, [150] = true, [300] = true }
+      for i = 1, n do
+        db:append(i, function(err, seq)
+          assert.is_nil(err)
+          assert.equal(i - 1, seq)
+          order[#order + 1] = i
+          if waits[i] then
+            -- waits for a commit of its own, after the others are told
+            local s = db:append("from " .. i)
+            assert.is_true(s >= n)
+            assert.same("from " .. i, db:get(s))
+            order[#order + 1] = "after " .. i
+          end
+        end)
+      end
+      flume.run()
+      local told, seen = {}, {}
+      for _, v in ipairs(order) do
+        if type(v) == "number" then
+          assert.is_nil(seen[v], "callback " .. v .. " ran twice")
+          seen[v] = true
+          told[#told + 1] = v
+        end
+      end
+      assert.equal(n, #told)
+      for k = 1, n do assert.equal(k, told[k]) end
+      -- a waiting callback resumed only after later ones ran
+      local pos = {}
+      for k, v in ipairs(order) do pos[v] = k end
+      assert.is_true(pos["after 3"] > pos[4])
+      assert.is_true(pos["after 150"] > pos[151])
+      assert.is_not_nil(pos["after 300"])
+      assert.equal(n + 2, db.since)
+    end)
+
+    it("all run, in order, when several callbacks of a run raise", function()
+      local db, n, called = ctx.db, 50, {}
+      for i = 1, n do
+        db:append(i, function()
+          called[#called + 1] = i
+          if i % 10 == 0 then error("boom " .. i) end
+        end)
+      end
+      -- the first is raised where the loop runs; every callback still ran
+      assert.error_matches(function() flume.run() end, "boom 10\n")
+      flume.run()
+      assert.equal(n, #called)
+      for k = 1, n do assert.equal(k, called[k]) end
+    end)
+
     it("are all written and told before a close completes", function()
       local db, dir = H.open(backend)
       local n, acked, closed = 1000, 0, false

@@ -51,6 +51,8 @@ typedef struct lctx {
                         not yet closed: what the shared loop must finish at
                         lua_close before luv closes it */
   int dispatch_ref;  /* registry ref of the Lua dispatcher */
+  int stretch_ref;   /* registry ref of the dispatcher of a stretch of
+                        append callbacks with one outcome, or LUA_NOREF */
   int closing;       /* lua_close is under way: call no Lua */
   struct ltimer *timers; /* pending core.timer()s, to cancel at lua_close */
 } lctx;

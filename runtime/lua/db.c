@@ -117,11 +117,27 @@ typedef struct deliver_args {
 static int deliver(lua_State *L) {
   deliver_args *d = lua_touserdata(L, 1);
   lappend *a = d->a;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, a->fifo_ref);          /* 2 */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, a->ctx->dispatch_ref); /* 3 */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->fifo_ref); /* 2 */
+  int stretch = a->ctx->stretch_ref;
+  lua_rawgeti(L, LUA_REGISTRYINDEX,
+              stretch != LUA_NOREF ? stretch : a->ctx->dispatch_ref); /* 3 */
   if (d->status) /* 4 */
     flume__lua_push_error(L, d->status, append_detail(a->db, d->status));
   else lua_pushnil(L);
+  if (stretch != LUA_NOREF) {
+    /* The whole stretch in one call: the scheduler runs it in one
+     * coroutine while no callback waits. */
+    size_t left = d->n - d->done;
+    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 2);
+    lua_pushinteger(L, d->from + (lua_Integer)d->done);
+    lua_pushinteger(L, (lua_Integer)left);
+    lua_pushvalue(L, 4);
+    lua_pushinteger(L, d->status ? -1 : d->first + (int64_t)d->done);
+    d->done = d->n; /* one that fails is not called again */
+    lua_call(L, 5, 0);
+    return 0;
+  }
   while (d->done < d->n) {
     lua_Integer k = d->from + (lua_Integer)d->done;
     int64_t seq = d->first + (int64_t)d->done;

@@ -77,6 +77,7 @@ static void ctx_open(lua_State *L) {
     lctx *c = lua_newuserdatauv(L, sizeof *c, 0);
     memset(c, 0, sizeof *c);
     c->dispatch_ref = LUA_NOREF;
+    c->stretch_ref = LUA_NOREF;
     c->foreign_ref = LUA_NOREF;
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
     c->main = lua_tothread(L, -1);
@@ -137,14 +138,26 @@ static int l_stop(lua_State *L) {
   return 0;
 }
 
-/* core.set_dispatch(fn): every callback is called as fn(cb, ...). */
+/* core.set_dispatch(fn [, stretch]): every callback is called as
+ * fn(cb, ...); with `stretch`, a stretch of append callbacks with one
+ * outcome is handed over at once, as stretch(fifo, from, n, err, first):
+ * fifo[from .. from + n - 1] are the callbacks (nil where none), each to be
+ * called as cb(err, nil) or cb(nil, first + its offset), and emptied. */
 static int l_set_dispatch(lua_State *L) {
   lctx *c = flume__lua_ctx(L);
   luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_pushvalue(L, 1);
   if (c->dispatch_ref != LUA_NOREF)
     luaL_unref(L, LUA_REGISTRYINDEX, c->dispatch_ref);
   c->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (c->stretch_ref != LUA_NOREF)
+    luaL_unref(L, LUA_REGISTRYINDEX, c->stretch_ref);
+  c->stretch_ref = LUA_NOREF;
+  if (!lua_isnoneornil(L, 2)) {
+    lua_pushvalue(L, 2);
+    c->stretch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   return 0;
 }
 
