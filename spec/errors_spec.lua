@@ -95,6 +95,13 @@ describe("errors the Lua side raises", function()
     { function() flume.open { mapper = 5 } end, "EINVAL", "mapper" },
     { function() db:append("\xc1", { encoded = true }) end, "EINVAL",
       "encoded value 1" },
+    -- two values in one, a map cut short, one in a batch after good ones
+    { function() db:append("\x01\x02", { encoded = true }) end, "EINVAL",
+      "encoded value 1" },
+    { function() db:append("\x81\xa1a", { encoded = true }) end, "EINVAL",
+      "encoded value 1" },
+    { function() db:append({ "\x01", "\xa1a", "\x92\x01" },
+      { batch = true, encoded = true }) end, "EINVAL", "encoded value 3" },
     { function() db:append(1, 5) end, "EINVAL", "append's options" },
     { function() db:append(1, {}, 5) end, "EINVAL", "append's callback" },
     { function() db:stream { gt = 1.5 } end, "EINVAL", "option 'gt'" },

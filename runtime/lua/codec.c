@@ -5,6 +5,7 @@
  */
 #include "keys.h"
 #include "lua/binding.h"
+#include "mpcheck.h"
 #include "msgpack.h"
 
 /* core.encode(value) -> msgpack bytes */
@@ -35,6 +36,15 @@ static int l_decode(lua_State *L) {
   return 1;
 }
 
+/* core.valid(bytes) -> whether they are exactly one msgpack value decode
+ * accepts: what decode would say, without building the value. */
+static int l_valid(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  lua_pushboolean(L, flume__mp_valid(s, n));
+  return 1;
+}
+
 void flume__lua_check_key(lua_State *L, int idx, flume__buf *b) {
   char err[256];
   int rc = flume__key_encode(L, idx, b, err, sizeof err);
@@ -56,6 +66,7 @@ static int l_key_encode(lua_State *L) {
 
 static const luaL_Reg codec_funcs[] = {{"encode", l_encode},
                                        {"decode", l_decode},
+                                       {"valid", l_valid},
                                        {"key_encode", l_key_encode},
                                        {NULL, NULL}};
 

@@ -2,7 +2,8 @@
  * Fuzz target: the msgpack decoder (and the encoder, through what the
  * decoder returns). Any input must either fail to decode with the stack as
  * it was, or decode to a value that encodes and decodes again to an equal
- * value.
+ * value; and the checker (mpcheck.h: C appends, `encoded` values, lazy
+ * values) must accept exactly what the decoder accepts.
  *
  * Built by CMake (spec/fuzz/CMakeLists.txt): replay_msgpack in every
  * build, run by CTest over corpus/msgpack; fuzz_msgpack with
@@ -21,6 +22,7 @@
 #include <lualib.h>
 
 #include "lua_check.h"
+#include "mpcheck.h"
 #include "msgpack.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -36,6 +38,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   int top = lua_gettop(L);
   int rc = flume__mp_decode(L, (const char *)data, size, err, sizeof err);
+  if (flume__mp_valid(data, size) != (rc == 0)) {
+    fprintf(stderr, "the checker says %s, the decoder %s\n",
+            rc ? "valid" : "invalid", rc ? err : "decoded it");
+    abort();
+  }
   if (rc != 0) {
     if (lua_gettop(L) != top || err[0] == '\0') abort();
     return 0;

@@ -302,7 +302,7 @@ function DB:append(value, opts, cb)
     local list = batch and value or { value }
     for i = 1, batch and #list or 1 do
       local v = list[i]
-      if type(v) ~= "string" or (mp and not pcall(core.decode, v)) then
+      if type(v) ~= "string" or (mp and not core.valid(v)) then
         raise("EINVAL", "encoded value " .. i .. " is not what the " ..
           "codec writes")
       end
