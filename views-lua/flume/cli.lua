@@ -193,17 +193,8 @@ README). A raw database takes JSON strings only.
       values, n, first = {}, 0, lineno + 1
     end
     local byte, sub = string.byte, string.sub
-    while true do
-      -- (a Ctrl-C interrupts a read that waits: the read fails with EINTR,
-      -- and the command ends as interrupted, not with an internal error)
-      local line, rerr = input:read("l")
-      if line == nil then
-        if rerr == nil then break end
-        if ctx.tools.interrupted() then fail("interrupted") end
-        fail("cannot read the input: " .. tostring(rerr))
-      end
-      lineno = lineno + 1
-      bytes = bytes + #line + 1
+    -- One line, its "\n" taken off (lineno and bytes count it already).
+    local function take(line)
       if byte(line, -1) == 13 then line = sub(line, 1, -2) end -- CRLF
       -- a UTF-8 byte order mark (as some editors write) before the first
       -- line: skipped, as JSON Lines readers do
@@ -237,10 +228,84 @@ README). A raw database takes JSON strings only.
         values[n] = v
         if size and n >= size then flush() end
       end
-      if lineno % 1000 == 0 then
-        check_interrupt(ctx)
-        if total then p:update(bytes, total, appended + n)
-        else p:update(appended + n, nil) end
+    end
+    local function read_failed(rerr)
+      -- (a Ctrl-C interrupts a read that waits: the read fails with EINTR,
+      -- and the command ends as interrupted, not with an internal error)
+      if ctx.tools.interrupted() then fail("interrupted") end
+      fail("cannot read the input: " .. tostring(rerr))
+    end
+    local next_tick = 1000
+    local function tick()
+      if lineno < next_tick then return end
+      next_tick = lineno - lineno % 1000 + 1000
+      check_interrupt(ctx)
+      if total then p:update(bytes, total, appended + n)
+      else p:update(appended + n, nil) end
+    end
+    if total == nil or raw then
+      -- A pipe or a terminal: line by line, so that each line is taken as
+      -- it comes (a read of a chunk would wait for the whole chunk).
+      while true do
+        local line, rerr = input:read("l")
+        if line == nil then
+          if rerr == nil then break end
+          read_failed(rerr)
+        end
+        lineno = lineno + 1
+        bytes = bytes + #line + 1
+        take(line)
+        tick()
+      end
+    else
+      -- A file: read in chunks whose common lines C converts at once
+      -- (core.json_lines); a line it leaves comes to take().
+      local CHUNK, json_lines, find = 1 << 20, core.json_lines, string.find
+      local buf, pos, eof = "", 1, false
+      -- More input after what is left of buf: until a "\n" comes (a line
+      -- longer than a chunk is joined once) or the input ends.
+      local function fill()
+        local parts = { sub(buf, pos) }
+        while true do
+          local piece, rerr = input:read(CHUNK)
+          if piece == nil then
+            if rerr ~= nil then read_failed(rerr) end
+            eof = true
+            break
+          end
+          parts[#parts + 1] = piece
+          if find(piece, "\n", 1, true) then break end
+        end
+        buf, pos = concat(parts), 1
+      end
+      local max = size or maxinteger
+      while true do
+        -- (a line 1 after a byte order mark is not JSON: it goes to take(),
+        -- which skips the mark)
+        local np, nn, lines = json_lines(buf, pos, values, n, max)
+        bytes, lineno, n, pos = bytes + np - pos, lineno + lines, nn, np
+        if size and n >= size then
+          flush()
+        else
+          local nl = find(buf, "\n", pos, true)
+          if nl then
+            lineno, bytes = lineno + 1, bytes + nl - pos + 1
+            local line = sub(buf, pos, nl - 1)
+            pos = nl + 1
+            take(line)
+          elseif not eof then
+            fill()
+          elseif pos <= #buf then
+            -- the last line, without its "\n"
+            lineno, bytes = lineno + 1, bytes + #buf - pos + 1
+            local line = sub(buf, pos)
+            pos = #buf + 1
+            take(line)
+          else
+            break
+          end
+        end
+        tick()
       end
     end
     flush()
