@@ -154,6 +154,36 @@ for _, backend in ipairs(H.backends) do
       for k = 1, n do assert.equal(k, called[k]) end
     end)
 
+    it("reach the database whose table is passed, in every form", function()
+      -- db.append is a C closure of db's table for the common async call;
+      -- every other form goes through the checked Lua method
+      local db, other = ctx.db, flume.open()
+      local got = {}
+      local function note(err, seq) got[#got + 1] = err or seq end
+      db:append("a", note)
+      db.append(db, "b", note)
+      other.append(db, "c", note)      -- db's table: db's log
+      db:append("d", {}, note)         -- options: the Lua method
+      flume.spawn(function()
+        local seq = db:append("e")
+        got[#got + 1] = seq
+      end)
+      flume.run()
+      assert.same({ 0, 1, 2, 3, 4 }, got)
+      assert.same({ "a", "b", "c", "d", "e" }, values(db))
+      assert.equal(-1, other.since)
+      -- misuse names the caller's line, as the Lua method does
+      local ok, err = pcall(function() db.append(5, 1) end)
+      assert.is_false(ok)
+      assert.matches("append_runs_spec.lua:%d+: bad argument #1 to 'append'",
+        err)
+      assert.error_matches(function() db:append(nil, note) end, "EINVAL")
+      assert.error_matches(function() db:append(1, {}, 5) end, "EINVAL")
+      other:close()
+      db:close()
+      assert.error_matches(function() db:append(1, note) end, "ECLOSED")
+    end)
+
     it("are all written and told before a close completes", function()
       local db, dir = H.open(backend)
       local n, acked, closed = 1000, 0, false

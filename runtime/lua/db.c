@@ -664,6 +664,57 @@ static int fast_get(lua_State *L) {
   return 1;
 }
 
+/*
+ * The append of a msgpack database's table, as c:fast_append makes it
+ * (upvalues: the handle, the table, DB:append): db:append(value, cb), the
+ * common async call, goes straight to ldb_append; anything else to
+ * DB:append, which checks and raises as always. The Lua method's lookup
+ * through the table's __index and its checks were as much as the append.
+ */
+static int fast_append_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  return lua_gettop(L);
+}
+
+static int fast_append(lua_State *L) {
+  if (LIKELY(lua_gettop(L) == 3 && lua_rawequal(L, 1, lua_upvalueindex(2)) &&
+             !lua_isnil(L, 2) && lua_type(L, 3) == LUA_TFUNCTION)) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_replace(L, 1);
+    lua_pushboolean(L, 1);
+    lua_insert(L, 2);
+    lua_pushboolean(L, 0);
+    lua_insert(L, 3); /* handle, mp, batch, value, cb: as c:append */
+    return ldb_append(L);
+  }
+  int top = lua_gettop(L);
+  int same = top >= 1 && lua_getmetatable(L, 1) &&
+             lua_getmetatable(L, lua_upvalueindex(2)) &&
+             lua_rawequal(L, -1, -2);
+  /* luaL_error puts the caller's place first, as error(msg, 2) does */
+  if (!same)
+    return luaL_error(L, "bad argument #1 to 'append' (flume.db expected; "
+                         "call it as db:append(...))");
+  lua_settop(L, top);
+  /* (a sync append yields inside a coroutine: hence the continuation) */
+  lua_pushvalue(L, lua_upvalueindex(3));
+  lua_insert(L, 1);
+  lua_callk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, fast_append_k);
+  return lua_gettop(L);
+}
+
+/* c:fast_append(db, append) -> the append of the msgpack database table
+ * db (fast_append); append is DB:append. */
+static int ldb_fast_append(lua_State *L) {
+  flume__lua_check_db(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_settop(L, 3);
+  lua_pushcclosure(L, fast_append, 3);
+  return 1;
+}
+
 /* c:fast_get(db, get, mp) -> the get of the database table db (fast_get);
  * get is DB:get, for misuse with another database. */
 static int ldb_fast_get(lua_State *L) {
@@ -773,6 +824,7 @@ static int ldb_remote_withhold(lua_State *L) {
 
 static const luaL_Reg db_methods[] = {
     {"append", ldb_append},   {"get", ldb_get},
+    {"fast_append", ldb_fast_append},
     {"get_many", ldb_get_many}, {"fast_get", ldb_fast_get},
     {"read", ldb_read},       {"since", ldb_since},
     {"codec", ldb_codec},     {"memory", ldb_memory},

@@ -238,6 +238,10 @@ function M.open(path, opts)
   if decode == nil and opts.mapper == nil then
     db.get = c:fast_get(db, DB.get, mp)
   end
+  -- The same for db:append(value, cb) on a msgpack database's writer.
+  if mp and encode == nil and not db.readonly then
+    db.append = c:fast_append(db, DB.append)
+  end
   return db
 end
 
