@@ -63,6 +63,7 @@ struct flume_db {
   const flume__store_ops *ops;    /* the backend */
   flume__store *store;            /* its instance */
   char codec[64];                 /* the codec name recorded in the db */
+  int msgpack;                    /* that codec is "msgpack" */
   int64_t since;                  /* last acknowledged seq; -1: empty */
   flume__job *queue_head;         /* jobs waiting for the next group */
   flume__job *queue_tail;
@@ -229,6 +230,7 @@ static int init_meta(flume_db *db, const char *codec, char found[64]) {
       goto fail;
     }
   }
+  db->msgpack = strcmp(db->codec, "msgpack") == 0;
   if ((rc = ops->log_last(txn, &db->since))) goto fail;
   if (db->readonly) {
     ops->txn_abort(txn);
@@ -850,7 +852,7 @@ FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
    * are not exactly one of them would fail every view at that seq, in a
    * log that never forgets. (The Lua module's encoders write only such
    * values; they append through the paths below, unchecked.) */
-  if (strcmp(db->codec, "msgpack") == 0)
+  if (db->msgpack)
     for (size_t i = 0; i < n; i++)
       if (!flume__mp_valid(vals[i].base, vals[i].len)) return FLUME_EENCODE;
   if (n > (room - total) / (sizeof(size_t) + 16)) return FLUME_EINVAL;
