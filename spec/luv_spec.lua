@@ -8,6 +8,7 @@
 -- is for the rest of a process's life.
 local flume = require "flume"
 local H = require "spec.helpers.db"
+local echo_on = require "spec.helpers.luv_echo"
 
 local ok_luv, uv = pcall(require, "luv")
 
@@ -21,30 +22,7 @@ describe("flume in a luv program", function()
     local detach = require("flume.luv").bridge(uv)
 
     -- a TCP echo server and a client sending 50 lines
-    local server = uv.new_tcp()
-    assert(server:bind("127.0.0.1", 0))
-    local port = server:getsockname().port
-    server:listen(16, function(err)
-      assert(not err, err)
-      local conn = uv.new_tcp()
-      server:accept(conn)
-      conn:read_start(function(e, data)
-        assert(not e, e)
-        if data then conn:write(data) else conn:close() end
-      end)
-    end)
-    local client, echoed, sent = uv.new_tcp(), "", {}
-    client:connect("127.0.0.1", port, function(err)
-      assert(not err, err)
-      client:read_start(function(e, data)
-        assert(not e, e)
-        if data then echoed = echoed .. data end
-      end)
-      for i = 1, 50 do
-        sent[i] = "line " .. i .. "\n"
-        client:write(sent[i])
-      end
-    end)
+    local echo = echo_on(uv)
 
     -- a luv timer appending to flume with the async form
     local ticks, acked = 0, 0
@@ -75,21 +53,20 @@ describe("flume in a luv program", function()
     local watch = uv.new_timer()
     local deadline = uv.now() + 30000
     watch:start(10, 10, function()
-      local all = #echoed == #table.concat(sent) and acked == 100 and
+      local all = echo.done() and acked == 100 and
         spawned_done
       if all or uv.now() > deadline then
         finished = all
         watch:close()
         timer:close()
-        client:close()
-        server:close()
+        echo.close()
         detach()
       end
     end)
     uv.run()
     assert.is_true(finished, ("echoed %d, acked %d, spawned %s"):format(
-      #echoed, acked, tostring(spawned_done)))
-    assert.equal(table.concat(sent), echoed)
+      #echo.echoed, acked, tostring(spawned_done)))
+    assert.equal(echo.sent(), echo.echoed)
     assert.is_true(got >= 20) -- what was in the log when it read
     assert.equal(120, db.count:get())
     db:close()

@@ -6,6 +6,7 @@
 -- closed by lua_close, on luv's loop, before luv closes that loop.
 local dir = assert(arg[1], "usage: luv_child.lua DIR")
 local uv = require "luv"
+local echo_on = require "spec.helpers.luv_echo"
 local flume = require "flume"
 local stop, mode = require("flume.luv").attach(uv)
 assert(mode == "shared", "attach chose " .. tostring(mode))
@@ -18,30 +19,7 @@ local left_open = flume.open(nil) -- lua_close closes it
 left_open:append({ x = 1 })
 
 -- a TCP echo server and a client sending 50 lines
-local server = uv.new_tcp()
-assert(server:bind("127.0.0.1", 0))
-local port = server:getsockname().port
-server:listen(16, function(err)
-  assert(not err, err)
-  local conn = uv.new_tcp()
-  server:accept(conn)
-  conn:read_start(function(e, data)
-    assert(not e, e)
-    if data then conn:write(data) else conn:close() end
-  end)
-end)
-local client, echoed, sent = uv.new_tcp(), "", {}
-client:connect("127.0.0.1", port, function(err)
-  assert(not err, err)
-  client:read_start(function(e, data)
-    assert(not e, e)
-    if data then echoed = echoed .. data end
-  end)
-  for i = 1, 50 do
-    sent[i] = "line " .. i .. "\n"
-    client:write(sent[i])
-  end
-end)
+local echo = echo_on(uv)
 
 -- a luv timer appending with the async form; the first tick also tries
 -- a sync call, which must raise EBUSY there rather than run the loop
@@ -80,21 +58,20 @@ local watch = uv.new_timer()
 local deadline = uv.now() + 30000
 local finished = false
 watch:start(10, 10, function()
-  local all = #echoed == #table.concat(sent) and acked == 100 and
+  local all = echo.done() and acked == 100 and
     spawned_done
   if all or uv.now() > deadline then
     finished = all
     watch:close()
     if not timer:is_closing() then timer:close() end
-    client:close()
-    server:close()
+    echo.close()
   end
 end)
 uv.run()
 stop()
-assert(finished, ("echoed %d, acked %d, spawned %s"):format(#echoed, acked,
+assert(finished, ("echoed %d, acked %d, spawned %s"):format(#echo.echoed, acked,
   tostring(spawned_done)))
-assert(echoed == table.concat(sent))
+assert(echo.echoed == echo.sent())
 assert(busy:find("EBUSY", 1, true), busy)
 assert(got >= 20)
 -- a sync form at top level runs the shared loop
