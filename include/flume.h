@@ -554,6 +554,36 @@ FLUME_API int flume_view_wait_after(flume_view *view, int64_t after,
                                     double timeout, flume_wait_cb cb,
                                     void *ctx);
 
+/** Called once a flume_db_wait_fresh() is over: status 0 and `since`, the
+ * log's since once this node held what the stream held at the call; or
+ * #FLUME_ETIMEDOUT (no quorum: the stream's leader did not answer, or
+ * this node did not store that far, within `remote_timeout_ms`),
+ * #FLUME_ENOTFOUND (the stream is gone), #FLUME_ECLOSED (the database
+ * closed first), with `since` -1; flume_db_errmsg() says more. */
+typedef void (*flume_fresh_cb)(void *ctx, int status, int64_t since);
+
+/**
+ * Fresh reads across the nodes of a remote log (Lua: a read's `fresh =
+ * true`): asks the stream's leader for the stream's last message, waits
+ * until this node has stored the stream that far, and calls `cb` with the
+ * log's since at that moment. Then flume_view_wait_after(view, since, ...)
+ * gates a read on it: the read sees every value any node's append had
+ * returned before this call. The question goes out without blocking the
+ * loop; each call asks afresh (a call never takes the answer to a
+ * question sent before it). Bounded by `remote_timeout_ms` (the view's
+ * wait that follows has its own timeout).
+ *
+ * On a local log (and a read-only handle) the log holds everything there
+ * is: `cb` gets the log's since as it is now, on a later loop turn, so a
+ * fresh read is a plain gated read.
+ *
+ * @param cb called once, on a later loop turn.
+ * @return 0, or #FLUME_EINVAL (NULL db or cb), #FLUME_ECLOSED,
+ * #FLUME_ENOMEM.
+ */
+FLUME_API int flume_db_wait_fresh(flume_db *db, flume_fresh_cb cb,
+                                  void *ctx);
+
 /**
  * Reads what a Lua view's `get` gives: a reduce view's state (key
  * ignored), a group view's accumulator for `key`, an index view's seqs for

@@ -242,6 +242,51 @@ describe("a remote log", function()
     b:close()
   end)
 
+  it("reads fresh on node B right after node A's append returns", function()
+    local stream = N.stream("fresh")
+    local b = flume.open(tmp .. "/fb", remote(server, stream, "B"))
+    b:use("count", { version = 1, initial = 0,
+      reduce = function(n) return n + 1 end })
+    b:use("by_i", { version = 1, map = function(v) return v.i end })
+    assert.equal(0, b.count:get())
+    for round = 1, 3 do
+      -- Node A, another process, appends while this one (node B) does not
+      -- run its loop: B has stored none of it when A's appends return.
+      local acks = tmp .. "/facks." .. round
+      local out, code = H.run_lua("spec/helpers/remote_child.lua",
+        tmp .. "/fa", server.url, stream, "A", 5, round, acks)
+      assert.equal(0, code, out)
+      assert.equal(5 * round - 5, b.count:get{ wait = false })
+      assert.equal(5 * round, b.count:get{ fresh = true })
+      local got = {}
+      for _, _, v in b.by_i:read{ fresh = true, gte = 0 } do
+        got[#got + 1] = v.i
+      end
+      assert.equal(5 * round, #got)
+    end
+    -- The async form, and with after.
+    local n
+    b.count:get({ fresh = true, after = 0 }, function(err, v)
+      assert.is_nil(err)
+      n = v
+    end)
+    flume.run()
+    assert.equal(15, n)
+    H.raises(function() b.count:get{ fresh = true, wait = false } end,
+      "EINVAL.*contradict")
+    H.raises(function() b.count:get{ fresh = 1 } end, "EINVAL.*boolean")
+    b:close()
+  end)
+
+  it("reads fresh on a local log as a plain gated read", function()
+    local db = flume.open(tmp .. "/flocal", { codec = "msgpack" })
+    db:use("count", { version = 1, initial = 0,
+      reduce = function(n) return n + 1 end })
+    for i = 1, 3 do db:append({ i = i }) end
+    assert.equal(3, db.count:get{ fresh = true })
+    db:close()
+  end)
+
   it("starts a new node from a backup of another, with a new node id",
     function()
     local stream = N.stream("backup")

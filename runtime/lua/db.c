@@ -328,6 +328,54 @@ static int ldb_remote_meta(lua_State *L) {
   return 1;
 }
 
+/* A fresh read's question: its failure carries the database's detail. */
+typedef struct lfresh {
+  lreq *r;      /* the request */
+  flume_db *db; /* the database */
+  int64_t since; /* the answer */
+} lfresh;
+
+static int push_fresh(lua_State *L, int status, const void *res) {
+  const lfresh *f = res;
+  if (status) {
+    const char *m = status == FLUME_ECLOSED ? "" : flume_db_errmsg(f->db);
+    flume__lua_push_error(L, status, m[0] ? m : NULL);
+    lua_pushnil(L);
+  } else {
+    lua_pushnil(L);
+    lua_pushinteger(L, f->since);
+  }
+  return 2;
+}
+
+static void fresh_done(void *ctx, int status, int64_t since) {
+  lfresh f = *(lfresh *)ctx;
+  free(ctx);
+  f.since = since;
+  flume__lua_req_finish(f.r, status, push_fresh, &f);
+}
+
+/* db:remote_fresh(cb): cb(err, since) once this node holds what the
+ * stream held at the call (flume_db_wait_fresh; a local log: its since). */
+static int ldb_remote_fresh(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lfresh *f = malloc(sizeof *f);
+  lreq *r = f ? flume__lua_req_new(L, d->ctx, 2) : NULL;
+  if (r == NULL) {
+    free(f);
+    return flume__lua_raise(L, FLUME_ENOMEM, NULL);
+  }
+  *f = (lfresh){r, d->db, -1};
+  int rc = flume_db_wait_fresh(d->db, fresh_done, f);
+  if (rc) {
+    free(f);
+    flume__lua_req_drop(L, r);
+    return flume__lua_raise(L, rc, NULL);
+  }
+  return 0;
+}
+
 /* ---- the one close ------------------------------------------------------- */
 
 /* Closes d, calling the function at cb_idx (0: none) once it is closed.
@@ -762,6 +810,7 @@ static const luaL_Reg db_methods[] = {
     {"codec", ldb_codec},     {"memory", ldb_memory},
     {"on_since", ldb_on_since}, {"close", ldb_close},
     {"closed", ldb_closed},   {"remote_meta", ldb_remote_meta},
+    {"remote_fresh", ldb_remote_fresh},
 #ifdef FLUME_TEST_HOOKS
     {"fail_commits", ldb_fail_commits},
 #ifdef FLUME_REMOTE

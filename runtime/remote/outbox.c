@@ -197,6 +197,9 @@ static void pub_after(uv_work_t *w, int status) {
   if (r->closing) flume__remote_idle(r);
   else flume__outbox_kick(r);
   keep_alive(r);
+  /* A close that drains the outbox looks again (a failure, or the last
+   * envelope's ack after its values were stored). */
+  if (r->draining && !r->closing) flume__db_close_kick(r->db);
 }
 
 /* After a timeout this node's last envelope is not known: read it again

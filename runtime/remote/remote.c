@@ -294,12 +294,42 @@ static int read_last(flume__remote *r, char *why, size_t len) {
 
 /* ---- closing: a part of the database ----------------------------------- */
 
+/* How long a close lets the outbox publish and the tail store what was
+ * appended before it (the views' drain has the same bound). */
+#define DRAIN_NS ((uint64_t)2000000000)
+
+static void drain_wake(uv_timer_t *t) {
+  flume__remote *r = t->data;
+  flume__db_close_kick(r->db);
+}
+
+/* A close first lets the appends made before it reach the stream and come
+ * back stored (their callbacks get their seqs), for up to DRAIN_NS; the
+ * outbox and the tail go on meanwhile and kick the close as they finish
+ * (outbox.c; the writer's own kick after each ingest). */
+static int part_drain(void *p) {
+  flume__remote *r = p;
+  uint64_t now = uv_hrtime();
+  if (!r->draining) {
+    r->draining = 1;
+    r->drain_until = now + DRAIN_NS;
+    uv_timer_start(&r->drain_timer, drain_wake, DRAIN_NS / 1000000 + 1, 0);
+  }
+  if (r->fatal || now >= r->drain_until ||
+      (r->queue_head == NULL && r->unstored == NULL)) {
+    uv_timer_stop(&r->drain_timer);
+    return 0;
+  }
+  return 1;
+}
+
 static void part_before(void *p) {
   flume__remote *r = p;
   r->closing = 1;
   r->stop = 1;
-  /* Appends not yet published are not written. */
+  /* What the drain did not finish is not written (by this process). */
   flume__outbox_fail_all(r, FLUME_ECLOSED);
+  flume__fresh_fail_all(r, FLUME_ECLOSED);
 }
 
 /* Threadpool: waits out the publisher's last try, stops the consumer (no
@@ -324,11 +354,13 @@ static void stop_work(uv_work_t *w) {
       uv_mutex_unlock(&r->lock);
     }
   }
+  if (r->inbox_sub) natsSubscription_Unsubscribe(r->inbox_sub);
   natsConnection_Close(r->nc);
 }
 
 static void free_remote(flume__remote *r) {
   if (r->sub) natsSubscription_Destroy(r->sub);
+  if (r->inbox_sub) natsSubscription_Destroy(r->inbox_sub);
   jsCtx_Destroy(r->js);
   natsConnection_Destroy(r->nc);
   for (tail_msg *t = r->in_head, *next; t; t = next) {
@@ -344,6 +376,7 @@ static void free_remote(flume__remote *r) {
 
 static void on_async_closed(uv_handle_t *h) {
   flume__remote *r = h->data;
+  if (--r->handles) return;
   void (*done)(void *) = r->close_done;
   void *ctx = r->close_ctx;
   r->close_done = NULL;
@@ -355,7 +388,11 @@ static void stop_after(uv_work_t *w, int status) {
   flume__remote *r = w->data;
   /* Stored envelopes were told; the rest are not written here. */
   flume__outbox_fail_all(r, FLUME_ECLOSED);
+  flume__fresh_fail_all(r, FLUME_ECLOSED);
+  r->handles = 3;
   uv_close((uv_handle_t *)&r->async, on_async_closed);
+  uv_close((uv_handle_t *)&r->fresh_timer, on_async_closed);
+  uv_close((uv_handle_t *)&r->drain_timer, on_async_closed);
 }
 
 static void close_when_idle(flume__remote *r);
@@ -380,8 +417,10 @@ void flume__remote_idle(flume__remote *r) { close_when_idle(r); }
 
 static void part_free(void *p) { free_remote(p); }
 
-static const flume__part_ops remote_part = {
-    .before = part_before, .close = part_close, .free = part_free};
+static const flume__part_ops remote_part = {.before = part_before,
+                                            .close = part_close,
+                                            .free = part_free,
+                                            .drain = part_drain};
 
 flume__remote *flume__remote_of(flume_db *db) {
   return flume__db_part(db, &remote_part);
@@ -646,6 +685,8 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
     ops->txn_abort(txn);
     if (rc) goto fail;
   }
+  step = "subscribing to fresh reads' answers";
+  if ((rc = flume__fresh_start(r, why, len))) goto fail;
   if ((rc = flume__db_attach(db, &remote_part, r))) goto fail;
   step = "subscribing to the stream";
   RETRY(flume__tail_subscribe(r, r->stored + 1, why, len));
@@ -658,6 +699,10 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
   flume__db_route_appends(db, flume__outbox_route, r, bound);
   uv_async_init(r->loop, &r->async, flume__tail_on_async);
   r->async.data = r;
+  uv_timer_init(r->loop, &r->fresh_timer);
+  r->fresh_timer.data = r;
+  uv_timer_init(r->loop, &r->drain_timer);
+  r->drain_timer.data = r;
   /* Like the writer's idle handle, it keeps no loop alive by itself. */
   uv_unref((uv_handle_t *)&r->async);
   uv_mutex_lock(&r->lock);
@@ -677,6 +722,7 @@ fail:
     natsSubscription_Destroy(r->sub);
     r->sub = NULL;
   }
+  if (r->inbox_sub) natsSubscription_Unsubscribe(r->inbox_sub);
   if (r->nc) natsConnection_Close(r->nc);
   free_remote(r);
   return rc;

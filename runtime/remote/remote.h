@@ -126,6 +126,32 @@ typedef struct flume__remote {
                               * lock), 0 none */
   int resubscribed;          /* times the tail subscribed again */
 
+  /* Fresh reads (fresh.c), loop thread: what the stream's leader holds,
+   * asked with a request whose reply comes on a libnats thread. */
+  struct fresh_req *fresh_new;   /* came after the question in flight was
+                                  * sent: they need the next one */
+  struct fresh_req *fresh_asked; /* the question in flight answers them */
+  struct fresh_req *fresh_wait;  /* know their stream seq; wait for the
+                                  * tail to store it */
+  natsSubscription *inbox_sub;   /* the replies' subscription, or NULL */
+  char inbox[64];                /* its subject prefix */
+  uint64_t ask_id;               /* the question in flight (0: none) */
+  uint64_t ask_sent;             /* when it was sent, uv_hrtime() */
+  uint64_t ask_retry;            /* when to ask again after a refusal, or 0 */
+  uv_timer_t fresh_timer;        /* deadlines, retries (ref'd while any) */
+  /* Set under `lock` by the reply's thread: */
+  uint64_t reply_id;             /* the question the reply answers (0:
+                                  * none waiting) */
+  int reply_status;              /* 0, or why the leader did not answer */
+  uint64_t reply_last;           /* the stream's last seq, when 0 */
+  char reply_why[256];           /* the refusal's text */
+
+  /* Draining at close: the outbox and the tail finish, for a while. */
+  int draining;              /* the close's drain has begun */
+  uint64_t drain_until;      /* when it gives up, uv_hrtime() */
+  uv_timer_t drain_timer;    /* wakes the close at drain_until */
+  int handles;               /* loop handles still to close */
+
   /* Closing. */
   int closing;               /* the database is closing */
   uv_work_t stop_work;       /* tears the connection down */
@@ -155,6 +181,16 @@ void flume__outbox_stored(flume__remote *r, const char *msgid, int64_t first);
 void flume__outbox_fail_all(flume__remote *r, int status);
 /* Starts the next envelope if there is work and none is in flight. */
 void flume__outbox_kick(flume__remote *r);
+
+/* fresh.c */
+/* Subscribes to the replies of fresh reads' questions (blocking, at
+ * open). */
+int flume__fresh_start(flume__remote *r, char *why, size_t len);
+/* The tail stored more, or a reply came (loop thread): releases what
+ * waited for it. */
+void flume__fresh_check(flume__remote *r);
+/* Fails every fresh read with status (close). */
+void flume__fresh_fail_all(flume__remote *r, int status);
 
 /* tail.c */
 /* Subscribes from stream seq `from` (blocking). */
