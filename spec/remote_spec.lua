@@ -278,6 +278,31 @@ describe("a remote log", function()
     b:close()
   end)
 
+  it("lets a close finish the appends made before it", function()
+    local stream = N.stream("drain")
+    local db = flume.open(tmp .. "/da", remote(server, stream, "A"))
+    assert.equal(0, db:append({ i = 0 }))
+    local n, seqs = 200, {}
+    for i = 1, n do
+      db:append({ i = i }, function(err, seq)
+        assert.is_nil(err)
+        seqs[i] = seq
+      end)
+    end
+    db:append({ { i = -1 }, { i = -2 } }, { batch = true }, function(err, seq)
+      assert.is_nil(err)
+      seqs.batch = seq
+    end)
+    db:close()
+    for i = 1, n do assert.equal(i, seqs[i]) end
+    assert.equal(n + 2, seqs.batch)
+    db = flume.open(tmp .. "/da", remote(server, stream, "A"))
+    assert.equal(n + 2, db.since)
+    for i = 0, n do assert.same({ i = i }, db:get(i)) end
+    assert.same({ i = -2 }, db:get(n + 2))
+    db:close()
+  end)
+
   it("reads fresh on a local log as a plain gated read", function()
     local db = flume.open(tmp .. "/flocal", { codec = "msgpack" })
     db:use("count", { version = 1, initial = 0,
@@ -418,6 +443,23 @@ describe("a remote log without its server", function()
     -- What was stored stays readable.
     assert.same({ i = 1 }, db:get(0))
     db:close()
+    H.rm(dir)
+  end)
+
+  it("closes with appends the stream never took: they fail ECLOSED",
+    function()
+    local dir = H.tmpdir()
+    local s = N.start(dir .. "/nats")
+    local db = flume.open(dir .. "/db", remote(s, N.stream("gone"), "A",
+      { timeout = 30 }))
+    assert.equal(0, db:append({ i = 1 }))
+    N.stop(s)
+    local got
+    db:append({ i = 2 }, function(err) got = err end)
+    local t0 = os.time()
+    db:close() -- its drain gives up after a while, not after the timeout
+    assert.is_true(os.time() - t0 < 20)
+    assert.matches("ECLOSED", got)
     H.rm(dir)
   end)
 end)

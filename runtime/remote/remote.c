@@ -300,6 +300,7 @@ static int read_last(flume__remote *r, char *why, size_t len) {
 
 static void drain_wake(uv_timer_t *t) {
   flume__remote *r = t->data;
+  r->drain_over = 1; /* the loop's clock may be a little behind hrtime */
   flume__db_close_kick(r->db);
 }
 
@@ -315,7 +316,7 @@ static int part_drain(void *p) {
     r->drain_until = now + DRAIN_NS;
     uv_timer_start(&r->drain_timer, drain_wake, DRAIN_NS / 1000000 + 1, 0);
   }
-  if (r->fatal || now >= r->drain_until ||
+  if (r->fatal || r->drain_over || now >= r->drain_until ||
       (r->queue_head == NULL && r->unstored == NULL)) {
     uv_timer_stop(&r->drain_timer);
     return 0;

@@ -150,6 +150,7 @@ typedef struct flume__remote {
   int draining;              /* the close's drain has begun */
   uint64_t drain_until;      /* when it gives up, uv_hrtime() */
   uv_timer_t drain_timer;    /* wakes the close at drain_until */
+  int drain_over;            /* that timer has fired */
   int handles;               /* loop handles still to close */
 
   /* Closing. */
