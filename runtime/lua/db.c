@@ -265,7 +265,7 @@ static int l_remote_stat(lua_State *L) {
   int create = lua_toboolean(L, 4);
   int replicas = (int)luaL_optinteger(L, 5, 0);
   const char *codec = luaL_optstring(L, 6, "msgpack");
-  flume__remote_info info;
+  flume_remote_info info;
   char why[FLUME__ERRMSG_SIZE];
   int rc = flume__remote_stat(urls, stream, timeout, create, replicas, codec,
                               &info, why);
@@ -287,7 +287,7 @@ static int l_remote_stat(lua_State *L) {
   lua_setfield(L, -2, "leader");
   lua_createtable(L, info.npeers, 0);
   for (int i = 0; i < info.npeers; i++) {
-    flume__remote_peer *p = &info.peers[i];
+    flume_remote_peer *p = &info.peers[i];
     lua_createtable(L, 0, 5);
     lua_pushstring(L, p->name);
     lua_setfield(L, -2, "name");

@@ -408,7 +408,9 @@ static void part_close(void *p, void (*done)(void *ctx), void *ctx) {
 /* The publisher and a resubscription run on the threadpool and own r's
  * parts: closing waits for them (outbox.c and tail.c call this back). */
 static void close_when_idle(flume__remote *r) {
-  if (r->close_done == NULL || r->flight || r->resubscribing) return;
+  if (r->close_done == NULL || r->flight || r->resubscribing ||
+      r->statusing)
+    return;
   if (r->stop_work.data) return; /* started */
   r->stop_work.data = r;
   uv_queue_work(r->loop, &r->stop_work, stop_work, stop_after);
@@ -494,6 +496,114 @@ static flume__remote *remote_new(const char *stream, int64_t timeout_ms) {
   return r;
 }
 
+/* Reads the stream's state from its leader into out (blocking), trying
+ * again while the cluster does not answer until `deadline` (or a close):
+ * the one reading behind flume_db_remote_status() and `flume remote
+ * status`. `where` names the servers in errors. */
+static int stream_info(flume__remote *r, uint64_t deadline, const char *where,
+                       flume_remote_info *out, char *why, size_t len) {
+  jsStreamInfo *si = NULL;
+  int rc;
+  for (;;) {
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetStreamInfo(&si, r->js, r->stream, NULL, &jerr);
+    if (st == NATS_OK) break;
+    if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+      snprintf(why, len, "no stream %s on %s", r->stream, where);
+      return FLUME_ENOTFOUND;
+    }
+    rc = flume__remote_status(st, jerr, why, len);
+    if (rc != FLUME_ETIMEDOUT || uv_hrtime() >= deadline) return rc;
+    if (r->stop) return FLUME_ECLOSED;
+    uv_sleep(100);
+  }
+  snprintf(out->stream, sizeof out->stream, "%s", r->stream);
+  out->messages = si->State.Msgs;
+  out->last_seq = si->State.LastSeq;
+  out->bytes = si->State.Bytes;
+  out->replicas = (int)si->Config->Replicas;
+  out->deny_delete = si->Config->DenyDelete;
+  out->deny_purge = si->Config->DenyPurge;
+  jsClusterInfo *c = si->Cluster;
+  if (c && c->Leader)
+    snprintf(out->leader, sizeof out->leader, "%s", c->Leader);
+  for (int i = 0; c && i < c->ReplicasLen && i < FLUME_REMOTE_PEERS_MAX;
+       i++) {
+    jsPeerInfo *p = c->Replicas[i];
+    flume_remote_peer *q = &out->peers[out->npeers++];
+    snprintf(q->name, sizeof q->name, "%s", p->Name ? p->Name : "?");
+    q->current = p->Current;
+    q->offline = p->Offline;
+    q->lag = p->Lag;
+    q->active_ms = p->Active / 1000000;
+  }
+  jsStreamInfo_Destroy(si);
+  return 0;
+}
+
+/* ---- flume_db_remote_status: the same, over a node's connection -------- */
+
+typedef struct status_req {
+  uv_work_t work;              /* on the threadpool */
+  flume__remote *r;            /* the node */
+  flume_remote_status_cb cb;   /* the caller's */
+  void *ctx;
+  int rc;                      /* the outcome */
+  flume_remote_info info;      /* the answer */
+  char why[FLUME__ERRMSG_SIZE]; /* the failure's detail */
+} status_req;
+
+static void status_work(uv_work_t *w) {
+  status_req *q = w->data;
+  flume__remote *r = q->r;
+  uint64_t deadline = uv_hrtime() + (uint64_t)r->timeout_ms * 1000000;
+  q->rc = stream_info(r, deadline, "its servers", &q->info, q->why,
+                      sizeof q->why);
+}
+
+static void status_after(uv_work_t *w, int status) {
+  (void)status;
+  status_req *q = w->data;
+  flume__remote *r = q->r;
+  r->statusing--;
+  if (q->rc == 0) {
+    flume_remote_info *i = &q->info;
+    snprintf(i->node, sizeof i->node, "%s", r->node);
+    i->stored = r->stored;
+    i->lag = i->last_seq > r->stored ? i->last_seq - r->stored : 0;
+    i->since = flume_db_since(r->db);
+    q->cb(q->ctx, 0, i);
+  } else {
+    if (q->rc != FLUME_ECLOSED) flume__remote_seterr(r, "%s", q->why);
+    q->cb(q->ctx, q->rc, NULL);
+  }
+  free(q);
+  if (r->closing) flume__remote_idle(r);
+}
+
+FLUME_API int flume_db_remote_status(flume_db *db, flume_remote_status_cb cb,
+                                     void *ctx) {
+  if (db == NULL || cb == NULL) return FLUME_EINVAL;
+  if (flume__db_closing(db)) return FLUME_ECLOSED;
+  flume__remote *r = flume__remote_of(db);
+  if (r == NULL) {
+    snprintf(flume__db_errbuf(db), FLUME__ERRMSG_SIZE,
+             "not a remote log: the database was opened without "
+             "remote_urls");
+    return FLUME_EINVAL;
+  }
+  if (r->closing) return FLUME_ECLOSED;
+  status_req *q = calloc(1, sizeof *q);
+  if (q == NULL) return FLUME_ENOMEM;
+  q->r = r;
+  q->cb = cb;
+  q->ctx = ctx;
+  q->work.data = q;
+  r->statusing++;
+  uv_queue_work(r->loop, &q->work, status_work, status_after);
+  return 0;
+}
+
 /* Retries a step while the cluster does not answer, until `deadline`. */
 #define RETRY_UNTIL(deadline, call)                                          \
   while ((rc = (call)) == FLUME_ETIMEDOUT && uv_hrtime() < (deadline))      \
@@ -501,7 +611,7 @@ static flume__remote *remote_new(const char *stream, int64_t timeout_ms) {
 
 int flume__remote_stat(const char *urls, const char *stream,
                        int64_t timeout_ms, int create, int replicas,
-                       const char *codec, flume__remote_info *out,
+                       const char *codec, flume_remote_info *out,
                        char *why) {
   size_t len = FLUME__ERRMSG_SIZE;
   memset(out, 0, sizeof *out);
@@ -524,43 +634,7 @@ int flume__remote_stat(const char *urls, const char *stream,
       RETRY_UNTIL(deadline, genesis(r, codec ? codec : "msgpack", got_codec,
                                     uuid, why, len));
   }
-  jsStreamInfo *si = NULL;
-  while (rc == 0) {
-    jsErrCode jerr = 0;
-    natsStatus st = js_GetStreamInfo(&si, r->js, r->stream, NULL, &jerr);
-    if (st == NATS_OK) break;
-    if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
-      snprintf(why, len, "no stream %s on %s", stream, urls);
-      rc = FLUME_ENOTFOUND;
-      break;
-    }
-    rc = flume__remote_status(st, jerr, why, len);
-    if (rc != FLUME_ETIMEDOUT || uv_hrtime() >= deadline) break;
-    rc = 0;
-    uv_sleep(100);
-  }
-  if (rc == 0) {
-    out->messages = si->State.Msgs;
-    out->last_seq = si->State.LastSeq;
-    out->bytes = si->State.Bytes;
-    out->replicas = (int)si->Config->Replicas;
-    out->deny_delete = si->Config->DenyDelete;
-    out->deny_purge = si->Config->DenyPurge;
-    jsClusterInfo *c = si->Cluster;
-    if (c && c->Leader)
-      snprintf(out->leader, sizeof out->leader, "%s", c->Leader);
-    for (int i = 0; c && i < c->ReplicasLen && i < FLUME__REMOTE_PEERS_MAX;
-         i++) {
-      jsPeerInfo *p = c->Replicas[i];
-      flume__remote_peer *q = &out->peers[out->npeers++];
-      snprintf(q->name, sizeof q->name, "%s", p->Name ? p->Name : "?");
-      q->current = p->Current;
-      q->offline = p->Offline;
-      q->lag = p->Lag;
-      q->active_ms = p->Active / 1000000;
-    }
-    jsStreamInfo_Destroy(si);
-  }
+  if (rc == 0) rc = stream_info(r, deadline, urls, out, why, len);
   if (r->nc) natsConnection_Close(r->nc);
   free_remote(r);
   return rc;
@@ -733,12 +807,21 @@ fail:
 
 int flume__remote_stat(const char *urls, const char *stream,
                        int64_t timeout_ms, int create, int replicas,
-                       const char *codec, flume__remote_info *out,
+                       const char *codec, flume_remote_info *out,
                        char *why) {
   (void)urls, (void)stream, (void)timeout_ms, (void)create, (void)replicas,
       (void)codec;
   memset(out, 0, sizeof *out);
   snprintf(why, FLUME__ERRMSG_SIZE,
+           "remote logs need a flume built with libnats (libnats-dev)");
+  return FLUME_ENOTSUP;
+}
+
+FLUME_API int flume_db_remote_status(flume_db *db, flume_remote_status_cb cb,
+                                     void *ctx) {
+  if (db == NULL || cb == NULL) return FLUME_EINVAL;
+  (void)ctx;
+  snprintf(flume__db_errbuf(db), FLUME__ERRMSG_SIZE,
            "remote logs need a flume built with libnats (libnats-dev)");
   return FLUME_ENOTSUP;
 }

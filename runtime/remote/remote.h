@@ -152,6 +152,7 @@ typedef struct flume__remote {
   uv_timer_t drain_timer;    /* wakes the close at drain_until */
   int drain_over;            /* that timer has fired */
   int handles;               /* loop handles still to close */
+  int statusing;             /* flume_db_remote_status() requests out */
 
   /* Closing. */
   int closing;               /* the database is closing */
