@@ -113,7 +113,8 @@ static void ask(flume__remote *r) {
   *tail = r->fresh_new;
   r->fresh_new = NULL;
   r->ask_retry = 0;
-  if (r->fresh_asked == NULL) return;
+  r->ask_sent = 0;
+  if (r->fresh_asked == NULL) return; /* nobody waits any more */
   char subj[160], reply[96];
   snprintf(subj, sizeof subj, "$JS.API.STREAM.INFO.%s", r->stream);
   uv_mutex_lock(&r->lock);
@@ -137,7 +138,7 @@ void flume__fresh_check(flume__remote *r) {
   memcpy(why, r->reply_why, sizeof why);
   r->reply_id = 0;
   uv_mutex_unlock(&r->lock);
-  if (id && id == r->ask_id && r->fresh_asked) {
+  if (id && id == r->ask_id) {
     if (status == 0) {
       for (fresh_req *q = r->fresh_asked; q; q = q->next) q->target = last;
       fresh_req *q = r->fresh_asked;
@@ -163,14 +164,21 @@ void flume__fresh_check(flume__remote *r) {
     uv_mutex_unlock(&r->lock);
     r->ask_sent = 0;
   }
+  /* Taken off the list before any callback runs: one may close the
+   * database, which fails (and frees) what is still on the lists. */
+  fresh_req *ready = NULL;
   for (fresh_req **p = &r->fresh_wait; *p;) {
     fresh_req *q = *p;
     if (q->target <= r->stored) {
       *p = q->next;
-      finish(r, q, 0);
+      push(&ready, q);
     } else {
       p = &q->next;
     }
+  }
+  for (fresh_req *next; ready; ready = next) {
+    next = ready->next;
+    finish(r, ready, 0);
   }
   /* Nothing in flight: ask for the reads that came meanwhile. */
   if (r->ask_sent == 0 && r->ask_retry == 0 && !r->closing &&
@@ -179,17 +187,13 @@ void flume__fresh_check(flume__remote *r) {
   timer_update(r);
 }
 
-static void expire(flume__remote *r, fresh_req **list, uint64_t now) {
+/* Moves the reads of list past their deadline to *out. */
+static void expire(fresh_req **list, uint64_t now, fresh_req **out) {
   for (fresh_req **p = list; *p;) {
     fresh_req *q = *p;
     if (now >= q->deadline) {
       *p = q->next;
-      flume__remote_seterr(r,
-                           "no quorum: the stream %s's leader did not say "
-                           "how far the stream is (or this node did not "
-                           "store that far) within %lld ms",
-                           r->stream, (long long)r->timeout_ms);
-      finish(r, q, FLUME_ETIMEDOUT);
+      push(out, q);
     } else {
       p = &q->next;
     }
@@ -199,9 +203,20 @@ static void expire(flume__remote *r, fresh_req **list, uint64_t now) {
 static void tick(uv_timer_t *t) {
   flume__remote *r = t->data;
   uint64_t now = uv_hrtime();
-  expire(r, &r->fresh_new, now);
-  expire(r, &r->fresh_asked, now);
-  expire(r, &r->fresh_wait, now);
+  fresh_req *late = NULL;
+  expire(&r->fresh_new, now, &late);
+  expire(&r->fresh_asked, now, &late);
+  expire(&r->fresh_wait, now, &late);
+  for (fresh_req *next; late; late = next) {
+    next = late->next;
+    flume__remote_seterr(r,
+                         "no quorum: the stream %s's leader did not say how "
+                         "far the stream is (or this node did not store "
+                         "that far) within %lld ms",
+                         r->stream, (long long)r->timeout_ms);
+    finish(r, late, FLUME_ETIMEDOUT);
+  }
+  if (uv_is_closing((uv_handle_t *)t)) return;
   if (!r->closing) {
     int unanswered = r->ask_sent && now - r->ask_sent >= ASK_WAIT_NS;
     int refused = r->ask_retry && now >= r->ask_retry;
