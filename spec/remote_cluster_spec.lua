@@ -14,7 +14,7 @@ local N = require "helpers.nats"
 local missing = N.missing()
 if missing then
   describe("a remote log on a cluster", function()
-    N.cannot_run(missing)
+    N.cannot_run(missing, it, pending)
   end)
   return
 end

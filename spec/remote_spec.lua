@@ -10,7 +10,7 @@ local N = require "helpers.nats"
 local missing = N.missing()
 if missing then
   describe("a remote log", function()
-    N.cannot_run(missing)
+    N.cannot_run(missing, it, pending)
     if not require("flume.core").remote then
       it("fails clearly when this build has no remote logs", function()
         local dir = H.tmpdir()

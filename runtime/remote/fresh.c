@@ -19,6 +19,7 @@
  * keeps the loop alive while reads wait.
  */
 #include "remote.h"
+#include "../internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -36,6 +36,24 @@ static void close_db(flume_db *db) {
   while (!done) uv_run(&loop, UV_RUN_ONCE);
 }
 
+/* ---- callbacks ----------------------------------------------------------- */
+
+typedef struct result {
+  int done;          /* called */
+  int status;        /* its status */
+  int64_t seq;       /* a seq or a since */
+  flume_remote_info info; /* a status's answer */
+} result;
+
+static void got_status(void *ctx, int status, const flume_remote_info *i) {
+  result *r = ctx;
+  r->done = 1, r->status = status;
+  if (i) r->info = *i;
+  else CHECK(status != 0);
+}
+
+#ifdef FLUME_REMOTE
+
 /* ---- a server of this test's own ---------------------------------------- */
 
 static pid_t server_pid = -1; /* the nats-server this test started */
@@ -85,15 +103,6 @@ static void server_start(const char *bin, const char *dir, char *url,
   snprintf(url, n, "nats://127.0.0.1:%s", port);
 }
 
-/* ---- callbacks ----------------------------------------------------------- */
-
-typedef struct result {
-  int done;          /* called */
-  int status;        /* its status */
-  int64_t seq;       /* a seq or a since */
-  flume_remote_info info; /* a status's answer */
-} result;
-
 static void appended(void *ctx, int status, int64_t seq) {
   result *r = ctx;
   r->done = 1, r->status = status, r->seq = seq;
@@ -102,13 +111,6 @@ static void appended(void *ctx, int status, int64_t seq) {
 static void fresh(void *ctx, int status, int64_t since) {
   result *r = ctx;
   r->done = 1, r->status = status, r->seq = since;
-}
-
-static void got_status(void *ctx, int status, const flume_remote_info *i) {
-  result *r = ctx;
-  r->done = 1, r->status = status;
-  if (i) r->info = *i;
-  else CHECK(status != 0);
 }
 
 static void run_until(result *r) {
@@ -143,6 +145,8 @@ static flume_db *open_node(const char *dir, const char *url,
   CHECK(why[0] == '\0');
   return db;
 }
+
+#endif
 
 static void with_server(const char *root) {
 #ifdef FLUME_REMOTE
