@@ -590,7 +590,8 @@ typedef void (*flume_fresh_cb)(void *ctx, int status, int64_t since);
  *
  * @param cb called once, on a later loop turn.
  * @return 0, or #FLUME_EINVAL (NULL db or cb), #FLUME_ECLOSED,
- * #FLUME_ENOMEM.
+ * #FLUME_ENOMEM, #FLUME_ECORRUPT or #FLUME_EIO (this node's tail has
+ * stopped: it stores nothing more; flume_db_errmsg() says why).
  */
 FLUME_API int flume_db_wait_fresh(flume_db *db, flume_fresh_cb cb,
                                   void *ctx);

@@ -446,6 +446,26 @@ describe("a remote log without its server", function()
     H.rm(dir)
   end)
 
+  it("fails a fresh read when no server answers in time", function()
+    local dir = H.tmpdir()
+    local s = N.start(dir .. "/nats")
+    local db = flume.open(dir .. "/db", remote(s, N.stream("nofresh"), "A",
+      { timeout = 1 }))
+    db:use("count", { version = 1, initial = 0,
+      reduce = function(n) return n + 1 end })
+    assert.equal(0, db:append({ i = 1 }))
+    assert.equal(1, db.count:get{ fresh = true })
+    N.stop(s)
+    local t0 = os.time()
+    H.raises(function() db.count:get{ fresh = true } end,
+      "ETIMEDOUT.*no quorum")
+    assert.is_true(os.time() - t0 < 10)
+    -- Plain reads go on (stale, local).
+    assert.equal(1, db.count:get())
+    db:close()
+    H.rm(dir)
+  end)
+
   it("closes with appends the stream never took: they fail ECLOSED",
     function()
     local dir = H.tmpdir()

@@ -330,6 +330,9 @@ FLUME_API int flume_db_wait_fresh(flume_db *db, flume_fresh_cb cb,
   flume__remote *r = flume__remote_of(db);
   if (r == NULL) return local_fresh(db, cb, ctx);
   if (r->closing) return FLUME_ECLOSED;
+  /* A tail that stopped (a message that never arrives, or cannot be
+   * read) stores nothing more: no read of it is ever fresh. */
+  if (r->fatal && r->fatal != FLUME_ELOCKED) return r->fatal;
   fresh_req *q = calloc(1, sizeof *q);
   if (q == NULL) return FLUME_ENOMEM;
   q->cb = cb;
