@@ -371,7 +371,11 @@ static int ldb_remote_fresh(lua_State *L) {
   if (rc) {
     free(f);
     flume__lua_req_drop(L, r);
-    return flume__lua_raise(L, rc, NULL);
+    /* a stopped tail's error says why */
+    return flume__lua_raise(L, rc,
+                            rc == FLUME_ECORRUPT || rc == FLUME_EIO
+                                ? flume_db_errmsg(d->db)
+                                : NULL);
   }
   return 0;
 }
