@@ -837,6 +837,13 @@ typedef void (*flume_close_cb)(void *ctx);
  * watches get their last #FLUME_ECLOSED callback, `cb` fires and the
  * handle is freed.
  *
+ * A remote log's accepted appends must first reach the stream and come
+ * back: the close lets its outbox publish and its tail store them, for up
+ * to two seconds (before the views' two), and those stored get their
+ * seqs; only the appends left then fail with #FLUME_ECLOSED (what of them
+ * the stream already holds is stored at the next open). Fresh reads
+ * (flume_db_wait_fresh()) still waiting fail with #FLUME_ECLOSED.
+ *
  * @return 0, or #FLUME_ECLOSED when it is already closing.
  */
 FLUME_API int flume_db_close(flume_db *db, flume_close_cb cb, void *ctx);
