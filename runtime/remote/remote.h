@@ -6,10 +6,12 @@
  * route, its writer queue (ingest jobs ride group commit beside
  * checkpoints) and its part hooks for close; libnats for the network.
  *
- * Three pieces, one per file:
+ * Four pieces, one per file:
  *  - remote.c: opening (connect, check or create the stream, the genesis,
  *    the node id), the crossing from libnats's threads to the loop thread,
- *    and closing;
+ *    the stream's status (flume_db_remote_status, `flume remote status`),
+ *    and closing (which first drains the outbox and the tail, for a
+ *    while);
  *  - outbox.c: appends become envelopes, one per group, one in flight,
  *    published with a Nats-Msg-Id and the expected last subject sequence,
  *    retried as the same envelope until the timeout;
@@ -17,7 +19,9 @@
  *    stream seq; deliveries become ingest jobs on the writer queue, which
  *    store values in stream order (redeliveries skipped, gaps never) and
  *    the stream seq in the same transaction; then the appenders whose
- *    envelopes were stored hear of their seqs.
+ *    envelopes were stored hear of their seqs;
+ *  - fresh.c: fresh reads (flume_db_wait_fresh): the leader's last stream
+ *    seq, asked without blocking, then a wait for the tail to store it.
  *
  * Threads. libnats calls the tail's message handler on its own thread; it
  * only queues the message under `lock` and wakes the loop thread through
