@@ -288,7 +288,7 @@ static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     const char *d = strstr(data, "\"description\"");
     snprintf(why, sizeof why, "%.200s", d ? d : "JetStream error");
   } else {
-    const char *state = strstr(data, "\"state\"");
+    const char *state = strstr(data, "\"state\":{");
     last = state ? json_int(state, end, "last_seq") : -1;
     if (last < 0) {
       status = FLUME_ETIMEDOUT;
