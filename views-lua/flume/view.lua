@@ -100,7 +100,8 @@ local function gate_target(view, opts)
 end
 
 --- Waits until the view has reached `target` (see gate_target). opts:
--- timeout = seconds.
+-- timeout = seconds; fresh = true first waits until this node holds what
+-- the remote log's stream holds now (its since then, if further).
 local function gate(view, opts, target)
   local c = view._db._c
   target = target or gate_target(view, opts)
