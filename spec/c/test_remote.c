@@ -5,8 +5,9 @@
  * left behind opens as a local log. Then, with a nats-server this test
  * starts on 127.0.0.1 (and kills, whatever happens), two nodes: the
  * status of the stream and of a node (flume_db_remote_status), a fresh
- * read on one node of what the other appended (flume_db_wait_fresh), and
- * a fresh read without a server (FLUME_ETIMEDOUT). The remote specs
+ * read on one node of what the other appended (flume_db_wait_fresh), a
+ * close that lets the appends made before it finish, and a fresh read
+ * and a status without a server (FLUME_ETIMEDOUT). The remote specs
  * (spec/remote_spec.lua) test the rest. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -216,6 +217,19 @@ static void with_server(const char *root) {
   run_until(&r);
   CHECK(r.status == 0 && r.seq == -1);
   close_db(l);
+
+  /* A close lets the appends made before it finish: each gets its seq,
+   * and they are in the log after a reopen. */
+  enum { N = 50 };
+  result many[N];
+  memset(many, 0, sizeof many);
+  for (int i = 0; i < N; i++)
+    CHECK_OK(flume_db_append(a, &val, 1, appended, &many[i]));
+  close_db(a);
+  for (int i = 0; i < N; i++)
+    CHECK(many[i].done && many[i].status == 0 && many[i].seq == 1 + i);
+  a = open_node(a_dir, url, "A", 10000);
+  CHECK(flume_db_since(a) == N);
   close_db(a);
 
   /* Without its server, a fresh read fails after remote_timeout. */
