@@ -32,6 +32,8 @@
 /* Longest single try: a try that times out is followed by another, so
  * the envelope survives a leader election. */
 #define TRY_MAX_MS 5000
+/* Its bound while a close drains the outbox (for about 2 s). */
+#define TRY_DRAIN_MS 500
 
 /* The loop stays alive while appends wait for the stream. */
 static void keep_alive(flume__remote *r) {
@@ -139,7 +141,8 @@ static void pub_work(uv_work_t *w) {
     }
     jsPubOptions po;
     jsPubOptions_Init(&po);
-    po.MaxWait = left < TRY_MAX_MS ? left : TRY_MAX_MS;
+    int64_t try_ms = r->hurry ? TRY_DRAIN_MS : TRY_MAX_MS;
+    po.MaxWait = left < try_ms ? left : try_ms;
     po.MsgId = e->msgid;
     if (e->expect) po.ExpectLastSubjectSeq = e->expect;
     else po.ExpectNoMessage = true;

@@ -313,6 +313,7 @@ static int part_drain(void *p) {
   uint64_t now = uv_hrtime();
   if (!r->draining) {
     r->draining = 1;
+    r->hurry = 1;
     r->drain_until = now + DRAIN_NS;
     uv_timer_start(&r->drain_timer, drain_wake, DRAIN_NS / 1000000 + 1, 0);
   }
@@ -347,13 +348,16 @@ static void stop_work(uv_work_t *w) {
     uv_mutex_lock(&r->lock);
     before = r->subs_done;
     uv_mutex_unlock(&r->lock);
-    if (natsSubscription_Unsubscribe(r->sub) == NATS_OK) {
-      uv_mutex_lock(&r->lock);
-      uint64_t until = uv_hrtime() + (uint64_t)5e9;
-      while (r->subs_done == before && uv_hrtime() < until)
-        uv_cond_timedwait(&r->sub_done, &r->lock, (uint64_t)1e8);
-      uv_mutex_unlock(&r->lock);
-    }
+    /* Without a server an unsubscription never completes: closing the
+     * connection ends the consumer (and calls its completion) at once. */
+    if (natsConnection_Status(r->nc) != NATS_CONN_STATUS_CONNECTED ||
+        natsSubscription_Unsubscribe(r->sub) != NATS_OK)
+      natsConnection_Close(r->nc);
+    uv_mutex_lock(&r->lock);
+    uint64_t until = uv_hrtime() + (uint64_t)5e9;
+    while (r->subs_done == before && uv_hrtime() < until)
+      uv_cond_timedwait(&r->sub_done, &r->lock, (uint64_t)1e8);
+    uv_mutex_unlock(&r->lock);
   }
   if (r->inbox_sub) natsSubscription_Unsubscribe(r->inbox_sub);
   natsConnection_Close(r->nc);

@@ -103,6 +103,8 @@ typedef struct flume__remote {
                               * timeout, when an envelope may land later) */
   uv_work_t pub;             /* the publishing request */
   volatile int stop;         /* closing: the publisher gives up */
+  volatile int hurry;        /* a close drains: the publisher's tries are
+                              * short, so that it sees `stop` soon */
 
   /* The tail (tail.c). */
   natsSubscription *sub;     /* the ordered consumer */
