@@ -243,6 +243,16 @@ typedef struct flume_db_options {
   flume_log_cb on_log;
   /** Passed to on_log. */
   void *on_log_ctx;
+  /** NULL (default), or a buffer of `open_error_size` bytes where
+   * flume_db_open() says why it failed, as Lua's error does: the code's
+   * name and message, then the detail (`ETIMEDOUT: timed out: cannot
+   * reach the NATS servers nats://...`; which refusal of a stream; which
+   * codec the database has; what is damaged, and where), NUL-terminated
+   * and cut to fit. Set to "" when the open succeeds. A failed open has
+   * no handle for flume_db_errmsg(): this is where its detail goes. */
+  char *open_error;
+  /** The size of open_error in bytes (512 holds any message). */
+  size_t open_error_size;
 } flume_db_options;
 
 /** Fills `opts` with the defaults. */
@@ -269,7 +279,8 @@ FLUME_API void flume_db_options_init(flume_db_options *opts);
  * #FLUME_EIO, and #FLUME_EINVAL (a bad stream or node name; a stream that
  * allows deletes, purges or has limits; a folder that caches another
  * stream, or a local log). A folder that caches a remote log opened
- * without `remote_urls` for writing is #FLUME_EINVAL.
+ * without `remote_urls` for writing is #FLUME_EINVAL. With
+ * `open_error` set, a failure also says why there.
  */
 FLUME_API int flume_db_open(uv_loop_t *loop, const char *path,
                             const flume_db_options *opts, flume_db **out);
@@ -554,6 +565,91 @@ FLUME_API int flume_view_wait_after(flume_view *view, int64_t after,
                                     double timeout, flume_wait_cb cb,
                                     void *ctx);
 
+/** Called once a flume_db_wait_fresh() is over: status 0 and `since`, the
+ * log's since once this node held what the stream held at the call; or
+ * #FLUME_ETIMEDOUT (no quorum: the stream's leader did not answer, or
+ * this node did not store that far, within `remote_timeout_ms`),
+ * #FLUME_ENOTFOUND (the stream is gone), #FLUME_ECLOSED (the database
+ * closed first), with `since` -1; flume_db_errmsg() says more. */
+typedef void (*flume_fresh_cb)(void *ctx, int status, int64_t since);
+
+/**
+ * Fresh reads across the nodes of a remote log (Lua: a read's `fresh =
+ * true`): asks the stream's leader for the stream's last message, waits
+ * until this node has stored the stream that far, and calls `cb` with the
+ * log's since at that moment. Then flume_view_wait_after(view, since, ...)
+ * gates a read on it: the read sees every value any node's append had
+ * returned before this call. The question goes out without blocking the
+ * loop; each call asks afresh (a call never takes the answer to a
+ * question sent before it). Bounded by `remote_timeout_ms` (the view's
+ * wait that follows has its own timeout).
+ *
+ * On a local log (and a read-only handle) the log holds everything there
+ * is: `cb` gets the log's since as it is now, on a later loop turn, so a
+ * fresh read is a plain gated read.
+ *
+ * @param cb called once, on a later loop turn.
+ * @return 0, or #FLUME_EINVAL (NULL db or cb), #FLUME_ECLOSED,
+ * #FLUME_ENOMEM, #FLUME_ECORRUPT or #FLUME_EIO (this node's tail has
+ * stopped: it stores nothing more; flume_db_errmsg() says why).
+ */
+FLUME_API int flume_db_wait_fresh(flume_db *db, flume_fresh_cb cb,
+                                  void *ctx);
+
+/** Most replicas flume_remote_info lists. */
+#define FLUME_REMOTE_PEERS_MAX 8
+
+/** A follower replica of a remote log's stream (flume_remote_info). */
+typedef struct flume_remote_peer {
+  char name[64];     /**< its server's name */
+  int current;       /**< 1: caught up with the leader */
+  int offline;       /**< 1: the leader cannot reach it */
+  uint64_t lag;      /**< operations it is behind the leader */
+  int64_t active_ms; /**< since the leader last heard from it, in ms */
+} flume_remote_peer;
+
+/** Where a remote log and this node stand (flume_db_remote_status()). */
+typedef struct flume_remote_info {
+  char stream[64];    /**< the stream's name */
+  char node[64];      /**< this node's id ("" when not asked of a node) */
+  char leader[64];    /**< the stream leader's server ("" for a server
+                       *   without clustering) */
+  int replicas;       /**< copies the stream is configured with */
+  int deny_delete;    /**< 1: the stream refuses deletes (flume's do) */
+  int deny_purge;     /**< 1: the stream refuses purges (flume's do) */
+  uint64_t messages;  /**< messages in the stream */
+  uint64_t bytes;     /**< its size in bytes */
+  uint64_t last_seq;  /**< its last stream seq, as the leader has it */
+  uint64_t stored;    /**< the last stream seq this node has stored */
+  uint64_t lag;       /**< last_seq - stored (0 when ahead): messages this
+                       *   node has yet to store */
+  int64_t since;      /**< this node's log since then */
+  int npeers;         /**< follower replicas in peers */
+  flume_remote_peer peers[FLUME_REMOTE_PEERS_MAX]; /**< the followers */
+} flume_remote_info;
+
+/** Called once with a flume_db_remote_status() answer: status 0 and
+ * `info` (valid only during the call), or #FLUME_ETIMEDOUT (no answer
+ * within `remote_timeout_ms`), #FLUME_ENOTFOUND (no such stream),
+ * #FLUME_EIO, #FLUME_ECLOSED (the database closed first), with `info`
+ * NULL; flume_db_errmsg() says more. */
+typedef void (*flume_remote_status_cb)(void *ctx, int status,
+                                       const flume_remote_info *info);
+
+/**
+ * Where a remote log stands: the stream (its leader, last seq, size), each
+ * follower replica (caught up or how far behind) and this node (the
+ * stream seq it has stored, how far behind the leader it is, its log
+ * since); what `flume remote status` prints. Asks the stream's leader over
+ * this handle's connection, off the loop thread.
+ * @param cb called once, on a later loop turn.
+ * @return 0, or #FLUME_EINVAL (NULL argument; a database not opened with
+ * `remote_urls`), #FLUME_ENOTSUP (a build without libnats),
+ * #FLUME_ECLOSED, #FLUME_ENOMEM.
+ */
+FLUME_API int flume_db_remote_status(flume_db *db, flume_remote_status_cb cb,
+                                     void *ctx);
+
 /**
  * Reads what a Lua view's `get` gives: a reduce view's state (key
  * ignored), a group view's accumulator for `key`, an index view's seqs for
@@ -740,6 +836,13 @@ typedef void (*flume_close_cb)(void *ctx);
  * at the next open), and store their checkpoints; then the store closes,
  * watches get their last #FLUME_ECLOSED callback, `cb` fires and the
  * handle is freed.
+ *
+ * A remote log's accepted appends must first reach the stream and come
+ * back: the close lets its outbox publish and its tail store them, for up
+ * to two seconds (before the views' two), and those stored get their
+ * seqs; only the appends left then fail with #FLUME_ECLOSED (what of them
+ * the stream already holds is stored at the next open). Fresh reads
+ * (flume_db_wait_fresh()) still waiting fail with #FLUME_ECLOSED.
  *
  * @return 0, or #FLUME_ECLOSED when it is already closing.
  */

@@ -76,25 +76,6 @@ void flume__append_resolve(flume__job *job, int64_t first_seq);
  * the stream, routes appends and starts the tail. Errors go in why. */
 int flume__remote_open(flume_db *db, const flume_db_options *opts,
                        char *why);
-/* A remote stream's state, as `flume remote status` shows it. */
-#define FLUME__REMOTE_PEERS_MAX 8
-typedef struct flume__remote_peer {
-  char name[64];     /* server name */
-  int current;       /* caught up with the leader */
-  int offline;       /* not reachable */
-  uint64_t lag;      /* messages behind the leader */
-  int64_t active_ms; /* since it was last heard of, ms */
-} flume__remote_peer;
-typedef struct flume__remote_info {
-  uint64_t messages;           /* messages in the stream */
-  uint64_t last_seq;           /* its last stream seq */
-  uint64_t bytes;              /* its size */
-  int replicas;                /* copies it is configured with */
-  int deny_delete, deny_purge; /* what it refuses */
-  char leader[64];             /* its leader server ("" on one server) */
-  int npeers;                  /* followers in peers */
-  flume__remote_peer peers[FLUME__REMOTE_PEERS_MAX];
-} flume__remote_info;
 /* Connects to urls and reads the stream's state (blocking); with create,
  * first makes the stream (replicas, 0: 3) and its genesis (codec) unless
  * there. Errors: FLUME_ENOTFOUND (no such stream), FLUME_ETIMEDOUT,
@@ -102,7 +83,7 @@ typedef struct flume__remote_info {
  * (FLUME__ERRMSG_SIZE bytes) says more. */
 int flume__remote_stat(const char *urls, const char *stream,
                        int64_t timeout_ms, int create, int replicas,
-                       const char *codec, flume__remote_info *out,
+                       const char *codec, flume_remote_info *out,
                        char *why);
 /* A folder's remote identity from its meta (any handle): stream, node,
  * uuid, the URLs it was last opened with ("" if none) and the stream seq

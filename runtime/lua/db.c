@@ -281,7 +281,7 @@ static int l_remote_stat(lua_State *L) {
   int create = lua_toboolean(L, 4);
   int replicas = (int)luaL_optinteger(L, 5, 0);
   const char *codec = luaL_optstring(L, 6, "msgpack");
-  flume__remote_info info;
+  flume_remote_info info;
   char why[FLUME__ERRMSG_SIZE];
   int rc = flume__remote_stat(urls, stream, timeout, create, replicas, codec,
                               &info, why);
@@ -303,7 +303,7 @@ static int l_remote_stat(lua_State *L) {
   lua_setfield(L, -2, "leader");
   lua_createtable(L, info.npeers, 0);
   for (int i = 0; i < info.npeers; i++) {
-    flume__remote_peer *p = &info.peers[i];
+    flume_remote_peer *p = &info.peers[i];
     lua_createtable(L, 0, 5);
     lua_pushstring(L, p->name);
     lua_setfield(L, -2, "name");
@@ -342,6 +342,58 @@ static int ldb_remote_meta(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)seq);
   lua_setfield(L, -2, "stored");
   return 1;
+}
+
+/* A fresh read's question: its failure carries the database's detail. */
+typedef struct lfresh {
+  lreq *r;      /* the request */
+  flume_db *db; /* the database */
+  int64_t since; /* the answer */
+} lfresh;
+
+static int push_fresh(lua_State *L, int status, const void *res) {
+  const lfresh *f = res;
+  if (status) {
+    const char *m = status == FLUME_ECLOSED ? "" : flume_db_errmsg(f->db);
+    flume__lua_push_error(L, status, m[0] ? m : NULL);
+    lua_pushnil(L);
+  } else {
+    lua_pushnil(L);
+    lua_pushinteger(L, f->since);
+  }
+  return 2;
+}
+
+static void fresh_done(void *ctx, int status, int64_t since) {
+  lfresh f = *(lfresh *)ctx;
+  free(ctx);
+  f.since = since;
+  flume__lua_req_finish(f.r, status, push_fresh, &f);
+}
+
+/* db:remote_fresh(cb): cb(err, since) once this node holds what the
+ * stream held at the call (flume_db_wait_fresh; a local log: its since). */
+static int ldb_remote_fresh(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lfresh *f = malloc(sizeof *f);
+  lreq *r = f ? flume__lua_req_new(L, d->ctx, 2) : NULL;
+  if (r == NULL) {
+    free(f);
+    return flume__lua_raise(L, FLUME_ENOMEM, NULL);
+  }
+  *f = (lfresh){r, d->db, -1};
+  int rc = flume_db_wait_fresh(d->db, fresh_done, f);
+  if (rc) {
+    free(f);
+    flume__lua_req_drop(L, r);
+    /* a stopped tail's error says why */
+    return flume__lua_raise(L, rc,
+                            rc == FLUME_ECORRUPT || rc == FLUME_EIO
+                                ? flume_db_errmsg(d->db)
+                                : NULL);
+  }
+  return 0;
 }
 
 /* ---- the one close ------------------------------------------------------- */
@@ -830,6 +882,7 @@ static const luaL_Reg db_methods[] = {
     {"codec", ldb_codec},     {"memory", ldb_memory},
     {"on_since", ldb_on_since}, {"close", ldb_close},
     {"closed", ldb_closed},   {"remote_meta", ldb_remote_meta},
+    {"remote_fresh", ldb_remote_fresh},
 #ifdef FLUME_TEST_HOOKS
     {"fail_commits", ldb_fail_commits},
 #ifdef FLUME_REMOTE

@@ -32,6 +32,8 @@
 /* Longest single try: a try that times out is followed by another, so
  * the envelope survives a leader election. */
 #define TRY_MAX_MS 5000
+/* Its bound while a close drains the outbox (for about 2 s). */
+#define TRY_DRAIN_MS 500
 
 /* The loop stays alive while appends wait for the stream. */
 static void keep_alive(flume__remote *r) {
@@ -139,7 +141,8 @@ static void pub_work(uv_work_t *w) {
     }
     jsPubOptions po;
     jsPubOptions_Init(&po);
-    po.MaxWait = left < TRY_MAX_MS ? left : TRY_MAX_MS;
+    int64_t try_ms = r->hurry ? TRY_DRAIN_MS : TRY_MAX_MS;
+    po.MaxWait = left < try_ms ? left : try_ms;
     po.MsgId = e->msgid;
     if (e->expect) po.ExpectLastSubjectSeq = e->expect;
     else po.ExpectNoMessage = true;
@@ -197,6 +200,9 @@ static void pub_after(uv_work_t *w, int status) {
   if (r->closing) flume__remote_idle(r);
   else flume__outbox_kick(r);
   keep_alive(r);
+  /* A close that drains the outbox looks again (a failure, or the last
+   * envelope's ack after its values were stored). */
+  if (r->draining && !r->closing) flume__db_close_kick(r->db);
 }
 
 /* After a timeout this node's last envelope is not known: read it again

@@ -294,12 +294,44 @@ static int read_last(flume__remote *r, char *why, size_t len) {
 
 /* ---- closing: a part of the database ----------------------------------- */
 
+/* How long a close lets the outbox publish and the tail store what was
+ * appended before it (the views' drain has the same bound). */
+#define DRAIN_NS ((uint64_t)2000000000)
+
+static void drain_wake(uv_timer_t *t) {
+  flume__remote *r = t->data;
+  r->drain_over = 1; /* the loop's clock may be a little behind hrtime */
+  flume__db_close_kick(r->db);
+}
+
+/* A close first lets the appends made before it reach the stream and come
+ * back stored (their callbacks get their seqs), for up to DRAIN_NS; the
+ * outbox and the tail go on meanwhile and kick the close as they finish
+ * (outbox.c; the writer's own kick after each ingest). */
+static int part_drain(void *p) {
+  flume__remote *r = p;
+  uint64_t now = uv_hrtime();
+  if (!r->draining) {
+    r->draining = 1;
+    r->hurry = 1;
+    r->drain_until = now + DRAIN_NS;
+    uv_timer_start(&r->drain_timer, drain_wake, DRAIN_NS / 1000000 + 1, 0);
+  }
+  if (r->fatal || r->drain_over || now >= r->drain_until ||
+      (r->queue_head == NULL && r->unstored == NULL)) {
+    uv_timer_stop(&r->drain_timer);
+    return 0;
+  }
+  return 1;
+}
+
 static void part_before(void *p) {
   flume__remote *r = p;
   r->closing = 1;
   r->stop = 1;
-  /* Appends not yet published are not written. */
+  /* What the drain did not finish is not written (by this process). */
   flume__outbox_fail_all(r, FLUME_ECLOSED);
+  flume__fresh_fail_all(r, FLUME_ECLOSED);
 }
 
 /* Threadpool: waits out the publisher's last try, stops the consumer (no
@@ -316,19 +348,24 @@ static void stop_work(uv_work_t *w) {
     uv_mutex_lock(&r->lock);
     before = r->subs_done;
     uv_mutex_unlock(&r->lock);
-    if (natsSubscription_Unsubscribe(r->sub) == NATS_OK) {
-      uv_mutex_lock(&r->lock);
-      uint64_t until = uv_hrtime() + (uint64_t)5e9;
-      while (r->subs_done == before && uv_hrtime() < until)
-        uv_cond_timedwait(&r->sub_done, &r->lock, (uint64_t)1e8);
-      uv_mutex_unlock(&r->lock);
-    }
+    /* Without a server an unsubscription never completes: closing the
+     * connection ends the consumer (and calls its completion) at once. */
+    if (natsConnection_Status(r->nc) != NATS_CONN_STATUS_CONNECTED ||
+        natsSubscription_Unsubscribe(r->sub) != NATS_OK)
+      natsConnection_Close(r->nc);
+    uv_mutex_lock(&r->lock);
+    uint64_t until = uv_hrtime() + (uint64_t)5e9;
+    while (r->subs_done == before && uv_hrtime() < until)
+      uv_cond_timedwait(&r->sub_done, &r->lock, (uint64_t)1e8);
+    uv_mutex_unlock(&r->lock);
   }
+  if (r->inbox_sub) natsSubscription_Unsubscribe(r->inbox_sub);
   natsConnection_Close(r->nc);
 }
 
 static void free_remote(flume__remote *r) {
   if (r->sub) natsSubscription_Destroy(r->sub);
+  if (r->inbox_sub) natsSubscription_Destroy(r->inbox_sub);
   jsCtx_Destroy(r->js);
   natsConnection_Destroy(r->nc);
   for (tail_msg *t = r->in_head, *next; t; t = next) {
@@ -344,6 +381,7 @@ static void free_remote(flume__remote *r) {
 
 static void on_async_closed(uv_handle_t *h) {
   flume__remote *r = h->data;
+  if (--r->handles) return;
   void (*done)(void *) = r->close_done;
   void *ctx = r->close_ctx;
   r->close_done = NULL;
@@ -355,7 +393,11 @@ static void stop_after(uv_work_t *w, int status) {
   flume__remote *r = w->data;
   /* Stored envelopes were told; the rest are not written here. */
   flume__outbox_fail_all(r, FLUME_ECLOSED);
+  flume__fresh_fail_all(r, FLUME_ECLOSED);
+  r->handles = 3;
   uv_close((uv_handle_t *)&r->async, on_async_closed);
+  uv_close((uv_handle_t *)&r->fresh_timer, on_async_closed);
+  uv_close((uv_handle_t *)&r->drain_timer, on_async_closed);
 }
 
 static void close_when_idle(flume__remote *r);
@@ -370,7 +412,9 @@ static void part_close(void *p, void (*done)(void *ctx), void *ctx) {
 /* The publisher and a resubscription run on the threadpool and own r's
  * parts: closing waits for them (outbox.c and tail.c call this back). */
 static void close_when_idle(flume__remote *r) {
-  if (r->close_done == NULL || r->flight || r->resubscribing) return;
+  if (r->close_done == NULL || r->flight || r->resubscribing ||
+      r->statusing)
+    return;
   if (r->stop_work.data) return; /* started */
   r->stop_work.data = r;
   uv_queue_work(r->loop, &r->stop_work, stop_work, stop_after);
@@ -380,8 +424,10 @@ void flume__remote_idle(flume__remote *r) { close_when_idle(r); }
 
 static void part_free(void *p) { free_remote(p); }
 
-static const flume__part_ops remote_part = {
-    .before = part_before, .close = part_close, .free = part_free};
+static const flume__part_ops remote_part = {.before = part_before,
+                                            .close = part_close,
+                                            .free = part_free,
+                                            .drain = part_drain};
 
 flume__remote *flume__remote_of(flume_db *db) {
   return flume__db_part(db, &remote_part);
@@ -454,6 +500,114 @@ static flume__remote *remote_new(const char *stream, int64_t timeout_ms) {
   return r;
 }
 
+/* Reads the stream's state from its leader into out (blocking), trying
+ * again while the cluster does not answer until `deadline` (or a close):
+ * the one reading behind flume_db_remote_status() and `flume remote
+ * status`. `where` names the servers in errors. */
+static int stream_info(flume__remote *r, uint64_t deadline, const char *where,
+                       flume_remote_info *out, char *why, size_t len) {
+  jsStreamInfo *si = NULL;
+  int rc;
+  for (;;) {
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetStreamInfo(&si, r->js, r->stream, NULL, &jerr);
+    if (st == NATS_OK) break;
+    if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+      snprintf(why, len, "no stream %s on %s", r->stream, where);
+      return FLUME_ENOTFOUND;
+    }
+    rc = flume__remote_status(st, jerr, why, len);
+    if (rc != FLUME_ETIMEDOUT || uv_hrtime() >= deadline) return rc;
+    if (r->stop) return FLUME_ECLOSED;
+    uv_sleep(100);
+  }
+  snprintf(out->stream, sizeof out->stream, "%s", r->stream);
+  out->messages = si->State.Msgs;
+  out->last_seq = si->State.LastSeq;
+  out->bytes = si->State.Bytes;
+  out->replicas = (int)si->Config->Replicas;
+  out->deny_delete = si->Config->DenyDelete;
+  out->deny_purge = si->Config->DenyPurge;
+  jsClusterInfo *c = si->Cluster;
+  if (c && c->Leader)
+    snprintf(out->leader, sizeof out->leader, "%s", c->Leader);
+  for (int i = 0; c && i < c->ReplicasLen && i < FLUME_REMOTE_PEERS_MAX;
+       i++) {
+    jsPeerInfo *p = c->Replicas[i];
+    flume_remote_peer *q = &out->peers[out->npeers++];
+    snprintf(q->name, sizeof q->name, "%s", p->Name ? p->Name : "?");
+    q->current = p->Current;
+    q->offline = p->Offline;
+    q->lag = p->Lag;
+    q->active_ms = p->Active / 1000000;
+  }
+  jsStreamInfo_Destroy(si);
+  return 0;
+}
+
+/* ---- flume_db_remote_status: the same, over a node's connection -------- */
+
+typedef struct status_req {
+  uv_work_t work;              /* on the threadpool */
+  flume__remote *r;            /* the node */
+  flume_remote_status_cb cb;   /* the caller's */
+  void *ctx;
+  int rc;                      /* the outcome */
+  flume_remote_info info;      /* the answer */
+  char why[FLUME__ERRMSG_SIZE]; /* the failure's detail */
+} status_req;
+
+static void status_work(uv_work_t *w) {
+  status_req *q = w->data;
+  flume__remote *r = q->r;
+  uint64_t deadline = uv_hrtime() + (uint64_t)r->timeout_ms * 1000000;
+  q->rc = stream_info(r, deadline, "its servers", &q->info, q->why,
+                      sizeof q->why);
+}
+
+static void status_after(uv_work_t *w, int status) {
+  (void)status;
+  status_req *q = w->data;
+  flume__remote *r = q->r;
+  r->statusing--;
+  if (q->rc == 0) {
+    flume_remote_info *i = &q->info;
+    snprintf(i->node, sizeof i->node, "%s", r->node);
+    i->stored = r->stored;
+    i->lag = i->last_seq > r->stored ? i->last_seq - r->stored : 0;
+    i->since = flume_db_since(r->db);
+    q->cb(q->ctx, 0, i);
+  } else {
+    if (q->rc != FLUME_ECLOSED) flume__remote_seterr(r, "%s", q->why);
+    q->cb(q->ctx, q->rc, NULL);
+  }
+  free(q);
+  if (r->closing) flume__remote_idle(r);
+}
+
+FLUME_API int flume_db_remote_status(flume_db *db, flume_remote_status_cb cb,
+                                     void *ctx) {
+  if (db == NULL || cb == NULL) return FLUME_EINVAL;
+  if (flume__db_closing(db)) return FLUME_ECLOSED;
+  flume__remote *r = flume__remote_of(db);
+  if (r == NULL) {
+    snprintf(flume__db_errbuf(db), FLUME__ERRMSG_SIZE,
+             "not a remote log: the database was opened without "
+             "remote_urls");
+    return FLUME_EINVAL;
+  }
+  if (r->closing) return FLUME_ECLOSED;
+  status_req *q = calloc(1, sizeof *q);
+  if (q == NULL) return FLUME_ENOMEM;
+  q->r = r;
+  q->cb = cb;
+  q->ctx = ctx;
+  q->work.data = q;
+  r->statusing++;
+  uv_queue_work(r->loop, &q->work, status_work, status_after);
+  return 0;
+}
+
 /* Retries a step while the cluster does not answer, until `deadline`. */
 #define RETRY_UNTIL(deadline, call)                                          \
   while ((rc = (call)) == FLUME_ETIMEDOUT && uv_hrtime() < (deadline))      \
@@ -461,7 +615,7 @@ static flume__remote *remote_new(const char *stream, int64_t timeout_ms) {
 
 int flume__remote_stat(const char *urls, const char *stream,
                        int64_t timeout_ms, int create, int replicas,
-                       const char *codec, flume__remote_info *out,
+                       const char *codec, flume_remote_info *out,
                        char *why) {
   size_t len = FLUME__ERRMSG_SIZE;
   memset(out, 0, sizeof *out);
@@ -484,43 +638,7 @@ int flume__remote_stat(const char *urls, const char *stream,
       RETRY_UNTIL(deadline, genesis(r, codec ? codec : "msgpack", got_codec,
                                     uuid, why, len));
   }
-  jsStreamInfo *si = NULL;
-  while (rc == 0) {
-    jsErrCode jerr = 0;
-    natsStatus st = js_GetStreamInfo(&si, r->js, r->stream, NULL, &jerr);
-    if (st == NATS_OK) break;
-    if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
-      snprintf(why, len, "no stream %s on %s", stream, urls);
-      rc = FLUME_ENOTFOUND;
-      break;
-    }
-    rc = flume__remote_status(st, jerr, why, len);
-    if (rc != FLUME_ETIMEDOUT || uv_hrtime() >= deadline) break;
-    rc = 0;
-    uv_sleep(100);
-  }
-  if (rc == 0) {
-    out->messages = si->State.Msgs;
-    out->last_seq = si->State.LastSeq;
-    out->bytes = si->State.Bytes;
-    out->replicas = (int)si->Config->Replicas;
-    out->deny_delete = si->Config->DenyDelete;
-    out->deny_purge = si->Config->DenyPurge;
-    jsClusterInfo *c = si->Cluster;
-    if (c && c->Leader)
-      snprintf(out->leader, sizeof out->leader, "%s", c->Leader);
-    for (int i = 0; c && i < c->ReplicasLen && i < FLUME__REMOTE_PEERS_MAX;
-         i++) {
-      jsPeerInfo *p = c->Replicas[i];
-      flume__remote_peer *q = &out->peers[out->npeers++];
-      snprintf(q->name, sizeof q->name, "%s", p->Name ? p->Name : "?");
-      q->current = p->Current;
-      q->offline = p->Offline;
-      q->lag = p->Lag;
-      q->active_ms = p->Active / 1000000;
-    }
-    jsStreamInfo_Destroy(si);
-  }
+  if (rc == 0) rc = stream_info(r, deadline, urls, out, why, len);
   if (r->nc) natsConnection_Close(r->nc);
   free_remote(r);
   return rc;
@@ -646,6 +764,8 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
     ops->txn_abort(txn);
     if (rc) goto fail;
   }
+  step = "subscribing to fresh reads' answers";
+  if ((rc = flume__fresh_start(r, why, len))) goto fail;
   if ((rc = flume__db_attach(db, &remote_part, r))) goto fail;
   step = "subscribing to the stream";
   RETRY(flume__tail_subscribe(r, r->stored + 1, why, len));
@@ -658,6 +778,10 @@ int flume__remote_open(flume_db *db, const flume_db_options *opts,
   flume__db_route_appends(db, flume__outbox_route, r, bound);
   uv_async_init(r->loop, &r->async, flume__tail_on_async);
   r->async.data = r;
+  uv_timer_init(r->loop, &r->fresh_timer);
+  r->fresh_timer.data = r;
+  uv_timer_init(r->loop, &r->drain_timer);
+  r->drain_timer.data = r;
   /* Like the writer's idle handle, it keeps no loop alive by itself. */
   uv_unref((uv_handle_t *)&r->async);
   uv_mutex_lock(&r->lock);
@@ -677,6 +801,7 @@ fail:
     natsSubscription_Destroy(r->sub);
     r->sub = NULL;
   }
+  if (r->inbox_sub) natsSubscription_Unsubscribe(r->inbox_sub);
   if (r->nc) natsConnection_Close(r->nc);
   free_remote(r);
   return rc;
@@ -686,12 +811,21 @@ fail:
 
 int flume__remote_stat(const char *urls, const char *stream,
                        int64_t timeout_ms, int create, int replicas,
-                       const char *codec, flume__remote_info *out,
+                       const char *codec, flume_remote_info *out,
                        char *why) {
   (void)urls, (void)stream, (void)timeout_ms, (void)create, (void)replicas,
       (void)codec;
   memset(out, 0, sizeof *out);
   snprintf(why, FLUME__ERRMSG_SIZE,
+           "remote logs need a flume built with libnats (libnats-dev)");
+  return FLUME_ENOTSUP;
+}
+
+FLUME_API int flume_db_remote_status(flume_db *db, flume_remote_status_cb cb,
+                                     void *ctx) {
+  if (db == NULL || cb == NULL) return FLUME_EINVAL;
+  (void)ctx;
+  snprintf(flume__db_errbuf(db), FLUME__ERRMSG_SIZE,
            "remote logs need a flume built with libnats (libnats-dev)");
   return FLUME_ENOTSUP;
 }

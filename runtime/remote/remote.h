@@ -6,10 +6,12 @@
  * route, its writer queue (ingest jobs ride group commit beside
  * checkpoints) and its part hooks for close; libnats for the network.
  *
- * Three pieces, one per file:
+ * Four pieces, one per file:
  *  - remote.c: opening (connect, check or create the stream, the genesis,
  *    the node id), the crossing from libnats's threads to the loop thread,
- *    and closing;
+ *    the stream's status (flume_db_remote_status, `flume remote status`),
+ *    and closing (which first drains the outbox and the tail, for a
+ *    while);
  *  - outbox.c: appends become envelopes, one per group, one in flight,
  *    published with a Nats-Msg-Id and the expected last subject sequence,
  *    retried as the same envelope until the timeout;
@@ -17,7 +19,9 @@
  *    stream seq; deliveries become ingest jobs on the writer queue, which
  *    store values in stream order (redeliveries skipped, gaps never) and
  *    the stream seq in the same transaction; then the appenders whose
- *    envelopes were stored hear of their seqs.
+ *    envelopes were stored hear of their seqs;
+ *  - fresh.c: fresh reads (flume_db_wait_fresh): the leader's last stream
+ *    seq, asked without blocking, then a wait for the tail to store it.
  *
  * Threads. libnats calls the tail's message handler on its own thread; it
  * only queues the message under `lock` and wakes the loop thread through
@@ -99,6 +103,8 @@ typedef struct flume__remote {
                               * timeout, when an envelope may land later) */
   uv_work_t pub;             /* the publishing request */
   volatile int stop;         /* closing: the publisher gives up */
+  volatile int hurry;        /* a close drains: the publisher's tries are
+                              * short, so that it sees `stop` soon */
 
   /* The tail (tail.c). */
   natsSubscription *sub;     /* the ordered consumer */
@@ -125,6 +131,34 @@ typedef struct flume__remote {
   int withhold;              /* tests: drop the n-th next delivery (under
                               * lock), 0 none */
   int resubscribed;          /* times the tail subscribed again */
+
+  /* Fresh reads (fresh.c), loop thread: what the stream's leader holds,
+   * asked with a request whose reply comes on a libnats thread. */
+  struct fresh_req *fresh_new;   /* came after the question in flight was
+                                  * sent: they need the next one */
+  struct fresh_req *fresh_asked; /* the question in flight answers them */
+  struct fresh_req *fresh_wait;  /* know their stream seq; wait for the
+                                  * tail to store it */
+  natsSubscription *inbox_sub;   /* the replies' subscription, or NULL */
+  char inbox[64];                /* its subject prefix */
+  uint64_t ask_id;               /* the question in flight (0: none) */
+  uint64_t ask_sent;             /* when it was sent, uv_hrtime() */
+  uint64_t ask_retry;            /* when to ask again after a refusal, or 0 */
+  uv_timer_t fresh_timer;        /* deadlines, retries (ref'd while any) */
+  /* Set under `lock` by the reply's thread: */
+  uint64_t reply_id;             /* the question the reply answers (0:
+                                  * none waiting) */
+  int reply_status;              /* 0, or why the leader did not answer */
+  uint64_t reply_last;           /* the stream's last seq, when 0 */
+  char reply_why[256];           /* the refusal's text */
+
+  /* Draining at close: the outbox and the tail finish, for a while. */
+  int draining;              /* the close's drain has begun */
+  uint64_t drain_until;      /* when it gives up, uv_hrtime() */
+  uv_timer_t drain_timer;    /* wakes the close at drain_until */
+  int drain_over;            /* that timer has fired */
+  int handles;               /* loop handles still to close */
+  int statusing;             /* flume_db_remote_status() requests out */
 
   /* Closing. */
   int closing;               /* the database is closing */
@@ -155,6 +189,16 @@ void flume__outbox_stored(flume__remote *r, const char *msgid, int64_t first);
 void flume__outbox_fail_all(flume__remote *r, int status);
 /* Starts the next envelope if there is work and none is in flight. */
 void flume__outbox_kick(flume__remote *r);
+
+/* fresh.c */
+/* Subscribes to the replies of fresh reads' questions (blocking, at
+ * open). */
+int flume__fresh_start(flume__remote *r, char *why, size_t len);
+/* The tail stored more, or a reply came (loop thread): releases what
+ * waited for it. */
+void flume__fresh_check(flume__remote *r);
+/* Fails every fresh read with status (close). */
+void flume__fresh_fail_all(flume__remote *r, int status);
 
 /* tail.c */
 /* Subscribes from stream seq `from` (blocking). */

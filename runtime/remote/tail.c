@@ -146,6 +146,7 @@ static void ingest_done(flume__job *job, int status) {
     if (j->last > r->stored) {
       r->stored = j->last;
       r->gap_tries = 0;
+      flume__fresh_check(r);
     }
     size_t own = strlen(r->subj_log);
     for (tail_msg *t = j->msgs; t; t = t->next) {
@@ -195,6 +196,7 @@ void flume__tail_on_async(uv_async_t *h) {
   tail_msg *msgs = r->in_head;
   r->in_head = r->in_tail = NULL;
   uv_mutex_unlock(&r->lock);
+  flume__fresh_check(r); /* a fresh read's answer may have come */
   if (msgs == NULL) return;
   ingest_job *j = r->closing || r->fatal ? NULL : calloc(1, sizeof *j);
   if (j) {

@@ -28,9 +28,9 @@ local KNOWN = {
   append = { "batch", "encoded" },
   stream = { "gt", "gte", "lt", "lte", "reverse", "limit", "live" },
   backup = { "compact", "progress" },
-  get = { "wait", "timeout", "after" },
+  get = { "wait", "timeout", "after", "fresh" },
   read = { "gt", "gte", "lt", "lte", "reverse", "limit", "live", "wait",
-    "timeout", "after" },
+    "timeout", "after", "fresh" },
 }
 for name, list in pairs(KNOWN) do
   local set = {}

@@ -79,10 +79,18 @@ local function gate_target(view, opts)
     raise("EINVAL", "after must be a seq (an integer >= -1), not " ..
       tostring(after))
   end
+  local fresh = opts and opts.fresh
+  if fresh ~= nil and type(fresh) ~= "boolean" then
+    raise("EINVAL", "fresh must be a boolean, not " .. tostring(fresh))
+  end
   if opts ~= nil and opts.wait == false then
     if after ~= nil then
       raise("EINVAL", "after (wait for a seq) and wait = false (do not " ..
         "wait) contradict each other")
+    end
+    if fresh then
+      raise("EINVAL", "fresh (wait for what the stream holds) and wait = " ..
+        "false (do not wait) contradict each other")
     end
     return -1
   end
@@ -92,11 +100,19 @@ local function gate_target(view, opts)
 end
 
 --- Waits until the view has reached `target` (see gate_target). opts:
--- timeout = seconds.
+-- timeout = seconds; fresh = true first waits until this node holds what
+-- the remote log's stream holds now (its since then, if further).
 local function gate(view, opts, target)
   local c = view._db._c
   target = target or gate_target(view, opts)
   local timeout = check_timeout(opts and opts.timeout)
+  if opts and opts.fresh then
+    -- What the stream's leader holds now, stored here: the log's since
+    -- then (a local log's since now: a plain gated read).
+    local err, since = await(function(k) c:remote_fresh(k) end)
+    if err then error(err, 0) end
+    if since > target then target = since end
+  end
   local err = await(function(k)
     return c:view_wait(view._name, target, timeout, k)
   end)
