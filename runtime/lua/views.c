@@ -358,7 +358,7 @@ static int liter_gc(lua_State *L) {
 }
 
 /* Reads the iterator's next chunk (upvalues: the iterator, the database,
- * the view's name); 0 when the read is over. Raises what the read of a
+ * the view's name, the decoder's key cache); 0 when the read is over. Raises what the read of a
  * chunk fails with. */
 static int liter_fill(lua_State *L, liter *it) {
   while (!it->done && it->remaining > 0) {
@@ -429,7 +429,8 @@ static int liter_next(lua_State *L) {
   if (it->kind == FLUME__VIEW_INDEX && !it->mp)
     lua_pushlstring(L, val, e->val_len);
   else
-    rc = flume__mp_decode(L, val, e->val_len, err, sizeof err);
+    rc = flume__mp_decode_keys(L, val, e->val_len, lua_upvalueindex(4), err,
+                               sizeof err);
   it->busy = 0;
   if (rc) return flume__lua_raise(L, FLUME_EDECODE, err);
   return it->kind == FLUME__VIEW_INDEX ? 3 : 2;
@@ -466,7 +467,8 @@ static int ldb_view_iter(lua_State *L) {
                          lua_toboolean(L, 6), lua_toboolean(L, 7)};
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
-  lua_pushcclosure(L, liter_next, 3);
+  flume__mp_push_keys(L);
+  lua_pushcclosure(L, liter_next, 4);
   return 1;
 }
 
