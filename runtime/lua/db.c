@@ -591,11 +591,11 @@ static int get_one(void *p, int64_t seq, const void *data, size_t len) {
   return 0;
 }
 
-/* The value at the seq at 3 (mp at 2) of d; the stack is 3 high. keys:
- * the decoder's key cache's index, or 0. */
-static int get_value(lua_State *L, ldb *d, int keys) {
-  read_ctx r = {L, lua_toboolean(L, 2), keys, 0, 0, 0, 0, ""};
-  lua_Integer seq = lua_tointeger(L, 3);
+/* Pushes the value at seq of d (mp: decode it as msgpack). keys: the
+ * decoder's key cache's index, or 0. */
+static int get_value(lua_State *L, ldb *d, int mp, lua_Integer seq,
+                     int keys) {
+  read_ctx r = {L, mp, keys, 0, 0, 0, 0, ""};
   size_t count = 0;
   int rc = FLUME_ENOTFOUND;
   if (seq >= 0 && seq <= flume_db_since(d->db))
@@ -613,9 +613,9 @@ static int get_value(lua_State *L, ldb *d, int keys) {
 /* db:get(mp, seq) -> value; raises ENOTFOUND for a seq not in the log. */
 static int ldb_get(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
-  luaL_checkinteger(L, 3);
+  lua_Integer seq = luaL_checkinteger(L, 3);
   lua_settop(L, 3);
-  return get_value(L, d, 0);
+  return get_value(L, d, lua_toboolean(L, 2), seq, 0);
 }
 
 /*
@@ -632,9 +632,8 @@ static int fast_get(lua_State *L) {
              lua_isinteger(L, 2) && lua_tointeger(L, 2) >= 0)) {
     ldb *d = lua_touserdata(L, lua_upvalueindex(1));
     if (d->db == NULL) return flume__lua_raise(L, FLUME_ECLOSED, NULL);
-    lua_pushvalue(L, lua_upvalueindex(4));
-    lua_insert(L, 2); /* db, mp, seq: as db:get(mp, seq) */
-    return get_value(L, d, lua_upvalueindex(5));
+    return get_value(L, d, lua_toboolean(L, lua_upvalueindex(4)),
+                     lua_tointeger(L, 2), lua_upvalueindex(5));
   }
   int top = lua_gettop(L);
   int same = lua_getmetatable(L, 1) &&
