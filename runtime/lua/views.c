@@ -399,7 +399,8 @@ static int liter_next(lua_State *L) {
   liter *it = lua_touserdata(L, lua_upvalueindex(1));
   if (it->busy)
     return flume__lua_raise(L, FLUME_EBUSY, "the read's iterator was called "
-                            "while it was handing out an entry");
+                            "while it was handing out an entry (or after "
+                            "Lua ran out of memory in it)");
   if (it->next == it->chunk.n && !liter_fill(L, it)) return 0;
   it->busy = 1; /* its chunk's bytes are in use until it returns */
   const flume__chunk_entry *e = &it->chunk.e[it->next++];
