@@ -1030,8 +1030,11 @@ static mp_keys *key_cache(lua_State *L) {
   return k;
 }
 
+void flume__mp_push_keys(lua_State *L) { key_cache(L); }
+
+/* Decodes one value; `keys`: the key cache's index, or 0 to look it up. */
 static int mp_decode(lua_State *L, const char *p, size_t n, char *err,
-                     size_t errlen, int mark) {
+                     size_t errlen, int mark, int keys) {
   mp_dec d;
   const unsigned char *s = (const unsigned char *)p, *q;
   int top = lua_gettop(L);
@@ -1053,8 +1056,13 @@ static int mp_decode(lua_State *L, const char *p, size_t n, char *err,
    * It sits below the value while decoding. */
   d.keys = NULL;
   if ((*s >= 0x80 && *s <= 0x9f) || (*s >= 0xdc && *s <= 0xdf)) {
-    d.keys = key_cache(L);
-    d.keys_idx = lua_gettop(L);
+    if (keys) {
+      d.keys = lua_touserdata(L, keys);
+      d.keys_idx = keys;
+    } else {
+      d.keys = key_cache(L);
+      d.keys_idx = lua_gettop(L);
+    }
   }
   q = dec_value(&d, s, 0);
   if (q && q != d.end) {
@@ -1066,16 +1074,21 @@ static int mp_decode(lua_State *L, const char *p, size_t n, char *err,
     lua_settop(L, top);
     return FLUME_EDECODE;
   }
-  if (d.keys) lua_remove(L, d.keys_idx);
+  if (d.keys && !keys) lua_remove(L, d.keys_idx);
   return 0;
 }
 
 int flume__mp_decode(lua_State *L, const char *p, size_t n, char *err,
                      size_t errlen) {
-  return mp_decode(L, p, n, err, errlen, 0);
+  return mp_decode(L, p, n, err, errlen, 0, 0);
+}
+
+int flume__mp_decode_keys(lua_State *L, const char *p, size_t n, int keys,
+                          char *err, size_t errlen) {
+  return mp_decode(L, p, n, err, errlen, 0, keys);
 }
 
 int flume__mp_decode_marked(lua_State *L, const char *p, size_t n, char *err,
                             size_t errlen) {
-  return mp_decode(L, p, n, err, errlen, 1);
+  return mp_decode(L, p, n, err, errlen, 1, 0);
 }

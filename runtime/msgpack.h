@@ -32,6 +32,20 @@ int flume__mp_decode(lua_State *L, const char *p, size_t n, char *err,
                      size_t errlen);
 
 /*
+ * The decoder's cache of map keys (a userdata; one per state, in the
+ * registry): pushes it. A caller that decodes many values keeps it (as an
+ * upvalue, say) and passes its index to flume__mp_decode_keys, which then
+ * does not look it up for every value.
+ */
+void flume__mp_push_keys(lua_State *L);
+
+/* flume__mp_decode with the key cache at `keys` (flume__mp_push_keys's
+ * userdata: an absolute index or an upvalue's pseudo-index, not one
+ * relative to the top). */
+int flume__mp_decode_keys(lua_State *L, const char *p, size_t n, int keys,
+                          char *err, size_t errlen);
+
+/*
  * The registry field holding the metatable that marks an empty Lua table as
  * an empty array: the encoder writes such a table as an empty msgpack
  * array (any other empty table is an empty map), and flume__mp_decode_marked

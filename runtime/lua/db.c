@@ -591,6 +591,7 @@ static int ldb_append(lua_State *L) {
 typedef struct read_ctx {
   lua_State *L;   /* where values go */
   int mp;         /* decode msgpack, or push the bytes */
+  int keys;       /* the index of the decoder's key cache, or 0 */
   int seqs;       /* stack index of the seqs table; 0: none to fill */
   int vals;       /* stack index of the values table */
   lua_Integer n;  /* values pushed so far */
@@ -624,7 +625,7 @@ static int read_one(void *p, int64_t seq, const void *data, size_t len) {
 static int ldb_read(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
   int seqs = lua_toboolean(L, 6) ? 6 : 0;
-  read_ctx r = {L, lua_toboolean(L, 2), seqs, 7, 0, 0, ""};
+  read_ctx r = {L, lua_toboolean(L, 2), 0, seqs, 7, 0, 0, ""};
   int64_t from = luaL_checkinteger(L, 3), to = luaL_checkinteger(L, 4);
   lua_Integer max = luaL_checkinteger(L, 5);
   if (seqs) luaL_checktype(L, 6, LUA_TTABLE);
@@ -651,15 +652,18 @@ static int ldb_read(lua_State *L) {
 static int get_one(void *p, int64_t seq, const void *data, size_t len) {
   read_ctx *r = p;
   (void)seq;
-  if (r->mp) return flume__mp_decode(r->L, data, len, r->err, sizeof r->err);
+  if (r->mp)
+    return flume__mp_decode_keys(r->L, data, len, r->keys, r->err,
+                                 sizeof r->err);
   lua_pushlstring(r->L, data, len);
   return 0;
 }
 
-/* The value at the seq at 3 (mp at 2) of d; the stack is 3 high. */
-static int get_value(lua_State *L, ldb *d) {
-  read_ctx r = {L, lua_toboolean(L, 2), 0, 0, 0, 0, ""};
-  lua_Integer seq = lua_tointeger(L, 3);
+/* Pushes the value at seq of d (mp: decode it as msgpack). keys: the
+ * decoder's key cache's index, or 0. */
+static int get_value(lua_State *L, ldb *d, int mp, lua_Integer seq,
+                     int keys) {
+  read_ctx r = {L, mp, keys, 0, 0, 0, 0, ""};
   size_t count = 0;
   int rc = FLUME_ENOTFOUND;
   if (seq >= 0 && seq <= flume_db_since(d->db))
@@ -677,9 +681,9 @@ static int get_value(lua_State *L, ldb *d) {
 /* db:get(mp, seq) -> value; raises ENOTFOUND for a seq not in the log. */
 static int ldb_get(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
-  luaL_checkinteger(L, 3);
+  lua_Integer seq = luaL_checkinteger(L, 3);
   lua_settop(L, 3);
-  return get_value(L, d);
+  return get_value(L, d, lua_toboolean(L, 2), seq, 0);
 }
 
 /*
@@ -687,7 +691,8 @@ static int ldb_get(lua_State *L) {
  * custom codec, no mapper): DB:get's checks and c:get in one C call, so a
  * get pays no method lookup through __index, no check_self, no math.type
  * and no finish_value. Upvalues: the ldb, the database table it is the
- * get of, DB:get (for another database's table passed as self) and mp.
+ * get of, DB:get (for another database's table passed as self), mp and
+ * the decoder's key cache.
  * Misuse raises what DB:get raises, at the same level.
  */
 static int fast_get(lua_State *L) {
@@ -695,9 +700,8 @@ static int fast_get(lua_State *L) {
              lua_isinteger(L, 2) && lua_tointeger(L, 2) >= 0)) {
     ldb *d = lua_touserdata(L, lua_upvalueindex(1));
     if (d->db == NULL) return flume__lua_raise(L, FLUME_ECLOSED, NULL);
-    lua_pushvalue(L, lua_upvalueindex(4));
-    lua_insert(L, 2); /* db, mp, seq: as db:get(mp, seq) */
-    return get_value(L, d);
+    return get_value(L, d, lua_toboolean(L, lua_upvalueindex(4)),
+                     lua_tointeger(L, 2), lua_upvalueindex(5));
   }
   int top = lua_gettop(L);
   int same = lua_getmetatable(L, 1) &&
@@ -775,7 +779,8 @@ static int ldb_fast_get(lua_State *L) {
   luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_pushboolean(L, lua_toboolean(L, 4));
   lua_settop(L, 4);
-  lua_pushcclosure(L, fast_get, 4);
+  flume__mp_push_keys(L);
+  lua_pushcclosure(L, fast_get, 5);
   return 1;
 }
 
@@ -798,7 +803,7 @@ static int ldb_get_many(lua_State *L) {
   }
   lua_settop(L, 5);
   /* no seqs table: the caller has them */
-  read_ctx r = {L, lua_toboolean(L, 2), 0, 5, 0, 0, ""};
+  read_ctx r = {L, lua_toboolean(L, 2), 0, 0, 5, 0, 0, ""};
   int rc = flume__db_read_seqs(d->db, seqs, (size_t)n, read_one, &r);
   free(seqs);
   if (rc) return flume__lua_raise(L, rc, r.err[0] ? r.err : NULL);

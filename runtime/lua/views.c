@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "keys.h"
 #include "lua/binding.h"
 #include "msgpack.h"
 #include "views/read.h"
@@ -307,6 +308,171 @@ static int ldb_view_read(lua_State *L) {
   return 4;
 }
 
+/* ---- the iterator of a view read ---------------------------------------
+ *
+ * `for key, seq, value in view:read{...}` (not live) runs this C function
+ * once per entry: it hands out the entries of a chunk read ahead (its
+ * keys and values copied out of the store: flume__view_read_chunk, whose
+ * read transactions end before the loop body runs), each value decoded
+ * straight onto the stack, and reads the next chunk when those run out.
+ * No Lua table per chunk, no Lua function in between. Each chunk finds the
+ * view by name again: a database closed, or a view dropped or replaced
+ * with one of another kind, between two chunks is an error there, never a
+ * dangling pointer. Nothing is held between calls but memory, so a loop
+ * that breaks early, yields or raises leaves nothing to close. */
+
+#define ITER_MT "flume.core.view_iter"
+/* Entries a chunk reads: one read transaction for the entries, one for an
+ * index's log values. */
+#define ITER_CHUNK 256
+
+typedef struct liter {
+  flume__buf lo, hi;       /* the range's bounds, encoded */
+  flume__range r;          /* the range (its bounds point into lo and hi) */
+  flume__buf resume;       /* the last entry read, where the next chunk
+                              starts after */
+  int64_t since;           /* the read's since: -1 until its first chunk */
+  lua_Integer remaining;   /* entries still to hand out (the limit) */
+  int kind;                /* the view's kind when the read began */
+  int mp;                  /* index: decode log values as msgpack, or hand
+                              out their bytes (another codec) */
+  int done;                /* the range is read to its end */
+  flume__view_chunk chunk; /* the chunk being handed out */
+  size_t next;             /* its next entry */
+  flume__buf last_key;     /* the encoding of the last key handed out when
+                              its Lua value (user value 1) can be handed out
+                              again: not a table (a composite key is a new
+                              table each time); len 0: none */
+  int busy;                /* a call is handing out an entry (a finalizer
+                              run by its allocations may not call it) */
+} liter;
+
+static int liter_gc(lua_State *L) {
+  liter *it = luaL_checkudata(L, 1, ITER_MT);
+  flume__buf_free(&it->lo);
+  flume__buf_free(&it->hi);
+  flume__buf_free(&it->resume);
+  flume__buf_free(&it->last_key);
+  flume__view_chunk_free(&it->chunk);
+  return 0;
+}
+
+/* Reads the iterator's next chunk (upvalues: the iterator, the database,
+ * the view's name, the decoder's key cache); 0 when the read is over. Raises what the read of a
+ * chunk fails with. */
+static int liter_fill(lua_State *L, liter *it) {
+  while (!it->done && it->remaining > 0) {
+    ldb *d = lua_touserdata(L, lua_upvalueindex(2));
+    if (d->db == NULL) return flume__lua_raise(L, FLUME_ECLOSED, NULL);
+    const char *name = lua_tostring(L, lua_upvalueindex(3));
+    flume_view *v = flume__view_find(d->db, name);
+    if (v == NULL) {
+      lua_pushfstring(L, "no view named '%s'", name);
+      return flume__lua_raise(L, FLUME_ENOTFOUND, lua_tostring(L, -1));
+    }
+    size_t max = it->remaining < ITER_CHUNK ? (size_t)it->remaining
+                                            : ITER_CHUNK;
+    char err[512] = "";
+    int done = 1;
+    it->next = 0;
+    int rc = flume__view_read_chunk(v, &it->r, max, &it->since, &it->resume,
+                                    &it->chunk, &done, err, sizeof err);
+    if (rc) {
+      it->chunk.n = 0;
+      return flume__lua_raise(L, rc, err[0] ? err : NULL);
+    }
+    if (it->chunk.kind != it->kind) {
+      it->chunk.n = 0;
+      lua_pushfstring(L, "view '%s' was replaced by a view of another kind "
+                      "during the read", name);
+      return flume__lua_raise(L, FLUME_ENOTFOUND, lua_tostring(L, -1));
+    }
+    it->done = done;
+    if (it->chunk.n) return 1;
+  }
+  return 0;
+}
+
+/* The iterator: key, seq, value (index) or key, accumulator (group), or
+ * nothing once the read is over. */
+static int liter_next(lua_State *L) {
+  liter *it = lua_touserdata(L, lua_upvalueindex(1));
+  if (it->busy)
+    return flume__lua_raise(L, FLUME_EBUSY, "the read's iterator was called "
+                            "while it was handing out an entry (or after "
+                            "Lua ran out of memory in it)");
+  if (it->next == it->chunk.n && !liter_fill(L, it)) return 0;
+  it->busy = 1; /* its chunk's bytes are in use until it returns */
+  const flume__chunk_entry *e = &it->chunk.e[it->next++];
+  const char *key = it->chunk.keys.data + e->key_off;
+  const char *val = it->chunk.vals.data + e->val_off;
+  char err[256];
+  size_t used;
+  it->remaining--;
+  /* An index has many entries of one key, one after the other. */
+  if (it->last_key.len && e->key_len == it->last_key.len &&
+      memcmp(key, it->last_key.data, e->key_len) == 0) {
+    lua_getiuservalue(L, lua_upvalueindex(1), 1);
+  } else {
+    it->last_key.len = 0;
+    if (flume__key_decode(L, key, e->key_len, &used, err, sizeof err)) {
+      it->busy = 0;
+      return flume__lua_raise(L, FLUME_EDECODE, err);
+    }
+    if (!lua_istable(L, -1) &&
+        flume__buf_append(&it->last_key, key, e->key_len) == 0) {
+      lua_pushvalue(L, -1);
+      lua_setiuservalue(L, lua_upvalueindex(1), 1);
+    }
+  }
+  int rc = 0;
+  if (it->kind == FLUME__VIEW_INDEX) lua_pushinteger(L, e->seq);
+  if (it->kind == FLUME__VIEW_INDEX && !it->mp)
+    lua_pushlstring(L, val, e->val_len);
+  else
+    rc = flume__mp_decode_keys(L, val, e->val_len, lua_upvalueindex(4), err,
+                               sizeof err);
+  it->busy = 0;
+  if (rc) return flume__lua_raise(L, FLUME_EDECODE, err);
+  return it->kind == FLUME__VIEW_INDEX ? 3 : 2;
+}
+
+/* db:view_iter(name, lo, lo_incl, hi, hi_incl, reverse, limit, mp)
+ *   -> iterator
+ * The iterator of a read of a group or index view (not live; the caller
+ * has gated it): see liter_next. lo and hi are keys or nil; limit the
+ * most entries to hand out; mp: an index's log values are msgpack. */
+static int ldb_view_iter(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  flume_view *v = check_view(L, d, 2);
+  lua_Integer limit = luaL_checkinteger(L, 8);
+  int mp = lua_toboolean(L, 9);
+  char err[512] = "";
+  int rc = flume__view_readable(v, 1, err, sizeof err);
+  if (rc) return flume__lua_raise(L, rc, err);
+  flume__view_info_t in;
+  flume__view_info(v, &in);
+  lua_settop(L, 9);
+  liter *it = lua_newuserdatauv(L, sizeof *it, 1); /* 10 */
+  memset(it, 0, sizeof *it);
+  luaL_setmetatable(L, ITER_MT);
+  it->since = -1;
+  it->remaining = limit;
+  it->kind = in.kind;
+  it->mp = mp;
+  if (!lua_isnil(L, 3)) flume__lua_check_key(L, 3, &it->lo);
+  if (!lua_isnil(L, 5)) flume__lua_check_key(L, 5, &it->hi);
+  it->r = (flume__range){it->lo.len ? it->lo.data : NULL, it->lo.len,
+                         lua_toboolean(L, 4),
+                         it->hi.len ? it->hi.data : NULL, it->hi.len,
+                         lua_toboolean(L, 6), lua_toboolean(L, 7)};
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  flume__mp_push_keys(L);
+  lua_pushcclosure(L, liter_next, 4);
+  return 1;
+}
+
 /* db:view_changes(name, lo, lo_incl, hi, hi_incl, max, after, keys, vals)
  *   -> n, since    or    false, since
  * A live read's step (flume__view_changes): fills keys[1..n] and
@@ -424,6 +590,7 @@ static const luaL_Reg view_methods[] = {
     {"view_wait", ldb_view_wait},
     {"view_get", ldb_view_get},
     {"view_read", ldb_view_read},
+    {"view_iter", ldb_view_iter},
     {"view_changes", ldb_view_changes},
     {"view_journal_on", ldb_view_journal_on},
 #ifdef FLUME_TEST_HOOKS
@@ -437,6 +604,10 @@ static const luaL_Reg view_methods[] = {
 
 void flume__lua_views_register(lua_State *L, int module, int methods) {
   (void)module;
+  luaL_newmetatable(L, ITER_MT);
+  lua_pushcfunction(L, liter_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
   lua_pushvalue(L, methods);
   luaL_setfuncs(L, view_methods, 0);
   lua_pop(L, 1);

@@ -264,6 +264,98 @@ int flume__view_read(flume_view *v, const flume__range *r, size_t max,
   return rc;
 }
 
+/* ---- a chunk copied out ------------------------------------------------ */
+
+typedef struct flume__seq_at {
+  int64_t seq; /* a log seq */
+  size_t at;   /* the chunk entry that points at it */
+} flume__seq_at;
+
+static int seq_at_cmp(const void *a, const void *b) {
+  const flume__seq_at *x = a, *y = b;
+  return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static int chunk_entry(void *p, const flume__view_entry *e) {
+  flume__view_chunk *c = p;
+  if (c->n == c->cap) {
+    size_t cap = c->cap ? c->cap * 2 : 64;
+    flume__chunk_entry *m = realloc(c->e, cap * sizeof *m);
+    if (m == NULL) return FLUME_ENOMEM;
+    c->e = m;
+    c->cap = cap;
+  }
+  flume__chunk_entry *x = &c->e[c->n];
+  *x = (flume__chunk_entry){c->keys.len, e->key_len, c->vals.len, e->val_len,
+                            e->seq};
+  int rc = flume__buf_append(&c->keys, e->key, e->key_len);
+  if (rc == 0) rc = flume__buf_append(&c->vals, e->val, e->val_len);
+  if (rc == 0) c->n++;
+  return rc;
+}
+
+typedef struct fill_ctx {
+  flume__view_chunk *c; /* the chunk whose values these are */
+  size_t i;             /* the next of c->by_seq */
+} fill_ctx;
+
+static int fill_one(void *p, int64_t seq, const void *data, size_t len) {
+  fill_ctx *f = p;
+  flume__view_chunk *c = f->c;
+  flume__chunk_entry *x = &c->e[c->by_seq[f->i++].at];
+  (void)seq;
+  x->val_off = c->vals.len;
+  x->val_len = len;
+  return flume__buf_append(&c->vals, data, len);
+}
+
+/* The log values of an index chunk's entries, looked up in seq order. */
+static int chunk_values(flume_view *v, flume__view_chunk *c) {
+  if (c->n > c->seqs_cap) {
+    flume__seq_at *b = realloc(c->by_seq, c->n * sizeof *b);
+    if (b == NULL) return FLUME_ENOMEM;
+    c->by_seq = b;
+    int64_t *s = realloc(c->seqs, c->n * sizeof *s);
+    if (s == NULL) return FLUME_ENOMEM;
+    c->seqs = s;
+    c->seqs_cap = c->n;
+  }
+  int sorted = 1;
+  for (size_t i = 0; i < c->n; i++) {
+    c->by_seq[i] = (flume__seq_at){c->e[i].seq, i};
+    if (i && c->e[i].seq < c->e[i - 1].seq) sorted = 0;
+  }
+  /* A key's entries come in seq order; a chunk of many keys is sorted. */
+  if (!sorted) qsort(c->by_seq, c->n, sizeof *c->by_seq, seq_at_cmp);
+  for (size_t i = 0; i < c->n; i++) c->seqs[i] = c->by_seq[i].seq;
+  fill_ctx f = {c, 0};
+  return flume__db_read_seqs(v->db, c->seqs, c->n, fill_one, &f);
+}
+
+int flume__view_read_chunk(flume_view *v, const flume__range *r, size_t max,
+                           int64_t *since, flume__buf *resume,
+                           flume__view_chunk *out, int *done, char *err,
+                           size_t errlen) {
+  size_t count;
+  out->keys.len = out->vals.len = 0;
+  out->n = 0;
+  out->kind = v->kind;
+  int rc = flume__view_read(v, r, max, since, resume, chunk_entry, out,
+                            &count, done, err, errlen);
+  if (rc == 0 && out->n && v->kind == FLUME__VIEW_INDEX)
+    rc = chunk_values(v, out);
+  return rc;
+}
+
+void flume__view_chunk_free(flume__view_chunk *c) {
+  flume__buf_free(&c->keys);
+  flume__buf_free(&c->vals);
+  free(c->e);
+  free(c->by_seq);
+  free(c->seqs);
+  *c = (flume__view_chunk){0};
+}
+
 /* ---- a live read's step (the journal) --------------------------------- */
 
 typedef struct change {

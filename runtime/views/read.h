@@ -83,6 +83,50 @@ int flume__view_read(flume_view *v, const flume__range *r, size_t max,
                      flume__view_entry_fn fn, void *ctx, size_t *count,
                      int *done, char *err, size_t errlen);
 
+/* One entry of a chunk (flume__view_chunk): where its bytes are. */
+typedef struct flume__chunk_entry {
+  size_t key_off;  /* its encoded key: offset in the chunk's keys */
+  size_t key_len;  /* its length */
+  size_t val_off;  /* its value: offset in the chunk's vals */
+  size_t val_len;  /* its length */
+  int64_t seq;     /* index: the seq; group: -1 */
+} flume__chunk_entry;
+
+/* A chunk of a view read, copied out of the store, so that it outlives
+ * the read transactions it came from: the entries' keys and values (an
+ * index view's: the log values they point at, as stored: codec bytes; a
+ * group view's: msgpack of the accumulators). Zero it to start; reuse it
+ * from chunk to chunk; flume__view_chunk_free gives its memory back. */
+typedef struct flume__view_chunk {
+  flume__buf keys;          /* the entries' encoded keys, end to end */
+  flume__buf vals;          /* their values, end to end */
+  int kind;                 /* the view's kind (flume__view_kind) when
+                               the chunk was read */
+  flume__chunk_entry *e;    /* the entries, in the read's order */
+  size_t n;                 /* how many */
+  size_t cap;               /* room in e */
+  struct flume__seq_at *by_seq; /* scratch: an index chunk's seqs with
+                                   their entries, sorted by seq */
+  int64_t *seqs;            /* scratch: those seqs alone, for the log */
+  size_t seqs_cap;          /* room in by_seq and seqs */
+} flume__view_chunk;
+
+/*
+ * flume__view_read into a chunk: up to `max` entries (resume, *since and
+ * *done as there) with their values, the chunk emptied first. An index
+ * view's entries get their log values in one more read transaction, in
+ * seq order (an index entry points anywhere in the log: sorted, the
+ * lookups walk the log's tree forward). Errors: flume__view_read's,
+ * FLUME_ENOMEM, and for the log values flume__db_read_seqs' (FLUME_ECLOSED
+ * once the database closes, FLUME_ENOTFOUND for a seq past the log).
+ */
+int flume__view_read_chunk(flume_view *v, const flume__range *r, size_t max,
+                           int64_t *since, flume__buf *resume,
+                           flume__view_chunk *out, int *done, char *err,
+                           size_t errlen);
+
+void flume__view_chunk_free(flume__view_chunk *c);
+
 /* flume__view_changes' answer when the view's journal does not hold every
  * change the step asks for: read the range again instead. */
 #define FLUME__CHANGES_MISS 1
