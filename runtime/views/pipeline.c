@@ -849,6 +849,7 @@ static int index_slice(flume__views *vs) {
     lua_createtable(H, vs->batch, 0);
   }
   b.vals = lua_gettop(H);
+  if (b.lazy && !kept) b.lazy = flume__lazy_choose(H);
   if (b.lazy) {
     flume__lazy_push_meta(H);
     b.meta = lua_gettop(H);
@@ -868,6 +869,8 @@ static int index_slice(flume__views *vs) {
                                  batch_one, &b, &count);
   for (int i = 0; b.raw && i < b.n; i++)
     b.ents[i].data = b.bytes.data + (uintptr_t)b.ents[i].data;
+  if (b.lua && b.msgpack && !b.lazy && !vs->has_mapper && !kept)
+    flume__lazy_decoded_whole(H, (size_t)b.n);
   if (rc) {
     free(b.ents);
     flume__buf_free(&b.bytes);
