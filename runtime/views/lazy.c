@@ -275,7 +275,8 @@ static int lazy_index(lua_State *L) {
     for (uint32_t i = 0; i < h->n; i++) {
       const unsigned char *k = b + off[2 * i];
       unsigned c = *k;
-      if (c == fix ? memcmp(k + 1, ks, kl) == 0
+      if (c == fix ? kl == 0 || (k[1] == (unsigned char)ks[0] &&
+                                 memcmp(k + 1, ks, kl) == 0)
                    : (c >= 0xc4 && c <= 0xdb && (c <= 0xc6 || c >= 0xd9)) &&
                          key_is(L, h, i, kt, ks, kl)) {
         last = i;
