@@ -6,7 +6,8 @@
  * the next batch of the log after the lowest view since in one short read
  * transaction, decodes each value once into the view host, applies the
  * mapper, and feeds every view. Without a mapper a value that is a map is
- * decoded lazily (lazy.c): a view pays for the fields it reads; whatever
+ * decoded lazily (lazy.c) while the views read few of its fields (lazy.c
+ * judges it as the slices go): a view pays for the fields it reads; whatever
  * a view hands back to be encoded (keys, accumulators, states) is
  * settled first, so the encoders see ordinary tables. Views turn what they did into operations
  * on their table; a checkpoint job hands the operations and each view's new
