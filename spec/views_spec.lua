@@ -95,6 +95,38 @@ for _, backend in ipairs(H.backends) do
         assert.equal(1000, total)
       end)
 
+      it("hands reduce the accumulator last stored, whatever its type",
+        function()
+          -- A key's accumulator goes from a number to a string, a table,
+          -- deleted and back, a checkpoint between each: reduce always
+          -- gets the latest one (the indexer keeps committed numbers to
+          -- skip store lookups; what replaces them must win).
+          ctx.db:use("acc", { version = 1,
+            map = function(v) return v.k, v.to end,
+            reduce = function(acc, to)
+              local was = type(acc) == "table" and "table:" .. acc[1] or
+                tostring(acc)
+              if to == "number" then return 5 end
+              if to == "string" then return "text" end
+              if to == "table" then return { was } end
+              if to == "delete" then return nil end
+              return was
+            end })
+          local steps = { "number", "string", "probe", "number", "table",
+            "probe", "number", "delete", "probe", "number", "probe" }
+          local expect = { "text", "table:5", "nil", "5" }
+          local probes = 0
+          for _, to in ipairs(steps) do
+            ctx.db:append({ k = 1, to = to })
+            local got = ctx.db.acc:get(1)
+            if to == "probe" then
+              probes = probes + 1
+              assert.equal(expect[probes], got)
+            end
+          end
+          assert.equal(4, probes)
+        end)
+
       it("orders numbers, strings and composite keys", function()
         ctx.db:use("g", { version = 1,
           map = function(v) return v.key, 1 end,

@@ -24,6 +24,18 @@
 #include "views/lazy.h"
 #include "views/pattern.h"
 
+/* The allocator's free lists (host_alloc): blocks of up to
+ * POOL_STEP * POOL_CLASSES bytes, header included, in classes POOL_STEP
+ * bytes apart, and at most POOL_MAX bytes of them kept. Under ASan none
+ * are kept, so that it sees every use after free. */
+#define POOL_STEP 16
+#define POOL_CLASSES 32
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_MAX ((size_t)0)
+#else
+#define POOL_MAX ((size_t)8 << 20)
+#endif
+
 /* What one view's calls have allocated and still hold, and its cap. */
 typedef struct host_account {
   int64_t used; /* bytes of live blocks allocated during its calls */
@@ -48,6 +60,8 @@ struct flume__host {
   const char *log_view;   /* view of the call in progress (NULL: none, or
                            * the mapper) */
   int64_t log_seq;        /* seq of the call in progress, or -1 */
+  void *pool[POOL_CLASSES]; /* free blocks by size class (see host_alloc) */
+  size_t pooled;          /* bytes of the blocks in pool */
 };
 
 /*
@@ -86,6 +100,45 @@ static void charge_alloc(flume__host *h, size_t bytes) {
   }
 }
 
+/* The class of a block of n bytes (header included), or -1: too large
+ * for the pool. */
+static int pool_class(size_t n) {
+  return n <= (size_t)POOL_STEP * POOL_CLASSES ? (int)((n - 1) / POOL_STEP)
+                                               : -1;
+}
+
+/* A block for n bytes of class c (-1: none): a pooled one, or a new one
+ * of the class's full size, so that any block of a class serves any
+ * request of it. */
+static char *pool_get(flume__host *h, int c, size_t n) {
+  if (c < 0) return malloc(n);
+  char *b = h->pool[c];
+  if (b == NULL) return malloc((size_t)(c + 1) * POOL_STEP);
+  memcpy(&h->pool[c], b, sizeof(void *));
+  h->pooled -= (size_t)(c + 1) * POOL_STEP;
+  return b;
+}
+
+/* Frees a block that held n bytes (header included): into its class's
+ * list while the pool has room. */
+static void pool_put(flume__host *h, char *b, size_t n) {
+  int c = pool_class(n);
+  size_t size = (size_t)(c + 1) * POOL_STEP;
+  if (c < 0 || h->pooled + size > POOL_MAX) {
+    free(b);
+    return;
+  }
+  memcpy(b, &h->pool[c], sizeof(void *));
+  h->pool[c] = b;
+  h->pooled += size;
+}
+
+/* Lua's allocator. Small blocks come from and go to free lists (the state
+ * makes and drops several per log value: tables, proxies, strings), which
+ * costs a fraction of malloc and free; a block keeps its class while it
+ * shrinks, so shrinking never fails. Accounting counts what Lua asked
+ * for, whatever the block's real size: a view's cap bounds the bytes it
+ * holds, and the pool adds at most POOL_MAX to the whole state. */
 static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   flume__host *h = ud;
   char *block = ptr ? (char *)ptr - HDR : NULL;
@@ -94,7 +147,7 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   else osize = 0; /* for a new block, osize is its type */
   if (nsize == 0) {
     h->accts[owner].used -= (int64_t)osize;
-    free(block);
+    if (block) pool_put(h, block, osize + HDR);
     return NULL;
   }
   /* Shrinking never fails (Lua counts on it), nor does the runtime. A
@@ -107,7 +160,20 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return NULL;
   }
   if (cur != 0 && nsize > osize) charge_alloc(h, nsize - osize);
-  char *nb = realloc(block, nsize + HDR);
+  int nc = pool_class(nsize + HDR), oc = block ? pool_class(osize + HDR) : -1;
+  char *nb;
+  if (block && nc >= 0 && oc >= nc) {
+    nb = block; /* the same class, or a larger one: it fits */
+  } else if (block && oc < 0) {
+    /* A large block stays one, or shrinks to a whole block of its class. */
+    nb = realloc(block, nc < 0 ? nsize + HDR : (size_t)(nc + 1) * POOL_STEP);
+  } else {
+    nb = pool_get(h, nc, nsize + HDR);
+    if (nb && block) {
+      memcpy(nb + HDR, block + HDR, osize < nsize ? osize : nsize);
+      pool_put(h, block, osize + HDR);
+    }
+  }
   if (nb == NULL) return NULL;
   h->accts[owner].used -= (int64_t)osize;
   memcpy(nb, &cur, sizeof cur);
@@ -662,6 +728,12 @@ int flume__host_new(flume__host **out) {
 void flume__host_free(flume__host *h) {
   if (h == NULL) return;
   lua_close(h->L);
+  for (int c = 0; c < POOL_CLASSES; c++)
+    while (h->pool[c]) {
+      char *b = h->pool[c];
+      memcpy(&h->pool[c], b, sizeof(void *));
+      free(b);
+    }
   for (uint32_t i = 0; i < h->nacct; i++) free(h->accts[i].name);
   free(h->accts);
   free(h->ref_acct);

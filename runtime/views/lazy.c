@@ -64,7 +64,7 @@
 /* Slots a proxy is created with: room for the fields a view reads (a
  * table of all of them, as the decoder makes, costs most of what lazy
  * decoding saves on a wide value); it grows as Lua tables grow. */
-#define PRESIZE 4
+#define PRESIZE 3
 
 /* The key of the holder in a proxy, and of the metatable in the
  * registry: addresses no script can make. */
@@ -116,18 +116,77 @@ static void push_part(lua_State *L, holder *h, uint32_t a, uint32_t b) {
     luaL_error(L, "flume: ECORRUPT: a value changed under a view: %s", err);
 }
 
+/* Pushes the value of pair i: what flume__mp_decode pushes for it, the
+ * scalars fields mostly are decoded here (the bytes are checked already),
+ * the rest by it. */
+static void push_value(lua_State *L, holder *h, uint32_t i) {
+  const unsigned char *p = h_bytes(h) + h_off(h)[2 * i + 1];
+  unsigned c = *p;
+  uint64_t u;
+  if (c < 0x80) {
+    lua_pushinteger(L, (lua_Integer)c);
+  } else if (c >= 0xe0) {
+    lua_pushinteger(L, (lua_Integer)c - 256);
+  } else if (c >= 0xa0 && c <= 0xbf) {
+    lua_pushlstring(L, (const char *)p + 1, c & 0x1f);
+  } else {
+    switch (c) {
+    case 0xc0: lua_pushnil(L); break;
+    case 0xc2: lua_pushboolean(L, 0); break;
+    case 0xc3: lua_pushboolean(L, 1); break;
+    case 0xc4:
+    case 0xd9: lua_pushlstring(L, (const char *)p + 2, p[1]); break;
+    case 0xcc: lua_pushinteger(L, (lua_Integer)p[1]); break;
+    case 0xcd: lua_pushinteger(L, (lua_Integer)get16(p + 1)); break;
+    case 0xce: lua_pushinteger(L, (lua_Integer)get32(p + 1)); break;
+    case 0xd0: lua_pushinteger(L, (lua_Integer)(int8_t)p[1]); break;
+    case 0xd1: lua_pushinteger(L, (lua_Integer)(int16_t)get16(p + 1)); break;
+    case 0xd2: lua_pushinteger(L, (lua_Integer)(int32_t)get32(p + 1)); break;
+    case 0xca: {
+      float f;
+      u = get32(p + 1);
+      uint32_t u32 = (uint32_t)u;
+      memcpy(&f, &u32, 4);
+      lua_pushnumber(L, (lua_Number)f);
+      break;
+    }
+    case 0xcb:
+    case 0xcf:
+    case 0xd3: {
+      u = (uint64_t)get32(p + 1) << 32 | get32(p + 5);
+      if (c == 0xcb) {
+        double f;
+        memcpy(&f, &u, 8);
+        lua_pushnumber(L, (lua_Number)f);
+      } else if (c == 0xd3) {
+        lua_pushinteger(L, (lua_Integer)(int64_t)u);
+      } else if (u > (uint64_t)INT64_MAX) {
+        lua_pushnumber(L, (lua_Number)u); /* as the decoder does */
+      } else {
+        lua_pushinteger(L, (lua_Integer)u);
+      }
+      break;
+    }
+    default: push_part(L, h, 2 * i + 1, 2 * i + 2);
+    }
+  }
+}
+
 /* Decodes every field not decoded yet into the proxy at idx (absolute),
  * then drops its holder and metatable. */
 static void materialize(lua_State *L, int idx, holder *h) {
   unsigned char *done = h_done(h);
   luaL_checkstack(L, 4, NULL);
+  uint32_t made = 0;
   for (uint32_t i = 0; i < h->n; i++) {
     if (done[i]) continue;
     push_part(L, h, 2 * i, 2 * i + 1);
-    push_part(L, h, 2 * i + 1, 2 * i + 2);
+    push_value(L, h, i);
     lua_rawset(L, idx);
     done[i] = 1;
+    made++;
   }
+  flume__charge_of(L)->lazy.reads += made;
   lua_pushnil(L);
   lua_rawsetp(L, idx, &holder_key);
   lua_pushnil(L);
@@ -186,7 +245,10 @@ static int lazy_index(lua_State *L) {
   holder *h = holder_of(L, 1);
   int kt = lua_type(L, 2);
   if (h == NULL) return 0;
-  uint32_t was = flume__charge_to(L, 0);
+  flume__charge *charge = flume__charge_of(L);
+  uint32_t was = charge->current;
+  charge->current = 0;
+  charge->lazy.reads++;
   if (h->left == 0) {
     /* Many lookups: decode the rest once, not scan again and again. */
     materialize(L, 1, h);
@@ -204,17 +266,36 @@ static int lazy_index(lua_State *L) {
   uint32_t last = UINT32_MAX, matches = 0;
   size_t kl = 0;
   const char *ks = kt == LUA_TSTRING ? lua_tolstring(L, 2, &kl) : NULL;
-  for (uint32_t i = 0; i < h->n; i++)
-    if (key_is(L, h, i, kt, ks, kl)) {
-      last = i;
-      matches++;
+  if (kt == LUA_TSTRING) {
+    /* The usual key, a fixstr, compared here; other string encodings
+     * (str 8/16/32, bin) by key_is. */
+    const uint32_t *off = h_off(h);
+    const unsigned char *b = h_bytes(h);
+    unsigned fix = kl < 32 ? 0xa0 | (unsigned)kl : 0x100;
+    for (uint32_t i = 0; i < h->n; i++) {
+      const unsigned char *k = b + off[2 * i];
+      unsigned c = *k;
+      if (c == fix ? kl == 0 || (k[1] == (unsigned char)ks[0] &&
+                                 memcmp(k + 1, ks, kl) == 0)
+                   : (c >= 0xc4 && c <= 0xdb && (c <= 0xc6 || c >= 0xd9)) &&
+                         key_is(L, h, i, kt, ks, kl)) {
+        last = i;
+        matches++;
+      }
     }
+  } else {
+    for (uint32_t i = 0; i < h->n; i++)
+      if (key_is(L, h, i, kt, ks, kl)) {
+        last = i;
+        matches++;
+      }
+  }
   if (last == UINT32_MAX || done[last]) {
     /* Absent, or decoded and removed by the script since. */
     flume__charge_to(L, was);
     return 0;
   }
-  push_part(L, h, 2 * last + 1, 2 * last + 2);
+  push_value(L, h, last);
   lua_pushvalue(L, 2);
   lua_pushvalue(L, -2);
   lua_rawset(L, 1);
@@ -270,8 +351,134 @@ void flume__lazy_init(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &mt_key);
 }
 
+/* Where the field at p (p < end) ends, or NULL where flume__mp_check
+ * would refuse it at depth 1: the scalars fields mostly are, here; the
+ * rest through flume__mp_check. */
+static inline const unsigned char *skip_field(const unsigned char *p,
+                                              const unsigned char *end) {
+  size_t left = (size_t)(end - p), n;
+  unsigned c = *p;
+  if (c < 0x80 || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3)
+    return p + 1;
+  if (c >= 0xa0 && c <= 0xbf) {
+    n = c & 0x1f;
+    return n < left ? p + 1 + n : NULL;
+  }
+  switch (c) {
+  case 0xc4:
+  case 0xd9:
+    if (left < 2) return NULL;
+    n = p[1];
+    return n <= left - 2 ? p + 2 + n : NULL;
+  case 0xcc:
+  case 0xd0:
+    return left < 2 ? NULL : p + 2;
+  case 0xcd:
+  case 0xd1:
+    return left < 3 ? NULL : p + 3;
+  case 0xca:
+  case 0xce:
+  case 0xd2:
+    return left < 5 ? NULL : p + 5;
+  case 0xcb:
+  case 0xcf:
+  case 0xd3:
+    return left < 9 ? NULL : p + 9;
+  default:
+    return flume__mp_check(p, end, 1);
+  }
+}
+
+/* flume__mp_check_pairs(p, end, n, 0, off, base), with the fields'
+ * scalars checked inline (skip_field): what it accepts, and the same
+ * offsets. */
+static const unsigned char *check_pairs(const unsigned char *p,
+                                        const unsigned char *end, uint64_t n,
+                                        uint32_t *off,
+                                        const unsigned char *base) {
+  if (n > (uint64_t)(end - p) / 2) return NULL;
+  for (uint64_t i = 0; i < n; i++) {
+    if (p == end) return NULL;
+    unsigned c = *p;
+    if (c == 0xc0 || (c >= 0x80 && c <= 0x9f) || (c >= 0xdc && c <= 0xdf))
+      return NULL;
+    off[2 * i] = (uint32_t)(p - base);
+    const unsigned char *k = p;
+    if (!(p = skip_field(p, end))) return NULL;
+    if (c == 0xca) {
+      uint32_t u = get32(k + 1);
+      float f;
+      memcpy(&f, &u, 4);
+      if (isnan(f)) return NULL;
+    } else if (c == 0xcb) {
+      uint64_t u = (uint64_t)get32(k + 1) << 32 | get32(k + 5);
+      double f;
+      memcpy(&f, &u, 8);
+      if (isnan(f)) return NULL;
+    }
+    off[2 * i + 1] = (uint32_t)(p - base);
+    if (p == end || !(p = skip_field(p, end))) return NULL;
+  }
+  off[2 * n] = (uint32_t)(p - base);
+  return p;
+}
+
+/* ---- choosing --------------------------------------------------------- */
+
+/*
+ * A proxy pays for itself only when views read few of a value's fields:
+ * making one costs about as much as decoding two pairs, and each field
+ * read through it about two pairs more than a plain table read (the
+ * metamethod call, the scan, the cache in the proxy). Fitted on the
+ * benchmark's rows (instructions per value in the indexer, callgrind): a
+ * group view reading one field of five is 10% cheaper lazily, four views
+ * reading three of five 15% dearer, a group view reading two of twenty
+ * half the cost. So the indexer asks before each slice, and values are
+ * decoded lazily while the views read, per value, fewer than
+ * pairs / 2 - 1 fields, judged every SAMPLE values; whole otherwise,
+ * trying lazily again every PROBE values, for views come and go and what
+ * they read changes.
+ */
+#define SAMPLE 512
+#define PROBE 32768
+
+int flume__lazy_choose(lua_State *L) {
+  flume__charge *c = flume__charge_of(L);
+  if (c->lazy.off) {
+    if (c->lazy.whole < PROBE) return 0;
+    c->lazy.off = 0;
+    c->lazy.values = c->lazy.pairs = c->lazy.reads = 0;
+    return 1;
+  }
+  if (c->lazy.values >= SAMPLE) {
+    if (2 * (c->lazy.reads + c->lazy.values) >= c->lazy.pairs) {
+      c->lazy.off = 1;
+      c->lazy.whole = 0;
+    }
+    c->lazy.values = c->lazy.pairs = c->lazy.reads = 0;
+  }
+  return !c->lazy.off;
+}
+
+void flume__lazy_decoded_whole(lua_State *L, size_t n) {
+  flume__charge_of(L)->lazy.whole += n;
+}
+
+void flume__lazy_push_meta(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
+}
+
 int flume__lazy_decode(lua_State *L, const char *p, size_t n, char *err,
                        size_t errlen) {
+  if (!lua_checkstack(L, 1)) return flume__mp_decode(L, p, n, err, errlen);
+  flume__lazy_push_meta(L);
+  int rc = flume__lazy_decode_meta(L, lua_gettop(L), p, n, err, errlen);
+  lua_remove(L, rc ? -1 : -2);
+  return rc;
+}
+
+int flume__lazy_decode_meta(lua_State *L, int mt, const char *p, size_t n,
+                            char *err, size_t errlen) {
   const unsigned char *s = (const unsigned char *)p, *end = s + n;
   uint64_t pairs;
   size_t hl;
@@ -298,16 +505,18 @@ int flume__lazy_decode(lua_State *L, const char *p, size_t n, char *err,
   h->n = (uint32_t)pairs;
   h->len = (uint32_t)n;
   h->left = SCANS;
-  const unsigned char *q =
-      flume__mp_check_pairs(s + hl, end, pairs, 0, h_off(h), s);
+  const unsigned char *q = check_pairs(s + hl, end, pairs, h_off(h), s);
   if (q != end) {
     lua_pop(L, 2);
     return flume__mp_decode(L, p, n, err, errlen); /* its message */
   }
   memset(h_done(h), 0, pairs);
   memcpy((unsigned char *)h_bytes(h), s, n);
+  flume__charge *charge = flume__charge_of(L);
+  charge->lazy.values++;
+  charge->lazy.pairs += pairs;
   lua_rawsetp(L, -2, &holder_key);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
+  lua_pushvalue(L, mt);
   lua_setmetatable(L, -2);
   return 0;
 }

@@ -16,6 +16,22 @@ void flume__lazy_init(lua_State *L);
 int flume__lazy_decode(lua_State *L, const char *p, size_t n, char *err,
                        size_t errlen);
 
+/* Whether the indexer should decode the next slice's maps lazily (1) or
+ * whole with flume__mp_decode (0): lazily while the views read few of
+ * each value's fields (see lazy.c). */
+int flume__lazy_choose(lua_State *L);
+
+/* Counts n values the indexer decoded whole (after a choice of 0). */
+void flume__lazy_decoded_whole(lua_State *L, size_t n);
+
+/* Pushes the proxies' metatable, for flume__lazy_decode_meta. */
+void flume__lazy_push_meta(lua_State *L);
+
+/* flume__lazy_decode with the proxies' metatable at stack index mt
+ * (absolute, from flume__lazy_push_meta): for a batch of values. */
+int flume__lazy_decode_meta(lua_State *L, int mt, const char *p, size_t n,
+                            char *err, size_t errlen);
+
 /* Whether the value at idx is a proxy not yet made whole. */
 int flume__lazy_is(lua_State *L, int idx);
 

@@ -6,7 +6,8 @@
  * the next batch of the log after the lowest view since in one short read
  * transaction, decodes each value once into the view host, applies the
  * mapper, and feeds every view. Without a mapper a value that is a map is
- * decoded lazily (lazy.c): a view pays for the fields it reads; whatever
+ * decoded lazily (lazy.c) while the views read few of its fields (lazy.c
+ * judges it as the slices go): a view pays for the fields it reads; whatever
  * a view hands back to be encoded (keys, accumulators, states) is
  * settled first, so the encoders see ordinary tables. Views turn what they did into operations
  * on their table; a checkpoint job hands the operations and each view's new
@@ -35,6 +36,23 @@
                                       * rebuilding */
 
 enum { OP_PUT = 1, OP_DEL = 2 };
+
+/* A group view's host record has, beside FLUME__HREC_DIRTY and
+ * FLUME__HREC_INFLIGHT, tables of the pipeline's own:
+ *
+ * - "clean": accumulators the store holds, as committed, so that the
+ *   next value of a key needs no store lookup. Only numbers and booleans
+ *   (counts, sums, flags: what most group views keep): they cost the view
+ *   nothing to keep, where a table or string kept here would count against
+ *   its memory after the view has dropped it. At most CLEAN_MAX keys, then
+ *   it starts again; "clean_n" counts them.
+ * - "keys": the encoded key of each string, integer or boolean key map
+ *   returned since the last checkpoint, so that a key is encoded once per
+ *   checkpoint, not once per value. */
+#define HREC_CLEAN "clean"
+#define HREC_CLEAN_N "clean_n"
+#define HREC_KEYS "keys"
+#define CLEAN_MAX 65536
 
 static double now_seconds(flume__views *vs) {
   return (double)uv_now(flume__db_loop(vs->db)) / 1000.0;
@@ -205,6 +223,12 @@ static void host_reset(flume__views *vs, flume_view *v) {
     host_set_field(vs, v, FLUME__HREC_DIRTY);
     lua_newtable(H);
     host_set_field(vs, v, FLUME__HREC_INFLIGHT);
+    lua_newtable(H);
+    host_set_field(vs, v, HREC_CLEAN);
+    lua_pushinteger(H, 0);
+    host_set_field(vs, v, HREC_CLEAN_N);
+    lua_newtable(H);
+    host_set_field(vs, v, HREC_KEYS);
   }
 }
 
@@ -251,6 +275,43 @@ static int ckpt_run(flume__job *job, flume__txn *txn, int64_t *next_seq) {
 
 static void reset_to_committed(flume__views *vs, flume_view *v);
 
+/* What was in flight is what the store holds now: its numbers and
+ * booleans go into the view's clean table, and whatever else it changed
+ * leaves it. */
+static void clean_merge(flume__views *vs, flume_view *v) {
+  lua_State *H = flume__host_state(vs->host);
+  int top = lua_gettop(H);
+  host_field(vs, v, HREC_CLEAN_N);
+  lua_Integer n = lua_tointeger(H, -1);
+  host_field(vs, v, HREC_CLEAN);
+  int clean = lua_gettop(H);
+  host_field(vs, v, FLUME__HREC_INFLIGHT);
+  int inflight = lua_gettop(H);
+  if (n > CLEAN_MAX) {
+    lua_newtable(H);
+    lua_replace(H, clean);
+    lua_pushvalue(H, clean);
+    host_set_field(vs, v, HREC_CLEAN);
+    n = 0;
+  }
+  lua_pushnil(H);
+  while (lua_next(H, inflight)) {
+    int t = lua_type(H, -1);
+    if (t != LUA_TNUMBER && t != LUA_TBOOLEAN) {
+      lua_pop(H, 1);
+      lua_pushnil(H);
+    } else {
+      n++;
+    }
+    lua_pushvalue(H, -2);
+    lua_insert(H, -2);
+    lua_rawset(H, clean);
+  }
+  lua_pushinteger(H, n);
+  host_set_field(vs, v, HREC_CLEAN_N);
+  lua_settop(H, top);
+}
+
 static void ckpt_done(flume__job *job, int status) {
   ckpt_job *c = (ckpt_job *)job;
   flume__views *vs = c->vs;
@@ -264,6 +325,7 @@ static void ckpt_done(flume__job *job, int status) {
       if (status == 0) {
         if (e->since > v->committed) v->committed = e->since;
         if (v->kind == FLUME__VIEW_GROUP && !c->reset) {
+          clean_merge(vs, v);
           lua_newtable(H);
           host_set_field(vs, v, FLUME__HREC_INFLIGHT);
         }
@@ -326,6 +388,8 @@ static int group_flush(flume__views *vs, flume_view *v) {
   host_set_field(vs, v, FLUME__HREC_INFLIGHT); /* the dirty table rides along */
   lua_newtable(H);
   host_set_field(vs, v, FLUME__HREC_DIRTY);
+  lua_newtable(H);
+  host_set_field(vs, v, HREC_KEYS);
   return 0;
 }
 
@@ -416,6 +480,7 @@ typedef struct batch_ctx {
   lua_State *H;     /* the host */
   int msgpack;      /* decode msgpack, or push strings */
   int lazy;         /* maps as lazy proxies (no mapper) */
+  int meta;         /* stack index of the proxies' metatable (lazy) */
   int vals;         /* stack index of the values table */
   int64_t first;    /* seq of vals[1] */
   int n;            /* values read */
@@ -439,8 +504,8 @@ static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
     return 0;
   }
   if (b->msgpack) {
-    int rc = b->lazy ? flume__lazy_decode(b->H, data, len, b->err,
-                                          sizeof b->err)
+    int rc = b->lazy ? flume__lazy_decode_meta(b->H, b->meta, data, len,
+                                               b->err, sizeof b->err)
                      : flume__mp_decode(b->H, data, len, b->err,
                                         sizeof b->err);
     if (rc) return rc;
@@ -489,19 +554,23 @@ static int index_key(flume__views *vs, flume_view *v, int idx, int64_t seq) {
   return rc;
 }
 
-/* Looks up a group accumulator: dirty, then in flight, then the store.
+/* Looks up a group accumulator: dirty, then in flight, then committed
+ * last, then the store.
  * ks: the stack index of k[kl] as a string. Pushes it (nil when
  * absent). */
 static int group_lookup(flume__views *vs, flume_view *v, flume__txn *txn,
                         const char *k, size_t kl, int ks, int dirty,
-                        int inflight, int deleted) {
+                        int inflight, int clean, int deleted) {
   lua_State *H = flume__host_state(vs->host);
   lua_pushvalue(H, ks);
-  lua_rawget(H, dirty);
-  if (lua_isnil(H, -1)) {
+  if (lua_rawget(H, dirty) == LUA_TNIL) {
     lua_pop(H, 1);
     lua_pushvalue(H, ks);
-    lua_rawget(H, inflight);
+    if (lua_rawget(H, inflight) == LUA_TNIL) {
+      lua_pop(H, 1);
+      lua_pushvalue(H, ks);
+      lua_rawget(H, clean);
+    }
   }
   if (!lua_isnil(H, -1)) {
     if (lua_rawequal(H, -1, deleted)) {
@@ -539,7 +608,7 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
   def_field(vs, v, FLUME__DEF_REDUCE);
   int reduce = lua_gettop(H);
   flume__txn *txn = NULL;
-  int dirty = 0, inflight = 0, deleted = 0, state = 0;
+  int dirty = 0, inflight = 0, clean = 0, keys = 0, deleted = 0, state = 0;
   if (v->kind == FLUME__VIEW_GROUP) {
     if (ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &txn)) {
       lua_settop(H, top);
@@ -549,6 +618,10 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
     dirty = lua_gettop(H);
     host_field(vs, v, FLUME__HREC_INFLIGHT);
     inflight = lua_gettop(H);
+    host_field(vs, v, HREC_CLEAN);
+    clean = lua_gettop(H);
+    host_field(vs, v, HREC_KEYS);
+    keys = lua_gettop(H);
     lua_getfield(H, LUA_REGISTRYINDEX, FLUME__HREG_DELETED);
     deleted = lua_gettop(H);
   } else if (v->kind == FLUME__VIEW_REDUCE) {
@@ -595,23 +668,38 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
         v->since = seq; /* skipped, but seen: since moves on */
         continue;
       }
-      flume__lazy_settle(H, key);
-      char err[256];
-      kb.len = 0;
-      if (flume__key_encode(H, key, &kb, err, sizeof err) ||
-          kb.len > FLUME__KEY_MAX) {
-        char msg[300];
-        if (kb.len > FLUME__KEY_MAX)
-          snprintf(err, sizeof err, "key is %zu bytes encoded, over %d",
-                   kb.len, FLUME__KEY_MAX);
-        snprintf(msg, sizeof msg, "map returned a bad key: %s", err);
-        view_fail(v, seq, msg);
-        break;
+      /* The key encoded, as a string: looked up, then set. A float key is
+       * not cached: Lua would take 3.0 for 3, a key of its own. */
+      int kt = lua_type(H, key);
+      int cached = kt == LUA_TSTRING || kt == LUA_TBOOLEAN ||
+                   (kt == LUA_TNUMBER && lua_isinteger(H, key));
+      lua_pushvalue(H, key);
+      if (!cached || lua_rawget(H, keys) != LUA_TSTRING) {
+        lua_pop(H, 1);
+        flume__lazy_settle(H, key);
+        char err[256];
+        kb.len = 0;
+        if (flume__key_encode(H, key, &kb, err, sizeof err) ||
+            kb.len > FLUME__KEY_MAX) {
+          char msg[300];
+          if (kb.len > FLUME__KEY_MAX)
+            snprintf(err, sizeof err, "key is %zu bytes encoded, over %d",
+                     kb.len, FLUME__KEY_MAX);
+          snprintf(msg, sizeof msg, "map returned a bad key: %s", err);
+          view_fail(v, seq, msg);
+          break;
+        }
+        lua_pushlstring(H, kb.data, kb.len);
+        if (cached) {
+          lua_pushvalue(H, key);
+          lua_pushvalue(H, -2);
+          lua_rawset(H, keys);
+        }
       }
-      /* The key as a string once: looked up, then set. */
-      lua_pushlstring(H, kb.data, kb.len);
       int ks = lua_gettop(H);
-      if (group_lookup(vs, v, txn, kb.data, kb.len, ks, dirty, inflight,
+      size_t kl;
+      const char *k = lua_tolstring(H, ks, &kl);
+      if (group_lookup(vs, v, txn, k, kl, ks, dirty, inflight, clean,
                        deleted)) {
         view_fail(v, seq, "its stored state cannot be read");
         break;
@@ -762,6 +850,11 @@ static int index_slice(flume__views *vs) {
     lua_createtable(H, vs->batch, 0);
   }
   b.vals = lua_gettop(H);
+  if (b.lazy && !kept) b.lazy = flume__lazy_choose(H);
+  if (b.lazy) {
+    flume__lazy_push_meta(H);
+    b.meta = lua_gettop(H);
+  }
   if (vs->kept_n) {
     vs->kept_n = 0;
     lua_pushnil(H);
@@ -777,6 +870,8 @@ static int index_slice(flume__views *vs) {
                                  batch_one, &b, &count);
   for (int i = 0; b.raw && i < b.n; i++)
     b.ents[i].data = b.bytes.data + (uintptr_t)b.ents[i].data;
+  if (b.lua && b.msgpack && !b.lazy && !vs->has_mapper && !kept)
+    flume__lazy_decoded_whole(H, (size_t)b.n);
   if (rc) {
     free(b.ents);
     flume__buf_free(&b.bytes);
