@@ -272,6 +272,20 @@ describe("a remote log", function()
     end)
     flume.run()
     assert.equal(15, n)
+    -- Where the stream and node B stand, sync and async.
+    local st = b:remote_status()
+    assert.equal(stream, st.stream)
+    assert.equal("B", st.node)
+    assert.is_true(st.last_seq >= 3)
+    assert.equal(st.last_seq, st.stored)
+    assert.equal(0, st.lag)
+    assert.equal(b.since, st.since)
+    assert.is_true(st.deny_delete and st.deny_purge)
+    assert.equal("table", type(st.peers))
+    local async
+    b:remote_status(function(err, s) async = err or s end)
+    flume.run()
+    assert.equal(st.last_seq, async.last_seq)
     H.raises(function() b.count:get{ fresh = true, wait = false } end,
       "EINVAL.*contradict")
     H.raises(function() b.count:get{ fresh = 1 } end, "EINVAL.*boolean")
@@ -309,6 +323,7 @@ describe("a remote log", function()
       reduce = function(n) return n + 1 end })
     for i = 1, 3 do db:append({ i = i }) end
     assert.equal(3, db.count:get{ fresh = true })
+    H.raises(function() db:remote_status() end, "EINVAL.*not a remote")
     db:close()
   end)
 

@@ -270,6 +270,58 @@ static int l_open(lua_State *L) {
   return 1;
 }
 
+/* Pushes what a flume_remote_info says as a table: { messages, last_seq,
+ * bytes, replicas, deny_delete, deny_purge, leader, peers = { { name,
+ * current, offline, lag, active_ms } } }, and with `node` this node's
+ * { stream, node, stored, lag, since } too. */
+static void push_remote_info(lua_State *L, const flume_remote_info *info,
+                             int node) {
+  lua_createtable(L, 0, node ? 13 : 8);
+  if (node) {
+    lua_pushstring(L, info->stream);
+    lua_setfield(L, -2, "stream");
+    lua_pushstring(L, info->node);
+    lua_setfield(L, -2, "node");
+    lua_pushinteger(L, (lua_Integer)info->stored);
+    lua_setfield(L, -2, "stored");
+    lua_pushinteger(L, (lua_Integer)info->lag);
+    lua_setfield(L, -2, "lag");
+    lua_pushinteger(L, (lua_Integer)info->since);
+    lua_setfield(L, -2, "since");
+  }
+  lua_pushinteger(L, (lua_Integer)info->messages);
+  lua_setfield(L, -2, "messages");
+  lua_pushinteger(L, (lua_Integer)info->last_seq);
+  lua_setfield(L, -2, "last_seq");
+  lua_pushinteger(L, (lua_Integer)info->bytes);
+  lua_setfield(L, -2, "bytes");
+  lua_pushinteger(L, info->replicas);
+  lua_setfield(L, -2, "replicas");
+  lua_pushboolean(L, info->deny_delete);
+  lua_setfield(L, -2, "deny_delete");
+  lua_pushboolean(L, info->deny_purge);
+  lua_setfield(L, -2, "deny_purge");
+  lua_pushstring(L, info->leader);
+  lua_setfield(L, -2, "leader");
+  lua_createtable(L, info->npeers, 0);
+  for (int i = 0; i < info->npeers; i++) {
+    const flume_remote_peer *p = &info->peers[i];
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, p->name);
+    lua_setfield(L, -2, "name");
+    lua_pushboolean(L, p->current);
+    lua_setfield(L, -2, "current");
+    lua_pushboolean(L, p->offline);
+    lua_setfield(L, -2, "offline");
+    lua_pushinteger(L, (lua_Integer)p->lag);
+    lua_setfield(L, -2, "lag");
+    lua_pushinteger(L, (lua_Integer)p->active_ms);
+    lua_setfield(L, -2, "active_ms");
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "peers");
+}
+
 /* core.remote_stat(urls, stream, timeout_ms, create, replicas, codec) ->
  * { messages, last_seq, bytes, replicas, deny_delete, deny_purge, leader,
  *   peers = { { name, current, offline, lag, active_ms } } }
@@ -286,38 +338,7 @@ static int l_remote_stat(lua_State *L) {
   int rc = flume__remote_stat(urls, stream, timeout, create, replicas, codec,
                               &info, why);
   if (rc) return flume__lua_raise(L, rc, why[0] ? why : NULL);
-  lua_createtable(L, 0, 8);
-  lua_pushinteger(L, (lua_Integer)info.messages);
-  lua_setfield(L, -2, "messages");
-  lua_pushinteger(L, (lua_Integer)info.last_seq);
-  lua_setfield(L, -2, "last_seq");
-  lua_pushinteger(L, (lua_Integer)info.bytes);
-  lua_setfield(L, -2, "bytes");
-  lua_pushinteger(L, info.replicas);
-  lua_setfield(L, -2, "replicas");
-  lua_pushboolean(L, info.deny_delete);
-  lua_setfield(L, -2, "deny_delete");
-  lua_pushboolean(L, info.deny_purge);
-  lua_setfield(L, -2, "deny_purge");
-  lua_pushstring(L, info.leader);
-  lua_setfield(L, -2, "leader");
-  lua_createtable(L, info.npeers, 0);
-  for (int i = 0; i < info.npeers; i++) {
-    flume_remote_peer *p = &info.peers[i];
-    lua_createtable(L, 0, 5);
-    lua_pushstring(L, p->name);
-    lua_setfield(L, -2, "name");
-    lua_pushboolean(L, p->current);
-    lua_setfield(L, -2, "current");
-    lua_pushboolean(L, p->offline);
-    lua_setfield(L, -2, "offline");
-    lua_pushinteger(L, (lua_Integer)p->lag);
-    lua_setfield(L, -2, "lag");
-    lua_pushinteger(L, (lua_Integer)p->active_ms);
-    lua_setfield(L, -2, "active_ms");
-    lua_rawseti(L, -2, i + 1);
-  }
-  lua_setfield(L, -2, "peers");
+  push_remote_info(L, &info, 0);
   return 1;
 }
 
@@ -391,6 +412,59 @@ static int ldb_remote_fresh(lua_State *L) {
     return flume__lua_raise(L, rc,
                             rc == FLUME_ECORRUPT || rc == FLUME_EIO
                                 ? flume_db_errmsg(d->db)
+                                : NULL);
+  }
+  return 0;
+}
+
+/* A status question: its failure carries the database's detail. */
+typedef struct lstatus {
+  lreq *r;                       /* the request */
+  flume_db *db;                  /* the database */
+  const flume_remote_info *info; /* the answer, during the callback */
+} lstatus;
+
+static int push_status(lua_State *L, int status, const void *res) {
+  const lstatus *s = res;
+  if (status) {
+    const char *m = status == FLUME_ECLOSED ? "" : flume_db_errmsg(s->db);
+    flume__lua_push_error(L, status, m[0] ? m : NULL);
+    lua_pushnil(L);
+  } else {
+    lua_pushnil(L);
+    push_remote_info(L, s->info, 1);
+  }
+  return 2;
+}
+
+static void status_done(void *ctx, int status, const flume_remote_info *info) {
+  lstatus s = *(lstatus *)ctx;
+  free(ctx);
+  s.info = info;
+  flume__lua_req_finish(s.r, status, push_status, &s);
+}
+
+/* db:remote_status(cb): cb(err, info) with where the stream and this node
+ * stand (flume_db_remote_status). */
+static int ldb_remote_status(lua_State *L) {
+  ldb *d = flume__lua_check_db(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lstatus *st = malloc(sizeof *st);
+  lreq *r = st ? flume__lua_req_new(L, d->ctx, 2) : NULL;
+  if (r == NULL) {
+    free(st);
+    return flume__lua_raise(L, FLUME_ENOMEM, NULL);
+  }
+  *st = (lstatus){r, d->db, NULL};
+  int rc = flume_db_remote_status(d->db, status_done, st);
+  if (rc) {
+    free(st);
+    flume__lua_req_drop(L, r);
+    return flume__lua_raise(L, rc,
+                            rc == FLUME_EINVAL
+                                ? "not a remote log's writer: a local log "
+                                  "(its status is db.since) or a read-only "
+                                  "handle (see `flume remote status`)"
                                 : NULL);
   }
   return 0;
@@ -888,6 +962,7 @@ static const luaL_Reg db_methods[] = {
     {"on_since", ldb_on_since}, {"close", ldb_close},
     {"closed", ldb_closed},   {"remote_meta", ldb_remote_meta},
     {"remote_fresh", ldb_remote_fresh},
+    {"remote_status", ldb_remote_status},
 #ifdef FLUME_TEST_HOOKS
     {"fail_commits", ldb_fail_commits},
 #ifdef FLUME_REMOTE

@@ -698,6 +698,25 @@ function DB:drop(name, cb)
   if err then error(err, 0) end
 end
 
+--- Where a remote log's stream and this node stand (the writer of a
+-- remote log only): { stream, node, leader, replicas, messages, bytes,
+-- last_seq, stored, lag, since, deny_delete, deny_purge, peers = { { name,
+-- current, offline, lag, active_ms } } }. Sync form: returns it; async:
+-- cb(err, status).
+function DB:remote_status(cb)
+  check_self(self, "remote_status")
+  check_cb(cb, "remote_status")
+  local c = self._c
+  if c:closed() then raise("ECLOSED") end
+  if cb then
+    to_cb(cb, function() c:remote_status(cb) end)
+    return
+  end
+  local err, info = await(function(k) c:remote_status(k) end)
+  if err then error(err, 0) end
+  return info
+end
+
 --- Destroys every view's state and rebuilds it from the log. Sync form:
 -- returns once every view has caught up; async: cb(err).
 function DB:rebuild(cb)
