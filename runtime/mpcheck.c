@@ -86,6 +86,8 @@ const unsigned char *flume__mp_check(const unsigned char *p,
     p += 1;
     goto str;
   }
+  size_t fixed = flume__mp_fixed_len(c);
+  if (fixed) return left < fixed ? NULL : p + fixed;
   switch (c) {
   case 0xc0:
   case 0xc2:
@@ -109,20 +111,6 @@ const unsigned char *flume__mp_check(const unsigned char *p,
     n = get32(p + 1);
     p += 5;
     goto str;
-  case 0xcc:
-  case 0xd0:
-    return left < 2 ? NULL : p + 2;
-  case 0xcd:
-  case 0xd1:
-    return left < 3 ? NULL : p + 3;
-  case 0xca:
-  case 0xce:
-  case 0xd2:
-    return left < 5 ? NULL : p + 5;
-  case 0xcb:
-  case 0xcf:
-  case 0xd3:
-    return left < 9 ? NULL : p + 9;
   case 0xdc:
     return left < 3 ? NULL : check_array(p + 3, end, get16(p + 1), depth);
   case 0xdd:

@@ -18,6 +18,31 @@ const unsigned char *flume__mp_check_pairs(const unsigned char *p,
                                            int depth, uint32_t *off,
                                            const unsigned char *base);
 
+/* The length of a number whose first byte is c and whose length that
+ * byte alone gives (uint and int 8 to 64, float 32 and 64), header
+ * included; 0 for any other first byte. Shared by the checker and the lazy
+ * decoder's field walk (lazy.c). */
+static inline size_t flume__mp_fixed_len(unsigned c) {
+  switch (c) {
+  case 0xcc:
+  case 0xd0:
+    return 2;
+  case 0xcd:
+  case 0xd1:
+    return 3;
+  case 0xca:
+  case 0xce:
+  case 0xd2:
+    return 5;
+  case 0xcb:
+  case 0xcf:
+  case 0xd3:
+    return 9;
+  default:
+    return 0;
+  }
+}
+
 /* 1 if the n bytes at p are exactly one value flume__mp_decode accepts. */
 int flume__mp_valid(const void *p, size_t n);
 

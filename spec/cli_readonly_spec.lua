@@ -5,6 +5,7 @@
 -- open for writing and appends, and they give right answers: every value
 -- at its seq, no gap, a consistent snapshot.
 local H = require "helpers.db"
+local C = require "helpers.cli"
 local cjson = require "cjson"
 
 local q = H.q
@@ -36,28 +37,11 @@ print(db.since)
 db:close()
 ]]
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read, lines = C.read, C.lines
 
---- Runs the command; returns stdout, stderr and the exit code.
-local function flume(tmp, args)
-  local errpath = tmp .. "/stderr"
-  local p = io.popen(H.flume_command(args) .. " </dev/null 2>" .. q(errpath))
-  local out = p:read("a")
-  local _, _, code = p:close()
-  return out, read(errpath), code
-end
-
-local function lines(out)
-  local list = {}
-  for line in out:gmatch("[^\n]+") do list[#list + 1] = cjson.decode(line) end
-  return list
-end
+--- Runs the command (stdin empty); returns stdout, stderr and the exit
+-- code.
+local flume = C.flume
 
 --- Checks that `out` (cat's JSON Lines) holds seqs first, first + 1, ...
 -- each with its right value; returns how many and the last seq.
@@ -76,6 +60,7 @@ describe("the flume command beside a running writer", function()
   local tmp, dir, stop, writer
   before_each(function()
     tmp = H.tmpdir()
+    C.set_tmp(tmp)
     dir = tmp .. "/db"
     stop = tmp .. "/stop"
     H.write(tmp .. "/writer.lua", WRITER)
@@ -104,7 +89,7 @@ describe("the flume command beside a running writer", function()
 
   --- The since the database has reached (a read beside the writer).
   local function since_now()
-    local out, err, code = flume(tmp, { "get", dir, "-1" })
+    local out, err, code = flume({ "get", dir, "-1" })
     assert(code == 0, err)
     return cjson.decode(out).i - 1
   end
@@ -122,14 +107,14 @@ describe("the flume command beside a running writer", function()
     start_writer()
     wait_past(200)
     for _, seq in ipairs { 0, 49, 50, 123, 200 } do
-      local out, err, code = flume(tmp, { "get", dir, tostring(seq) })
+      local out, err, code = flume({ "get", dir, tostring(seq) })
       assert.equal(0, code, err)
       assert.equal(seq + 1, cjson.decode(out).i)
     end
     local a = since_now()
     wait_past(a + 100)
     assert.is_true(since_now() > a + 100) -- -1 follows the writer
-    local _, err, code = flume(tmp, { "get", dir, "999999999" })
+    local _, err, code = flume({ "get", dir, "999999999" })
     assert.equal(1, code)
     assert.truthy(err:find("^flume: ENOTFOUND: .* %(it holds seqs 0 to %d+%)"),
       err)
@@ -138,14 +123,14 @@ describe("the flume command beside a running writer", function()
   it("cat prints a consistent range, forwards and backwards", function()
     start_writer()
     wait_past(500)
-    local out, err, code = flume(tmp, { "cat", dir })
+    local out, err, code = flume({ "cat", dir })
     assert.equal(0, code, err)
     local n, last = check_cat(out, 0)
     assert.is_true(n >= 501, n)
     assert.equal(n - 1, last)
-    out = flume(tmp, { "cat", dir, "--gte", "100", "--lt", "300" })
+    out = flume({ "cat", dir, "--gte", "100", "--lt", "300" })
     assert.same({ 200, 299 }, { check_cat(out, 100) })
-    out = flume(tmp, { "cat", dir, "--reverse", "--lte", "400", "--limit",
+    out = flume({ "cat", dir, "--reverse", "--lte", "400", "--limit",
       "3", "--values" })
     assert.same({ { i = 401 }, { i = 400 }, { i = 399 } }, (function()
       local t = {}
@@ -225,7 +210,7 @@ describe("the flume command beside a running writer", function()
   it("status shows the log, its tables and the view's record", function()
     start_writer()
     wait_past(300)
-    local out, err, code = flume(tmp, { "status", dir, "--json" })
+    local out, err, code = flume({ "status", dir, "--json" })
     assert.equal(0, code, err)
     local st = cjson.decode(out)
     assert.is_true(st.since >= 300, out)
@@ -238,7 +223,7 @@ describe("the flume command beside a running writer", function()
     assert.same({ "types", "group", 1, false },
       { v.name, v.kind, v.version, v.attached })
     assert.is_true(v.since <= st.since and v.lag == st.since - v.since, out)
-    out, err, code = flume(tmp, { "status", dir })
+    out, err, code = flume({ "status", dir })
     assert.equal(0, code, err)
     assert.truthy(out:find("\nlog       since %d+ %(%d+ entries%)"), out)
     assert.truthy(out:find("\n  types +group +1 "), out)
@@ -248,17 +233,17 @@ describe("the flume command beside a running writer", function()
     start_writer()
     wait_past(300)
     local copy = tmp .. "/copy"
-    local out, err, code = flume(tmp, { "backup", dir, copy })
+    local out, err, code = flume({ "backup", dir, copy })
     assert.equal(0, code, err)
     local since = tonumber(out:match("at since (%d+) "))
     assert.is_true(since >= 300, out)
     local last = stop_writer()
     assert.is_true(since <= last, out)
     -- the copy is a prefix of the log, whole, and its view is right
-    out, err, code = flume(tmp, { "cat", copy })
+    out, err, code = flume({ "cat", copy })
     assert.equal(0, code, err)
     assert.same({ since + 1, since }, { check_cat(out, 0) })
-    out, err, code = flume(tmp, { "verify", copy, "--view",
+    out, err, code = flume({ "verify", copy, "--view",
       "types=" .. COUNT })
     assert.equal(0, code, err)
     assert.truthy(out:find("\ntypes: ok %(group, 3 keys, since " .. since ..
@@ -268,7 +253,7 @@ describe("the flume command beside a running writer", function()
   it("verify reads and checks every stored entry", function()
     start_writer()
     wait_past(300)
-    local out, err, code = flume(tmp, { "verify", dir })
+    local out, err, code = flume({ "verify", dir })
     assert.equal(0, code, err)
     local entries, tables = out:match("^storage: ok %((%d+) entries in " ..
       "(%d+) tables%)\nviews not recomputed: another process has the " ..
@@ -279,18 +264,18 @@ describe("the flume command beside a running writer", function()
     assert.is_true(tonumber(entries) >= 301 + 3, out)
     local last = stop_writer()
     -- the writer was not disturbed: its whole log is there, in order
-    out = flume(tmp, { "cat", dir })
+    out = flume({ "cat", dir })
     assert.same({ last + 1, last }, { check_cat(out, 0) })
   end)
 
   it("drop and shell say what to do instead, each its own", function()
     start_writer()
-    local _, err, code = flume(tmp, { "drop", dir, "v" })
+    local _, err, code = flume({ "drop", dir, "v" })
     assert.equal(1, code)
     assert.truthy(err:find("^flume: ELOCKED: .*drop: .*stop that writer"),
       err)
     assert.falsy(err:find("attached", 1, true), err)
-    _, err, code = flume(tmp, { "shell", dir })
+    _, err, code = flume({ "shell", dir })
     assert.equal(1, code)
     assert.truthy(err:find("^flume: ELOCKED: .*shell: .*try flume shell " ..
       "%-%-readonly"), err)

@@ -364,26 +364,14 @@ static inline const unsigned char *skip_field(const unsigned char *p,
     n = c & 0x1f;
     return n < left ? p + 1 + n : NULL;
   }
+  size_t fixed = flume__mp_fixed_len(c);
+  if (fixed) return left < fixed ? NULL : p + fixed;
   switch (c) {
   case 0xc4:
   case 0xd9:
     if (left < 2) return NULL;
     n = p[1];
     return n <= left - 2 ? p + 2 + n : NULL;
-  case 0xcc:
-  case 0xd0:
-    return left < 2 ? NULL : p + 2;
-  case 0xcd:
-  case 0xd1:
-    return left < 3 ? NULL : p + 3;
-  case 0xca:
-  case 0xce:
-  case 0xd2:
-    return left < 5 ? NULL : p + 5;
-  case 0xcb:
-  case 0xcf:
-  case 0xd3:
-    return left < 9 ? NULL : p + 9;
   default:
     return flume__mp_check(p, end, 1);
   }
