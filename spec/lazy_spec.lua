@@ -250,6 +250,50 @@ describe("lazy decoding", function()
     end)
   end
 
+  it("finds fields by names of every length, sharing prefixes, as a full " ..
+    "decode does", function()
+    -- A proxy scans the encoded names for the one asked (lazy.c,
+    -- lazy_index): names of 0 to 32 bytes (32 is no longer a fixstr),
+    -- names one byte apart at each position, fields present or not.
+    -- Eight reads a script, each a scan (a proxy scans up to eight times
+    -- before it decodes whole).
+    local r = G.rng(4242)
+    local base = "abcdefghijklmnopqrstuvwxyz012345"
+    local names = {}
+    for len = 0, 32 do names[#names + 1] = base:sub(1, len) end
+    for len = 6, 10 do
+      local s = base:sub(1, len)
+      for at = 1, len do
+        names[#names + 1] = s:sub(1, at - 1) .. "!" .. s:sub(at + 1)
+      end
+    end
+    local vals = {}
+    for i = 1, SAN and 60 or 200 do
+      local v = {}
+      for _, name in ipairs(names) do
+        if r.chance(0.4) then v[name] = r.int(0, 1000) end
+      end
+      if r.chance(0.3) then v[base:sub(1, 32)] = nil end
+      vals[i] = v
+    end
+    local reads = {}
+    for j, name in ipairs(names) do
+      reads[#reads + 1] = string.format("sig(v[%q])", name)
+      if j % 8 == 0 or j == #names then
+        local body = "if type(v) ~= 'table' then return nil end " ..
+          "return " .. table.concat(reads, " .. ',' .. ") .. ", 1"
+        local defs = {}
+        for kind, src in pairs(scripts(body)) do
+          defs[#defs + 1] = { name = "names" .. j .. "_" .. kind,
+            kind = kind, src = src }
+        end
+        table.sort(defs, function(a, b) return a.name < b.name end)
+        for _, d in ipairs(defs) do pair(vals, { d }) end
+        reads = {}
+      end
+    end
+  end)
+
   it("decodes whole while views read most fields, lazily again after, " ..
     "with the same results", function()
     -- The indexer judges every few hundred values whether proxies pay
