@@ -672,10 +672,10 @@ int flume__mp_encode(lua_State *L, int idx, flume__buf *b, char *err,
  * itself, recently used) skips what lua_pushlstring does for every key:
  * hashing it byte by byte, then walking the string table's bucket (other
  * strings' memory: cache misses) and comparing. Direct-mapped by a hash of
- * the length and the first and last bytes; a slot's string is the
- * userdata's user value of the same number (slot + 1), so the strings
- * stay alive while cached. One per state (anchored in the registry):
- * a state is used by one thread at a time.
+ * the length and the first 8 bytes (one word: key_word); a slot's string
+ * is the userdata's user value of the same number (slot + 1), so the
+ * strings stay alive while cached. One per state (anchored in the
+ * registry): a state is used by one thread at a time.
  */
 #define MP_KEYS 64     /* slots (a power of 2) */
 #define MP_KEY_MAX 24  /* longest key cached, in bytes */
