@@ -672,19 +672,22 @@ int flume__mp_encode(lua_State *L, int idx, flume__buf *b, char *err,
  * itself, recently used) skips what lua_pushlstring does for every key:
  * hashing it byte by byte, then walking the string table's bucket (other
  * strings' memory: cache misses) and comparing. Direct-mapped by a hash of
- * the length and the first and last bytes; a slot's string is the
- * userdata's user value of the same number (slot + 1), so the strings
- * stay alive while cached. One per state (anchored in the registry):
- * a state is used by one thread at a time.
+ * the length and the first 8 bytes (one word: key_word); a slot's string
+ * is the userdata's user value of the same number (slot + 1), so the
+ * strings stay alive while cached. One per state (anchored in the
+ * registry): a state is used by one thread at a time.
  */
 #define MP_KEYS 64     /* slots (a power of 2) */
 #define MP_KEY_MAX 24  /* longest key cached, in bytes */
+#define MP_KEY_WORDS (MP_KEY_MAX / 8)
 
 typedef struct mp_keys {
   unsigned char len[MP_KEYS];               /* each slot's key length; 0:
                                                empty (the empty key is not
                                                cached) */
-  unsigned char key[MP_KEYS][MP_KEY_MAX];   /* each slot's key bytes */
+  uint64_t key[MP_KEYS][MP_KEY_WORDS];      /* each slot's key bytes, as
+                                               key_word loads them, the
+                                               words past its length 0 */
 } mp_keys;
 
 /* The registry key of a state's mp_keys (its address is the key). */
@@ -721,6 +724,57 @@ dec_truncated(mp_dec *d, const unsigned char *at, size_t need) {
 static const unsigned char *dec_value(mp_dec *d, const unsigned char *p,
                                       int depth);
 
+#define MP_LIKELY(x) __builtin_expect(!!(x), 1)
+
+/*
+ * Decodes the element or map value at p: the kinds most values are made of
+ * (short strings, str 8, small and 8- to 32-bit unsigned integers, 64-bit
+ * floats) here, each with its bounds check, everything else (and any of
+ * these that would overrun the input, for its message) by dec_value. One
+ * branch each instead of dec_value's call and jump table, whose target
+ * changes from field to field.
+ */
+static inline const unsigned char *dec_elem(mp_dec *d, const unsigned char *p,
+                                            int depth) {
+  lua_State *L = d->L;
+  size_t left = (size_t)(d->end - p);
+  if (MP_UNLIKELY(left == 0)) return dec_truncated(d, p, 1);
+  unsigned c = *p;
+  if (c >= 0xa0 && c <= 0xbf) {
+    size_t n = c & 0x1f;
+    if (MP_LIKELY(n < left)) {
+      lua_pushlstring(L, (const char *)p + 1, n);
+      return p + 1 + n;
+    }
+  } else if (c < 0x80) {
+    lua_pushinteger(L, (lua_Integer)c);
+    return p + 1;
+  } else if (c == 0xd9) {
+    if (MP_LIKELY(left >= 2 && p[1] <= left - 2)) {
+      lua_pushlstring(L, (const char *)p + 2, p[1]);
+      return p + 2 + p[1];
+    }
+  } else if (c == 0xcb) {
+    if (MP_LIKELY(left >= 9)) {
+      uint64_t u = get64(p + 1);
+      double x;
+      memcpy(&x, &u, 8);
+      lua_pushnumber(L, (lua_Number)x);
+      return p + 9;
+    }
+  } else if (c >= 0xcc && c <= 0xce) {
+    size_t w = (size_t)1 << (c - 0xcc); /* 1, 2 or 4 bytes */
+    if (MP_LIKELY(left > w)) {
+      lua_Integer x = c == 0xcc   ? (lua_Integer)p[1]
+                      : c == 0xcd ? (lua_Integer)get16(p + 1)
+                                  : (lua_Integer)get32(p + 1);
+      lua_pushinteger(L, x);
+      return p + 1 + w;
+    }
+  }
+  return dec_value(d, p, depth);
+}
+
 static const unsigned char *dec_array(mp_dec *d, const unsigned char *p,
                                       const unsigned char *at, uint32_t n,
                                       int depth) {
@@ -750,41 +804,53 @@ static const unsigned char *dec_array(mp_dec *d, const unsigned char *p,
       p++;
       continue;
     }
-    if (!(p = dec_value(d, p, depth + 1))) return NULL;
+    if (!(p = dec_elem(d, p, depth + 1))) return NULL;
     lua_rawseti(L, -2, (lua_Integer)i);
   }
   return p;
 }
 
-/* The slot of the n-byte key at p (1 <= n <= MP_KEY_MAX). */
-static inline unsigned key_slot(const unsigned char *p, size_t n) {
-  uint32_t a, b;
-  if (n >= 4) {
-    memcpy(&a, p, 4);
-    memcpy(&b, p + n - 4, 4);
-  } else {
-    a = p[0] | (uint32_t)p[n - 1] << 8 | (uint32_t)p[n >> 1] << 16;
-    b = 0;
+/* The n bytes at p (1 <= n <= 8) as one word, as memcpy into a zeroed
+ * uint64_t puts them (their first byte lowest on a little-endian machine):
+ * with `wide` (8 bytes readable at p), one load and a mask. */
+static inline uint64_t key_word(const unsigned char *p, size_t n, int wide) {
+  uint64_t w = 0;
+  if (wide) {
+    memcpy(&w, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return w & ~(uint64_t)0 << (64 - 8 * n);
+#else
+    return w & ~(uint64_t)0 >> (64 - 8 * n);
+#endif
   }
-  uint32_t h = (a ^ (b << 13 | b >> 19) ^ (uint32_t)n) * 0x9E3779B1u;
-  return h >> (32 - 6); /* 6 = log2(MP_KEYS) */
+  memcpy(&w, p, n);
+  return w;
 }
 
-/* Whether the n bytes at p and at q are the same (n <= MP_KEY_MAX). */
-static inline int key_same(const unsigned char *p, const unsigned char *q,
-                           size_t n) {
-  while (n >= 8) {
-    uint64_t x, y;
-    memcpy(&x, p, 8);
-    memcpy(&y, q, 8);
-    if (x != y) return 0;
-    p += 8;
-    q += 8;
-    n -= 8;
+/* The slot of a key of n bytes whose first word (key_word) is w. */
+static inline unsigned key_slot(uint64_t w, size_t n) {
+  return (unsigned)(((w ^ w >> 29 ^ n) * 0x9E3779B97F4A7C15u) >> (64 - 6));
+  /* 6 = log2(MP_KEYS) */
+}
+
+/* Pushes the cached string of slot, or the n bytes at s (first word w),
+ * caching them there. */
+static inline void key_push(mp_dec *d, const unsigned char *s, size_t n,
+                            uint64_t w) {
+  mp_keys *k = d->keys;
+  unsigned slot = key_slot(w, n);
+  uint64_t *have = k->key[slot];
+  if (k->len[slot] == n && have[0] == w &&
+      (n <= 8 || memcmp(have + 1, s + 8, n - 8) == 0)) {
+    lua_getiuservalue(d->L, d->keys_idx, (int)slot + 1);
+    return;
   }
-  while (n--)
-    if (*p++ != *q++) return 0;
-  return 1;
+  lua_pushlstring(d->L, (const char *)s, n);
+  lua_pushvalue(d->L, -1);
+  lua_setiuservalue(d->L, d->keys_idx, (int)slot + 1);
+  memset(have, 0, sizeof k->key[slot]);
+  memcpy(have, s, n);
+  k->len[slot] = (unsigned char)n;
 }
 
 /*
@@ -805,18 +871,9 @@ static inline const unsigned char *dec_key(mp_dec *d, const unsigned char *p) {
   } else {
     return NULL;
   }
-  if (n == 0 || n > MP_KEY_MAX || n > (size_t)(d->end - s)) return NULL;
-  mp_keys *k = d->keys;
-  unsigned slot = key_slot(s, n);
-  if (k->len[slot] == n && key_same(k->key[slot], s, n)) {
-    lua_getiuservalue(d->L, d->keys_idx, (int)slot + 1);
-  } else {
-    lua_pushlstring(d->L, (const char *)s, n);
-    lua_pushvalue(d->L, -1);
-    lua_setiuservalue(d->L, d->keys_idx, (int)slot + 1);
-    memcpy(k->key[slot], s, n);
-    k->len[slot] = (unsigned char)n;
-  }
+  size_t left = (size_t)(d->end - s);
+  if (n == 0 || n > MP_KEY_MAX || n > left) return NULL;
+  key_push(d, s, n, key_word(s, n < 8 ? n : 8, left >= 8));
   return s + n;
 }
 
@@ -853,7 +910,7 @@ static const unsigned char *dec_map(mp_dec *d, const unsigned char *p,
     else if (!(p = dec_value(d, p, depth + 1))) return NULL;
     if (MP_UNLIKELY(c == 0xca || c == 0xcb) && isnan(lua_tonumber(L, -1)))
       return dec_fail(d, "NaN map key at offset %zu", (size_t)(k - d->start));
-    if (!(p = dec_value(d, p, depth + 1))) return NULL;
+    if (!(p = dec_elem(d, p, depth + 1))) return NULL;
     lua_rawset(L, -3);
   }
   return p;

@@ -222,6 +222,61 @@ for _, backend in ipairs(H.backends) do
         end
       end)
 
+    it("gives the model's entries when reads overlap and hand their " ..
+      "buffers on (a finished read's chunk is the next one's)", function()
+        local rng = math.random
+        math.randomseed(seed + 1)
+        local function r(n) return rng(n) end
+        local db, values = setup(r, 600)
+        -- some values far bigger than the rest: chunks of every size
+        local big = {}
+        for seq = db.since - 49, db.since, 7 do
+          big[#big + 1] = { i = seq, keys = values[seq].keys,
+            pad = string.rep("y", 30000 + seq), f = 1 }
+        end
+        db:append(big, { batch = true })
+        for i, v in ipairs(big) do values[db.since - #big + i] = v end
+        db.ix:ready()
+        db.g:ready()
+        local models = { index = model_entries(values, "index"),
+          group = model_entries(values, "group") }
+        -- Up to four reads open at once, stepped in a random order; each
+        -- one that ends (or is dropped half way) makes room for a new one.
+        local open, started, finished = {}, 0, 0
+        local function start()
+          started = started + 1
+          local kind = r(2) == 1 and "index" or "group"
+          local o = random_opts(r)
+          local view = kind == "index" and db.ix or db.g
+          local f = view:read(o)
+          open[#open + 1] = { f = f, got = {}, kind = kind, o = o,
+            drop_at = r(5) == 1 and r(300) or nil, n = started }
+        end
+        while started < 80 or #open > 0 do
+          while started < 80 and #open < 4 do start() end
+          local i = r(#open)
+          local rd = open[i]
+          local a, b, c = rd.f()
+          local where = string.format("seed %d, read %d (%s %s)", seed + 1,
+            rd.n, rd.kind, show { rd.o.gt, rd.o.gte, rd.o.lt, rd.o.lte,
+              rd.o.reverse, rd.o.limit })
+          if a == nil and b == nil then
+            local want = model_read(models[rd.kind], rd.kind, rd.o)
+            local ok, why = same_lists(rd.got, want)
+            assert(ok, where .. ": " .. tostring(why))
+            table.remove(open, i)
+            finished = finished + 1
+          else
+            rd.got[#rd.got + 1] = { a, b, c }
+            if rd.drop_at and #rd.got >= rd.drop_at then
+              table.remove(open, i) -- abandoned: the collector frees it
+              if r(2) == 1 then collectgarbage() end
+            end
+          end
+        end
+        assert(finished > 40, "only " .. finished .. " reads ran to the end")
+      end)
+
     it("raises for a bound that is no key, as the Lua path does", function()
       local db = setup(function(n) return (n + 1) // 2 end, 10)
       for _, bad in ipairs { function() end, 0 / 0, { "a", 0 / 0 },

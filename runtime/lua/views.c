@@ -347,6 +347,48 @@ typedef struct liter {
                               run by its allocations may not call it) */
 } liter;
 
+/*
+ * The chunk buffers of a read that ended, kept for the next read (one set
+ * per state, a userdata in the registry, the iterators' fifth upvalue): a
+ * read of a few hundred entries no longer mallocs and frees tens of KiB of
+ * buffers, growing them by doubling (and with glibc, each large free also
+ * consolidates the small free blocks the decoded values left). Kept only
+ * while their keys and values take at most POOL_MAX bytes.
+ */
+#define POOL_MT "flume.core.chunk_pool"
+#define POOL_MAX ((size_t)1 << 20)
+
+typedef struct chunk_pool {
+  flume__view_chunk spare; /* the buffers kept; all NULL: none */
+} chunk_pool;
+
+/* The registry key of a state's chunk_pool (its address is the key). */
+static const char pool_reg = 'p';
+
+static int pool_gc(lua_State *L) {
+  chunk_pool *p = luaL_checkudata(L, 1, POOL_MT);
+  flume__view_chunk_free(&p->spare);
+  return 0;
+}
+
+/* Pushes the state's chunk pool (creating it the first time). */
+static chunk_pool *push_pool(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &pool_reg) == LUA_TUSERDATA)
+    return lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  chunk_pool *p = lua_newuserdatauv(L, sizeof *p, 0);
+  memset(p, 0, sizeof *p);
+  luaL_setmetatable(L, POOL_MT);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &pool_reg);
+  return p;
+}
+
+static int chunk_unused(const flume__view_chunk *c) {
+  return c->keys.data == NULL && c->vals.data == NULL && c->e == NULL &&
+         c->by_seq == NULL && c->seqs == NULL;
+}
+
 static int liter_gc(lua_State *L) {
   liter *it = luaL_checkudata(L, 1, ITER_MT);
   flume__buf_free(&it->lo);
@@ -358,7 +400,8 @@ static int liter_gc(lua_State *L) {
 }
 
 /* Reads the iterator's next chunk (upvalues: the iterator, the database,
- * the view's name, the decoder's key cache); 0 when the read is over. Raises what the read of a
+ * the view's name, the decoder's key cache, the chunk pool); 0 when the
+ * read is over (its buffers then given up). Raises what the read of a
  * chunk fails with. */
 static int liter_fill(lua_State *L, liter *it) {
   while (!it->done && it->remaining > 0) {
@@ -390,6 +433,15 @@ static int liter_fill(lua_State *L, liter *it) {
     it->done = done;
     if (it->chunk.n) return 1;
   }
+  /* Over: the buffers go to the pool (upvalue 5), or are freed. */
+  chunk_pool *p = lua_touserdata(L, lua_upvalueindex(5));
+  if (chunk_unused(&p->spare) &&
+      it->chunk.keys.cap + it->chunk.vals.cap <= POOL_MAX)
+    p->spare = it->chunk;
+  else
+    flume__view_chunk_free(&it->chunk);
+  it->chunk = (flume__view_chunk){0};
+  it->next = 0;
   return 0;
 }
 
@@ -469,7 +521,11 @@ static int ldb_view_iter(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
   flume__mp_push_keys(L);
-  lua_pushcclosure(L, liter_next, 4);
+  chunk_pool *p = push_pool(L);
+  it->chunk = p->spare; /* a finished read's buffers, if any */
+  it->chunk.n = 0;        /* (none of its entries) */
+  p->spare = (flume__view_chunk){0};
+  lua_pushcclosure(L, liter_next, 5);
   return 1;
 }
 
@@ -606,6 +662,10 @@ void flume__lua_views_register(lua_State *L, int module, int methods) {
   (void)module;
   luaL_newmetatable(L, ITER_MT);
   lua_pushcfunction(L, liter_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, POOL_MT);
+  lua_pushcfunction(L, pool_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   lua_pushvalue(L, methods);

@@ -429,6 +429,17 @@ static void test_decode_forms(void) {
   DECODES_TO("81 cb 3f f0 00 00 00 00 00 00 01", "{1}");
   DECODES_TO("81 cb 80 00 00 00 00 00 00 00 01", "{[0] = 1}");
   DECODES_TO("81 c2 90", "{[false] = {}}");
+  /* The forms a map's values and an array's elements decode inline
+   * (dec_elem), at their extremes, and beside what goes to dec_value. */
+  DECODES_TO("86 a1 61 bf 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 "
+             "78 78 78 78 78 78 78 78 78 78 78 78 78 78 a1 62 a0 a1 63 7f "
+             "a1 64 cc ff a1 65 cd ff ff a1 66 ce ff ff ff ff",
+             "{a = ('x'):rep(31), b = '', c = 127, d = 255, e = 65535, "
+             "f = 4294967295}");
+  DECODES_TO("95 d9 00 d9 02 61 62 cb c0 04 00 00 00 00 00 00 "
+             "cb 7f f0 00 00 00 00 00 00 d3 80 00 00 00 00 00 00 00",
+             "{'', 'ab', -2.5, math.huge, math.mininteger}");
+  DECODES_TO("93 e0 cf 00 00 00 01 00 00 00 00 c3", "{-32, 4294967296, true}");
 }
 
 /* ------------------------------------------------------------ round trips */
@@ -685,6 +696,23 @@ static void test_decode_errors(void) {
   DECODE_FAILS_HEX("92 01 cd 00", "truncated input: the value at offset 2 "
                                   "needs 3 bytes, 2 left");
   DECODE_FAILS_HEX("82 01 01 01 cd", "truncated input: the value at offset 4");
+  /* The same refusals for the forms a map or array decodes inline. */
+  DECODE_FAILS_HEX("81 a1 61 a3 62 63", "string of 3 bytes at offset 4 is "
+                                        "longer than the 2 bytes left");
+  DECODE_FAILS_HEX("91 a1", "string of 1 bytes at offset 2 is longer than "
+                            "the 0 bytes left");
+  DECODE_FAILS_HEX("81 a1 61 d9 05 62", "string of 5 bytes at offset 5 is "
+                                        "longer than the 1 bytes left");
+  DECODE_FAILS_HEX("81 a1 61 d9", "truncated input: the value at offset 3 "
+                                  "needs 2 bytes, 1 left");
+  DECODE_FAILS_HEX("81 a1 61 cb 00 00", "truncated input: the value at "
+                                        "offset 3 needs 9 bytes, 3 left");
+  DECODE_FAILS_HEX("92 01 ce 00 00 00", "truncated input: the value at "
+                                        "offset 2 needs 5 bytes, 4 left");
+  DECODE_FAILS_HEX("92 01 cc", "truncated input: the value at offset 2 "
+                               "needs 2 bytes, 1 left");
+  DECODE_FAILS_HEX("81 a1 61", "truncated input: the value at offset 3 "
+                               "needs 1 bytes, 0 left");
   /* Hostile counts fail before anything is allocated for them. */
   DECODE_FAILS_HEX("df ff ff ff ff", "map of 4294967295 pairs at offset 0 "
                                      "is longer than the 0 bytes left");
