@@ -573,6 +573,36 @@ static int encode_value(lua_State *L, int idx, int mp, flume__buf *b,
   return flume__buf_append(b, s, n);
 }
 
+/* One value (at index v, its callback or nil at v + 1) appended to open
+ * d: encoded into the reused buffer, its callback into the table of those
+ * in flight; the runtime adds it to the open run. Raises a bad value. */
+static int append_one(lua_State *L, ldb *d, int mp, int v) {
+  char err[320] = "";
+  lappend *a = d->app;
+  luaL_checkany(L, v);
+  a->scratch.len = 0;
+  int rc = encode_value(L, v, mp, &a->scratch, err, sizeof err);
+  int has_cb = rc == 0 && !lua_isnoneornil(L, v + 1);
+  if (has_cb) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->fifo_ref);
+    lua_pushvalue(L, v + 1);
+    lua_rawseti(L, -2, a->tail);
+  }
+  if (rc == 0 && (rc = flume__db_append_one(d->db, a->scratch.data,
+                                            a->scratch.len, run_done, a))) {
+    err[0] = '\0';
+    if (has_cb) {
+      lua_pushnil(L);
+      lua_rawseti(L, -2, a->tail);
+    }
+  }
+  if (a->scratch.cap > ((size_t)1 << 20)) flume__buf_free(&a->scratch);
+  if (rc)
+    return flume__lua_raise(L, rc, err[0] ? err : append_detail(d->db, rc));
+  a->tail++;
+  return 0;
+}
+
 /*
  * db:append(mp, batch, value, cb): with mp, values are encoded as msgpack,
  * otherwise they must be strings (already encoded). With batch, value is a
@@ -631,33 +661,8 @@ static int ldb_append(lua_State *L) {
     }
     flume__db_batch_give(d->db, bt);
     return flume__lua_raise(L, rc, err[0] ? err : append_detail(d->db, rc));
-  } else {
-    /* One value: encoded into the reused buffer, its callback into the
-     * table of those in flight; the runtime adds it to the open run. */
-    lappend *a = d->app;
-    luaL_checkany(L, 4);
-    a->scratch.len = 0;
-    rc = encode_value(L, 4, mp, &a->scratch, err, sizeof err);
-    int has_cb = rc == 0 && !lua_isnoneornil(L, 5);
-    if (has_cb) {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, a->fifo_ref);
-      lua_pushvalue(L, 5);
-      lua_rawseti(L, -2, a->tail);
-    }
-    if (rc == 0 && (rc = flume__db_append_one(d->db, a->scratch.data,
-                                              a->scratch.len, run_done, a))) {
-      err[0] = '\0';
-      if (has_cb) {
-        lua_pushnil(L);
-        lua_rawseti(L, -2, a->tail);
-      }
-    }
-    if (a->scratch.cap > ((size_t)1 << 20)) flume__buf_free(&a->scratch);
-    if (rc)
-    return flume__lua_raise(L, rc, err[0] ? err : append_detail(d->db, rc));
-    a->tail++;
-    return 0;
   }
+  return append_one(L, d, mp, 4);
 }
 
 /* ---- reads of the log ---------------------------------------------------- */
@@ -810,13 +815,12 @@ static int fast_append_k(lua_State *L, int status, lua_KContext ctx) {
 static int fast_append(lua_State *L) {
   if (LIKELY(lua_gettop(L) == 3 && lua_rawequal(L, 1, lua_upvalueindex(2)) &&
              !lua_isnil(L, 2) && lua_type(L, 3) == LUA_TFUNCTION)) {
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_replace(L, 1);
-    lua_pushboolean(L, 1);
-    lua_insert(L, 2);
-    lua_pushboolean(L, 0);
-    lua_insert(L, 3); /* handle, mp, batch, value, cb: as c:append */
-    return ldb_append(L);
+    /* The handle was checked when this closure was made (ldb_fast_append):
+     * its metatable is not looked up again (luaL_checkudata was some 300
+     * instructions of an append's 5,300 on the loop thread). */
+    ldb *d = lua_touserdata(L, lua_upvalueindex(1));
+    if (d->db == NULL) return flume__lua_raise(L, FLUME_ECLOSED, NULL);
+    return append_one(L, d, 1, 2); /* db, value, cb */
   }
   int top = lua_gettop(L);
   int same = top >= 1 && lua_getmetatable(L, 1) &&
