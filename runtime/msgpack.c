@@ -334,19 +334,110 @@ static inline void enc_head(mp_enc *e, unsigned fix, unsigned fixmax,
   }
 }
 
-static int enc_string(mp_enc *e, int idx, int depth) {
-  size_t n;
-  const char *s = lua_tolstring(e->L, idx, &n);
+static inline uint64_t ld64(const char *s) {
+  uint64_t x;
+  memcpy(&x, s, 8);
+  return x;
+}
+
+static inline uint32_t ld32(const char *s) {
+  uint32_t x;
+  memcpy(&x, s, 4);
+  return x;
+}
+
+/* A string that is not short ASCII: validated first when its header's size
+ * depends on what it is (under 32 bytes: fixstr or bin8), else copied and
+ * checked in one pass, the header written after. */
+static MP_NOINLINE int enc_string_long(mp_enc *e, const char *s, size_t n,
+                                       int depth) {
   if (MP_UNLIKELY(n > 0xffffffff))
     return enc_fail(e, depth, "string of %zu bytes is too long", n);
   if (ENC_NEED(e, n + 5)) return e->rc;
-  if (mp_utf8_valid((const unsigned char *)s, n))
-    enc_head(e, 0xa0, 31, 0xd9, 0xda, n);
-  else
+  if (n < 32) {
+    if (mp_utf8_valid((const unsigned char *)s, n))
+      enc_head(e, 0xa0, 31, 0xd9, 0xda, n);
+    else
+      enc_head(e, 0, 0, 0xc4, 0xc5, n);
+    memcpy(ENC_W(e), s, n);
+    e->b->len += n;
+    return 0;
+  }
+  /* From 32 bytes on, str and bin headers have the same size. */
+  size_t hl = n <= 0xff ? 2 : n <= 0xffff ? 3 : 5;
+  unsigned char *w = ENC_W(e) + hl;
+  const uint64_t high = UINT64_C(0x8080808080808080);
+  uint64_t any = 0;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    uint64_t a = ld64(s + i), b = ld64(s + i + 8);
+    memcpy(w + i, &a, 8);
+    memcpy(w + i + 8, &b, 8);
+    any |= a | b;
+  }
+  if (i < n) {
+    /* The last 16 bytes again (n >= 32): overlapping, never past the end. */
+    uint64_t a = ld64(s + n - 16), b = ld64(s + n - 8);
+    memcpy(w + n - 16, &a, 8);
+    memcpy(w + n - 8, &b, 8);
+    any |= a | b;
+  }
+  if ((any & high) && !mp_utf8_valid((const unsigned char *)s, n))
     enc_head(e, 0, 0, 0xc4, 0xc5, n);
-  memcpy(ENC_W(e), s, n);
+  else
+    enc_head(e, 0xa0, 31, 0xd9, 0xda, n);
   e->b->len += n;
   return 0;
+}
+
+/*
+ * A string. Most are short ASCII (field names, words, ids): checked and
+ * copied a word or two at a time, by loads that overlap when the length is
+ * not a multiple of the word and never reach past the string's end.
+ */
+static inline int enc_str(mp_enc *e, const char *s, size_t n, int depth) {
+  if (n <= 16) {
+    if (ENC_NEED(e, 17)) return e->rc;
+    unsigned char *w = ENC_W(e);
+    if (n >= 8) {
+      uint64_t a = ld64(s), b = ld64(s + n - 8);
+      if (((a | b) & UINT64_C(0x8080808080808080)) == 0) {
+        w[0] = (unsigned char)(0xa0 | n);
+        memcpy(w + 1, &a, 8);
+        memcpy(w + 1 + n - 8, &b, 8);
+        e->b->len += 1 + n;
+        return 0;
+      }
+    } else if (n >= 4) {
+      uint32_t a = ld32(s), b = ld32(s + n - 4);
+      if (((a | b) & 0x80808080u) == 0) {
+        w[0] = (unsigned char)(0xa0 | n);
+        memcpy(w + 1, &a, 4);
+        memcpy(w + 1 + n - 4, &b, 4);
+        e->b->len += 1 + n;
+        return 0;
+      }
+    } else {
+      /* 0 to 3 bytes: the first, middle and last cover them. */
+      if (n == 0 || ((unsigned char)(s[0] | s[n >> 1] | s[n - 1]) < 0x80)) {
+        w[0] = (unsigned char)(0xa0 | n);
+        if (n) {
+          w[1] = (unsigned char)s[0];
+          w[1 + (n >> 1)] = (unsigned char)s[n >> 1];
+          w[n] = (unsigned char)s[n - 1];
+        }
+        e->b->len += 1 + n;
+        return 0;
+      }
+    }
+  }
+  return enc_string_long(e, s, n, depth);
+}
+
+static inline int enc_string(mp_enc *e, int idx, int depth) {
+  size_t n;
+  const char *s = lua_tolstring(e->L, idx, &n);
+  return enc_str(e, s, n, depth);
 }
 
 static const char *kind_name(lua_State *L, int idx) {
