@@ -16,6 +16,7 @@
 #include "flume.h"
 
 #define MP_NOINLINE __attribute__((noinline))
+#define MP_INLINE inline __attribute__((always_inline))
 #define MP_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define MP_LIKELY(x) __builtin_expect(!!(x), 1)
 
@@ -446,7 +447,23 @@ static const char *kind_name(lua_State *L, int idx) {
   return t == LUA_TLIGHTUSERDATA ? "light userdata" : lua_typename(L, t);
 }
 
-static int enc_value(mp_enc *e, int idx, int depth);
+static int enc_table(mp_enc *e, int idx, int depth);
+static MP_NOINLINE int enc_other(mp_enc *e, int t, int idx, int depth);
+
+/* The value at idx, at `depth`. Inlined into the table walks (their
+ * elements are mostly strings and numbers: no call for each), where a
+ * nested table is the one recursive call. */
+static MP_INLINE int enc_value(mp_enc *e, int idx, int depth) {
+  lua_State *L = e->L;
+  int t = lua_type(L, idx);
+  if (t == LUA_TSTRING) return enc_string(e, idx, depth);
+  if (t == LUA_TNUMBER) {
+    if (lua_isinteger(L, idx)) return enc_int(e, lua_tointeger(L, idx));
+    return enc_float(e, lua_tonumber(L, idx));
+  }
+  if (t == LUA_TTABLE) return enc_table(e, idx, depth);
+  return enc_other(e, t, idx, depth);
+}
 
 /* A map key that is not a string. */
 static MP_NOINLINE int enc_key_other(mp_enc *e, int t, int idx, int depth) {
@@ -728,18 +745,6 @@ static MP_NOINLINE int enc_other(mp_enc *e, int t, int idx, int depth) {
     return 0;
   }
   return enc_fail(e, depth, "cannot encode a %s", kind_name(e->L, idx));
-}
-
-static int enc_value(mp_enc *e, int idx, int depth) {
-  lua_State *L = e->L;
-  int t = lua_type(L, idx);
-  if (t == LUA_TSTRING) return enc_string(e, idx, depth);
-  if (t == LUA_TNUMBER) {
-    if (lua_isinteger(L, idx)) return enc_int(e, lua_tointeger(L, idx));
-    return enc_float(e, lua_tonumber(L, idx));
-  }
-  if (t == LUA_TTABLE) return enc_table(e, idx, depth);
-  return enc_other(e, t, idx, depth);
 }
 
 int flume__mp_encode(lua_State *L, int idx, flume__buf *b, char *err,
