@@ -395,42 +395,40 @@ static MP_NOINLINE int enc_string_long(mp_enc *e, const char *s, size_t n,
 /*
  * A string. Most are short ASCII (field names, words, ids): checked and
  * copied a word or two at a time, by loads that overlap when the length is
- * not a multiple of the word and never reach past the string's end.
+ * not a multiple of the word and never reach past the string's end. With
+ * room in the buffer, that case calls nothing (no registers to save); the
+ * rest, and growing, is enc_string_long's. The words are stored before
+ * they are checked: past b->len, so a string that is not ASCII after all
+ * is written over.
  */
 static inline int enc_str(mp_enc *e, const char *s, size_t n, int depth) {
-  if (n <= 16) {
-    if (ENC_NEED(e, 17)) return e->rc;
-    unsigned char *w = ENC_W(e);
+  flume__buf *buf = e->b;
+  if (n <= 16 && buf->cap - buf->len > 16) {
+    unsigned char *w = (unsigned char *)buf->data + buf->len;
+    uint64_t high;
     if (n >= 8) {
       uint64_t a = ld64(s), b = ld64(s + n - 8);
-      if (((a | b) & UINT64_C(0x8080808080808080)) == 0) {
-        w[0] = (unsigned char)(0xa0 | n);
-        memcpy(w + 1, &a, 8);
-        memcpy(w + 1 + n - 8, &b, 8);
-        e->b->len += 1 + n;
-        return 0;
-      }
+      memcpy(w + 1, &a, 8);
+      memcpy(w + 1 + n - 8, &b, 8);
+      high = (a | b) & UINT64_C(0x8080808080808080);
     } else if (n >= 4) {
       uint32_t a = ld32(s), b = ld32(s + n - 4);
-      if (((a | b) & 0x80808080u) == 0) {
-        w[0] = (unsigned char)(0xa0 | n);
-        memcpy(w + 1, &a, 4);
-        memcpy(w + 1 + n - 4, &b, 4);
-        e->b->len += 1 + n;
-        return 0;
-      }
+      memcpy(w + 1, &a, 4);
+      memcpy(w + 1 + n - 4, &b, 4);
+      high = (a | b) & 0x80808080u;
+    } else if (n > 0) {
+      /* 1 to 3 bytes: the first, middle and last cover them. */
+      w[1] = (unsigned char)s[0];
+      w[1 + (n >> 1)] = (unsigned char)s[n >> 1];
+      w[n] = (unsigned char)s[n - 1];
+      high = (unsigned char)(s[0] | s[n >> 1] | s[n - 1]) & 0x80u;
     } else {
-      /* 0 to 3 bytes: the first, middle and last cover them. */
-      if (n == 0 || ((unsigned char)(s[0] | s[n >> 1] | s[n - 1]) < 0x80)) {
-        w[0] = (unsigned char)(0xa0 | n);
-        if (n) {
-          w[1] = (unsigned char)s[0];
-          w[1 + (n >> 1)] = (unsigned char)s[n >> 1];
-          w[n] = (unsigned char)s[n - 1];
-        }
-        e->b->len += 1 + n;
-        return 0;
-      }
+      high = 0;
+    }
+    if (MP_LIKELY(high == 0)) {
+      w[0] = (unsigned char)(0xa0 | n);
+      buf->len += 1 + n;
+      return 0;
     }
   }
   return enc_string_long(e, s, n, depth);
