@@ -293,7 +293,7 @@ static inline size_t put_int(unsigned char *w, lua_Integer v) {
   return 9;
 }
 
-static inline int enc_int(mp_enc *e, lua_Integer v) {
+static MP_INLINE int enc_int(mp_enc *e, lua_Integer v) {
   if (ENC_NEED(e, 9)) return e->rc;
   e->b->len += put_int(ENC_W(e), v);
   return 0;
@@ -495,12 +495,8 @@ static inline int enc_key(mp_enc *e, int idx, int depth) {
  * before their size is known, so past 15 entries the body moves up by 2 or
  * 4 bytes: one memmove per big table, cheaper than a second walk.
  */
-static int enc_finish(mp_enc *e, size_t head, size_t n, unsigned fix,
-                      unsigned c16, int depth) {
-  if (n <= 15) {
-    ((unsigned char *)e->b->data)[head] = (unsigned char)(fix | n);
-    return 0;
-  }
+static MP_NOINLINE int enc_finish_big(mp_enc *e, size_t head, size_t n,
+                                      unsigned c16, int depth) {
   if (MP_UNLIKELY(n > 0xffffffff))
     return enc_fail(e, depth, "table with %zu entries is too big", n);
   size_t extra = n <= 0xffff ? 2 : 4;
@@ -516,6 +512,15 @@ static int enc_finish(mp_enc *e, size_t head, size_t n, unsigned fix,
     put32(w + 1, (uint32_t)n);
   }
   return 0;
+}
+
+static inline int enc_finish(mp_enc *e, size_t head, size_t n, unsigned fix,
+                             unsigned c16, int depth) {
+  if (MP_LIKELY(n <= 15)) {
+    ((unsigned char *)e->b->data)[head] = (unsigned char)(fix | n);
+    return 0;
+  }
+  return enc_finish_big(e, head, n, c16, depth);
 }
 
 /* The length of the value at p, which this encoder wrote. */
@@ -757,8 +762,12 @@ int flume__mp_encode(lua_State *L, int idx, flume__buf *b, char *err,
   size_t start = b->len;
   int top = lua_gettop(L);
   int rc = enc_value(&e, idx, 0);
-  lua_settop(L, top);
-  if (rc) b->len = start;
+  /* A success leaves the stack as it found it (each walk's last lua_next
+   * pops its key); a refusal may leave anything above top. */
+  if (rc) {
+    lua_settop(L, top);
+    b->len = start;
+  }
   return rc;
 }
 
