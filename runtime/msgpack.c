@@ -16,7 +16,9 @@
 #include "flume.h"
 
 #define MP_NOINLINE __attribute__((noinline))
+#define MP_INLINE inline __attribute__((always_inline))
 #define MP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define MP_LIKELY(x) __builtin_expect(!!(x), 1)
 
 /* Long paths in messages keep their first and last steps, about this many
  * characters of each. */
@@ -291,7 +293,7 @@ static inline size_t put_int(unsigned char *w, lua_Integer v) {
   return 9;
 }
 
-static inline int enc_int(mp_enc *e, lua_Integer v) {
+static MP_INLINE int enc_int(mp_enc *e, lua_Integer v) {
   if (ENC_NEED(e, 9)) return e->rc;
   e->b->len += put_int(ENC_W(e), v);
   return 0;
@@ -334,19 +336,108 @@ static inline void enc_head(mp_enc *e, unsigned fix, unsigned fixmax,
   }
 }
 
-static int enc_string(mp_enc *e, int idx, int depth) {
-  size_t n;
-  const char *s = lua_tolstring(e->L, idx, &n);
+static inline uint64_t ld64(const char *s) {
+  uint64_t x;
+  memcpy(&x, s, 8);
+  return x;
+}
+
+static inline uint32_t ld32(const char *s) {
+  uint32_t x;
+  memcpy(&x, s, 4);
+  return x;
+}
+
+/* A string that is not short ASCII: validated first when its header's size
+ * depends on what it is (under 32 bytes: fixstr or bin8), else copied and
+ * checked in one pass, the header written after. */
+static MP_NOINLINE int enc_string_long(mp_enc *e, const char *s, size_t n,
+                                       int depth) {
   if (MP_UNLIKELY(n > 0xffffffff))
     return enc_fail(e, depth, "string of %zu bytes is too long", n);
   if (ENC_NEED(e, n + 5)) return e->rc;
-  if (mp_utf8_valid((const unsigned char *)s, n))
-    enc_head(e, 0xa0, 31, 0xd9, 0xda, n);
-  else
+  if (n < 32) {
+    if (mp_utf8_valid((const unsigned char *)s, n))
+      enc_head(e, 0xa0, 31, 0xd9, 0xda, n);
+    else
+      enc_head(e, 0, 0, 0xc4, 0xc5, n);
+    memcpy(ENC_W(e), s, n);
+    e->b->len += n;
+    return 0;
+  }
+  /* From 32 bytes on, str and bin headers have the same size. */
+  size_t hl = n <= 0xff ? 2 : n <= 0xffff ? 3 : 5;
+  unsigned char *w = ENC_W(e) + hl;
+  const uint64_t high = UINT64_C(0x8080808080808080);
+  uint64_t any = 0;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    uint64_t a = ld64(s + i), b = ld64(s + i + 8);
+    memcpy(w + i, &a, 8);
+    memcpy(w + i + 8, &b, 8);
+    any |= a | b;
+  }
+  if (i < n) {
+    /* The last 16 bytes again (n >= 32): overlapping, never past the end. */
+    uint64_t a = ld64(s + n - 16), b = ld64(s + n - 8);
+    memcpy(w + n - 16, &a, 8);
+    memcpy(w + n - 8, &b, 8);
+    any |= a | b;
+  }
+  if ((any & high) && !mp_utf8_valid((const unsigned char *)s, n))
     enc_head(e, 0, 0, 0xc4, 0xc5, n);
-  memcpy(ENC_W(e), s, n);
+  else
+    enc_head(e, 0xa0, 31, 0xd9, 0xda, n);
   e->b->len += n;
   return 0;
+}
+
+/*
+ * A string. Most are short ASCII (field names, words, ids): checked and
+ * copied a word or two at a time, by loads that overlap when the length is
+ * not a multiple of the word and never reach past the string's end. With
+ * room in the buffer, that case calls nothing (no registers to save); the
+ * rest, and growing, is enc_string_long's. The words are stored before
+ * they are checked: past b->len, so a string that is not ASCII after all
+ * is written over.
+ */
+static inline int enc_str(mp_enc *e, const char *s, size_t n, int depth) {
+  flume__buf *buf = e->b;
+  if (n <= 16 && buf->cap - buf->len > 16) {
+    unsigned char *w = (unsigned char *)buf->data + buf->len;
+    uint64_t high;
+    if (n >= 8) {
+      uint64_t a = ld64(s), b = ld64(s + n - 8);
+      memcpy(w + 1, &a, 8);
+      memcpy(w + 1 + n - 8, &b, 8);
+      high = (a | b) & UINT64_C(0x8080808080808080);
+    } else if (n >= 4) {
+      uint32_t a = ld32(s), b = ld32(s + n - 4);
+      memcpy(w + 1, &a, 4);
+      memcpy(w + 1 + n - 4, &b, 4);
+      high = (a | b) & 0x80808080u;
+    } else if (n > 0) {
+      /* 1 to 3 bytes: the first, middle and last cover them. */
+      w[1] = (unsigned char)s[0];
+      w[1 + (n >> 1)] = (unsigned char)s[n >> 1];
+      w[n] = (unsigned char)s[n - 1];
+      high = (unsigned char)(s[0] | s[n >> 1] | s[n - 1]) & 0x80u;
+    } else {
+      high = 0;
+    }
+    if (MP_LIKELY(high == 0)) {
+      w[0] = (unsigned char)(0xa0 | n);
+      buf->len += 1 + n;
+      return 0;
+    }
+  }
+  return enc_string_long(e, s, n, depth);
+}
+
+static inline int enc_string(mp_enc *e, int idx, int depth) {
+  size_t n;
+  const char *s = lua_tolstring(e->L, idx, &n);
+  return enc_str(e, s, n, depth);
 }
 
 static const char *kind_name(lua_State *L, int idx) {
@@ -354,26 +445,48 @@ static const char *kind_name(lua_State *L, int idx) {
   return t == LUA_TLIGHTUSERDATA ? "light userdata" : lua_typename(L, t);
 }
 
-static int enc_value(mp_enc *e, int idx, int depth);
+static int enc_table(mp_enc *e, int idx, int depth);
+static MP_NOINLINE int enc_other(mp_enc *e, int t, int idx, int depth);
 
-/* A map key of the table at `depth` (whose path is steps[1..depth]). */
-static int enc_key(mp_enc *e, int idx, int depth) {
+/* The value at idx, at `depth`. Inlined into the table walks (their
+ * elements are mostly strings and numbers: no call for each), where a
+ * nested table is the one recursive call. */
+static MP_INLINE int enc_value(mp_enc *e, int idx, int depth) {
   lua_State *L = e->L;
-  switch (lua_type(L, idx)) {
-  case LUA_TSTRING:
-    return enc_string(e, idx, depth);
-  case LUA_TNUMBER:
+  int t = lua_type(L, idx);
+  if (t == LUA_TSTRING) return enc_string(e, idx, depth);
+  if (t == LUA_TNUMBER) {
+    if (lua_isinteger(L, idx)) return enc_int(e, lua_tointeger(L, idx));
+    return enc_float(e, lua_tonumber(L, idx));
+  }
+  if (t == LUA_TTABLE) return enc_table(e, idx, depth);
+  return enc_other(e, t, idx, depth);
+}
+
+/* A map key that is not a string. */
+static MP_NOINLINE int enc_key_other(mp_enc *e, int t, int idx, int depth) {
+  lua_State *L = e->L;
+  if (t == LUA_TNUMBER) {
     if (lua_isinteger(L, idx)) return enc_int(e, lua_tointeger(L, idx));
     return enc_float(e, lua_tonumber(L, idx)); /* tables hold no NaN key */
-  case LUA_TBOOLEAN:
+  }
+  if (t == LUA_TBOOLEAN) {
     if (ENC_NEED(e, 1)) return e->rc;
     *ENC_W(e) = lua_toboolean(L, idx) ? 0xc3 : 0xc2;
     e->b->len++;
     return 0;
-  default:
-    return enc_fail(e, depth, "cannot use a %s as a map key in the table",
-                    kind_name(L, idx));
   }
+  return enc_fail(e, depth, "cannot use a %s as a map key in the table",
+                  kind_name(L, idx));
+}
+
+/* A map key of the table at `depth` (whose path is steps[1..depth]). Type
+ * tests are an if chain, not a switch: a switch's one indirect jump
+ * mispredicts on every change of type. */
+static inline int enc_key(mp_enc *e, int idx, int depth) {
+  int t = lua_type(e->L, idx);
+  if (MP_LIKELY(t == LUA_TSTRING)) return enc_string(e, idx, depth);
+  return enc_key_other(e, t, idx, depth);
 }
 
 /*
@@ -382,12 +495,8 @@ static int enc_key(mp_enc *e, int idx, int depth) {
  * before their size is known, so past 15 entries the body moves up by 2 or
  * 4 bytes: one memmove per big table, cheaper than a second walk.
  */
-static int enc_finish(mp_enc *e, size_t head, size_t n, unsigned fix,
-                      unsigned c16, int depth) {
-  if (n <= 15) {
-    ((unsigned char *)e->b->data)[head] = (unsigned char)(fix | n);
-    return 0;
-  }
+static MP_NOINLINE int enc_finish_big(mp_enc *e, size_t head, size_t n,
+                                      unsigned c16, int depth) {
   if (MP_UNLIKELY(n > 0xffffffff))
     return enc_fail(e, depth, "table with %zu entries is too big", n);
   size_t extra = n <= 0xffff ? 2 : 4;
@@ -403,6 +512,15 @@ static int enc_finish(mp_enc *e, size_t head, size_t n, unsigned fix,
     put32(w + 1, (uint32_t)n);
   }
   return 0;
+}
+
+static inline int enc_finish(mp_enc *e, size_t head, size_t n, unsigned fix,
+                             unsigned c16, int depth) {
+  if (MP_LIKELY(n <= 15)) {
+    ((unsigned char *)e->b->data)[head] = (unsigned char)(fix | n);
+    return 0;
+  }
+  return enc_finish_big(e, head, n, c16, depth);
 }
 
 /* The length of the value at p, which this encoder wrote. */
@@ -621,29 +739,15 @@ static int enc_table(mp_enc *e, int idx, int depth) {
   return enc_array_or_map(e, idx, depth);
 }
 
-static int enc_value(mp_enc *e, int idx, int depth) {
-  lua_State *L = e->L;
-  switch (lua_type(L, idx)) {
-  case LUA_TNIL:
+/* nil, a boolean, or what cannot be encoded. */
+static MP_NOINLINE int enc_other(mp_enc *e, int t, int idx, int depth) {
+  if (t == LUA_TNIL || t == LUA_TBOOLEAN) {
     if (ENC_NEED(e, 1)) return e->rc;
-    *ENC_W(e) = 0xc0;
+    *ENC_W(e) = t == LUA_TNIL ? 0xc0 : lua_toboolean(e->L, idx) ? 0xc3 : 0xc2;
     e->b->len++;
     return 0;
-  case LUA_TBOOLEAN:
-    if (ENC_NEED(e, 1)) return e->rc;
-    *ENC_W(e) = lua_toboolean(L, idx) ? 0xc3 : 0xc2;
-    e->b->len++;
-    return 0;
-  case LUA_TNUMBER:
-    if (lua_isinteger(L, idx)) return enc_int(e, lua_tointeger(L, idx));
-    return enc_float(e, lua_tonumber(L, idx));
-  case LUA_TSTRING:
-    return enc_string(e, idx, depth);
-  case LUA_TTABLE:
-    return enc_table(e, idx, depth);
-  default:
-    return enc_fail(e, depth, "cannot encode a %s", kind_name(L, idx));
   }
+  return enc_fail(e, depth, "cannot encode a %s", kind_name(e->L, idx));
 }
 
 int flume__mp_encode(lua_State *L, int idx, flume__buf *b, char *err,
@@ -658,8 +762,12 @@ int flume__mp_encode(lua_State *L, int idx, flume__buf *b, char *err,
   size_t start = b->len;
   int top = lua_gettop(L);
   int rc = enc_value(&e, idx, 0);
-  lua_settop(L, top);
-  if (rc) b->len = start;
+  /* A success leaves the stack as it found it (each walk's last lua_next
+   * pops its key); a refusal may leave anything above top. */
+  if (rc) {
+    lua_settop(L, top);
+    b->len = start;
+  }
   return rc;
 }
 
