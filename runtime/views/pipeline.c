@@ -31,15 +31,14 @@
  * and checkpoints as a native build does and its profile counts what a
  * native run does. */
 #ifndef SLICE_VALUES
-/* Most log values per indexer slice: few enough that a slice's values,
- * their proxies and what the views make of them stay in a core's L2
- * cache between the read and the views' pass. Callgrind with a 1 MiB
- * L2 (200k values, slices as a native run makes them), cycles estimated
- * as Ir + 10 x (L1 misses, mispredicts) + 100 x L2 misses, against
- * 2000 values a slice: group -12 %, index -11 %, reduce -4 %, the
- * twenty-field `wide` -13 %; 128 a slice costs more than 256 on all but
- * `wide`. */
-#define SLICE_VALUES 256
+/* Most log values per indexer slice. 256 looked better under callgrind's
+ * cache model (a slice's values, proxies and results kept in a 1 MiB L2:
+ * 12-13 % fewer estimated cycles on group and wide rebuilds), but natively
+ * it costs more: a loop turn and its syscalls (epoll_wait) per slice, 3 %
+ * more CPU on a group rebuild and 10-15 % less speed on the twenty-field
+ * `wide` one, in turns with 2000 on the same VM. So 2000, where a slice's
+ * fixed costs are lost in its values'. */
+#define SLICE_VALUES 2000
 #endif
 #ifndef SLICE_BUDGET_NS
 #define SLICE_BUDGET_NS 4000000      /* loop time per slice: 4 ms */
