@@ -31,14 +31,17 @@
  * and checkpoints as a native build does and its profile counts what a
  * native run does. */
 #ifndef SLICE_VALUES
-/* Most log values per indexer slice. 256 looked better under callgrind's
- * cache model (a slice's values, proxies and results kept in a 1 MiB L2:
- * 12-13 % fewer estimated cycles on group and wide rebuilds), but natively
- * it costs more: a loop turn and its syscalls (epoll_wait) per slice, 3 %
- * more CPU on a group rebuild and 10-15 % less speed on the twenty-field
- * `wide` one, in turns with 2000 on the same VM. So 2000, where a slice's
- * fixed costs are lost in its values'. */
-#define SLICE_VALUES 2000
+/* Most log values per indexer slice: few enough that a slice's values,
+ * their proxies and what the views make of them stay in a core's L2
+ * between the read and the views' pass (callgrind's cache model, 1 MiB
+ * L2, 200k values: 23.6 L2 misses a value on a group rebuild with 2000 a
+ * slice, `lua_limit` 2.7, 256 a slice 4.7). A loop turn takes up to
+ * TURN_SLICES of them (on_idle): a turn each cost more natively (its
+ * epoll_wait) than the misses saved. */
+#define SLICE_VALUES 256
+#endif
+#ifndef TURN_SLICES
+#define TURN_SLICES 8
 #endif
 #ifndef SLICE_BUDGET_NS
 #define SLICE_BUDGET_NS 4000000      /* loop time per slice: 4 ms */
@@ -869,6 +872,7 @@ static int slice_view(flume__views *vs, flume_view *v, batch_ctx *b,
 static int index_slice(flume__views *vs) {
   if (vs->paused || vs->closing) return 0;
   uint64_t start = uv_hrtime(), deadline = start + SLICE_BUDGET_NS;
+  if (vs->turn_end && deadline > vs->turn_end) deadline = vs->turn_end;
   int64_t log_since = flume_db_since(vs->db);
   int64_t from = INT64_MAX;
   flume_view *lag = NULL; /* the view furthest behind */
@@ -1018,9 +1022,24 @@ static int index_slice(flume__views *vs) {
   return 1;
 }
 
+/* A loop turn indexes up to TURN_SLICES slices, within one slice's time:
+ * a slice's values stay in cache (SLICE_VALUES), a turn's fixed costs are
+ * shared. */
 static void on_idle(uv_idle_t *h) {
   flume__views *vs = h->data;
-  if (!index_slice(vs)) {
+  uint64_t now = uv_hrtime(), was;
+  vs->turn_end = now + SLICE_BUDGET_NS;
+  int more, slices = 0;
+  /* Another slice only if one as long as the last fits in the turn: a
+   * slice the turn's end cut would make the next ones shorter. */
+  do {
+    was = now;
+    more = index_slice(vs);
+    now = uv_hrtime();
+  } while (more && ++slices < TURN_SLICES && !vs->paused && !vs->closing &&
+           now + (now - was) < vs->turn_end);
+  vs->turn_end = 0;
+  if (!more) {
     uv_idle_stop(h);
     vs->idle_on = 0;
   }
