@@ -832,7 +832,6 @@ dec_truncated(mp_dec *d, const unsigned char *at, size_t need) {
 static const unsigned char *dec_value(mp_dec *d, const unsigned char *p,
                                       int depth);
 
-#define MP_LIKELY(x) __builtin_expect(!!(x), 1)
 
 /*
  * Decodes the element or map value at p: the kinds most values are made of

@@ -365,23 +365,57 @@ static int ldb_remote_meta(lua_State *L) {
   return 1;
 }
 
-/* A fresh read's question: its failure carries the database's detail. */
-typedef struct lfresh {
+/* A question to the database answered through a callback
+ * (db:remote_fresh, db:remote_status). Its context starts with this, so
+ * that a failure carries the database's detail. */
+typedef struct lquestion {
   lreq *r;      /* the request */
   flume_db *db; /* the database */
+} lquestion;
+
+/* Pushes cb's arguments for a question that failed: err, nil. */
+static int push_question_error(lua_State *L, int status, flume_db *db) {
+  const char *m = status == FLUME_ECLOSED ? "" : flume_db_errmsg(db);
+  flume__lua_push_error(L, status, m[0] ? m : NULL);
+  lua_pushnil(L);
+  return 2;
+}
+
+/* A question's context of `size` bytes (an lquestion first, the rest
+ * zero) with its request for the callback at index 2. Raises ENOMEM. */
+static void *question_new(lua_State *L, ldb *d, size_t size) {
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lquestion *q = calloc(1, size);
+  lreq *r = q ? flume__lua_req_new(L, d->ctx, 2) : NULL;
+  if (r == NULL) {
+    free(q);
+    flume__lua_raise(L, FLUME_ENOMEM, NULL);
+  }
+  q->r = r;
+  q->db = d->db;
+  return q;
+}
+
+/* A question that could not be asked: its context freed, its request
+ * dropped, rc raised with `detail`. */
+static int question_refused(lua_State *L, void *ctx, int rc,
+                            const char *detail) {
+  lreq *r = ((lquestion *)ctx)->r;
+  free(ctx);
+  flume__lua_req_drop(L, r);
+  return flume__lua_raise(L, rc, detail);
+}
+
+typedef struct lfresh {
+  lquestion q;
   int64_t since; /* the answer */
 } lfresh;
 
 static int push_fresh(lua_State *L, int status, const void *res) {
   const lfresh *f = res;
-  if (status) {
-    const char *m = status == FLUME_ECLOSED ? "" : flume_db_errmsg(f->db);
-    flume__lua_push_error(L, status, m[0] ? m : NULL);
-    lua_pushnil(L);
-  } else {
-    lua_pushnil(L);
-    lua_pushinteger(L, f->since);
-  }
+  if (status) return push_question_error(L, status, f->q.db);
+  lua_pushnil(L);
+  lua_pushinteger(L, f->since);
   return 2;
 }
 
@@ -389,51 +423,33 @@ static void fresh_done(void *ctx, int status, int64_t since) {
   lfresh f = *(lfresh *)ctx;
   free(ctx);
   f.since = since;
-  flume__lua_req_finish(f.r, status, push_fresh, &f);
+  flume__lua_req_finish(f.q.r, status, push_fresh, &f);
 }
 
 /* db:remote_fresh(cb): cb(err, since) once this node holds what the
  * stream held at the call (flume_db_wait_fresh; a local log: its since). */
 static int ldb_remote_fresh(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  lfresh *f = malloc(sizeof *f);
-  lreq *r = f ? flume__lua_req_new(L, d->ctx, 2) : NULL;
-  if (r == NULL) {
-    free(f);
-    return flume__lua_raise(L, FLUME_ENOMEM, NULL);
-  }
-  *f = (lfresh){r, d->db, -1};
+  lfresh *f = question_new(L, d, sizeof *f);
   int rc = flume_db_wait_fresh(d->db, fresh_done, f);
-  if (rc) {
-    free(f);
-    flume__lua_req_drop(L, r);
-    /* a stopped tail's error says why */
-    return flume__lua_raise(L, rc,
+  if (rc) /* a stopped tail's error says why */
+    return question_refused(L, f, rc,
                             rc == FLUME_ECORRUPT || rc == FLUME_EIO
                                 ? flume_db_errmsg(d->db)
                                 : NULL);
-  }
   return 0;
 }
 
-/* A status question: its failure carries the database's detail. */
 typedef struct lstatus {
-  lreq *r;                       /* the request */
-  flume_db *db;                  /* the database */
+  lquestion q;
   const flume_remote_info *info; /* the answer, during the callback */
 } lstatus;
 
 static int push_status(lua_State *L, int status, const void *res) {
   const lstatus *s = res;
-  if (status) {
-    const char *m = status == FLUME_ECLOSED ? "" : flume_db_errmsg(s->db);
-    flume__lua_push_error(L, status, m[0] ? m : NULL);
-    lua_pushnil(L);
-  } else {
-    lua_pushnil(L);
-    push_remote_info(L, s->info, 1);
-  }
+  if (status) return push_question_error(L, status, s->q.db);
+  lua_pushnil(L);
+  push_remote_info(L, s->info, 1);
   return 2;
 }
 
@@ -441,32 +457,22 @@ static void status_done(void *ctx, int status, const flume_remote_info *info) {
   lstatus s = *(lstatus *)ctx;
   free(ctx);
   s.info = info;
-  flume__lua_req_finish(s.r, status, push_status, &s);
+  flume__lua_req_finish(s.q.r, status, push_status, &s);
 }
 
 /* db:remote_status(cb): cb(err, info) with where the stream and this node
  * stand (flume_db_remote_status). */
 static int ldb_remote_status(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  lstatus *st = malloc(sizeof *st);
-  lreq *r = st ? flume__lua_req_new(L, d->ctx, 2) : NULL;
-  if (r == NULL) {
-    free(st);
-    return flume__lua_raise(L, FLUME_ENOMEM, NULL);
-  }
-  *st = (lstatus){r, d->db, NULL};
+  lstatus *st = question_new(L, d, sizeof *st);
   int rc = flume_db_remote_status(d->db, status_done, st);
-  if (rc) {
-    free(st);
-    flume__lua_req_drop(L, r);
-    return flume__lua_raise(L, rc,
+  if (rc)
+    return question_refused(L, st, rc,
                             rc == FLUME_EINVAL
                                 ? "not a remote log's writer: a local log "
                                   "(its status is db.since) or a read-only "
                                   "handle (see `flume remote status`)"
                                 : NULL);
-  }
   return 0;
 }
 

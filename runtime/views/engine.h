@@ -80,8 +80,6 @@ struct flume__views {
   int64_t kept_first;    /* seq of the first value a cut slice left, decoded
                           * and mapped in the registry's "flume.kept" */
   int kept_n;            /* how many (0: none kept) */
-  uint64_t turn_end;     /* uv_hrtime when this loop turn's indexing ends
-                          * (on_idle), or 0 */
   int readonly;          /* a read-only handle: the views follow a writer's
                           * checkpoints (follow.c) instead of indexing */
   uv_timer_t follow;     /* read-only: calls use callbacks on the next loop

@@ -25,11 +25,11 @@
 #include "views/lazy.h"
 #include "views/read.h"
 
+/* The sizes and times below can be set at build time (-D): a build run
+ * under valgrind, some 50 times slower, is given 50 times the times, so
+ * that it slices and checkpoints as a native build does and its profile
+ * counts what a native run does. */
 #define SLICE_MIN 8                  /* fewest values a slice reads */
-/* These can be set at build time (-D): a build run under valgrind, some
- * 50 times slower, is given 50 times the times below, so that it slices
- * and checkpoints as a native build does and its profile counts what a
- * native run does. */
 #ifndef SLICE_VALUES
 /* Most log values per indexer slice: few enough that a slice's values,
  * their proxies and what the views make of them stay in a core's L2
@@ -41,10 +41,10 @@
 #define SLICE_VALUES 256
 #endif
 #ifndef TURN_SLICES
-#define TURN_SLICES 8
+#define TURN_SLICES 8                /* most slices a loop turn indexes */
 #endif
 #ifndef SLICE_BUDGET_NS
-#define SLICE_BUDGET_NS 4000000      /* loop time per slice: 4 ms */
+#define SLICE_BUDGET_NS 4000000      /* loop time per turn: 4 ms */
 #endif
 #ifndef CKPT_EVERY_NS
 #define CKPT_EVERY_NS 20000000       /* checkpoints while catching up: at
@@ -861,18 +861,18 @@ static int slice_view(flume__views *vs, flume_view *v, batch_ctx *b,
 /*
  * One slice of indexing. Returns 1 if there is more to do now.
  *
- * A slice is bounded by time, not by count: it reads `batch` values, and
- * the mapper and the views stop at the first value after SLICE_BUDGET_NS
- * (checked between values, with uv_hrtime, a vDSO clock read), so a slow
- * view holds the loop a few ms at a time and appends stay acknowledged.
+ * A slice is bounded by time, not only by count: it reads `batch` values
+ * (at most SLICE_VALUES), and the mapper and the views stop at the first
+ * value after `deadline`, its loop turn's end (on_idle; checked between
+ * values, paced: pacer_late), so a slow view holds the loop a few ms at a
+ * time and appends stay acknowledged.
  * The view furthest behind goes first and always gets one value, so every
  * slice moves the indexer on; the others go on while time is left. The
  * next slice reads about as many values as this one got through.
  */
-static int index_slice(flume__views *vs) {
+static int index_slice(flume__views *vs, uint64_t deadline) {
   if (vs->paused || vs->closing) return 0;
-  uint64_t start = uv_hrtime(), deadline = start + SLICE_BUDGET_NS;
-  if (vs->turn_end && deadline > vs->turn_end) deadline = vs->turn_end;
+  uint64_t start = uv_hrtime();
   int64_t log_since = flume_db_since(vs->db);
   int64_t from = INT64_MAX;
   flume_view *lag = NULL; /* the view furthest behind */
@@ -1027,18 +1027,16 @@ static int index_slice(flume__views *vs) {
  * shared. */
 static void on_idle(uv_idle_t *h) {
   flume__views *vs = h->data;
-  uint64_t now = uv_hrtime(), was;
-  vs->turn_end = now + SLICE_BUDGET_NS;
+  uint64_t now = uv_hrtime(), was, end = now + SLICE_BUDGET_NS;
   int more, slices = 0;
   /* Another slice only if one as long as the last fits in the turn: a
    * slice the turn's end cut would make the next ones shorter. */
   do {
     was = now;
-    more = index_slice(vs);
+    more = index_slice(vs, end);
     now = uv_hrtime();
   } while (more && ++slices < TURN_SLICES && !vs->paused && !vs->closing &&
-           now + (now - was) < vs->turn_end);
-  vs->turn_end = 0;
+           now + (now - was) < end);
   if (!more) {
     uv_idle_stop(h);
     vs->idle_on = 0;
