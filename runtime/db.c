@@ -2,11 +2,17 @@
  * The database handle: opening, the writer queue with group commit, reads,
  * since watchers and closing.
  *
- * Writes go through one queue. While a group of jobs commits on the libuv
- * threadpool (or, for an inline store, from an idle callback on the loop
+ * Writes go through one queue. While a group of jobs commits on the writer
+ * thread (or, for an inline store, from an idle callback on the loop
  * thread), new jobs wait in the queue and all ride the next commit together.
- * Only the loop thread touches the queue; the group in flight belongs to the
- * writer until its completion runs on the loop thread.
+ * The writer takes the next group itself once a commit is done, so commits
+ * go on while the loop thread is busy (a long Lua loop of appends), and
+ * hands each finished group back to the loop thread (an async handle),
+ * where completions and since notifications run, in commit order. The
+ * queue is shared under qlock; an open run (the queue's tail while single
+ * appends join it) is the loop thread's alone until it is closed (another
+ * job follows it, it is full, or its loop turn ends), and the writer never
+ * takes it before.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +31,10 @@
 /* Entries (or bytes) one read transaction may cover: reads stay short. */
 #define ITER_CHUNK_ENTRIES 512
 #define ITER_CHUNK_BYTES ((size_t)1 << 20)
+/* Finished groups the writer may hand back before the loop thread has
+ * taken them (a long loop of appends on the loop thread: 1,024 groups are
+ * a gigabyte of single appends); past this it waits for the loop thread. */
+#define DONE_MAX 1024
 /* Subsystems that may attach to a database (the views are one). */
 #define FLUME__PARTS_MAX 4
 
@@ -58,6 +68,12 @@ struct flume_iter {
   flume_iter *link_prev;
 };
 
+typedef struct done_group {
+  flume__job *jobs;  /* the group's jobs */
+  int status;        /* its commit status */
+  int64_t next;      /* the next seq after it */
+} done_group;
+
 struct flume_db {
   uv_loop_t *loop;                /* the caller's loop */
   const flume__store_ops *ops;    /* the backend */
@@ -67,17 +83,32 @@ struct flume_db {
   int64_t since;                  /* last acknowledged seq; -1: empty */
   flume__job *queue_head;         /* jobs waiting for the next group */
   flume__job *queue_tail;
-  flume__job *group;              /* the group being committed */
   struct append_job *open_run;    /* the queue's tail while it is a job
-                                   * that single appends may join */
+                                   * that single appends may join: the
+                                   * loop thread's, never the writer's
+                                   * to take (a remote log: the outbox's) */
   struct append_job *spare_run;   /* a finished run kept with its buffers
                                    * for the next one, or NULL */
   flume__batch spare_batch;       /* a finished in-place batch's buffers,
                                    * kept for the next (data NULL: none) */
-  int busy;                       /* a group is in flight */
-  int group_status;               /* its commit status, set by the writer */
-  int64_t group_next;             /* next seq after it, set by the writer */
-  uv_work_t work;                 /* the threadpool request for a group */
+  int busy;                       /* an inline store's group is taken */
+  uv_mutex_t qlock;               /* the queue, open_run, the done ring */
+  int64_t w_next;                 /* the writer's next seq: since + 1 and
+                                   * what it committed since */
+  done_group done[DONE_MAX];      /* finished groups for the loop thread */
+  size_t done_head;               /* the first of them */
+  size_t done_n;                  /* how many */
+  uv_async_t done_async;          /* wakes the loop thread for them */
+  int w_held;                     /* done_async keeps the loop alive */
+  uv_prepare_t turn_end;          /* closes the open run each loop turn */
+  uv_thread_t w_thread;           /* the writer */
+  uv_cond_t w_wake;               /* wakes it */
+  int w_waiting;                  /* it waits on w_wake */
+  int w_active;                   /* it is committing a group */
+  int w_stop;                     /* it is to end */
+  int threaded;                   /* groups commit on the writer thread
+                                   * (its handles exist): a store whose
+                                   * writes do not run inline, written */
   uv_idle_t kick;                 /* runs inline stores' groups */
   flume_watch *watches;           /* since observers */
   int notifying;                  /* inside notify(): defer frees */
@@ -257,6 +288,7 @@ fail:
 #define POLL_MS 5
 
 static void notify(flume_db *db, int status, int64_t since);
+static int writer_start(flume_db *db);
 
 /* Brings a read-only handle's since up to what the store has committed:
  * one cheap stat, and a read of the log's end only when a commit
@@ -323,6 +355,10 @@ int flume__db_open(uv_loop_t *loop, const char *path,
 
   flume_db *db = calloc(1, sizeof *db);
   if (db == NULL) return FLUME_ENOMEM;
+  if (uv_mutex_init(&db->qlock)) {
+    free(db);
+    return FLUME_ENOMEM;
+  }
   db->loop = loop;
   db->ops = path ? &flume__store_lmdb : &flume__store_memory;
   db->readonly = opts->readonly != 0;
@@ -332,26 +368,37 @@ int flume__db_open(uv_loop_t *loop, const char *path,
                           .readonly = db->readonly};
   int rc = db->ops->open(path, &so, &db->store);
   if (rc) {
+    uv_mutex_destroy(&db->qlock);
     free(db);
     return rc;
   }
   if ((rc = init_meta(db, opts->codec, found))) {
     db->ops->close(db->store);
+    uv_mutex_destroy(&db->qlock);
     free(db);
     return rc;
   }
+  db->w_next = db->since + 1;
   db->run_max = RUN_MAX_BYTES;
   /* What opening adds (a remote log routes this handle's appends through
    * its outbox; it attaches itself as a part, so close reaches it like any
    * other); it starts its handles only once nothing else can fail. */
   if (attach && (rc = attach(db, opts, why))) {
     db->ops->close(db->store);
+    uv_mutex_destroy(&db->qlock);
     free(db);
     return rc;
   }
   uv_idle_init(loop, &db->kick);
   db->kick.data = db;
-  db->work.data = db;
+  db->threaded = !db->readonly && !db->ops->inline_writes;
+  if (db->threaded && (rc = writer_start(db))) {
+    uv_close((uv_handle_t *)&db->kick, NULL); /* closes by the next turn */
+    db->ops->close(db->store);
+    uv_mutex_destroy(&db->qlock);
+    free(db);
+    return rc;
+  }
   if (db->readonly) start_poll(db);
   *out = db;
   return 0;
@@ -409,18 +456,20 @@ FLUME_API void flume_watch_stop(flume_watch *w) {
 /* ---- the writer -------------------------------------------------------- */
 
 static void kick(flume_db *db);
+static int writer_idle(flume_db *db);
 static int run_fail_one(flume__job *job, int rc);
 
-/* Commits the group in one write transaction; on the writer. */
-static int run_group(flume_db *db) {
+/* Commits a group in one write transaction; on the writer. Sets *next to
+ * the seq after it. */
+static int run_group(flume_db *db, flume__job *group, int64_t *next_out) {
   const flume__store_ops *ops = db->ops;
   for (int grown = 0;;) {
     flume__txn *txn;
     flume__job *failed = NULL;
-    int64_t next = db->since + 1;
+    int64_t next = db->w_next;
     int rc = ops->txn_begin(db->store, FLUME__TXN_WRITE, &txn);
     if (rc) return rc;
-    for (flume__job *j = db->group; j && rc == 0; j = j->next) {
+    for (flume__job *j = group; j && rc == 0; j = j->next) {
       if (j->status) continue; /* failed in an earlier attempt */
       rc = j->run(j, txn, &next);
       if (rc) failed = j;
@@ -435,7 +484,7 @@ static int run_group(flume_db *db) {
     if (rc == 0) {
       rc = ops->txn_commit(txn);
       if (rc == 0) {
-        db->group_next = next;
+        db->w_next = *next_out = next;
         return 0;
       }
       if (rc != FLUME_EMAPFULL) return rc;
@@ -453,96 +502,236 @@ static int run_group(flume_db *db) {
   }
 }
 
-static void finish_group(flume_db *db) {
-  flume__job *jobs = db->group;
-  int rc = db->group_status;
-  db->group = NULL;
-  db->busy = 0;
-  if (rc == 0 && db->group_next - 1 != db->since) {
-    db->since = db->group_next - 1;
+/* A committed (or failed) group's completions; on the loop thread, in
+ * commit order. */
+static void finish_group(flume_db *db, const done_group *g) {
+  if (g->status == 0 && g->next - 1 != db->since) {
+    db->since = g->next - 1;
     notify(db, 0, db->since);
   }
-  for (flume__job *j = jobs, *next; j; j = next) {
+  for (flume__job *j = g->jobs, *next; j; j = next) {
     next = j->next;
-    j->done(j, rc ? rc : j->status);
+    j->done(j, g->status ? g->status : j->status);
   }
-  kick(db);
 }
 
-static void group_work(uv_work_t *req) {
-  flume_db *db = req->data;
-  db->group_status = run_group(db);
+/* The open run as a stop for the writer: the queue's tail that the loop
+ * thread may still add to. (A remote log's open run is its outbox's.) */
+static flume__job *open_stop(const flume_db *db) {
+  return db->route ? NULL : (flume__job *)db->open_run;
 }
 
-static void group_after_work(uv_work_t *req, int status) {
-  (void)status; /* the request is never canceled */
-  finish_group(req->data);
-}
-
-/* Moves jobs from the queue into a new group, up to its byte bound. */
-static void take_group(flume_db *db) {
+/* Moves jobs from the queue into a new group, up to its byte bound and
+ * never past stop; with the queue locked (or on an inline store's loop
+ * thread). Returns NULL if there is nothing to take. */
+static flume__job *take_group(flume_db *db, const flume__job *stop) {
   size_t bytes = 0;
   flume__job *head = db->queue_head, *last = NULL, *j = head;
-  while (j && (last == NULL || bytes + j->bytes <= GROUP_MAX_BYTES)) {
+  while (j && j != stop &&
+         (last == NULL || bytes + j->bytes <= GROUP_MAX_BYTES)) {
     bytes += j->bytes;
-    if (j == (flume__job *)db->open_run) db->open_run = NULL; /* closed */
+    if (!db->route && j == (flume__job *)db->open_run)
+      db->open_run = NULL; /* closed */
     last = j;
     j = j->next;
   }
+  if (last == NULL) return NULL;
   last->next = NULL;
-  db->group = head;
   db->queue_head = j;
   if (j == NULL) db->queue_tail = NULL;
+  return head;
 }
 
+/* The writer waits for work, with room to hand back what it does. */
+static int writer_hungry(const flume_db *db) {
+  return db->w_waiting && db->done_n < DONE_MAX;
+}
+
+/* Wakes the writer if it waits and has something to take; queue locked. */
+static void wake_writer(flume_db *db) {
+  if (writer_hungry(db) && db->queue_head &&
+      db->queue_head != open_stop(db)) {
+    db->w_waiting = 0; /* woken: what is queued next waits for it */
+    uv_cond_signal(&db->w_wake);
+  }
+}
+
+/* The writer thread: takes whatever the queue holds up to the open run,
+ * commits it and hands it back, until it is told to stop. It waits when
+ * there is nothing to take or the loop thread has not taken back enough
+ * of the finished groups. */
+static void writer_main(void *arg) {
+  flume_db *db = arg;
+  uv_mutex_lock(&db->qlock);
+  for (;;) {
+    flume__job *group = NULL;
+    if (db->done_n < DONE_MAX) group = take_group(db, open_stop(db));
+    if (group == NULL) {
+      if (db->w_stop) break;
+      db->w_waiting = 1;
+      uv_cond_wait(&db->w_wake, &db->qlock);
+      db->w_waiting = 0;
+      continue;
+    }
+    db->w_active = 1;
+    uv_mutex_unlock(&db->qlock);
+    done_group g = {group, 0, 0};
+    g.status = run_group(db, group, &g.next);
+    uv_mutex_lock(&db->qlock);
+    db->done[(db->done_head + db->done_n++) % DONE_MAX] = g;
+    db->w_active = 0;
+    uv_async_send(&db->done_async);
+  }
+  uv_mutex_unlock(&db->qlock);
+}
+
+/* The completions keep the loop alive from a job's queueing until the
+ * writer is idle again; on the loop thread. */
+static void hold_loop(flume_db *db, int hold) {
+  if (hold != db->w_held) {
+    db->w_held = hold;
+    if (hold) uv_ref((uv_handle_t *)&db->done_async);
+    else uv_unref((uv_handle_t *)&db->done_async);
+  }
+}
+
+/* Runs the completions of the groups the writer finished. Each is taken
+ * out under the lock and completed outside it (a completion may append). */
+static void on_done(uv_async_t *h) {
+  flume_db *db = h->data;
+  for (;;) {
+    uv_mutex_lock(&db->qlock);
+    if (db->done_n == 0) {
+      uv_mutex_unlock(&db->qlock);
+      break;
+    }
+    done_group g = db->done[db->done_head];
+    db->done_head = (db->done_head + 1) % DONE_MAX;
+    db->done_n--;
+    wake_writer(db); /* it may have waited for room */
+    uv_mutex_unlock(&db->qlock);
+    finish_group(db, &g);
+  }
+  if (writer_idle(db)) hold_loop(db, 0);
+  kick(db);
+}
+
+/* At the end of each loop turn, the single appends it gathered are closed
+ * into a job the writer may take. */
+static void on_turn_end(uv_prepare_t *h) {
+  flume_db *db = h->data;
+  if (db->open_run == NULL || db->route) return;
+  uv_mutex_lock(&db->qlock);
+  db->open_run = NULL;
+  wake_writer(db);
+  uv_mutex_unlock(&db->qlock);
+}
+
+/* Starts the writer thread and its loop handles (a store that commits on
+ * a thread of its own, opened for writing). */
+static int writer_start(flume_db *db) {
+  if (uv_cond_init(&db->w_wake)) return FLUME_ENOMEM;
+  if (uv_thread_create(&db->w_thread, writer_main, db)) {
+    uv_cond_destroy(&db->w_wake);
+    return FLUME_ENOMEM;
+  }
+  /* Neither keeps the loop alive: a completion is awaited by its caller,
+   * and the turn's end is only a moment. */
+  uv_async_init(db->loop, &db->done_async, on_done);
+  db->done_async.data = db;
+  uv_unref((uv_handle_t *)&db->done_async);
+  uv_prepare_init(db->loop, &db->turn_end);
+  db->turn_end.data = db;
+  uv_prepare_start(&db->turn_end, on_turn_end);
+  uv_unref((uv_handle_t *)&db->turn_end);
+  return 0;
+}
+
+/* Stops the writer thread, once it has nothing left (closing). */
+static void writer_stop(flume_db *db) {
+  uv_mutex_lock(&db->qlock);
+  db->w_stop = 1;
+  if (db->w_waiting) uv_cond_signal(&db->w_wake);
+  uv_mutex_unlock(&db->qlock);
+  uv_thread_join(&db->w_thread);
+  uv_cond_destroy(&db->w_wake);
+}
+
+/* Nothing queued, being written or waiting for its completion. */
+static int writer_idle(flume_db *db) {
+  if (!db->threaded) return !db->busy && db->queue_head == NULL;
+  uv_mutex_lock(&db->qlock);
+  int idle = db->queue_head == NULL && !db->w_active && db->done_n == 0;
+  uv_mutex_unlock(&db->qlock);
+  return idle;
+}
+
+/* An inline store's group, from an idle callback on the loop thread. */
 static void on_kick(uv_idle_t *h) {
   flume_db *db = h->data;
   uv_idle_stop(h);
-  take_group(db);
-  db->group_status = run_group(db);
-  finish_group(db);
+  done_group g = {take_group(db, NULL), 0, 0};
+  g.status = run_group(db, g.jobs, &g.next);
+  db->busy = 0;
+  finish_group(db, &g);
+  kick(db);
 }
 
 static void start_close(flume_db *db);
 
 static void close_step(flume_db *db);
 
+/* After a job was queued or a group finished: an inline store's next
+ * group is started, and a close goes on once the writer is idle. */
 static void kick(flume_db *db) {
-  if (db->busy) return;
-  if (db->queue_head == NULL) {
-    if (db->closing && !db->close_started) close_step(db);
-    return;
-  }
-  db->busy = 1;
-  if (db->ops->inline_writes) {
+  if (!db->threaded && !db->busy && db->queue_head) {
     /* Taken when the idle callback runs, so everything queued in this loop
      * turn rides along. */
+    db->busy = 1;
     uv_idle_start(&db->kick, on_kick);
-  } else {
-    take_group(db);
-    uv_queue_work(db->loop, &db->work, group_work, group_after_work);
+    return;
   }
+  if (db->closing && !db->close_started && writer_idle(db)) close_step(db);
 }
 
 static int append_run(flume__job *job, flume__txn *txn, int64_t *next_seq);
 static int route(flume_db *db, flume__job *job);
 
-int flume__db_submit(flume_db *db, flume__job *job) {
+/* Queues a job; open: it is a run single appends may join (the loop
+ * thread's until another job follows it, its turn ends or a group takes
+ * it). */
+static int queue_job(flume_db *db, flume__job *job, int open) {
   if (db->readonly) return FLUME_EREADONLY;
   /* Callers' appends are refused from flume_db_close() on (they check
    * closing); the parts' own jobs (checkpoints) until the handles close. */
   if (db->close_started) return FLUME_ECLOSED;
   /* A remote log's appends go to its route, whichever door they came
    * through; the writer stores only what the stream delivers. */
-  if (db->route && job->run == append_run) return route(db, job);
+  if (db->route && job->run == append_run) {
+    if (open) db->open_run = (struct append_job *)job;
+    return route(db, job);
+  }
   job->next = NULL;
   job->db = db;
   job->status = 0;
+  uv_mutex_lock(&db->qlock);
   if (db->queue_tail) db->queue_tail->next = job;
   else db->queue_head = job;
   db->queue_tail = job;
-  kick(db);
+  /* A job after the open run closes it: one caller's values keep their
+   * order. An idle writer takes a new run at once (the values after it
+   * ride its next group). */
+  if (!db->route)
+    db->open_run = open && !writer_hungry(db) ? (struct append_job *)job : NULL;
+  if (db->threaded) wake_writer(db);
+  uv_mutex_unlock(&db->qlock);
+  if (db->threaded) hold_loop(db, 1);
+  else kick(db);
   return 0;
+}
+
+int flume__db_submit(flume_db *db, flume__job *job) {
+  return queue_job(db, job, 0);
 }
 
 /* ---- appends ----------------------------------------------------------- */
@@ -804,9 +993,7 @@ int flume__db_append_one(flume_db *db, const void *data, size_t len,
   /* Routed runs count their values' framing too (a remote envelope's u32
    * lengths), so a run always fits the route's bound. */
   size_t over = db->route ? sizeof(uint32_t) * (a ? a->n + 1 : 1) : 0;
-  if (a == NULL ||
-      (!db->route && (flume__job *)a != db->queue_tail) ||
-      a->run_cb != cb || a->ctx != ctx ||
+  if (a == NULL || a->run_cb != cb || a->ctx != ctx ||
       a->len_data + len + over > db->run_max) {
     if ((a = db->spare_run) != NULL) db->spare_run = NULL;
     else if ((a = calloc(1, sizeof *a)) == NULL) return FLUME_ENOMEM;
@@ -829,9 +1016,8 @@ int flume__db_append_one(flume_db *db, const void *data, size_t len,
   a->len_data += len;
   a->base.bytes += len + 16;
   if (!fresh) return 0;
-  db->open_run = a;
   /* Cannot fail unless routed (route() then frees the job). */
-  return flume__db_submit(db, &a->base);
+  return queue_job(db, &a->base, 1);
 }
 
 FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
@@ -1099,6 +1285,7 @@ FLUME_API void flume_iter_close(flume_iter *it) {
 
 static void finish_close(flume_db *db) {
   free_spare(db);
+  uv_mutex_destroy(&db->qlock);
   notify(db, FLUME_ECLOSED, db->since);
   for (int i = 0; i < db->nparts; i++) db->part_ops[i]->free(db->parts[i]);
   for (flume_iter *it = db->iters; it; it = it->link_next) it->db = NULL;
@@ -1118,8 +1305,13 @@ static void on_closed(uv_handle_t *h) { handle_closed(h->data); }
 
 static void start_close(flume_db *db) {
   db->close_started = 1;
-  db->handles = 1 + db->nparts + db->readonly;
+  db->handles = 1 + db->nparts + db->readonly + 2 * db->threaded;
   if (db->readonly) uv_close((uv_handle_t *)&db->poll, on_closed);
+  if (db->threaded) {
+    writer_stop(db); /* idle: close_step waited for it */
+    uv_close((uv_handle_t *)&db->done_async, on_closed);
+    uv_close((uv_handle_t *)&db->turn_end, on_closed);
+  }
   for (int i = 0; i < db->nparts; i++)
     db->part_ops[i]->close(db->parts[i], handle_closed, db);
   uv_close((uv_handle_t *)&db->kick, on_closed);
@@ -1138,7 +1330,7 @@ static void close_step(flume_db *db) {
     db->parts_stopped = 1;
     for (int i = 0; i < db->nparts; i++)
       db->part_ops[i]->before(db->parts[i]);
-    if (db->busy || db->queue_head) return; /* their last jobs first */
+    if (!writer_idle(db)) return; /* their last jobs first */
   }
   start_close(db);
 }
