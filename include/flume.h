@@ -44,8 +44,10 @@
  * @section threads Threads
  *
  * A database handle belongs to the thread that runs its loop; call it only
- * from there. flume does its disk writes on the libuv threadpool, so the
- * loop thread never waits on a flush.
+ * from there. A database opened for writing has a writer thread of its own
+ * that does its disk writes, so the loop thread never waits on a flush;
+ * every callback still runs on the loop thread. (A remote log also uses
+ * the libuv threadpool.)
  *
  * @section caveats Caveats
  *

@@ -16,6 +16,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -140,8 +141,9 @@ struct flume_db {
   flume_close_cb close_cb;        /* called once closed */
   void *close_ctx;
 #ifdef FLUME_TEST_HOOKS
-  int fail_err;                   /* injected commit failure */
-  int fail_count;                 /* commits still to fail */
+  atomic_int fail_err;            /* injected commit failure */
+  atomic_int fail_count;          /* commits still to fail (set on the
+                                   * loop thread, used by the writer) */
 #endif
 };
 

@@ -35,6 +35,7 @@
 #ifdef FLUME_REMOTE
 
 #include <nats/nats.h>
+#include <stdatomic.h>
 
 #include "../buf.h"
 #include "../internal.h"
@@ -102,8 +103,8 @@ typedef struct flume__remote {
   int last_known;            /* `last` is up to date (not after a
                               * timeout, when an envelope may land later) */
   uv_work_t pub;             /* the publishing request */
-  volatile int stop;         /* closing: the publisher gives up */
-  volatile int hurry;        /* a close drains: the publisher's tries are
+  atomic_int stop;           /* closing: the publisher gives up */
+  atomic_int hurry;          /* a close drains: the publisher's tries are
                               * short, so that it sees `stop` soon */
 
   /* The tail (tail.c). */
