@@ -7,7 +7,7 @@
  * prepare handle: on the loop thread, after the indexer's slice (an idle
  * callback) that printed them, in the same turn of the loop. So a uv_run
  * that ran the slice has delivered them by the time it returns, and a
- * read released by the slice's checkpoint from the threadpool (LMDB)
+ * read released by the slice's checkpoint from the writer thread (LMDB)
  * comes after them.
  *
  * The rate limit is per view (the mapper counts as one): a window opens
