@@ -401,53 +401,142 @@ static int str_at(mwrite *m, unsigned c, const unsigned char **s,
 
 static const char HEX[] = "0123456789abcdef";
 
+/* Any byte of w that JSON must escape or that is not ASCII: below 0x20,
+ * '"', '\\' or from 0x80 (exact as a whole: a byte loop finds which). */
+static inline int word_special(uint64_t w) {
+  const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+  uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+  uint64_t ctl = (w - ones * 0x20) & ~w;
+  uint64_t zq = (q - ones) & ~q, zb = (b - ones) & ~b;
+  return ((w | ctl | zq | zb) & high) != 0;
+}
+
+/* A string, checked as UTF-8, escaped as JSON wants. Plain ASCII goes
+ * eight bytes at a time; the output is reserved for the string unescaped,
+ * and grown at an escape. */
 static int put_json_string(mwrite *m, const unsigned char *s, size_t n) {
-  if (!utf8_valid((const char *)s, n)) return mfail(m, FLUME__JSON_OTHER);
-  if (mput(m, "\"", 1)) return m->rc;
-  size_t from = 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned c = s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    if (i > from && mput(m, s + from, i - from)) return m->rc;
-    char e[6] = {'\\', 0, 0, 0, 0, 0};
-    size_t en = 2;
-    switch (c) {
-    case '"': e[1] = '"'; break;
-    case '\\': e[1] = '\\'; break;
-    case '\b': e[1] = 'b'; break;
-    case '\f': e[1] = 'f'; break;
-    case '\n': e[1] = 'n'; break;
-    case '\r': e[1] = 'r'; break;
-    case '\t': e[1] = 't'; break;
-    default:
-      e[1] = 'u', e[2] = '0', e[3] = '0', e[4] = HEX[c >> 4],
-      e[5] = HEX[c & 15], en = 6;
+  flume__buf *out = m->out;
+  if (flume__buf_reserve(out, n + 2)) return mfail(m, FLUME_ENOMEM);
+  char *o = out->data + out->len;
+  *o++ = '"';
+  size_t i = 0;
+  while (i < n) {
+    if (n - i >= 8) {
+      uint64_t w;
+      memcpy(&w, s + i, 8);
+      if (!word_special(w)) {
+        memcpy(o, &w, 8);
+        o += 8, i += 8;
+        continue;
+      }
     }
-    if (mput(m, e, en)) return m->rc;
-    from = i + 1;
+    unsigned c = s[i];
+    if (c >= 0x80) {
+      size_t k = utf8_one(s + i, s + n);
+      if (k == 0) return mfail(m, FLUME__JSON_OTHER);
+      memcpy(o, s + i, k);
+      o += k, i += k;
+      continue;
+    }
+    i++;
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      *o++ = (char)c;
+      continue;
+    }
+    /* An escape: up to 6 bytes for 1, so room for the rest again. */
+    out->len = (size_t)(o - out->data);
+    if (flume__buf_reserve(out, 6 + (n - i) + 1)) return mfail(m, FLUME_ENOMEM);
+    o = out->data + out->len;
+    *o++ = '\\';
+    switch (c) {
+    case '"': *o++ = '"'; break;
+    case '\\': *o++ = '\\'; break;
+    case '\b': *o++ = 'b'; break;
+    case '\f': *o++ = 'f'; break;
+    case '\n': *o++ = 'n'; break;
+    case '\r': *o++ = 'r'; break;
+    case '\t': *o++ = 't'; break;
+    default:
+      *o++ = 'u', *o++ = '0', *o++ = '0', *o++ = HEX[c >> 4],
+      *o++ = HEX[c & 15];
+    }
   }
-  if (n > from && mput(m, s + from, n - from)) return m->rc;
-  return mput(m, "\"", 1);
+  *o++ = '"';
+  out->len = (size_t)(o - out->data);
+  return 0;
+}
+
+/* Writes the decimal digits of u backwards, ending at end; returns where
+ * they start. */
+static char *digits_before(char *end, uint64_t u) {
+  do {
+    *--end = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  return end;
 }
 
 /* A finite float as flume.json writes it: the shortest of %.15g, %.16g,
- * %.17g that reads back the same, with ".0" when it has no '.' nor 'e'. */
-static int put_float(mwrite *m, double v) {
-  if (!isfinite(v)) return mfail(m, FLUME__JSON_OTHER);
-  char s[40];
+ * %.17g that reads back the same, with ".0" when it has no '.' nor 'e'.
+ *
+ * The common case is computed without printf: a float that some decimal
+ * n / 10^k of at most 15 digits reads back as (n and 10^k exact doubles,
+ * so the division is the correctly rounded decimal, as strtod's is) is
+ * within half an ulp (2^-53 of it) of that decimal, while 15-digit
+ * decimals near it are at least 10^-15 of it apart: %.15g rounds it to
+ * that very decimal, and %g drops trailing zeros, as the smallest k does.
+ * Where %.15g would write an exponent (below 10^-4, from 10^15), or no
+ * such decimal exists, printf decides. Returns the length written to s
+ * (at least 32 bytes). */
+size_t flume__json_float(char *s, double v) {
+  static const double p10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8,
+                               1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                               1e16, 1e17, 1e18};
+  double a = fabs(v);
+  if (a >= 1e-4 && a < 1e15) {
+    for (int k = 0; k <= 18; k++) {
+      double x = a * p10[k];
+      if (x >= 1e15) break; /* more than 15 digits */
+      uint64_t n = (uint64_t)(x + 0.5);
+      if ((double)n / p10[k] != a) continue;
+      while (k > 0 && n % 10 == 0) n /= 10, k--; /* x was off by one */
+      char buf[40], *end = buf + sizeof buf, *q = end;
+      if (k == 0) {
+        *--q = '0';
+        *--q = '.';
+        q = digits_before(q, n);
+      } else {
+        uint64_t f = n % (uint64_t)p10[k], i = n / (uint64_t)p10[k];
+        for (int d = 0; d < k; d++, f /= 10) *--q = (char)('0' + f % 10);
+        *--q = '.';
+        q = digits_before(q, i);
+      }
+      if (signbit(v)) *--q = '-';
+      size_t len = (size_t)(end - q);
+      memcpy(s, q, len);
+      return len;
+    }
+  }
   static const char *const forms[] = {"%.15g", "%.16g", "%.17g"};
   for (int i = 0; i < 3; i++) {
-    snprintf(s, sizeof s, forms[i], v);
+    snprintf(s, 32, forms[i], v);
     if (strtod(s, NULL) == v || i == 2) break;
   }
   if (strpbrk(s, ".e") == NULL) strcat(s, ".0");
-  return mput(m, s, strlen(s));
+  return strlen(s);
+}
+
+static int put_float(mwrite *m, double v) {
+  if (!isfinite(v)) return mfail(m, FLUME__JSON_OTHER);
+  char s[40];
+  return mput(m, s, flume__json_float(s, v));
 }
 
 static int put_integer(mwrite *m, int64_t v) {
-  char s[24];
-  int n = snprintf(s, sizeof s, "%lld", (long long)v);
-  return mput(m, s, (size_t)n);
+  char s[24], *end = s + sizeof s;
+  char *q = digits_before(end, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+  if (v < 0) *--q = '-';
+  return mput(m, q, (size_t)(end - q));
 }
 
 static int write_value(mwrite *m, int depth);

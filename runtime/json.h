@@ -38,4 +38,10 @@ int flume__json_to_mp(const char *s, size_t n, flume__buf *out);
  */
 int flume__mp_to_json(const char *p, size_t n, flume__buf *out);
 
+/* A finite float as flume's JSON writes it (the shortest of %.15g, %.16g,
+ * %.17g that reads back the same, ".0" added when it has neither '.' nor
+ * 'e') into s, which has room for 32 bytes; returns its length (no NUL
+ * counted; none written on the fast path). */
+size_t flume__json_float(char *s, double v);
+
 #endif
