@@ -721,10 +721,12 @@ static int queue_job(flume_db *db, flume__job *job, int open) {
   else db->queue_head = job;
   db->queue_tail = job;
   /* A job after the open run closes it: one caller's values keep their
-   * order. An idle writer takes a new run at once (the values after it
-   * ride its next group). */
+   * order. A writer idle with nothing to hand back (as the loop thread
+   * knows it: w_held) takes a new run at once; the values after it ride
+   * its next group. */
   if (!db->route)
-    db->open_run = open && !writer_hungry(db) ? (struct append_job *)job : NULL;
+    db->open_run = open && (!db->threaded || db->w_held)
+                       ? (struct append_job *)job : NULL;
   if (db->threaded) wake_writer(db);
   uv_mutex_unlock(&db->qlock);
   if (db->threaded) hold_loop(db, 1);
