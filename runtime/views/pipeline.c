@@ -22,6 +22,7 @@
 #include "keys.h"
 #include "msgpack.h"
 #include "views/engine.h"
+#include "views/host.h"
 #include "views/lazy.h"
 #include "views/read.h"
 
@@ -536,28 +537,14 @@ static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
   return 0;
 }
 
-/* Calls the host function at the top with (value, seq) and `nres`
- * results; on error fails the view and returns nonzero. */
-static int call_view(flume__views *vs, flume_view *v, int nargs, int nres,
-                     int64_t seq) {
-  if (flume__host_call_at(vs->host, v->host_ref, nargs, nres, seq) !=
-      LUA_OK) {
-    lua_State *H = flume__host_state(vs->host);
-    view_fail(v, seq, lua_tostring(H, -1) ? lua_tostring(H, -1)
-                                          : "(error object is not a string)");
-    lua_pop(H, 1);
-    return 1;
-  }
-  return 0;
-}
-
-/* Adds the index entry of key idx at seq to the view's ops; k: the
- * caller's scratch buffer, emptied here (one per slice, not a malloc per
- * entry). */
-static int index_key(flume__views *vs, flume_view *v, int idx, int64_t seq,
-                     flume__buf *k) {
-  lua_State *H = flume__host_state(vs->host);
-  char err[256], msg[300];
+/* Adds the index entry of key idx at seq to the view's ops; k: a
+ * scratch buffer, emptied here (one per slice, not a malloc per entry).
+ * A key that cannot be encoded: FLUME_EINVAL (or the encoder's error),
+ * with the view's failure in msg[300]; an entry that cannot be added
+ * (out of memory) is left out, as before the runner. */
+static int index_key(flume_view *v, lua_State *H, int idx, int64_t seq,
+                     flume__buf *k, char *msg, int *bad) {
+  char err[256];
   k->len = 0;
   int rc = flume__key_encode(H, idx, k, err, sizeof err);
   if (rc == 0 && k->len > FLUME__KEY_MAX) {
@@ -571,8 +558,8 @@ static int index_key(flume__views *vs, flume_view *v, int idx, int64_t seq,
     rc = flume__buf_append(k, s, sizeof s);
     if (rc == 0) rc = op_add(&v->ops, OP_PUT, k->data, k->len, "", 0);
   } else {
-    snprintf(msg, sizeof msg, "map returned a bad key: %s", err);
-    view_fail(v, seq, msg);
+    snprintf(msg, 300, "map returned a bad key: %s", err);
+    *bad = 1;
   }
   return rc;
 }
@@ -656,6 +643,227 @@ static inline int pacer_late(pacer *p) {
   return 0;
 }
 
+/*
+ * The runners: a view's pass over a slice is one protected call of a Lua
+ * loop (below) that calls its map and reduce, Lua to Lua, instead of one
+ * lua_pcall from C per script call: a protected call costs far more than a
+ * Lua call. Before each script call the loop calls a small C function
+ * that arms the call's limits (flume__host_arm: the instruction budget
+ * and work allowance, the view's memory account, the seq its prints are
+ * tagged with); after it, one that puts the runtime's account back
+ * (flume__host_disarm) before the runtime's own work: a group's key and
+ * accumulator, an index's keys. What a view computes, the limits of each
+ * call and the failures are as with one call from C each: an error, in a
+ * script or in the runtime's work on a value, ends the run at that value,
+ * whose seq the C side kept (run_ctx.seq).
+ *
+ * Each arm is given the number of the runner's instructions between it
+ * and the script's first (RUN_* below, from `luac -l`; the spec
+ * "limits_spec" pins them: a script call gets exactly the budget a
+ * method call gets). Loop variables are parameters the loop never
+ * assigns, so that a C function given as map or reduce is not named by
+ * the runner's registers in its argument errors.
+ */
+static const char runner_src[] =
+    "local R = {}\n"
+    "function R.reduce(vals, a, b, s0, state, reduce, enter)\n"
+    "  for i = a, b do\n"
+    "    if enter() then break end\n"
+    "    state = reduce(state, vals[i], s0 + i)\n"
+    "  end\n"
+    "  return state\n"
+    "end\n"
+    "function R.map_reduce(vals, a, b, s0, state, map, reduce, enter, tick)\n"
+    "  for i = a, b do\n"
+    "    if enter() then break end\n"
+    "    local seq = s0 + i\n"
+    "    local x = map(vals[i], seq)\n"
+    "    if x ~= nil then\n"
+    "      tick()\n"
+    "      state = reduce(state, x, seq)\n"
+    "    end\n"
+    "  end\n"
+    "  return state\n"
+    "end\n"
+    "function R.group(vals, a, b, s0, map, reduce, enter, step)\n"
+    "  for i = a, b do\n"
+    "    if enter() then break end\n"
+    "    local seq = s0 + i\n"
+    "    local key, x = map(vals[i], seq)\n"
+    "    if key ~= nil then step(reduce(step(key), x, key, seq)) end\n"
+    "  end\n"
+    "end\n"
+    "function R.index(vals, a, b, s0, map, enter, add)\n"
+    "  for i = a, b do\n"
+    "    if enter() then break end\n"
+    "    add(map(vals[i], s0 + i))\n"
+    "  end\n"
+    "end\n"
+    "return R\n";
+
+/* The runner's instructions from an arm to the script call, that one
+ * included: after enter() (TEST, the arguments, CALL), after tick()
+ * (map_reduce: 4 MOVEs, CALL), after step(key) (group: 3 MOVEs, CALL). */
+#define RUN_ENTER 6
+#define RUN_TICK 5
+#define RUN_STEP 4
+
+#define HREG_RUNNERS "flume.runners"
+
+/* What the C functions a runner calls share, for one run. */
+typedef struct run_ctx {
+  flume__views *vs;  /* the views */
+  flume_view *v;     /* the view */
+  flume__host *host; /* its host */
+  flume__txn *txn;   /* group: the store, read */
+  flume__buf kb;     /* scratch for encoded keys */
+  pacer pace;        /* the slice's deadline */
+  int64_t seq;       /* the seq of the value entered last */
+  int must;          /* the next value is entered without a clock check */
+  int late;          /* stopped for the deadline */
+  int reduced;       /* map_reduce: a reduce was called */
+  int phase;         /* group's step: 0 key in, 1 accumulator in */
+  int bad;           /* the run failed in the runtime's work (msg) */
+  char msg[300];     /* that failure */
+} run_ctx;
+
+/* The runtime's failure on a value: raised as its message, for the run's
+ * caller to report at the value's seq. */
+static int run_fail(lua_State *L, run_ctx *r) {
+  r->bad = 1;
+  lua_pushstring(L, r->msg);
+  return lua_error(L);
+}
+
+/* enter(): the next value, unless the deadline has passed (then true). */
+static int run_enter(lua_State *L) {
+  run_ctx *r = lua_touserdata(L, lua_upvalueindex(1));
+  if (r->must) {
+    r->must = 0;
+  } else if (pacer_late(&r->pace)) {
+    r->late = 1;
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  flume__host_arm(r->host, ++r->seq, RUN_ENTER);
+  return 0;
+}
+
+/* tick(): map_reduce's reduce call, after the map of the same value. */
+static int run_tick(lua_State *L) {
+  run_ctx *r = lua_touserdata(L, lua_upvalueindex(1));
+  r->reduced = 1;
+  flume__host_arm(r->host, r->seq, RUN_TICK);
+  return 0;
+}
+
+/* add(key, ...): an index's entries for what map returned: a key, a list
+ * of keys (a composite key, itself a list, goes inside one: return
+ * { { author, day } }), or nil. */
+static int run_add(lua_State *L) {
+  run_ctx *r = lua_touserdata(L, lua_upvalueindex(1));
+  flume__host_disarm(r->host);
+  lua_settop(L, 1);
+  if (lua_istable(L, 1)) {
+    flume__lazy_settle(L, 1);
+    lua_Unsigned len = lua_rawlen(L, 1);
+    for (lua_Unsigned j = 1; j <= len; j++) {
+      lua_rawgeti(L, 1, (lua_Integer)j);
+      if (index_key(r->v, L, 2, r->seq, &r->kb, r->msg, &r->bad)) break;
+      lua_pop(L, 1);
+    }
+  } else if (!lua_isnil(L, 1)) {
+    index_key(r->v, L, 1, r->seq, &r->kb, r->msg, &r->bad);
+  }
+  return r->bad ? run_fail(L, r) : 0;
+}
+
+/* Upvalues of a group's step: */
+enum {
+  UP_CTX = 1, /* the run_ctx */
+  UP_KEYS,    /* the record's encoded keys */
+  UP_DIRTY,   /* its dirty accumulators */
+  UP_INFLIGHT, /* those in flight */
+  UP_CLEAN,   /* those committed */
+  UP_DELETED, /* the deletion marker */
+  UP_KS,      /* the encoded key of the value in progress */
+  UP_N = UP_KS
+};
+
+/* step(key) -> acc, then step(acc): a group's work around reduce on one
+ * value. The key is encoded (once per checkpoint for strings, integers
+ * and booleans: a float key is not cached, Lua would take 3.0 for 3, a key
+ * of its own) and its accumulator looked up; reduce's result is then set
+ * dirty (nil: the deletion marker). */
+static int run_step(lua_State *L) {
+  run_ctx *r = lua_touserdata(L, lua_upvalueindex(UP_CTX));
+  flume__host_disarm(r->host);
+  if (r->phase) {
+    r->phase = 0;
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(UP_KS));
+    if (lua_isnil(L, 1)) lua_pushvalue(L, lua_upvalueindex(UP_DELETED));
+    else lua_pushvalue(L, 1);
+    lua_rawset(L, lua_upvalueindex(UP_DIRTY));
+    return 0;
+  }
+  r->phase = 1;
+  lua_settop(L, 1);
+  int kt = lua_type(L, 1);
+  int cached = kt == LUA_TSTRING || kt == LUA_TBOOLEAN ||
+               (kt == LUA_TNUMBER && lua_isinteger(L, 1));
+  lua_pushvalue(L, 1);
+  if (!cached || lua_rawget(L, lua_upvalueindex(UP_KEYS)) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    flume__lazy_settle(L, 1);
+    char err[256];
+    flume__buf *kb = &r->kb;
+    kb->len = 0;
+    if (flume__key_encode(L, 1, kb, err, sizeof err) ||
+        kb->len > FLUME__KEY_MAX) {
+      if (kb->len > FLUME__KEY_MAX)
+        snprintf(err, sizeof err, "key is %zu bytes encoded, over %d",
+                 kb->len, FLUME__KEY_MAX);
+      snprintf(r->msg, sizeof r->msg, "map returned a bad key: %s", err);
+      return run_fail(L, r);
+    }
+    lua_pushlstring(L, kb->data, kb->len);
+    if (cached) {
+      lua_pushvalue(L, 1);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, lua_upvalueindex(UP_KEYS));
+    }
+  }
+  lua_pushvalue(L, 2);
+  lua_replace(L, lua_upvalueindex(UP_KS));
+  size_t kl;
+  const char *k = lua_tolstring(L, 2, &kl);
+  if (group_lookup(r->vs, r->v, r->txn, k, kl, 2, lua_upvalueindex(UP_DIRTY),
+                   lua_upvalueindex(UP_INFLIGHT),
+                   lua_upvalueindex(UP_CLEAN),
+                   lua_upvalueindex(UP_DELETED))) {
+    snprintf(r->msg, sizeof r->msg, "its stored state cannot be read");
+    return run_fail(L, r);
+  }
+  flume__host_arm(r->host, r->seq, RUN_STEP);
+  return 1;
+}
+
+/* Pushes the runner `name` (loaded into the host the first time). */
+static int push_runner(lua_State *H, flume__host *host, const char *name) {
+  if (lua_getfield(H, LUA_REGISTRYINDEX, HREG_RUNNERS) != LUA_TTABLE) {
+    lua_pop(H, 1);
+    if (flume__host_runner_load(host, runner_src, sizeof runner_src - 1,
+                                "=flume.runner"))
+      return 1;
+    lua_pushvalue(H, -1);
+    lua_setfield(H, LUA_REGISTRYINDEX, HREG_RUNNERS);
+  }
+  lua_getfield(H, -1, name);
+  lua_remove(H, -2);
+  return 0;
+}
+
 /* Feeds vals[i] (seq first+i-1) to a view, for the seqs it has not seen,
  * until the slice's deadline (uv_hrtime) has passed: checked before each
  * value (paced, see pacer_late), but after the first one when `must` is
@@ -664,153 +872,76 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
                       int64_t first, int n, uint64_t deadline, int must) {
   lua_State *H = flume__host_state(vs->host);
   const flume__store_ops *ops = flume__db_ops(vs->db);
-  int top = lua_gettop(H);
-  def_field(vs, v, FLUME__DEF_MAP);
-  int map = lua_gettop(H);
-  def_field(vs, v, FLUME__DEF_REDUCE);
-  int reduce = lua_gettop(H);
-  flume__txn *txn = NULL;
-  int dirty = 0, inflight = 0, clean = 0, keys = 0, deleted = 0, state = 0;
-  if (v->kind == FLUME__VIEW_GROUP) {
-    if (ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &txn)) {
-      lua_settop(H, top);
-      return 0; /* tried again in the next slice */
-    }
-    host_field(vs, v, FLUME__HREC_DIRTY);
-    dirty = lua_gettop(H);
-    host_field(vs, v, FLUME__HREC_INFLIGHT);
-    inflight = lua_gettop(H);
-    host_field(vs, v, HREC_CLEAN);
-    clean = lua_gettop(H);
-    host_field(vs, v, HREC_KEYS);
-    keys = lua_gettop(H);
-    lua_getfield(H, LUA_REGISTRYINDEX, FLUME__HREG_DELETED);
-    deleted = lua_gettop(H);
-  } else if (v->kind == FLUME__VIEW_REDUCE) {
-    host_field(vs, v, FLUME__HREC_STATE);
-    state = lua_gettop(H);
-  }
-  flume__buf kb = FLUME__BUF_INIT;
   int64_t start = v->since + 1 - first;
-  int late = 0;
-  pacer pace;
-  pacer_init(&pace, deadline);
   if (start < 0) start = 0;
-  for (int64_t i = start; i < n && !v->failed; i++) {
-    int64_t seq = first + i;
-    if ((i > start || !must) && pacer_late(&pace)) {
-      late = 1;
-      break;
-    }
-    lua_settop(H, state ? state : (deleted ? deleted : reduce));
-    if (v->kind == FLUME__VIEW_INDEX) {
-      lua_pushvalue(H, map);
-      lua_rawgeti(H, vals, i + 1);
-      lua_pushinteger(H, seq);
-      if (call_view(vs, v, 2, 1, seq)) break;
-      int r = lua_gettop(H);
-      if (lua_istable(H, r)) {
-        flume__lazy_settle(H, r);
-        /* A table is a list of keys; a composite key (itself a list) goes
-         * inside one: return { { author, day } }. */
-        lua_Unsigned len = lua_rawlen(H, r);
-        for (lua_Unsigned j = 1; j <= len && !v->failed; j++) {
-          lua_rawgeti(H, r, (lua_Integer)j);
-          if (index_key(vs, v, lua_gettop(H), seq, &kb)) break;
-          lua_pop(H, 1);
-        }
-      } else if (!lua_isnil(H, r)) {
-        index_key(vs, v, r, seq, &kb);
-      }
-    } else if (v->kind == FLUME__VIEW_GROUP) {
-      lua_pushvalue(H, map);
-      lua_rawgeti(H, vals, i + 1);
-      lua_pushinteger(H, seq);
-      if (call_view(vs, v, 2, 2, seq)) break;
-      int key = lua_gettop(H) - 1, val = key + 1;
-      if (lua_isnil(H, key)) {
-        v->since = seq; /* skipped, but seen: since moves on */
-        continue;
-      }
-      /* The key encoded, as a string: looked up, then set. A float key is
-       * not cached: Lua would take 3.0 for 3, a key of its own. */
-      int kt = lua_type(H, key);
-      int cached = kt == LUA_TSTRING || kt == LUA_TBOOLEAN ||
-                   (kt == LUA_TNUMBER && lua_isinteger(H, key));
-      lua_pushvalue(H, key);
-      if (!cached || lua_rawget(H, keys) != LUA_TSTRING) {
-        lua_pop(H, 1);
-        flume__lazy_settle(H, key);
-        char err[256];
-        kb.len = 0;
-        if (flume__key_encode(H, key, &kb, err, sizeof err) ||
-            kb.len > FLUME__KEY_MAX) {
-          char msg[300];
-          if (kb.len > FLUME__KEY_MAX)
-            snprintf(err, sizeof err, "key is %zu bytes encoded, over %d",
-                     kb.len, FLUME__KEY_MAX);
-          snprintf(msg, sizeof msg, "map returned a bad key: %s", err);
-          view_fail(v, seq, msg);
-          break;
-        }
-        lua_pushlstring(H, kb.data, kb.len);
-        if (cached) {
-          lua_pushvalue(H, key);
-          lua_pushvalue(H, -2);
-          lua_rawset(H, keys);
-        }
-      }
-      int ks = lua_gettop(H);
-      size_t kl;
-      const char *k = lua_tolstring(H, ks, &kl);
-      if (group_lookup(vs, v, txn, k, kl, ks, dirty, inflight, clean,
-                       deleted)) {
-        view_fail(v, seq, "its stored state cannot be read");
-        break;
-      }
-      int acc = lua_gettop(H);
-      lua_pushvalue(H, reduce);
-      lua_pushvalue(H, acc);
-      lua_pushvalue(H, val);
-      lua_pushvalue(H, key);
-      lua_pushinteger(H, seq);
-      if (call_view(vs, v, 4, 1, seq)) break;
-      lua_pushvalue(H, ks);
-      if (lua_isnil(H, -2)) lua_pushvalue(H, deleted);
-      else lua_pushvalue(H, -2);
-      lua_rawset(H, dirty);
-    } else {
-      lua_rawgeti(H, vals, i + 1);
-      int value = lua_gettop(H);
-      if (!lua_isnil(H, map)) {
-        lua_pushvalue(H, map);
-        lua_pushvalue(H, value);
-        lua_pushinteger(H, seq);
-        if (call_view(vs, v, 2, 1, seq)) break;
-        if (lua_isnil(H, -1)) {
-          v->since = seq;
-          continue;
-        }
-        lua_replace(H, value);
-      }
-      lua_pushvalue(H, reduce);
-      lua_pushvalue(H, state);
-      lua_pushvalue(H, value);
-      lua_pushinteger(H, seq);
-      if (call_view(vs, v, 3, 1, seq)) break;
-      lua_replace(H, state);
-      v->state_dirty = 1;
-    }
-    v->since = seq;
+  if (start >= n) return 0;
+  int top = lua_gettop(H);
+  run_ctx r = {.vs = vs, .v = v, .host = vs->host, .kb = FLUME__BUF_INIT,
+               .seq = first + start - 1, .must = must};
+  pacer_init(&r.pace, deadline);
+  lua_checkstack(H, 24);
+  def_field(vs, v, FLUME__DEF_MAP);
+  int map = lua_gettop(H), has_map = !lua_isnil(H, map);
+  const char *name = v->kind == FLUME__VIEW_GROUP   ? "group"
+                     : v->kind == FLUME__VIEW_INDEX ? "index"
+                     : has_map                      ? "map_reduce"
+                                                    : "reduce";
+  if (v->kind == FLUME__VIEW_GROUP &&
+      ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &r.txn)) {
+    lua_settop(H, top);
+    return 0; /* tried again in the next slice */
   }
-  if (state && !v->failed) {
-    lua_settop(H, state);
-    host_set_field(vs, v, FLUME__HREC_STATE);
+  if (push_runner(H, vs->host, name)) {
+    if (r.txn) ops->txn_abort(r.txn);
+    lua_settop(H, top);
+    view_fail(v, first + start, "the indexer's runner cannot be loaded");
+    return 0;
   }
-  flume__buf_free(&kb);
-  if (txn) ops->txn_abort(txn);
+  int fn = lua_gettop(H);
+  lua_pushvalue(H, vals);
+  lua_pushinteger(H, start + 1);
+  lua_pushinteger(H, n);
+  lua_pushinteger(H, first - 1);
+  if (v->kind == FLUME__VIEW_REDUCE) host_field(vs, v, FLUME__HREC_STATE);
+  if (has_map) lua_pushvalue(H, map);
+  if (v->kind != FLUME__VIEW_INDEX) def_field(vs, v, FLUME__DEF_REDUCE);
+  lua_pushlightuserdata(H, &r);
+  lua_pushcclosure(H, run_enter, 1);
+  if (v->kind == FLUME__VIEW_GROUP) {
+    lua_pushlightuserdata(H, &r);
+    host_field(vs, v, HREC_KEYS);
+    host_field(vs, v, FLUME__HREC_DIRTY);
+    host_field(vs, v, FLUME__HREC_INFLIGHT);
+    host_field(vs, v, HREC_CLEAN);
+    lua_getfield(H, LUA_REGISTRYINDEX, FLUME__HREG_DELETED);
+    lua_pushnil(H);
+    lua_pushcclosure(H, run_step, UP_N);
+  } else if (v->kind == FLUME__VIEW_INDEX) {
+    lua_pushlightuserdata(H, &r);
+    lua_pushcclosure(H, run_add, 1);
+  } else if (has_map) {
+    lua_pushlightuserdata(H, &r);
+    lua_pushcclosure(H, run_tick, 1);
+  }
+  int nres = v->kind == FLUME__VIEW_REDUCE;
+  int rc = flume__host_run(vs->host, v->host_ref, lua_gettop(H) - fn, nres);
+  if (rc != LUA_OK) {
+    const char *msg = lua_tostring(H, -1);
+    view_fail(v, r.seq, msg ? msg : "(error object is not a string)");
+  } else {
+    if (r.seq >= first + start) v->since = r.seq;
+    if (v->kind == FLUME__VIEW_REDUCE) {
+      if (has_map ? r.reduced : r.seq >= first + start) {
+        v->state_dirty = 1;
+        lua_pushvalue(H, -1);
+        host_set_field(vs, v, FLUME__HREC_STATE);
+      }
+    }
+  }
+  flume__buf_free(&r.kb);
+  if (r.txn) ops->txn_abort(r.txn);
   lua_settop(H, top);
-  return late;
+  return r.late;
 }
 
 /* Feeds a C view the entries it has not seen; it keeps its own state, so
