@@ -36,9 +36,6 @@
 #define POOL_MAX ((size_t)8 << 20)
 #endif
 
-/* Most runner functions (flume__host_runner_load) a host keeps. */
-#define RUNNERS_MAX 8
-
 /* What one view's calls have allocated and still hold, and its cap. */
 typedef struct host_account {
   int64_t used; /* bytes of live blocks allocated during its calls */
@@ -66,9 +63,6 @@ struct flume__host {
   void *pool[POOL_CLASSES]; /* free blocks by size class (see host_alloc) */
   size_t pooled;          /* bytes of the blocks in pool */
   uint32_t run_acct;      /* account of the run in progress (host_run) */
-  int running;            /* a runner function is in progress */
-  const void *runners[RUNNERS_MAX]; /* the runner functions (limit_hook) */
-  int nrunners;           /* how many */
 };
 
 /*
@@ -209,26 +203,13 @@ static flume__host *host_of(lua_State *L) {
   return ud;
 }
 
-/* Whether the hook fired in a runner's own frame (flume__host_run): the
- * script call before it ended within its budget, and the runner's few
- * instructions after it, counted on the same hook until the next arm,
- * are no script's. Asked only when the count runs out. */
-static int runner_frame(flume__host *h, lua_State *L, lua_Debug *ar) {
-  if (!lua_getinfo(L, "f", ar)) return 0;
-  const void *f = lua_topointer(L, -1);
-  lua_pop(L, 1);
-  for (int i = 0; i < h->nrunners; i++)
-    if (h->runners[i] == f) return 1;
-  return 0;
-}
-
 /* Raised from the count hook: a script ran past its instruction budget.
  * The budget stays spent: the hook now fires before every instruction,
  * so whatever catches the error (an error handler, a __close, a loop
  * around pcall) cannot run a single instruction more. */
 static void limit_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
   flume__host *h = host_of(L);
-  if (h->running && runner_frame(h, L, ar)) return;
   h->exhausted = 1;
   lua_sethook(L, limit_hook, LUA_MASKCOUNT, 1);
   luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
@@ -370,63 +351,18 @@ static int call_end(flume__host *h, uint32_t acct, int rc) {
 }
 
 /*
- * Runners: Lua functions of the runtime's (the indexer's loop over a run
- * of values) that call a view's functions from Lua, in one protected
- * call, instead of one lua_pcall from C per script call. Each script call
- * is armed by a C function the runner calls just before it
- * (flume__host_arm): its whole instruction budget, the view's account,
- * the seq its prints are tagged with, as host_call gives each call. The
- * count starts in the runner, `extra` instructions before the script's
- * first, and is that much longer, so the script's budget is the same to
- * the instruction; when it runs out in the runner's own frame (the
- * script ended within it), limit_hook lets it go. A runner's frame
- * carries no line or local names (runner_load strips it): a script's
- * error(msg, 2) and a C function's argument error, which would name it,
- * read as they do under host_call, where the caller is C.
+ * Runs: the indexer's pass of a view over a slice is one protected call of
+ * a C function (flume__host_run) that calls the view's functions with
+ * lua_call, each armed just before (flume__host_arm: the whole
+ * instruction budget, the work allowance, the view's memory account, the
+ * seq its prints are tagged with) and disarmed just after, as host_call
+ * does around its lua_pcall: a protected call costs several times an
+ * unprotected one (setjmp, the error state saved and restored). The
+ * count starts at the script's first instruction as under host_call, so
+ * each call's budget is the same to the instruction; an error, the
+ * script's or the runtime's own on a value, ends the run, and its caller
+ * reports it at the value in progress.
  */
-typedef struct dump_buf {
-  char *p;    /* the bytes (malloc) */
-  size_t len; /* bytes in p */
-  int bad;    /* out of memory */
-} dump_buf;
-
-static int dump_add(lua_State *L, const void *p, size_t n, void *ud) {
-  dump_buf *d = ud;
-  (void)L;
-  char *q = d->bad ? NULL : realloc(d->p, d->len + n);
-  if (q == NULL) {
-    d->bad = 1;
-    return 1;
-  }
-  memcpy(q + d->len, p, n);
-  d->p = q;
-  d->len += n;
-  return 0;
-}
-
-int flume__host_runner_load(flume__host *h, const char *src, size_t len,
-                            const char *name) {
-  lua_State *L = h->L;
-  dump_buf d = {NULL, 0, 0};
-  if (luaL_loadbufferx(L, src, len, name, "t") != LUA_OK) return 1;
-  int rc = lua_dump(L, dump_add, &d, 1);
-  lua_pop(L, 1);
-  if (rc == 0 && !d.bad) rc = luaL_loadbufferx(L, d.p, d.len, name, "b");
-  free(d.p);
-  if (rc || d.bad) return 1;
-  if (lua_pcall(L, 0, 1, 0) != LUA_OK || !lua_istable(L, -1)) {
-    lua_pop(L, 1);
-    return 1;
-  }
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    if (lua_isfunction(L, -1) && h->nrunners < RUNNERS_MAX)
-      h->runners[h->nrunners++] = lua_topointer(L, -1);
-    lua_pop(L, 1);
-  }
-  return 0;
-}
-
 int flume__host_run(flume__host *h, int ref, int nargs, int nresults) {
   lua_State *L = h->L;
   const char *was_view = h->log_view;
@@ -434,12 +370,10 @@ int flume__host_run(flume__host *h, int ref, int nargs, int nresults) {
   uint32_t acct = acct_of(h, ref);
   h->log_view = h->accts[acct].name;
   h->run_acct = acct;
-  h->running = 1;
   h->exhausted = 0;
   h->refused = 0;
   int rc = lua_pcall(L, nargs, nresults, 0);
   lua_sethook(L, NULL, 0, 0);
-  h->running = 0;
   h->charge.current = 0;
   h->exhausted = 0;
   h->log_view = was_view;
@@ -447,14 +381,14 @@ int flume__host_run(flume__host *h, int ref, int nargs, int nresults) {
   return call_end(h, acct, rc);
 }
 
-void flume__host_arm(flume__host *h, int64_t seq, int extra) {
+void flume__host_arm(flume__host *h, int64_t seq) {
   h->log_seq = seq;
   h->exhausted = 0;
   h->refused = 0;
   h->work = WORK_LIMIT;
   h->charge.current = h->run_acct;
-  lua_sethook(h->L, limit_hook, LUA_MASKCOUNT,
-              FLUME__INSTRUCTION_LIMIT + extra);
+  /* Setting the hook resets its count: each call gets the whole budget. */
+  lua_sethook(h->L, limit_hook, LUA_MASKCOUNT, FLUME__INSTRUCTION_LIMIT);
 }
 
 void flume__host_disarm(flume__host *h) {

@@ -1,6 +1,6 @@
 /* What load.c needs of the host beyond views.h (the view's environment
- * and its memory account) and what the indexer's runners need
- * (pipeline.c). Private to runtime/views. */
+ * and its memory account) and what the indexer's runs need (pipeline.c).
+ * Private to runtime/views. */
 #ifndef FLUME_RUNTIME_VIEWS_HOST_H
 #define FLUME_RUNTIME_VIEWS_HOST_H
 
@@ -17,23 +17,16 @@ void flume__host_account_cap(flume__host *h, int ref, int64_t cap);
 /* Charges ref's calls to the runtime again (a load that failed). */
 void flume__host_account_close(flume__host *h, int ref);
 
-/* Runners (host.c says more): compiles the Lua text src[len] (chunk
- * `name`), strips it, runs it once and pushes the table it returns, whose
- * functions are runners. 0, or nonzero with nothing pushed. */
-int flume__host_runner_load(flume__host *h, const char *src, size_t len,
-                            const char *name);
-/* Calls the runner function at the top (below it nargs arguments) as
- * lua_pcall does: the script calls it makes, each armed by
- * flume__host_arm, are the view's (the record `ref`'s account, its name on
- * what they print), and an error ends as one of flume__host_call's. */
+/* Runs (host.c says more): calls the function at the top (below it
+ * nargs arguments) as lua_pcall does, for a pass of the view of record
+ * `ref`: the script calls it makes, each armed by flume__host_arm, are the
+ * view's (its account, its name on what they print), and an error ends
+ * as one of flume__host_call's. */
 int flume__host_run(flume__host *h, int ref, int nargs, int nresults);
-/* From a C function a runner calls: the script call the runner makes
- * after `extra` more of its own instructions (the call instruction
- * included) gets a whole instruction budget and work allowance, is
- * charged to the view and tagged with seq. */
-void flume__host_arm(flume__host *h, int64_t seq, int extra);
-/* From a C function a runner calls after a script call: no limit, the
- * runtime's account, until the next arm. */
+/* Just before a script call of a run: a whole instruction budget and
+ * work allowance, charged to the view, tagged with seq. */
+void flume__host_arm(flume__host *h, int64_t seq);
+/* Just after: no limit, the runtime's account. */
 void flume__host_disarm(flume__host *h);
 
 #endif

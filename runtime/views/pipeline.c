@@ -644,223 +644,179 @@ static inline int pacer_late(pacer *p) {
 }
 
 /*
- * The runners: a view's pass over a slice is one protected call of a Lua
- * loop (below) that calls its map and reduce, Lua to Lua, instead of one
- * lua_pcall from C per script call: a protected call costs far more than a
- * Lua call. Before each script call the loop calls a small C function
- * that arms the call's limits (flume__host_arm: the instruction budget
- * and work allowance, the view's memory account, the seq its prints are
- * tagged with); after it, one that puts the runtime's account back
- * (flume__host_disarm) before the runtime's own work: a group's key and
- * accumulator, an index's keys. What a view computes, the limits of each
- * call and the failures are as with one call from C each: an error, in a
- * script or in the runtime's work on a value, ends the run at that value,
- * whose seq the C side kept (run_ctx.seq).
- *
- * Each arm is given the number of the runner's instructions between it
- * and the script's first (RUN_* below, from `luac -l`; the spec
- * "limits_spec" pins them: a script call gets exactly the budget a
- * method call gets). Loop variables are parameters the loop never
- * assigns, so that a C function given as map or reduce is not named by
- * the runner's registers in its argument errors.
+ * A run: a view's pass over a slice is one protected call of run_view,
+ * which calls the view's map and reduce with lua_call, each armed and
+ * disarmed around it (flume__host_arm, flume__host_disarm: host.c), not
+ * one lua_pcall per call: a protected call costs several times an
+ * unprotected one. An error ends the run where it happens, a script's
+ * (its limits included) or the runtime's own on a value (a bad key, an
+ * accumulator the store cannot give): apply_view then fails the view at
+ * the value in progress, with the message a call of its own would have
+ * given.
  */
-static const char runner_src[] =
-    "local R = {}\n"
-    "function R.reduce(vals, a, b, s0, state, reduce, enter)\n"
-    "  for i = a, b do\n"
-    "    if enter() then break end\n"
-    "    state = reduce(state, vals[i], s0 + i)\n"
-    "  end\n"
-    "  return state\n"
-    "end\n"
-    "function R.map_reduce(vals, a, b, s0, state, map, reduce, enter, tick)\n"
-    "  for i = a, b do\n"
-    "    if enter() then break end\n"
-    "    local seq = s0 + i\n"
-    "    local x = map(vals[i], seq)\n"
-    "    if x ~= nil then\n"
-    "      tick()\n"
-    "      state = reduce(state, x, seq)\n"
-    "    end\n"
-    "  end\n"
-    "  return state\n"
-    "end\n"
-    "function R.group(vals, a, b, s0, map, reduce, enter, step)\n"
-    "  for i = a, b do\n"
-    "    if enter() then break end\n"
-    "    local seq = s0 + i\n"
-    "    local key, x = map(vals[i], seq)\n"
-    "    if key ~= nil then step(reduce(step(key), x, key, seq)) end\n"
-    "  end\n"
-    "end\n"
-    "function R.index(vals, a, b, s0, map, enter, add)\n"
-    "  for i = a, b do\n"
-    "    if enter() then break end\n"
-    "    add(map(vals[i], s0 + i))\n"
-    "  end\n"
-    "end\n"
-    "return R\n";
-
-/* The runner's instructions from an arm to the script call, that one
- * included: after enter() (TEST, the arguments, CALL), after tick()
- * (map_reduce: 4 MOVEs, CALL), after step(key) (group: 3 MOVEs, CALL). */
-#define RUN_ENTER 6
-#define RUN_TICK 5
-#define RUN_STEP 4
-
-#define HREG_RUNNERS "flume.runners"
-
-/* What the C functions a runner calls share, for one run. */
 typedef struct run_ctx {
   flume__views *vs;  /* the views */
   flume_view *v;     /* the view */
-  flume__host *host; /* its host */
+  flume__host *host; /* their host */
   flume__txn *txn;   /* group: the store, read */
   flume__buf kb;     /* scratch for encoded keys */
   pacer pace;        /* the slice's deadline */
-  int64_t seq;       /* the seq of the value entered last */
-  int must;          /* the next value is entered without a clock check */
+  int64_t first;     /* seq of vals[1] */
+  int64_t start;     /* index (from 0) of the first value to feed */
+  int n;             /* values in vals */
+  int must;          /* the first value goes in whatever the time */
+  int64_t seq;       /* the value in progress */
   int late;          /* stopped for the deadline */
-  int reduced;       /* map_reduce: a reduce was called */
-  int phase;         /* group's step: 0 key in, 1 accumulator in */
-  int bad;           /* the run failed in the runtime's work (msg) */
-  char msg[300];     /* that failure */
+  char msg[300];     /* the runtime's failure on a value */
 } run_ctx;
 
-/* The runtime's failure on a value: raised as its message, for the run's
- * caller to report at the value's seq. */
-static int run_fail(lua_State *L, run_ctx *r) {
-  r->bad = 1;
-  lua_pushstring(L, r->msg);
-  return lua_error(L);
+/* The runtime's failure on the value in progress: raised as r->msg. */
+static int run_fail(lua_State *H, run_ctx *r) {
+  lua_pushstring(H, r->msg);
+  return lua_error(H);
 }
 
-/* enter(): the next value, unless the deadline has passed (then true). */
-static int run_enter(lua_State *L) {
-  run_ctx *r = lua_touserdata(L, lua_upvalueindex(1));
-  if (r->must) {
-    r->must = 0;
-  } else if (pacer_late(&r->pace)) {
-    r->late = 1;
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  flume__host_arm(r->host, ++r->seq, RUN_ENTER);
-  return 0;
-}
-
-/* tick(): map_reduce's reduce call, after the map of the same value. */
-static int run_tick(lua_State *L) {
-  run_ctx *r = lua_touserdata(L, lua_upvalueindex(1));
-  r->reduced = 1;
-  flume__host_arm(r->host, r->seq, RUN_TICK);
-  return 0;
-}
-
-/* add(key, ...): an index's entries for what map returned: a key, a list
- * of keys (a composite key, itself a list, goes inside one: return
- * { { author, day } }), or nil. */
-static int run_add(lua_State *L) {
-  run_ctx *r = lua_touserdata(L, lua_upvalueindex(1));
+/* Calls the view's function at the top (below it nargs arguments) for the
+ * value in progress, under its limits. */
+static inline void run_call(lua_State *H, run_ctx *r, int nargs, int nres) {
+  flume__host_arm(r->host, r->seq);
+  lua_call(H, nargs, nres);
   flume__host_disarm(r->host);
-  lua_settop(L, 1);
-  if (lua_istable(L, 1)) {
-    flume__lazy_settle(L, 1);
-    lua_Unsigned len = lua_rawlen(L, 1);
-    for (lua_Unsigned j = 1; j <= len; j++) {
-      lua_rawgeti(L, 1, (lua_Integer)j);
-      if (index_key(r->v, L, 2, r->seq, &r->kb, r->msg, &r->bad)) break;
-      lua_pop(L, 1);
-    }
-  } else if (!lua_isnil(L, 1)) {
-    index_key(r->v, L, 1, r->seq, &r->kb, r->msg, &r->bad);
-  }
-  return r->bad ? run_fail(L, r) : 0;
 }
 
-/* Upvalues of a group's step: */
+/* The run's arguments, by stack index. */
 enum {
-  UP_CTX = 1, /* the run_ctx */
-  UP_KEYS,    /* the record's encoded keys */
-  UP_DIRTY,   /* its dirty accumulators */
-  UP_INFLIGHT, /* those in flight */
-  UP_CLEAN,   /* those committed */
-  UP_DELETED, /* the deletion marker */
-  UP_KS,      /* the encoded key of the value in progress */
-  UP_N = UP_KS
+  RA_CTX = 1, /* the run_ctx */
+  RA_VALS,    /* the slice's values */
+  RA_MAP,     /* the definition's map (or nil) */
+  RA_REDUCE,  /* its reduce (or nil) */
+  RA_STATE,   /* reduce: the state */
+  RA_DIRTY = RA_STATE, /* group: the record's dirty accumulators */
+  RA_INFLIGHT, /* those in flight */
+  RA_CLEAN,   /* those committed */
+  RA_KEYS,    /* the encoded keys */
+  RA_DELETED  /* the deletion marker */
 };
 
-/* step(key) -> acc, then step(acc): a group's work around reduce on one
- * value. The key is encoded (once per checkpoint for strings, integers
- * and booleans: a float key is not cached, Lua would take 3.0 for 3, a key
- * of its own) and its accumulator looked up; reduce's result is then set
- * dirty (nil: the deletion marker). */
-static int run_step(lua_State *L) {
-  run_ctx *r = lua_touserdata(L, lua_upvalueindex(UP_CTX));
-  flume__host_disarm(r->host);
-  if (r->phase) {
-    r->phase = 0;
-    lua_settop(L, 1);
-    lua_pushvalue(L, lua_upvalueindex(UP_KS));
-    if (lua_isnil(L, 1)) lua_pushvalue(L, lua_upvalueindex(UP_DELETED));
-    else lua_pushvalue(L, 1);
-    lua_rawset(L, lua_upvalueindex(UP_DIRTY));
-    return 0;
-  }
-  r->phase = 1;
-  lua_settop(L, 1);
-  int kt = lua_type(L, 1);
-  int cached = kt == LUA_TSTRING || kt == LUA_TBOOLEAN ||
-               (kt == LUA_TNUMBER && lua_isinteger(L, 1));
-  lua_pushvalue(L, 1);
-  if (!cached || lua_rawget(L, lua_upvalueindex(UP_KEYS)) != LUA_TSTRING) {
-    lua_pop(L, 1);
-    flume__lazy_settle(L, 1);
-    char err[256];
-    flume__buf *kb = &r->kb;
-    kb->len = 0;
-    if (flume__key_encode(L, 1, kb, err, sizeof err) ||
-        kb->len > FLUME__KEY_MAX) {
-      if (kb->len > FLUME__KEY_MAX)
-        snprintf(err, sizeof err, "key is %zu bytes encoded, over %d",
-                 kb->len, FLUME__KEY_MAX);
-      snprintf(r->msg, sizeof r->msg, "map returned a bad key: %s", err);
-      return run_fail(L, r);
+static int run_view(lua_State *H) {
+  run_ctx *r = lua_touserdata(H, RA_CTX);
+  flume__views *vs = r->vs;
+  flume_view *v = r->v;
+  int base = lua_gettop(H);
+  int has_map = !lua_isnil(H, RA_MAP);
+  for (int64_t i = r->start; i < r->n; i++) {
+    int64_t seq = r->first + i;
+    if ((i > r->start || !r->must) && pacer_late(&r->pace)) {
+      r->late = 1;
+      break;
     }
-    lua_pushlstring(L, kb->data, kb->len);
-    if (cached) {
-      lua_pushvalue(L, 1);
-      lua_pushvalue(L, -2);
-      lua_rawset(L, lua_upvalueindex(UP_KEYS));
+    r->seq = seq;
+    lua_settop(H, base);
+    if (v->kind == FLUME__VIEW_INDEX) {
+      lua_pushvalue(H, RA_MAP);
+      lua_rawgeti(H, RA_VALS, i + 1);
+      lua_pushinteger(H, seq);
+      run_call(H, r, 2, 1);
+      int k = lua_gettop(H), bad = 0;
+      if (lua_istable(H, k)) {
+        flume__lazy_settle(H, k);
+        /* A table is a list of keys; a composite key (itself a list) goes
+         * inside one: return { { author, day } }. */
+        lua_Unsigned len = lua_rawlen(H, k);
+        for (lua_Unsigned j = 1; j <= len; j++) {
+          lua_rawgeti(H, k, (lua_Integer)j);
+          if (index_key(v, H, lua_gettop(H), seq, &r->kb, r->msg, &bad))
+            break;
+          lua_pop(H, 1);
+        }
+      } else if (!lua_isnil(H, k)) {
+        index_key(v, H, k, seq, &r->kb, r->msg, &bad);
+      }
+      if (bad) return run_fail(H, r);
+    } else if (v->kind == FLUME__VIEW_GROUP) {
+      lua_pushvalue(H, RA_MAP);
+      lua_rawgeti(H, RA_VALS, i + 1);
+      lua_pushinteger(H, seq);
+      run_call(H, r, 2, 2);
+      int key = lua_gettop(H) - 1, val = key + 1;
+      if (lua_isnil(H, key)) {
+        v->since = seq; /* skipped, but seen: since moves on */
+        continue;
+      }
+      /* The key encoded, as a string: looked up, then set. A float key is
+       * not cached: Lua would take 3.0 for 3, a key of its own. */
+      int kt = lua_type(H, key);
+      int cached = kt == LUA_TSTRING || kt == LUA_TBOOLEAN ||
+                   (kt == LUA_TNUMBER && lua_isinteger(H, key));
+      lua_pushvalue(H, key);
+      if (!cached || lua_rawget(H, RA_KEYS) != LUA_TSTRING) {
+        lua_pop(H, 1);
+        flume__lazy_settle(H, key);
+        char err[256];
+        flume__buf *kb = &r->kb;
+        kb->len = 0;
+        if (flume__key_encode(H, key, kb, err, sizeof err) ||
+            kb->len > FLUME__KEY_MAX) {
+          if (kb->len > FLUME__KEY_MAX)
+            snprintf(err, sizeof err, "key is %zu bytes encoded, over %d",
+                     kb->len, FLUME__KEY_MAX);
+          snprintf(r->msg, sizeof r->msg, "map returned a bad key: %s", err);
+          return run_fail(H, r);
+        }
+        lua_pushlstring(H, kb->data, kb->len);
+        if (cached) {
+          lua_pushvalue(H, key);
+          lua_pushvalue(H, -2);
+          lua_rawset(H, RA_KEYS);
+        }
+      }
+      int ks = lua_gettop(H);
+      size_t kl;
+      const char *k = lua_tolstring(H, ks, &kl);
+      if (group_lookup(vs, v, r->txn, k, kl, ks, RA_DIRTY, RA_INFLIGHT,
+                       RA_CLEAN, RA_DELETED)) {
+        snprintf(r->msg, sizeof r->msg, "its stored state cannot be read");
+        return run_fail(H, r);
+      }
+      int acc = lua_gettop(H);
+      lua_pushvalue(H, RA_REDUCE);
+      lua_pushvalue(H, acc);
+      lua_pushvalue(H, val);
+      lua_pushvalue(H, key);
+      lua_pushinteger(H, seq);
+      run_call(H, r, 4, 1);
+      lua_pushvalue(H, ks);
+      if (lua_isnil(H, -2)) lua_pushvalue(H, RA_DELETED);
+      else lua_pushvalue(H, -2);
+      lua_rawset(H, RA_DIRTY);
+    } else {
+      lua_rawgeti(H, RA_VALS, i + 1);
+      int value = lua_gettop(H);
+      if (has_map) {
+        lua_pushvalue(H, RA_MAP);
+        lua_pushvalue(H, value);
+        lua_pushinteger(H, seq);
+        run_call(H, r, 2, 1);
+        if (lua_isnil(H, -1)) {
+          v->since = seq;
+          continue;
+        }
+        lua_replace(H, value);
+      }
+      lua_pushvalue(H, RA_REDUCE);
+      lua_pushvalue(H, RA_STATE);
+      lua_pushvalue(H, value);
+      lua_pushinteger(H, seq);
+      run_call(H, r, 3, 1);
+      lua_replace(H, RA_STATE);
+      v->state_dirty = 1;
     }
+    v->since = seq;
   }
-  lua_pushvalue(L, 2);
-  lua_replace(L, lua_upvalueindex(UP_KS));
-  size_t kl;
-  const char *k = lua_tolstring(L, 2, &kl);
-  if (group_lookup(r->vs, r->v, r->txn, k, kl, 2, lua_upvalueindex(UP_DIRTY),
-                   lua_upvalueindex(UP_INFLIGHT),
-                   lua_upvalueindex(UP_CLEAN),
-                   lua_upvalueindex(UP_DELETED))) {
-    snprintf(r->msg, sizeof r->msg, "its stored state cannot be read");
-    return run_fail(L, r);
+  if (v->kind == FLUME__VIEW_REDUCE) {
+    lua_pushvalue(H, RA_STATE);
+    host_set_field(vs, v, FLUME__HREC_STATE);
   }
-  flume__host_arm(r->host, r->seq, RUN_STEP);
-  return 1;
-}
-
-/* Pushes the runner `name` (loaded into the host the first time). */
-static int push_runner(lua_State *H, flume__host *host, const char *name) {
-  if (lua_getfield(H, LUA_REGISTRYINDEX, HREG_RUNNERS) != LUA_TTABLE) {
-    lua_pop(H, 1);
-    if (flume__host_runner_load(host, runner_src, sizeof runner_src - 1,
-                                "=flume.runner"))
-      return 1;
-    lua_pushvalue(H, -1);
-    lua_setfield(H, LUA_REGISTRYINDEX, HREG_RUNNERS);
-  }
-  lua_getfield(H, -1, name);
-  lua_remove(H, -2);
   return 0;
 }
 
@@ -875,68 +831,33 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
   int64_t start = v->since + 1 - first;
   if (start < 0) start = 0;
   if (start >= n) return 0;
-  int top = lua_gettop(H);
   run_ctx r = {.vs = vs, .v = v, .host = vs->host, .kb = FLUME__BUF_INIT,
-               .seq = first + start - 1, .must = must};
+               .first = first, .start = start, .n = n, .must = must,
+               .seq = first + start};
   pacer_init(&r.pace, deadline);
-  lua_checkstack(H, 24);
-  def_field(vs, v, FLUME__DEF_MAP);
-  int map = lua_gettop(H), has_map = !lua_isnil(H, map);
-  const char *name = v->kind == FLUME__VIEW_GROUP   ? "group"
-                     : v->kind == FLUME__VIEW_INDEX ? "index"
-                     : has_map                      ? "map_reduce"
-                                                    : "reduce";
   if (v->kind == FLUME__VIEW_GROUP &&
-      ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &r.txn)) {
-    lua_settop(H, top);
+      ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &r.txn))
     return 0; /* tried again in the next slice */
-  }
-  if (push_runner(H, vs->host, name)) {
-    if (r.txn) ops->txn_abort(r.txn);
-    lua_settop(H, top);
-    view_fail(v, first + start, "the indexer's runner cannot be loaded");
-    return 0;
-  }
-  int fn = lua_gettop(H);
-  lua_pushvalue(H, vals);
-  lua_pushinteger(H, start + 1);
-  lua_pushinteger(H, n);
-  lua_pushinteger(H, first - 1);
-  if (v->kind == FLUME__VIEW_REDUCE) host_field(vs, v, FLUME__HREC_STATE);
-  if (has_map) lua_pushvalue(H, map);
-  if (v->kind != FLUME__VIEW_INDEX) def_field(vs, v, FLUME__DEF_REDUCE);
+  int top = lua_gettop(H);
+  lua_checkstack(H, 12);
+  lua_pushcfunction(H, run_view);
   lua_pushlightuserdata(H, &r);
-  lua_pushcclosure(H, run_enter, 1);
+  lua_pushvalue(H, vals);
+  def_field(vs, v, FLUME__DEF_MAP);
+  def_field(vs, v, FLUME__DEF_REDUCE);
   if (v->kind == FLUME__VIEW_GROUP) {
-    lua_pushlightuserdata(H, &r);
-    host_field(vs, v, HREC_KEYS);
     host_field(vs, v, FLUME__HREC_DIRTY);
     host_field(vs, v, FLUME__HREC_INFLIGHT);
     host_field(vs, v, HREC_CLEAN);
+    host_field(vs, v, HREC_KEYS);
     lua_getfield(H, LUA_REGISTRYINDEX, FLUME__HREG_DELETED);
-    lua_pushnil(H);
-    lua_pushcclosure(H, run_step, UP_N);
-  } else if (v->kind == FLUME__VIEW_INDEX) {
-    lua_pushlightuserdata(H, &r);
-    lua_pushcclosure(H, run_add, 1);
-  } else if (has_map) {
-    lua_pushlightuserdata(H, &r);
-    lua_pushcclosure(H, run_tick, 1);
+  } else if (v->kind == FLUME__VIEW_REDUCE) {
+    host_field(vs, v, FLUME__HREC_STATE);
   }
-  int nres = v->kind == FLUME__VIEW_REDUCE;
-  int rc = flume__host_run(vs->host, v->host_ref, lua_gettop(H) - fn, nres);
-  if (rc != LUA_OK) {
+  if (flume__host_run(vs->host, v->host_ref, lua_gettop(H) - top - 1, 0) !=
+      LUA_OK) {
     const char *msg = lua_tostring(H, -1);
     view_fail(v, r.seq, msg ? msg : "(error object is not a string)");
-  } else {
-    if (r.seq >= first + start) v->since = r.seq;
-    if (v->kind == FLUME__VIEW_REDUCE) {
-      if (has_map ? r.reduced : r.seq >= first + start) {
-        v->state_dirty = 1;
-        lua_pushvalue(H, -1);
-        host_set_field(vs, v, FLUME__HREC_STATE);
-      }
-    }
   }
   flume__buf_free(&r.kb);
   if (r.txn) ops->txn_abort(r.txn);
