@@ -391,8 +391,11 @@ void flume__host_arm(flume__host *h, int64_t seq) {
   lua_sethook(h->L, limit_hook, LUA_MASKCOUNT, FLUME__INSTRUCTION_LIMIT);
 }
 
+/* The hook stays set until the next arm or the run's end: between two
+ * calls of a run the runtime runs C only (raw table access, the encoders,
+ * the decoder; a finalizer would run with hooks off), so no instruction
+ * is counted, and the next arm resets the count. */
 void flume__host_disarm(flume__host *h) {
-  lua_sethook(h->L, NULL, 0, 0);
   h->charge.current = 0;
   h->exhausted = 0;
   h->refused = 0;

@@ -26,7 +26,8 @@ int flume__host_run(flume__host *h, int ref, int nargs, int nresults);
 /* Just before a script call of a run: a whole instruction budget and
  * work allowance, charged to the view, tagged with seq. */
 void flume__host_arm(flume__host *h, int64_t seq);
-/* Just after: no limit, the runtime's account. */
+/* Just after: the runtime's account (and no instruction of the runtime's
+ * counted: it runs no Lua code before the next arm). */
 void flume__host_disarm(flume__host *h);
 
 #endif
