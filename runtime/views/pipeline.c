@@ -704,6 +704,7 @@ static int run_view(lua_State *H) {
   flume_view *v = r->v;
   int base = lua_gettop(H);
   int has_map = !lua_isnil(H, RA_MAP);
+  luaL_checkstack(H, 24, NULL); /* what a value takes, with room */
   for (int64_t i = r->start; i < r->n; i++) {
     int64_t seq = r->first + i;
     if ((i > r->start || !r->must) && pacer_late(&r->pace)) {
@@ -711,6 +712,18 @@ static int run_view(lua_State *H) {
       break;
     }
     r->seq = seq;
+    if (v->kind == FLUME__VIEW_REDUCE && !has_map) {
+      /* The commonest: the stack is as it was after each value. */
+      lua_pushvalue(H, RA_REDUCE);
+      lua_pushvalue(H, RA_STATE);
+      lua_rawgeti(H, RA_VALS, i + 1);
+      lua_pushinteger(H, seq);
+      run_call(H, r, 3, 1);
+      lua_replace(H, RA_STATE);
+      v->state_dirty = 1;
+      v->since = seq;
+      continue;
+    }
     lua_settop(H, base);
     if (v->kind == FLUME__VIEW_INDEX) {
       lua_pushvalue(H, RA_MAP);
