@@ -209,8 +209,7 @@ static flume__host *host_of(lua_State *L) {
  * around pcall) cannot run a single instruction more. */
 static void limit_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
-  flume__host *h = host_of(L);
-  h->exhausted = 1;
+  host_of(L)->exhausted = 1;
   lua_sethook(L, limit_hook, LUA_MASKCOUNT, 1);
   luaL_error(L, limit_msg, FLUME__INSTRUCTION_LIMIT);
 }
@@ -355,13 +354,17 @@ static int call_end(flume__host *h, uint32_t acct, int rc) {
  * a C function (flume__host_run) that calls the view's functions with
  * lua_call, each armed just before (flume__host_arm: the whole
  * instruction budget, the work allowance, the view's memory account, the
- * seq its prints are tagged with) and disarmed just after, as host_call
- * does around its lua_pcall: a protected call costs several times an
- * unprotected one (setjmp, the error state saved and restored). The
- * count starts at the script's first instruction as under host_call, so
- * each call's budget is the same to the instruction; an error, the
- * script's or the runtime's own on a value, ends the run, and its caller
- * reports it at the value in progress.
+ * seq its prints are tagged with) and disarmed just after
+ * (flume__host_disarm: the runtime's account), as host_call does around
+ * its lua_pcall: a protected call costs several times an unprotected one
+ * (setjmp, the error state saved and restored). The count starts at the
+ * script's first instruction as under host_call, so each call's budget is
+ * the same to the instruction; an error, the script's or the runtime's
+ * own on a value, ends the run, and its caller reports it at the value in
+ * progress. One thing differs from host_call: the script runs one C call
+ * deeper (the run's function, then lua_call), so a script that nests C
+ * calls (pcall, metamethods, gsub callbacks) reaches Lua's limit of
+ * LUAI_MAXCCALLS one level sooner in the indexer than in a method.
  */
 int flume__host_run(flume__host *h, int ref, int nargs, int nresults) {
   lua_State *L = h->L;

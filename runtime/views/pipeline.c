@@ -541,7 +541,7 @@ static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
  * scratch buffer, emptied here (one per slice, not a malloc per entry).
  * A key that cannot be encoded: FLUME_EINVAL (or the encoder's error),
  * with the view's failure in msg[300]; an entry that cannot be added
- * (out of memory) is left out, as before the runner. */
+ * (out of memory) is left out, as it always was. */
 static int index_key(flume_view *v, lua_State *H, int idx, int64_t seq,
                      flume__buf *k, char *msg, int *bad) {
   char err[256];
