@@ -169,3 +169,32 @@ describe("a failure in the middle of a slice", function()
     assert.equal("0:r 1:r 2:r 3:r 4:r 5:r 6:r 7:r", log)
   end)
 end)
+
+describe("an index view's keys", function()
+  it("are encoded as each value's own: 3 and 3.0 stay two keys, and a " ..
+     "key stays itself across checkpoints", function()
+    local db = flume.open()
+    db:use("ix", "return { version = 1, map = function(v) return v.k end }")
+    local vals = {}
+    for i = 1, 40 do
+      vals[#vals + 1] = { k = (i % 4 == 0) and 3.0 or (i % 4 == 1) and 3 or
+        (i % 4 == 2) and "a" or true }
+    end
+    db:append(vals, { batch = true })
+    local function count(k)
+      local n = 0
+      for _ in db.ix:read { gte = k, lte = k } do n = n + 1 end
+      return n
+    end
+    local before = { count(3), count(3.0), count("a"), count(true) }
+    db:append(vals, { batch = true })
+    assert.same({ 10, 10, 10, 10 }, before)
+    assert.same({ 20, 20, 20, 20 }, { count(3), count(3.0), count("a"),
+      count(true) })
+    for k, seq, v in db.ix:read {} do
+      assert.equal(math.type(v.k), math.type(k))
+      assert.equal(v.k, k)
+    end
+    db:close()
+  end)
+end)
