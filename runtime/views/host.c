@@ -62,6 +62,7 @@ struct flume__host {
   int64_t log_seq;        /* seq of the call in progress, or -1 */
   void *pool[POOL_CLASSES]; /* free blocks by size class (see host_alloc) */
   size_t pooled;          /* bytes of the blocks in pool */
+  uint32_t run_acct;      /* account of the run in progress (host_run) */
 };
 
 /*
@@ -290,6 +291,8 @@ static int acct_bind(flume__host *h, int ref, uint32_t id) {
   return 0;
 }
 
+static int call_end(flume__host *h, uint32_t acct, int rc);
+
 /* lua_pcall under the instruction limit, charging what it allocates to
  * account `acct`; what it prints is tagged with acct's view and `seq`. */
 static int host_call(flume__host *h, uint32_t acct, int nargs,
@@ -311,6 +314,13 @@ static int host_call(flume__host *h, uint32_t acct, int nargs,
   h->exhausted = 0;
   h->log_view = was_view;
   h->log_seq = was_seq;
+  return call_end(h, acct, rc);
+}
+
+/* The end of a call that returned rc, its error (if any) at the top:
+ * made the text callers report. */
+static int call_end(flume__host *h, uint32_t acct, int rc) {
+  lua_State *L = h->L;
   const char *msg = rc != LUA_OK ? lua_tostring(L, -1) : NULL;
   if (h->refused && msg && strcmp(msg, "not enough memory") == 0) {
     /* Over its cap: say so, and return what the failed call left behind
@@ -337,6 +347,61 @@ static int host_call(flume__host *h, uint32_t acct, int nargs,
     }
   }
   return rc;
+}
+
+/*
+ * Runs: the indexer's pass of a view over a slice is one protected call of
+ * a C function (flume__host_run) that calls the view's functions with
+ * lua_call, each armed just before (flume__host_arm: the whole
+ * instruction budget, the work allowance, the view's memory account, the
+ * seq its prints are tagged with) and disarmed just after
+ * (flume__host_disarm: the runtime's account), as host_call does around
+ * its lua_pcall: a protected call costs several times an unprotected one
+ * (setjmp, the error state saved and restored). The count starts at the
+ * script's first instruction as under host_call, so each call's budget is
+ * the same to the instruction; an error, the script's or the runtime's
+ * own on a value, ends the run, and its caller reports it at the value in
+ * progress. One thing differs from host_call: the script runs one C call
+ * deeper (the run's function, then lua_call), so a script that nests C
+ * calls (pcall, metamethods, gsub callbacks) reaches Lua's limit of
+ * LUAI_MAXCCALLS one level sooner in the indexer than in a method.
+ */
+int flume__host_run(flume__host *h, int ref, int nargs, int nresults) {
+  lua_State *L = h->L;
+  const char *was_view = h->log_view;
+  int64_t was_seq = h->log_seq;
+  uint32_t acct = acct_of(h, ref);
+  h->log_view = h->accts[acct].name;
+  h->run_acct = acct;
+  h->exhausted = 0;
+  h->refused = 0;
+  int rc = lua_pcall(L, nargs, nresults, 0);
+  lua_sethook(L, NULL, 0, 0);
+  h->charge.current = 0;
+  h->exhausted = 0;
+  h->log_view = was_view;
+  h->log_seq = was_seq;
+  return call_end(h, acct, rc);
+}
+
+void flume__host_arm(flume__host *h, int64_t seq) {
+  h->log_seq = seq;
+  h->exhausted = 0;
+  h->refused = 0;
+  h->work = WORK_LIMIT;
+  h->charge.current = h->run_acct;
+  /* Setting the hook resets its count: each call gets the whole budget. */
+  lua_sethook(h->L, limit_hook, LUA_MASKCOUNT, FLUME__INSTRUCTION_LIMIT);
+}
+
+/* The hook stays set until the next arm or the run's end: between two
+ * calls of a run the runtime runs C only (raw table access, the encoders,
+ * the decoder; a finalizer would run with hooks off), so no instruction
+ * is counted, and the next arm resets the count. */
+void flume__host_disarm(flume__host *h) {
+  h->charge.current = 0;
+  h->exhausted = 0;
+  h->refused = 0;
 }
 
 int flume__host_pcall(flume__host *h, int nargs, int nresults) {

@@ -22,6 +22,7 @@
 #include "keys.h"
 #include "msgpack.h"
 #include "views/engine.h"
+#include "views/host.h"
 #include "views/lazy.h"
 #include "views/read.h"
 
@@ -536,28 +537,14 @@ static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
   return 0;
 }
 
-/* Calls the host function at the top with (value, seq) and `nres`
- * results; on error fails the view and returns nonzero. */
-static int call_view(flume__views *vs, flume_view *v, int nargs, int nres,
-                     int64_t seq) {
-  if (flume__host_call_at(vs->host, v->host_ref, nargs, nres, seq) !=
-      LUA_OK) {
-    lua_State *H = flume__host_state(vs->host);
-    view_fail(v, seq, lua_tostring(H, -1) ? lua_tostring(H, -1)
-                                          : "(error object is not a string)");
-    lua_pop(H, 1);
-    return 1;
-  }
-  return 0;
-}
-
-/* Adds the index entry of key idx at seq to the view's ops; k: the
- * caller's scratch buffer, emptied here (one per slice, not a malloc per
- * entry). */
-static int index_key(flume__views *vs, flume_view *v, int idx, int64_t seq,
-                     flume__buf *k) {
-  lua_State *H = flume__host_state(vs->host);
-  char err[256], msg[300];
+/* Adds the index entry of key idx at seq to the view's ops; k: a
+ * scratch buffer, emptied here (one per slice, not a malloc per entry).
+ * A key that cannot be encoded: FLUME_EINVAL (or the encoder's error),
+ * with the view's failure in msg[300]; an entry that cannot be added
+ * (out of memory) is left out, as it always was. */
+static int index_key(flume_view *v, lua_State *H, int idx, int64_t seq,
+                     flume__buf *k, char *msg, int *bad) {
+  char err[256];
   k->len = 0;
   int rc = flume__key_encode(H, idx, k, err, sizeof err);
   if (rc == 0 && k->len > FLUME__KEY_MAX) {
@@ -571,8 +558,8 @@ static int index_key(flume__views *vs, flume_view *v, int idx, int64_t seq,
     rc = flume__buf_append(k, s, sizeof s);
     if (rc == 0) rc = op_add(&v->ops, OP_PUT, k->data, k->len, "", 0);
   } else {
-    snprintf(msg, sizeof msg, "map returned a bad key: %s", err);
-    view_fail(v, seq, msg);
+    snprintf(msg, 300, "map returned a bad key: %s", err);
+    *bad = 1;
   }
   return rc;
 }
@@ -656,77 +643,114 @@ static inline int pacer_late(pacer *p) {
   return 0;
 }
 
-/* Feeds vals[i] (seq first+i-1) to a view, for the seqs it has not seen,
- * until the slice's deadline (uv_hrtime) has passed: checked before each
- * value (paced, see pacer_late), but after the first one when `must` is
- * set. Returns 1 if it stopped for the deadline. */
-static int apply_view(flume__views *vs, flume_view *v, int vals,
-                      int64_t first, int n, uint64_t deadline, int must) {
-  lua_State *H = flume__host_state(vs->host);
-  const flume__store_ops *ops = flume__db_ops(vs->db);
-  int top = lua_gettop(H);
-  def_field(vs, v, FLUME__DEF_MAP);
-  int map = lua_gettop(H);
-  def_field(vs, v, FLUME__DEF_REDUCE);
-  int reduce = lua_gettop(H);
-  flume__txn *txn = NULL;
-  int dirty = 0, inflight = 0, clean = 0, keys = 0, deleted = 0, state = 0;
-  if (v->kind == FLUME__VIEW_GROUP) {
-    if (ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &txn)) {
-      lua_settop(H, top);
-      return 0; /* tried again in the next slice */
-    }
-    host_field(vs, v, FLUME__HREC_DIRTY);
-    dirty = lua_gettop(H);
-    host_field(vs, v, FLUME__HREC_INFLIGHT);
-    inflight = lua_gettop(H);
-    host_field(vs, v, HREC_CLEAN);
-    clean = lua_gettop(H);
-    host_field(vs, v, HREC_KEYS);
-    keys = lua_gettop(H);
-    lua_getfield(H, LUA_REGISTRYINDEX, FLUME__HREG_DELETED);
-    deleted = lua_gettop(H);
-  } else if (v->kind == FLUME__VIEW_REDUCE) {
-    host_field(vs, v, FLUME__HREC_STATE);
-    state = lua_gettop(H);
-  }
-  flume__buf kb = FLUME__BUF_INIT;
-  int64_t start = v->since + 1 - first;
-  int late = 0;
-  pacer pace;
-  pacer_init(&pace, deadline);
-  if (start < 0) start = 0;
-  for (int64_t i = start; i < n && !v->failed; i++) {
-    int64_t seq = first + i;
-    if ((i > start || !must) && pacer_late(&pace)) {
-      late = 1;
+/*
+ * A run: a view's pass over a slice is one protected call of run_view,
+ * which calls the view's map and reduce with lua_call, each armed and
+ * disarmed around it (flume__host_arm, flume__host_disarm: host.c), not
+ * one lua_pcall per call: a protected call costs several times an
+ * unprotected one. An error ends the run where it happens, a script's
+ * (its limits included) or the runtime's own on a value (a bad key, an
+ * accumulator the store cannot give): apply_view then fails the view at
+ * the value in progress, with the message a call of its own would have
+ * given.
+ */
+typedef struct run_ctx {
+  flume__views *vs;  /* the views */
+  flume_view *v;     /* the view */
+  flume__host *host; /* their host */
+  flume__txn *txn;   /* group: the store, read */
+  flume__buf kb;     /* scratch for encoded keys */
+  pacer pace;        /* the slice's deadline */
+  int64_t first;     /* seq of vals[1] */
+  int64_t start;     /* index (from 0) of the first value to feed */
+  int n;             /* values in vals */
+  int must;          /* the first value goes in whatever the time */
+  int64_t seq;       /* the value in progress */
+  int late;          /* stopped for the deadline */
+  char msg[300];     /* the runtime's failure on a value */
+} run_ctx;
+
+/* The runtime's failure on the value in progress: raised as r->msg. */
+static int run_fail(lua_State *H, run_ctx *r) {
+  lua_pushstring(H, r->msg);
+  return lua_error(H);
+}
+
+/* Calls the view's function at the top (below it nargs arguments) for the
+ * value in progress, under its limits. */
+static inline void run_call(lua_State *H, run_ctx *r, int nargs, int nres) {
+  flume__host_arm(r->host, r->seq);
+  lua_call(H, nargs, nres);
+  flume__host_disarm(r->host);
+}
+
+/* The run's arguments, by stack index. */
+enum {
+  RA_CTX = 1, /* the run_ctx */
+  RA_VALS,    /* the slice's values */
+  RA_MAP,     /* the definition's map (or nil) */
+  RA_REDUCE,  /* its reduce (or nil) */
+  RA_STATE,   /* reduce: the state */
+  RA_DIRTY = RA_STATE, /* group: the record's dirty accumulators */
+  RA_INFLIGHT, /* those in flight */
+  RA_CLEAN,   /* those committed */
+  RA_KEYS,    /* the encoded keys */
+  RA_DELETED  /* the deletion marker */
+};
+
+static int run_view(lua_State *H) {
+  run_ctx *r = lua_touserdata(H, RA_CTX);
+  flume__views *vs = r->vs;
+  flume_view *v = r->v;
+  int base = lua_gettop(H);
+  int has_map = !lua_isnil(H, RA_MAP);
+  luaL_checkstack(H, 24, NULL); /* what a value takes, with room */
+  for (int64_t i = r->start; i < r->n; i++) {
+    int64_t seq = r->first + i;
+    if ((i > r->start || !r->must) && pacer_late(&r->pace)) {
+      r->late = 1;
       break;
     }
-    lua_settop(H, state ? state : (deleted ? deleted : reduce));
-    if (v->kind == FLUME__VIEW_INDEX) {
-      lua_pushvalue(H, map);
-      lua_rawgeti(H, vals, i + 1);
+    r->seq = seq;
+    if (v->kind == FLUME__VIEW_REDUCE && !has_map) {
+      /* The commonest: the stack is as it was after each value. */
+      lua_pushvalue(H, RA_REDUCE);
+      lua_pushvalue(H, RA_STATE);
+      lua_rawgeti(H, RA_VALS, i + 1);
       lua_pushinteger(H, seq);
-      if (call_view(vs, v, 2, 1, seq)) break;
-      int r = lua_gettop(H);
-      if (lua_istable(H, r)) {
-        flume__lazy_settle(H, r);
+      run_call(H, r, 3, 1);
+      lua_replace(H, RA_STATE);
+      v->state_dirty = 1;
+      v->since = seq;
+      continue;
+    }
+    lua_settop(H, base);
+    if (v->kind == FLUME__VIEW_INDEX) {
+      lua_pushvalue(H, RA_MAP);
+      lua_rawgeti(H, RA_VALS, i + 1);
+      lua_pushinteger(H, seq);
+      run_call(H, r, 2, 1);
+      int k = lua_gettop(H), bad = 0;
+      if (lua_istable(H, k)) {
+        flume__lazy_settle(H, k);
         /* A table is a list of keys; a composite key (itself a list) goes
          * inside one: return { { author, day } }. */
-        lua_Unsigned len = lua_rawlen(H, r);
-        for (lua_Unsigned j = 1; j <= len && !v->failed; j++) {
-          lua_rawgeti(H, r, (lua_Integer)j);
-          if (index_key(vs, v, lua_gettop(H), seq, &kb)) break;
+        lua_Unsigned len = lua_rawlen(H, k);
+        for (lua_Unsigned j = 1; j <= len; j++) {
+          lua_rawgeti(H, k, (lua_Integer)j);
+          if (index_key(v, H, lua_gettop(H), seq, &r->kb, r->msg, &bad))
+            break;
           lua_pop(H, 1);
         }
-      } else if (!lua_isnil(H, r)) {
-        index_key(vs, v, r, seq, &kb);
+      } else if (!lua_isnil(H, k)) {
+        index_key(v, H, k, seq, &r->kb, r->msg, &bad);
       }
+      if (bad) return run_fail(H, r);
     } else if (v->kind == FLUME__VIEW_GROUP) {
-      lua_pushvalue(H, map);
-      lua_rawgeti(H, vals, i + 1);
+      lua_pushvalue(H, RA_MAP);
+      lua_rawgeti(H, RA_VALS, i + 1);
       lua_pushinteger(H, seq);
-      if (call_view(vs, v, 2, 2, seq)) break;
+      run_call(H, r, 2, 2);
       int key = lua_gettop(H) - 1, val = key + 1;
       if (lua_isnil(H, key)) {
         v->since = seq; /* skipped, but seen: since moves on */
@@ -738,79 +762,120 @@ static int apply_view(flume__views *vs, flume_view *v, int vals,
       int cached = kt == LUA_TSTRING || kt == LUA_TBOOLEAN ||
                    (kt == LUA_TNUMBER && lua_isinteger(H, key));
       lua_pushvalue(H, key);
-      if (!cached || lua_rawget(H, keys) != LUA_TSTRING) {
+      if (!cached || lua_rawget(H, RA_KEYS) != LUA_TSTRING) {
         lua_pop(H, 1);
         flume__lazy_settle(H, key);
         char err[256];
-        kb.len = 0;
-        if (flume__key_encode(H, key, &kb, err, sizeof err) ||
-            kb.len > FLUME__KEY_MAX) {
-          char msg[300];
-          if (kb.len > FLUME__KEY_MAX)
+        flume__buf *kb = &r->kb;
+        kb->len = 0;
+        if (flume__key_encode(H, key, kb, err, sizeof err) ||
+            kb->len > FLUME__KEY_MAX) {
+          if (kb->len > FLUME__KEY_MAX)
             snprintf(err, sizeof err, "key is %zu bytes encoded, over %d",
-                     kb.len, FLUME__KEY_MAX);
-          snprintf(msg, sizeof msg, "map returned a bad key: %s", err);
-          view_fail(v, seq, msg);
-          break;
+                     kb->len, FLUME__KEY_MAX);
+          snprintf(r->msg, sizeof r->msg, "map returned a bad key: %s", err);
+          return run_fail(H, r);
         }
-        lua_pushlstring(H, kb.data, kb.len);
+        lua_pushlstring(H, kb->data, kb->len);
         if (cached) {
           lua_pushvalue(H, key);
           lua_pushvalue(H, -2);
-          lua_rawset(H, keys);
+          lua_rawset(H, RA_KEYS);
         }
       }
       int ks = lua_gettop(H);
       size_t kl;
       const char *k = lua_tolstring(H, ks, &kl);
-      if (group_lookup(vs, v, txn, k, kl, ks, dirty, inflight, clean,
-                       deleted)) {
-        view_fail(v, seq, "its stored state cannot be read");
-        break;
+      if (group_lookup(vs, v, r->txn, k, kl, ks, RA_DIRTY, RA_INFLIGHT,
+                       RA_CLEAN, RA_DELETED)) {
+        snprintf(r->msg, sizeof r->msg, "its stored state cannot be read");
+        return run_fail(H, r);
       }
       int acc = lua_gettop(H);
-      lua_pushvalue(H, reduce);
+      lua_pushvalue(H, RA_REDUCE);
       lua_pushvalue(H, acc);
       lua_pushvalue(H, val);
       lua_pushvalue(H, key);
       lua_pushinteger(H, seq);
-      if (call_view(vs, v, 4, 1, seq)) break;
+      run_call(H, r, 4, 1);
       lua_pushvalue(H, ks);
-      if (lua_isnil(H, -2)) lua_pushvalue(H, deleted);
+      if (lua_isnil(H, -2)) lua_pushvalue(H, RA_DELETED);
       else lua_pushvalue(H, -2);
-      lua_rawset(H, dirty);
+      lua_rawset(H, RA_DIRTY);
     } else {
-      lua_rawgeti(H, vals, i + 1);
+      lua_rawgeti(H, RA_VALS, i + 1);
       int value = lua_gettop(H);
-      if (!lua_isnil(H, map)) {
-        lua_pushvalue(H, map);
+      if (has_map) {
+        lua_pushvalue(H, RA_MAP);
         lua_pushvalue(H, value);
         lua_pushinteger(H, seq);
-        if (call_view(vs, v, 2, 1, seq)) break;
+        run_call(H, r, 2, 1);
         if (lua_isnil(H, -1)) {
           v->since = seq;
           continue;
         }
         lua_replace(H, value);
       }
-      lua_pushvalue(H, reduce);
-      lua_pushvalue(H, state);
+      lua_pushvalue(H, RA_REDUCE);
+      lua_pushvalue(H, RA_STATE);
       lua_pushvalue(H, value);
       lua_pushinteger(H, seq);
-      if (call_view(vs, v, 3, 1, seq)) break;
-      lua_replace(H, state);
+      run_call(H, r, 3, 1);
+      lua_replace(H, RA_STATE);
       v->state_dirty = 1;
     }
     v->since = seq;
   }
-  if (state && !v->failed) {
-    lua_settop(H, state);
+  if (v->kind == FLUME__VIEW_REDUCE) {
+    lua_pushvalue(H, RA_STATE);
     host_set_field(vs, v, FLUME__HREC_STATE);
   }
-  flume__buf_free(&kb);
-  if (txn) ops->txn_abort(txn);
+  return 0;
+}
+
+/* Feeds vals[i] (seq first+i-1) to a view, for the seqs it has not seen,
+ * until the slice's deadline (uv_hrtime) has passed: checked before each
+ * value (paced, see pacer_late), but after the first one when `must` is
+ * set. Returns 1 if it stopped for the deadline. */
+static int apply_view(flume__views *vs, flume_view *v, int vals,
+                      int64_t first, int n, uint64_t deadline, int must) {
+  lua_State *H = flume__host_state(vs->host);
+  const flume__store_ops *ops = flume__db_ops(vs->db);
+  int64_t start = v->since + 1 - first;
+  if (start < 0) start = 0;
+  if (start >= n) return 0;
+  run_ctx r = {.vs = vs, .v = v, .host = vs->host, .kb = FLUME__BUF_INIT,
+               .first = first, .start = start, .n = n, .must = must,
+               .seq = first + start};
+  pacer_init(&r.pace, deadline);
+  if (v->kind == FLUME__VIEW_GROUP &&
+      ops->txn_begin(flume__db_store(vs->db), FLUME__TXN_READ, &r.txn))
+    return 0; /* tried again in the next slice */
+  int top = lua_gettop(H);
+  lua_checkstack(H, 12);
+  lua_pushcfunction(H, run_view);
+  lua_pushlightuserdata(H, &r);
+  lua_pushvalue(H, vals);
+  def_field(vs, v, FLUME__DEF_MAP);
+  def_field(vs, v, FLUME__DEF_REDUCE);
+  if (v->kind == FLUME__VIEW_GROUP) {
+    host_field(vs, v, FLUME__HREC_DIRTY);
+    host_field(vs, v, FLUME__HREC_INFLIGHT);
+    host_field(vs, v, HREC_CLEAN);
+    host_field(vs, v, HREC_KEYS);
+    lua_getfield(H, LUA_REGISTRYINDEX, FLUME__HREG_DELETED);
+  } else if (v->kind == FLUME__VIEW_REDUCE) {
+    host_field(vs, v, FLUME__HREC_STATE);
+  }
+  if (flume__host_run(vs->host, v->host_ref, lua_gettop(H) - top - 1, 0) !=
+      LUA_OK) {
+    const char *msg = lua_tostring(H, -1);
+    view_fail(v, r.seq, msg ? msg : "(error object is not a string)");
+  }
+  flume__buf_free(&r.kb);
+  if (r.txn) ops->txn_abort(r.txn);
   lua_settop(H, top);
-  return late;
+  return r.late;
 }
 
 /* Feeds a C view the entries it has not seen; it keeps its own state, so
