@@ -105,11 +105,32 @@
 /* A holder's pos when it owns its bytes. */
 #define OWNED UINT64_MAX
 
+/*
+ * SEEN. __index finds the holder of the proxy it is called on without
+ * looking it up in the proxy (lua_rawgetp, ~140 instructions a field
+ * read): proxies are remembered by address when made, in a small table
+ * of the ring. An entry is right when its address is the proxy's: __index
+ * is only ever called on a live proxy (its metatable is no script's to
+ * give to another table), a live proxy's address is no other object's,
+ * its holder lives as long as it holds it, and the proxy made last at an
+ * address wrote its entry. A proxy that changes its holder (refetch) or
+ * drops it (made whole) writes or clears its entry.
+ */
+#define SEEN 512
+
+static unsigned seen_slot(const void *t) {
+  return (unsigned)(((uintptr_t)t >> 4) ^ ((uintptr_t)t >> 13)) % SEEN;
+}
+
 /* The ring, found through the host's charge (lazy.ring). */
 typedef struct ring {
   uint64_t written; /* bytes taken since it was made (the next value's pos) */
   uint64_t start;   /* what was written when the slice began (a multiple
                        of RING: the ring's start) */
+  struct {
+    const void *proxy; /* a proxy's table (lua_topointer) */
+    struct holder *h;  /* its holder */
+  } seen[SEEN];        /* proxies made lately, by address (see SEEN) */
   unsigned char buf[RING + PAD];
 } ring;
 
@@ -304,6 +325,7 @@ static ring *ring_of(lua_State *L, flume__charge *c) {
     ring *r = malloc(sizeof *r);
     if (r) {
       r->written = r->start = 0;
+      memset(r->seen, 0, sizeof r->seen);
       memset(r->buf, 0, sizeof r->buf);
       *a = c->lazy.ring = r;
     }
@@ -356,6 +378,9 @@ static holder *refetch(lua_State *L, int idx, holder *h) {
                   "from the log for a view that kept it",
                flume_err_name(rc), (lua_Integer)h->seq);
   lua_rawsetp(L, idx, &holder_key);
+  ring *r = flume__charge_of(L)->lazy.ring;
+  const void *t = lua_topointer(L, idx);
+  if (r && r->seen[seen_slot(t)].proxy == t) r->seen[seen_slot(t)].h = nh;
   return nh;
 }
 
@@ -470,6 +495,9 @@ static void materialize(lua_State *L, int idx, holder *h) {
   lua_rawsetp(L, idx, &holder_key);
   lua_pushnil(L);
   lua_setmetatable(L, idx);
+  ring *r = flume__charge_of(L)->lazy.ring;
+  const void *t = lua_topointer(L, idx);
+  if (r && r->seen[seen_slot(t)].proxy == t) r->seen[seen_slot(t)].proxy = NULL;
 }
 
 void flume__lazy_materialize(lua_State *L, int idx) {
@@ -525,15 +553,20 @@ static int lazy_index(lua_State *L) {
   flume__charge *charge = flume__charge_of(L);
   uint32_t was = charge->current;
   charge->current = 0;
-  lua_rawgetp(L, 1, &holder_key);
-  holder *h = lua_touserdata(L, -1);
-  if (h == NULL) {
-    charge->current = was;
-    return 0;
+  ring *r = charge->lazy.ring;
+  const void *t = lua_topointer(L, 1);
+  holder *h;
+  if (r && r->seen[seen_slot(t)].proxy == t) {
+    h = r->seen[seen_slot(t)].h;
+  } else {
+    lua_rawgetp(L, 1, &holder_key);
+    h = lua_touserdata(L, -1);
+    if (h == NULL) {
+      charge->current = was;
+      return 0;
+    }
   }
-  if (h->pos != OWNED &&
-      ((ring *)charge->lazy.ring)->written - h->pos > RING)
-    h = refetch(L, 1, h);
+  if (h->pos != OWNED && r->written - h->pos > RING) h = refetch(L, 1, h);
   int kt = lua_type(L, 2);
   charge->lazy.reads++;
   if (h->left == 0) {
@@ -757,6 +790,11 @@ int flume__lazy_decode_meta(lua_State *L, int mt, int64_t seq, const char *p,
   lua_rawsetp(L, -2, &holder_key);
   lua_pushvalue(L, mt);
   lua_setmetatable(L, -2);
+  if ((r = charge->lazy.ring) != NULL) {
+    const void *t = lua_topointer(L, -1);
+    r->seen[seen_slot(t)].proxy = t;
+    r->seen[seen_slot(t)].h = h;
+  }
   return 0;
 }
 
