@@ -15,6 +15,9 @@ typedef struct flume__charge {
     uint64_t reads;  /* pairs of them decoded since, one by one or whole */
     uint64_t whole;  /* values decoded whole since lazy decoding stopped */
     int off;         /* values are decoded whole for now */
+    void *ring;      /* the ring of proxies' bytes, or NULL (lazy.c) */
+    int no_ring;     /* the ring was made, or could not be */
+    struct flume_db *db; /* whose log a kept proxy is read back from */
   } lazy;
 } flume__charge;
 

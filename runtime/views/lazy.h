@@ -5,6 +5,9 @@
 
 #include <lua.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "flume.h"
 
 /* Makes the proxies' metatable of state L (once, at the host's start). */
 void flume__lazy_init(lua_State *L);
@@ -27,10 +30,17 @@ void flume__lazy_decoded_whole(lua_State *L, size_t n);
 /* Pushes the proxies' metatable, for flume__lazy_decode_meta. */
 void flume__lazy_push_meta(lua_State *L);
 
+/* Names the database whose log the indexer's values come from: a proxy a
+ * view keeps is read back from it when its bytes are gone (lazy.c, RING). */
+void flume__lazy_source(lua_State *L, flume_db *db);
+
 /* flume__lazy_decode with the proxies' metatable at stack index mt
- * (absolute, from flume__lazy_push_meta): for a batch of values. */
-int flume__lazy_decode_meta(lua_State *L, int mt, const char *p, size_t n,
-                            char *err, size_t errlen);
+ * (absolute, from flume__lazy_push_meta): for a batch of values. seq: the
+ * value's seq in the source's log (its bytes are then not copied into the
+ * proxy but kept in a ring, read back from the log if the proxy outlives
+ * them), or -1 for bytes from anywhere else. */
+int flume__lazy_decode_meta(lua_State *L, int mt, int64_t seq, const char *p,
+                            size_t n, char *err, size_t errlen);
 
 /* Whether the value at idx is a proxy not yet made whole. */
 int flume__lazy_is(lua_State *L, int idx);

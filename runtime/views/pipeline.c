@@ -525,7 +525,7 @@ static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
     return 0;
   }
   if (b->msgpack) {
-    int rc = b->lazy ? flume__lazy_decode_meta(b->H, b->meta, data, len,
+    int rc = b->lazy ? flume__lazy_decode_meta(b->H, b->meta, seq, data, len,
                                                b->err, sizeof b->err)
                      : flume__mp_decode(b->H, data, len, b->err,
                                         sizeof b->err);

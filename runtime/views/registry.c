@@ -11,6 +11,7 @@
 
 #include "msgpack.h"
 #include "views/engine.h"
+#include "views/lazy.h"
 
 static const flume__part_ops views_part;
 
@@ -52,6 +53,7 @@ static flume__views *views_get(flume_db *db, int *rc) {
     return NULL;
   }
   lua_State *H = flume__host_state(vs->host);
+  flume__lazy_source(H, db);
   lua_newtable(H);
   lua_setfield(H, LUA_REGISTRYINDEX, FLUME__HREG_DELETED);
   if ((*rc = flume__db_attach(db, &views_part, vs))) {
