@@ -1070,6 +1070,25 @@ FLUME_API int flume_db_append(flume_db *db, const flume_buf *vals, size_t n,
 
 /* ---- reads ------------------------------------------------------------- */
 
+/* The value at seq (acknowledged), without a read-only handle's refresh:
+ * called from inside a view's script call (a kept lazy value read again),
+ * where a refresh's since notifications must not run. */
+int flume__db_read_one(flume_db *db, int64_t seq, flume__visit_fn fn,
+                       void *ctx) {
+  if (db->close_started) return FLUME_ECLOSED;
+  if (seq < 0 || seq > db->since) return FLUME_ENOTFOUND;
+  const flume__store_ops *ops = db->ops;
+  flume__txn *txn;
+  int rc = ops->txn_begin(db->store, FLUME__TXN_READ, &txn);
+  if (rc) return rc;
+  uint64_t key = (uint64_t)seq;
+  flume__slice v;
+  rc = ops->get(txn, FLUME__TABLE_LOG, (flume__slice){&key, sizeof key}, &v);
+  if (rc == 0) rc = fn(ctx, seq, v.data, v.size);
+  ops->txn_abort(txn);
+  return rc == FLUME_ENOTFOUND ? FLUME_ECORRUPT : rc;
+}
+
 int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
                    flume__visit_fn fn, void *ctx, size_t *count) {
   flume__db_refresh(db);

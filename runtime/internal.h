@@ -148,6 +148,10 @@ typedef int (*flume__visit_fn)(void *ctx, int64_t seq, const void *data,
  */
 int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
                    flume__visit_fn fn, void *ctx, size_t *count);
+/* One acknowledged value, without a read-only handle's refresh (no since
+ * notification runs inside the call): from inside a view's script. */
+int flume__db_read_one(flume_db *db, int64_t seq, flume__visit_fn fn,
+                       void *ctx);
 
 /*
  * A part of a database that a subsystem attaches (the views, with the

@@ -357,10 +357,9 @@ static holder *refetch(lua_State *L, int idx, holder *h) {
   nh->bytes = (const unsigned char *)nh + hs;
   nh->pos = OWNED;
   memset((unsigned char *)nh->bytes + h->len, 0, PAD);
-  size_t count = 0;
-  int rc = db ? flume__db_read(db, h->seq, h->seq, 1, read_back, nh, &count)
-              : FLUME_ECORRUPT;
-  if (rc == 0 && count != 1) rc = FLUME_ECORRUPT;
+  /* No read-only refresh here: its since notifications would run other
+   * code (a watcher's callback) inside this script call. */
+  int rc = db ? flume__db_read_one(db, h->seq, read_back, nh) : FLUME_ECORRUPT;
   if (rc == 0) {
     /* The same value: the same pairs, where they were. */
     const unsigned char *b = nh->bytes, *q;
