@@ -293,28 +293,35 @@ static int acct_bind(flume__host *h, int ref, uint32_t id) {
 
 static int call_end(flume__host *h, uint32_t acct, int rc);
 
-/* lua_pcall under the instruction limit, charging what it allocates to
- * account `acct`; what it prints is tagged with acct's view and `seq`. */
-static int host_call(flume__host *h, uint32_t acct, int nargs,
-                     int nresults, int64_t seq) {
+/* lua_pcall for account acct, its prints tagged with its view: armed for
+ * one script call (host_call: the whole call is the script's) or for a
+ * run, whose script calls each arm themselves (flume__host_run). */
+static int protected_call(flume__host *h, uint32_t acct, int nargs,
+                          int nresults, int64_t seq, int armed) {
   lua_State *L = h->L;
   const char *was_view = h->log_view;
   int64_t was_seq = h->log_seq;
+  uint32_t was_run = h->run_acct;
   h->log_view = h->accts[acct].name;
-  h->log_seq = seq;
-  /* Setting the hook resets its count: each call gets the whole budget. */
+  h->run_acct = acct;
   h->exhausted = 0;
   h->refused = 0;
-  h->work = WORK_LIMIT;
-  h->charge.current = acct;
-  lua_sethook(L, limit_hook, LUA_MASKCOUNT, FLUME__INSTRUCTION_LIMIT);
+  if (armed) flume__host_arm(h, seq);
   int rc = lua_pcall(L, nargs, nresults, 0);
   lua_sethook(L, NULL, 0, 0);
   h->charge.current = 0;
   h->exhausted = 0;
   h->log_view = was_view;
   h->log_seq = was_seq;
+  h->run_acct = was_run;
   return call_end(h, acct, rc);
+}
+
+/* lua_pcall under the instruction limit, charging what it allocates to
+ * account `acct`; what it prints is tagged with acct's view and `seq`. */
+static int host_call(flume__host *h, uint32_t acct, int nargs,
+                     int nresults, int64_t seq) {
+  return protected_call(h, acct, nargs, nresults, seq, 1);
 }
 
 /* The end of a call that returned rc, its error (if any) at the top:
@@ -367,21 +374,7 @@ static int call_end(flume__host *h, uint32_t acct, int rc) {
  * LUAI_MAXCCALLS one level sooner in the indexer than in a method.
  */
 int flume__host_run(flume__host *h, int ref, int nargs, int nresults) {
-  lua_State *L = h->L;
-  const char *was_view = h->log_view;
-  int64_t was_seq = h->log_seq;
-  uint32_t acct = acct_of(h, ref);
-  h->log_view = h->accts[acct].name;
-  h->run_acct = acct;
-  h->exhausted = 0;
-  h->refused = 0;
-  int rc = lua_pcall(L, nargs, nresults, 0);
-  lua_sethook(L, NULL, 0, 0);
-  h->charge.current = 0;
-  h->exhausted = 0;
-  h->log_view = was_view;
-  h->log_seq = was_seq;
-  return call_end(h, acct, rc);
+  return protected_call(h, acct_of(h, ref), nargs, nresults, -1, 0);
 }
 
 void flume__host_arm(flume__host *h, int64_t seq) {

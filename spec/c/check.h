@@ -1,11 +1,14 @@
 /* A tiny assert header for the C tests: on failure it prints the file, the
  * line, the expression and, for CHECK_OK, the error's name and message, then
- * exits non-zero. */
+ * exits non-zero. And the seed of a random test (test_seed). */
 #ifndef FLUME_SPEC_CHECK_H
 #define FLUME_SPEC_CHECK_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "flume.h"
 
@@ -40,5 +43,16 @@
       exit(1);                                                                 \
     }                                                                          \
   } while (0)
+
+/* A random test's seed: FLUME_SEED's, or one of the clock and the pid;
+ * printed with the test's name, so that a failure can be replayed. */
+static inline uint64_t test_seed(const char *name) {
+  const char *env = getenv("FLUME_SEED");
+  uint64_t seed = env ? strtoull(env, NULL, 10)
+                      : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
+  printf("%s: seed %llu (FLUME_SEED=%llu replays it)\n", name,
+         (unsigned long long)seed, (unsigned long long)seed);
+  return seed;
+}
 
 #endif

@@ -158,12 +158,7 @@ static void strings(void) {
 }
 
 int main(void) {
-  const char *env = getenv("FLUME_SEED");
-  uint64_t seed = env ? strtoull(env, NULL, 10)
-                      : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
-  printf("test_json_write: seed %llu (FLUME_SEED=%llu replays it)\n",
-         (unsigned long long)seed, (unsigned long long)seed);
-  rng = seed * 2654435761u + 1;
+  rng = test_seed("test_json_write") * 2654435761u + 1;
 
   strings();
   printf("test_json_write: %ld strings as a byte loop writes them\n",

@@ -97,12 +97,7 @@ static void close_db(uv_loop_t *loop, flume_db *db) {
 }
 
 int main(void) {
-  const char *env = getenv("FLUME_SEED");
-  uint64_t seed = env ? strtoull(env, NULL, 10)
-                      : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
-  printf("test_writer: seed %llu (FLUME_SEED=%llu replays it)\n",
-         (unsigned long long)seed, (unsigned long long)seed);
-  rng = seed * 2654435761u + 1;
+  rng = test_seed("test_writer") * 2654435761u + 1;
 
   char dir[512];
   temp_dir(dir, sizeof dir, "writer");
