@@ -16,6 +16,8 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
@@ -633,7 +635,14 @@ static void on_turn_end(uv_prepare_t *h) {
  * a thread of its own, opened for writing). */
 static int writer_start(flume_db *db) {
   if (uv_cond_init(&db->w_wake)) return FLUME_ENOMEM;
-  if (uv_thread_create(&db->w_thread, writer_main, db)) {
+  /* The writer takes no signal: made with all of them blocked, it leaves
+   * them to the embedder's threads (a Ctrl-C reaches the loop thread). */
+  sigset_t all, was;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &was);
+  int rc = uv_thread_create(&db->w_thread, writer_main, db);
+  pthread_sigmask(SIG_SETMASK, &was, NULL);
+  if (rc) {
     uv_cond_destroy(&db->w_wake);
     return FLUME_ENOMEM;
   }

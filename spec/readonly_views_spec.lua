@@ -164,11 +164,12 @@ print(n, reads > 10)
       readers[k] = io.popen("timeout 120 " .. H.lua_command(script, dir,
         2999, tmp .. "/checks.lua") .. " 2>&1")
     end
-    writer(3000, 3, tmp)
+    local wrote = writer(3000, 3, tmp, nil, true)
     for k = 1, 4 do
       local out = readers[k]:read("a")
       local ok = readers[k]:close()
-      assert.is_true(ok, "reader " .. k .. ": " .. out)
+      assert.is_true(ok, "reader " .. k .. ": " .. out .. "\nthe writer (" ..
+        tostring(wrote) .. "): " .. (H.read(tmp .. "/writer.out") or ""))
       assert.equal("3000\ttrue\n", out, "reader " .. k)
     end
   end)

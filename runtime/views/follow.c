@@ -103,6 +103,14 @@ int flume__follow_check(flume_view *v) {
   int alive = ops->writer_alive(st);
   if (alive < 0) return alive;
   flume__db_refresh(db);
+  if (!alive) {
+    /* The writer may have stored its last checkpoint and gone between the
+     * caller's read of the record and this look: what it left is final,
+     * so the record is read again before the view is said to lag. */
+    int rc = flume__follow_sync(v);
+    if (rc) return rc;
+    if (!flume__follow_lags(v)) return 0;
+  }
   long long at = (long long)v->committed, log = (long long)flume_db_since(db);
   if (!alive) {
     snprintf(v->note, sizeof v->note,

@@ -69,6 +69,15 @@ function H.write(path, text)
   f:close()
 end
 
+--- The text of the file at path, or nil if there is none.
+function H.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
 --- A string quoted for the shell.
 function H.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
