@@ -293,6 +293,8 @@ fail:
 
 static void notify(flume_db *db, int status, int64_t since);
 static int writer_start(flume_db *db);
+static void writer_stop(flume_db *db);
+static void writer_handles(flume_db *db);
 
 /* Brings a read-only handle's since up to what the store has committed:
  * one cheap stat, and a read of the log's end only when a commit
@@ -384,10 +386,19 @@ int flume__db_open(uv_loop_t *loop, const char *path,
   }
   db->w_next = db->since + 1;
   db->run_max = RUN_MAX_BYTES;
+  /* The writer thread before the parts: undone without the loop. */
+  db->threaded = !db->readonly && !db->ops->inline_writes;
+  if (db->threaded && (rc = writer_start(db))) {
+    db->ops->close(db->store);
+    uv_mutex_destroy(&db->qlock);
+    free(db);
+    return rc;
+  }
   /* What opening adds (a remote log routes this handle's appends through
    * its outbox; it attaches itself as a part, so close reaches it like any
    * other); it starts its handles only once nothing else can fail. */
   if (attach && (rc = attach(db, opts, why))) {
+    if (db->threaded) writer_stop(db);
     db->ops->close(db->store);
     uv_mutex_destroy(&db->qlock);
     free(db);
@@ -395,14 +406,7 @@ int flume__db_open(uv_loop_t *loop, const char *path,
   }
   uv_idle_init(loop, &db->kick);
   db->kick.data = db;
-  db->threaded = !db->readonly && !db->ops->inline_writes;
-  if (db->threaded && (rc = writer_start(db))) {
-    uv_close((uv_handle_t *)&db->kick, NULL); /* closes by the next turn */
-    db->ops->close(db->store);
-    uv_mutex_destroy(&db->qlock);
-    free(db);
-    return rc;
-  }
+  if (db->threaded) writer_handles(db);
   if (db->readonly) start_poll(db);
   *out = db;
   return 0;
@@ -569,7 +573,8 @@ static void writer_main(void *arg) {
   uv_mutex_lock(&db->qlock);
   for (;;) {
     flume__job *group = NULL;
-    if (db->done_n < DONE_MAX) group = take_group(db, open_stop(db));
+    if (db->queue_head && db->done_n < DONE_MAX)
+      group = take_group(db, open_stop(db));
     if (group == NULL) {
       if (db->w_stop) break;
       db->w_waiting = 1;
@@ -631,8 +636,9 @@ static void on_turn_end(uv_prepare_t *h) {
   uv_mutex_unlock(&db->qlock);
 }
 
-/* Starts the writer thread and its loop handles (a store that commits on
- * a thread of its own, opened for writing). */
+/* Starts the writer thread (a store that commits on a thread of its own,
+ * opened for writing); it waits for jobs, which come once the open is
+ * over. Nothing of the loop's yet: writer_stop undoes it. */
 static int writer_start(flume_db *db) {
   if (uv_cond_init(&db->w_wake)) return FLUME_ENOMEM;
   /* The writer takes no signal: made with all of them blocked, it leaves
@@ -646,8 +652,13 @@ static int writer_start(flume_db *db) {
     uv_cond_destroy(&db->w_wake);
     return FLUME_ENOMEM;
   }
-  /* Neither keeps the loop alive: a completion is awaited by its caller,
-   * and the turn's end is only a moment. */
+  return 0;
+}
+
+/* The writer's loop handles, once the open cannot fail. The async keeps
+ * the loop alive only while the writer has work (hold_loop); the turn's
+ * end never does. */
+static void writer_handles(flume_db *db) {
   uv_async_init(db->loop, &db->done_async, on_done);
   db->done_async.data = db;
   uv_unref((uv_handle_t *)&db->done_async);
@@ -655,7 +666,6 @@ static int writer_start(flume_db *db) {
   db->turn_end.data = db;
   uv_prepare_start(&db->turn_end, on_turn_end);
   uv_unref((uv_handle_t *)&db->turn_end);
-  return 0;
 }
 
 /* Stops the writer thread, once it has nothing left (closing). */

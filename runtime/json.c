@@ -486,8 +486,8 @@ static char *digits_before(char *end, uint64_t u) {
  * decimals near it are at least 10^-15 of it apart: %.15g rounds it to
  * that very decimal, and %g drops trailing zeros, as the smallest k does.
  * Where %.15g would write an exponent (below 10^-4, from 10^15), or no
- * such decimal exists, printf decides. Returns the length written to s
- * (at least 32 bytes). */
+ * such decimal exists, printf decides. s has room for 32 bytes; returns
+ * the length written. */
 size_t flume__json_float(char *s, double v) {
   static const double p10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8,
                                1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,

@@ -14,19 +14,7 @@ local SEED = tonumber(os.getenv("FLUME_CORRUPT_SEED") or "") or os.time()
 
 local q = H.q
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, bytes)
-  local f = assert(io.open(path, "wb"))
-  f:write(bytes)
-  f:close()
-end
+local read, write = H.read, H.write
 
 -- The views the database holds; the child attaches the same scripts.
 local TOTAL = [[return { version = 1, initial = 0,

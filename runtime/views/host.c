@@ -410,11 +410,6 @@ int flume__host_call(flume__host *h, int ref, int nargs, int nresults) {
   return host_call(h, acct_of(h, ref), nargs, nresults, -1);
 }
 
-int flume__host_call_at(flume__host *h, int ref, int nargs, int nresults,
-                        int64_t seq) {
-  return host_call(h, acct_of(h, ref), nargs, nresults, seq);
-}
-
 void flume__host_set_log(flume__host *h, flume__host_log_fn fn, void *ctx) {
   h->log = fn;
   h->log_ctx = ctx;

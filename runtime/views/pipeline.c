@@ -537,11 +537,14 @@ static int batch_one(void *p, int64_t seq, const void *data, size_t len) {
   return 0;
 }
 
+/* Bytes of a run's failure message (run_ctx.msg). */
+#define RUN_MSG 300
+
 /* Adds the index entry of key idx at seq to the view's ops; k: a
  * scratch buffer, emptied here (one per slice, not a malloc per entry).
  * A key that cannot be encoded: FLUME_EINVAL (or the encoder's error),
- * with the view's failure in msg[300]; an entry that cannot be added
- * (out of memory) is left out, as it always was. */
+ * with the view's failure in msg (RUN_MSG bytes); an entry that cannot be
+ * added (out of memory) is left out, as it always was. */
 static int index_key(flume_view *v, lua_State *H, int idx, int64_t seq,
                      flume__buf *k, char *msg, int *bad) {
   char err[256];
@@ -558,7 +561,7 @@ static int index_key(flume_view *v, lua_State *H, int idx, int64_t seq,
     rc = flume__buf_append(k, s, sizeof s);
     if (rc == 0) rc = op_add(&v->ops, OP_PUT, k->data, k->len, "", 0);
   } else {
-    snprintf(msg, 300, "map returned a bad key: %s", err);
+    snprintf(msg, RUN_MSG, "map returned a bad key: %s", err);
     *bad = 1;
   }
   return rc;
@@ -667,7 +670,7 @@ typedef struct run_ctx {
   int must;          /* the first value goes in whatever the time */
   int64_t seq;       /* the value in progress */
   int late;          /* stopped for the deadline */
-  char msg[300];     /* the runtime's failure on a value */
+  char msg[RUN_MSG]; /* the runtime's failure on a value */
 } run_ctx;
 
 /* The runtime's failure on the value in progress: raised as r->msg. */

@@ -110,10 +110,6 @@ typedef void (*flume__host_log_fn)(void *ctx, const char *view, int64_t seq,
 /* Sends the sandbox's messages to fn(ctx, ...); with fn NULL (the
  * default) they are formatted and dropped. */
 void flume__host_set_log(flume__host *h, flume__host_log_fn fn, void *ctx);
-/* flume__host_call, for the value at `seq`: what the call prints is
- * tagged with it. */
-int flume__host_call_at(flume__host *h, int ref, int nargs, int nresults,
-                        int64_t seq);
 /* flume__host_pcall (the mapper), for the value at `seq`. */
 int flume__host_pcall_at(flume__host *h, int nargs, int nresults,
                          int64_t seq);

@@ -19,13 +19,7 @@ local q = H.q
 
 local write = H.write
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = H.read
 
 local tmp -- a fresh folder per test (set_tmp)
 
