@@ -255,7 +255,8 @@ static int read_object(jparse *j, int depth) {
       return jfail(j, FLUME__JSON_OTHER);
     for (size_t i = 0; i < n; i++)
       if (klen[i] == j->str.len &&
-          memcmp(j->out->data + koff[i], j->str.data, j->str.len) == 0)
+          (klen[i] == 0 || /* "" twice: its scratch may be NULL */
+           memcmp(j->out->data + koff[i], j->str.data, j->str.len) == 0))
         return jfail(j, FLUME__JSON_OTHER); /* a key twice */
     if (mpw(j, flume__mpw_str(j->out, j->str.data ? j->str.data : "", j->str.len)))
       return j->rc;
