@@ -936,24 +936,29 @@ static void bench(const flume__store_ops *ops, size_t n, int ordered) {
 /* LMDB extras: what only the durable backend does (log/lmdb.c): seals,
  * the checks at open, stale readers, a full disk. */
 
-/* CRC32C: the standard check value, the table and the instruction agree
- * at every length and alignment, and a checksum continues piece by piece. */
+/* CRC32C: the standard check value, the table, the instruction and its
+ * three streams agree at every length up to 40 and at lengths across the
+ * three-stream sizes (144 bytes to past two rounds of full 256-byte blocks),
+ * at every alignment, and a checksum continues piece by piece. */
 static void test_crc32c(void) {
   pthread_once(&crc32c_once, crc32c_init);
   CHECK(crc32c_update(0, "123456789", 9) == 0xe3069283u);
   CHECK(crc32c_update(0, "", 0) == 0);
-  unsigned char buf[1100];
+  unsigned char buf[2100];
   uint32_t x = 12345;
   for (size_t i = 0; i < sizeof buf; i++) {
     x = x * 1103515245u + 12345u;
     buf[i] = (unsigned char)(x >> 16);
   }
   for (size_t off = 0; off < 8; off++)
-    for (size_t n = 0; n + off <= sizeof buf; n += n < 40 ? 1 : 97) {
+    for (size_t n = 0; n + off <= sizeof buf;
+         n += n < 40 ? 1 : n < 200 ? 5 : 97) {
       uint32_t soft = ~crc32c_soft(~0u, buf + off, n);
 #ifdef CRC32C_HAVE_HARD
       if (__builtin_cpu_supports("sse4.2"))
         CHECK(~crc32c_hard(~0u, buf + off, n) == soft);
+      if (__builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("pclmul"))
+        CHECK(~crc32c_hard3(~0u, buf + off, n) == soft);
 #endif
       CHECK(crc32c_update(0, buf + off, n) == soft);
       size_t half = n / 3;
