@@ -1,6 +1,8 @@
 -- The log: appends, reads, streams, since, close, on both backends.
 local flume = require "flume"
 local H = require "helpers.db"
+local G = require "helpers.gen"
+local M = require "helpers.model"
 
 local function collect(iter)
   local seqs, vals = {}, {}
@@ -168,6 +170,54 @@ for _, backend in ipairs(H.backends) do
         local seqs = collect(ctx.db:stream())
         assert.same(range(0, 2999), seqs)
         assert.same(range(2999, 0, -1), collect(ctx.db:stream { reverse = true }))
+      end)
+
+      it("agrees with a model over random ranges across chunks", function()
+        -- 600 values: a plain stream reads them in chunks of 256, so
+        -- bounds and limits near 256 and 512 cut chunks in every way.
+        local batch = {}
+        for i = 10, 599 do batch[#batch + 1] = { i = i } end
+        ctx.db:append(batch, { batch = true })
+        local seed = tonumber(os.getenv("FLUME_SEED")) or os.time()
+        local r = G.rng(seed)
+        local near = { -2, 0, 1, 254, 255, 256, 257, 511, 512, 513, 598, 599,
+          600, 700 }
+        local function bound()
+          return r.chance(0.5) and r.pick(near) or r.int(-2, 701)
+        end
+        for _ = 1, 300 do
+          local o = {}
+          local lo, hi = r.int(1, 3), r.int(1, 3)
+          if lo == 2 then o.gt = bound() elseif lo == 3 then o.gte = bound() end
+          if hi == 2 then o.lt = bound() elseif hi == 3 then o.lte = bound() end
+          if r.chance(0.5) then o.reverse = true end
+          if r.chance(0.3) then o.limit = math.max(bound(), 0) end
+          -- the model: the seqs in range, in order, up to the limit
+          local a = o.gt and o.gt + 1 or o.gte or 0
+          local b = o.lt and o.lt - 1 or o.lte or 599
+          a, b = math.max(a, 0), math.min(b, 599)
+          local want = o.reverse and range(b, a, -1) or range(a, b)
+          if o.limit then
+            for i = #want, o.limit + 1, -1 do want[i] = nil end
+          end
+          local seqs, vals = collect(ctx.db:stream(o))
+          local why = ("FLUME_SEED=%d, stream %s"):format(seed, M.show(o))
+          assert.same(want, seqs, why)
+          for i, sq in ipairs(seqs) do assert.equal(sq, vals[i].i, why) end
+        end
+      end)
+
+      it("stops a stream at a closed database between chunks", function()
+        local batch = {}
+        for i = 10, 599 do batch[#batch + 1] = { i = i } end
+        ctx.db:append(batch, { batch = true })
+        local it, n = ctx.db:stream(), 0
+        for _ in it do
+          n = n + 1
+          if n == 256 then break end
+        end
+        ctx.db:close()
+        assert.error_matches(function() it() end, "ECLOSED")
       end)
 
       it("refuses options that are not integers", function()

@@ -448,6 +448,8 @@ function DB:_stream(opts, hooks)
   -- Seqs start at 0: a lower bound below it means "from the start" (a
   -- live stream must never wait for a seq below 0, which is always reached).
   if lo < 0 then lo = 0 end
+  -- The commonest stream, iterated in C (db:scan): the same chunks.
+  if plain and not live then return c:scan(mp, lo, hi, remaining, reverse) end
   -- A chunk's values are vals[1..n], at seqs first, first + step, ... (the
   -- log is dense); seq is the one of vals[i].
   local vals, n, i, seq, step = {}, 0, 0, 0, reverse and -1 or 1
