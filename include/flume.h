@@ -46,8 +46,11 @@
  * A database handle belongs to the thread that runs its loop; call it only
  * from there. A database opened for writing has a writer thread of its own
  * that does its disk writes, so the loop thread never waits on a flush;
- * every callback still runs on the loop thread. (A remote log also uses
- * the libuv threadpool.)
+ * once its views fall more than a slice behind the log, a second thread
+ * reads the log ahead of them (the page walks and checksums) while the
+ * loop thread runs the scripts. Every callback still runs on the loop
+ * thread. (A remote log also uses the libuv threadpool, and reads no log
+ * ahead.)
  *
  * @section caveats Caveats
  *

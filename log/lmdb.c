@@ -77,6 +77,7 @@ struct flume__txn {
   int write;            /* 1 for the write transaction */
   int64_t log_last;     /* the log's last seq, cached; -2 when unknown */
   int opened;           /* it opened a table (read transactions) */
+  int own;              /* FLUME__TXN_OWN: never the spare */
   unsigned char *buf;   /* scratch for sealing values (write txn) */
   size_t buf_cap;       /* its size in bytes */
 };
@@ -245,7 +246,7 @@ static int read_begin(flume__store *s, MDB_txn **txn) {
 static int lmdb_txn_begin(flume__store *s, int flags, flume__txn **out) {
   flume__lmdb_forget_detail(); /* read right after the read that failed */
   if (s->readonly && !(flags & FLUME__TXN_READ)) return -EROFS;
-  if ((flags & FLUME__TXN_READ) && s->spare) {
+  if ((flags & FLUME__TXN_READ) && !(flags & FLUME__TXN_OWN) && s->spare) {
     /* Renewing a reset read transaction skips LMDB's allocation and its
      * reader-table lock: reads are many and short. Only the loop thread
      * begins read transactions, so the spare needs no lock of its own. */
@@ -266,6 +267,7 @@ static int lmdb_txn_begin(flume__store *s, int flags, flume__txn **out) {
   if (t == NULL) return FLUME_ENOMEM;
   t->store = s;
   t->write = !(flags & FLUME__TXN_READ);
+  t->own = (flags & FLUME__TXN_OWN) != 0;
   t->log_last = -2;
   t->opened = 0;
   t->buf = NULL;
@@ -332,7 +334,7 @@ static int lmdb_txn_commit(flume__txn *t) {
 
 static void lmdb_txn_abort(flume__txn *t) {
   flume__store *s = t->store;
-  if (!t->write && !t->opened && s->spare == NULL) {
+  if (!t->write && !t->opened && !t->own && s->spare == NULL) {
     /* A reset transaction holds no snapshot: grow() may remap under it. */
     mdb_txn_reset(t->txn);
     free(t->buf); /* a put tried in it (refused by LMDB) made one */

@@ -75,7 +75,10 @@ typedef struct flume__store_opts {
 
 enum flume__txn_flags {
   FLUME__TXN_WRITE = 0, /* read-write transaction */
-  FLUME__TXN_READ = 1   /* read-only snapshot */
+  FLUME__TXN_READ = 1,  /* read-only snapshot */
+  FLUME__TXN_OWN = 2    /* with READ: of a thread that is not the loop
+                           thread's (the views' read-ahead), so it is not
+                           the spare LMDB's loop-thread reads renew */
 };
 
 /* What a store holds as a whole (stat). Sizes the backend does not have

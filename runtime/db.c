@@ -1108,26 +1108,17 @@ int flume__db_read_one(flume_db *db, int64_t seq, flume__visit_fn fn,
   return rc == FLUME_ENOTFOUND ? FLUME_ECORRUPT : rc;
 }
 
-int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
-                   flume__visit_fn fn, void *ctx, size_t *count) {
-  flume__db_refresh(db);
-  const flume__store_ops *ops = db->ops;
-  *count = 0;
-  /* Internal: the views read on while a close lets them catch up. */
-  if (db->close_started) return FLUME_ECLOSED;
-  int reverse = from > to;
-  int64_t lo = reverse ? to : from, hi = reverse ? from : to;
-  /* Readers see the log up to its since: what was acknowledged. */
-  if (hi > db->since) hi = db->since;
-  if (lo < 0) lo = 0;
-  if (max == 0 || lo > hi) return 0;
-  int64_t start = reverse ? hi : lo;
-
+/* The entries from start on (backwards when reverse) until seq `end` or
+ * max of them, in one read transaction of flags; see flume__db_read. */
+static int read_range(const flume__store_ops *ops, flume__store *store,
+                      int flags, int64_t start, int64_t end, int reverse,
+                      size_t max, flume__visit_fn fn, void *ctx,
+                      size_t *count) {
   flume__txn *txn;
   flume__cursor *cur;
-  int rc = ops->txn_begin(db->store, FLUME__TXN_READ, &txn);
+  int rc = ops->txn_begin(store, flags, &txn);
   if (rc) return rc;
-  if (max == 1 || lo == hi) {
+  if (max == 1 || start == end) {
     /* One entry (get): a point lookup, no cursor. */
     uint64_t key = (uint64_t)start;
     flume__slice v;
@@ -1155,7 +1146,7 @@ int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
     }
     if ((rc = fn(ctx, seq, v.data, v.size))) break;
     ++*count;
-    if (*count == max || seq == (reverse ? lo : hi)) break;
+    if (*count == max || seq == end) break;
     seq += reverse ? -1 : 1;
     rc = ops->cursor_get(cur, reverse ? FLUME__PREV : FLUME__NEXT, &k, &v);
     if (rc == FLUME_ENOTFOUND) rc = FLUME_ECORRUPT;
@@ -1163,6 +1154,36 @@ int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
   ops->cursor_close(cur);
   ops->txn_abort(txn);
   return rc == FLUME_ENOTFOUND && *count == 0 ? FLUME_ECORRUPT : rc;
+}
+
+int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
+                   flume__visit_fn fn, void *ctx, size_t *count) {
+  flume__db_refresh(db);
+  *count = 0;
+  /* Internal: the views read on while a close lets them catch up. */
+  if (db->close_started) return FLUME_ECLOSED;
+  int reverse = from > to;
+  int64_t lo = reverse ? to : from, hi = reverse ? from : to;
+  /* Readers see the log up to its since: what was acknowledged. */
+  if (hi > db->since) hi = db->since;
+  if (lo < 0) lo = 0;
+  if (max == 0 || lo > hi) return 0;
+  return read_range(db->ops, db->store, FLUME__TXN_READ, reverse ? hi : lo,
+                    reverse ? lo : hi, reverse, max, fn, ctx, count);
+}
+
+int flume__db_reads_closed(const flume_db *db) { return db->close_started; }
+
+int flume__db_can_read_ahead(const flume_db *db) {
+  return db->threaded && !flume__db_routed(db);
+}
+
+int flume__db_read_ahead(flume_db *db, int64_t from, int64_t to, size_t max,
+                         flume__visit_fn fn, void *ctx, size_t *count) {
+  *count = 0;
+  if (max == 0 || from < 0 || from > to) return 0;
+  return read_range(db->ops, db->store, FLUME__TXN_READ | FLUME__TXN_OWN,
+                    from, to, 0, max, fn, ctx, count);
 }
 
 int flume__db_read_seqs(flume_db *db, const int64_t *seqs, size_t n,

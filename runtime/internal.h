@@ -148,6 +148,16 @@ typedef int (*flume__visit_fn)(void *ctx, int64_t seq, const void *data,
  */
 int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
                    flume__visit_fn fn, void *ctx, size_t *count);
+/* flume__db_read for another thread than the loop's (the views'
+ * read-ahead): forwards from `from` to `to`, which the caller saw
+ * acknowledged (since), touching nothing of db but its store. Only where
+ * flume__db_can_read_ahead says so: a writer's LMDB store (its read
+ * transactions are any thread's), not a remote log. */
+int flume__db_can_read_ahead(const flume_db *db);
+int flume__db_read_ahead(flume_db *db, int64_t from, int64_t to, size_t max,
+                         flume__visit_fn fn, void *ctx, size_t *count);
+/* 1 once flume__db_read refuses (the close is closing the handles). */
+int flume__db_reads_closed(const flume_db *db);
 /* One acknowledged value, without a read-only handle's refresh (no since
  * notification runs inside the call): from inside a view's script. */
 int flume__db_read_one(flume_db *db, int64_t seq, flume__visit_fn fn,
@@ -225,5 +235,8 @@ FLUME_API void flume__test_fail_commits(flume_db *db, int err, int count);
  * message: the one after it is past a gap). Returns how many times the
  * tail has subscribed again so far, or -1 when db is not remote. */
 FLUME_API int flume__test_remote_withhold(flume_db *db, int nth);
+/* Test-only: how many of the indexer's reads took values read ahead
+ * (views/ahead.c), in this process so far. */
+FLUME_API long flume__test_ahead_taken(void);
 
 #endif

@@ -1036,6 +1036,13 @@ static int lwatch_stop(lua_State *L) {
 }
 
 #ifdef FLUME_TEST_HOOKS
+/* db:ahead_taken() -> reads of the indexer that took values read ahead,
+ * in this process so far */
+static int ldb_ahead_taken(lua_State *L) {
+  lua_pushinteger(L, flume__test_ahead_taken());
+  return 1;
+}
+
 static int ldb_fail_commits(lua_State *L) {
   ldb *d = flume__lua_check_db(L, 1);
   static const char *const names[] = {"EIO", "ENOSPC", NULL};
@@ -1069,6 +1076,7 @@ static const luaL_Reg db_methods[] = {
     {"remote_status", ldb_remote_status},
 #ifdef FLUME_TEST_HOOKS
     {"fail_commits", ldb_fail_commits},
+    {"ahead_taken", ldb_ahead_taken},
 #ifdef FLUME_REMOTE
     {"remote_withhold", ldb_remote_withhold},
 #endif

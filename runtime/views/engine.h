@@ -80,6 +80,9 @@ struct flume__views {
   int64_t kept_first;    /* seq of the first value a cut slice left, decoded
                           * and mapped in the registry's "flume.kept" */
   int kept_n;            /* how many (0: none kept) */
+  struct flume__ahead *ahead; /* reads the log ahead of the slices (ahead.c),
+                          * made once they fall a slice behind; or NULL */
+  int ahead_tried;       /* it was made, or could not be */
   int readonly;          /* a read-only handle: the views follow a writer's
                           * checkpoints (follow.c) instead of indexing */
   uv_timer_t follow;     /* read-only: calls use callbacks on the next loop

@@ -21,6 +21,7 @@
 
 #include "keys.h"
 #include "msgpack.h"
+#include "views/ahead.h"
 #include "views/engine.h"
 #include "views/host.h"
 #include "views/lazy.h"
@@ -997,10 +998,19 @@ static int index_slice(flume__views *vs, uint64_t deadline) {
     lua_settop(H, top);
     return 0;
   }
+  /* More than a slice behind: the rest is read ahead meanwhile. */
+  if (!vs->ahead_tried && log_since - from >= (int64_t)vs->batch) {
+    vs->ahead_tried = 1;
+    vs->ahead = flume__ahead_new(vs->db);
+  }
   size_t count;
-  int rc = kept ? 0
-                : flume__db_read(vs->db, from, log_since, (size_t)vs->batch,
-                                 batch_one, &b, &count);
+  int rc = kept        ? 0
+           : vs->ahead ? flume__ahead_read(vs->ahead, from, log_since,
+                                           (size_t)vs->batch, batch_one, &b,
+                                           &count)
+                       : flume__db_read(vs->db, from, log_since,
+                                        (size_t)vs->batch, batch_one, &b,
+                                        &count);
   for (int i = 0; b.raw && i < b.n; i++)
     b.ents[i].data = b.bytes.data + (uintptr_t)b.ents[i].data;
   if (b.lua && b.msgpack && !b.lazy && !vs->has_mapper && !kept)
@@ -1097,6 +1107,17 @@ static void on_idle(uv_idle_t *h) {
   flume__views *vs = h->data;
   uint64_t now = uv_hrtime(), was, end = now + SLICE_BUDGET_NS;
   int more, slices = 0;
+  if (vs->draining && now >= vs->drain_until) {
+    /* A close's time for the views is up: no more slices, so no more
+     * checkpoints, and the writer goes idle for the close to go on (it
+     * looks at the views only when the writer is; a checkpoint after each
+     * slice kept it busy, and a slow view held the close until it caught
+     * up). */
+    uv_idle_stop(h);
+    vs->idle_on = 0;
+    flume__db_close_kick(vs->db);
+    return;
+  }
   /* Another slice only if one as long as the last fits in the turn: a
    * slice the turn's end cut would make the next ones shorter. */
   do {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "msgpack.h"
+#include "views/ahead.h"
 #include "views/engine.h"
 #include "views/lazy.h"
 
@@ -315,6 +316,8 @@ static void handle_closed(uv_handle_t *h) {
 static void views_close(void *part, void (*cb)(void *), void *ctx) {
   flume__views *vs = part;
   vs->closing = 1;
+  flume__ahead_free(vs->ahead); /* before the store closes */
+  vs->ahead = NULL;
   vs->closed = cb;
   vs->closed_ctx = ctx;
   if (vs->readonly) {
@@ -346,6 +349,7 @@ void flume__views_untrack(flume__reader *r) {
 
 static void views_free(void *part) {
   flume__views *vs = part;
+  flume__ahead_free(vs->ahead);
   for (flume__reader *r = vs->readers; r; r = r->next) r->view = NULL;
   views_free_list(vs, vs->list);
   views_free_list(vs, vs->dead);
