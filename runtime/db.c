@@ -639,15 +639,20 @@ static void on_turn_end(uv_prepare_t *h) {
 /* Starts the writer thread (a store that commits on a thread of its own,
  * opened for writing); it waits for jobs, which come once the open is
  * over. Nothing of the loop's yet: writer_stop undoes it. */
-static int writer_start(flume_db *db) {
-  if (uv_cond_init(&db->w_wake)) return FLUME_ENOMEM;
-  /* The writer takes no signal: made with all of them blocked, it leaves
-   * them to the embedder's threads (a Ctrl-C reaches the loop thread). */
+int flume__thread_start(uv_thread_t *t, void (*fn)(void *), void *arg) {
+  /* Made with every signal blocked, the thread takes none: they go to
+   * the embedder's threads (a Ctrl-C reaches the loop thread). */
   sigset_t all, was;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &was);
-  int rc = uv_thread_create(&db->w_thread, writer_main, db);
+  int rc = uv_thread_create(t, fn, arg);
   pthread_sigmask(SIG_SETMASK, &was, NULL);
+  return rc;
+}
+
+static int writer_start(flume_db *db) {
+  if (uv_cond_init(&db->w_wake)) return FLUME_ENOMEM;
+  int rc = flume__thread_start(&db->w_thread, writer_main, db);
   if (rc) {
     uv_cond_destroy(&db->w_wake);
     return FLUME_ENOMEM;

@@ -154,6 +154,9 @@ int flume__db_read(flume_db *db, int64_t from, int64_t to, size_t max,
  * flume__db_can_read_ahead says so: a writer's LMDB store (its read
  * transactions are any thread's), not a remote log. */
 int flume__db_can_read_ahead(const flume_db *db);
+/* uv_thread_create(t, fn, arg) for a thread of flume's own (the writer,
+ * the read-ahead): made with every signal blocked, it takes none. */
+int flume__thread_start(uv_thread_t *t, void (*fn)(void *), void *arg);
 int flume__db_read_ahead(flume_db *db, int64_t from, int64_t to, size_t max,
                          flume__visit_fn fn, void *ctx, size_t *count);
 /* 1 once flume__db_read refuses (the close is closing the handles). */

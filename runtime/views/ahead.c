@@ -21,7 +21,6 @@
  */
 #include "views/ahead.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -134,14 +133,7 @@ flume__ahead *flume__ahead_new(flume_db *db) {
   if (uv_mutex_init(&a->lock)) goto no_lock;
   if (uv_cond_init(&a->wake)) goto no_wake;
   if (uv_cond_init(&a->done)) goto no_done;
-  /* Made with every signal blocked, as the writer: the embedder's
-   * threads take them. */
-  sigset_t all, was;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &was);
-  int rc = uv_thread_create(&a->thread, ahead_main, a);
-  pthread_sigmask(SIG_SETMASK, &was, NULL);
-  if (rc == 0) return a;
+  if (flume__thread_start(&a->thread, ahead_main, a) == 0) return a;
   uv_cond_destroy(&a->done);
 no_done:
   uv_cond_destroy(&a->wake);

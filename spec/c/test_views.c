@@ -38,6 +38,17 @@ static void on_use(void *ctx, int status, flume_view *v) {
   ++*(int *)ctx;
 }
 
+/* A msgpack database at path (NULL: in memory) on a new loop. */
+static flume_db *open_msgpack(uv_loop_t *loop, const char *path) {
+  flume_db *db;
+  flume_db_options o;
+  uv_loop_init(loop);
+  flume_db_options_init(&o);
+  o.codec = "msgpack";
+  CHECK_OK(flume_db_open(loop, path, &o, &db));
+  return db;
+}
+
 /* {type = <t>} in msgpack: fixmap 1, "type", fixstr t. */
 static size_t event(char *out, const char *t) {
   size_t n = strlen(t);
@@ -106,12 +117,7 @@ static const flume_view_vtable counter_vt = {c_since, c_apply, c_destroy,
 
 static void run_case(const char *path) {
   uv_loop_t loop;
-  flume_db *db;
-  flume_db_options o;
-  uv_loop_init(&loop);
-  flume_db_options_init(&o);
-  o.codec = "msgpack";
-  CHECK_OK(flume_db_open(&loop, path, &o, &db));
+  flume_db *db = open_msgpack(&loop, path);
 
   /* Some values before the views: they catch up. */
   char a[16], b[16];
@@ -194,12 +200,7 @@ static void run_case(const char *path) {
 static void ahead_case(const char *path) {
   enum { N = 5000, BATCH = 500 };
   uv_loop_t loop;
-  flume_db *db;
-  flume_db_options o;
-  uv_loop_init(&loop);
-  flume_db_options_init(&o);
-  o.codec = "msgpack";
-  CHECK_OK(flume_db_open(&loop, path, &o, &db));
+  flume_db *db = open_msgpack(&loop, path);
   static char bufs[BATCH][64];
   flume_buf vals[BATCH];
   int64_t want[10] = {0}, bytes = 0, last = -1;
@@ -282,12 +283,7 @@ static void run_for(uv_loop_t *loop, uint64_t ms) {
 
 static void wait_case(const char *path) {
   uv_loop_t loop;
-  flume_db *db;
-  flume_db_options o;
-  uv_loop_init(&loop);
-  flume_db_options_init(&o);
-  o.codec = "msgpack";
-  CHECK_OK(flume_db_open(&loop, path, &o, &db));
+  flume_db *db = open_msgpack(&loop, path);
   char a[16];
   flume_buf val = {a, event(a, "a")};
   int64_t last = -1;
@@ -420,12 +416,7 @@ static void probe_tick(uv_timer_t *t) {
 
 static void committed_case(const char *path) {
   uv_loop_t loop;
-  flume_db *db;
-  flume_db_options o;
-  uv_loop_init(&loop);
-  flume_db_options_init(&o);
-  o.codec = "msgpack";
-  CHECK_OK(flume_db_open(&loop, path, &o, &db));
+  flume_db *db = open_msgpack(&loop, path);
   char a[16];
   flume_buf vals[1000];
   for (int i = 0; i < 1000; i++) vals[i] = (flume_buf){a, event(a, "a")};
