@@ -218,6 +218,8 @@ for _, backend in ipairs(H.backends) do
         end
         ctx.db:close()
         assert.error_matches(function() it() end, "ECLOSED")
+        -- and again: a failed read does not end it as if it were done
+        assert.error_matches(function() it() end, "ECLOSED")
       end)
 
       it("refuses options that are not integers", function()

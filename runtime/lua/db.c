@@ -790,15 +790,16 @@ static int scan_next(lua_State *L) {
   ldb *d = flume__lua_check_db(L, lua_upvalueindex(1));
   lua_Integer n;
   int64_t first;
-  s->done = 1; /* until the read succeeds */
+  /* A read that raises leaves the iterator as it was: the next call
+   * tries the same chunk again, as the Lua iterator did. */
   read_chunk(L, d, s->mp, 0, lua_upvalueindex(3), s->next,
              s->reverse ? s->lo : s->hi,
              s->remaining < SCAN_CHUNK ? s->remaining : SCAN_CHUNK, &n, &first);
   if (n == 0) {
+    s->done = 1;
     lua_pushnil(L);
     return 1;
   }
-  s->done = 0;
   s->remaining -= n;
   if (s->remaining <= 0) s->done = 1;
   s->next = first + (s->reverse ? -n : n);

@@ -11,11 +11,13 @@
  * append-only and what it reads was acknowledged, so the values are the
  * ones a read here would give.
  *
- * One request at a time: after each read the loop thread asks for the
- * values that follow it, up to the since it read. A slice that starts
- * where the request did takes what was read (waiting if the thread is
- * still at it); any other (a cut slice, a view reset to 0, the first)
- * reads by itself as before and asks again. A read that failed is not
+ * One request at a time, for a chunk of up to AHEAD values: when the
+ * loop thread takes a chunk it asks for the values after it, up to the
+ * since it read, and hands the chunk out over the next few slices. A
+ * slice that starts outside the chunk in hand takes the one read ahead
+ * if that starts where the slice does (waiting if the thread is still at
+ * it); any other (a cut slice, a view reset to 0, the first) reads by
+ * itself as before and asks for what follows. A read that failed is not
  * handed over: the slice reads by itself and meets the failure there,
  * with its message.
  */
@@ -66,8 +68,7 @@ struct flume__ahead {
   uv_cond_t done;  /* the loop thread: a request read */
   int stop;
   int state;                /* IDLE, ASKED, READING, READY */
-  int64_t from, to;         /* the request */
-  size_t max;
+  int64_t from, to;         /* the request (AHEAD values at most) */
   chunk got;                /* READY: what the request read */
   chunk work;               /* the thread's, while READING */
   chunk mine;               /* the loop thread's, being handed out */
@@ -75,7 +76,7 @@ struct flume__ahead {
 
 static int collect(void *p, int64_t seq, const void *data, size_t len) {
   chunk *c = p;
-  if (c->n == 0) c->first = seq;
+  (void)seq; /* the log is dense: value i is at first + i */
   if (c->n + 2 > c->cap) {
     size_t cap = c->cap ? 2 * c->cap : 512;
     size_t *off = realloc(c->off, cap * sizeof *off);
@@ -108,14 +109,14 @@ static void ahead_main(void *arg) {
     while (!a->stop && a->state != ASKED) uv_cond_wait(&a->wake, &a->lock);
     if (a->stop) break;
     int64_t from = a->from, to = a->to;
-    size_t max = a->max, count;
+    size_t count;
     a->state = READING;
     uv_mutex_unlock(&a->lock);
     chunk *c = &a->work;
     c->n = 0;
     c->bytes.len = 0;
     c->first = from;
-    c->rc = flume__db_read_ahead(a->db, from, to, max, collect, c, &count);
+    c->rc = flume__db_read_ahead(a->db, from, to, AHEAD, collect, c, &count);
     if (c->rc == FULL) c->rc = 0;
     uv_mutex_lock(&a->lock);
     swap(&a->work, &a->got);
@@ -166,7 +167,6 @@ static void ask(flume__ahead *a, int64_t from, int64_t to) {
   if (a->state == READING || from > to) return;
   a->from = from;
   a->to = to;
-  a->max = AHEAD;
   a->state = ASKED;
   uv_cond_signal(&a->wake);
 }
@@ -174,6 +174,9 @@ static void ask(flume__ahead *a, int64_t from, int64_t to) {
 int flume__ahead_read(flume__ahead *a, int64_t from, int64_t to, size_t max,
                       flume__visit_fn fn, void *ctx, size_t *count) {
   *count = 0;
+  /* Closing: flume__db_read refuses, as it would without a read-ahead. */
+  if (flume__db_reads_closed(a->db))
+    return flume__db_read(a->db, from, to, max, fn, ctx, count);
   chunk *c = &a->mine;
   int rc = 0;
   if (c->n == 0 || from < c->first || from >= c->first + (int64_t)c->n) {
@@ -194,11 +197,8 @@ int flume__ahead_read(flume__ahead *a, int64_t from, int64_t to, size_t max,
     /* The next values are read while these are handed out. */
     ask(a, took ? c->first + (int64_t)c->n : from + (int64_t)max, to);
     uv_mutex_unlock(&a->lock);
-    if (!took || flume__db_reads_closed(a->db))
-      return flume__db_read(a->db, from, to, max, fn, ctx, count);
+    if (!took) return flume__db_read(a->db, from, to, max, fn, ctx, count);
   }
-  if (flume__db_reads_closed(a->db))
-    return flume__db_read(a->db, from, to, max, fn, ctx, count);
   const char *base = c->bytes.data ? c->bytes.data : "";
   size_t i = (size_t)(from - c->first), end = c->n;
   if (end - i > max) end = i + max;
